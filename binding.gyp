@@ -1,0 +1,24 @@
+{
+  "target_defaults": {
+    "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong", "-fvisibility=hidden", "-O2"],
+    "defines": []
+  },
+  "targets": [
+    {
+      "target_name": "appswitch",
+      "sources": ["native/addon.cc", "native/scm_rights.c"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-fvisibility=hidden"]
+    },
+    {
+      "target_name": "appswitch-launcher",
+      "type": "executable",
+      "sources": [
+        "native/launcher.c", "native/generator.c", "native/seccomp_filter.c", "native/notif.c",
+        "native/scm_rights.c", "native/procmem.c", "native/vmap.c"
+      ],
+      "cflags_c": ["-std=gnu11"]
+    }
+  ]
+}

@@ -1,0 +1,319 @@
+// The daemon's native boundary (the only file that includes napi.h): the trap socket (SOCK_SEQPACKET with
+// SCM_RIGHTS, which Node's net module cannot do), readiness polling of raw fds on libuv's loop, and execve for
+// `appswitch run`. C helpers return -errno; here that becomes a JS Error carrying errno, code and syscall.
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "scm_rights.h"
+}
+
+namespace {
+
+const char *ErrnoName(int e) {
+  switch (e) {
+  case EACCES: return "EACCES";
+  case EADDRINUSE: return "EADDRINUSE";
+  case EAGAIN: return "EAGAIN";
+  case EBADF: return "EBADF";
+  case ECONNREFUSED: return "ECONNREFUSED";
+  case EINVAL: return "EINVAL";
+  case EMSGSIZE: return "EMSGSIZE";
+  case ENAMETOOLONG: return "ENAMETOOLONG";
+  case ENOENT: return "ENOENT";
+  case ENOTSOCK: return "ENOTSOCK";
+  case EPERM: return "EPERM";
+  case EPIPE: return "EPIPE";
+  case ECONNRESET: return "ECONNRESET";
+  case ENOTCONN: return "ENOTCONN";
+  case EMFILE: return "EMFILE";
+  default: return "EUNKNOWN";
+  }
+}
+
+// Node's errnoException shape: message "syscall CODE (text)", fields errno, code, syscall.
+Napi::Value ThrowErrno(Napi::Env env, int err, const char *syscall) {
+  std::string msg = std::string(syscall) + " " + ErrnoName(err) + " (" + strerror(err) + ")";
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value ThrowType(Napi::Env env, const char *msg) {
+  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool GetFd(const Napi::CallbackInfo &info, size_t i, int *fd) {
+  if (info.Length() <= i || !info[i].IsNumber()) return false;
+  int64_t v = info[i].As<Napi::Number>().Int64Value();
+  if (v < 0 || v > INT32_MAX) return false;
+  *fd = static_cast<int>(v);
+  return true;
+}
+
+// seqpacketListen(path: string, mode: number): fd — a non-blocking SOCK_SEQPACKET listener at path.
+Napi::Value SeqpacketListen(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) return ThrowType(env, "seqpacketListen(path, mode)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int mode = info[1].As<Napi::Number>().Int32Value();
+  struct sockaddr_un sun;
+  if (path.empty() || path.size() >= sizeof(sun.sun_path)) return ThrowErrno(env, ENAMETOOLONG, "bind");
+  memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path.c_str(), path.size());
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) return ThrowErrno(env, errno, "socket");
+  unlink(path.c_str());
+  if (bind(s, reinterpret_cast<struct sockaddr *>(&sun), sizeof(sun)) < 0) {
+    int e = errno;
+    close(s);
+    return ThrowErrno(env, e, "bind");
+  }
+  if (chmod(path.c_str(), static_cast<mode_t>(mode)) < 0 || listen(s, 512) < 0) {
+    int e = errno;
+    close(s);
+    return ThrowErrno(env, e, "listen");
+  }
+  return Napi::Number::New(env, s);
+}
+
+// seqpacketConnect(path): fd — blocking client socket (tests and tools).
+Napi::Value SeqpacketConnect(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(env, "seqpacketConnect(path)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  struct sockaddr_un sun;
+  if (path.empty() || path.size() >= sizeof(sun.sun_path)) return ThrowErrno(env, ENAMETOOLONG, "connect");
+  memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path.c_str(), path.size());
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, errno, "socket");
+  if (connect(s, reinterpret_cast<struct sockaddr *>(&sun), sizeof(sun)) < 0) {
+    int e = errno;
+    close(s);
+    return ThrowErrno(env, e, "connect");
+  }
+  return Napi::Number::New(env, s);
+}
+
+// accept(fd): { fd, pid, uid, gid } | null when none is waiting.
+Napi::Value Accept(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return ThrowType(env, "accept(fd)");
+  int c;
+  do c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  while (c < 0 && errno == EINTR);
+  if (c < 0) {
+    if (errno == EAGAIN || errno == ECONNABORTED) return env.Null();
+    return ThrowErrno(env, errno, "accept4");
+  }
+  struct ucred cred;
+  socklen_t l = sizeof(cred);
+  if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0) {
+    int e = errno;
+    close(c);
+    return ThrowErrno(env, e, "getsockopt");
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", c);
+  o.Set("pid", cred.pid);
+  o.Set("uid", cred.uid);
+  o.Set("gid", cred.gid);
+  return o;
+}
+
+// recv(fd): { data: Buffer, fds: number[] } | null (nothing waiting); data.length === 0 means the peer closed.
+Napi::Value Recv(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return ThrowType(env, "recv(fd)");
+  static thread_local char buf[65536];
+  int fds[AS_MAX_FDS], nfds = 0;
+  ssize_t n = as_recv_fds(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
+  if (n == -EAGAIN) return env.Null();
+  if (n < 0) return ThrowErrno(env, static_cast<int>(-n), "recvmsg");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("data", Napi::Buffer<char>::Copy(env, buf, static_cast<size_t>(n)));
+  Napi::Array a = Napi::Array::New(env, static_cast<size_t>(nfds));
+  for (int i = 0; i < nfds; i++) a.Set(static_cast<uint32_t>(i), fds[i]);
+  o.Set("fds", a);
+  return o;
+}
+
+// send(fd, data: Buffer, fds?: number[]): bytes sent. Throws EAGAIN when the peer's queue is full.
+Napi::Value Send(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd) || info.Length() < 2 || !info[1].IsBuffer()) return ThrowType(env, "send(fd, buffer, fds?)");
+  Napi::Buffer<char> b = info[1].As<Napi::Buffer<char>>();
+  std::vector<int> fds;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!info[2].IsArray()) return ThrowType(env, "send: fds must be an array of numbers");
+    Napi::Array a = info[2].As<Napi::Array>();
+    if (a.Length() > AS_MAX_FDS) return ThrowErrno(env, EINVAL, "sendmsg");
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value v = a.Get(i);
+      if (!v.IsNumber() || v.As<Napi::Number>().Int64Value() < 0) return ThrowType(env, "send: bad fd");
+      fds.push_back(v.As<Napi::Number>().Int32Value());
+    }
+  }
+  ssize_t n = as_send_fds(fd, b.Data(), b.Length(), fds.data(), static_cast<int>(fds.size()), MSG_DONTWAIT);
+  if (n < 0) return ThrowErrno(env, static_cast<int>(-n), "sendmsg");
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value Close(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return ThrowType(env, "close(fd)");
+  if (close(fd) < 0 && errno != EINTR) return ThrowErrno(env, errno, "close");
+  return env.Undefined();
+}
+
+// execve(path, argv: string[], env: string[]): replaces this process; returns only by throwing.
+Napi::Value Execve(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsArray())
+    return ThrowType(env, "execve(path, argv, env)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::vector<std::string> av, ev;
+  Napi::Array a = info[1].As<Napi::Array>(), e = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    if (!a.Get(i).IsString()) return ThrowType(env, "execve: argv must be strings");
+    av.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+  }
+  for (uint32_t i = 0; i < e.Length(); i++) {
+    if (!e.Get(i).IsString()) return ThrowType(env, "execve: env must be strings");
+    ev.push_back(e.Get(i).As<Napi::String>().Utf8Value());
+  }
+  std::vector<char *> avp, evp;
+  for (auto &s : av) avp.push_back(const_cast<char *>(s.c_str()));
+  for (auto &s : ev) evp.push_back(const_cast<char *>(s.c_str()));
+  avp.push_back(nullptr);
+  evp.push_back(nullptr);
+  // Node marks the standard streams close-on-exec and may have left them non-blocking; the program expects
+  // them as a shell gives them.
+  for (int fd = 0; fd < 3; fd++) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    int fdf = fcntl(fd, F_GETFD);
+    if (fdf >= 0 && (fdf & FD_CLOEXEC)) fcntl(fd, F_SETFD, fdf & ~FD_CLOEXEC);
+  }
+  execve(path.c_str(), avp.data(), evp.data());
+  return ThrowErrno(env, errno, "execve");
+}
+
+// Poller: readiness of a raw fd on libuv's loop. new Poller(fd, cb); start(events); stop().
+// events: 1 readable, 2 writable. cb(err: number, events: number).
+class Poller : public Napi::ObjectWrap<Poller> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Poller", {InstanceMethod("start", &Poller::Start), InstanceMethod("stop", &Poller::Stop)});
+  }
+
+  explicit Poller(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Poller>(info) {
+    Napi::Env env = info.Env();
+    if (!GetFd(info, 0, &fd_) || info.Length() < 2 || !info[1].IsFunction()) {
+      ThrowType(env, "new Poller(fd, callback)");
+      return;
+    }
+    cb_ = Napi::Persistent(info[1].As<Napi::Function>());
+    env_ = env;
+  }
+
+  ~Poller() override { Release(); }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    int events = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
+    int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+    if (!handle_) {
+      uv_loop_t *loop = nullptr;
+      if (napi_get_uv_event_loop(env, &loop) != napi_ok) return ThrowType(env, "no event loop");
+      handle_ = new uv_poll_t;
+      int r = uv_poll_init(loop, handle_, fd_);
+      if (r < 0) {
+        delete handle_;
+        handle_ = nullptr;
+        return ThrowErrno(env, -r, "uv_poll_init");
+      }
+      handle_->data = this;
+      Ref();  // alive while polling
+    }
+    int r = uv_poll_start(handle_, uvev, OnPoll);
+    if (r < 0) return ThrowErrno(env, -r, "uv_poll_start");
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo &info) {
+    if (handle_) {
+      uv_poll_stop(handle_);
+      uv_close(reinterpret_cast<uv_handle_t *>(handle_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
+      handle_ = nullptr;
+      Unref();
+    }
+    return info.Env().Undefined();
+  }
+
+  void Release() {
+    if (handle_) {
+      uv_poll_stop(handle_);
+      handle_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t *>(handle_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
+      handle_ = nullptr;
+    }
+  }
+
+  static void OnPoll(uv_poll_t *h, int status, int events) {
+    Poller *self = static_cast<Poller *>(h->data);
+    if (!self) return;
+    Napi::Env env = self->env_;
+    Napi::HandleScope scope(env);
+    int ev = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
+    self->cb_.Call({Napi::Number::New(env, status), Napi::Number::New(env, ev)});
+    if (env.IsExceptionPending()) {
+      Napi::Error err = env.GetAndClearPendingException();
+      napi_fatal_exception(env, err.Value());
+    }
+  }
+
+  int fd_ = -1;
+  uv_poll_t *handle_ = nullptr;
+  Napi::FunctionReference cb_;
+  Napi::Env env_ = nullptr;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));
+  exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
+  exports.Set("accept", Napi::Function::New(env, Accept));
+  exports.Set("recv", Napi::Function::New(env, Recv));
+  exports.Set("send", Napi::Function::New(env, Send));
+  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("execve", Napi::Function::New(env, Execve));
+  exports.Set("Poller", Poller::Init(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(appswitch, Init)

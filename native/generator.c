@@ -1,0 +1,926 @@
+/* The trap generator: serves one program's seccomp notifications, answers what needs no service-table decision
+ * itself, and forwards the rest to the daemon over the trap socket. seccomp_unotify(2), epoll(7).
+ *
+ * Rules this file keeps (seccomp_unotify(2), "Design goals; use of SECCOMP_USER_NOTIF_FLAG_CONTINUE"):
+ *   - memory of the program is read once, into our own buffers; NOTIF_ID_VALID is checked after reading and
+ *     before acting; the action then uses only our copy. CONTINUE is used only where the decision read no memory
+ *     (the fd's socket family), never after judging an address.
+ *   - the program's socket is acted on through a pidfd_getfd(2) duplicate; the program's fd number never changes.
+ *   - errors are the kernel's errno for the same bad input; a notification whose task died (ENOENT) is dropped.
+ */
+#define _GNU_SOURCE
+#include "generator.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto.h"
+#include "scm_rights.h"
+
+enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_PENDING = 16 };
+enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND };
+#define BIND_TRIES 8
+#define UDP_MAX 65535
+#define CTL_MAX 65536
+
+struct as_udp {
+  uint8_t *data;
+  size_t len;
+  uint8_t *ctl;
+  size_t ctl_len;
+  int flags;
+};
+
+static void udp_free(struct as_udp *u) {
+  if (!u) return;
+  free(u->data);
+  free(u->ctl);
+  free(u);
+}
+
+static void dbg(struct as_gen *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void dbg(struct as_gen *g, const char *fmt, ...) {
+  if (!g->verbose) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "appswitch-generator: ");
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* ---- replies ---------------------------------------------------------------------------------------------- */
+
+static void reply(struct as_gen *g, uint64_t id, int64_t val) {
+  int r = val < 0 ? as_notif_reply(&g->nc, id, 0, (int)val) : as_notif_reply(&g->nc, id, val, 0);
+  if (r < 0 && r != -ENOENT) dbg(g, "reply failed: %s", strerror(-r));
+}
+
+static void reply_continue(struct as_gen *g, uint64_t id) {
+  int r = as_notif_continue(&g->nc, id);
+  if (r < 0 && r != -ENOENT) dbg(g, "continue failed: %s", strerror(-r));
+}
+
+/* ---- pending requests to the daemon ----------------------------------------------------------------------- */
+
+static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int op, int sock) {
+  for (int tries = 0; tries < AS_PENDING_MAX; tries++) {
+    uint32_t seq = ++g->next_seq;
+    if (seq == 0) seq = ++g->next_seq;
+    struct as_pending *p = &g->pend[seq % AS_PENDING_MAX];
+    if (p->used) continue;
+    memset(p, 0, sizeof(*p));
+    p->used = 1;
+    p->seq = seq;
+    p->id = id;
+    p->pid = pid;
+    p->op = op;
+    p->sock = sock;
+    return p;
+  }
+  return NULL;
+}
+
+static void pend_done(struct as_gen *g, struct as_pending *p) {
+  if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
+  if (p->sock >= 0) close(p->sock);
+  udp_free(p->udp);
+  memset(p, 0, sizeof(*p));
+  p->sock = -1;
+}
+
+static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val) {
+  reply(g, p->id, val);
+  pend_done(g, p);
+}
+
+static int send_daemon(struct as_gen *g, struct as_msg *m) {
+  if (g->daemon_fd < 0) return -ENETDOWN;
+  m->version = AS_PROTO_VERSION;
+  ssize_t r = as_send_fds(g->daemon_fd, m, sizeof(*m) + m->payload_len, NULL, 0, 0);
+  if (r < 0) {
+    dbg(g, "daemon send failed: %s", strerror((int)-r));
+    return -ENETDOWN;
+  }
+  return 0;
+}
+
+/* Sends the pending request; on failure answers the program with ENETDOWN (the switch is unreachable). */
+static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uint32_t flags) {
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  m.seq = p->seq;
+  m.flags = flags;
+  m.pid = (uint32_t)p->pid;
+  m.arg = type == AS_LISTEN ? p->backlog : p->type;
+  m.cookie = p->ino;
+  m.addr_len = type == AS_LISTEN ? p->real_len : p->req_len;
+  memcpy(m.addr, type == AS_LISTEN ? p->real : p->req, m.addr_len);
+  if (flags & AS_F_RETRY) {
+    m.addr2_len = p->real_len;
+    memcpy(m.addr2, p->real, p->real_len);
+  }
+  g->stats_forwarded++;
+  if (send_daemon(g, &m) < 0) pend_finish(g, p, -ENETDOWN);
+}
+
+static void notify_daemon(struct as_gen *g, uint16_t type, uint64_t ino, const void *addr, uint32_t len) {
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  m.cookie = ino;
+  m.addr_len = len;
+  if (len) memcpy(m.addr, addr, len);
+  send_daemon(g, &m);
+}
+
+/* ---- helpers on the program's socket ---------------------------------------------------------------------- */
+
+/* Duplicates the program's fd and checks it is a socket. Returns our fd or -errno (EBADF, ENOTSOCK, ESRCH). */
+static int get_socket(struct as_gen *g, pid_t pid, int fd, int *family, int *type, uint64_t *ino) {
+  int s = as_task_getfd(&g->pidfds, pid, fd);
+  if (s < 0) return s;
+  struct stat st;
+  if (fstat(s, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+    close(s);
+    return -ENOTSOCK;
+  }
+  socklen_t l = sizeof(int);
+  if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, family, &l) < 0) *family = -1;
+  l = sizeof(int);
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, type, &l) < 0) *type = -1;
+  if (ino) *ino = (uint64_t)st.st_ino;
+  return s;
+}
+
+static int is_inet(int family) { return family == AF_INET || family == AF_INET6; }
+
+/* Reads a sockaddr argument the way move_addr_to_kernel() does: len outside [0, sizeof(sockaddr_storage)]
+ * is EINVAL, an unreadable range EFAULT. Then applies the family's own checks (inet_bind/tcp_v4_connect,
+ * inet6_bind/tcp_v6_connect): too short is EINVAL, another family EAFNOSUPPORT. */
+static int read_inet_addr(struct as_gen *g, pid_t pid, uint64_t uaddr, int64_t ulen, int family, int allow_unspec,
+                          struct sockaddr_storage *out, uint32_t *out_len) {
+  if (ulen < 0 || ulen > (int64_t)sizeof(struct sockaddr_storage)) return -EINVAL;
+  memset(out, 0, sizeof(*out));
+  int r = as_mem_read(pid, uaddr, out, (size_t)ulen);
+  if (r < 0) return r;
+  (void)g;
+  if (ulen < (int64_t)sizeof(sa_family_t)) return -EINVAL;
+  if (allow_unspec && out->ss_family == AF_UNSPEC) {
+    *out_len = (uint32_t)ulen;
+    return 0;
+  }
+  size_t need = family == AF_INET ? sizeof(struct sockaddr_in) : 24;
+  if ((size_t)ulen < need) return -EINVAL;
+  if (out->ss_family != family) return -EAFNOSUPPORT;
+  *out_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  return 0;
+}
+
+/* The name the program must see for its socket: the virtual endpoint when we know one, else the real one. */
+static int virtual_name(struct as_gen *g, int sock, int family, int peer, struct sockaddr_storage *out) {
+  struct sockaddr_storage ss;
+  socklen_t l = sizeof(ss);
+  if ((peer ? getpeername(sock, (struct sockaddr *)&ss, &l) : getsockname(sock, (struct sockaddr *)&ss, &l)) < 0)
+    return -errno;
+  struct as_ep real, virt;
+  if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
+    if (as_vmap_get(g->vmap, &real, &virt)) return as_ep_to_sockaddr(&virt, family, out);
+    if (!peer && g->has_identity && real.port != 0) {
+      /* A client socket talking to a virtual endpoint shows the app's identity as its own address. */
+      struct sockaddr_storage ps;
+      socklen_t pl = sizeof(ps);
+      struct as_ep pr, pv;
+      if (getpeername(sock, (struct sockaddr *)&ps, &pl) == 0 && as_ep_from_sockaddr(&ps, pl, &pr) == 0 &&
+          as_vmap_get(g->vmap, &pr, &pv)) {
+        virt = g->identity;
+        virt.port = real.port;
+        int n = as_ep_to_sockaddr(&virt, family, out);
+        if (n > 0) return n;
+      }
+    }
+  }
+  memcpy(out, &ss, l);
+  return (int)l;
+}
+
+/* ---- socket() ----------------------------------------------------------------------------------------------- */
+
+static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
+  int domain = (int)req->data.args[0];
+  int type = (int)req->data.args[1];
+  int proto = (int)req->data.args[2];
+  int s = socket(domain, type | SOCK_CLOEXEC, proto); /* in our (the host's) network namespace */
+  if (s < 0) {
+    reply(g, req->id, -errno);
+    return;
+  }
+  int r = as_notif_addfd_send(g->notif_fd, req->id, s, (type & SOCK_CLOEXEC) != 0);
+  if (r < 0 && r != -ENOENT) reply(g, req->id, r); /* e.g. EMFILE: the program's fd limit */
+  close(s);
+  g->stats_local++;
+}
+
+/* ---- getsockname() / getpeername() ------------------------------------------------------------------------ */
+
+static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
+  int family, type;
+  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, &type, NULL);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) { /* AF_UNIX and friends: not ours; the decision read no program memory */
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  struct sockaddr_storage out;
+  int n = virtual_name(g, s, family, peer, &out);
+  close(s);
+  if (n < 0) {
+    reply(g, req->id, n);
+    return;
+  }
+  pid_t pid = (pid_t)req->pid;
+  uint64_t uaddr = req->data.args[1], ulenp = req->data.args[2];
+  int32_t ulen;
+  int r = as_mem_read(pid, ulenp, &ulen, sizeof(ulen));
+  if (r == 0 && ulen < 0) r = -EINVAL;
+  if (r == 0) r = as_mem_write(pid, uaddr, &out, (size_t)((int32_t)n < ulen ? n : ulen));
+  if (r == 0) {
+    int32_t full = n;
+    r = as_mem_write(pid, ulenp, &full, sizeof(full));
+  }
+  g->stats_local++;
+  reply(g, req->id, r < 0 ? (r == -ESRCH ? -EFAULT : r) : 0);
+}
+
+/* ---- bind() and listen() ---------------------------------------------------------------------------------- */
+
+static void h_bind(struct as_gen *g, struct seccomp_notif *req) {
+  pid_t pid = (pid_t)req->pid;
+  int family, type;
+  uint64_t ino;
+  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) {
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  struct sockaddr_storage a;
+  uint32_t alen;
+  int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family,
+                         family == AF_INET, &a, &alen);
+  if (as_notif_id_valid(g->notif_fd, req->id) < 0) { /* the memory we read may not be the task's any more */
+    close(s);
+    return;
+  }
+  if (r < 0) {
+    close(s);
+    reply(g, req->id, r);
+    return;
+  }
+  if (a.ss_family == AF_UNSPEC) { /* inet_bind accepts AF_UNSPEC only with INADDR_ANY */
+    struct sockaddr_in *sin = (struct sockaddr_in *)&a;
+    if (alen < sizeof(*sin) || sin->sin_addr.s_addr != htonl(INADDR_ANY)) {
+      close(s);
+      reply(g, req->id, -EAFNOSUPPORT);
+      return;
+    }
+    sin->sin_family = AF_INET;
+    alen = sizeof(*sin);
+  }
+  struct sockaddr_storage cur;
+  socklen_t cl = sizeof(cur);
+  struct as_ep ep;
+  if (getsockname(s, (struct sockaddr *)&cur, &cl) == 0 && as_ep_from_sockaddr(&cur, cl, &ep) == 0 && ep.port != 0) {
+    close(s);
+    reply(g, req->id, -EINVAL); /* already bound */
+    return;
+  }
+  struct as_pending *p = pend_new(g, req->id, pid, OP_BIND, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = type;
+  p->ino = ino;
+  memcpy(p->req, &a, alen);
+  p->req_len = alen;
+  pend_send(g, p, AS_BIND, 0);
+}
+
+static void start_listen(struct as_gen *g, struct as_pending *p) {
+  if (listen(p->sock, p->backlog) < 0) {
+    pend_finish(g, p, -errno);
+    return;
+  }
+  struct sockaddr_storage ss;
+  socklen_t l = sizeof(ss);
+  getsockname(p->sock, (struct sockaddr *)&ss, &l);
+  memcpy(p->real, &ss, l < sizeof(p->real) ? l : sizeof(p->real));
+  p->real_len = l < sizeof(p->real) ? l : sizeof(p->real);
+  p->op = OP_LISTEN;
+  pend_send(g, p, AS_LISTEN, 0);
+}
+
+static void h_listen(struct as_gen *g, struct seccomp_notif *req) {
+  pid_t pid = (pid_t)req->pid;
+  int family, type;
+  uint64_t ino;
+  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) {
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  if (type != SOCK_STREAM) {
+    close(s);
+    reply(g, req->id, -EOPNOTSUPP);
+    return;
+  }
+  struct as_pending *p = pend_new(g, req->id, pid, OP_LISTEN, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = type;
+  p->ino = ino;
+  p->backlog = (int)req->data.args[1];
+  struct sockaddr_storage cur;
+  socklen_t cl = sizeof(cur);
+  struct as_ep ep;
+  if (getsockname(s, (struct sockaddr *)&cur, &cl) == 0 && as_ep_from_sockaddr(&cur, cl, &ep) == 0 && ep.port == 0) {
+    /* listen() on an unbound socket binds it to an ephemeral port: do that the virtual way first */
+    struct sockaddr_storage any;
+    memset(&any, 0, sizeof(any));
+    any.ss_family = (sa_family_t)family;
+    p->req_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    memcpy(p->req, &any, p->req_len);
+    p->op = OP_LISTEN_BIND;
+    pend_send(g, p, AS_BIND, 0);
+    return;
+  }
+  start_listen(g, p);
+}
+
+static void on_bind_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (m->result < 0) {
+    pend_finish(g, p, m->result);
+    return;
+  }
+  if (m->addr_len > sizeof(p->real) || m->addr2_len > AS_ADDR_MAX) {
+    pend_finish(g, p, -EINVAL);
+    return;
+  }
+  memcpy(p->real, m->addr, m->addr_len);
+  p->real_len = m->addr_len;
+  if (bind(p->sock, (const struct sockaddr *)p->real, p->real_len) < 0) {
+    int e = errno;
+    if (e == EADDRINUSE && ++p->tries < BIND_TRIES) {
+      pend_send(g, p, AS_BIND, AS_F_RETRY); /* someone outside appswitch holds that port: ask for another */
+      return;
+    }
+    notify_daemon(g, AS_UNBOUND, p->ino, p->real, p->real_len);
+    pend_finish(g, p, -e);
+    return;
+  }
+  struct as_ep real, virt;
+  struct sockaddr_storage ss;
+  socklen_t l = sizeof(ss);
+  if (getsockname(p->sock, (struct sockaddr *)&ss, &l) == 0 && as_ep_from_sockaddr(&ss, l, &real) == 0 &&
+      as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0)
+    as_vmap_put(g->vmap, &real, &virt);
+  notify_daemon(g, AS_BOUND, p->ino, &ss, l);
+  if (p->op == OP_LISTEN_BIND) {
+    start_listen(g, p);
+    return;
+  }
+  pend_finish(g, p, 0);
+}
+
+static void on_listen_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (m->result < 0) { /* the daemon refused the service: stop listening again (tcp_disconnect) */
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    connect(p->sock, &unspec, sizeof(unspec));
+  }
+  pend_finish(g, p, m->result < 0 ? m->result : 0);
+}
+
+/* ---- connect() -------------------------------------------------------------------------------------------- */
+
+static void h_connect(struct as_gen *g, struct seccomp_notif *req) {
+  pid_t pid = (pid_t)req->pid;
+  int family, type;
+  uint64_t ino;
+  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) {
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  struct sockaddr_storage a;
+  uint32_t alen;
+  int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family, 1, &a, &alen);
+  if (as_notif_id_valid(g->notif_fd, req->id) < 0) {
+    close(s);
+    return;
+  }
+  if (r < 0) {
+    close(s);
+    reply(g, req->id, r);
+    return;
+  }
+  if (a.ss_family == AF_UNSPEC) { /* dissolve the association: done here on our copy, never CONTINUEd */
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    r = connect(s, &unspec, sizeof(unspec)) < 0 ? -errno : 0;
+    close(s);
+    reply(g, req->id, r);
+    return;
+  }
+  struct as_pending *p = pend_new(g, req->id, pid, OP_CONNECT, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = type;
+  p->ino = ino;
+  memcpy(p->req, &a, alen);
+  p->req_len = alen;
+  pend_send(g, p, AS_CONNECT, 0);
+}
+
+static void send_udp(struct as_gen *g, struct as_pending *p);
+
+static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (m->result < 0) {
+    pend_finish(g, p, m->result);
+    return;
+  }
+  struct as_ep real, virt;
+  if (m->addr_len > sizeof(p->real) || as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0) {
+    pend_finish(g, p, -EINVAL);
+    return;
+  }
+  struct sockaddr_storage dst;
+  int dlen = as_ep_to_sockaddr(&real, p->family, &dst);
+  if (dlen < 0) {
+    pend_finish(g, p, -ENETUNREACH);
+    return;
+  }
+  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) as_vmap_put(g->vmap, &real, &virt);
+  if (p->op == OP_SEND) {
+    memcpy(p->real, &dst, (size_t)dlen);
+    p->real_len = (uint32_t)dlen;
+    send_udp(g, p);
+    return;
+  }
+  int fl = fcntl(p->sock, F_GETFL);
+  if (p->type != SOCK_STREAM || (fl >= 0 && (fl & O_NONBLOCK))) {
+    /* datagram sockets never block; a non-blocking stream gets EINPROGRESS and later SO_ERROR, as usual */
+    int rc = connect(p->sock, (struct sockaddr *)&dst, (socklen_t)dlen) < 0 ? -errno : 0;
+    pend_finish(g, p, rc);
+    return;
+  }
+  /* A blocking connect must block only the calling thread: start it non-blocking on the shared socket,
+   * restore the flag at once, and answer when the socket becomes writable. */
+  fcntl(p->sock, F_SETFL, fl | O_NONBLOCK);
+  int rc = connect(p->sock, (struct sockaddr *)&dst, (socklen_t)dlen);
+  int e = errno;
+  fcntl(p->sock, F_SETFL, fl);
+  if (rc == 0) {
+    pend_finish(g, p, 0);
+    return;
+  }
+  if (e != EINPROGRESS && e != EALREADY) {
+    pend_finish(g, p, -e);
+    return;
+  }
+  struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = TAG_PENDING + (uint64_t)(p - g->pend)};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, p->sock, &ev) < 0) {
+    pend_finish(g, p, -errno);
+    return;
+  }
+  p->in_epoll = 1;
+}
+
+static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
+  int err = 0;
+  socklen_t l = sizeof(err);
+  if (getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
+  pend_finish(g, p, err ? -err : 0);
+}
+
+/* ---- datagram sends with a destination: sendto(), sendmsg(), sendmmsg() ------------------------------------ */
+
+/* A datagram socket in the host namespace must never send where the program names: we send it ourselves,
+ * to the destination the daemon resolved. Stream sockets ignore the destination (MSG_FASTOPEN is refused by the
+ * filter), so their sends run untouched. */
+static void send_udp(struct as_gen *g, struct as_pending *p) {
+  struct as_udp *u = p->udp;
+  struct iovec iov = {.iov_base = u->data, .iov_len = u->len};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (p->real_len) {
+    mh.msg_name = p->real;
+    mh.msg_namelen = p->real_len;
+  }
+  mh.msg_control = u->ctl_len ? u->ctl : NULL;
+  mh.msg_controllen = u->ctl_len;
+  ssize_t n = sendmsg(p->sock, &mh, u->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+  pend_finish(g, p, n < 0 ? -errno : n);
+}
+
+/* Reads one msghdr's payload into a new as_udp. Returns 0 or -errno, as sendmsg would. */
+static int read_msg(pid_t pid, const struct msghdr *mh, int flags, struct as_udp **out) {
+  if (mh->msg_iovlen > IOV_MAX) return -EMSGSIZE;
+  if (mh->msg_controllen > CTL_MAX) return -ENOBUFS;
+  struct as_udp *u = calloc(1, sizeof(*u));
+  if (!u) return -ENOMEM;
+  u->flags = flags & ~MSG_NOSIGNAL;
+  struct iovec *iov = NULL;
+  int r = 0;
+  if (mh->msg_iovlen) {
+    iov = calloc(mh->msg_iovlen, sizeof(*iov));
+    if (!iov) r = -ENOMEM;
+    if (!r) r = as_mem_read(pid, (uint64_t)(uintptr_t)mh->msg_iov, iov, mh->msg_iovlen * sizeof(*iov));
+  }
+  size_t total = 0;
+  for (size_t i = 0; !r && i < mh->msg_iovlen; i++) {
+    if (iov[i].iov_len > UDP_MAX || total + iov[i].iov_len > UDP_MAX) r = -EMSGSIZE;
+    else total += iov[i].iov_len;
+  }
+  if (!r) u->data = malloc(total ? total : 1);
+  if (!r && !u->data) r = -ENOMEM;
+  for (size_t i = 0; !r && i < mh->msg_iovlen; i++) {
+    r = as_mem_read(pid, (uint64_t)(uintptr_t)iov[i].iov_base, u->data + u->len, iov[i].iov_len);
+    u->len += iov[i].iov_len;
+  }
+  if (!r && mh->msg_controllen) {
+    u->ctl = malloc(mh->msg_controllen);
+    if (!u->ctl) r = -ENOMEM;
+    if (!r) r = as_mem_read(pid, (uint64_t)(uintptr_t)mh->msg_control, u->ctl, mh->msg_controllen);
+    u->ctl_len = mh->msg_controllen;
+  }
+  free(iov);
+  if (r < 0) {
+    udp_free(u);
+    return r;
+  }
+  *out = u;
+  return 0;
+}
+
+/* Starts one datagram send: with a destination, the daemon resolves it first; without, it goes out at once.
+ * Takes ownership of s and u. */
+static void start_udp(struct as_gen *g, struct seccomp_notif *req, int s, int family, struct as_udp *u,
+                      const struct sockaddr_storage *dst, uint32_t dlen) {
+  struct as_pending *p = pend_new(g, req->id, (pid_t)req->pid, OP_SEND, s);
+  if (!p) {
+    close(s);
+    udp_free(u);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = SOCK_DGRAM;
+  p->udp = u;
+  if (!dlen) {
+    send_udp(g, p);
+    return;
+  }
+  memcpy(p->req, dst, dlen);
+  p->req_len = dlen;
+  pend_send(g, p, AS_CONNECT, 0);
+}
+
+static int udp_dest(struct as_gen *g, pid_t pid, uint64_t name, uint32_t namelen, int family,
+                    struct sockaddr_storage *dst, uint32_t *dlen) {
+  *dlen = 0;
+  if (!name) return 0;
+  return read_inet_addr(g, pid, name, (int64_t)(int32_t)namelen, family, 0, dst, dlen);
+}
+
+static void h_send(struct as_gen *g, struct seccomp_notif *req) {
+  pid_t pid = (pid_t)req->pid;
+  int nr = req->data.nr;
+  int family, type;
+  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, NULL);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family) || type == SOCK_STREAM) {
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  int flags;
+  uint64_t vec = 0;
+  unsigned vlen = 1;
+  int r = 0;
+  if (nr == __NR_sendto) { /* sendto(fd, buf, len, flags, dest, addrlen) */
+    flags = (int)req->data.args[3];
+    struct iovec one = {.iov_base = (void *)(uintptr_t)req->data.args[1], .iov_len = (size_t)req->data.args[2]};
+    struct as_udp *u = calloc(1, sizeof(*u));
+    if (!u) r = -ENOMEM;
+    if (!r && one.iov_len > UDP_MAX) r = -EMSGSIZE;
+    if (!r) {
+      u->data = malloc(one.iov_len ? one.iov_len : 1);
+      u->len = one.iov_len;
+      u->flags = flags;
+      r = u->data ? as_mem_read(pid, (uint64_t)(uintptr_t)one.iov_base, u->data, one.iov_len) : -ENOMEM;
+    }
+    struct sockaddr_storage dst;
+    uint32_t dlen = 0;
+    if (!r) r = udp_dest(g, pid, req->data.args[4], (uint32_t)req->data.args[5], family, &dst, &dlen);
+    if (as_notif_id_valid(g->notif_fd, req->id) < 0) r = -ESRCH;
+    if (r < 0) {
+      udp_free(u);
+      close(s);
+      if (r != -ESRCH) reply(g, req->id, r);
+      return;
+    }
+    start_udp(g, req, s, family, u, &dst, dlen);
+    return;
+  }
+  if (nr == __NR_sendmsg) {
+    flags = (int)req->data.args[2];
+    r = as_mem_read(pid, req->data.args[1], &mh, sizeof(mh));
+  } else { /* sendmmsg(fd, vec, vlen, flags): one message per trap; the caller retries the rest, as the API allows */
+    vec = req->data.args[1];
+    vlen = (unsigned)req->data.args[2];
+    flags = (int)req->data.args[3];
+    if (vlen == 0) {
+      close(s);
+      reply(g, req->id, 0);
+      return;
+    }
+    r = as_mem_read(pid, vec, &mh, sizeof(mh));
+  }
+  struct as_udp *u = NULL;
+  struct sockaddr_storage dst;
+  uint32_t dlen = 0;
+  if (!r) r = udp_dest(g, pid, (uint64_t)(uintptr_t)mh.msg_name, mh.msg_namelen, family, &dst, &dlen);
+  if (!r) r = read_msg(pid, &mh, flags, &u);
+  if (as_notif_id_valid(g->notif_fd, req->id) < 0) r = -ESRCH;
+  if (r < 0) {
+    udp_free(u);
+    close(s);
+    if (r != -ESRCH) reply(g, req->id, r);
+    return;
+  }
+  if (nr == __NR_sendmmsg) {
+    /* send it now and report one message sent, writing msg_len as the kernel would */
+    struct as_pending *p = pend_new(g, req->id, pid, OP_SEND, s);
+    if (!p) {
+      close(s);
+      udp_free(u);
+      reply(g, req->id, -EAGAIN);
+      return;
+    }
+    p->family = family;
+    p->udp = u;
+    if (dlen) { /* resolution needed: handled like sendmsg, the count is written after the send */
+      memcpy(p->req, &dst, dlen);
+      p->req_len = dlen;
+      p->ino = vec; /* remember where msg_len lives */
+      p->backlog = 1;
+      pend_send(g, p, AS_CONNECT, 0);
+      return;
+    }
+    struct iovec iov = {.iov_base = u->data, .iov_len = u->len};
+    struct msghdr out;
+    memset(&out, 0, sizeof(out));
+    out.msg_iov = &iov;
+    out.msg_iovlen = 1;
+    out.msg_control = u->ctl_len ? u->ctl : NULL;
+    out.msg_controllen = u->ctl_len;
+    ssize_t n = sendmsg(s, &out, (flags & ~MSG_NOSIGNAL) | MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) {
+      uint32_t ml = (uint32_t)n;
+      as_mem_write(pid, vec + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
+    }
+    pend_finish(g, p, n < 0 ? -errno : 1);
+    return;
+  }
+  start_udp(g, req, s, family, u, &dst, dlen);
+}
+
+/* ---- the daemon's replies --------------------------------------------------------------------------------- */
+
+static void on_daemon(struct as_gen *g) {
+  uint8_t buf[AS_MSG_MAX];
+  int fds[AS_MAX_FDS], nfds = 0;
+  for (;;) {
+    ssize_t n = as_recv_fds(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
+    for (int i = 0; i < nfds; i++) close(fds[i]); /* no message to the generator carries descriptors yet */
+    if (n == -EAGAIN) return;
+    if (n <= 0 && n != -EMSGSIZE) {
+      /* The daemon went away: answer everything waiting on it; later calls get ENETDOWN until it is back. */
+      dbg(g, "daemon connection closed");
+      epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->daemon_fd, NULL);
+      close(g->daemon_fd);
+      g->daemon_fd = -1;
+      for (int i = 0; i < AS_PENDING_MAX; i++)
+        if (g->pend[i].used && !g->pend[i].in_epoll) pend_finish(g, &g->pend[i], -ENETDOWN);
+      return;
+    }
+    if (n < (ssize_t)sizeof(struct as_msg)) continue;
+    struct as_msg m;
+    memcpy(&m, buf, sizeof(m));
+    struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
+    if (!p->used || p->seq != m.seq) continue; /* a late answer to something already finished */
+    switch (p->op) {
+    case OP_BIND:
+    case OP_LISTEN_BIND: on_bind_reply(g, p, &m); break;
+    case OP_LISTEN: on_listen_reply(g, p, &m); break;
+    case OP_CONNECT: on_connect_reply(g, p, &m); break;
+    case OP_SEND:
+      if (p->backlog == 1) { /* sendmmsg: after resolution, send and write msg_len */
+        if (m.result < 0) {
+          pend_finish(g, p, m.result);
+          break;
+        }
+        struct as_ep real;
+        struct sockaddr_storage dst;
+        int dl;
+        if (as_ep_from_sockaddr(m.addr, m.addr_len, &real) < 0 || (dl = as_ep_to_sockaddr(&real, p->family, &dst)) < 0) {
+          pend_finish(g, p, -ENETUNREACH);
+          break;
+        }
+        struct iovec iov = {.iov_base = p->udp->data, .iov_len = p->udp->len};
+        struct msghdr out;
+        memset(&out, 0, sizeof(out));
+        out.msg_name = &dst;
+        out.msg_namelen = (socklen_t)dl;
+        out.msg_iov = &iov;
+        out.msg_iovlen = 1;
+        out.msg_control = p->udp->ctl_len ? p->udp->ctl : NULL;
+        out.msg_controllen = p->udp->ctl_len;
+        ssize_t sn = sendmsg(p->sock, &out, p->udp->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sn >= 0) {
+          uint32_t ml = (uint32_t)sn;
+          as_mem_write(p->pid, p->ino + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
+        }
+        pend_finish(g, p, sn < 0 ? -errno : 1);
+      } else {
+        on_connect_reply(g, p, &m);
+      }
+      break;
+    default: pend_finish(g, p, -EINVAL);
+    }
+  }
+}
+
+/* ---- the loop ------------------------------------------------------------------------------------------------ */
+
+static void on_notif(struct as_gen *g) {
+  int r = as_notif_recv(&g->nc);
+  if (r < 0) {
+    if (r != -ENOENT) dbg(g, "NOTIF_RECV: %s", strerror(-r));
+    return;
+  }
+  struct seccomp_notif *req = g->nc.req;
+  g->stats_notifs++;
+  switch (req->data.nr) {
+  case __NR_socket: h_socket(g, req); break;
+  case __NR_getsockname: h_getname(g, req, 0); break;
+  case __NR_getpeername: h_getname(g, req, 1); break;
+  case __NR_bind: h_bind(g, req); break;
+  case __NR_listen: h_listen(g, req); break;
+  case __NR_connect: h_connect(g, req); break;
+  case __NR_sendto:
+  case __NR_sendmsg:
+  case __NR_sendmmsg: h_send(g, req); break;
+  default: reply(g, req->id, -ENOSYS);
+  }
+}
+
+static void on_signal(struct as_gen *g) {
+  struct signalfd_siginfo si;
+  while (read(g->sigfd, &si, sizeof(si)) == sizeof(si)) {
+    if (si.ssi_signo == SIGCHLD) {
+      int st;
+      pid_t w;
+      while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (w == g->child) {
+          g->child_status = st;
+          g->child_done = 1;
+          struct as_msg m;
+          memset(&m, 0, sizeof(m));
+          m.type = AS_EXIT;
+          m.arg = st;
+          m.pid = (uint32_t)w;
+          send_daemon(g, &m);
+        }
+      }
+      continue;
+    }
+    /* Signals from the terminal (SI_KERNEL) reached the program directly, as it shares our process group;
+     * signals sent to us with kill(2) are passed on. */
+    if ((si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE) && !g->child_done) kill(g->child, (int)si.ssi_signo);
+  }
+}
+
+int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child) {
+  memset(g, 0, sizeof(*g));
+  g->notif_fd = notif_fd;
+  g->daemon_fd = daemon_fd;
+  g->sigfd = sigfd;
+  g->child = child;
+  g->verbose = getenv("APPSWITCH_GENERATOR_DEBUG") != NULL;
+  for (int i = 0; i < AS_PENDING_MAX; i++) g->pend[i].sock = -1;
+  as_pidfds_init(&g->pidfds);
+  g->vmap = calloc(1, sizeof(*g->vmap));
+  if (!g->vmap) return -ENOMEM;
+  int r = as_notif_init(&g->nc, notif_fd);
+  if (r < 0) return r;
+  g->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (g->epfd < 0) return -errno;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_NOTIF};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, notif_fd, &ev) < 0) return -errno;
+  ev.data.u64 = TAG_SIGNAL;
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) return -errno;
+  if (daemon_fd >= 0) {
+    ev.data.u64 = TAG_DAEMON;
+    if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
+  }
+  return 0;
+}
+
+int as_gen_run(struct as_gen *g, int until_child_exits) {
+  struct epoll_event evs[32];
+  for (;;) {
+    if (g->child_done && (until_child_exits || g->notif_hup)) return g->child_status;
+    int n = epoll_wait(g->epfd, evs, 32, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return g->child_status;
+    }
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = evs[i].data.u64;
+      if (tag == TAG_NOTIF) {
+        if (evs[i].events & EPOLLIN) on_notif(g);
+        else if (evs[i].events & (EPOLLHUP | EPOLLERR)) { /* every task under the filter is gone */
+          g->notif_hup = 1;
+          epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->notif_fd, NULL);
+        }
+      } else if (tag == TAG_DAEMON) {
+        on_daemon(g);
+      } else if (tag == TAG_SIGNAL) {
+        on_signal(g);
+      } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
+        struct as_pending *p = &g->pend[tag - TAG_PENDING];
+        if (p->used && p->in_epoll) on_connect_ready(g, p);
+      }
+    }
+  }
+}
+
+void as_gen_free(struct as_gen *g) {
+  for (int i = 0; i < AS_PENDING_MAX; i++)
+    if (g->pend[i].used) pend_done(g, &g->pend[i]);
+  as_pidfds_close(&g->pidfds);
+  as_notif_free(&g->nc);
+  free(g->vmap);
+  if (g->epfd >= 0) close(g->epfd);
+}

@@ -1,0 +1,54 @@
+/* The trap generator: serves one program's seccomp notifications, answers what needs no service-table decision
+ * itself, and forwards the rest to the daemon over the trap socket. seccomp_unotify(2), epoll(7). */
+#ifndef APPSWITCH_GENERATOR_H
+#define APPSWITCH_GENERATOR_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "notif.h"
+#include "procmem.h"
+#include "vmap.h"
+
+#define AS_PENDING_MAX 1024
+
+struct as_udp;
+
+struct as_pending {
+  int used;
+  uint32_t seq;
+  uint64_t id;   /* notification id */
+  pid_t pid;
+  int op;
+  int sock;      /* our duplicate of the program's socket, or -1 */
+  int family, type, backlog, tries, in_epoll;
+  uint64_t ino;
+  uint8_t req[32];
+  uint32_t req_len;
+  uint8_t real[32];
+  uint32_t real_len;
+  struct as_udp *udp; /* a datagram waiting for its destination to be resolved */
+};
+
+struct as_gen {
+  int notif_fd, daemon_fd, epfd, sigfd;
+  struct as_notif nc;
+  struct as_pidfds pidfds;
+  struct as_vmap *vmap;
+  struct as_ep identity;
+  int has_identity;
+  pid_t child;
+  int child_status, child_done, notif_hup, verbose;
+  uint32_t next_seq;
+  struct as_pending pend[AS_PENDING_MAX];
+  uint64_t stats_notifs, stats_local, stats_forwarded;
+};
+
+int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);
+/* Serves notifications. With until_child_exits, returns when the main child exits; otherwise when every task
+ * under the filter is gone. Returns the main child's wait status. */
+int as_gen_run(struct as_gen *g, int until_child_exits);
+void as_gen_free(struct as_gen *g);
+
+#endif

@@ -1,0 +1,261 @@
+/* appswitch-launcher: the per-program trap generator process. Registers the program with the daemon, starts it
+ * in a new, empty network namespace under the seccomp filter, then serves its notifications (generator.c).
+ * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
+ * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
+ *
+ * usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]
+ * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
+ * shell would when CMD cannot be executed / found. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "generator.h"
+#include "notif.h"
+#include "proto.h"
+#include "scm_rights.h"
+#include "seccomp_filter.h"
+
+#define EXIT_APPSWITCH 125
+
+static void die(const char *what, int err) {
+  fprintf(stderr, "appswitch: %s: %s\n", what, strerror(err));
+  exit(EXIT_APPSWITCH);
+}
+
+static int connect_daemon(const char *path) {
+  struct sockaddr_un sun;
+  if (strlen(path) >= sizeof(sun.sun_path)) return -ENAMETOOLONG;
+  memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  strcpy(sun.sun_path, path);
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  if (connect(s, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    int e = errno;
+    close(s);
+    return -e;
+  }
+  return s;
+}
+
+/* HELLO: registers the app; the reply carries its id and identity address, or an error text. */
+static int hello(int s, const char *meta, struct as_msg *reply_out) {
+  size_t ml = strlen(meta);
+  if (ml > AS_PAYLOAD_MAX) {
+    fprintf(stderr, "appswitch: app metadata too long\n");
+    exit(EXIT_APPSWITCH);
+  }
+  uint8_t buf[AS_MSG_MAX];
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = AS_HELLO;
+  m.version = AS_PROTO_VERSION;
+  m.seq = 0;
+  m.pid = (uint32_t)getpid();
+  m.payload_len = (uint32_t)ml;
+  memcpy(buf, &m, sizeof(m));
+  memcpy(buf + sizeof(m), meta, ml);
+  ssize_t r = as_send_fds(s, buf, sizeof(m) + ml, NULL, 0, 0);
+  if (r < 0) return (int)r;
+  struct timeval tv = {.tv_sec = 10};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  int fds[AS_MAX_FDS], nfds;
+  r = as_recv_fds(s, buf, sizeof(buf), fds, &nfds, 0);
+  for (int i = 0; i < nfds; i++) close(fds[i]);
+  tv.tv_sec = 0;
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (r < 0) return (int)r;
+  if (r < (ssize_t)sizeof(struct as_msg)) return -EPROTO;
+  memcpy(reply_out, buf, sizeof(*reply_out));
+  if (reply_out->result < 0) {
+    uint32_t pl = reply_out->payload_len;
+    if (pl > (uint32_t)(r - (ssize_t)sizeof(struct as_msg))) pl = (uint32_t)(r - (ssize_t)sizeof(struct as_msg));
+    fprintf(stderr, "appswitch: %.*s\n", (int)pl, (const char *)buf + sizeof(struct as_msg));
+    exit(EXIT_APPSWITCH);
+  }
+  return 0;
+}
+
+static int loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  strcpy(ifr.ifr_name, "lo");
+  int r = 0;
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) r = -errno;
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (!r && ioctl(s, SIOCSIFFLAGS, &ifr) < 0) r = -errno;
+  close(s);
+  return r;
+}
+
+/* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
+static void child_main(int chan, char **cmd, const sigset_t *orig) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) _exit(EXIT_APPSWITCH);
+  if (unshare(CLONE_NEWNET) < 0) {
+    fprintf(stderr, "appswitch: unshare(CLONE_NEWNET): %s (appswitch run needs CAP_SYS_ADMIN)\n", strerror(errno));
+    _exit(EXIT_APPSWITCH);
+  }
+  int r = loopback_up();
+  if (r < 0) {
+    fprintf(stderr, "appswitch: bringing up lo: %s\n", strerror(-r));
+    _exit(EXIT_APPSWITCH);
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+    fprintf(stderr, "appswitch: PR_SET_NO_NEW_PRIVS: %s\n", strerror(errno));
+    _exit(EXIT_APPSWITCH);
+  }
+  int killable;
+  int lfd = as_filter_install(&killable);
+  if (lfd < 0) {
+    fprintf(stderr, "appswitch: installing the seccomp filter: %s\n", strerror(-lfd));
+    _exit(EXIT_APPSWITCH);
+  }
+  /* From here on, sendmsg() and friends are trapped and nobody serves them yet: tell the parent the listener's
+   * fd number with write(2) (not trapped), let it take the fd with pidfd_getfd(2), and wait for its go. */
+  int msg[2] = {lfd, killable};
+  if (write(chan, msg, sizeof(msg)) != (ssize_t)sizeof(msg)) _exit(EXIT_APPSWITCH);
+  char go;
+  if (read(chan, &go, 1) != 1) _exit(EXIT_APPSWITCH);
+  close(lfd);
+  close(chan);
+  sigprocmask(SIG_SETMASK, orig, NULL);
+  execvp(cmd[0], cmd);
+  int e = errno;
+  fprintf(stderr, "appswitch: %s: %s\n", cmd[0], strerror(e));
+  _exit(e == ENOENT ? 127 : 126);
+}
+
+static int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return EXIT_APPSWITCH;
+}
+
+int main(int argc, char **argv) {
+  const char *sock_path = NULL, *meta = "{}";
+  int i = 1;
+  for (; i < argc; i++) {
+    if (!strcmp(argv[i], "--")) {
+      i++;
+      break;
+    } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+      sock_path = argv[++i];
+    } else if (!strcmp(argv[i], "--meta") && i + 1 < argc) {
+      meta = argv[++i];
+    } else {
+      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]\n");
+      return EXIT_APPSWITCH;
+    }
+  }
+  if (!sock_path || i >= argc) {
+    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]\n");
+    return EXIT_APPSWITCH;
+  }
+  char **cmd = argv + i;
+
+  /* Whoever exec'd us (Node ignores SIGPIPE) may have left dispositions the program must not inherit. */
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    signal(sig, SIG_DFL);
+  }
+  sigset_t orig, mask;
+  sigemptyset(&orig);
+  sigemptyset(&mask);
+  int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD, SIGWINCH, SIGCONT};
+  for (size_t k = 0; k < sizeof(fwd) / sizeof(fwd[0]); k++) sigaddset(&mask, fwd[k]);
+  sigprocmask(SIG_SETMASK, &mask, NULL);
+  int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) die("signalfd", errno);
+  prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
+
+  int dfd = connect_daemon(sock_path);
+  if (dfd < 0) {
+    fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
+    return EXIT_APPSWITCH;
+  }
+  struct as_msg hr;
+  int r = hello(dfd, meta, &hr);
+  if (r < 0) die("registering with the daemon", -r);
+
+  int chan[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) < 0) die("socketpair", errno);
+  pid_t child = fork();
+  if (child < 0) die("fork", errno);
+  if (child == 0) {
+    close(chan[0]);
+    close(dfd);
+    close(sigfd);
+    child_main(chan[1], cmd, &orig);
+  }
+  close(chan[1]);
+  int cmsg[2];
+  ssize_t n = read(chan[0], cmsg, sizeof(cmsg));
+  if (n != (ssize_t)sizeof(cmsg)) { /* the child failed before the filter and said why */
+    int st;
+    waitpid(child, &st, 0);
+    return exit_code(st) == 0 ? EXIT_APPSWITCH : exit_code(st);
+  }
+  int cpidfd = (int)syscall(SYS_pidfd_open, child, 0);
+  int lfd = cpidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, cpidfd, cmsg[0], 0);
+  if (lfd < 0) {
+    int e = errno;
+    kill(child, SIGKILL);
+    die("taking the seccomp listener", e);
+  }
+  close(cpidfd);
+  as_notif_set_sync_wakeup(lfd); /* kernels before 6.6 lack it: slower, not wrong */
+
+  static struct as_gen g;
+  r = as_gen_init(&g, lfd, dfd, sigfd, child);
+  if (r < 0) {
+    kill(child, SIGKILL);
+    die("starting the trap generator", -r);
+  }
+  if (hr.addr_len && as_ep_from_sockaddr(hr.addr, hr.addr_len, &g.identity) == 0) g.has_identity = 1;
+  struct as_msg started;
+  memset(&started, 0, sizeof(started));
+  started.type = AS_STARTED;
+  started.version = AS_PROTO_VERSION;
+  started.pid = (uint32_t)child;
+  as_send_fds(dfd, &started, sizeof(started), NULL, 0, 0);
+  if (write(chan[0], "g", 1) != 1) die("starting the program", errno);
+  close(chan[0]);
+
+  int status = as_gen_run(&g, 1);
+  if (!g.notif_hup) {
+    /* The program's main process exited but it left descendants under the filter (a daemonizing server):
+     * report the exit status now and keep serving them in the background until the last one is gone. */
+    pid_t bg = fork();
+    if (bg == 0) {
+      setsid();
+      int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+      }
+      as_gen_run(&g, 0);
+      _exit(0);
+    }
+  }
+  return exit_code(status);
+}

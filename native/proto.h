@@ -1,0 +1,54 @@
+/* Wire format between the trap generator (native/launcher) and the trap handler (src/trap/protocol.ts).
+ * One message per SOCK_SEQPACKET datagram: a fixed 112-byte header, then `payload_len` bytes.
+ * File descriptors, when a message carries any, travel as SCM_RIGHTS ancillary data.
+ * Keep in sync with src/trap/protocol.ts (a unit test checks the offsets). */
+#ifndef APPSWITCH_PROTO_H
+#define APPSWITCH_PROTO_H
+
+#include <stdint.h>
+
+#define AS_PROTO_VERSION 1
+#define AS_ADDR_MAX 32          /* sockaddr_in6 is 28 bytes; only AF_INET/AF_INET6 addresses travel */
+#define AS_PAYLOAD_MAX 8192
+#define AS_MSG_MAX (sizeof(struct as_msg) + AS_PAYLOAD_MAX)
+
+enum as_msg_type {
+  AS_HELLO = 1,   /* gen -> daemon: payload = JSON app metadata; reply: arg = app id, addr = identity address */
+  AS_BIND = 2,    /* gen -> daemon: addr = requested (validated) sockaddr, arg = socket type,
+                     addr2 = real address that failed with EADDRINUSE on a retry (flags AS_F_RETRY);
+                     reply: addr = real address to bind, addr2 = virtual local address */
+  AS_BOUND = 3,   /* gen -> daemon: the bind in the reply to AS_BIND succeeded (addr = real), cookie = inode;
+                     no reply */
+  AS_LISTEN = 4,  /* gen -> daemon: cookie = socket inode, arg = backlog, addr = real local address;
+                     reply: result */
+  AS_CONNECT = 5, /* gen -> daemon: addr = destination asked for, arg = socket type;
+                     reply: result < 0 refuses; else addr = real destination, addr2 = virtual peer (len 0: none) */
+  AS_EXIT = 6,    /* gen -> daemon: the program exited, arg = wait status; no reply */
+  AS_UNBOUND = 7, /* gen -> daemon: a bind the daemon planned failed for good (cookie, addr = real); no reply */
+  AS_STARTED = 8, /* gen -> daemon: the program runs, pid = its pid; no reply */
+};
+
+#define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
+#define AS_F_NONBLOCK 2u    /* AS_CONNECT: informational, the socket is non-blocking */
+
+struct as_msg {
+  uint16_t type;
+  uint16_t version;
+  uint32_t seq;         /* request id chosen by the generator, echoed in the reply */
+  int32_t result;       /* replies: >= 0 success, < 0 -errno */
+  uint32_t flags;
+  uint32_t pid;         /* pid (tid) of the trapped task, as the generator sees it */
+  int32_t arg;
+  uint64_t cookie;      /* socket inode */
+  uint32_t addr_len;
+  uint32_t addr2_len;
+  uint8_t addr[AS_ADDR_MAX];
+  uint8_t addr2[AS_ADDR_MAX];
+  uint32_t payload_len;
+  uint32_t reserved;
+  /* payload follows */
+};
+
+_Static_assert(sizeof(struct as_msg) == 112, "as_msg layout is part of the wire format");
+
+#endif

@@ -1,0 +1,44 @@
+/** Control API client used by the CLI. */
+import net from 'node:net';
+import path from 'node:path';
+import { AppswitchError } from '../errors.js';
+import { CONTROL_SOCKET_NAME, type ControlMethod, type ControlResponse, DEFAULT_STATE_DIR } from '../daemon/control-protocol.js';
+
+/** --socket, else $APPSWITCH_SOCKET, else the default state dir's control socket. */
+export function resolveSocket(flag?: string): string {
+  return flag ?? process.env.APPSWITCH_SOCKET ?? path.join(DEFAULT_STATE_DIR, CONTROL_SOCKET_NAME);
+}
+
+export function request<T>(socket: string, method: ControlMethod, params?: Record<string, unknown>, timeoutMs = 5000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(socket);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new AppswitchError('ERR_DAEMON_UNREACHABLE', `the daemon at ${socket} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(JSON.stringify({ id: 1, method, params }) + '\n'));
+    s.on('data', (d: string) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      clearTimeout(timer);
+      s.end();
+      let r: ControlResponse;
+      try {
+        r = JSON.parse(buf.slice(0, i)) as ControlResponse;
+      } catch {
+        reject(new AppswitchError('ERR_PROTOCOL', 'the daemon sent a malformed response'));
+        return;
+      }
+      if (r.error) reject(new AppswitchError('ERR_DAEMON_REQUEST', `${r.error.code}: ${r.error.message}`));
+      else resolve(r.result as T);
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ' (is `appswitch daemon` running? set --socket or APPSWITCH_SOCKET)' : '';
+      reject(new AppswitchError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon at ${socket}: ${e.code ?? e.message}${hint}`));
+    });
+  });
+}

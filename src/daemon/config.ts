@@ -1,0 +1,73 @@
+/** Daemon configuration: flags, defaults and their validation. */
+import os from 'node:os';
+import path from 'node:path';
+import ipaddr from 'ipaddr.js';
+import { AppswitchError } from '../errors.js';
+import { parsePortRange } from '../table/port-pool.js';
+import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './control-protocol.js';
+
+export interface DaemonConfig {
+  nodeName: string;
+  nodeAddress: string;
+  ports: { low: number; high: number };
+  vipCidrs: string[];
+  stateDir: string;
+  logLevel: string;
+  controlSocket: string;
+  trapSocket: string;
+  /** How often to look for closed listening sockets (ms). */
+  sweepIntervalMs: number;
+}
+
+export interface DaemonFlags {
+  nodeAddress?: string;
+  nodeName?: string;
+  ports?: string;
+  vipCidr?: string[];
+  stateDir?: string;
+  logLevel?: string;
+}
+
+export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** The first non-loopback IPv4 address of this host, else 127.0.0.1. */
+export function defaultNodeAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+export function resolveConfig(f: DaemonFlags): DaemonConfig {
+  const nodeAddress = f.nodeAddress ?? defaultNodeAddress();
+  if (!ipaddr.isValid(nodeAddress)) throw new AppswitchError('ERR_CONFIG', `--node-address ${nodeAddress} is not an IP address`);
+  const vipCidrs = f.vipCidr && f.vipCidr.length ? f.vipCidr : DEFAULT_VIP_CIDRS;
+  for (const c of vipCidrs) {
+    try {
+      ipaddr.parseCIDR(c);
+    } catch {
+      throw new AppswitchError('ERR_CONFIG', `--vip-cidr ${c} is not a CIDR`);
+    }
+  }
+  let ports;
+  try {
+    ports = parsePortRange(f.ports ?? '40000-60000');
+  } catch (e) {
+    throw new AppswitchError('ERR_CONFIG', `--ports: ${(e as Error).message}`);
+  }
+  const logLevel = f.logLevel ?? 'info';
+  if (!LEVELS.includes(logLevel)) throw new AppswitchError('ERR_CONFIG', `--log-level must be one of ${LEVELS.join(', ')}`);
+  const stateDir = path.resolve(f.stateDir ?? DEFAULT_STATE_DIR);
+  return {
+    nodeName: f.nodeName ?? os.hostname(),
+    nodeAddress: ipaddr.process(nodeAddress).toString(),
+    ports,
+    vipCidrs,
+    stateDir,
+    logLevel,
+    controlSocket: path.join(stateDir, CONTROL_SOCKET_NAME),
+    trapSocket: path.join(stateDir, TRAP_SOCKET_NAME),
+    sweepIntervalMs: 500,
+  };
+}

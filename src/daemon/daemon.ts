@@ -1,0 +1,131 @@
+/** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
+ * table, port pool, control API, sweeper). */
+import { mkdirSync } from 'node:fs';
+import pino, { type Logger } from 'pino';
+import { VirtualRanges } from '../table/addresses.js';
+import { PortPool } from '../table/port-pool.js';
+import { ServiceTable } from '../table/service-table.js';
+import { TrapHandler } from '../trap/handler.js';
+import { TrapServer } from '../trap/server.js';
+import type { DaemonConfig } from './config.js';
+import type { AppView, ControlRequest, InfoResult, ServiceView, StatusResult } from './control-protocol.js';
+import { ControlServer } from './control.js';
+import { listeningInodes } from './listeners.js';
+import { VERSION } from './version.js';
+
+export class Daemon {
+  readonly log: Logger;
+  readonly table = new ServiceTable();
+  readonly handler: TrapHandler;
+  private readonly trap: TrapServer;
+  private readonly control: ControlServer;
+  private sweepTimer?: NodeJS.Timeout;
+  private readonly started = Date.now();
+
+  constructor(
+    readonly cfg: DaemonConfig,
+    log?: Logger,
+  ) {
+    this.log = log ?? pino({ level: cfg.logLevel, base: { node: cfg.nodeName } });
+    this.handler = new TrapHandler({
+      nodeName: cfg.nodeName,
+      nodeAddress: cfg.nodeAddress,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      table: this.table,
+      pool: new PortPool(cfg.ports.low, cfg.ports.high),
+      log: this.log,
+    });
+    this.trap = new TrapServer(this.handler, this.log);
+    this.control = new ControlServer((req) => this.onControl(req), this.log);
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    this.trap.listen(this.cfg.trapSocket);
+    await this.control.listen(this.cfg.controlSocket);
+    this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
+    this.sweepTimer.unref();
+    this.log.info(
+      { version: VERSION, nodeAddress: this.cfg.nodeAddress, controlSocket: this.cfg.controlSocket, vipCidrs: this.cfg.vipCidrs },
+      'daemon started',
+    );
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.trap.close();
+    await this.control.close();
+    this.log.info('daemon stopped');
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      this.handler.sweep(await listeningInodes());
+    } catch (e) {
+      this.log.warn({ err: e }, 'sweep failed');
+    }
+  }
+
+  info(): InfoResult {
+    return {
+      version: VERSION,
+      node: this.cfg.nodeName,
+      nodeAddress: this.cfg.nodeAddress,
+      trapSocket: this.cfg.trapSocket,
+      vipCidrs: this.cfg.vipCidrs,
+      ports: `${this.cfg.ports.low}-${this.cfg.ports.high}`,
+    };
+  }
+
+  private onControl(req: ControlRequest): unknown {
+    switch (req.method) {
+      case 'info':
+        return this.info();
+      case 'status': {
+        const s: StatusResult = {
+          ...this.info(),
+          uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
+          apps: this.handler.apps.size,
+          services: this.table.size,
+          trapMessages: this.trap.messages,
+          refused: this.handler.stats.refused,
+        };
+        return s;
+      }
+      case 'apps':
+        return [...this.handler.apps.values()].map((a): AppView => {
+          const v: AppView = {
+            id: a.id,
+            identity: a.identity,
+            tags: a.tags,
+            cmd: a.cmd,
+            startedAt: new Date(a.startedAt).toISOString(),
+            services: this.table
+              .all()
+              .filter((e) => e.appId === a.id)
+              .map((e) => `${e.vip}:${e.port}/${e.proto}`),
+          };
+          if (a.pid !== undefined) v.pid = a.pid;
+          if (a.ip !== undefined) v.ip = a.ip;
+          if (a.name !== undefined) v.name = a.name;
+          return v;
+        });
+      case 'services':
+        return this.table.all().map((e): ServiceView => {
+          const v: ServiceView = {
+            vip: e.vip,
+            port: e.port,
+            proto: e.proto,
+            endpoint: `${e.endpoint.ip}:${e.endpoint.port}`,
+            node: e.node,
+            app: e.appId,
+            tags: e.tags,
+          };
+          if (e.name !== undefined) v.name = e.name;
+          return v;
+        });
+      default:
+        return undefined;
+    }
+  }
+}

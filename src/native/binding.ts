@@ -1,0 +1,109 @@
+/** The only importer of the compiled addon: loads build/Release/appswitch.node and types its raw surface.
+ * Also locates the appswitch-launcher executable (the per-program trap generator) built beside it. */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AppswitchError, SyscallError } from '../errors.js';
+
+/** A received SEQPACKET message; `data.length === 0` means the peer closed. Received fds are O_CLOEXEC. */
+export interface Received {
+  data: Buffer;
+  fds: number[];
+}
+
+/** Peer of an accepted trap connection, from SO_PEERCRED. */
+export interface Accepted {
+  fd: number;
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** Readiness of a raw fd on libuv's loop. Events: 1 readable, 2 writable. */
+export interface Poller {
+  start(events: number): void;
+  stop(): void;
+}
+
+interface RawBinding {
+  seqpacketListen(path: string, mode: number): number;
+  seqpacketConnect(path: string): number;
+  accept(fd: number): Accepted | null;
+  recv(fd: number): Received | null;
+  send(fd: number, data: Buffer, fds?: number[]): number;
+  close(fd: number): void;
+  execve(file: string, argv: string[], env: string[]): never;
+  Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** dist/src/native -> repo root, or src/native -> repo root (tests run the sources). */
+function repoRoot(): string {
+  for (const up of ['../../..', '../..']) {
+    const root = path.resolve(here, up);
+    if (existsSync(path.join(root, 'binding.gyp'))) return root;
+  }
+  return path.resolve(here, '../..');
+}
+
+const root = repoRoot();
+const candidates = ['build/Release', 'build/Debug'].map((d) => path.join(root, d));
+
+function load(): RawBinding {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const dir of candidates) {
+    const file = path.join(dir, 'appswitch.node');
+    tried.push(file);
+    if (!existsSync(file)) continue;
+    return require(file) as RawBinding;
+  }
+  throw new AppswitchError('ERR_NATIVE_LOAD', `appswitch native addon not found; tried:\n  ${tried.join('\n  ')}\nrun \`npm install\` (or \`npm run build\`)`);
+}
+
+let cached: RawBinding | undefined;
+function raw(): RawBinding {
+  cached ??= load();
+  return cached;
+}
+
+/** Path of the trap generator executable. */
+export function launcherPath(): string {
+  const tried: string[] = [];
+  for (const dir of candidates) {
+    const file = path.join(dir, 'appswitch-launcher');
+    tried.push(file);
+    if (existsSync(file)) return file;
+  }
+  throw new AppswitchError('ERR_NATIVE_LOAD', `appswitch-launcher not found; tried:\n  ${tried.join('\n  ')}`);
+}
+
+function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A): R => {
+    try {
+      return fn(...args);
+    } catch (e) {
+      const err = e as { message?: string; errno?: number; code?: string; syscall?: string };
+      if (typeof err.errno === 'number' && typeof err.code === 'string' && typeof err.syscall === 'string') {
+        throw new SyscallError(err.message ?? 'system call failed', err.errno, err.code, err.syscall);
+      }
+      throw e;
+    }
+  };
+}
+
+/** Typed native surface; every failing system call throws SyscallError. */
+export const native = {
+  seqpacketListen: wrap((p: string, mode: number): number => raw().seqpacketListen(p, mode)),
+  seqpacketConnect: wrap((p: string): number => raw().seqpacketConnect(p)),
+  accept: wrap((fd: number): Accepted | null => raw().accept(fd)),
+  recv: wrap((fd: number): Received | null => raw().recv(fd)),
+  send: wrap((fd: number, data: Buffer, fds?: number[]): number => raw().send(fd, data, fds)),
+  close: wrap((fd: number): void => raw().close(fd)),
+  execve: wrap((file: string, argv: string[], env: string[]): never => raw().execve(file, argv, env)),
+  poller(fd: number, cb: (status: number, events: number) => void): Poller {
+    const P = raw().Poller;
+    return new P(fd, cb);
+  },
+};

@@ -1,0 +1,77 @@
+/** Virtual address space: the `--vip-cidr` ranges (vips are names, never destinations) and the link-local
+ * identities given to apps started without `--ip`. */
+import ipaddr from 'ipaddr.js';
+
+/** Apps without --ip get an identity from this range; it is virtual too (never routed). */
+export const IDENTITY_CIDR = '169.254.0.0/16';
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+function parseCidr(c: string): Range {
+  try {
+    return ipaddr.parseCIDR(c);
+  } catch {
+    throw new RangeError(`not a CIDR: "${c}"`);
+  }
+}
+
+function norm(ip: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  const a = ipaddr.parse(ip);
+  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) return (a as ipaddr.IPv6).toIPv4Address();
+  return a;
+}
+
+export class VirtualRanges {
+  private readonly ranges: Range[];
+
+  constructor(readonly cidrs: string[]) {
+    this.ranges = [...cidrs, IDENTITY_CIDR].map(parseCidr);
+  }
+
+  /** Whether ip is a virtual address (inside --vip-cidr or the identity range). */
+  contains(ip: string): boolean {
+    const a = norm(ip);
+    return this.ranges.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
+  }
+
+  /** Whether ip is inside one of the --vip-cidr ranges (the ones --ip may use). */
+  isVip(ip: string): boolean {
+    const a = norm(ip);
+    return this.ranges
+      .slice(0, this.cidrs.length)
+      .some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
+  }
+}
+
+export function isLoopback(ip: string): boolean {
+  const a = norm(ip);
+  if (a.kind() === 'ipv4') return a.range() === 'loopback' || a.toString() === '0.0.0.0';
+  return a.range() === 'loopback' || a.range() === 'unspecified';
+}
+
+export function isUnspecified(ip: string): boolean {
+  const a = norm(ip);
+  return a.range() === 'unspecified';
+}
+
+/** Hands out link-local identities 169.254.1.0 - 169.254.254.255 (skipping .169.254, the metadata address). */
+export class IdentityPool {
+  private readonly used = new Set<string>();
+  private next = 256;
+
+  allocate(): string {
+    for (let i = 0; i < 254 * 256; i++) {
+      const n = this.next;
+      this.next = n >= 254 * 256 + 255 ? 256 : n + 1;
+      const ip = `169.254.${n >> 8}.${n & 255}`;
+      if ((n & 255) === 0 || (n & 255) === 255 || ip === '169.254.169.254' || this.used.has(ip)) continue;
+      this.used.add(ip);
+      return ip;
+    }
+    throw new RangeError('identity range exhausted');
+  }
+
+  release(ip: string): void {
+    this.used.delete(ip);
+  }
+}

@@ -1,0 +1,76 @@
+/** Apps under appswitch: what `appswitch run` declared (ip, name, tags) and what the daemon gave them. */
+
+export interface AppMeta {
+  ip?: string;
+  name?: string;
+  tags: Record<string, string>;
+  cmd: string[];
+}
+
+export interface AppRecord extends AppMeta {
+  id: string;
+  /** The vip when --ip was given, else a link-local identity. */
+  identity: string;
+  launcherPid: number;
+  uid: number;
+  pid?: number;
+  startedAt: number;
+}
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const TAG_KEY_RE = /^[A-Za-z0-9_.\-/]{1,63}$/;
+const TAG_VAL_RE = /^[A-Za-z0-9_.\-/:]{0,63}$/;
+
+/** Parses "k=v" tags. Throws RangeError naming the bad tag. */
+export function parseTags(list: string[]): Record<string, string> {
+  const tags: Record<string, string> = {};
+  for (const t of list) {
+    const i = t.indexOf('=');
+    const k = i < 0 ? t : t.slice(0, i);
+    const v = i < 0 ? '' : t.slice(i + 1);
+    if (!TAG_KEY_RE.test(k) || !TAG_VAL_RE.test(v)) throw new RangeError(`bad tag "${t}": expected KEY=VALUE`);
+    tags[k] = v;
+  }
+  return tags;
+}
+
+export function isValidName(n: string): boolean {
+  return n.length <= 253 && NAME_RE.test(n);
+}
+
+/** Validates HELLO metadata (untrusted JSON); returns an error text or the metadata. */
+export function parseMeta(raw: Buffer): AppMeta | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw.length ? raw.toString('utf8') : '{}');
+  } catch {
+    return 'app metadata is not JSON';
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'app metadata must be an object';
+  const o = v as Record<string, unknown>;
+  const meta: AppMeta = { tags: {}, cmd: [] };
+  if (o.ip !== undefined) {
+    if (typeof o.ip !== 'string') return '--ip must be a string';
+    meta.ip = o.ip;
+  }
+  if (o.name !== undefined) {
+    if (typeof o.name !== 'string' || !isValidName(o.name)) return `--name "${String(o.name)}" is not a valid DNS name`;
+    meta.name = o.name.toLowerCase();
+  }
+  if (o.tags !== undefined) {
+    if (typeof o.tags !== 'object' || o.tags === null || Array.isArray(o.tags)) return 'tags must be an object';
+    for (const [k, val] of Object.entries(o.tags as Record<string, unknown>)) {
+      if (typeof val !== 'string') return `tag ${k} must be a string`;
+      try {
+        Object.assign(meta.tags, parseTags([`${k}=${val}`]));
+      } catch (e) {
+        return (e as Error).message;
+      }
+    }
+  }
+  if (o.cmd !== undefined) {
+    if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';
+    meta.cmd = o.cmd as string[];
+  }
+  return meta;
+}

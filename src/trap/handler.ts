@@ -1,0 +1,249 @@
+/** The trap handler: the decisions behind trapped bind/listen/connect and datagram sends, made against the
+ * service table. It performs no I/O (the generator acts on the program's socket); the trap server feeds it
+ * decoded messages and sends back what it returns. */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Errno } from '../errors.js';
+import { IdentityPool, isLoopback, isUnspecified, type VirtualRanges } from '../table/addresses.js';
+import type { PortPool } from '../table/port-pool.js';
+import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
+import type { AppMeta, AppRecord } from './apps.js';
+import {
+  AF_INET6,
+  canonicalIp,
+  decodeSockaddr,
+  encodeSockaddr,
+  type Endpoint,
+  MsgFlag,
+  SOCK_DGRAM,
+  type TrapMsg,
+} from './protocol.js';
+
+export interface HandlerConfig {
+  nodeName: string;
+  nodeAddress: string;
+  ranges: VirtualRanges;
+  table: ServiceTable;
+  pool: PortPool;
+  log: Logger;
+}
+
+/** What the handler answers: a result (>= 0 or -errno) and up to two addresses. */
+export interface Reply {
+  result: number;
+  addr?: Buffer;
+  addr2?: Buffer;
+  payload?: Buffer;
+  arg?: number;
+}
+
+interface Binding {
+  appId: string;
+  proto: Proto;
+  virt: Endpoint;
+  real: Endpoint;
+  serviceId?: string;
+}
+
+interface PlannedBind {
+  port: number;
+  virt: Endpoint;
+  proto: Proto;
+}
+
+/** Counters the daemon exposes. */
+export interface HandlerStats {
+  binds: number;
+  listens: number;
+  connects: number;
+  refused: number;
+  egress: number;
+}
+
+function protoOf(sockType: number): Proto {
+  return sockType === SOCK_DGRAM ? 'udp' : 'tcp';
+}
+
+export class TrapHandler {
+  readonly apps = new Map<string, AppRecord>();
+  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, egress: 0 };
+  private readonly identities = new IdentityPool();
+  /** Socket inode -> what it is bound to. */
+  private readonly bindings = new Map<string, Binding>();
+  /** Pool ports handed out in a BIND reply and not yet confirmed, by app and request. */
+  private readonly planned = new Map<string, PlannedBind>();
+
+  constructor(private readonly cfg: HandlerConfig) {}
+
+  /** Registers an app from its HELLO. Returns the record, or an error text for the user. */
+  hello(meta: AppMeta, launcherPid: number, uid: number): AppRecord | string {
+    let identity: string;
+    if (meta.ip !== undefined) {
+      let ip: string;
+      try {
+        ip = canonicalIp(meta.ip);
+      } catch {
+        return `--ip ${meta.ip} is not an IP address`;
+      }
+      if (!this.cfg.ranges.isVip(ip)) {
+        return `--ip ${ip} is outside the virtual ranges (${this.cfg.ranges.cidrs.join(', ')}); see appswitch daemon --vip-cidr`;
+      }
+      meta.ip = ip;
+      identity = ip;
+    } else {
+      identity = this.identities.allocate();
+    }
+    const app: AppRecord = { ...meta, id: randomBytes(4).toString('hex'), identity, launcherPid, uid, startedAt: Date.now() };
+    this.apps.set(app.id, app);
+    this.cfg.log.info({ app: app.id, ip: app.ip, identity, name: app.name, tags: app.tags, cmd: app.cmd }, 'app started');
+    return app;
+  }
+
+  /** The app's connection closed: its services and ports go away. */
+  goodbye(app: AppRecord): void {
+    this.apps.delete(app.id);
+    for (const [ino, b] of this.bindings) if (b.appId === app.id) this.unbind(ino);
+    for (const [k, p] of this.planned) {
+      if (k.startsWith(`${app.id}/`)) {
+        this.cfg.pool.release(p.port);
+        this.planned.delete(k);
+      }
+    }
+    this.cfg.table.removeWhere((e) => e.node === this.cfg.nodeName && e.appId === app.id);
+    if (!app.ip) this.identities.release(app.identity);
+    this.cfg.log.info({ app: app.id, pid: app.pid }, 'app ended');
+  }
+
+  bind(app: AppRecord, m: TrapMsg): Reply {
+    const req = decodeSockaddr(m.addr);
+    if (!req) return { result: -Errno.EAFNOSUPPORT };
+    const family = m.addr.readUInt16LE(0);
+    const proto = protoOf(m.arg);
+    const key = `${app.id}/${m.seq}`;
+    const prev = this.planned.get(key);
+    if (prev) {
+      this.planned.delete(key);
+      if (m.flags & MsgFlag.RETRY) this.cfg.pool.markBusy(prev.port);
+      else this.cfg.pool.release(prev.port);
+    }
+    if (!(isLoopback(req.ip) || isUnspecified(req.ip) || req.ip === app.identity)) {
+      return { result: -Errno.EADDRNOTAVAIL }; /* the program's namespace has lo and its own vip, nothing else */
+    }
+    if (req.port !== 0 && this.portTaken(app, proto, req.port)) return { result: -Errno.EADDRINUSE };
+    const port = this.cfg.pool.allocate();
+    if (port === undefined) {
+      this.cfg.log.warn({ app: app.id }, 'port pool exhausted');
+      return { result: -Errno.EADDRINUSE };
+    }
+    const virt: Endpoint = { ip: req.ip, port: req.port === 0 ? port : req.port };
+    this.planned.set(key, { port, virt, proto });
+    let real: Buffer;
+    try {
+      real = encodeSockaddr({ ip: this.cfg.nodeAddress, port }, family === AF_INET6 ? AF_INET6 : undefined);
+    } catch {
+      return { result: -Errno.EAFNOSUPPORT };
+    }
+    return { result: 0, addr: real, addr2: encodeSockaddr(virt, family === AF_INET6 ? AF_INET6 : undefined) };
+  }
+
+  /** The generator bound the socket as planned: remember the binding under its inode. */
+  bound(app: AppRecord, m: TrapMsg): void {
+    const real = decodeSockaddr(m.addr);
+    if (!real) return;
+    for (const [k, p] of this.planned) {
+      if (k.startsWith(`${app.id}/`) && p.port === real.port) {
+        this.planned.delete(k);
+        this.stats.binds++;
+        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real });
+        return;
+      }
+    }
+  }
+
+  unbound(app: AppRecord, m: TrapMsg): void {
+    const real = decodeSockaddr(m.addr);
+    if (!real) return;
+    for (const [k, p] of this.planned) {
+      if (k.startsWith(`${app.id}/`) && p.port === real.port) {
+        this.planned.delete(k);
+        this.cfg.pool.release(p.port);
+      }
+    }
+  }
+
+  listen(app: AppRecord, m: TrapMsg): Reply {
+    const ino = m.cookie.toString();
+    const b = this.bindings.get(ino);
+    if (!b || b.appId !== app.id) return { result: -Errno.EINVAL };
+    if (b.serviceId) return { result: 0 }; /* listen() again, e.g. to change the backlog */
+    const e: ServiceEntry = {
+      id: `${this.cfg.nodeName}/${app.id}/${ino}`,
+      vip: app.identity,
+      port: b.virt.port,
+      proto: 'tcp',
+      node: this.cfg.nodeName,
+      endpoint: b.real,
+      appId: app.id,
+      tags: app.tags,
+      version: this.cfg.table.nextVersion(),
+      socket: ino,
+    };
+    if (app.name !== undefined) e.name = app.name;
+    b.serviceId = e.id;
+    this.cfg.table.upsert(e);
+    this.stats.listens++;
+    this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
+    return { result: 0 };
+  }
+
+  connect(app: AppRecord, m: TrapMsg): Reply {
+    const dst = decodeSockaddr(m.addr);
+    if (!dst) return { result: -Errno.EAFNOSUPPORT };
+    const proto = protoOf(m.arg);
+    this.stats.connects++;
+    let vip: string | undefined;
+    if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
+    else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
+    if (vip === undefined) {
+      this.stats.egress++;
+      return { result: 0, addr: encodeSockaddr(dst) };
+    }
+    const instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
+    if (instances.length === 0) {
+      this.stats.refused++;
+      this.cfg.log.info({ app: app.id, identity: app.identity, dst: `${dst.ip}:${dst.port}`, proto }, 'connect refused: no such service');
+      return { result: -Errno.ECONNREFUSED };
+    }
+    const pick = instances[Math.floor(Math.random() * instances.length)] as ServiceEntry;
+    return { result: 0, addr: encodeSockaddr(pick.endpoint), addr2: encodeSockaddr(dst) };
+  }
+
+  /** Drops services whose listening socket is gone (the program closed it). */
+  sweep(liveListeners: Set<string>): void {
+    for (const [ino, b] of this.bindings) {
+      if (b.proto === 'tcp' && b.serviceId && !liveListeners.has(ino)) this.unbind(ino);
+    }
+  }
+
+  private unbind(ino: string): void {
+    const b = this.bindings.get(ino);
+    if (!b) return;
+    this.bindings.delete(ino);
+    this.cfg.pool.release(b.real.port);
+    if (b.serviceId) {
+      const e = this.cfg.table.remove(b.serviceId);
+      if (e) this.cfg.log.info({ app: b.appId, service: `${e.vip}:${e.port}` }, 'service down');
+    }
+  }
+
+  private portTaken(app: AppRecord, proto: Proto, port: number): boolean {
+    for (const b of this.bindings.values()) {
+      if (b.appId === app.id && b.proto === proto && b.virt.port === port && (b.serviceId || proto === 'udp')) return true;
+    }
+    return false;
+  }
+
+  bindingCount(): number {
+    return this.bindings.size;
+  }
+}

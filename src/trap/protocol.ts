@@ -1,0 +1,153 @@
+/** Wire format of the trap socket, mirrored from native/proto.h (a unit test pins the offsets), and the
+ * sockaddr_in / sockaddr_in6 encoding the generator uses. */
+import ipaddr from 'ipaddr.js';
+
+export const PROTO_VERSION = 1;
+export const HEADER_SIZE = 112;
+export const ADDR_MAX = 32;
+export const PAYLOAD_MAX = 8192;
+
+export const MsgType = {
+  HELLO: 1,
+  BIND: 2,
+  BOUND: 3,
+  LISTEN: 4,
+  CONNECT: 5,
+  EXIT: 6,
+  UNBOUND: 7,
+  STARTED: 8,
+} as const;
+export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
+
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2 } as const;
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+
+/** One trap-socket message. Addresses are raw sockaddr bytes (empty when absent). */
+export interface TrapMsg {
+  type: number;
+  version: number;
+  seq: number;
+  result: number;
+  flags: number;
+  pid: number;
+  arg: number;
+  cookie: bigint;
+  addr: Buffer;
+  addr2: Buffer;
+  payload: Buffer;
+}
+
+export const OFFSETS = {
+  type: 0,
+  version: 2,
+  seq: 4,
+  result: 8,
+  flags: 12,
+  pid: 16,
+  arg: 20,
+  cookie: 24,
+  addrLen: 32,
+  addr2Len: 36,
+  addr: 40,
+  addr2: 72,
+  payloadLen: 104,
+} as const;
+
+/** Decodes a message; returns undefined for anything malformed (short, bad lengths, unknown version). */
+export function decodeMsg(buf: Buffer): TrapMsg | undefined {
+  if (buf.length < HEADER_SIZE) return undefined;
+  const version = buf.readUInt16LE(OFFSETS.version);
+  if (version !== PROTO_VERSION) return undefined;
+  const addrLen = buf.readUInt32LE(OFFSETS.addrLen);
+  const addr2Len = buf.readUInt32LE(OFFSETS.addr2Len);
+  const payloadLen = buf.readUInt32LE(OFFSETS.payloadLen);
+  if (addrLen > ADDR_MAX || addr2Len > ADDR_MAX || payloadLen > PAYLOAD_MAX) return undefined;
+  if (buf.length < HEADER_SIZE + payloadLen) return undefined;
+  return {
+    type: buf.readUInt16LE(OFFSETS.type),
+    version,
+    seq: buf.readUInt32LE(OFFSETS.seq),
+    result: buf.readInt32LE(OFFSETS.result),
+    flags: buf.readUInt32LE(OFFSETS.flags),
+    pid: buf.readUInt32LE(OFFSETS.pid),
+    arg: buf.readInt32LE(OFFSETS.arg),
+    cookie: buf.readBigUInt64LE(OFFSETS.cookie),
+    addr: Buffer.from(buf.subarray(OFFSETS.addr, OFFSETS.addr + addrLen)),
+    addr2: Buffer.from(buf.subarray(OFFSETS.addr2, OFFSETS.addr2 + addr2Len)),
+    payload: Buffer.from(buf.subarray(HEADER_SIZE, HEADER_SIZE + payloadLen)),
+  };
+}
+
+/** Encodes a message; fields left out are zero. */
+export function encodeMsg(m: Partial<TrapMsg> & { type: number }): Buffer {
+  const payload = m.payload ?? Buffer.alloc(0);
+  const addr = m.addr ?? Buffer.alloc(0);
+  const addr2 = m.addr2 ?? Buffer.alloc(0);
+  if (addr.length > ADDR_MAX || addr2.length > ADDR_MAX) throw new RangeError('address longer than ADDR_MAX');
+  if (payload.length > PAYLOAD_MAX) throw new RangeError('payload longer than PAYLOAD_MAX');
+  const buf = Buffer.alloc(HEADER_SIZE + payload.length);
+  buf.writeUInt16LE(m.type, OFFSETS.type);
+  buf.writeUInt16LE(m.version ?? PROTO_VERSION, OFFSETS.version);
+  buf.writeUInt32LE(m.seq ?? 0, OFFSETS.seq);
+  buf.writeInt32LE(m.result ?? 0, OFFSETS.result);
+  buf.writeUInt32LE(m.flags ?? 0, OFFSETS.flags);
+  buf.writeUInt32LE(m.pid ?? 0, OFFSETS.pid);
+  buf.writeInt32LE(m.arg ?? 0, OFFSETS.arg);
+  buf.writeBigUInt64LE(m.cookie ?? 0n, OFFSETS.cookie);
+  buf.writeUInt32LE(addr.length, OFFSETS.addrLen);
+  buf.writeUInt32LE(addr2.length, OFFSETS.addr2Len);
+  addr.copy(buf, OFFSETS.addr);
+  addr2.copy(buf, OFFSETS.addr2);
+  buf.writeUInt32LE(payload.length, OFFSETS.payloadLen);
+  payload.copy(buf, HEADER_SIZE);
+  return buf;
+}
+
+/** An endpoint in its canonical text form: IPv4 dotted (IPv4-mapped IPv6 is unmapped), IPv6 compressed. */
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+/** Canonical text of an address: IPv4-mapped IPv6 becomes IPv4. Throws on anything that is not an IP. */
+export function canonicalIp(ip: string): string {
+  const a = ipaddr.parse(ip);
+  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) return (a as ipaddr.IPv6).toIPv4Address().toString();
+  return a.toString();
+}
+
+/** Decodes sockaddr_in / sockaddr_in6 bytes; undefined when not an inet address. */
+export function decodeSockaddr(b: Buffer): Endpoint | undefined {
+  if (b.length < 2) return undefined;
+  const family = b.readUInt16LE(0);
+  if (family === AF_INET && b.length >= 8) {
+    return { ip: ipaddr.fromByteArray([...b.subarray(4, 8)]).toString(), port: b.readUInt16BE(2) };
+  }
+  if (family === AF_INET6 && b.length >= 24) {
+    return { ip: canonicalIp(ipaddr.fromByteArray([...b.subarray(8, 24)]).toString()), port: b.readUInt16BE(2) };
+  }
+  return undefined;
+}
+
+/** Encodes an endpoint as sockaddr_in (IPv4) or sockaddr_in6 (IPv6); `family` forces AF_INET6 with a mapped v4. */
+export function encodeSockaddr(ep: Endpoint, family?: number): Buffer {
+  const a = ipaddr.parse(ep.ip);
+  const v4 = a.kind() === 'ipv4' ? (a as ipaddr.IPv4) : undefined;
+  if (v4 && family !== AF_INET6) {
+    const b = Buffer.alloc(16);
+    b.writeUInt16LE(AF_INET, 0);
+    b.writeUInt16BE(ep.port, 2);
+    Buffer.from(v4.toByteArray()).copy(b, 4);
+    return b;
+  }
+  const v6 = v4 ? v4.toIPv4MappedAddress() : (a as ipaddr.IPv6);
+  const b = Buffer.alloc(28);
+  b.writeUInt16LE(AF_INET6, 0);
+  b.writeUInt16BE(ep.port, 2);
+  Buffer.from(v6.toByteArray()).copy(b, 8);
+  return b;
+}

@@ -1,0 +1,207 @@
+/** The trap socket: accepts generators (one per program), decodes their messages, asks the handler, replies.
+ * A malformed message is logged and dropped; a misbehaving generator loses its connection, never the daemon. */
+import type { Logger } from 'pino';
+import { native, type Poller } from '../native/binding.js';
+import type { AppRecord } from './apps.js';
+import { parseMeta } from './apps.js';
+import type { Reply, TrapHandler } from './handler.js';
+import { decodeMsg, encodeMsg, encodeSockaddr, MsgType, type TrapMsg } from './protocol.js';
+
+interface Conn {
+  fd: number;
+  pid: number;
+  uid: number;
+  poller: Poller;
+  app?: AppRecord;
+  /** Replies that did not fit in the socket buffer, sent when it drains. */
+  backlog: Buffer[];
+}
+
+export class TrapServer {
+  private listenFd = -1;
+  private listenPoller?: Poller;
+  private readonly conns = new Map<number, Conn>();
+  messages = 0;
+  badMessages = 0;
+
+  constructor(
+    private readonly handler: TrapHandler,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts listening at path (mode 0660: owner and group may run apps). */
+  listen(path: string): void {
+    this.listenFd = native.seqpacketListen(path, 0o660);
+    this.listenPoller = native.poller(this.listenFd, () => this.acceptAll());
+    this.listenPoller.start(1);
+  }
+
+  close(): void {
+    this.listenPoller?.stop();
+    if (this.listenFd >= 0) native.close(this.listenFd);
+    this.listenFd = -1;
+    for (const c of [...this.conns.values()]) this.drop(c);
+  }
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let a;
+      try {
+        a = native.accept(this.listenFd);
+      } catch (e) {
+        this.log.error({ err: e }, 'trap socket accept failed');
+        return;
+      }
+      if (!a) return;
+      const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
+      conn.poller = native.poller(a.fd, (status, events) => this.onReady(conn, status, events));
+      conn.poller.start(1);
+      this.conns.set(a.fd, conn);
+    }
+  }
+
+  private onReady(c: Conn, status: number, events: number): void {
+    if (status < 0) {
+      this.drop(c);
+      return;
+    }
+    if (events & 2) this.flush(c);
+    if (!(events & 1)) return;
+    for (let i = 0; i < 64; i++) {
+      let r;
+      try {
+        r = native.recv(c.fd);
+      } catch (e) {
+        this.log.warn({ err: e, pid: c.pid }, 'trap connection error');
+        this.drop(c);
+        return;
+      }
+      if (!r) return;
+      for (const fd of r.fds) native.close(fd); /* no generator message carries descriptors yet */
+      if (r.data.length === 0) {
+        this.drop(c);
+        return;
+      }
+      this.onMessage(c, r.data);
+      if (!this.conns.has(c.fd)) return;
+    }
+  }
+
+  private onMessage(c: Conn, data: Buffer): void {
+    this.messages++;
+    const m = decodeMsg(data);
+    if (!m) {
+      this.badMessages++;
+      this.log.warn({ pid: c.pid, bytes: data.length }, 'malformed trap message dropped');
+      return;
+    }
+    if (!c.app) {
+      if (m.type !== MsgType.HELLO) {
+        this.badMessages++;
+        this.log.warn({ pid: c.pid, type: m.type }, 'trap message before HELLO: connection dropped');
+        this.drop(c);
+        return;
+      }
+      this.hello(c, m);
+      return;
+    }
+    const app = c.app;
+    let reply: Reply | undefined;
+    try {
+      switch (m.type) {
+        case MsgType.BIND:
+          reply = this.handler.bind(app, m);
+          break;
+        case MsgType.BOUND:
+          this.handler.bound(app, m);
+          break;
+        case MsgType.UNBOUND:
+          this.handler.unbound(app, m);
+          break;
+        case MsgType.LISTEN:
+          reply = this.handler.listen(app, m);
+          break;
+        case MsgType.CONNECT:
+          reply = this.handler.connect(app, m);
+          break;
+        case MsgType.STARTED:
+          app.pid = m.pid;
+          break;
+        case MsgType.EXIT:
+          this.log.info({ app: app.id, pid: m.pid, status: m.arg }, 'program exited');
+          break;
+        default:
+          this.badMessages++;
+          this.log.warn({ app: app.id, type: m.type }, 'unknown trap message type');
+          reply = { result: -22 };
+      }
+    } catch (e) {
+      this.log.error({ err: e, app: app.id, type: m.type }, 'trap handler failed; answering EINVAL');
+      reply = { result: -22 };
+    }
+    if (reply) this.reply(c, m, reply);
+  }
+
+  private hello(c: Conn, m: TrapMsg): void {
+    const meta = parseMeta(m.payload);
+    const res = typeof meta === 'string' ? meta : this.handler.hello(meta, c.pid, c.uid);
+    if (typeof res === 'string') {
+      this.log.warn({ pid: c.pid, error: res }, 'app refused');
+      this.reply(c, m, { result: -22, payload: Buffer.from(res) });
+      return;
+    }
+    c.app = res;
+    this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: Buffer.from(res.id) });
+  }
+
+  private reply(c: Conn, m: TrapMsg, r: Reply): void {
+    const msg: Parameters<typeof encodeMsg>[0] = { type: m.type, seq: m.seq, result: r.result, arg: r.arg ?? 0 };
+    if (r.addr) msg.addr = r.addr;
+    if (r.addr2) msg.addr2 = r.addr2;
+    if (r.payload) msg.payload = r.payload;
+    const buf = encodeMsg(msg);
+    if (c.backlog.length) {
+      c.backlog.push(buf);
+      return;
+    }
+    this.sendOrQueue(c, buf);
+  }
+
+  private sendOrQueue(c: Conn, buf: Buffer): boolean {
+    try {
+      native.send(c.fd, buf);
+      return true;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EAGAIN') {
+        c.backlog.push(buf);
+        c.poller.start(3);
+        return false;
+      }
+      this.log.warn({ err: e, pid: c.pid }, 'trap reply failed; dropping connection');
+      this.drop(c);
+      return false;
+    }
+  }
+
+  private flush(c: Conn): void {
+    const q = c.backlog.splice(0);
+    for (let i = 0; i < q.length; i++) {
+      if (!this.sendOrQueue(c, q[i] as Buffer)) {
+        c.backlog.push(...q.slice(i + 1));
+        return;
+      }
+    }
+    c.poller.start(1);
+  }
+
+  private drop(c: Conn): void {
+    if (!this.conns.delete(c.fd)) return;
+    c.poller.stop();
+    native.close(c.fd);
+    if (c.app) this.handler.goodbye(c.app);
+  }
+}
