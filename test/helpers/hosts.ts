@@ -1,0 +1,204 @@
+/** Test hosts: network namespaces that a test creates and removes, each with its own appswitch daemon.
+ * Every namespace has only lo and one veth end with a TEST-NET-1 address; nothing routes off the machine.
+ * A route for the virtual range points at a static neighbour on the host's own veth, so that a vip leaking to
+ * the wire would be visible to a capture on that interface (and go nowhere). Everything a host starts is killed,
+ * and the namespace deleted, on destroy() and again at process exit. */
+import { type ChildProcess, execFileSync, spawn, type SpawnOptions } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'bin/appswitch.js');
+
+const live = new Set<TestHost>();
+process.on('exit', () => {
+  for (const h of live) h.destroySync();
+});
+
+let counter = 0;
+
+export interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Collects a process's output and resolves when it ends (or kills it after timeoutMs). */
+export function finish(p: ChildProcess, timeoutMs = 30_000): Promise<Result> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    p.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => {
+      stderr += `\n[killed after ${timeoutMs} ms]`;
+      killTree(p, 'SIGKILL');
+    }, timeoutMs);
+    p.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+export function killTree(p: ChildProcess, sig: NodeJS.Signals = 'SIGTERM'): void {
+  if (p.pid === undefined || p.exitCode !== null || p.signalCode !== null) return;
+  try {
+    process.kill(-p.pid, sig);
+  } catch {
+    try {
+      p.kill(sig);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls fn until it returns a truthy value or the time is up. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
+    await sleep(stepMs);
+  }
+}
+
+export class TestHost {
+  readonly ns: string;
+  readonly stateDir: string;
+  readonly socket: string;
+  private readonly procs = new Set<ChildProcess>();
+  daemon?: ChildProcess;
+  daemonLog = '';
+
+  private constructor(
+    readonly address: string,
+    tag: string,
+  ) {
+    this.ns = `as-${tag}-${process.pid}-${++counter}`;
+    this.stateDir = mkdtempSync(path.join(tmpdir(), 'appswitch-test-'));
+    this.socket = path.join(this.stateDir, 'appswitch.sock');
+  }
+
+  /** Creates the namespace with lo and a veth carrying `address`/24. */
+  static create(tag: string, address = '192.0.2.1'): TestHost {
+    const h = new TestHost(address, tag);
+    live.add(h);
+    const ip = (...a: string[]): void => {
+      execFileSync('ip', a, { stdio: 'pipe' });
+    };
+    ip('netns', 'add', h.ns);
+    ip('-n', h.ns, 'link', 'set', 'lo', 'up');
+    ip('-n', h.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+    ip('-n', h.ns, 'addr', 'add', `${address}/24`, 'dev', 'v0');
+    ip('-n', h.ns, 'link', 'set', 'v0', 'up');
+    ip('-n', h.ns, 'link', 'set', 'v1', 'up');
+    ip('-n', h.ns, 'neigh', 'add', '192.0.2.254', 'lladdr', '02:00:00:00:00:fe', 'dev', 'v0', 'nud', 'permanent');
+    ip('-n', h.ns, 'route', 'add', '10.0.0.0/8', 'via', '192.0.2.254', 'dev', 'v0');
+    return h;
+  }
+
+  /** Spawns a command inside the namespace, in its own process group; tracked for cleanup. */
+  spawn(cmd: string[], opts: SpawnOptions = {}): ChildProcess {
+    const p = spawn('ip', ['netns', 'exec', this.ns, ...cmd], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      ...opts,
+      env: { ...process.env, APPSWITCH_SOCKET: this.socket, ...(opts.env ?? {}) },
+    });
+    this.procs.add(p);
+    p.on('close', () => this.procs.delete(p));
+    return p;
+  }
+
+  exec(cmd: string[], timeoutMs = 30_000, opts: SpawnOptions = {}): Promise<Result> {
+    return finish(this.spawn(cmd, opts), timeoutMs);
+  }
+
+  /** Starts `appswitch daemon` in the namespace and waits until its control socket answers. */
+  async startDaemon(extra: string[] = []): Promise<void> {
+    const d = this.spawn(['node', CLI, 'daemon', '--state-dir', this.stateDir, '--node-address', this.address, '--log-level', 'info', ...extra]);
+    this.daemon = d;
+    d.stdout?.on('data', (b: Buffer) => (this.daemonLog += b.toString()));
+    d.stderr?.on('data', (b: Buffer) => (this.daemonLog += b.toString()));
+    await waitFor(async () => (await this.cli(['status', '--json'])).code === 0, 15_000, 100);
+  }
+
+  /** Runs an appswitch CLI command (not `run`) to completion. */
+  cli(args: string[], timeoutMs = 15_000): Promise<Result> {
+    return this.exec(['node', CLI, ...args], timeoutMs);
+  }
+
+  /** Starts a program under appswitch; returns its process (the launcher, after exec). */
+  run(appArgs: string[], cmd: string[], opts: SpawnOptions = {}): ChildProcess {
+    return this.spawn(['node', CLI, 'run', ...appArgs, '--', ...cmd], opts);
+  }
+
+  runToEnd(appArgs: string[], cmd: string[], timeoutMs = 30_000): Promise<Result> {
+    return finish(this.run(appArgs, cmd), timeoutMs);
+  }
+
+  async services(): Promise<Array<{ vip: string; port: number; proto: string; endpoint: string; name?: string; app: string }>> {
+    const r = await this.cli(['get', 'services', '--json']);
+    if (r.code !== 0) throw new Error(`get services failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Array<{ vip: string; port: number; proto: string; endpoint: string; app: string }>;
+  }
+
+  async waitService(vip: string, port: number, timeoutMs = 10_000): Promise<void> {
+    await waitFor(async () => (await this.services()).some((s) => s.vip === vip && s.port === port), timeoutMs);
+  }
+
+  async destroy(): Promise<void> {
+    for (const p of this.procs) killTree(p, 'SIGKILL');
+    await sleep(50);
+    this.destroySync();
+  }
+
+  destroySync(): void {
+    for (const p of this.procs) killTree(p, 'SIGKILL');
+    // processes that left their group (a daemonizing program) still live in the namespace: kill them all
+    try {
+      const pids = execFileSync('ip', ['netns', 'pids', this.ns], { stdio: 'pipe' }).toString().split(/\s+/).filter(Boolean);
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    } catch {
+      /* namespace gone */
+    }
+    try {
+      execFileSync('ip', ['netns', 'del', this.ns], { stdio: 'pipe' });
+    } catch {
+      /* already gone */
+    }
+    if (existsSync(this.stateDir)) rmSync(this.stateDir, { recursive: true, force: true });
+    live.delete(this);
+  }
+}
+
+/** Compiles test/helpers/probe.c once per run (into a temp dir). */
+let probePath: string | undefined;
+export function probe(): string {
+  if (probePath) return probePath;
+  const out = path.join(mkdtempSync(path.join(tmpdir(), 'appswitch-probe-')), 'probe');
+  execFileSync('gcc', ['-O1', '-Wall', '-o', out, path.join(ROOT, 'test/helpers/probe.c'), '-lpthread'], { stdio: 'pipe' });
+  probePath = out;
+  return out;
+}

@@ -1,0 +1,227 @@
+/** The trap core end to end: real programs under the real seccomp filter, in network namespaces this file
+ * creates and removes, talking through a real daemon. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../../src/native/binding.js';
+import { CLI, finish, killTree, probe, sleep, TestHost, waitFor } from '../helpers/hosts.js';
+
+let h: TestHost;
+let PROBE: string;
+
+beforeAll(async () => {
+  PROBE = probe();
+  h = TestHost.create('trap');
+  await h.startDaemon();
+});
+
+afterAll(async () => {
+  await h?.destroy();
+});
+
+function lines(s: string): string[] {
+  return s.split('\n').filter(Boolean);
+}
+
+describe('bad arguments and escapes', () => {
+  it('answers every bad argument with the errno the kernel gives', async () => {
+    const r = await h.runToEnd([], [PROBE, 'errno']);
+    expect(r.stdout).not.toContain('FAIL');
+    expect(r.stdout).toContain('ok errno');
+    expect(r.code).toBe(0);
+  });
+
+  it('refuses raw/packet sockets, setns, unshare(CLONE_NEWNET), clone3, io_uring, x32 and i386 syscalls', async () => {
+    const r = await h.runToEnd([], [PROBE, 'escape']);
+    expect(r.stdout).not.toContain('FAIL');
+    expect(r.stdout).toContain('ok escape');
+    // int 0x80 either reaches the filter (EPERM) or the machine has no IA32 entry at all; both are refusals
+    expect(r.stdout).toMatch(/ia32 (refused|unavailable)/);
+  });
+
+  it('honours SOCK_NONBLOCK/SOCK_CLOEXEC and setsockopt acts on the real socket', async () => {
+    const r = await h.runToEnd([], [PROBE, 'flags']);
+    expect(r.stdout).toContain('ok flags');
+  });
+
+  it('keeps serving after garbage on the trap socket', async () => {
+    const fd = native.seqpacketConnect(`${h.stateDir}/trap.sock`);
+    native.send(fd, Buffer.from('garbage'));
+    native.send(fd, Buffer.alloc(112, 0xff));
+    await sleep(200);
+    native.close(fd);
+    expect((await h.cli(['status', '--json'])).code).toBe(0);
+    expect(h.daemonLog).toMatch(/malformed trap message|trap message before HELLO/);
+    const r = await h.runToEnd([], [PROBE, 'flags']);
+    expect(r.stdout).toContain('ok flags');
+  });
+});
+
+describe('servers and clients by virtual address', () => {
+  it('bind/listen register the service; getsockname shows the virtual address; ports the program asked for', async () => {
+    const r = await h.runToEnd(['--ip', '10.1.0.1'], [PROBE, 'bindname', '10.1.0.1', '8080']);
+    expect(r.stdout).toContain('ok bindname');
+    expect(r.stdout).toContain('bound 10.1.0.1:8080');
+    expect(r.stdout).toContain('listening 10.1.0.1:8080');
+    const auto = /autobound (\S+):(\d+)/.exec(r.stdout);
+    expect(auto?.[1]).toBe('::');
+    expect(Number(auto?.[2])).toBeGreaterThan(0);
+    const any = await h.runToEnd([], [PROBE, 'bindname', '0.0.0.0', '9090']);
+    expect(any.stdout).toContain('bound 0.0.0.0:9090');
+  });
+
+  it('python http.server by vip, curl by vip, curl by name-less client; peers see virtual names', async () => {
+    const srv = h.run(['--ip', '10.0.0.5', '--name', 'web', '--tag', 'grp=1'], ['python3', '-u', '-m', 'http.server', '8000']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.5', 8000);
+    const svc = (await h.services()).find((s) => s.vip === '10.0.0.5' && s.port === 8000);
+    expect(svc?.name).toBe('web');
+    expect(svc?.endpoint).toMatch(/^192\.0\.2\.1:\d+$/);
+    const c = await h.runToEnd(['--tag', 'grp=1'], ['curl', '-sS', '-m', '10', 'http://10.0.0.5:8000/']);
+    expect(c.code).toBe(0);
+    expect(c.stdout).toContain('Directory listing');
+    const apps = JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout) as Array<{ ip?: string; name?: string; pid?: number }>;
+    expect(apps.find((a) => a.ip === '10.0.0.5')?.name).toBe('web');
+    expect(apps.find((a) => a.ip === '10.0.0.5')?.pid).toBeGreaterThan(0);
+    // the C probe sees vip:port as its peer and the app's identity as its own address
+    const p = await h.runToEnd(['--ip', '10.0.0.9'], [PROBE, 'connect', '10.0.0.5', '8000']);
+    expect(p.stdout).toContain('peer 10.0.0.5:8000');
+    expect(p.stdout).toMatch(/local 10\.0\.0\.9:\d+/);
+    const pn = await h.runToEnd([], [PROBE, 'connect', '10.0.0.5', '8000', 'nonblock']);
+    expect(pn.stdout).toContain('ok connect');
+    expect(pn.stdout).toMatch(/local 169\.254\.\d+\.\d+:\d+/);
+    killTree(srv, 'SIGTERM');
+    const done = await out;
+    expect(done.stderr).toContain('"GET / HTTP/1.1" 200');
+    // the program exited: its service is gone
+    await waitFor(async () => !(await h.services()).some((s) => s.vip === '10.0.0.5' && s.port === 8000), 5000);
+  });
+
+  it('Node.js server and Node.js http.get client (non-blocking connect + epoll) by vip', async () => {
+    const server = `require('http').createServer((q, s) => s.end('hello from ' + q.socket.localAddress + ':' + q.socket.localPort)).listen(7000, () => console.log('up'))`;
+    const srv = h.run(['--ip', '10.0.0.20'], ['node', '-e', server]);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.20', 7000);
+    const client = `require('http').get('http://10.0.0.20:7000/', (r) => { const peer = r.socket.remoteAddress + ':' + r.socket.remotePort; let b=''; r.on('data', d => b += d); r.on('end', () => { console.log(b); console.log('remote ' + peer); }); }).on('error', e => { console.error(e); process.exit(1); })`;
+    const c = await h.runToEnd([], ['node', '-e', client]);
+    expect(c.stderr).toBe('');
+    expect(c.stdout).toContain('hello from 10.0.0.20:7000');
+    expect(c.stdout).toContain('remote 10.0.0.20:7000');
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+
+  it('iperf server by vip, iperf client by vip: data flows', async () => {
+    const srv = h.run(['--ip', '10.0.0.30', '--name', 'iperf'], ['iperf', '-s', '-p', '5001']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.30', 5001);
+    const c = await h.runToEnd([], ['iperf', '-c', '10.0.0.30', '-p', '5001', '-t', '2', '-f', 'm'], 30_000);
+    expect(c.code).toBe(0);
+    const m = /([\d.]+) Mbits\/sec/.exec(c.stdout);
+    expect(Number(m?.[1])).toBeGreaterThan(100);
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+
+  it('nc server and nc client by vip', async () => {
+    const srv = h.run(['--ip', '10.0.0.40'], ['nc', '-l', '9000']);
+    const out = finish(srv, 30_000);
+    await h.waitService('10.0.0.40', 9000);
+    const c = await h.exec(['sh', '-c', `echo hello-nc | node ${CLI} run -- nc -N 10.0.0.40 9000`], 20_000);
+    expect(c.code).toBe(0);
+    const s = await out;
+    expect(s.stdout).toContain('hello-nc');
+  });
+
+  it('forked processes and threads all get their connects served', async () => {
+    const srv = h.run(['--ip', '10.0.0.50'], ['python3', '-c', 'import socket\ns=socket.socket()\ns.bind(("0.0.0.0",6000))\ns.listen(512)\nwhile True:\n  c,_=s.accept(); c.close()']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.50', 6000);
+    const r = await h.runToEnd([], [PROBE, 'forks', '10.0.0.50', '6000'], 60_000);
+    expect(r.stdout).toContain('ok forks');
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+
+  it('a service disappears when its program closes the listening socket, while the program runs on', async () => {
+    const py = 'import socket,time\ns=socket.socket()\ns.bind(("0.0.0.0",6100))\ns.listen()\nprint("listening",flush=True)\ntime.sleep(1.5)\ns.close()\nprint("closed",flush=True)\ntime.sleep(30)';
+    const srv = h.run(['--ip', '10.0.0.51'], ['python3', '-c', py]);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.51', 6100);
+    const t0 = Date.now();
+    await waitFor(async () => !(await h.services()).some((s) => s.vip === '10.0.0.51'), 10_000);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(srv.exitCode).toBeNull(); // still running
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+});
+
+describe('virtual addresses are names, never destinations', () => {
+  it('connect to an unregistered vip fails with ECONNREFUSED and sends no packet', async () => {
+    const cap = h.spawn(['tcpdump', '-i', 'v0', '-n', '-l', '-U', 'net', '10.0.0.0/8']);
+    let captured = '';
+    cap.stdout?.on('data', (d: Buffer) => (captured += d.toString()));
+    let capErr = '';
+    cap.stderr?.on('data', (d: Buffer) => (capErr += d.toString()));
+    await waitFor(() => capErr.includes('listening on'), 10_000);
+    // the capture sees a packet that really leaves (native, outside appswitch): the check can fail
+    await h.exec(['sh', '-c', 'echo x | nc -u -w1 10.77.0.1 9 || true'], 10_000);
+    await waitFor(() => captured.includes('10.77.0.1'), 5000);
+    captured = '';
+    const r = await h.runToEnd([], [PROBE, 'refused', '10.88.0.1', '80']);
+    expect(r.stdout).toContain('ok refused');
+    const c = await h.runToEnd([], ['curl', '-sS', '-m', '5', 'http://10.88.0.1:80/']);
+    expect(c.code).toBe(7); // curl: couldn't connect
+    await sleep(500);
+    killTree(cap, 'SIGTERM');
+    expect(captured).not.toContain('10.88.0.1');
+  });
+
+  it('addresses outside the virtual ranges are reached directly (TCP and UDP egress)', async () => {
+    const echo = h.spawn(['python3', '-c', 'import socket\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nu.bind(("192.0.2.1",9999))\nprint("up",flush=True)\nwhile True:\n  d,a=u.recvfrom(100); u.sendto(d,a)']);
+    const tcp = h.spawn(['python3', '-c', 'import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(("192.0.2.1",9998))\ns.listen()\nprint("up",flush=True)\nwhile True:\n  c,_=s.accept(); c.recv(10); c.sendall(b"native-ok"); c.close()']);
+    let up = '';
+    echo.stdout?.on('data', (d: Buffer) => (up += d.toString()));
+    tcp.stdout?.on('data', (d: Buffer) => (up += d.toString()));
+    await waitFor(() => up.split('up').length - 1 >= 2, 10_000);
+    const u = await h.runToEnd([], [PROBE, 'udpecho', '192.0.2.1', '9999']);
+    expect(u.stdout).toContain('ok udpecho');
+    const t = await h.runToEnd([], [PROBE, 'connect', '192.0.2.1', '9998']);
+    expect(t.stdout).toContain('peer 192.0.2.1:9998');
+    expect(t.stdout).toContain('read 9');
+    killTree(echo, 'SIGKILL');
+    killTree(tcp, 'SIGKILL');
+  });
+});
+
+describe('appswitch run behaves like the program it runs', () => {
+  it('passes the exit code through, and 128+N for a signal', async () => {
+    expect((await h.runToEnd([], ['sh', '-c', 'exit 7'])).code).toBe(7);
+    expect((await h.runToEnd([], ['sh', '-c', 'kill -TERM $$'])).code).toBe(143);
+    expect((await h.runToEnd([], ['/nonexistent/program'])).code).toBe(127);
+  });
+
+  it('passes stdin and stdout through', async () => {
+    const p = h.run([], ['cat'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = finish(p);
+    p.stdin?.end('through the pipe\n');
+    const r = await out;
+    expect(r.stdout).toBe('through the pipe\n');
+    expect(r.code).toBe(0);
+  });
+
+  it('delivers SIGINT, SIGTERM and SIGHUP to the program', async () => {
+    for (const [sig, num] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+      const py = `import signal,sys,time\ndef h(s,f):\n  print("got",s,flush=True); sys.exit(40+s)\nsignal.signal(${num},h)\nprint("ready",flush=True)\ntime.sleep(30)`;
+      const p = h.run([], ['python3', '-c', py]);
+      let out = '';
+      p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      const done = finish(p);
+      await waitFor(() => out.includes('ready'), 10_000);
+      // signal the `appswitch run` process itself (ip netns exec -> node -> execve'd launcher: one pid)
+      process.kill(p.pid as number, sig);
+      const r = await done;
+      expect(out).toContain(`got ${num}`);
+      expect(r.code).toBe(40 + num);
+    }
+  });
+});
