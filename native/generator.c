@@ -200,7 +200,16 @@ static int virtual_name(struct as_gen *g, int sock, int family, int peer, struct
     return -errno;
   struct as_ep real, virt;
   if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
-    if (as_vmap_get(g->vmap, &real, &virt)) return as_ep_to_sockaddr(&virt, family, out);
+    if (as_vmap_get(g->vmap, &real, &virt)) {
+      /* A connection accepted on a wildcard listener has a concrete local address: the app's identity. */
+      static const uint8_t zero[16], v4any[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+      if (!peer && g->has_identity && (!memcmp(virt.ip, zero, 16) || !memcmp(virt.ip, v4any, 16))) {
+        struct sockaddr_storage ps;
+        socklen_t pl = sizeof(ps);
+        if (getpeername(sock, (struct sockaddr *)&ps, &pl) == 0) memcpy(virt.ip, g->identity.ip, 16);
+      }
+      return as_ep_to_sockaddr(&virt, family, out);
+    }
     if (!peer && g->has_identity && real.port != 0) {
       /* A client socket talking to a virtual endpoint shows the app's identity as its own address. */
       struct sockaddr_storage ps;
