@@ -151,20 +151,26 @@ static void notify_daemon(struct as_gen *g, uint16_t type, uint64_t ino, const v
 
 /* ---- helpers on the program's socket ---------------------------------------------------------------------- */
 
-/* Duplicates the program's fd and checks it is a socket. Returns our fd or -errno (EBADF, ENOTSOCK, ESRCH). */
+/* Duplicates the program's fd and checks it is a socket: SO_DOMAIN fails with ENOTSOCK on anything else, which
+ * spares an fstat on the hot path. type and ino are looked up only when asked for.
+ * Returns our fd or -errno (EBADF, ENOTSOCK, ESRCH). */
 static int get_socket(struct as_gen *g, pid_t pid, int fd, int *family, int *type, uint64_t *ino) {
   int s = as_task_getfd(&g->pidfds, pid, fd);
   if (s < 0) return s;
-  struct stat st;
-  if (fstat(s, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-    close(s);
-    return -ENOTSOCK;
-  }
   socklen_t l = sizeof(int);
-  if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, family, &l) < 0) *family = -1;
-  l = sizeof(int);
-  if (getsockopt(s, SOL_SOCKET, SO_TYPE, type, &l) < 0) *type = -1;
-  if (ino) *ino = (uint64_t)st.st_ino;
+  if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, family, &l) < 0) {
+    int e = errno;
+    close(s);
+    return e == ENOTSOCK ? -ENOTSOCK : -e;
+  }
+  if (type) {
+    l = sizeof(int);
+    if (getsockopt(s, SOL_SOCKET, SO_TYPE, type, &l) < 0) *type = -1;
+  }
+  if (ino) {
+    struct stat st;
+    *ino = fstat(s, &st) == 0 ? (uint64_t)st.st_ino : 0;
+  }
   return s;
 }
 
@@ -248,8 +254,8 @@ static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
 /* ---- getsockname() / getpeername() ------------------------------------------------------------------------ */
 
 static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
-  int family, type;
-  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, &type, NULL);
+  int family;
+  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, NULL, NULL);
   if (s < 0) {
     if (s != -ESRCH) reply(g, req->id, s);
     return;
@@ -271,11 +277,8 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   int32_t ulen;
   int r = as_mem_read(pid, ulenp, &ulen, sizeof(ulen));
   if (r == 0 && ulen < 0) r = -EINVAL;
-  if (r == 0) r = as_mem_write(pid, uaddr, &out, (size_t)((int32_t)n < ulen ? n : ulen));
-  if (r == 0) {
-    int32_t full = n;
-    r = as_mem_write(pid, ulenp, &full, sizeof(full));
-  }
+  int32_t full = n;
+  if (r == 0) r = as_mem_write2(pid, uaddr, &out, (size_t)((int32_t)n < ulen ? n : ulen), ulenp, &full, sizeof(full));
   g->stats_local++;
   reply(g, req->id, r < 0 ? (r == -ESRCH ? -EFAULT : r) : 0);
 }

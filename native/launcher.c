@@ -222,7 +222,8 @@ int main(int argc, char **argv) {
     die("taking the seccomp listener", e);
   }
   close(cpidfd);
-  as_notif_set_sync_wakeup(lfd); /* kernels before 6.6 lack it: slower, not wrong */
+  int sync_rc = as_notif_set_sync_wakeup(lfd); /* kernels before 6.6 lack it: slower, not wrong */
+  if (getenv("APPSWITCH_GENERATOR_DEBUG")) fprintf(stderr, "appswitch-generator: sync wake-up: %s\n", sync_rc ? strerror(-sync_rc) : "on");
 
   static struct as_gen g;
   r = as_gen_init(&g, lfd, dfd, sigfd, child);

@@ -34,6 +34,17 @@ int as_mem_write(pid_t pid, uint64_t addr, const void *buf, size_t len) {
   return -EFAULT;
 }
 
+int as_mem_write2(pid_t pid, uint64_t a1, const void *b1, size_t l1, uint64_t a2, const void *b2, size_t l2) {
+  if ((l1 && a1 == 0) || (l2 && a2 == 0)) return -EFAULT;
+  struct iovec local[2] = {{.iov_base = (void *)b1, .iov_len = l1}, {.iov_base = (void *)b2, .iov_len = l2}};
+  struct iovec remote[2] = {{.iov_base = (void *)(uintptr_t)a1, .iov_len = l1},
+                            {.iov_base = (void *)(uintptr_t)a2, .iov_len = l2}};
+  ssize_t r = process_vm_writev(pid, local, 2, remote, 2, 0);
+  if (r == (ssize_t)(l1 + l2)) return 0;
+  if (r < 0 && errno == ESRCH) return -ESRCH;
+  return -EFAULT;
+}
+
 void as_pidfds_init(struct as_pidfds *c) {
   for (int i = 0; i < AS_PIDFD_SLOTS; i++) {
     c->tid[i] = 0;

@@ -10,6 +10,9 @@
 int as_mem_read(pid_t pid, uint64_t addr, void *buf, size_t len);
 int as_mem_write(pid_t pid, uint64_t addr, const void *buf, size_t len);
 
+/* Two writes in one system call (the hot path of getsockname: the address and its length). */
+int as_mem_write2(pid_t pid, uint64_t a1, const void *b1, size_t l1, uint64_t a2, const void *b2, size_t l2);
+
 /* A small cache of pidfds by tid: one pidfd_open per task, not per trapped call. */
 #define AS_PIDFD_SLOTS 64
 struct as_pidfds {

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *cname;
@@ -361,14 +362,46 @@ static void c_udpecho(const char *ip, int port) {
   }
 }
 
-/* getname-loop N: N getsockname calls (timing is measured outside). */
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* loop N: N getsockname calls on one socket; prints the mean time per call. */
 static void c_loop(int n) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_storage ss;
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n / 10 + 1; i++) { /* warm up */
     socklen_t l = sizeof(ss);
     getsockname(s, (struct sockaddr *)&ss, &l);
   }
+  double t0 = now_ns();
+  for (int i = 0; i < n; i++) {
+    socklen_t l = sizeof(ss);
+    if (getsockname(s, (struct sockaddr *)&ss, &l) < 0) {
+      printf("FAIL %s: getsockname errno %d\n", cname, errno);
+      failed = 1;
+      return;
+    }
+  }
+  printf("ns_per_call %.0f\n", (now_ns() - t0) / n);
+}
+
+/* connloop IP PORT N: N x (socket + connect + close); prints the mean time per iteration. */
+static void c_connloop(const char *ip, int port, int n) {
+  struct sockaddr_in a = sin_of(ip, port);
+  double t0 = now_ns();
+  for (int i = 0; i < n; i++) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+      printf("FAIL %s: iteration %d errno %d (%s)\n", cname, i, errno, strerror(errno));
+      failed = 1;
+      return;
+    }
+    close(s);
+  }
+  printf("ns_per_conn %.0f\n", (now_ns() - t0) / n);
 }
 
 int main(int argc, char **argv) {
@@ -384,6 +417,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(cname, "forks") && argc >= 4) c_forks(argv[2], atoi(argv[3]));
   else if (!strcmp(cname, "udpecho") && argc >= 4) c_udpecho(argv[2], atoi(argv[3]));
   else if (!strcmp(cname, "loop") && argc >= 3) c_loop(atoi(argv[2]));
+  else if (!strcmp(cname, "connloop") && argc >= 5) c_connloop(argv[2], atoi(argv[3]), atoi(argv[4]));
   else {
     printf("FAIL unknown case %s\n", cname);
     return 2;
