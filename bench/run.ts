@@ -1,0 +1,96 @@
+/** `npm run bench`: appswitch side by side with native, in one run, on one machine. Prints a table of medians
+ * and ratios and writes bench/RESULTS.md. Needs root (it creates a network namespace as its test host).
+ *   --smoke      a quick pass (~10 s) for CI
+ *   --runs N     repetitions per measurement (default 7; smoke 3) */
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { finish, killTree, probe, ROOT, type TestHost, TestHost as Host, waitFor } from '../test/helpers/hosts.js';
+
+interface Row {
+  name: string;
+  unit: string;
+  native: number;
+  appswitch: number;
+}
+
+const args = process.argv.slice(2);
+const smoke = args.includes('--smoke');
+const runsArg = args.indexOf('--runs');
+const RUNS = runsArg >= 0 ? Number(args[runsArg + 1]) : smoke ? 3 : 7;
+const CALLS = smoke ? 20_000 : 100_000;
+const CONNS = smoke ? 300 : 2000;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+function field(out: string, key: string): number {
+  const m = new RegExp(`${key} (\\d+)`).exec(out);
+  if (!m) throw new Error(`no ${key} in output:\n${out}`);
+  return Number(m[1]);
+}
+
+async function repeat(fn: () => Promise<number>): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < RUNS; i++) xs.push(await fn());
+  return median(xs);
+}
+
+async function trappedCall(h: TestHost, bin: string): Promise<Row> {
+  const native = await repeat(async () => field((await h.exec([bin, 'loop', String(CALLS)])).stdout, 'ns_per_call'));
+  const trapped = await repeat(async () => field((await h.runToEnd([], [bin, 'loop', String(CALLS)])).stdout, 'ns_per_call'));
+  return { name: 'trapped call: getsockname()', unit: 'µs/call', native: native / 1000, appswitch: trapped / 1000 };
+}
+
+const ACCEPT_LOOP = 'import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind((sys.argv[1],int(sys.argv[2])))\ns.listen(4096)\nprint("up",flush=True)\nwhile True:\n  c,_=s.accept(); c.close()';
+
+async function connectLoop(h: TestHost, bin: string): Promise<Row> {
+  const nat = h.spawn(['python3', '-c', ACCEPT_LOOP, h.address, '7300']);
+  let up = '';
+  nat.stdout?.on('data', (d: Buffer) => (up += d.toString()));
+  await waitFor(() => up.includes('up'));
+  const native = await repeat(async () => field((await h.exec([bin, 'connloop', h.address, '7300', String(CONNS)], 120_000)).stdout, 'ns_per_conn'));
+  killTree(nat, 'SIGKILL');
+  const srv = h.run(['--ip', '10.0.0.100'], ['python3', '-c', ACCEPT_LOOP, '0.0.0.0', '7300']);
+  const done = finish(srv, 600_000);
+  await h.waitService('10.0.0.100', 7300);
+  const trapped = await repeat(async () =>
+    field((await h.runToEnd([], [bin, 'connloop', '10.0.0.100', '7300', String(CONNS)], 120_000)).stdout, 'ns_per_conn'),
+  );
+  killTree(srv, 'SIGKILL');
+  await done;
+  return { name: 'socket()+connect()+close()', unit: 'µs', native: native / 1000, appswitch: trapped / 1000 };
+}
+
+function render(rows: Row[]): string {
+  const head = `| measurement | unit | native | appswitch | ratio (appswitch/native) |\n|---|---|---:|---:|---:|`;
+  const body = rows.map((r) => `| ${r.name} | ${r.unit} | ${r.native.toFixed(2)} | ${r.appswitch.toFixed(2)} | ${(r.appswitch / r.native).toFixed(2)}× |`);
+  return [head, ...body].join('\n');
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('bench: needs root (it creates a network namespace)\n');
+    process.exit(1);
+  }
+  const bin = probe();
+  const h = Host.create('bench');
+  try {
+    await h.startDaemon(['--log-level', 'warn']);
+    const rows = [await trappedCall(h, bin), await connectLoop(h, bin)];
+    const table = render(rows);
+    const meta = `${new Date().toISOString()} · ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}) · kernel ${os.release()} · medians of ${RUNS} runs${smoke ? ' (smoke)' : ''}`;
+    process.stdout.write(`\n${meta}\n\n${table}\n`);
+    if (!smoke) writeFileSync(path.join(ROOT, 'bench/RESULTS.md'), `# Benchmark results\n\n${meta}\n\n${table}\n`);
+  } finally {
+    await h.destroy();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
