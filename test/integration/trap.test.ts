@@ -1,5 +1,6 @@
 /** The trap core end to end: real programs under the real seccomp filter, in network namespaces this file
  * creates and removes, talking through a real daemon. */
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding.js';
 import { CLI, finish, killTree, probe, sleep, TestHost, waitFor } from '../helpers/hosts.js';
@@ -152,6 +153,43 @@ describe('servers and clients by virtual address', () => {
     expect(srv.exitCode).toBeNull(); // still running
     killTree(srv, 'SIGKILL');
     await out;
+  });
+});
+
+describe('robustness and overhead', () => {
+  it('programs killed in the middle of trapped calls leave no leaked fds and a working daemon', async () => {
+    const srv = h.run(['--ip', '10.0.0.60'], ['python3', '-c', 'import socket\ns=socket.socket()\ns.bind(("0.0.0.0",6200))\ns.listen(512)\nwhile True:\n  c,_=s.accept(); c.close()']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.60', 6200);
+    const daemonFds = (): number => readdirSync(`/proc/${h.daemon?.pid}/fd`).length;
+    const before = daemonFds();
+    for (let i = 0; i < 5; i++) {
+      const p = h.run([], [PROBE, 'forks', '10.0.0.60', '6200']);
+      const done = finish(p, 20_000);
+      await sleep(150 + 50 * i);
+      killTree(p, 'SIGKILL');
+      await done;
+    }
+    await waitFor(async () => JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout).length === 1, 5000);
+    expect(daemonFds()).toBeLessThanOrEqual(before);
+    const r = await h.runToEnd([], [PROBE, 'forks', '10.0.0.60', '6200'], 60_000);
+    expect(r.stdout).toContain('ok forks');
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+
+  it('the trap generator of one program stays under 5 MB RSS', async () => {
+    const p = h.run([], ['sleep', '30']);
+    const done = finish(p);
+    // ip netns exec -> node -> execve(appswitch-launcher): the same pid
+    const rssKb = await waitFor(() => {
+      const status = readFileSync(`/proc/${p.pid}/status`, 'utf8');
+      return status.includes('appswitch-launc') && Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+    });
+    expect(rssKb).toBeGreaterThan(0);
+    expect(rssKb).toBeLessThan(5 * 1024);
+    killTree(p, 'SIGKILL');
+    await done;
   });
 });
 
