@@ -1,7 +1,7 @@
 /** The appswitch command line: one CLI for every subcommand (daemon, run, get, status, version). */
 import { Command, Option } from 'commander';
 import { resolveConfig } from '../daemon/config.js';
-import type { AppView, InfoResult, ServiceView, StatusResult } from '../daemon/control-protocol.js';
+import type { AppView, InfoResult, MemberView, ServiceView, StatusResult } from '../daemon/control-protocol.js';
 import { Daemon } from '../daemon/daemon.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
@@ -28,6 +28,10 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     nodeName: opts.nodeName as string | undefined,
     ports: opts.ports as string | undefined,
     vipCidr: opts.vipCidr as string[] | undefined,
+    gossipPort: opts.gossipPort as string | undefined,
+    join: opts.join as string[] | undefined,
+    gossipKey: opts.gossipKey as string | undefined,
+    gossipProfile: opts.gossipProfile as string | undefined,
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
   });
@@ -75,6 +79,10 @@ export function buildCli(): Command {
     .option('--ports <range>', 'host port pool for servers under appswitch', '40000-60000')
     .option('--vip-cidr <cidr>', 'virtual IP range (repeatable; default 10.0.0.0/8)', collect, [])
     .option('--state-dir <dir>', 'directory of the control and trap sockets', '/run/appswitch')
+    .option('--join <addr[:port]>', 'a member to join (repeatable; retried with backoff until one answers)', collect, [])
+    .option('--gossip-port <port>', 'gossip port (UDP and TCP)', '7946')
+    .option('--gossip-key <file>', 'keyring file: one 32-byte key per line (base64 or hex); the first encrypts, all decrypt')
+    .addOption(new Option('--gossip-profile <profile>', 'gossip timing profile').choices(['lan', 'wan', 'local']).default('lan'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
 
@@ -117,6 +125,20 @@ export function buildCli(): Command {
       );
     });
 
+  get
+    .command('members')
+    .option('--json', 'machine-readable output')
+    .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
+    .action(async (opts: { json?: boolean; socket?: string }) => {
+      const ms = await request<MemberView[]>(resolveSocket(opts.socket), 'members').catch(fail);
+      printJsonOr(!!opts.json, ms, () =>
+        table(
+          ['NAME', 'ADDRESS', 'STATE', 'INCARNATION'],
+          ms.map((m) => [m.name, m.address, m.state, String(m.incarnation)]),
+        ),
+      );
+    });
+
   program
     .command('status')
     .option('--json', 'machine-readable output')
@@ -129,6 +151,7 @@ export function buildCli(): Command {
           [
             ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
             ['node', `${s.node} (${s.nodeAddress})`],
+            ['members alive', String(s.members)],
             ['apps', String(s.apps)],
             ['services', String(s.services)],
             ['trap messages', String(s.trapMessages)],

@@ -17,6 +17,10 @@ export interface DaemonConfig {
   trapSocket: string;
   /** How often to look for closed listening sockets (ms). */
   sweepIntervalMs: number;
+  gossipPort: number;
+  joins: string[];
+  gossipKeyFile?: string;
+  gossipProfile: 'lan' | 'wan' | 'local';
 }
 
 export interface DaemonFlags {
@@ -26,6 +30,10 @@ export interface DaemonFlags {
   vipCidr?: string[];
   stateDir?: string;
   logLevel?: string;
+  gossipPort?: string | number;
+  join?: string[];
+  gossipKey?: string;
+  gossipProfile?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -59,7 +67,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   const logLevel = f.logLevel ?? 'info';
   if (!LEVELS.includes(logLevel)) throw new AppswitchError('ERR_CONFIG', `--log-level must be one of ${LEVELS.join(', ')}`);
   const stateDir = path.resolve(f.stateDir ?? DEFAULT_STATE_DIR);
-  return {
+  const gossipPort = Number(f.gossipPort ?? 7946);
+  if (!Number.isInteger(gossipPort) || gossipPort < 1 || gossipPort > 65535) {
+    throw new AppswitchError('ERR_CONFIG', `--gossip-port ${String(f.gossipPort)} is not a port`);
+  }
+  const gossipProfile = f.gossipProfile ?? 'lan';
+  if (gossipProfile !== 'lan' && gossipProfile !== 'wan' && gossipProfile !== 'local') {
+    throw new AppswitchError('ERR_CONFIG', `--gossip-profile must be lan, wan or local`);
+  }
+  const cfg: DaemonConfig = {
     nodeName: f.nodeName ?? os.hostname(),
     nodeAddress: ipaddr.process(nodeAddress).toString(),
     ports,
@@ -69,5 +85,10 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     controlSocket: path.join(stateDir, CONTROL_SOCKET_NAME),
     trapSocket: path.join(stateDir, TRAP_SOCKET_NAME),
     sweepIntervalMs: 500,
+    gossipPort,
+    joins: f.join ?? [],
+    gossipProfile,
   };
+  if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
+  return cfg;
 }

@@ -2,7 +2,7 @@
  *   request:  {"id": 1, "method": "apps", "params": {...}}
  *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}} */
 
-export type ControlMethod = 'info' | 'apps' | 'services' | 'status';
+export type ControlMethod = 'info' | 'apps' | 'services' | 'members' | 'status';
 
 export interface ControlRequest {
   id: number;
@@ -59,6 +59,14 @@ export interface StatusResult extends InfoResult {
   services: number;
   trapMessages: number;
   refused: number;
+  members: number;
+}
+
+export interface MemberView {
+  name: string;
+  address: string;
+  state: string;
+  incarnation: number;
 }
 
 export const DEFAULT_STATE_DIR = '/run/appswitch';

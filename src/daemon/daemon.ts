@@ -9,6 +9,7 @@ import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, ServiceView, StatusResult } from './control-protocol.js';
+import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
 import { listeningInodes } from './listeners.js';
 import { VERSION } from './version.js';
@@ -20,6 +21,7 @@ export class Daemon {
   private readonly trap: TrapServer;
   private readonly control: ControlServer;
   private sweepTimer?: NodeJS.Timeout;
+  cluster?: Cluster;
   private readonly started = Date.now();
 
   constructor(
@@ -41,12 +43,31 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    const opts: Parameters<typeof Cluster.start>[0] = {
+      nodeName: this.cfg.nodeName,
+      nodeAddress: this.cfg.nodeAddress,
+      gossipPort: this.cfg.gossipPort,
+      joins: this.cfg.joins,
+      profile: this.cfg.gossipProfile,
+      table: this.table,
+      log: this.log.child({ module: 'gossip' }),
+    };
+    if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
+    this.cluster = await Cluster.start(opts);
     this.trap.listen(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket);
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
     this.log.info(
-      { version: VERSION, nodeAddress: this.cfg.nodeAddress, controlSocket: this.cfg.controlSocket, vipCidrs: this.cfg.vipCidrs },
+      {
+        version: VERSION,
+        nodeAddress: this.cfg.nodeAddress,
+        controlSocket: this.cfg.controlSocket,
+        vipCidrs: this.cfg.vipCidrs,
+        gossip: this.cluster?.address,
+        profile: this.cfg.gossipProfile,
+        joins: this.cfg.joins,
+      },
       'daemon started',
     );
   }
@@ -54,6 +75,7 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.trap.close();
+    await this.cluster?.stop();
     await this.control.close();
     this.log.info('daemon stopped');
   }
@@ -89,6 +111,7 @@ export class Daemon {
           services: this.table.size,
           trapMessages: this.trap.messages,
           refused: this.handler.stats.refused,
+          members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;
       }
@@ -110,6 +133,8 @@ export class Daemon {
           if (a.name !== undefined) v.name = a.name;
           return v;
         });
+      case 'members':
+        return this.cluster?.members() ?? [];
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {

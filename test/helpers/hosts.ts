@@ -24,6 +24,61 @@ process.on('exit', () => {
 
 let counter = 0;
 
+function ip(...a: string[]): void {
+  execFileSync('ip', a, { stdio: 'pipe' });
+}
+
+/** A network segment: a namespace holding a Linux bridge that test hosts plug into. No route leaves it. */
+export class TestBridge {
+  readonly ns: string;
+  private ports = 0;
+  private readonly hosts: TestHost[] = [];
+
+  constructor(tag: string) {
+    this.ns = `as-${tag}-br-${process.pid}-${++counter}`;
+    ip('netns', 'add', this.ns);
+    liveBridges.add(this);
+    ip('-n', this.ns, 'link', 'add', 'br0', 'type', 'bridge');
+    ip('-n', this.ns, 'link', 'set', 'br0', 'up');
+  }
+
+  nextPort(): string {
+    return `p${++this.ports}`;
+  }
+
+  /** Creates n hosts 192.0.2.1..n on this bridge. */
+  hostsOf(tag: string, n: number): TestHost[] {
+    for (let i = 1; i <= n; i++) this.hosts.push(TestHost.create(`${tag}${i}`, `192.0.2.${i}`, this));
+    return this.hosts;
+  }
+
+  /** Cuts (or heals) a host's link to the segment. */
+  setLink(h: TestHost, up: boolean): void {
+    if (!h.bridgePort) throw new Error('host is not on a bridge');
+    ip('-n', this.ns, 'link', 'set', h.bridgePort, up ? 'up' : 'down');
+  }
+
+  async destroy(): Promise<void> {
+    for (const h of this.hosts) await h.destroy();
+    this.destroySync();
+  }
+
+  destroySync(): void {
+    for (const h of this.hosts) h.destroySync();
+    try {
+      ip('netns', 'del', this.ns);
+    } catch {
+      /* gone */
+    }
+    liveBridges.delete(this);
+  }
+}
+
+const liveBridges = new Set<TestBridge>();
+process.on('exit', () => {
+  for (const b of liveBridges) b.destroySync();
+});
+
 export interface Result {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -99,23 +154,31 @@ export class TestHost {
     this.socket = path.join(this.stateDir, 'appswitch.sock');
   }
 
-  /** Creates the namespace with lo and a veth carrying `address`/24. */
-  static create(tag: string, address = '192.0.2.1'): TestHost {
+  /** Creates the namespace with lo and a veth carrying `address`/24. With `bridge`, the veth's other end is a port
+   * of that bridge (several hosts on one segment); without, both ends stay inside the namespace. */
+  static create(tag: string, address = '192.0.2.1', bridge?: TestBridge): TestHost {
     const h = new TestHost(address, tag);
     live.add(h);
-    const ip = (...a: string[]): void => {
-      execFileSync('ip', a, { stdio: 'pipe' });
-    };
     ip('netns', 'add', h.ns);
     ip('-n', h.ns, 'link', 'set', 'lo', 'up');
-    ip('-n', h.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+    if (bridge) {
+      const port = bridge.nextPort();
+      ip('-n', bridge.ns, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'v0', 'netns', h.ns);
+      ip('-n', bridge.ns, 'link', 'set', port, 'master', 'br0', 'up');
+      h.bridgePort = port;
+    } else {
+      ip('-n', h.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+      ip('-n', h.ns, 'link', 'set', 'v1', 'up');
+    }
     ip('-n', h.ns, 'addr', 'add', `${address}/24`, 'dev', 'v0');
     ip('-n', h.ns, 'link', 'set', 'v0', 'up');
-    ip('-n', h.ns, 'link', 'set', 'v1', 'up');
     ip('-n', h.ns, 'neigh', 'add', '192.0.2.254', 'lladdr', '02:00:00:00:00:fe', 'dev', 'v0', 'nud', 'permanent');
     ip('-n', h.ns, 'route', 'add', '10.0.0.0/8', 'via', '192.0.2.254', 'dev', 'v0');
     return h;
   }
+
+  /** The bridge port of this host, when it was created on a bridge. */
+  bridgePort?: string;
 
   /** Spawns a command inside the namespace, in its own process group; tracked for cleanup. */
   spawn(cmd: string[], opts: SpawnOptions = {}): ChildProcess {

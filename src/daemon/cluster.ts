@@ -1,0 +1,154 @@
+/** Replicates the service table between hosts over SWIM gossip: this node publishes its own entries in its
+ * gossip store (each host is authoritative for its own entries), and mirrors every other node's entries into the
+ * local table. A dead or left node's entries are withdrawn by the gossip layer and so leave the table. */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { AppswitchError } from '../errors.js';
+import { formatAddress, type MemberInfo, Memberlist, type ProfileName, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
+
+export interface ClusterOptions {
+  nodeName: string;
+  nodeAddress: string;
+  gossipPort: number;
+  joins: string[];
+  keys?: Uint8Array[];
+  profile: ProfileName;
+  table: ServiceTable;
+  log: Logger;
+}
+
+/** Reads a keyring file: one base64 (or 64-hex-digit) 32-byte key per line; '#' starts a comment. */
+export function readKeyring(file: string): Uint8Array[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const keys: Uint8Array[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) return;
+    const key = /^[0-9a-f]{64}$/i.test(line) ? Buffer.from(line, 'hex') : Buffer.from(line, 'base64');
+    if (key.length !== 32) throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}:${i + 1}: a key must be 32 bytes (base64 or hex)`);
+    keys.push(new Uint8Array(key));
+  });
+  if (keys.length === 0) throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}: no key in the file`);
+  return keys;
+}
+
+function str(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length < 300;
+}
+function port(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 && v < 65536;
+}
+
+/** Validates an entry that came from another node; its node must be the node that published it. */
+export function decodeRemoteEntry(node: string, key: string, value: Uint8Array): ServiceEntry | undefined {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(Buffer.from(value).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  if (typeof o !== 'object' || o === null) return undefined;
+  const ep = o.endpoint as Record<string, unknown> | undefined;
+  if (!str(o.vip) || !port(o.port) || (o.proto !== 'tcp' && o.proto !== 'udp') || !str(o.appId)) return undefined;
+  if (!ep || !str(ep.ip) || !port(ep.port) || typeof o.version !== 'number') return undefined;
+  if (key !== o.id || !key.startsWith(`${node}/`)) return undefined;
+  const tags: Record<string, string> = {};
+  if (o.tags && typeof o.tags === 'object') {
+    for (const [k, v] of Object.entries(o.tags as Record<string, unknown>)) if (typeof v === 'string') tags[k] = v;
+  }
+  const e: ServiceEntry = {
+    id: key,
+    vip: o.vip,
+    port: o.port,
+    proto: o.proto,
+    node,
+    endpoint: { ip: ep.ip, port: ep.port },
+    appId: o.appId,
+    tags,
+    version: o.version,
+  };
+  if (str(o.name)) e.name = o.name;
+  return e;
+}
+
+export class Cluster {
+  private constructor(
+    readonly ml: Memberlist,
+    private readonly transport: UdpTransport,
+    private readonly opts: ClusterOptions,
+  ) {}
+
+  static async start(opts: ClusterOptions): Promise<Cluster> {
+    const transport = await UdpTransport.create({
+      bindAddress: opts.nodeAddress,
+      port: opts.gossipPort,
+      advertiseAddress: formatAddress(opts.nodeAddress, opts.gossipPort),
+    });
+    const mlOpts: ConstructorParameters<typeof Memberlist>[0] = { name: opts.nodeName, transport, profile: opts.profile, logger: opts.log };
+    if (opts.keys) mlOpts.keyring = opts.keys;
+    const ml = new Memberlist(mlOpts);
+    const c = new Cluster(ml, transport, opts);
+    c.wire();
+    if (opts.joins.length) {
+      const seeds = opts.joins.map((j) => (tryParseAddress(j) ? j : formatAddress(j, opts.gossipPort)));
+      ml.join(seeds).then(
+        (n) => opts.log.info({ seeds, contacted: n }, 'joined the cluster'),
+        (e: unknown) => opts.log.error({ err: e, seeds }, 'could not join the cluster'),
+      );
+    }
+    return c;
+  }
+
+  private wire(): void {
+    const { table, nodeName, log } = this.opts;
+    const publish = (e: ServiceEntry): void => {
+      const { socket: _socket, ...pub } = e;
+      this.ml.setLocal(e.id, JSON.stringify(pub));
+    };
+    for (const e of table.all()) if (e.node === nodeName) publish(e);
+    table.on('added', (e) => {
+      if (e.node === nodeName) publish(e);
+    });
+    table.on('removed', (e) => {
+      if (e.node === nodeName) this.ml.deleteLocal(e.id);
+    });
+    this.ml.on('change', (ev) => {
+      if (ev.node === nodeName) return;
+      if (ev.value === undefined) {
+        if (table.get(ev.key)?.node === ev.node) table.remove(ev.key);
+        return;
+      }
+      const e = decodeRemoteEntry(ev.node, ev.key, ev.value);
+      if (!e) {
+        log.warn({ node: ev.node, key: ev.key }, 'malformed service entry from gossip dropped');
+        return;
+      }
+      table.upsert(e);
+    });
+    this.ml.on('member', (m) => log.info({ member: m.name, address: m.address, state: m.state, incarnation: m.incarnation }, 'member state'));
+  }
+
+  members(): MemberInfo[] {
+    return this.ml.members();
+  }
+
+  get address(): string {
+    return this.transport.localAddress;
+  }
+
+  /** Announces that this node leaves, then closes the sockets. */
+  async stop(): Promise<void> {
+    try {
+      await this.ml.leave();
+    } finally {
+      this.ml.shutdown();
+      this.transport.close();
+    }
+  }
+}
