@@ -124,4 +124,13 @@ describe('cluster', () => {
     killTree(srv, 'SIGKILL');
     await out;
   });
+
+  it('a daemon that stops cleanly announces that it leaves', async () => {
+    const [, h2, h3] = hosts as [TestHost, TestHost, TestHost];
+    killTree(h2.daemon!, 'SIGTERM');
+    await waitFor(async () => (await members(h3)).find((m) => m.name === 'h2')?.state === 'left', 5000, 50);
+    await waitFor(() => h2.daemon!.exitCode !== null, 5000);
+    expect(h2.daemon!.exitCode).toBe(0);
+    expect(h2.daemonLog).toContain('daemon stopped');
+  });
 });
