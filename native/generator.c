@@ -34,6 +34,7 @@
 enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_PENDING = 16 };
 enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND };
 #define BIND_TRIES 8
+#define CONNECT_TRIES 8
 #define UDP_MAX 65535
 #define CTL_MAX 65536
 
@@ -515,14 +516,17 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     return;
   }
   if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) as_vmap_put(g->vmap, &real, &virt);
+  memcpy(p->real, &dst, (size_t)dlen);
+  p->real_len = (uint32_t)dlen;
   if (p->op == OP_SEND) {
-    memcpy(p->real, &dst, (size_t)dlen);
-    p->real_len = (uint32_t)dlen;
     send_udp(g, p);
     return;
   }
+  /* With other instances to fall back on, wait for the outcome even on a non-blocking socket, so that a refusing
+   * instance can be skipped before the program sees anything (it then sees an immediate success). */
+  p->alt = (m->flags & AS_F_ALTERNATIVES) != 0;
   int fl = fcntl(p->sock, F_GETFL);
-  if (p->type != SOCK_STREAM || (fl >= 0 && (fl & O_NONBLOCK))) {
+  if (p->type != SOCK_STREAM || (!p->alt && fl >= 0 && (fl & O_NONBLOCK))) {
     /* datagram sockets never block; a non-blocking stream gets EINPROGRESS and later SO_ERROR, as usual */
     int rc = connect(p->sock, (struct sockaddr *)&dst, (socklen_t)dlen) < 0 ? -errno : 0;
     pend_finish(g, p, rc);
@@ -554,6 +558,15 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
   int err = 0;
   socklen_t l = sizeof(err);
   if (getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
+  if (err == ECONNREFUSED && p->alt && ++p->tries < CONNECT_TRIES) {
+    /* that instance refused: reset the socket (tcp_disconnect) and ask the daemon for another */
+    epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
+    p->in_epoll = 0;
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    connect(p->sock, &unspec, sizeof(unspec));
+    pend_send(g, p, AS_CONNECT, AS_F_RETRY);
+    return;
+  }
   pend_finish(g, p, err ? -err : 0);
 }
 

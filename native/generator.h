@@ -22,7 +22,7 @@ struct as_pending {
   pid_t pid;
   int op;
   int sock;      /* our duplicate of the program's socket, or -1 */
-  int family, type, backlog, tries, in_epoll;
+  int family, type, backlog, tries, in_epoll, alt;
   uint64_t ino;
   uint8_t req[32];
   uint32_t req_len;

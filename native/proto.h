@@ -30,6 +30,8 @@ enum as_msg_type {
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
 #define AS_F_NONBLOCK 2u    /* AS_CONNECT: informational, the socket is non-blocking */
+#define AS_F_ALTERNATIVES 4u /* AS_CONNECT reply: other instances exist; on ECONNREFUSED ask again with AS_F_RETRY,
+                                addr2 = the real destination that refused */
 
 struct as_msg {
   uint16_t type;

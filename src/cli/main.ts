@@ -32,6 +32,8 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     join: opts.join as string[] | undefined,
     gossipKey: opts.gossipKey as string | undefined,
     gossipProfile: opts.gossipProfile as string | undefined,
+    lb: opts.lb as string | undefined,
+    sweepInterval: opts.sweepInterval as string | undefined,
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
   });
@@ -48,11 +50,12 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-async function runApp(cmd: string[], opts: { ip?: string; name?: string; tag: string[]; socket?: string }): Promise<void> {
+async function runApp(cmd: string[], opts: { ip?: string; name?: string; tag: string[]; lb?: string; socket?: string }): Promise<void> {
   if (cmd.length === 0) throw new AppswitchError('ERR_BAD_ARGUMENT', 'run: no command given (appswitch run [options] -- CMD [ARGS...])');
   const meta: Record<string, unknown> = { tags: parseTags(opts.tag), cmd };
   if (opts.ip !== undefined) meta.ip = opts.ip;
   if (opts.name !== undefined) meta.name = opts.name;
+  if (opts.lb !== undefined) meta.lb = opts.lb;
   const info = await request<InfoResult>(resolveSocket(opts.socket), 'info');
   const launcher = launcherPath();
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
@@ -83,6 +86,8 @@ export function buildCli(): Command {
     .option('--gossip-port <port>', 'gossip port (UDP and TCP)', '7946')
     .option('--gossip-key <file>', 'keyring file: one 32-byte key per line (base64 or hex); the first encrypts, all decrypt')
     .addOption(new Option('--gossip-profile <profile>', 'gossip timing profile').choices(['lan', 'wan', 'local']).default('lan'))
+    .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
+    .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
 
@@ -91,11 +96,12 @@ export function buildCli(): Command {
     .description('run a program under appswitch (appswitch run [options] -- CMD [ARGS...])')
     .option('--ip <addr>', 'virtual IP of the app (inside --vip-cidr)')
     .option('--name <name>', 'name of the app')
-    .option('--tag <k=v>', 'tag (repeatable)', collect, [])
+    .option('--tag <k=v>', 'tag (repeatable); apps may connect when they share a tag (no tag = zone=default)', collect, [])
+    .addOption(new Option('--lb <strategy>', "load balancing for this app's services").choices(['random', 'round-robin', 'least-conn', 'p2c']))
     .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
     .argument('<cmd...>', 'program and its arguments')
     .passThroughOptions()
-    .action((cmd: string[], opts: { ip?: string; name?: string; tag: string[]; socket?: string }) => runApp(cmd, opts).catch(fail));
+    .action((cmd: string[], opts: { ip?: string; name?: string; tag: string[]; lb?: string; socket?: string }) => runApp(cmd, opts).catch(fail));
 
   const get = program.command('get').description('show apps or services');
   get

@@ -74,6 +74,7 @@ export function decodeRemoteEntry(node: string, key: string, value: Uint8Array):
     version: o.version,
   };
   if (str(o.name)) e.name = o.name;
+  if (o.lb === 'random' || o.lb === 'round-robin' || o.lb === 'least-conn' || o.lb === 'p2c') e.lb = o.lb;
   return e;
 }
 

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { AppswitchError } from '../errors.js';
+import { LB_STRATEGIES, type LbStrategy } from '../table/balancer.js';
 import { parsePortRange } from '../table/port-pool.js';
 import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './control-protocol.js';
 
@@ -21,6 +22,7 @@ export interface DaemonConfig {
   joins: string[];
   gossipKeyFile?: string;
   gossipProfile: 'lan' | 'wan' | 'local';
+  lb: LbStrategy;
 }
 
 export interface DaemonFlags {
@@ -34,6 +36,8 @@ export interface DaemonFlags {
   join?: string[];
   gossipKey?: string;
   gossipProfile?: string;
+  lb?: string;
+  sweepInterval?: string | number;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -75,6 +79,10 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (gossipProfile !== 'lan' && gossipProfile !== 'wan' && gossipProfile !== 'local') {
     throw new AppswitchError('ERR_CONFIG', `--gossip-profile must be lan, wan or local`);
   }
+  const sweep = Number(f.sweepInterval ?? 500);
+  if (!Number.isInteger(sweep) || sweep < 10) throw new AppswitchError('ERR_CONFIG', `--sweep-interval must be an integer >= 10 (ms)`);
+  const lb = (f.lb ?? 'p2c') as LbStrategy;
+  if (!LB_STRATEGIES.includes(lb)) throw new AppswitchError('ERR_CONFIG', `--lb must be one of ${LB_STRATEGIES.join(', ')}`);
   const cfg: DaemonConfig = {
     nodeName: f.nodeName ?? os.hostname(),
     nodeAddress: ipaddr.process(nodeAddress).toString(),
@@ -84,10 +92,11 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     logLevel,
     controlSocket: path.join(stateDir, CONTROL_SOCKET_NAME),
     trapSocket: path.join(stateDir, TRAP_SOCKET_NAME),
-    sweepIntervalMs: 500,
+    sweepIntervalMs: Number(f.sweepInterval ?? 500),
     gossipPort,
     joins: f.join ?? [],
     gossipProfile,
+    lb,
   };
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
   return cfg;

@@ -59,6 +59,8 @@ export interface StatusResult extends InfoResult {
   services: number;
   trapMessages: number;
   refused: number;
+  denied: number;
+  retried: number;
   members: number;
 }
 

@@ -2,6 +2,7 @@
  * table, port pool, control API, sweeper). */
 import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
+import { defaultPolicy } from '../policy/policy.js';
 import { VirtualRanges } from '../table/addresses.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
@@ -11,7 +12,7 @@ import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
-import { listeningInodes } from './listeners.js';
+import { tcpSnapshot } from './listeners.js';
 import { VERSION } from './version.js';
 
 export class Daemon {
@@ -36,6 +37,9 @@ export class Daemon {
       table: this.table,
       pool: new PortPool(cfg.ports.low, cfg.ports.high),
       log: this.log,
+      policy: defaultPolicy(),
+      lb: cfg.lb,
+      nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
     });
     this.trap = new TrapServer(this.handler, this.log);
     this.control = new ControlServer((req) => this.onControl(req), this.log);
@@ -82,7 +86,9 @@ export class Daemon {
 
   private async sweep(): Promise<void> {
     try {
-      this.handler.sweep(await listeningInodes());
+      const snap = await tcpSnapshot();
+      this.handler.sweep(snap.listening);
+      this.handler.balancer.setInflight(snap.outbound);
     } catch (e) {
       this.log.warn({ err: e }, 'sweep failed');
     }
@@ -111,6 +117,8 @@ export class Daemon {
           services: this.table.size,
           trapMessages: this.trap.messages,
           refused: this.handler.stats.refused,
+          denied: this.handler.stats.denied,
+          retried: this.handler.stats.retried,
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;

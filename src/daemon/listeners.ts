@@ -1,24 +1,59 @@
-/** Which TCP sockets are listening in this network namespace, by inode (/proc/net/tcp, /proc/net/tcp6; proc(5)).
- * The daemon compares them with its services to notice a program closing its listening socket. */
+/** What /proc/net/tcp and /proc/net/tcp6 (proc(5)) say about this network namespace: which sockets listen (by
+ * inode: the daemon notices a program closing its listening socket) and how many connections are open to each
+ * remote endpoint (the in-flight counts of the load balancer). */
 import { readFile } from 'node:fs/promises';
 
 const TCP_LISTEN = '0A';
 
-export function parseListening(text: string, into: Set<string>): void {
+const TCP_ESTABLISHED = '01';
+const TCP_SYN_SENT = '02';
+
+export interface TcpSnapshot {
+  listening: Set<string>;
+  /** "ip:port" of the remote end -> open (or opening) connections to it. */
+  outbound: Map<string, number>;
+}
+
+/** Decodes /proc/net/tcp's "0100007F:1F90" or the 32-hex-digit IPv6 form (32-bit words in host order). */
+export function decodeProcAddress(hex: string): string | undefined {
+  const [a, p] = hex.split(':');
+  if (!a || !p) return undefined;
+  const port = parseInt(p, 16);
+  const bytes: number[] = [];
+  for (let w = 0; w < a.length; w += 8) {
+    const word = a.slice(w, w + 8);
+    for (let b = 6; b >= 0; b -= 2) bytes.push(parseInt(word.slice(b, b + 2), 16));
+  }
+  if (bytes.length === 4) return `${bytes.join('.')}:${port}`;
+  if (bytes.length !== 16) return undefined;
+  if (bytes.slice(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `${bytes.slice(12).join('.')}:${port}`;
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] as number) << 8) | (bytes[i + 1] as number)).toString(16));
+  return `[${groups.join(':')}]:${port}`;
+}
+
+export function parseTcp(text: string, into: TcpSnapshot): void {
   const lines = text.split('\n');
   for (let i = 1; i < lines.length; i++) {
     const f = (lines[i] as string).trim().split(/\s+/);
-    if (f.length > 9 && f[3] === TCP_LISTEN) into.add(f[9] as string);
+    if (f.length <= 9) continue;
+    if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
+    else if (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT) {
+      const remote = decodeProcAddress(f[2] as string);
+      if (remote) into.outbound.set(remote, (into.outbound.get(remote) ?? 0) + 1);
+    }
   }
 }
 
-export async function listeningInodes(): Promise<Set<string>> {
-  const out = new Set<string>();
+export async function tcpSnapshot(): Promise<TcpSnapshot> {
+  const out: TcpSnapshot = { listening: new Set(), outbound: new Map() };
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
-      parseListening(await readFile(file, 'utf8'), out);
+      parseTcp(await readFile(file, 'utf8'), out);
     } catch {
-      /* no IPv6 in this kernel: nothing listens there */
+      /* no IPv6 in this kernel: nothing there */
     }
   }
   return out;

@@ -23,6 +23,8 @@ export interface ServiceEntry extends ServiceKey {
   tags: Record<string, string>;
   /** The owning node's version counter when the entry was written. */
   version: number;
+  /** The service's own load-balancing strategy (from `appswitch run --lb`), else the daemon's. */
+  lb?: 'random' | 'round-robin' | 'least-conn' | 'p2c';
   /** Local entries only: the socket inode, to notice when the program closes it. */
   socket?: string;
 }

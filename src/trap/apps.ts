@@ -5,6 +5,7 @@ export interface AppMeta {
   name?: string;
   tags: Record<string, string>;
   cmd: string[];
+  lb?: 'random' | 'round-robin' | 'least-conn' | 'p2c';
 }
 
 export interface AppRecord extends AppMeta {
@@ -67,6 +68,12 @@ export function parseMeta(raw: Buffer): AppMeta | string {
         return (e as Error).message;
       }
     }
+  }
+  if (o.lb !== undefined) {
+    if (o.lb !== 'random' && o.lb !== 'round-robin' && o.lb !== 'least-conn' && o.lb !== 'p2c') {
+      return '--lb must be random, round-robin, least-conn or p2c';
+    }
+    meta.lb = o.lb;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

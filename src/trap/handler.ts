@@ -5,7 +5,9 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Errno } from '../errors.js';
 import { IdentityPool, isLoopback, isUnspecified, type VirtualRanges } from '../table/addresses.js';
+import { Balancer, type LbStrategy } from '../table/balancer.js';
 import type { PortPool } from '../table/port-pool.js';
+import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import type { AppMeta, AppRecord } from './apps.js';
 import {
@@ -26,6 +28,11 @@ export interface HandlerConfig {
   table: ServiceTable;
   pool: PortPool;
   log: Logger;
+  policy: Policy;
+  /** Default load-balancing strategy (a service may carry its own). */
+  lb: LbStrategy;
+  /** Whether a node is alive (instances on suspect or dead nodes are skipped while others exist). */
+  nodeAlive?: (node: string) => boolean;
 }
 
 /** What the handler answers: a result (>= 0 or -errno) and up to two addresses. */
@@ -35,7 +42,11 @@ export interface Reply {
   addr2?: Buffer;
   payload?: Buffer;
   arg?: number;
+  flags?: number;
 }
+
+/** Reply flag to CONNECT: other instances exist; on ECONNREFUSED ask again (MsgFlag.RETRY) for another. */
+export const ALTERNATIVES = 4;
 
 interface Binding {
   appId: string;
@@ -57,6 +68,8 @@ export interface HandlerStats {
   listens: number;
   connects: number;
   refused: number;
+  denied: number;
+  retried: number;
   egress: number;
 }
 
@@ -66,7 +79,10 @@ function protoOf(sockType: number): Proto {
 
 export class TrapHandler {
   readonly apps = new Map<string, AppRecord>();
-  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, egress: 0 };
+  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, denied: 0, retried: 0, egress: 0 };
+  readonly balancer = new Balancer();
+  /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
+  private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
   private readonly identities = new IdentityPool();
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
@@ -189,6 +205,7 @@ export class TrapHandler {
       socket: ino,
     };
     if (app.name !== undefined) e.name = app.name;
+    if (app.lb !== undefined) e.lb = app.lb;
     b.serviceId = e.id;
     this.cfg.table.upsert(e);
     this.stats.listens++;
@@ -200,7 +217,6 @@ export class TrapHandler {
     const dst = decodeSockaddr(m.addr);
     if (!dst) return { result: -Errno.EAFNOSUPPORT };
     const proto = protoOf(m.arg);
-    this.stats.connects++;
     let vip: string | undefined;
     if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
     else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
@@ -208,14 +224,60 @@ export class TrapHandler {
       this.stats.egress++;
       return { result: 0, addr: encodeSockaddr(dst) };
     }
-    const instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
+    const reqKey = `${app.id}/${m.seq}`;
+    let tried = this.tried.get(reqKey);
+    if (m.flags & MsgFlag.RETRY) {
+      const failed = decodeSockaddr(m.addr2);
+      if (!tried) this.tried.set(reqKey, (tried = { at: Date.now(), endpoints: new Set() }));
+      if (failed) tried.endpoints.add(`${failed.ip}:${failed.port}`);
+      this.stats.retried++;
+    } else {
+      this.stats.connects++;
+      this.tried.delete(reqKey);
+      tried = undefined;
+    }
+    const where = `${dst.ip}:${dst.port}`;
+    let instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
     if (instances.length === 0) {
       this.stats.refused++;
-      this.cfg.log.info({ app: app.id, identity: app.identity, dst: `${dst.ip}:${dst.port}`, proto }, 'connect refused: no such service');
+      this.cfg.log.info({ app: app.id, client: app.identity, dst: where, proto }, 'connect refused: no such service');
       return { result: -Errno.ECONNREFUSED };
     }
-    const pick = instances[Math.floor(Math.random() * instances.length)] as ServiceEntry;
-    return { result: 0, addr: encodeSockaddr(pick.endpoint), addr2: encodeSockaddr(dst) };
+    const client = { appId: app.id, identity: app.identity, tags: app.tags };
+    const allowed = instances.filter((e) => this.cfg.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow);
+    if (allowed.length === 0) {
+      this.stats.denied++;
+      const sample = instances[0] as ServiceEntry;
+      this.cfg.log.warn(
+        { app: app.id, client: app.identity, clientTags: app.tags, dst: where, service: sample.name ?? sample.vip, serviceTags: sample.tags },
+        'connect denied by policy',
+      );
+      return { result: -Errno.ECONNREFUSED };
+    }
+    instances = allowed.filter((e) => !tried?.endpoints.has(`${e.endpoint.ip}:${e.endpoint.port}`));
+    const healthy = this.cfg.nodeAlive ? instances.filter((e) => this.cfg.nodeAlive?.(e.node) ?? true) : instances;
+    if (healthy.length) instances = healthy;
+    const pick = this.balancer.pick(instances, instances[0]?.lb ?? this.cfg.lb, `${proto}/${vip}/${dst.port}`);
+    if (!pick) {
+      this.stats.refused++;
+      this.tried.delete(reqKey);
+      this.cfg.log.info({ app: app.id, client: app.identity, dst: where }, 'connect refused: every instance refused');
+      return { result: -Errno.ECONNREFUSED };
+    }
+    this.balancer.noteConnect(pick);
+    this.pruneTried();
+    const reply: Reply = { result: 0, addr: encodeSockaddr(pick.endpoint), addr2: encodeSockaddr(dst) };
+    if (instances.length > 1) {
+      reply.flags = ALTERNATIVES;
+      if (!tried) this.tried.set(reqKey, { at: Date.now(), endpoints: new Set() });
+    }
+    return reply;
+  }
+
+  private pruneTried(): void {
+    if (this.tried.size < 1024) return;
+    const old = Date.now() - 30_000;
+    for (const [k, v] of this.tried) if (v.at < old) this.tried.delete(k);
   }
 
   /** Drops services whose listening socket is gone (the program closed it). */

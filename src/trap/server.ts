@@ -159,7 +159,7 @@ export class TrapServer {
   }
 
   private reply(c: Conn, m: TrapMsg, r: Reply): void {
-    const msg: Parameters<typeof encodeMsg>[0] = { type: m.type, seq: m.seq, result: r.result, arg: r.arg ?? 0 };
+    const msg: Parameters<typeof encodeMsg>[0] = { type: m.type, seq: m.seq, result: r.result, arg: r.arg ?? 0, flags: r.flags ?? 0 };
     if (r.addr) msg.addr = r.addr;
     if (r.addr2) msg.addr2 = r.addr2;
     if (r.payload) msg.payload = r.payload;

@@ -46,10 +46,15 @@ export class TestBridge {
     return `p${++this.ports}`;
   }
 
-  /** Creates n hosts 192.0.2.1..n on this bridge. */
+  /** Creates n more hosts on this bridge, numbered on from the last (192.0.2.1, .2, ...); returns the new ones. */
   hostsOf(tag: string, n: number): TestHost[] {
-    for (let i = 1; i <= n; i++) this.hosts.push(TestHost.create(`${tag}${i}`, `192.0.2.${i}`, this));
-    return this.hosts;
+    const made: TestHost[] = [];
+    for (let i = 1; i <= n; i++) {
+      const h = TestHost.create(`${tag}${i}`, `192.0.2.${this.hosts.length + 1}`, this);
+      this.hosts.push(h);
+      made.push(h);
+    }
+    return made;
   }
 
   /** Cuts (or heals) a host's link to the segment. */

@@ -1,0 +1,120 @@
+/** The application network on two hosts: tag policy, load balancing over instances, and distributed apps that
+ * share one vip and talk over loopback. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from '../../src/cli/client.js';
+import type { MemberView, ServiceView } from '../../src/daemon/control-protocol.js';
+import { type ChildProcess } from 'node:child_process';
+import { finish, killTree, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
+
+let br: TestBridge;
+let h1: TestHost;
+let h2: TestHost;
+const started: ChildProcess[] = [];
+
+const count = async (h: TestHost, vip: string, port: number): Promise<number> =>
+  (await request<ServiceView[]>(h.socket, 'services')).filter((s) => s.vip === vip && s.port === port).length;
+
+/** An HTTP server that answers its own id, under appswitch. */
+function idServer(h: TestHost, appArgs: string[], port: number, id: string): ChildProcess {
+  const py = `import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n  def do_GET(self):\n    b=b"${id}|"+self.client_address[0].encode()\n    self.send_response(200); self.send_header("Content-Length",str(len(b))); self.end_headers(); self.wfile.write(b)\n  def log_message(self,*a): pass\nhttp.server.ThreadingHTTPServer(("0.0.0.0",${port}),H).serve_forever()`;
+  const p = h.run(appArgs, ['python3', '-c', py]);
+  started.push(p);
+  return p;
+}
+
+/** A client under appswitch that makes n requests, each on a new connection, and prints a tally. */
+function tally(h: TestHost, appArgs: string[], url: string, n: number): Promise<{ counts: Record<string, number>; errors: number; raw: string }> {
+  const py = `import urllib.request,collections,json\nc=collections.Counter(); e=0\nfor i in range(${n}):\n  try: c[urllib.request.urlopen("${url}",timeout=5).read().decode().split("|")[0]]+=1\n  except Exception as x: e+=1\nprint(json.dumps({"counts":c,"errors":e}))`;
+  return h.runToEnd(appArgs, ['python3', '-c', py], 120_000).then((r) => ({ ...(JSON.parse(r.stdout || '{"counts":{},"errors":-1}') as { counts: Record<string, number>; errors: number }), raw: r.stdout + r.stderr }));
+}
+
+beforeAll(async () => {
+  br = new TestBridge('an');
+  [h1, h2] = br.hostsOf('an', 2) as [TestHost, TestHost];
+  await h1.startDaemon(['--node-name', 'a1']);
+  await h2.startDaemon(['--node-name', 'a2', '--join', '192.0.2.1']);
+  for (const h of [h1, h2]) {
+    await waitFor(async () => (await request<MemberView[]>(h.socket, 'members')).filter((m) => m.state === 'alive').length === 2, 15_000);
+  }
+});
+
+afterAll(async () => {
+  for (const p of started) killTree(p, 'SIGKILL');
+  await br?.destroy();
+});
+
+describe('tag policy', () => {
+  it('a client may connect only when it shares a tag with the service; refusals are ECONNREFUSED, logged and counted', async () => {
+    idServer(h1, ['--ip', '10.0.5.1', '--tag', 'grp=1', '--tag', 'env=prod'], 8000, 'tagged');
+    idServer(h1, ['--ip', '10.0.5.2'], 8000, 'untagged');
+    await waitFor(async () => (await count(h2, '10.0.5.1', 8000)) === 1 && (await count(h2, '10.0.5.2', 8000)) === 1, 10_000);
+    const ok = await h2.runToEnd(['--tag', 'grp=1'], ['curl', '-sS', '-m', '5', 'http://10.0.5.1:8000/']);
+    expect(ok.stdout).toMatch(/^tagged\|/);
+    const other = await h2.runToEnd(['--tag', 'grp=2'], ['curl', '-sS', '-m', '5', 'http://10.0.5.1:8000/']);
+    expect(other.code).toBe(7);
+    const untaggedToTagged = await h2.runToEnd([], ['curl', '-sS', '-m', '5', 'http://10.0.5.1:8000/']);
+    expect(untaggedToTagged.code).toBe(7);
+    const untagged = await h2.runToEnd([], ['curl', '-sS', '-m', '5', 'http://10.0.5.2:8000/']);
+    expect(untagged.stdout).toMatch(/^untagged\|/);
+    const zone = await h2.runToEnd(['--tag', 'zone=default'], ['curl', '-sS', '-m', '5', 'http://10.0.5.2:8000/']);
+    expect(zone.stdout).toMatch(/^untagged\|/);
+    expect(h2.daemonLog).toContain('connect denied by policy');
+    expect(h2.daemonLog).toMatch(/"clientTags":\{"grp":"2"\}.*"serviceTags":\{"grp":"1","env":"prod"\}/);
+    const st = await request<{ denied: number }>(h2.socket, 'status');
+    expect(st.denied).toBe(2);
+  });
+});
+
+describe('load balancing', () => {
+  it('spreads 300 requests over 3 instances on two hosts, and keeps succeeding when one is killed', async () => {
+    const a = idServer(h1, ['--ip', '10.0.6.1'], 8080, 'i1');
+    idServer(h1, ['--ip', '10.0.6.1'], 8080, 'i2');
+    idServer(h2, ['--ip', '10.0.6.1'], 8080, 'i3');
+    await waitFor(async () => (await count(h1, '10.0.6.1', 8080)) === 3 && (await count(h2, '10.0.6.1', 8080)) === 3, 10_000);
+    const t = await tally(h2, [], 'http://10.0.6.1:8080/', 300);
+    expect(t.errors, t.raw).toBe(0);
+    for (const id of ['i1', 'i2', 'i3']) expect(t.counts[id], JSON.stringify(t.counts)).toBeGreaterThanOrEqual(60);
+    killTree(a, 'SIGKILL');
+    await finish(a);
+    const after = await tally(h2, [], 'http://10.0.6.1:8080/', 100);
+    expect(after.errors, after.raw).toBe(0);
+    expect(after.counts.i1 ?? 0).toBe(0);
+    expect((after.counts.i2 ?? 0) + (after.counts.i3 ?? 0)).toBe(100);
+  });
+
+  it('a refusing instance is skipped before the program sees an error (blocking and non-blocking connects)', async () => {
+    // a host whose daemon does not sweep: an instance that closed its listening socket stays in the table and
+    // refuses every connection, deterministically
+    const h = br.hostsOf('an-ns', 1)[0] as TestHost;
+    await h.startDaemon(['--node-name', 'a3', '--sweep-interval', '600000', '--gossip-port', '7950']);
+    const closer = h.run(['--ip', '10.0.6.2'], ['python3', '-c', 'import socket,time\ns=socket.socket()\ns.bind(("0.0.0.0",8081))\ns.listen()\nprint("closing",flush=True)\ns.close()\ntime.sleep(60)']);
+    started.push(closer);
+    idServer(h, ['--ip', '10.0.6.2'], 8081, 'live');
+    await waitFor(async () => (await count(h, '10.0.6.2', 8081)) === 2, 10_000);
+    const t = await tally(h, [], 'http://10.0.6.2:8081/', 40); // urllib: blocking connects
+    expect(t.errors, t.raw).toBe(0);
+    expect(t.counts.live).toBe(40);
+    const js = `const http=require('http');let ok=0,bad=0,n=0;const go=()=>{if(n++===40){console.log(JSON.stringify({ok,bad}));return;}http.get('http://10.0.6.2:8081/',{agent:false},r=>{r.resume();r.on('end',()=>{ok++;go();});}).on('error',()=>{bad++;go();});};go();`;
+    const nb = await h.runToEnd([], ['node', '-e', js]); // Node: non-blocking connects
+    expect(JSON.parse(nb.stdout)).toEqual({ ok: 40, bad: 0 });
+    const st = await request<{ retried: number }>(h.socket, 'status');
+    expect(st.retried).toBeGreaterThan(0); // the refusing instance was picked, and skipped
+    expect(h.daemonLog).not.toContain('every instance refused');
+  });
+});
+
+describe('distributed applications (shared vip)', () => {
+  it('a member reaches the member serving a port over 127.0.0.1, across hosts and on one host', async () => {
+    idServer(h1, ['--ip', '10.0.0.7'], 9100, 'B');
+    await waitFor(async () => (await count(h2, '10.0.0.7', 9100)) === 1, 10_000);
+    const cross = await h2.runToEnd(['--ip', '10.0.0.7'], ['curl', '-sS', '-m', '5', 'http://127.0.0.1:9100/']);
+    expect(cross.stdout).toMatch(/^B\|/);
+    const local = await h1.runToEnd(['--ip', '10.0.0.7'], ['curl', '-sS', '-m', '5', 'http://localhost:9100/']);
+    expect(local.stdout).toMatch(/^B\|/);
+    const byVip = await h2.runToEnd(['--ip', '10.0.0.7'], ['curl', '-sS', '-m', '5', 'http://10.0.0.7:9100/']);
+    expect(byVip.stdout).toMatch(/^B\|/);
+    // another app's loopback is its own: it does not reach B
+    const stranger = await h2.runToEnd(['--ip', '10.0.0.8'], ['curl', '-sS', '-m', '5', 'http://127.0.0.1:9100/']);
+    expect(stranger.code).toBe(7);
+  });
+});
