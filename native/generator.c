@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,8 +32,8 @@
 #include "proto.h"
 #include "scm_rights.h"
 
-enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_PENDING = 16 };
-enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND };
+enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_TIMER = 4, TAG_PENDING = 16 };
+enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND, OP_ACCEPT_WAIT, OP_ACCEPT_ASK };
 #define BIND_TRIES 8
 #define CONNECT_TRIES 8
 #define UDP_MAX 65535
@@ -85,6 +86,7 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
     struct as_pending *p = &g->pend[seq % AS_PENDING_MAX];
     if (p->used) continue;
     memset(p, 0, sizeof(*p));
+    p->conn = -1;
     p->used = 1;
     p->seq = seq;
     p->id = id;
@@ -99,9 +101,11 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
 static void pend_done(struct as_gen *g, struct as_pending *p) {
   if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
   if (p->sock >= 0) close(p->sock);
+  if (p->conn >= 0) close(p->conn);
   udp_free(p->udp);
   memset(p, 0, sizeof(*p));
   p->sock = -1;
+  p->conn = -1;
 }
 
 static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val) {
@@ -132,7 +136,7 @@ static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uin
   m.cookie = p->ino;
   m.addr_len = type == AS_LISTEN ? p->real_len : p->req_len;
   memcpy(m.addr, type == AS_LISTEN ? p->real : p->req, m.addr_len);
-  if (flags & AS_F_RETRY) {
+  if ((flags & AS_F_RETRY) || type == AS_ACCEPT) {
     m.addr2_len = p->real_len;
     memcpy(m.addr2, p->real, p->real_len);
   }
@@ -147,6 +151,24 @@ static void notify_daemon(struct as_gen *g, uint16_t type, uint64_t ino, const v
   m.cookie = ino;
   m.addr_len = len;
   if (len) memcpy(m.addr, addr, len);
+  send_daemon(g, &m);
+}
+
+/* Tells the daemon which real endpoint a connection to a virtual endpoint leaves from, so the server's daemon can
+ * learn the client's identity before the server's accept() returns. */
+static void report_connected(struct as_gen *g, struct as_pending *p) {
+  if (!p->virtual_dest || p->type != SOCK_STREAM) return;
+  struct sockaddr_storage loc;
+  socklen_t l = sizeof(loc);
+  if (getsockname(p->sock, (struct sockaddr *)&loc, &l) < 0 || l > AS_ADDR_MAX) return;
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = AS_CONNECTED;
+  m.pid = (uint32_t)p->pid;
+  m.addr_len = l;
+  memcpy(m.addr, &loc, l);
+  m.addr2_len = p->real_len;
+  memcpy(m.addr2, p->real, p->real_len);
   send_daemon(g, &m);
 }
 
@@ -525,10 +547,12 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
   /* With other instances to fall back on, wait for the outcome even on a non-blocking socket, so that a refusing
    * instance can be skipped before the program sees anything (it then sees an immediate success). */
   p->alt = (m->flags & AS_F_ALTERNATIVES) != 0;
+  p->virtual_dest = m->addr2_len > 0;
   int fl = fcntl(p->sock, F_GETFL);
   if (p->type != SOCK_STREAM || (!p->alt && fl >= 0 && (fl & O_NONBLOCK))) {
     /* datagram sockets never block; a non-blocking stream gets EINPROGRESS and later SO_ERROR, as usual */
     int rc = connect(p->sock, (struct sockaddr *)&dst, (socklen_t)dlen) < 0 ? -errno : 0;
+    if (rc == 0 || rc == -EINPROGRESS) report_connected(g, p);
     pend_finish(g, p, rc);
     return;
   }
@@ -538,6 +562,7 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
   int rc = connect(p->sock, (struct sockaddr *)&dst, (socklen_t)dlen);
   int e = errno;
   fcntl(p->sock, F_SETFL, fl);
+  if (rc == 0 || e == EINPROGRESS) report_connected(g, p);
   if (rc == 0) {
     pend_finish(g, p, 0);
     return;
@@ -568,6 +593,137 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
     return;
   }
   pend_finish(g, p, err ? -err : 0);
+}
+
+/* ---- accept() / accept4() ---------------------------------------------------------------------------------- */
+
+/* The generator accepts on its duplicate of the listener (always non-blocking, so it never stalls), asks the daemon
+ * who the peer is, drops connections nobody vouches for (they never reach the program), and installs the rest. */
+static void accept_next(struct as_gen *g, struct as_pending *p) {
+  for (;;) {
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof(peer);
+    int c = accept4(p->sock, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c >= 0) {
+      if (p->in_epoll) {
+        epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
+        p->in_epoll = 0;
+      }
+      struct sockaddr_storage loc;
+      socklen_t ll = sizeof(loc);
+      if (pl > AS_ADDR_MAX || getsockname(c, (struct sockaddr *)&loc, &ll) < 0 || ll > AS_ADDR_MAX) {
+        close(c);
+        continue;
+      }
+      p->conn = c;
+      memcpy(p->req, &peer, pl);
+      p->req_len = pl;
+      memcpy(p->real, &loc, ll);
+      p->real_len = ll;
+      p->op = OP_ACCEPT_ASK;
+      pend_send(g, p, AS_ACCEPT, 0);
+      return;
+    }
+    int e = errno;
+    if (e == EINTR || e == ECONNABORTED) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      int fl = fcntl(p->sock, F_GETFL);
+      if (fl >= 0 && (fl & O_NONBLOCK)) {
+        pend_finish(g, p, -EAGAIN);
+        return;
+      }
+      p->op = OP_ACCEPT_WAIT; /* a blocking accept: wait for the next connection without blocking anyone else */
+      if (!p->in_epoll) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_PENDING + (uint64_t)(p - g->pend)};
+        if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, p->sock, &ev) < 0) {
+          pend_finish(g, p, -errno);
+          return;
+        }
+        p->in_epoll = 1;
+      }
+      return;
+    }
+    pend_finish(g, p, -e);
+    return;
+  }
+}
+
+static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
+  pid_t pid = (pid_t)req->pid;
+  int family, type;
+  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, NULL);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) {
+    close(s);
+    reply_continue(g, req->id);
+    return;
+  }
+  int aflags = req->data.nr == __NR_accept4 ? (int)req->data.args[3] : 0;
+  int listening = 0;
+  socklen_t l = sizeof(listening);
+  if ((aflags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) || getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 ||
+      !listening) {
+    close(s);
+    reply(g, req->id, type == SOCK_STREAM ? -EINVAL : -EOPNOTSUPP);
+    return;
+  }
+  struct as_pending *p = pend_new(g, req->id, pid, OP_ACCEPT_WAIT, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = type;
+  p->aflags = aflags;
+  p->uaddr = req->data.args[1];
+  p->ulenp = req->data.args[2];
+  accept_next(g, p);
+}
+
+static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
+    pend_done(g, p);
+    return;
+  }
+  if (m->result < 0) { /* nobody vouches for this peer: drop it and wait for the next connection */
+    close(p->conn);
+    p->conn = -1;
+    accept_next(g, p);
+    return;
+  }
+  struct as_ep real, virt;
+  struct sockaddr_storage out;
+  int n = -EINVAL;
+  if (as_ep_from_sockaddr(p->req, p->req_len, &real) == 0 && as_ep_from_sockaddr(m->addr, m->addr_len, &virt) == 0) {
+    as_vmap_put(g->vmap, &real, &virt);
+    n = as_ep_to_sockaddr(&virt, p->family, &out);
+  }
+  if (n < 0) {
+    memcpy(&out, p->req, p->req_len);
+    n = (int)p->req_len;
+  }
+  if (p->uaddr) { /* as move_addr_to_user(): EFAULT/EINVAL lose the connection */
+    int32_t ulen;
+    int r = as_mem_read(p->pid, p->ulenp, &ulen, sizeof(ulen));
+    if (r == 0 && ulen < 0) r = -EINVAL;
+    int32_t full = n;
+    if (r == 0) r = as_mem_write2(p->pid, p->uaddr, &out, (size_t)(n < ulen ? n : ulen), p->ulenp, &full, sizeof(full));
+    if (r < 0) {
+      pend_finish(g, p, r == -ESRCH ? -EFAULT : r);
+      return;
+    }
+  }
+  if (!(p->aflags & SOCK_NONBLOCK)) {
+    int fl = fcntl(p->conn, F_GETFL);
+    if (fl >= 0) fcntl(p->conn, F_SETFL, fl & ~O_NONBLOCK);
+  }
+  int r = as_notif_addfd_send(g->notif_fd, p->id, p->conn, (p->aflags & SOCK_CLOEXEC) != 0);
+  if (r < 0 && r != -ENOENT) reply(g, p->id, r);
+  pend_done(g, p);
 }
 
 /* ---- datagram sends with a destination: sendto(), sendmsg(), sendmmsg() ------------------------------------ */
@@ -799,6 +955,7 @@ static void on_daemon(struct as_gen *g) {
     case OP_LISTEN_BIND: on_bind_reply(g, p, &m); break;
     case OP_LISTEN: on_listen_reply(g, p, &m); break;
     case OP_CONNECT: on_connect_reply(g, p, &m); break;
+    case OP_ACCEPT_ASK: on_accept_reply(g, p, &m); break;
     case OP_SEND:
       if (p->backlog == 1) { /* sendmmsg: after resolution, send and write msg_len */
         if (m.result < 0) {
@@ -853,10 +1010,21 @@ static void on_notif(struct as_gen *g) {
   case __NR_bind: h_bind(g, req); break;
   case __NR_listen: h_listen(g, req); break;
   case __NR_connect: h_connect(g, req); break;
+  case __NR_accept:
+  case __NR_accept4: h_accept(g, req); break;
   case __NR_sendto:
   case __NR_sendmsg:
   case __NR_sendmmsg: h_send(g, req); break;
   default: reply(g, req->id, -ENOSYS);
+  }
+}
+
+/* Waits whose caller died (a blocked accept in a killed thread) would otherwise hold a duplicate of the listener
+ * open forever; checked once a second and whenever a child exits. */
+static void reap_waits(struct as_gen *g) {
+  for (int i = 0; i < AS_PENDING_MAX; i++) {
+    struct as_pending *p = &g->pend[i];
+    if (p->used && p->in_epoll && as_notif_id_valid(g->notif_fd, p->id) < 0) pend_done(g, p);
   }
 }
 
@@ -878,6 +1046,7 @@ static void on_signal(struct as_gen *g) {
           send_daemon(g, &m);
         }
       }
+      reap_waits(g);
       continue;
     }
     /* Signals from the terminal (SI_KERNEL) reached the program directly, as it shares our process group;
@@ -905,6 +1074,12 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
   if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, notif_fd, &ev) < 0) return -errno;
   ev.data.u64 = TAG_SIGNAL;
   if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) return -errno;
+  g->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (g->timer_fd < 0) return -errno;
+  struct itimerspec its = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
+  timerfd_settime(g->timer_fd, 0, &its, NULL);
+  ev.data.u64 = TAG_TIMER;
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->timer_fd, &ev) < 0) return -errno;
   if (daemon_fd >= 0) {
     ev.data.u64 = TAG_DAEMON;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
@@ -933,9 +1108,18 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         on_daemon(g);
       } else if (tag == TAG_SIGNAL) {
         on_signal(g);
+      } else if (tag == TAG_TIMER) {
+        uint64_t ticks;
+        if (read(g->timer_fd, &ticks, sizeof(ticks)) == sizeof(ticks)) reap_waits(g);
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];
-        if (p->used && p->in_epoll) on_connect_ready(g, p);
+        if (!p->used || !p->in_epoll) continue;
+        if (p->op == OP_ACCEPT_WAIT) {
+          if (as_notif_id_valid(g->notif_fd, p->id) < 0) pend_done(g, p); /* the waiting thread is gone */
+          else accept_next(g, p);
+        } else {
+          on_connect_ready(g, p);
+        }
       }
     }
   }
@@ -947,5 +1131,6 @@ void as_gen_free(struct as_gen *g) {
   as_pidfds_close(&g->pidfds);
   as_notif_free(&g->nc);
   free(g->vmap);
+  if (g->timer_fd >= 0) close(g->timer_fd);
   if (g->epfd >= 0) close(g->epfd);
 }

@@ -29,10 +29,14 @@ struct as_pending {
   uint8_t real[32];
   uint32_t real_len;
   struct as_udp *udp; /* a datagram waiting for its destination to be resolved */
+  int conn;            /* accept: the connection waiting for the daemon's word on its peer */
+  int aflags;          /* accept4 flags */
+  int virtual_dest;    /* connect: the destination is a virtual endpoint (report the connection) */
+  uint64_t uaddr, ulenp;
 };
 
 struct as_gen {
-  int notif_fd, daemon_fd, epfd, sigfd;
+  int notif_fd, daemon_fd, epfd, sigfd, timer_fd;
   struct as_notif nc;
   struct as_pidfds pidfds;
   struct as_vmap *vmap;

@@ -26,6 +26,10 @@ enum as_msg_type {
   AS_EXIT = 6,    /* gen -> daemon: the program exited, arg = wait status; no reply */
   AS_UNBOUND = 7, /* gen -> daemon: a bind the daemon planned failed for good (cookie, addr = real); no reply */
   AS_STARTED = 8, /* gen -> daemon: the program runs, pid = its pid; no reply */
+  AS_CONNECTED = 9, /* gen -> daemon: a connect to a virtual endpoint left from addr (real local) to addr2 (real
+                       remote); the server's daemon will ask who that is; no reply */
+  AS_ACCEPT = 10, /* gen -> daemon: a connection from addr (real peer) arrived at addr2 (real local), cookie = the
+                     listener's inode; reply: addr = the peer's virtual identity, or result < 0: unidentified, drop it */
 };
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */

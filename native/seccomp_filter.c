@@ -5,7 +5,8 @@
  *   - socket(): AF_UNIX and AF_NETLINK run untouched; AF_INET/AF_INET6 stream and datagram sockets are trapped
  *     (the handler creates them in the host namespace); other inet types (SOCK_RAW...) and AF_PACKET: EPERM;
  *     every other family: EAFNOSUPPORT;
- *   - bind, listen, connect, getsockname, getpeername, sendmsg, sendmmsg, and sendto with a destination: trapped;
+ *   - bind, listen, connect, accept, accept4, getsockname, getpeername, sendmsg, sendmmsg, and sendto with a
+ *     destination: trapped;
  *     MSG_FASTOPEN (an implicit connect) is refused with EOPNOTSUPP;
  *   - escapes: setns, io_uring_*, unshare/clone with CLONE_NEWNET: EPERM; clone3 (flags live in memory the filter
  *     cannot read): ENOSYS, so libc falls back to clone, which the filter can judge.
@@ -112,6 +113,8 @@ static void build(struct assembler *a) {
   jeq(a, __NR_connect, L_NOTIF);
   jeq(a, __NR_getsockname, L_NOTIF);
   jeq(a, __NR_getpeername, L_NOTIF);
+  jeq(a, __NR_accept, L_NOTIF);
+  jeq(a, __NR_accept4, L_NOTIF);
   jeq(a, __NR_sendto, L_SENDTO);
   jeq(a, __NR_sendmsg, L_SENDMSG);
   jeq(a, __NR_sendmmsg, L_SENDMMSG);

@@ -34,6 +34,7 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     gossipProfile: opts.gossipProfile as string | undefined,
     lb: opts.lb as string | undefined,
     sweepInterval: opts.sweepInterval as string | undefined,
+    peerPort: opts.peerPort as string | undefined,
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
   });
@@ -84,6 +85,7 @@ export function buildCli(): Command {
     .option('--state-dir <dir>', 'directory of the control and trap sockets', '/run/appswitch')
     .option('--join <addr[:port]>', 'a member to join (repeatable; retried with backoff until one answers)', collect, [])
     .option('--gossip-port <port>', 'gossip port (UDP and TCP)', '7946')
+    .option('--peer-port <port>', 'TCP port where daemons ask each other who a client is (same on every node)', '7947')
     .option('--gossip-key <file>', 'keyring file: one 32-byte key per line (base64 or hex); the first encrypts, all decrypt')
     .addOption(new Option('--gossip-profile <profile>', 'gossip timing profile').choices(['lan', 'wan', 'local']).default('lan'))
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')

@@ -23,6 +23,7 @@ export interface DaemonConfig {
   gossipKeyFile?: string;
   gossipProfile: 'lan' | 'wan' | 'local';
   lb: LbStrategy;
+  peerPort: number;
 }
 
 export interface DaemonFlags {
@@ -38,6 +39,7 @@ export interface DaemonFlags {
   gossipProfile?: string;
   lb?: string;
   sweepInterval?: string | number;
+  peerPort?: string | number;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -97,7 +99,11 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     joins: f.join ?? [],
     gossipProfile,
     lb,
+    peerPort: Number(f.peerPort ?? 7947),
   };
+  if (!Number.isInteger(cfg.peerPort) || cfg.peerPort < 1 || cfg.peerPort > 65535) {
+    throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
+  }
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
   return cfg;
 }

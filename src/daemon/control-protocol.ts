@@ -61,6 +61,7 @@ export interface StatusResult extends InfoResult {
   refused: number;
   denied: number;
   retried: number;
+  unidentified: number;
   members: number;
 }
 

@@ -12,6 +12,7 @@ import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
+import { PeerApi } from './peers.js';
 import { tcpSnapshot } from './listeners.js';
 import { VERSION } from './version.js';
 
@@ -23,6 +24,7 @@ export class Daemon {
   private readonly control: ControlServer;
   private sweepTimer?: NodeJS.Timeout;
   cluster?: Cluster;
+  peers?: PeerApi;
   private readonly started = Date.now();
 
   constructor(
@@ -40,6 +42,7 @@ export class Daemon {
       policy: defaultPolicy(),
       lb: cfg.lb,
       nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+      resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
     this.trap = new TrapServer(this.handler, this.log);
     this.control = new ControlServer((req) => this.onControl(req), this.log);
@@ -58,6 +61,8 @@ export class Daemon {
     };
     if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
     this.cluster = await Cluster.start(opts);
+    this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
+    await this.peers.listen(this.cfg.nodeAddress);
     this.trap.listen(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket);
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
@@ -80,8 +85,14 @@ export class Daemon {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.trap.close();
     await this.cluster?.stop();
+    await this.peers?.close();
     await this.control.close();
     this.log.info('daemon stopped');
+  }
+
+  /** Whether ip is the address of a cluster member (only members are asked who their clients are). */
+  private isMemberAddress(ip: string): boolean {
+    return (this.cluster?.members() ?? []).some((m) => m.state !== 'left' && m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1') === ip);
   }
 
   private async sweep(): Promise<void> {
@@ -119,6 +130,7 @@ export class Daemon {
           refused: this.handler.stats.refused,
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
+          unidentified: this.handler.stats.unidentified,
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;

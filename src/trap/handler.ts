@@ -21,6 +21,16 @@ import {
   type TrapMsg,
 } from './protocol.js';
 
+/** Who is behind a client endpoint: what the accepting server will see as its peer. */
+export interface ClientIdentity {
+  identity: string;
+  appId: string;
+  tags: Record<string, string>;
+}
+
+/** Asks the daemon of another node who a client endpoint of that node is (see daemon/peers.ts). */
+export type PeerResolver = (peerIp: string, endpoint: string) => Promise<ClientIdentity | undefined>;
+
 export interface HandlerConfig {
   nodeName: string;
   nodeAddress: string;
@@ -33,7 +43,14 @@ export interface HandlerConfig {
   lb: LbStrategy;
   /** Whether a node is alive (instances on suspect or dead nodes are skipped while others exist). */
   nodeAlive?: (node: string) => boolean;
+  /** Resolves clients of other nodes; without it, only this node's clients are identified. */
+  resolvePeer?: PeerResolver;
+  /** How long to wait for a client's CONNECTED report that may still be on its way (ms). */
+  identityWaitMs?: number;
 }
+
+const CLIENT_TTL_MS = 120_000;
+const CLIENT_MAX = 200_000;
 
 /** What the handler answers: a result (>= 0 or -errno) and up to two addresses. */
 export interface Reply {
@@ -70,6 +87,7 @@ export interface HandlerStats {
   refused: number;
   denied: number;
   retried: number;
+  unidentified: number;
   egress: number;
 }
 
@@ -79,10 +97,13 @@ function protoOf(sockType: number): Proto {
 
 export class TrapHandler {
   readonly apps = new Map<string, AppRecord>();
-  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, denied: 0, retried: 0, egress: 0 };
+  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, denied: 0, retried: 0, unidentified: 0, egress: 0 };
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
+  /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
+  private readonly clients = new Map<string, ClientIdentity & { at: number }>();
+  private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
   private readonly identities = new IdentityPool();
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
@@ -278,6 +299,71 @@ export class TrapHandler {
     if (this.tried.size < 1024) return;
     const old = Date.now() - 30_000;
     for (const [k, v] of this.tried) if (v.at < old) this.tried.delete(k);
+  }
+
+  /** A client's connect left from m.addr: remember who it is, for the server's accept. */
+  connected(app: AppRecord, m: TrapMsg): void {
+    const local = decodeSockaddr(m.addr);
+    if (!local) return;
+    const key = `${local.ip}:${local.port}`;
+    const c = { identity: app.identity, appId: app.id, tags: app.tags };
+    this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
+    this.clients.set(key, { ...c, at: Date.now() });
+    const ws = this.clientWaiters.get(key);
+    if (ws) {
+      this.clientWaiters.delete(key);
+      for (const w of ws) w(c);
+    }
+    if (this.clients.size > CLIENT_MAX) this.pruneClients();
+  }
+
+  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. */
+  whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500): Promise<ClientIdentity | undefined> {
+    const c = this.clients.get(key);
+    if (c && Date.now() - c.at < CLIENT_TTL_MS) return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+    if (waitMs <= 0) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      let list = this.clientWaiters.get(key);
+      if (!list) this.clientWaiters.set(key, (list = []));
+      const t = setTimeout(() => {
+        const l = this.clientWaiters.get(key);
+        if (l) {
+          const i = l.indexOf(done);
+          if (i >= 0) l.splice(i, 1);
+          if (!l.length) this.clientWaiters.delete(key);
+        }
+        resolve(undefined);
+      }, waitMs);
+      const done = (v: ClientIdentity | undefined): void => {
+        clearTimeout(t);
+        resolve(v);
+      };
+      list.push(done);
+    });
+  }
+
+  /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
+  async accept(app: AppRecord, m: TrapMsg): Promise<Reply> {
+    const peer = decodeSockaddr(m.addr);
+    if (!peer) return { result: -Errno.ECONNREFUSED };
+    const key = `${peer.ip}:${peer.port}`;
+    let who: ClientIdentity | undefined;
+    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key);
+    else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key);
+    if (!who) {
+      this.stats.unidentified++;
+      this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
+      return { result: -Errno.ECONNREFUSED };
+    }
+    return { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
+  }
+
+  private pruneClients(): void {
+    const old = Date.now() - CLIENT_TTL_MS;
+    for (const [k, v] of this.clients) {
+      if (v.at >= old && this.clients.size <= CLIENT_MAX) break;
+      this.clients.delete(k);
+    }
   }
 
   /** Drops services whose listening socket is gone (the program closed it). */

@@ -16,6 +16,8 @@ export const MsgType = {
   EXIT: 6,
   UNBOUND: 7,
   STARTED: 8,
+  CONNECTED: 9,
+  ACCEPT: 10,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 

@@ -128,6 +128,18 @@ export class TrapServer {
         case MsgType.CONNECT:
           reply = this.handler.connect(app, m);
           break;
+        case MsgType.CONNECTED:
+          this.handler.connected(app, m);
+          break;
+        case MsgType.ACCEPT:
+          this.handler.accept(app, m).then(
+            (r) => this.conns.has(c.fd) && this.reply(c, m, r),
+            (e: unknown) => {
+              this.log.error({ err: e, app: app.id }, 'accept handling failed');
+              if (this.conns.has(c.fd)) this.reply(c, m, { result: -111 });
+            },
+          );
+          break;
         case MsgType.STARTED:
           app.pid = m.pid;
           break;

@@ -83,10 +83,10 @@ describe('servers and clients by virtual address', () => {
     expect(apps.find((a) => a.ip === '10.0.0.5')?.name).toBe('web');
     expect(apps.find((a) => a.ip === '10.0.0.5')?.pid).toBeGreaterThan(0);
     // the C probe sees vip:port as its peer and the app's identity as its own address
-    const p = await h.runToEnd(['--ip', '10.0.0.9'], [PROBE, 'connect', '10.0.0.5', '8000']);
+    const p = await h.runToEnd(['--ip', '10.0.0.9', '--tag', 'grp=1'], [PROBE, 'connect', '10.0.0.5', '8000']);
     expect(p.stdout).toContain('peer 10.0.0.5:8000');
     expect(p.stdout).toMatch(/local 10\.0\.0\.9:\d+/);
-    const pn = await h.runToEnd([], [PROBE, 'connect', '10.0.0.5', '8000', 'nonblock']);
+    const pn = await h.runToEnd(['--tag', 'grp=1'], [PROBE, 'connect', '10.0.0.5', '8000', 'nonblock']);
     expect(pn.stdout).toContain('ok connect');
     expect(pn.stdout).toMatch(/local 169\.254\.\d+\.\d+:\d+/);
     killTree(srv, 'SIGTERM');
@@ -170,7 +170,10 @@ describe('robustness and overhead', () => {
       killTree(p, 'SIGKILL');
       await done;
     }
-    await waitFor(async () => JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout).length === 1, 5000);
+    let apps = '';
+    await waitFor(async () => JSON.parse((apps = (await h.cli(['get', 'apps', '--json'])).stdout)).length === 1, 5000).catch((e: Error) => {
+      throw new Error(`${e.message}; apps: ${apps}`);
+    });
     expect(daemonFds()).toBeLessThanOrEqual(before);
     const r = await h.runToEnd([], [PROBE, 'forks', '10.0.0.60', '6200'], 60_000);
     expect(r.stdout).toContain('ok forks');
