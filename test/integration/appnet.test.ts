@@ -103,6 +103,43 @@ describe('load balancing', () => {
   });
 });
 
+describe('client identity', () => {
+  it("accept() and getpeername() give the client's vip, or its link-local identity, same host and cross-host", async () => {
+    idServer(h1, ['--ip', '10.0.7.1'], 8000, 'who');
+    await waitFor(async () => (await count(h2, '10.0.7.1', 8000)) === 1, 10_000);
+    const cross = await h2.runToEnd(['--ip', '10.0.7.2'], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
+    expect(cross.stdout).toBe('who|10.0.7.2');
+    const same = await h1.runToEnd(['--ip', '10.0.7.3'], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
+    expect(same.stdout).toBe('who|10.0.7.3');
+    const anon = await h2.runToEnd([], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
+    expect(anon.stdout).toMatch(/^who\|169\.254\.\d+\.\d+$/);
+    // a Node server sees the same through getpeername()
+    const srv = `require('net').createServer(s => s.end(s.remoteAddress + '\\n')).listen(8001)`;
+    started.push(h1.run(['--ip', '10.0.7.1'], ['node', '-e', srv]));
+    await waitFor(async () => (await count(h2, '10.0.7.1', 8001)) === 1, 10_000);
+    const n = await h2.runToEnd(['--ip', '10.0.7.4'], ['nc', '-N', '10.0.7.1', '8001']);
+    expect(n.stdout.trim()).toMatch(/^(::ffff:)?10\.0\.7\.4$/);
+  });
+
+  it('a connection that no appswitch daemon set up is closed at accept and never reaches the program', async () => {
+    const svc = (await request<ServiceView[]>(h1.socket, 'services')).find((s) => s.vip === '10.0.7.1' && s.port === 8000);
+    expect(svc).toBeDefined();
+    const before = (await request<{ unidentified: number }>(h1.socket, 'status')).unidentified;
+    // plain curl from the host itself, straight to the real port
+    const r = await h1.exec(['curl', '-sS', '-m', '5', `http://${svc!.endpoint}/`]);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toContain('who|');
+    await waitFor(async () => (await request<{ unidentified: number }>(h1.socket, 'status')).unidentified > before, 5000);
+    expect(h1.daemonLog).toContain('unidentified connection dropped at accept');
+    // and from another host, also outside appswitch
+    const r2 = await h2.exec(['curl', '-sS', '-m', '5', `http://${svc!.endpoint}/`]);
+    expect(r2.code).not.toBe(0);
+    // the server still serves identified clients
+    const ok = await h2.runToEnd(['--ip', '10.0.7.2'], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
+    expect(ok.stdout).toBe('who|10.0.7.2');
+  });
+});
+
 describe('distributed applications (shared vip)', () => {
   it('a member reaches the member serving a port over 127.0.0.1, across hosts and on one host', async () => {
     idServer(h1, ['--ip', '10.0.0.7'], 9100, 'B');
