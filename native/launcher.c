@@ -3,7 +3,7 @@
  * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
- * usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]
+ * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
 #define _GNU_SOURCE
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -107,14 +108,29 @@ static int loopback_up(void) {
 }
 
 /* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
-static void child_main(int chan, char **cmd, const sigset_t *orig) {
+/* Gives the program the daemon's resolv.conf without touching the host's file: a private mount namespace (host
+ * mounts still propagate in: rslave) and a bind mount over /etc/resolv.conf. mount_namespaces(7). */
+static int override_resolv(const char *resolv) {
+  if (unshare(CLONE_NEWNS) < 0) return -errno;
+  if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) return -errno;
+  if (access("/etc/resolv.conf", F_OK) < 0) return 0; /* nothing to cover: resolvers then use their defaults */
+  if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) return -errno;
+  return 0;
+}
+
+static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
     fprintf(stderr, "appswitch: unshare(CLONE_NEWNET): %s (appswitch run needs CAP_SYS_ADMIN)\n", strerror(errno));
     _exit(EXIT_APPSWITCH);
   }
-  int r = loopback_up();
+  int r;
+  if (resolv && (r = override_resolv(resolv)) < 0) {
+    fprintf(stderr, "appswitch: mounting %s over /etc/resolv.conf: %s\n", resolv, strerror(-r));
+    _exit(EXIT_APPSWITCH);
+  }
+  r = loopback_up();
   if (r < 0) {
     fprintf(stderr, "appswitch: bringing up lo: %s\n", strerror(-r));
     _exit(EXIT_APPSWITCH);
@@ -151,7 +167,7 @@ static int exit_code(int status) {
 }
 
 int main(int argc, char **argv) {
-  const char *sock_path = NULL, *meta = "{}";
+  const char *sock_path = NULL, *meta = "{}", *resolv = NULL;
   int i = 1;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -161,13 +177,15 @@ int main(int argc, char **argv) {
       sock_path = argv[++i];
     } else if (!strcmp(argv[i], "--meta") && i + 1 < argc) {
       meta = argv[++i];
+    } else if (!strcmp(argv[i], "--resolv") && i + 1 < argc) {
+      resolv = argv[++i];
     } else {
-      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]\n");
+      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]\n");
       return EXIT_APPSWITCH;
     }
   }
   if (!sock_path || i >= argc) {
-    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]\n");
     return EXIT_APPSWITCH;
   }
   char **cmd = argv + i;
@@ -204,7 +222,7 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig);
+    child_main(chan[1], cmd, &orig, resolv);
   }
   close(chan[1]);
   int cmsg[2];

@@ -35,6 +35,9 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     lb: opts.lb as string | undefined,
     sweepInterval: opts.sweepInterval as string | undefined,
     peerPort: opts.peerPort as string | undefined,
+    dnsDomain: opts.dnsDomain as string | undefined,
+    dnsPort: opts.dnsPort as string | undefined,
+    dnsServers: opts.dnsServers as string[] | undefined,
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
   });
@@ -51,7 +54,19 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-async function runApp(cmd: string[], opts: { ip?: string; name?: string; tag: string[]; lb?: string; socket?: string }): Promise<void> {
+interface RunOptions {
+  ip?: string;
+  name?: string;
+  tag: string[];
+  lb?: string;
+  dnsOverride: string;
+  socket?: string;
+}
+
+async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
+  if (opts.dnsOverride !== 'true' && opts.dnsOverride !== 'false') {
+    throw new AppswitchError('ERR_BAD_ARGUMENT', '--dns-override must be true or false');
+  }
   if (cmd.length === 0) throw new AppswitchError('ERR_BAD_ARGUMENT', 'run: no command given (appswitch run [options] -- CMD [ARGS...])');
   const meta: Record<string, unknown> = { tags: parseTags(opts.tag), cmd };
   if (opts.ip !== undefined) meta.ip = opts.ip;
@@ -61,7 +76,8 @@ async function runApp(cmd: string[], opts: { ip?: string; name?: string; tag: st
   const launcher = launcherPath();
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
-  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--', ...cmd], env);
+  const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];
+  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), ...resolv, '--', ...cmd], env);
 }
 
 function printJsonOr(json: boolean, data: unknown, text: () => string): void {
@@ -88,6 +104,9 @@ export function buildCli(): Command {
     .option('--peer-port <port>', 'TCP port where daemons ask each other who a client is (same on every node)', '7947')
     .option('--gossip-key <file>', 'keyring file: one 32-byte key per line (base64 or hex); the first encrypts, all decrypt')
     .addOption(new Option('--gossip-profile <profile>', 'gossip timing profile').choices(['lan', 'wan', 'local']).default('lan'))
+    .option('--dns-domain <domain>', 'domain of app names (web and web.<domain> resolve)', 'appswitch.local')
+    .option('--dns-port <port>', 'port of the built-in DNS server on the node address', '53')
+    .option('--dns-servers <ip[:port]>', 'upstream DNS servers (repeatable or comma-separated; default: /etc/resolv.conf)', collect, [])
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -100,10 +119,11 @@ export function buildCli(): Command {
     .option('--name <name>', 'name of the app')
     .option('--tag <k=v>', 'tag (repeatable); apps may connect when they share a tag (no tag = zone=default)', collect, [])
     .addOption(new Option('--lb <strategy>', "load balancing for this app's services").choices(['random', 'round-robin', 'least-conn', 'p2c']))
+    .option('--dns-override <bool>', "point the program's /etc/resolv.conf at the daemon's DNS (private mount namespace)", 'true')
     .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
     .argument('<cmd...>', 'program and its arguments')
     .passThroughOptions()
-    .action((cmd: string[], opts: { ip?: string; name?: string; tag: string[]; lb?: string; socket?: string }) => runApp(cmd, opts).catch(fail));
+    .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   const get = program.command('get').description('show apps or services');
   get

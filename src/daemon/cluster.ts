@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { formatAddress, type MemberInfo, Memberlist, type ProfileName, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import type { AppDirectory, AppEntry } from '../table/directory.js';
 import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
 
 export interface ClusterOptions {
@@ -15,7 +16,30 @@ export interface ClusterOptions {
   keys?: Uint8Array[];
   profile: ProfileName;
   table: ServiceTable;
+  directory: AppDirectory;
   log: Logger;
+}
+
+const APP_PREFIX = '@app/';
+
+/** Validates an app record that came from another node. */
+export function decodeRemoteApp(node: string, key: string, value: Uint8Array): AppEntry | undefined {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(Buffer.from(value).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  if (typeof o !== 'object' || o === null || !str(o.id) || key !== APP_PREFIX + o.id || !str(o.identity) || typeof o.vip !== 'boolean') {
+    return undefined;
+  }
+  const tags: Record<string, string> = {};
+  if (o.tags && typeof o.tags === 'object') {
+    for (const [k, v] of Object.entries(o.tags as Record<string, unknown>)) if (typeof v === 'string') tags[k] = v;
+  }
+  const e: AppEntry = { id: o.id, node, identity: o.identity, vip: o.vip, tags };
+  if (str(o.name)) e.name = o.name;
+  return e;
 }
 
 /** Reads a keyring file: one base64 (or 64-hex-digit) 32-byte key per line; '#' starts a comment. */
@@ -107,7 +131,14 @@ export class Cluster {
   }
 
   private wire(): void {
-    const { table, nodeName, log } = this.opts;
+    const { table, directory, nodeName, log } = this.opts;
+    for (const a of directory.all()) if (a.node === nodeName) this.ml.setLocal(APP_PREFIX + a.id, JSON.stringify(a));
+    directory.on('added', (a) => {
+      if (a.node === nodeName) this.ml.setLocal(APP_PREFIX + a.id, JSON.stringify(a));
+    });
+    directory.on('removed', (a) => {
+      if (a.node === nodeName) this.ml.deleteLocal(APP_PREFIX + a.id);
+    });
     const publish = (e: ServiceEntry): void => {
       const { socket: _socket, ...pub } = e;
       this.ml.setLocal(e.id, JSON.stringify(pub));
@@ -121,6 +152,17 @@ export class Cluster {
     });
     this.ml.on('change', (ev) => {
       if (ev.node === nodeName) return;
+      if (ev.key.startsWith(APP_PREFIX)) {
+        const id = ev.key.slice(APP_PREFIX.length);
+        if (ev.value === undefined) {
+          if (directory.get(id)?.node === ev.node) directory.remove(id);
+          return;
+        }
+        const a = decodeRemoteApp(ev.node, ev.key, ev.value);
+        if (a) directory.put(a);
+        else log.warn({ node: ev.node, key: ev.key }, 'malformed app record from gossip dropped');
+        return;
+      }
       if (ev.value === undefined) {
         if (table.get(ev.key)?.node === ev.node) table.remove(ev.key);
         return;

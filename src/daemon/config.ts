@@ -1,8 +1,11 @@
 /** Daemon configuration: flags, defaults and their validation. */
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
+import { readResolvConf } from '../dns/index.js';
 import { AppswitchError } from '../errors.js';
+import { isValidName } from '../trap/apps.js';
 import { LB_STRATEGIES, type LbStrategy } from '../table/balancer.js';
 import { parsePortRange } from '../table/port-pool.js';
 import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './control-protocol.js';
@@ -24,6 +27,11 @@ export interface DaemonConfig {
   gossipProfile: 'lan' | 'wan' | 'local';
   lb: LbStrategy;
   peerPort: number;
+  dnsDomain: string;
+  dnsPort: number;
+  /** Upstream servers for names appswitch does not own; default: the host's resolv.conf. */
+  dnsServers: string[];
+  resolvConf: string;
 }
 
 export interface DaemonFlags {
@@ -40,9 +48,21 @@ export interface DaemonFlags {
   lb?: string;
   sweepInterval?: string | number;
   peerPort?: string | number;
+  dnsDomain?: string;
+  dnsPort?: string | number;
+  dnsServers?: string[];
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
+
+/** The host's own resolvers, from /etc/resolv.conf. */
+function hostResolvers(): string[] {
+  try {
+    return readResolvConf(readFileSync('/etc/resolv.conf', 'utf8'));
+  } catch {
+    return [];
+  }
+}
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** The first non-loopback IPv4 address of this host, else 127.0.0.1. */
@@ -100,7 +120,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gossipProfile,
     lb,
     peerPort: Number(f.peerPort ?? 7947),
+    dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
+    dnsPort: Number(f.dnsPort ?? 53),
+    dnsServers: f.dnsServers && f.dnsServers.length ? f.dnsServers.flatMap((x) => x.split(',')).filter(Boolean) : hostResolvers(),
+    resolvConf: path.join(stateDir, 'resolv.conf'),
   };
+  if (!Number.isInteger(cfg.dnsPort) || cfg.dnsPort < 1 || cfg.dnsPort > 65535) {
+    throw new AppswitchError('ERR_CONFIG', `--dns-port ${String(f.dnsPort)} is not a port`);
+  }
+  if (!isValidName(cfg.dnsDomain)) throw new AppswitchError('ERR_CONFIG', `--dns-domain ${cfg.dnsDomain} is not a DNS name`);
   if (!Number.isInteger(cfg.peerPort) || cfg.peerPort < 1 || cfg.peerPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
   }

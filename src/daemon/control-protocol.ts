@@ -28,6 +28,9 @@ export interface InfoResult {
   trapSocket: string;
   vipCidrs: string[];
   ports: string;
+  /** The resolv.conf `appswitch run` mounts over the program's /etc/resolv.conf. */
+  resolvConf: string;
+  dnsDomain: string;
 }
 
 export interface AppView {

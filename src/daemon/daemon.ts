@@ -1,9 +1,11 @@
 /** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
  * table, port pool, control API, sweeper). */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { DnsServer, renderResolvConf } from '../dns/index.js';
 import pino, { type Logger } from 'pino';
 import { defaultPolicy } from '../policy/policy.js';
 import { VirtualRanges } from '../table/addresses.js';
+import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { TrapHandler } from '../trap/handler.js';
@@ -19,6 +21,8 @@ import { VERSION } from './version.js';
 export class Daemon {
   readonly log: Logger;
   readonly table = new ServiceTable();
+  readonly directory = new AppDirectory();
+  dns?: DnsServer;
   readonly handler: TrapHandler;
   private readonly trap: TrapServer;
   private readonly control: ControlServer;
@@ -42,6 +46,7 @@ export class Daemon {
       policy: defaultPolicy(),
       lb: cfg.lb,
       nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+      directory: this.directory,
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
     this.trap = new TrapServer(this.handler, this.log);
@@ -57,12 +62,14 @@ export class Daemon {
       joins: this.cfg.joins,
       profile: this.cfg.gossipProfile,
       table: this.table,
+      directory: this.directory,
       log: this.log.child({ module: 'gossip' }),
     };
     if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
     this.cluster = await Cluster.start(opts);
     this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
     await this.peers.listen(this.cfg.nodeAddress);
+    await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket);
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
@@ -86,8 +93,32 @@ export class Daemon {
     this.trap.close();
     await this.cluster?.stop();
     await this.peers?.close();
+    await this.dns?.close();
     await this.control.close();
     this.log.info('daemon stopped');
+  }
+
+  /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs). */
+  private async startDns(): Promise<void> {
+    const dir = this.directory;
+    const self = `${this.cfg.nodeAddress}:${this.cfg.dnsPort}`;
+    const forwarders = this.cfg.dnsServers.filter((f) => f !== this.cfg.nodeAddress && f !== self);
+    this.dns = new DnsServer({
+      source: {
+        lookup: (name) => {
+          const a = dir.vipsOf(name);
+          return a.length ? { a, aaaa: [] } : undefined;
+        },
+        reverse: (ip) => dir.nameOf(ip),
+      },
+      forwarders,
+      domain: this.cfg.dnsDomain,
+      bindAddress: this.cfg.nodeAddress,
+      port: this.cfg.dnsPort,
+      logger: this.log.child({ module: 'dns' }),
+    });
+    await this.dns.start();
+    writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
   }
 
   /** Whether ip is the address of a cluster member (only members are asked who their clients are). */
@@ -113,6 +144,8 @@ export class Daemon {
       trapSocket: this.cfg.trapSocket,
       vipCidrs: this.cfg.vipCidrs,
       ports: `${this.cfg.ports.low}-${this.cfg.ports.high}`,
+      resolvConf: this.cfg.resolvConf,
+      dnsDomain: this.cfg.dnsDomain,
     };
   }
 

@@ -11,9 +11,17 @@ export interface BroadcastItem {
   onDone?: ((transmitted: boolean) => void) | undefined;
 }
 
+/** A pending item selected by {@link BroadcastQueue.peek}; pass it back to {@link BroadcastQueue.commit}. */
+export interface Pending {
+  readonly msg: Uint8Array;
+}
+
 interface Node {
   item: BroadcastItem;
+  msg: Uint8Array;
   transmits: number;
+  /** Transmissions credited by feedback (duplicates received); at most half the limit. */
+  credited: number;
   bucket: number;
   prev: Node | null;
   next: Node | null;
@@ -22,6 +30,8 @@ interface Node {
 
 /** Number of items scanned per {@link BroadcastQueue.take} at most (bounds CPU when nothing fits). */
 const MAX_SCAN = 512;
+/** Stop scanning after this many consecutive items that did not fit: the packet is as good as full. */
+const MAX_MISSES = 16;
 
 /**
  * The queue keeps one doubly linked list per transmit count, newest at the head, so taking the least-sent newest
@@ -53,7 +63,7 @@ export class BroadcastQueue {
   enqueue(item: BroadcastItem): void {
     const old = this.byKey.get(item.key);
     if (old !== undefined) this.remove(old, false);
-    const node: Node = { item, transmits: 0, bucket: 0, prev: null, next: null, large: false };
+    const node: Node = { item, msg: item.msg, transmits: 0, credited: 0, bucket: 0, prev: null, next: null, large: false };
     this.byKey.set(item.key, node);
     if (item.msg.length > this.maxPacketMessage) {
       node.large = true;
@@ -71,6 +81,23 @@ export class BroadcastQueue {
     return this.byKey.has(key);
   }
 
+  /**
+   * Feedback from the network: a byte-identical copy of a pending item was received, so the sender already knows
+   * it. Counts as one transmission (rumour mongering with feedback: a rumour that keeps coming back is saturating
+   * and is retired sooner). At most ⌊limit/2⌋ transmissions are credited this way, so every rumour is still really
+   * sent at least half its limit: without that floor the epidemic tail grows (members that never hear it).
+   * Returns true when `msg` matched a pending item.
+   */
+  sawDuplicate(key: string, msg: Uint8Array, limit: number): boolean {
+    const n = this.byKey.get(key);
+    if (n === undefined || n.large || !equalBytes(n.item.msg, msg)) return false;
+    if (n.credited < Math.floor(limit / 2)) {
+      n.credited++;
+      this.bump(n, limit);
+    }
+    return true;
+  }
+
   /** Drops the pending item with this key, if any (its onDone gets `false`). */
   invalidate(key: string): void {
     const n = this.byKey.get(key);
@@ -83,24 +110,43 @@ export class BroadcastQueue {
    * reach `limit`.
    */
   take(budget: number, limit: number, perMessageOverhead = 0): Uint8Array[] {
-    const out: Uint8Array[] = [];
+    const picked = this.peek(budget, limit, perMessageOverhead);
+    this.commit(picked, limit);
+    return picked.map((p) => p.msg);
+  }
+
+  /**
+   * Like {@link take} but only selects, in priority order, without counting transmissions. Commit the prefix that
+   * was actually sent with {@link commit}, before any other call on the queue.
+   */
+  peek(budget: number, limit: number, perMessageOverhead = 0): Pending[] {
     const picked: Node[] = [];
     let remaining = budget;
     let scanned = 0;
+    let misses = 0;
     this.retireAbove(limit);
     outer: for (let b = 0; b < this.buckets.length && b < limit; b++) {
       for (let n = this.buckets[b] ?? null; n !== null; n = n.next) {
-        if (remaining <= perMessageOverhead + 2 || ++scanned > MAX_SCAN) break outer;
+        if (remaining <= perMessageOverhead + 2 || ++scanned > MAX_SCAN || misses >= MAX_MISSES) break outer;
         const need = n.item.msg.length + perMessageOverhead;
         if (need <= remaining) {
           remaining -= need;
-          out.push(n.item.msg);
           picked.push(n);
+          misses = 0;
+        } else {
+          misses++;
         }
       }
     }
-    for (const n of picked) this.bump(n, limit);
-    return out;
+    return picked;
+  }
+
+  /** Counts one transmission for each item (returned by the last {@link peek}) and retires those at `limit`. */
+  commit(sent: readonly Pending[], limit: number): void {
+    for (const p of sent) {
+      const n = p as Node;
+      if (this.byKey.get(n.item.key) === n && !n.large) this.bump(n, limit);
+    }
   }
 
   /** Takes one stream-sized item (least transmitted first) and counts a transmission, or undefined. */
@@ -181,4 +227,10 @@ export class BroadcastQueue {
     n.prev = null;
     n.next = null;
   }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

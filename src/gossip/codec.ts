@@ -20,6 +20,21 @@ export function utf8(s: string): Uint8Array {
   return utf8Encoder.encode(s);
 }
 
+// Names, addresses and keys repeat endlessly on the wire: cache their encodings (bounded; cleared when full).
+const SHORT_CACHE_MAX = 16_384;
+const shortCache = new Map<string, Uint8Array>();
+
+/** UTF-8 bytes of a short string, cached. The returned array must not be modified. */
+function shortUtf8(s: string): Uint8Array {
+  let b = shortCache.get(s);
+  if (b === undefined) {
+    b = utf8Encoder.encode(s);
+    if (shortCache.size >= SHORT_CACHE_MAX) shortCache.clear();
+    shortCache.set(s, b);
+  }
+  return b;
+}
+
 /** Growable output buffer. */
 export class Writer {
   private buf: Uint8Array;
@@ -96,7 +111,7 @@ export class Writer {
 
   /** String with a 1-byte length prefix (≤ 255 UTF-8 bytes; caller validated). */
   str8(s: string): void {
-    const b = utf8Encoder.encode(s);
+    const b = shortUtf8(s);
     if (b.length > 255) throw new RangeError('string longer than 255 bytes');
     this.u8(b.length);
     this.bytes(b);
@@ -108,6 +123,11 @@ export class Writer {
     this.bytes(b);
   }
 
+  /** Discards everything written after `length` bytes. */
+  truncate(length: number): void {
+    if (length < this.pos) this.pos = length;
+  }
+
   /** The written bytes (a copy-free view of the internal buffer). */
   finish(): Uint8Array {
     return this.buf.subarray(0, this.pos);
@@ -117,14 +137,30 @@ export class Writer {
 /** Bounds-checked input cursor. */
 export class Reader {
   private pos = 0;
+  private lim: number;
   private readonly view: DataView;
 
   constructor(private readonly buf: Uint8Array) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.lim = buf.length;
   }
 
   get remaining(): number {
-    return this.buf.length - this.pos;
+    return this.lim - this.pos;
+  }
+
+  /** Restricts reads to the next `n` bytes (a nested record); returns the previous limit for {@link unlimit}. */
+  limit(n: number): number {
+    const prev = this.lim;
+    this.need(n, 'record');
+    this.lim = this.pos + n;
+    return prev;
+  }
+
+  /** Asserts the nested record was consumed exactly and restores the outer limit. */
+  unlimit(prev: number, what: string): void {
+    if (this.pos !== this.lim) throw new DecodeError('malformed', `trailing bytes after ${what}`);
+    this.lim = prev;
   }
 
   get offset(): number {
@@ -132,7 +168,7 @@ export class Reader {
   }
 
   private need(n: number, what: string): void {
-    if (this.pos + n > this.buf.length) throw new DecodeError('truncated', `truncated reading ${what}`);
+    if (this.pos + n > this.lim) throw new DecodeError('truncated', `truncated reading ${what}`);
   }
 
   u8(what = 'u8'): number {
@@ -213,7 +249,12 @@ export class Reader {
 
   /** Asserts every byte was consumed. */
   end(what: string): void {
-    if (this.pos !== this.buf.length) throw new DecodeError('malformed', `trailing bytes after ${what}`);
+    if (this.pos !== this.lim) throw new DecodeError('malformed', `trailing bytes after ${what}`);
+  }
+
+  /** The underlying bytes between two offsets (no copy). */
+  span(from: number, to: number): Uint8Array {
+    return this.buf.subarray(from, to);
   }
 }
 
@@ -543,6 +584,8 @@ function readPayload(kind: MessageKind, r: Reader, lim: DecodeLimits): Message {
 /** Result of decoding a message list. */
 export interface DecodedMessages {
   messages: Message[];
+  /** The framed bytes of each message (views into the input), to re-broadcast without re-encoding. */
+  raws: Uint8Array[];
   /** Records skipped because their type code is unknown to this version (forward compatibility). */
   unknown: number;
 }
@@ -551,26 +594,30 @@ export interface DecodedMessages {
 export function decodeMessages(body: Uint8Array, lim: DecodeLimits): DecodedMessages {
   const r = new Reader(body);
   const messages: Message[] = [];
+  const raws: Uint8Array[] = [];
   let unknown = 0;
   while (r.remaining > 0) {
+    const start = r.offset;
     const code = r.u8('type');
     const len = r.varint('length');
-    const payload = r.bytes(len, 'payload');
     const kind = KIND_BY_CODE[code];
     if (kind === undefined) {
       if (code === 0) throw new DecodeError('malformed', 'message type 0');
+      r.bytes(len, 'payload');
       unknown++;
       continue;
     }
-    const pr = new Reader(payload);
-    messages.push(readPayload(kind, pr, lim));
-    pr.end(kind);
+    const outer = r.limit(len);
+    messages.push(readPayload(kind, r, lim));
+    r.unlimit(outer, kind);
+    raws.push(r.span(start, r.offset));
   }
-  return { messages, unknown };
+  return { messages, raws, unknown };
 }
 
 /** Validates a node name, key or address-sized string: 1..255 UTF-8 bytes. */
 export function validShortString(s: string): boolean {
   if (typeof s !== 'string' || s.length === 0) return false;
+  if (s.length * 3 <= MAX_NAME) return true; // a UTF-16 unit never takes more than 3 UTF-8 bytes
   return utf8Encoder.encode(s).length <= MAX_NAME;
 }

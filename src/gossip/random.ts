@@ -67,11 +67,12 @@ export function pickRandom<T>(random: RandomSource, items: readonly T[], k: numb
     }
     return out;
   }
-  const seen = new Set<number>();
+  // Large list: sample indices; k is small, so duplicates are checked linearly.
+  const picked: number[] = [];
   for (let tries = 0; tries < 3 * n && out.length < k; tries++) {
     const idx = randomInt(random, n);
-    if (seen.has(idx)) continue;
-    seen.add(idx);
+    if (picked.includes(idx)) continue;
+    picked.push(idx);
     const t = items[idx]!;
     if (accept(t)) out.push(t);
   }

@@ -57,14 +57,22 @@ export function isUnspecified(ip: string): boolean {
 /** Hands out link-local identities 169.254.1.0 - 169.254.254.255 (skipping .169.254, the metadata address). */
 export class IdentityPool {
   private readonly used = new Set<string>();
-  private next = 256;
+  private next: number;
+
+  /** `seed` spreads nodes over the range (a hash of the node name); `taken` sees identities of other nodes. */
+  constructor(
+    seed = 0,
+    private readonly taken: (ip: string) => boolean = () => false,
+  ) {
+    this.next = 256 + (seed % (253 * 256));
+  }
 
   allocate(): string {
     for (let i = 0; i < 254 * 256; i++) {
       const n = this.next;
       this.next = n >= 254 * 256 + 255 ? 256 : n + 1;
       const ip = `169.254.${n >> 8}.${n & 255}`;
-      if ((n & 255) === 0 || (n & 255) === 255 || ip === '169.254.169.254' || this.used.has(ip)) continue;
+      if ((n & 255) === 0 || (n & 255) === 255 || ip === '169.254.169.254' || this.used.has(ip) || this.taken(ip)) continue;
       this.used.add(ip);
       return ip;
     }

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { Errno } from '../errors.js';
 import { IdentityPool, isLoopback, isUnspecified, type VirtualRanges } from '../table/addresses.js';
 import { Balancer, type LbStrategy } from '../table/balancer.js';
+import type { AppDirectory, AppEntry } from '../table/directory.js';
 import type { PortPool } from '../table/port-pool.js';
 import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
@@ -47,6 +48,8 @@ export interface HandlerConfig {
   resolvePeer?: PeerResolver;
   /** How long to wait for a client's CONNECTED report that may still be on its way (ms). */
   identityWaitMs?: number;
+  /** Every app in the cluster: names, vips and identities stay unique through it. */
+  directory?: AppDirectory;
 }
 
 const CLIENT_TTL_MS = 120_000;
@@ -104,13 +107,17 @@ export class TrapHandler {
   /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
   private readonly clients = new Map<string, ClientIdentity & { at: number }>();
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
-  private readonly identities = new IdentityPool();
+  private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
   /** Pool ports handed out in a BIND reply and not yet confirmed, by app and request. */
   private readonly planned = new Map<string, PlannedBind>();
 
-  constructor(private readonly cfg: HandlerConfig) {}
+  constructor(private readonly cfg: HandlerConfig) {
+    let seed = 0;
+    for (const ch of cfg.nodeName) seed = (seed * 31 + ch.charCodeAt(0)) >>> 0;
+    this.identities = new IdentityPool(seed, (ip) => cfg.directory?.takenByOther(ip) ?? false);
+  }
 
   /** Registers an app from its HELLO. Returns the record, or an error text for the user. */
   hello(meta: AppMeta, launcherPid: number, uid: number): AppRecord | string {
@@ -127,11 +134,21 @@ export class TrapHandler {
       }
       meta.ip = ip;
       identity = ip;
+    } else if (meta.name !== undefined) {
+      try {
+        identity = this.cfg.directory?.vipForName(meta.name, this.cfg.ranges.cidrs[0] as string) ?? this.identities.allocate();
+      } catch (e) {
+        return `no vip for --name ${meta.name}: ${(e as Error).message}`;
+      }
+      meta.ip = identity; /* a named app gets a vip, stable for its lifetime and unique in the cluster */
     } else {
       identity = this.identities.allocate();
     }
     const app: AppRecord = { ...meta, id: randomBytes(4).toString('hex'), identity, launcherPid, uid, startedAt: Date.now() };
     this.apps.set(app.id, app);
+    const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity, vip: meta.ip !== undefined, tags: app.tags };
+    if (app.name !== undefined) entry.name = app.name;
+    this.cfg.directory?.put(entry);
     this.cfg.log.info({ app: app.id, ip: app.ip, identity, name: app.name, tags: app.tags, cmd: app.cmd }, 'app started');
     return app;
   }
@@ -148,6 +165,7 @@ export class TrapHandler {
     }
     this.cfg.table.removeWhere((e) => e.node === this.cfg.nodeName && e.appId === app.id);
     if (!app.ip) this.identities.release(app.identity);
+    this.cfg.directory?.remove(app.id);
     this.cfg.log.info({ app: app.id, pid: app.pid }, 'app ended');
   }
 

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { MemberView, ServiceView } from '../../src/daemon/control-protocol.js';
 import { type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { finish, killTree, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
 
 let br: TestBridge;
@@ -41,6 +42,33 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const p of started) killTree(p, 'SIGKILL');
   await br?.destroy();
+});
+
+describe('names and DNS', () => {
+  it('--name gives an app a vip that every program under appswitch on every host resolves (curl, getent, Node)', async () => {
+    const hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    idServer(h1, ['--name', 'web'], 8000, 'named');
+    const vip = await waitFor(async () => (await request<ServiceView[]>(h2.socket, 'services')).find((x) => x.name === 'web')?.vip, 10_000);
+    expect(vip).toMatch(/^10\./);
+    const c = await h2.runToEnd([], ['curl', '-sS', '-m', '10', 'http://web:8000/']);
+    expect(c.stdout, c.stderr).toMatch(/^named\|/);
+    const g = await h2.runToEnd([], ['getent', 'hosts', 'web']);
+    expect(g.stdout.trim().split(/\s+/)[0]).toBe(vip);
+    const js = `require('dns').lookup('web.appswitch.local', {family: 4}, (e, a) => { console.log(e ? e.code : a); require('dns').lookup('web', {family: 6}, (e2, a2) => console.log(e2 ? e2.code : a2)); })`;
+    const n = await h2.runToEnd([], ['node', '-e', js]);
+    const [v4, v6] = n.stdout.trim().split('\n');
+    expect(v4).toBe(vip);
+    expect(v6).toMatch(/ENOTFOUND|ENODATA/); // AAAA: NOERROR with no records
+    const nx = await h2.runToEnd([], ['getent', 'hosts', 'nosuchapp.appswitch.local']);
+    expect(nx.code).toBe(2);
+    // the program saw the daemon's resolv.conf; the host's file is untouched; --dns-override=false keeps the host's
+    const seen = await h2.runToEnd([], ['cat', '/etc/resolv.conf']);
+    expect(seen.stdout).toContain('nameserver 192.0.2.2');
+    expect(seen.stdout).toContain('appswitch.local');
+    expect(readFileSync('/etc/resolv.conf', 'utf8')).toBe(hostResolv);
+    const off = await h2.runToEnd(['--dns-override', 'false'], ['cat', '/etc/resolv.conf']);
+    expect(off.stdout).toBe(hostResolv);
+  });
 });
 
 describe('tag policy', () => {
