@@ -75,7 +75,7 @@ describe('tag policy', () => {
   it('a client may connect only when it shares a tag with the service; refusals are ECONNREFUSED, logged and counted', async () => {
     idServer(h1, ['--ip', '10.0.5.1', '--tag', 'grp=1', '--tag', 'env=prod'], 8000, 'tagged');
     idServer(h1, ['--ip', '10.0.5.2'], 8000, 'untagged');
-    await waitFor(async () => (await count(h2, '10.0.5.1', 8000)) === 1 && (await count(h2, '10.0.5.2', 8000)) === 1, 10_000);
+    await waitFor(async () => (await count(h2, '10.0.5.1', 8000)) === 1 && (await count(h2, '10.0.5.2', 8000)) === 1, 20_000);
     const ok = await h2.runToEnd(['--tag', 'grp=1'], ['curl', '-sS', '-m', '5', 'http://10.0.5.1:8000/']);
     expect(ok.stdout).toMatch(/^tagged\|/);
     const other = await h2.runToEnd(['--tag', 'grp=2'], ['curl', '-sS', '-m', '5', 'http://10.0.5.1:8000/']);
