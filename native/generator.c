@@ -199,6 +199,23 @@ static int get_socket(struct as_gen *g, pid_t pid, int fd, int *family, int *typ
 
 static int is_inet(int family) { return family == AF_INET || family == AF_INET6; }
 
+/* The common start of every socket handler: our duplicate of the program's inet socket, or -1 when the
+ * notification is already answered (an errno, or CONTINUE for non-inet sockets: that decision looked only at the
+ * socket's family, never at program memory). */
+static int take_inet_socket(struct as_gen *g, struct seccomp_notif *req, int *family, int *type, uint64_t *ino) {
+  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], family, type, ino);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return -1;
+  }
+  if (!is_inet(*family)) {
+    close(s);
+    reply_continue(g, req->id);
+    return -1;
+  }
+  return s;
+}
+
 /* Reads a sockaddr argument the way move_addr_to_kernel() does: len outside [0, sizeof(sockaddr_storage)]
  * is EINVAL, an unreadable range EFAULT. Then applies the family's own checks (inet_bind/tcp_v4_connect,
  * inet6_bind/tcp_v6_connect): too short is EINVAL, another family EAFNOSUPPORT. */
@@ -278,16 +295,8 @@ static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
 
 static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   int family;
-  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, NULL, NULL);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family)) { /* AF_UNIX and friends: not ours; the decision read no program memory */
-    close(s);
-    reply_continue(g, req->id);
-    return;
-  }
+  int s = take_inet_socket(g, req, &family, NULL, NULL);
+  if (s < 0) return;
   struct sockaddr_storage out;
   int n = virtual_name(g, s, family, peer, &out);
   close(s);
@@ -312,16 +321,8 @@ static void h_bind(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
-  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family)) {
-    close(s);
-    reply_continue(g, req->id);
-    return;
-  }
+  int s = take_inet_socket(g, req, &family, &type, &ino);
+  if (s < 0) return;
   struct sockaddr_storage a;
   uint32_t alen;
   int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family,
@@ -385,16 +386,8 @@ static void h_listen(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
-  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family)) {
-    close(s);
-    reply_continue(g, req->id);
-    return;
-  }
+  int s = take_inet_socket(g, req, &family, &type, &ino);
+  if (s < 0) return;
   if (type != SOCK_STREAM) {
     close(s);
     reply(g, req->id, -EOPNOTSUPP);
@@ -476,16 +469,8 @@ static void h_connect(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
-  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, &ino);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family)) {
-    close(s);
-    reply_continue(g, req->id);
-    return;
-  }
+  int s = take_inet_socket(g, req, &family, &type, &ino);
+  if (s < 0) return;
   struct sockaddr_storage a;
   uint32_t alen;
   int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family, 1, &a, &alen);
@@ -651,16 +636,8 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
 static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int family, type;
-  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, NULL);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family)) {
-    close(s);
-    reply_continue(g, req->id);
-    return;
-  }
+  int s = take_inet_socket(g, req, &family, &type, NULL);
+  if (s < 0) return;
   int aflags = req->data.nr == __NR_accept4 ? (int)req->data.args[3] : 0;
   int listening = 0;
   socklen_t l = sizeof(listening);
@@ -822,12 +799,9 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int nr = req->data.nr;
   int family, type;
-  int s = get_socket(g, pid, (int)req->data.args[0], &family, &type, NULL);
-  if (s < 0) {
-    if (s != -ESRCH) reply(g, req->id, s);
-    return;
-  }
-  if (!is_inet(family) || type == SOCK_STREAM) {
+  int s = take_inet_socket(g, req, &family, &type, NULL);
+  if (s < 0) return;
+  if (type == SOCK_STREAM) { /* a stream socket ignores the destination: nothing to judge */
     close(s);
     reply_continue(g, req->id);
     return;
