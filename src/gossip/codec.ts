@@ -299,9 +299,16 @@ export interface IndirectPingMsg {
   targetAddr: string;
   wantNack: boolean;
 }
+/** Membership digest: number of alive+suspect members and the XOR of their name hashes. */
+export interface Digest {
+  count: number;
+  hash: number;
+}
+/** Answer to a ping. A direct ack carries the responder's membership digest (relayed acks do not). */
 export interface AckMsg {
   kind: 'ack';
   seq: number;
+  digest?: Digest | undefined;
 }
 export interface NackMsg {
   kind: 'nack';
@@ -397,6 +404,12 @@ function writePayload(w: Writer, m: Message): void {
       w.u8(m.wantNack ? 1 : 0);
       return;
     case 'ack':
+      w.u32(m.seq);
+      if (m.digest !== undefined) {
+        w.varint(m.digest.count);
+        w.u32(m.digest.hash);
+      }
+      return;
     case 'nack':
       w.u32(m.seq);
       return;
@@ -520,7 +533,11 @@ function readPayload(kind: MessageKind, r: Reader, lim: DecodeLimits): Message {
       if (f > 1) throw new DecodeError('malformed', 'bad nack flag');
       return { kind, seq, target, targetAddr, wantNack: f === 1 };
     }
-    case 'ack':
+    case 'ack': {
+      const seq = r.u32('seq');
+      if (r.remaining === 0) return { kind, seq };
+      return { kind, seq, digest: { count: r.varint('digest count'), hash: r.u32('digest hash') } };
+    }
     case 'nack':
       return { kind, seq: r.u32('seq') };
     case 'alive':
@@ -620,4 +637,14 @@ export function validShortString(s: string): boolean {
   if (typeof s !== 'string' || s.length === 0) return false;
   if (s.length * 3 <= MAX_NAME) return true; // a UTF-16 unit never takes more than 3 UTF-8 bytes
   return utf8Encoder.encode(s).length <= MAX_NAME;
+}
+
+/** 32-bit FNV-1a of a string's UTF-16 units (for membership digests; not security relevant). */
+export function nameHash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
 }

@@ -32,6 +32,11 @@ export interface ProtocolConfig {
   pushPullInterval: number;
   /** Interval at which a random dead (not left) member is retried with push-pull, so partitions heal. 0 = never. */
   reconnectInterval: number;
+  /**
+   * Minimum gap between push-pulls triggered by a membership-digest mismatch seen in an ack (repairs the rare
+   * member that missed a rumour, without waiting for the periodic push-pull). 0 disables.
+   */
+  digestSyncInterval: number;
   /** Timeout of one stream exchange. */
   streamTimeout: number;
   /** Dead/left members (and their keys) are forgotten this long after the state change. */
@@ -89,6 +94,7 @@ export const PROFILES: Readonly<Record<ProfileName, ProtocolConfig>> = {
     retransmitMult: 4,
     pushPullInterval: 30_000,
     reconnectInterval: 10_000,
+    digestSyncInterval: 10_000,
     streamTimeout: 10_000,
     reapAfter: 300_000,
     tombstoneTtl: 600_000,
@@ -111,6 +117,7 @@ export const PROFILES: Readonly<Record<ProfileName, ProtocolConfig>> = {
     retransmitMult: 4,
     pushPullInterval: 60_000,
     reconnectInterval: 30_000,
+    digestSyncInterval: 30_000,
     streamTimeout: 30_000,
     reapAfter: 900_000,
     tombstoneTtl: 1_800_000,
@@ -133,6 +140,7 @@ export const PROFILES: Readonly<Record<ProfileName, ProtocolConfig>> = {
     retransmitMult: 2,
     pushPullInterval: 15_000,
     reconnectInterval: 5_000,
+    digestSyncInterval: 5_000,
     streamTimeout: 1_000,
     reapAfter: 60_000,
     tombstoneTtl: 300_000,

@@ -12,6 +12,7 @@ import {
   MESSAGE_KINDS,
   decodeMessages,
   encodeMessage,
+  nameHash,
   frameMessage,
   validShortString,
   writeMemberRecord,
@@ -20,6 +21,7 @@ import {
   type AliveMsg,
   type DeadMsg,
   type DecodeLimits,
+  type Digest,
   type KvMsg,
   type MemberRecord,
   type MemberState,
@@ -123,6 +125,8 @@ interface Member {
   suspicion: Suspicion | undefined;
   /** Index in `memberArr`. */
   idx: number;
+  /** nameHash(name), for the membership digest. */
+  hash: number;
   /**
    * Learnt from a push-pull during our own join (not re-broadcast then). The first gossip rumour about this
    * incarnation is re-broadcast anyway, so joiners help spread rumours that were in flight while they joined —
@@ -132,7 +136,7 @@ interface Member {
 }
 
 interface AckHandler {
-  onAck(): void;
+  onAck(digest: Digest | undefined): void;
   onNack(): void;
 }
 
@@ -192,6 +196,7 @@ export class Memberlist {
   private relays = 0;
   private inboundStreams = 0;
   private readonly peerKey = new Map<string, number>();
+  private lastDigestSync = -Infinity;
 
   private readonly timers = new Set<TimerHandle>();
   private readonly listeners: { [E in keyof MemberlistEvents]: Array<Listener<E>> } = { member: [], change: [] };
@@ -248,9 +253,11 @@ export class Memberlist {
       stateChange: this.clock.now(),
       suspicion: undefined,
       idx: 0,
+      hash: nameHash(this.name),
       quietlyLearnt: false,
     };
     this.table.set(this.name, this.self);
+    this.digestHash = this.self.hash;
     this.memberArr.push(this.self);
 
     this.broadcastSelfAlive();
@@ -354,7 +361,7 @@ export class Memberlist {
     if (this.closed || this.leaving) return Promise.resolve();
     this.leaving = true;
     this.self.incarnation++;
-    this.self.state = 'left';
+    this.setState(this.self, 'left');
     this.self.stateChange = this.clock.now();
     const anyoneAlive = this.memberArr.some((m) => m !== this.self && !isGone(m.state));
     return new Promise<void>((resolve) => {
@@ -690,12 +697,12 @@ export class Memberlist {
     switch (m.kind) {
       case 'ping':
         if (m.target !== '' && m.target !== this.name) return this.drop('wrong-target', from, m.target);
-        this.send(from, [encodeMessage({ kind: 'ack', seq: m.seq })]);
+        this.send(from, [encodeMessage({ kind: 'ack', seq: m.seq, digest: this.digest() })]);
         return;
       case 'indirectPing':
         return this.handleIndirectPing(from, m.seq, m.target, m.targetAddr, m.wantNack);
       case 'ack':
-        this.ackHandlers.get(m.seq)?.onAck();
+        this.ackHandlers.get(m.seq)?.onAck(m.digest);
         return;
       case 'nack':
         this.ackHandlers.get(m.seq)?.onNack();
@@ -711,6 +718,37 @@ export class Memberlist {
       case 'pushPull':
         return this.drop('unexpected-message', from, 'pushPull over datagram');
     }
+  }
+
+  /** Our membership digest (alive + suspect members, ourselves included). Maintained incrementally. */
+  private digest(): Digest {
+    return { count: this.digestCount, hash: this.digestHash >>> 0 };
+  }
+
+  private digestCount = 1;
+  private digestHash = 0;
+
+  /** Moves a member in or out of the digest when its state changes between live and gone. */
+  private setState(m: Member, state: MemberState): void {
+    const wasLive = !isGone(m.state);
+    const isLive = !isGone(state);
+    if (wasLive !== isLive) {
+      this.digestCount += isLive ? 1 : -1;
+      this.digestHash ^= m.hash;
+    }
+    m.state = state;
+  }
+
+  /** After a direct probe: pull full state from a member whose digest differs, when we are quiescent. */
+  private checkDigest(target: Member, remote: Digest | undefined): void {
+    if (remote === undefined || this.config.digestSyncInterval <= 0 || this.leaving) return;
+    const mine = this.digest();
+    if (remote.count === mine.count && remote.hash === mine.hash) return;
+    const now = this.clock.now();
+    if (this.queue.size > 0 || now - this.lastDigestSync < this.config.digestSyncInterval) return;
+    this.lastDigestSync = now;
+    this.counters.protocol.digestSyncs++;
+    this.pushPull(target.address, false, this.keyFor(target.address), () => {});
   }
 
   /** A rumour identical to one we are still spreading: count it as a transmission and skip it. */
@@ -774,10 +812,11 @@ export class Memberlist {
       this.cancel(deadlineTimer);
     };
     this.ackHandlers.set(seq, {
-      onAck: () => {
+      onAck: (digest) => {
         if (done) return;
         finish();
         this.awareness.apply(-1);
+        this.checkDigest(target, digest);
       },
       onNack: () => {
         nacks++;
@@ -885,6 +924,7 @@ export class Memberlist {
       stateChange: this.clock.now(),
       suspicion: undefined,
       idx: this.memberArr.length,
+      hash: nameHash(name),
       quietlyLearnt: false,
     };
     this.table.set(name, m);
@@ -939,7 +979,7 @@ export class Memberlist {
     m.address = a.addr;
     m.epoch = a.epoch;
     if (prevState !== 'alive' || isNew) m.stateChange = this.clock.now();
-    m.state = 'alive';
+    this.setState(m, 'alive');
     this.broadcast(memberKey(a.node), a, raw);
     const changes = this.store.noteEpoch(a.node, a.epoch);
     changes.push(...this.store.setVisible(a.node, true));
@@ -961,7 +1001,7 @@ export class Memberlist {
     }
     if (s.from === this.name) this.counters.protocol.suspicionsRaised++;
     m.incarnation = s.incarnation;
-    m.state = 'suspect';
+    this.setState(m, 'suspect');
     m.stateChange = this.clock.now();
     this.broadcast(memberKey(s.node), s, raw);
     const n = this.table.size;
@@ -994,7 +1034,7 @@ export class Memberlist {
     m.suspicion?.cancel();
     m.suspicion = undefined;
     m.incarnation = d.incarnation;
-    m.state = d.from === d.node ? 'left' : 'dead';
+    this.setState(m, d.from === d.node ? 'left' : 'dead');
     m.stateChange = this.clock.now();
     this.broadcast(memberKey(d.node), d, raw);
     this.emitMember(m);

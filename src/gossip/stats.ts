@@ -30,7 +30,15 @@ export interface GossipStats {
   health: number;
   store: { nodes: number; liveKeys: number; tombstones: number };
   /** Suspicions raised by this node, refutations it made, members it declared dead. */
-  protocol: { probes: number; probeFailures: number; suspicionsRaised: number; refutations: number; declaredDead: number };
+  protocol: {
+    probes: number;
+    probeFailures: number;
+    suspicionsRaised: number;
+    refutations: number;
+    declaredDead: number;
+    /** Push-pulls triggered by a membership-digest mismatch. */
+    digestSyncs: number;
+  };
 }
 
 function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -50,5 +58,5 @@ export class Counters {
   readonly dropped = zeros(DROP_REASONS);
   readonly capped = zeros(CAP_REASONS);
   unknownMessages = 0;
-  readonly protocol = { probes: 0, probeFailures: 0, suspicionsRaised: 0, refutations: 0, declaredDead: 0 };
+  readonly protocol = { probes: 0, probeFailures: 0, suspicionsRaised: 0, refutations: 0, declaredDead: 0, digestSyncs: 0 };
 }
