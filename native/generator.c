@@ -239,11 +239,13 @@ static int read_inet_addr(struct as_gen *g, pid_t pid, uint64_t uaddr, int64_t u
 }
 
 /* The name the program must see for its socket: the virtual endpoint when we know one, else the real one. */
-static int virtual_name(struct as_gen *g, int sock, int family, int peer, struct sockaddr_storage *out) {
+static int virtual_name(struct as_gen *g, int sock, int peer, struct sockaddr_storage *out) {
   struct sockaddr_storage ss;
   socklen_t l = sizeof(ss);
   if ((peer ? getpeername(sock, (struct sockaddr *)&ss, &l) : getsockname(sock, (struct sockaddr *)&ss, &l)) < 0)
-    return -errno;
+    return -errno; /* ENOTSOCK for a non-socket: no separate check needed on this hot path */
+  int family = ss.ss_family;
+  if (!is_inet(family)) return -EAFNOSUPPORT; /* not ours: the caller lets the kernel answer */
   struct as_ep real, virt;
   if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
     if (as_vmap_get(g->vmap, &real, &virt)) {
@@ -294,12 +296,18 @@ static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
 /* ---- getsockname() / getpeername() ------------------------------------------------------------------------ */
 
 static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
-  int family;
-  int s = take_inet_socket(g, req, &family, NULL, NULL);
-  if (s < 0) return;
+  int s = as_task_getfd(&g->pidfds, (pid_t)req->pid, (int)req->data.args[0]);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
   struct sockaddr_storage out;
-  int n = virtual_name(g, s, family, peer, &out);
+  int n = virtual_name(g, s, peer, &out);
   close(s);
+  if (n == -EAFNOSUPPORT) { /* AF_UNIX and friends: the decision looked at the socket's family only */
+    reply_continue(g, req->id);
+    return;
+  }
   if (n < 0) {
     reply(g, req->id, n);
     return;
