@@ -84,14 +84,15 @@ export class BroadcastQueue {
   /**
    * Feedback from the network: a byte-identical copy of a pending item was received, so the sender already knows
    * it. Counts as one transmission (rumour mongering with feedback: a rumour that keeps coming back is saturating
-   * and is retired sooner). At most ⌊limit/2⌋ transmissions are credited this way, so every rumour is still really
-   * sent at least half its limit: without that floor the epidemic tail grows (members that never hear it).
+   * and is retired sooner). At most ⌊limit/2⌋ − 2 transmissions are credited this way (none in small clusters,
+   * where the limit is 4), so every rumour is still really sent more than half its limit: without that floor the
+   * epidemic tail grows (members that never hear a rumour — fatal when the rumour is a refutation).
    * Returns true when `msg` matched a pending item.
    */
   sawDuplicate(key: string, msg: Uint8Array, limit: number): boolean {
     const n = this.byKey.get(key);
     if (n === undefined || n.large || !equalBytes(n.item.msg, msg)) return false;
-    if (n.credited < Math.floor(limit / 2)) {
+    if (n.credited < Math.floor(limit / 2) - 2) {
       n.credited++;
       this.bump(n, limit);
     }
@@ -143,8 +144,9 @@ export class BroadcastQueue {
 
   /** Counts one transmission for each item (returned by the last {@link peek}) and retires those at `limit`. */
   commit(sent: readonly Pending[], limit: number): void {
-    for (const p of sent) {
-      const n = p as Node;
+    // Reverse order: each bump pushes at the head of the next bucket, so the newest ends up first again.
+    for (let i = sent.length - 1; i >= 0; i--) {
+      const n = sent[i] as Node;
       if (this.byKey.get(n.item.key) === n && !n.large) this.bump(n, limit);
     }
   }

@@ -299,10 +299,14 @@ export interface IndirectPingMsg {
   targetAddr: string;
   wantNack: boolean;
 }
-/** Membership digest: number of alive+suspect members and the XOR of their name hashes. */
+/**
+ * State digest: number of alive+suspect members, the XOR of their name hashes, and the XOR of hashes of every live
+ * key version in the store.
+ */
 export interface Digest {
   count: number;
   hash: number;
+  store: number;
 }
 /** Answer to a ping. A direct ack carries the responder's membership digest (relayed acks do not). */
 export interface AckMsg {
@@ -408,6 +412,7 @@ function writePayload(w: Writer, m: Message): void {
       if (m.digest !== undefined) {
         w.varint(m.digest.count);
         w.u32(m.digest.hash);
+        w.u32(m.digest.store);
       }
       return;
     case 'nack':
@@ -536,7 +541,11 @@ function readPayload(kind: MessageKind, r: Reader, lim: DecodeLimits): Message {
     case 'ack': {
       const seq = r.u32('seq');
       if (r.remaining === 0) return { kind, seq };
-      return { kind, seq, digest: { count: r.varint('digest count'), hash: r.u32('digest hash') } };
+      return {
+        kind,
+        seq,
+        digest: { count: r.varint('digest count'), hash: r.u32('digest hash'), store: r.u32('digest store') },
+      };
     }
     case 'nack':
       return { kind, seq: r.u32('seq') };

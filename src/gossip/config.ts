@@ -85,7 +85,7 @@ export const PROFILES: Readonly<Record<ProfileName, ProtocolConfig>> = {
     probeInterval: 500,
     probeTimeout: 250,
     indirectChecks: 3,
-    suspicionMult: 4,
+    suspicionMult: 5,
     suspicionMaxTimeoutMult: 6,
     awarenessMaxMultiplier: 8,
     gossipInterval: 100,

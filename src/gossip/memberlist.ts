@@ -142,6 +142,9 @@ interface AckHandler {
 
 type Listener<E extends keyof MemberlistEvents> = (ev: MemberlistEvents[E]) => void;
 
+/** Suspects buddy-pinged per probe tick at most. */
+const SUSPECT_PINGS = 3;
+
 function isGone(s: MemberState): boolean {
   return s === 'dead' || s === 'left';
 }
@@ -197,6 +200,8 @@ export class Memberlist {
   private inboundStreams = 0;
   private readonly peerKey = new Map<string, number>();
   private lastDigestSync = -Infinity;
+  /** Members currently suspect (for buddy pings). */
+  private readonly suspects = new Set<Member>();
 
   private readonly timers = new Set<TimerHandle>();
   private readonly listeners: { [E in keyof MemberlistEvents]: Array<Listener<E>> } = { member: [], change: [] };
@@ -678,11 +683,19 @@ export class Memberlist {
       if (this.peerKey.size > 2 * this.limits.maxMembers) this.peerKey.clear();
     }
     this.guard('packet', () => {
+      // Pings last: the ack then piggybacks whatever the rest of the packet made us broadcast (a refutation of the
+      // buddy suspicion that rode with the ping, above all).
       for (let i = 0; i < messages.length; i++) {
         const m = messages[i]!;
-        const raw = raws[i]!;
-        this.countReceived(m, raw.length);
-        this.handleMessage(from, m, raw);
+        if (m.kind === 'ping') continue;
+        this.countReceived(m, raws[i]!.length);
+        this.handleMessage(from, m, raws[i]!);
+      }
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!;
+        if (m.kind !== 'ping') continue;
+        this.countReceived(m, raws[i]!.length);
+        this.handleMessage(from, m, raws[i]!);
       }
     });
   }
@@ -722,7 +735,7 @@ export class Memberlist {
 
   /** Our membership digest (alive + suspect members, ourselves included). Maintained incrementally. */
   private digest(): Digest {
-    return { count: this.digestCount, hash: this.digestHash >>> 0 };
+    return { count: this.digestCount, hash: this.digestHash >>> 0, store: this.store.hash };
   }
 
   private digestCount = 1;
@@ -736,6 +749,8 @@ export class Memberlist {
       this.digestCount += isLive ? 1 : -1;
       this.digestHash ^= m.hash;
     }
+    if (state === 'suspect' && m !== this.self) this.suspects.add(m);
+    else this.suspects.delete(m);
     m.state = state;
   }
 
@@ -743,7 +758,7 @@ export class Memberlist {
   private checkDigest(target: Member, remote: Digest | undefined): void {
     if (remote === undefined || this.config.digestSyncInterval <= 0 || this.leaving) return;
     const mine = this.digest();
-    if (remote.count === mine.count && remote.hash === mine.hash) return;
+    if (remote.count === mine.count && remote.hash === mine.hash && remote.store === mine.store) return;
     const now = this.clock.now();
     if (this.queue.size > 0 || now - this.lastDigestSync < this.config.digestSyncInterval) return;
     this.lastDigestSync = now;
@@ -792,8 +807,31 @@ export class Memberlist {
   private probeTick(): void {
     if (this.leaving) return;
     const target = this.nextProbeTarget();
-    if (target === undefined) return;
-    this.probe(target);
+    if (target !== undefined) this.probe(target);
+    this.pingSuspects(target);
+  }
+
+  /**
+   * Buddy pings: every probe tick, a direct ping carrying the suspicion goes to up to {@link SUSPECT_PINGS}
+   * current suspects (rotating). The suspect learns it is accused and refutes; its ack piggybacks the refutation
+   * back to us even if we missed the rumour. Fire-and-forget: no indirect probes, no health or suspicion effect
+   * (the regular probe handles those). Without this, a member that misses one refutation rumour (retransmit limit
+   * 4 in small clusters, plus loss) declares a live member dead.
+   */
+  private pingSuspects(skip: Member | undefined): void {
+    let sent = 0;
+    for (const m of [...this.suspects]) {
+      if (sent >= SUSPECT_PINGS) break;
+      if (m === skip) continue;
+      this.suspects.delete(m); // rotate: re-insert at the end
+      if (m.state !== 'suspect' || this.table.get(m.name) !== m) continue;
+      this.suspects.add(m);
+      sent++;
+      this.send(m.address, [
+        encodeMessage({ kind: 'ping', seq: this.nextSeq(), target: m.name }),
+        encodeMessage({ kind: 'suspect', node: m.name, incarnation: m.incarnation, from: this.name }),
+      ]);
+    }
   }
 
   private probe(target: Member): void {
@@ -899,6 +937,15 @@ export class Memberlist {
     this.broadcastSelfAlive();
   }
 
+  /**
+   * Someone still accuses an older incarnation of ours: they missed our refutation. Spread our current alive again
+   * (no incarnation bump needed). Not counted as a refutation and no health penalty.
+   */
+  private reannounce(): void {
+    if (this.leaving || this.queue.has(memberKey(this.name))) return;
+    this.broadcastSelfAlive();
+  }
+
   private broadcastSelfAlive(): void {
     const msg: AliveMsg = {
       kind: 'alive',
@@ -989,7 +1036,11 @@ export class Memberlist {
 
   private onSuspect(s: SuspectMsg, raw?: Uint8Array): void {
     const m = this.table.get(s.node);
-    if (m === undefined || s.incarnation < m.incarnation) return;
+    if (m === undefined) return;
+    if (s.incarnation < m.incarnation) {
+      if (m === this.self) this.reannounce();
+      return;
+    }
     if (m.state === 'suspect' && m.suspicion !== undefined) {
       if (m.suspicion.confirm(s.from)) this.broadcast(memberKey(s.node), s, raw);
       return;
@@ -1025,7 +1076,11 @@ export class Memberlist {
 
   private onDead(d: DeadMsg, raw?: Uint8Array): void {
     const m = this.table.get(d.node);
-    if (m === undefined || d.incarnation < m.incarnation) return;
+    if (m === undefined) return;
+    if (d.incarnation < m.incarnation) {
+      if (m === this.self) this.reannounce();
+      return;
+    }
     if (isGone(m.state)) return;
     if (m === this.self) {
       if (!this.leaving) this.refute(d.incarnation);

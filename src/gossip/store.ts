@@ -2,7 +2,7 @@
 // pairs so that a restarted process (newer epoch) replaces everything its predecessor published.
 
 import type { KvMsg, StoreRecord } from './codec.js';
-import { utf8, validShortString } from './codec.js';
+import { nameHash, utf8, validShortString } from './codec.js';
 import { GossipError } from './errors.js';
 
 /** A change visible to the application: `value === undefined` means the key is gone. */
@@ -30,6 +30,7 @@ interface Entry {
 }
 
 interface NodeStore {
+  name: string;
   epoch: number;
   entries: Map<string, Entry>;
   live: number;
@@ -55,6 +56,16 @@ export type ApplyOutcome =
 export class ReplicatedStore {
   private readonly nodes = new Map<string, NodeStore>();
   private version = 0;
+  private liveHash = 0;
+
+  /** XOR of a hash of every live (node, key, epoch, version): equal stores have equal hashes. */
+  get hash(): number {
+    return this.liveHash >>> 0;
+  }
+
+  private entryHash(ns: NodeStore, key: string, version: number): number {
+    return nameHash(`${ns.name}\u0000${key}\u0000${ns.epoch}\u0000${version}`);
+  }
 
   /**
    * @param self our node name
@@ -66,7 +77,7 @@ export class ReplicatedStore {
     private readonly limits: StoreLimits,
     private readonly now: () => number,
   ) {
-    this.nodes.set(self, { epoch, entries: new Map(), live: 0, tombstones: 0, visible: true });
+    this.nodes.set(self, { name: self, epoch, entries: new Map(), live: 0, tombstones: 0, visible: true });
   }
 
   /** Our current epoch. */
@@ -128,7 +139,7 @@ export class ReplicatedStore {
     const changes: StoreChange[] = [];
     if (ns === undefined) {
       if (this.nodes.size >= this.limits.maxNodes) return { result: 'rejected-cap' };
-      ns = { epoch, entries: new Map(), live: 0, tombstones: 0, visible: false };
+      ns = { name: node, epoch, entries: new Map(), live: 0, tombstones: 0, visible: false };
       this.nodes.set(node, ns);
     } else if (epoch < ns.epoch) {
       return { result: 'stale' };
@@ -166,7 +177,7 @@ export class ReplicatedStore {
     const ns = this.nodes.get(node);
     if (ns === undefined) {
       if (this.nodes.size < this.limits.maxNodes) {
-        this.nodes.set(node, { epoch, entries: new Map(), live: 0, tombstones: 0, visible: false });
+        this.nodes.set(node, { name: node, epoch, entries: new Map(), live: 0, tombstones: 0, visible: false });
       }
     } else if (epoch > ns.epoch) {
       this.purge(node, ns, changes);
@@ -181,17 +192,15 @@ export class ReplicatedStore {
    */
   supersedeEpoch(epoch: number): KvMsg[] {
     const ns = this.local();
+    const live = [...ns.entries].filter(([, e]) => e.value !== null);
+    this.purge(this.self, ns, []);
     ns.epoch = epoch + 1;
     this.version = 0;
     const out: KvMsg[] = [];
-    for (const [key, e] of [...ns.entries]) {
-      if (e.value === null) {
-        ns.entries.delete(key);
-        ns.tombstones--;
-        continue;
-      }
-      e.version = ++this.version;
-      out.push({ kind: 'kv', node: this.self, epoch: ns.epoch, version: e.version, key, value: e.value });
+    for (const [key, e] of live) {
+      const version = ++this.version;
+      this.put(ns, key, { value: e.value, version, at: e.at });
+      out.push({ kind: 'kv', node: this.self, epoch: ns.epoch, version, key, value: e.value });
     }
     return out;
   }
@@ -219,7 +228,7 @@ export class ReplicatedStore {
     const ns = this.nodes.get(node);
     if (ns === undefined || ns.visible === visible) {
       if (ns === undefined && visible && this.nodes.size < this.limits.maxNodes) {
-        this.nodes.set(node, { epoch: 0, entries: new Map(), live: 0, tombstones: 0, visible: true });
+        this.nodes.set(node, { name: node, epoch: 0, entries: new Map(), live: 0, tombstones: 0, visible: true });
       }
       return [];
     }
@@ -304,10 +313,16 @@ export class ReplicatedStore {
     const prev = ns.entries.get(key);
     if (prev !== undefined) {
       if (prev.value === null) ns.tombstones--;
-      else ns.live--;
+      else {
+        ns.live--;
+        this.liveHash ^= this.entryHash(ns, key, prev.version);
+      }
     }
     if (e.value === null) ns.tombstones++;
-    else ns.live++;
+    else {
+      ns.live++;
+      this.liveHash ^= this.entryHash(ns, key, e.version);
+    }
     ns.entries.set(key, e);
     if (e.value === null && ns.tombstones > this.limits.maxKeysPerNode) this.dropOldestTombstone(ns);
   }
@@ -329,7 +344,9 @@ export class ReplicatedStore {
 
   private purge(node: string, ns: NodeStore, changes: StoreChange[]): void {
     for (const [key, e] of ns.entries) {
-      if (e.value !== null && ns.visible) changes.push({ node, key, value: undefined });
+      if (e.value === null) continue;
+      this.liveHash ^= this.entryHash(ns, key, e.version);
+      if (ns.visible) changes.push({ node, key, value: undefined });
     }
     ns.entries.clear();
     ns.live = 0;
