@@ -98,6 +98,9 @@ export class UdpTransport implements Transport {
   private readonly pending = new Set<() => void>();
   private readonly warn: RateLimitedWarn;
   private readonly maxStreamBytes: number;
+  /** Datagrams handed to the socket whose send callback has not run yet. */
+  private inFlight = 0;
+  private onDrained: (() => void) | undefined;
 
   private constructor(
     private readonly udp: dgram.Socket,
@@ -186,8 +189,10 @@ export class UdpTransport implements Transport {
       this.warn.warn('addr', { addr }, 'gossip: bad destination address');
       return;
     }
+    this.inFlight++;
     this.udp.send(buf, port, host, (err) => {
       if (err) this.warn.warn('send', { addr, err: err.message }, 'gossip: udp send failed');
+      if (--this.inFlight === 0) this.onDrained?.();
     });
   }
 
@@ -258,12 +263,27 @@ export class UdpTransport implements Transport {
     for (const abort of [...this.pending]) abort();
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
-    try {
-      this.udp.close();
-    } catch {
-      // already closed
-    }
     this.server.close();
+    // Let datagrams already handed to the socket go out (a leave announcement, typically): closing the socket now
+    // would cancel them. Bounded wait.
+    const closeUdp = (): void => {
+      this.onDrained = undefined;
+      try {
+        this.udp.close();
+      } catch {
+        // already closed
+      }
+    };
+    if (this.inFlight === 0) {
+      closeUdp();
+      return;
+    }
+    const t = setTimeout(closeUdp, 1_000);
+    t.unref();
+    this.onDrained = (): void => {
+      clearTimeout(t);
+      closeUdp();
+    };
   }
 
   /** Serves one inbound request on a connection. */
