@@ -134,3 +134,46 @@ describe('cluster', () => {
     expect(h2.daemonLog).toContain('daemon stopped');
   });
 });
+
+describe('cluster with a gossip key', () => {
+  it('members with the key form a cluster and replicate; a daemon with another key stays out', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const { randomBytes } = await import('node:crypto');
+    const dir = mkdtempSync(path.join(tmpdir(), 'appswitch-key-'));
+    const good = path.join(dir, 'good');
+    const bad = path.join(dir, 'bad');
+    // rotation: the first key encrypts, all decrypt; k1 is shared
+    const k1 = randomBytes(32).toString('base64');
+    writeFileSync(good, `# keyring\n${k1}\n`);
+    const rotated = path.join(dir, 'rotated');
+    writeFileSync(rotated, `${k1}\n${randomBytes(32).toString('hex')}\n`); // rotation, step 1: a new key added
+    writeFileSync(bad, `${randomBytes(32).toString('base64')}\n`);
+    const kb = new TestBridge('ck');
+    try {
+      const [a, b, c] = kb.hostsOf('ck', 3) as [TestHost, TestHost, TestHost];
+      await a.startDaemon(['--node-name', 'k1', '--gossip-key', good]);
+      await b.startDaemon(['--node-name', 'k2', '--gossip-key', good, '--join', '192.0.2.1']);
+      await c.startDaemon(['--node-name', 'k3', '--gossip-key', bad, '--join', '192.0.2.1']);
+      await waitFor(async () => (await members(b)).filter((m) => m.state === 'alive').length === 2, 15_000);
+      const srv = a.run(['--ip', '10.0.9.1'], ['python3', '-m', 'http.server', '8000']);
+      const out = finish(srv, 60_000);
+      await waitFor(() => has(b, '10.0.9.1', 8000), 5000);
+      const r = await b.runToEnd([], ['curl', '-sS', '-m', '5', 'http://10.0.9.1:8000/']);
+      expect(r.stdout).toContain('Directory listing');
+      await sleep(3000);
+      expect((await members(a)).map((m) => m.name).sort()).toEqual(['k1', 'k2']);
+      expect(await has(c, '10.0.9.1', 8000)).toBe(false);
+      killTree(srv, 'SIGKILL');
+      await out;
+      // a keyring that still encrypts with k1 and also holds the next key joins (first step of a rotation)
+      killTree(c.daemon!, 'SIGKILL');
+      await waitFor(() => c.daemon!.exitCode !== null || c.daemon!.signalCode !== null, 5000);
+      await c.startDaemon(['--node-name', 'k3', '--gossip-key', rotated, '--join', '192.0.2.1']);
+      await waitFor(async () => (await members(a)).filter((m) => m.state === 'alive').length === 3, 15_000);
+    } finally {
+      await kb.destroy();
+    }
+  });
+});
