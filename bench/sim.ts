@@ -41,6 +41,8 @@ interface Row {
   /** Whole measured run (joins excluded): bytes sent per member per second. */
   bytesPerMemberPerSec: number;
   wallMs: number;
+  /** CPU time (user + system) of this process for the scenario: stable when the machine is shared. */
+  cpuMs: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -111,6 +113,7 @@ function median(xs: number[]): number {
 
 function runScenario(n: number, loss: number, args: Args, seed: number): Row {
   const wall0 = Date.now();
+  const cpu0 = process.cpuUsage();
   const net = new MemoryNetwork({ seed, lossRate: loss, latencyMs: 1, jitterMs: 2 });
   const clock = net.clock;
   const rnd = seededRandom(seed ^ 0x5eed);
@@ -180,7 +183,10 @@ function runScenario(n: number, loss: number, args: Args, seed: number): Row {
   }
   const joinConvergedMs = converged ? clock.now() - t0 : NaN;
   const phase = (what: string): void => {
-    if (process.env.SIM_DEBUG) process.stderr.write(`  ${what}: wall ${Date.now() - wall0} ms, virtual ${clock.now() - t0} ms\n`);
+    if (process.env.SIM_DEBUG) {
+      const u = process.cpuUsage(cpu0);
+      process.stderr.write(`  ${what}: wall ${Date.now() - wall0} ms, cpu ${Math.round((u.user + u.system) / 1000)} ms, virtual ${clock.now() - t0} ms\n`);
+    }
   };
   phase('joined');
 
@@ -245,6 +251,10 @@ function runScenario(n: number, loss: number, args: Args, seed: number): Row {
     idleBytesPerMemberPerSec: idleBytes / n / (idleWindow / 1000),
     bytesPerMemberPerSec: bytes / n / measured,
     wallMs: Date.now() - wall0,
+    cpuMs: ((): number => {
+      const u = process.cpuUsage(cpu0);
+      return (u.user + u.system) / 1000;
+    })(),
   };
 }
 
@@ -278,6 +288,7 @@ function main(): void {
     'idle B/member/s',
     'B/member/s',
     'wall (s)',
+    'cpu (s)',
   ];
   const lines = rows.map((r) => [
     String(r.members),
@@ -291,6 +302,7 @@ function main(): void {
     fmt(r.idleBytesPerMemberPerSec),
     fmt(r.bytesPerMemberPerSec),
     fmt(r.wallMs / 1000, 1),
+    fmt(r.cpuMs / 1000, 1),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const row = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';

@@ -127,12 +127,6 @@ interface Member {
   idx: number;
   /** nameHash(name), for the membership digest. */
   hash: number;
-  /**
-   * Learnt from a push-pull during our own join (not re-broadcast then). The first gossip rumour about this
-   * incarnation is re-broadcast anyway, so joiners help spread rumours that were in flight while they joined —
-   * otherwise a join storm dilutes those rumours with members that already know and lets them die out.
-   */
-  quietlyLearnt: boolean;
 }
 
 interface AckHandler {
@@ -259,7 +253,6 @@ export class Memberlist {
       suspicion: undefined,
       idx: 0,
       hash: nameHash(this.name),
-      quietlyLearnt: false,
     };
     this.table.set(this.name, this.self);
     this.digestHash = this.self.hash;
@@ -972,7 +965,6 @@ export class Memberlist {
       suspicion: undefined,
       idx: this.memberArr.length,
       hash: nameHash(name),
-      quietlyLearnt: false,
     };
     this.table.set(name, m);
     this.memberArr.push(m);
@@ -1009,15 +1001,9 @@ export class Memberlist {
       m = this.addMember(a.node, a.addr);
       if (m === undefined) return;
       isNew = true;
-      m.quietlyLearnt = this.quiet > 0;
     } else if (a.incarnation <= m.incarnation) {
-      if (a.incarnation === m.incarnation && m.quietlyLearnt && this.quiet === 0 && m.state === 'alive') {
-        m.quietlyLearnt = false;
-        this.broadcast(memberKey(a.node), a, raw);
-      }
       return;
     }
-    m.quietlyLearnt = this.quiet > 0;
     const prevState = m.state;
     const prevAddr = m.address;
     m.suspicion?.cancel();
