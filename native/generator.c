@@ -323,27 +323,52 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   reply(g, req->id, r < 0 ? (r == -ESRCH ? -EFAULT : r) : 0);
 }
 
+/* Reads the address argument (args[1], args[2]) of bind/connect, then checks that the notification is still
+ * valid before anything acts on what was read. Returns 0, or -1 when the notification is answered (an errno) or
+ * gone; s is closed then. */
+static int take_addr(struct as_gen *g, struct seccomp_notif *req, int s, int family, int allow_unspec,
+                     struct sockaddr_storage *a, uint32_t *alen) {
+  int r = read_inet_addr(g, (pid_t)req->pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family,
+                         allow_unspec, a, alen);
+  if (as_notif_id_valid(g->notif_fd, req->id) < 0) { /* the memory we read may not be the task's any more */
+    close(s);
+    return -1;
+  }
+  if (r < 0) {
+    close(s);
+    reply(g, req->id, r);
+    return -1;
+  }
+  return 0;
+}
+
+/* Files a request about socket s (ownership moves to the pending entry) and sends it to the daemon. */
+static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, int family, int type, uint64_t ino,
+                    const void *addr, uint32_t alen, uint16_t msgtype) {
+  struct as_pending *p = pend_new(g, req->id, (pid_t)req->pid, op, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+    return;
+  }
+  p->family = family;
+  p->type = type;
+  p->ino = ino;
+  memcpy(p->req, addr, alen);
+  p->req_len = alen;
+  pend_send(g, p, msgtype, 0);
+}
+
 /* ---- bind() and listen() ---------------------------------------------------------------------------------- */
 
 static void h_bind(struct as_gen *g, struct seccomp_notif *req) {
-  pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
   int s = take_inet_socket(g, req, &family, &type, &ino);
   if (s < 0) return;
   struct sockaddr_storage a;
   uint32_t alen;
-  int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family,
-                         family == AF_INET, &a, &alen);
-  if (as_notif_id_valid(g->notif_fd, req->id) < 0) { /* the memory we read may not be the task's any more */
-    close(s);
-    return;
-  }
-  if (r < 0) {
-    close(s);
-    reply(g, req->id, r);
-    return;
-  }
+  if (take_addr(g, req, s, family, family == AF_INET, &a, &alen) < 0) return;
   if (a.ss_family == AF_UNSPEC) { /* inet_bind accepts AF_UNSPEC only with INADDR_ANY */
     struct sockaddr_in *sin = (struct sockaddr_in *)&a;
     if (alen < sizeof(*sin) || sin->sin_addr.s_addr != htonl(INADDR_ANY)) {
@@ -362,18 +387,7 @@ static void h_bind(struct as_gen *g, struct seccomp_notif *req) {
     reply(g, req->id, -EINVAL); /* already bound */
     return;
   }
-  struct as_pending *p = pend_new(g, req->id, pid, OP_BIND, s);
-  if (!p) {
-    close(s);
-    reply(g, req->id, -EAGAIN);
-    return;
-  }
-  p->family = family;
-  p->type = type;
-  p->ino = ino;
-  memcpy(p->req, &a, alen);
-  p->req_len = alen;
-  pend_send(g, p, AS_BIND, 0);
+  forward(g, req, OP_BIND, s, family, type, ino, &a, alen, AS_BIND);
 }
 
 static void start_listen(struct as_gen *g, struct as_pending *p) {
@@ -474,42 +488,21 @@ static void on_listen_reply(struct as_gen *g, struct as_pending *p, const struct
 /* ---- connect() -------------------------------------------------------------------------------------------- */
 
 static void h_connect(struct as_gen *g, struct seccomp_notif *req) {
-  pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
   int s = take_inet_socket(g, req, &family, &type, &ino);
   if (s < 0) return;
   struct sockaddr_storage a;
   uint32_t alen;
-  int r = read_inet_addr(g, pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], family, 1, &a, &alen);
-  if (as_notif_id_valid(g->notif_fd, req->id) < 0) {
-    close(s);
-    return;
-  }
-  if (r < 0) {
-    close(s);
-    reply(g, req->id, r);
-    return;
-  }
+  if (take_addr(g, req, s, family, 1, &a, &alen) < 0) return;
   if (a.ss_family == AF_UNSPEC) { /* dissolve the association: done here on our copy, never CONTINUEd */
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-    r = connect(s, &unspec, sizeof(unspec)) < 0 ? -errno : 0;
+    int r = connect(s, &unspec, sizeof(unspec)) < 0 ? -errno : 0;
     close(s);
     reply(g, req->id, r);
     return;
   }
-  struct as_pending *p = pend_new(g, req->id, pid, OP_CONNECT, s);
-  if (!p) {
-    close(s);
-    reply(g, req->id, -EAGAIN);
-    return;
-  }
-  p->family = family;
-  p->type = type;
-  p->ino = ino;
-  memcpy(p->req, &a, alen);
-  p->req_len = alen;
-  pend_send(g, p, AS_CONNECT, 0);
+  forward(g, req, OP_CONNECT, s, family, type, ino, &a, alen, AS_CONNECT);
 }
 
 static void send_udp(struct as_gen *g, struct as_pending *p);
