@@ -589,7 +589,14 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
   for (;;) {
     struct sockaddr_storage peer;
     socklen_t pl = sizeof(peer);
+    /* Our duplicate shares the program's file status flags: on a blocking listener accept4() would block the whole
+     * generator. Make this one call non-blocking (the program's threads on this socket are all parked in the trap). */
+    int fl = fcntl(p->sock, F_GETFL);
+    int blocking = fl >= 0 && !(fl & O_NONBLOCK);
+    if (blocking) fcntl(p->sock, F_SETFL, fl | O_NONBLOCK);
     int c = accept4(p->sock, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int e = errno;
+    if (blocking) fcntl(p->sock, F_SETFL, fl);
     if (c >= 0) {
       if (p->in_epoll) {
         epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
@@ -610,11 +617,9 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
       pend_send(g, p, AS_ACCEPT, 0);
       return;
     }
-    int e = errno;
     if (e == EINTR || e == ECONNABORTED) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-      int fl = fcntl(p->sock, F_GETFL);
-      if (fl >= 0 && (fl & O_NONBLOCK)) {
+      if (!blocking) {
         pend_finish(g, p, -EAGAIN);
         return;
       }

@@ -181,6 +181,18 @@ describe('robustness and overhead', () => {
     await out;
   });
 
+  it('two threads blocked in accept() on one blocking listener both get served (the generator never blocks)', async () => {
+    const py = 'import socket,threading\ns=socket.socket()\ns.bind(("0.0.0.0",6300))\ns.listen(16)\ndef w():\n  while True:\n    c,_=s.accept(); c.sendall(b"x"); c.close()\nfor i in range(2): threading.Thread(target=w,daemon=True).start()\nthreading.Event().wait()';
+    const srv = h.run(['--ip', '10.0.0.61'], ['python3', '-c', py]);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.0.0.61', 6300);
+    const client = 'import socket\nfor i in range(6):\n  c=socket.create_connection(("10.0.0.61",6300),timeout=5); assert c.recv(1)==b"x"; c.close()\nprint("served 6")';
+    const r = await h.runToEnd([], ['python3', '-c', client], 40_000);
+    expect(r.stdout, r.stderr).toContain('served 6');
+    killTree(srv, 'SIGKILL');
+    await out;
+  });
+
   it('the trap generator of one program stays under 5 MB RSS', async () => {
     const p = h.run([], ['sleep', '30']);
     const done = finish(p);
