@@ -2,7 +2,7 @@
  * and ratios and writes bench/RESULTS.md. Needs root (it creates a network namespace as its test host).
  *   --smoke      a quick pass (~10 s) for CI
  *   --runs N     repetitions per measurement (default 7; smoke 3) */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { finish, killTree, probe, ROOT, type TestHost, TestHost as Host, waitFor } from '../test/helpers/hosts.js';
@@ -65,6 +65,20 @@ async function connectLoop(h: TestHost, bin: string): Promise<Row> {
   return { name: 'socket()+connect()+close()', unit: 'µs', native: native / 1000, appswitch: trapped / 1000 };
 }
 
+/** Rewrites the top section of bench/RESULTS.md (before the first `## ` heading); other scripts' sections stay. */
+function writeResults(section: string): void {
+  const file = path.join(ROOT, 'bench/RESULTS.md');
+  let rest = '';
+  try {
+    const old = readFileSync(file, 'utf8');
+    const i = old.indexOf('\n## ');
+    if (i >= 0) rest = old.slice(i + 1);
+  } catch {
+    /* first run */
+  }
+  writeFileSync(file, `# Benchmark results\n\n${section}${rest ? `\n${rest}` : ''}`);
+}
+
 function render(rows: Row[]): string {
   const head = `| measurement | unit | native | appswitch | ratio (appswitch/native) |\n|---|---|---:|---:|---:|`;
   const body = rows.map((r) => `| ${r.name} | ${r.unit} | ${r.native.toFixed(2)} | ${r.appswitch.toFixed(2)} | ${(r.appswitch / r.native).toFixed(2)}× |`);
@@ -84,7 +98,7 @@ async function main(): Promise<void> {
     const table = render(rows);
     const meta = `${new Date().toISOString()} · ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}) · kernel ${os.release()} · medians of ${RUNS} runs${smoke ? ' (smoke)' : ''}`;
     process.stdout.write(`\n${meta}\n\n${table}\n`);
-    if (!smoke) writeFileSync(path.join(ROOT, 'bench/RESULTS.md'), `# Benchmark results\n\n${meta}\n\n${table}\n`);
+    if (!smoke) writeResults(`${meta}\n\n${table}\n`);
   } finally {
     await h.destroy();
   }
