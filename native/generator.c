@@ -98,6 +98,16 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
   return NULL;
 }
 
+/* pend_new for a notification: on failure (too many requests in flight) answers EAGAIN and closes s. */
+static struct as_pending *pend_open(struct as_gen *g, struct seccomp_notif *req, int op, int s) {
+  struct as_pending *p = pend_new(g, req->id, (pid_t)req->pid, op, s);
+  if (!p) {
+    close(s);
+    reply(g, req->id, -EAGAIN);
+  }
+  return p;
+}
+
 static void pend_done(struct as_gen *g, struct as_pending *p) {
   if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
   if (p->sock >= 0) close(p->sock);
@@ -345,12 +355,8 @@ static int take_addr(struct as_gen *g, struct seccomp_notif *req, int s, int fam
 /* Files a request about socket s (ownership moves to the pending entry) and sends it to the daemon. */
 static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, int family, int type, uint64_t ino,
                     const void *addr, uint32_t alen, uint16_t msgtype) {
-  struct as_pending *p = pend_new(g, req->id, (pid_t)req->pid, op, s);
-  if (!p) {
-    close(s);
-    reply(g, req->id, -EAGAIN);
-    return;
-  }
+  struct as_pending *p = pend_open(g, req, op, s);
+  if (!p) return;
   p->family = family;
   p->type = type;
   p->ino = ino;
@@ -405,7 +411,6 @@ static void start_listen(struct as_gen *g, struct as_pending *p) {
 }
 
 static void h_listen(struct as_gen *g, struct seccomp_notif *req) {
-  pid_t pid = (pid_t)req->pid;
   int family, type;
   uint64_t ino;
   int s = take_inet_socket(g, req, &family, &type, &ino);
@@ -415,12 +420,8 @@ static void h_listen(struct as_gen *g, struct seccomp_notif *req) {
     reply(g, req->id, -EOPNOTSUPP);
     return;
   }
-  struct as_pending *p = pend_new(g, req->id, pid, OP_LISTEN, s);
-  if (!p) {
-    close(s);
-    reply(g, req->id, -EAGAIN);
-    return;
-  }
+  struct as_pending *p = pend_open(g, req, OP_LISTEN, s);
+  if (!p) return;
   p->family = family;
   p->type = type;
   p->ino = ino;
@@ -640,7 +641,6 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
 }
 
 static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
-  pid_t pid = (pid_t)req->pid;
   int family, type;
   int s = take_inet_socket(g, req, &family, &type, NULL);
   if (s < 0) return;
@@ -653,12 +653,8 @@ static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
     reply(g, req->id, type == SOCK_STREAM ? -EINVAL : -EOPNOTSUPP);
     return;
   }
-  struct as_pending *p = pend_new(g, req->id, pid, OP_ACCEPT_WAIT, s);
-  if (!p) {
-    close(s);
-    reply(g, req->id, -EAGAIN);
-    return;
-  }
+  struct as_pending *p = pend_open(g, req, OP_ACCEPT_WAIT, s);
+  if (!p) return;
   p->family = family;
   p->type = type;
   p->aflags = aflags;
@@ -775,11 +771,9 @@ static int read_msg(pid_t pid, const struct msghdr *mh, int flags, struct as_udp
  * Takes ownership of s and u. */
 static void start_udp(struct as_gen *g, struct seccomp_notif *req, int s, int family, struct as_udp *u,
                       const struct sockaddr_storage *dst, uint32_t dlen) {
-  struct as_pending *p = pend_new(g, req->id, (pid_t)req->pid, OP_SEND, s);
+  struct as_pending *p = pend_open(g, req, OP_SEND, s);
   if (!p) {
-    close(s);
     udp_free(u);
-    reply(g, req->id, -EAGAIN);
     return;
   }
   p->family = family;
@@ -871,11 +865,9 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
   }
   if (nr == __NR_sendmmsg) {
     /* send it now and report one message sent, writing msg_len as the kernel would */
-    struct as_pending *p = pend_new(g, req->id, pid, OP_SEND, s);
+    struct as_pending *p = pend_open(g, req, OP_SEND, s);
     if (!p) {
-      close(s);
       udp_free(u);
-      reply(g, req->id, -EAGAIN);
       return;
     }
     p->family = family;
