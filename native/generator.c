@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,8 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
     if (p->used) continue;
     memset(p, 0, sizeof(*p));
     p->conn = -1;
+    p->epoll_fd = -1;
+    p->pfd = -1;
     p->used = 1;
     p->seq = seq;
     p->id = id;
@@ -109,13 +112,30 @@ static struct as_pending *pend_open(struct as_gen *g, struct seccomp_notif *req,
 }
 
 static void pend_done(struct as_gen *g, struct as_pending *p) {
-  if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
+  if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->epoll_fd, NULL);
   if (p->sock >= 0) close(p->sock);
   if (p->conn >= 0) close(p->conn);
   udp_free(p->udp);
   memset(p, 0, sizeof(*p));
   p->sock = -1;
   p->conn = -1;
+  p->epoll_fd = -1;
+}
+
+/* Waits for fd to become ready (events) on behalf of pending request p. Returns 0 or -errno. */
+static int pend_watch(struct as_gen *g, struct as_pending *p, int fd, uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.u64 = TAG_PENDING + (uint64_t)(p - g->pend)};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
+  p->in_epoll = 1;
+  p->epoll_fd = fd;
+  return 0;
+}
+
+static void pend_unwatch(struct as_gen *g, struct as_pending *p) {
+  if (!p->in_epoll) return;
+  epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->epoll_fd, NULL);
+  p->in_epoll = 0;
+  p->epoll_fd = -1;
 }
 
 static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val) {
@@ -255,6 +275,10 @@ static int virtual_name(struct as_gen *g, int sock, int peer, struct sockaddr_st
   if ((peer ? getpeername(sock, (struct sockaddr *)&ss, &l) : getsockname(sock, (struct sockaddr *)&ss, &l)) < 0)
     return -errno; /* ENOTSOCK for a non-socket: no separate check needed on this hot path */
   int family = ss.ss_family;
+  if (family == AF_UNIX && g->ftab.count) { /* a fast-path connection shows the TCP endpoints it stands for */
+    struct as_fsock *e = as_ftab_get(&g->ftab, as_sock_cookie(sock));
+    if (e) return as_ep_to_sockaddr(peer ? &e->peer : &e->local, e->family, out);
+  }
   if (!is_inet(family)) return -EAFNOSUPPORT; /* not ours: the caller lets the kernel answer */
   struct as_ep real, virt;
   if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
@@ -333,6 +357,53 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   reply(g, req->id, r < 0 ? (r == -ESRCH ? -EFAULT : r) : 0);
 }
 
+/* ---- setsockopt() / getsockopt() at TCP/IP level, SO_DOMAIN, SO_PROTOCOL ---------------------------------- */
+
+/* Only the fast path's Unix sockets need our answer; every other socket gets the kernel's (CONTINUE: the decision
+ * looked at which socket the fd is, never at program memory). */
+static void h_sockopt(struct as_gen *g, struct seccomp_notif *req, int set) {
+  if (!g->ftab.count) {
+    reply_continue(g, req->id);
+    return;
+  }
+  pid_t pid = (pid_t)req->pid;
+  int s = as_task_getfd(&g->pidfds, pid, (int)req->data.args[0]);
+  if (s < 0) {
+    if (s != -ESRCH) reply_continue(g, req->id); /* EBADF and the like: the kernel says it */
+    return;
+  }
+  struct as_fsock *e = as_ftab_get(&g->ftab, as_sock_cookie(s));
+  close(s);
+  if (!e) {
+    reply_continue(g, req->id);
+    return;
+  }
+  int level = (int)req->data.args[1], name = (int)req->data.args[2];
+  uint64_t uval = req->data.args[3];
+  g->stats_local++;
+  int r = 0;
+  if (set) { /* do_tcp_setsockopt's order: length, then the read (EFAULT), then the option */
+    int len = (int)req->data.args[4];
+    uint8_t val[sizeof(e->cc)];
+    memset(val, 0, sizeof(val));
+    int string = level == IPPROTO_TCP && name == TCP_CONGESTION;
+    if (len < 0 || (!string && len < (int)sizeof(int) && level != SOL_SOCKET)) r = -EINVAL;
+    if (!r && level != SOL_SOCKET)
+      r = as_mem_read(pid, uval, val, string ? (size_t)(len < (int)sizeof(val) - 1 ? len : (int)sizeof(val) - 1) : sizeof(int));
+    if (as_notif_id_valid(g->notif_fd, req->id) < 0) return;
+    if (!r) r = as_fsock_setopt(e, level, name, val, len);
+    reply(g, req->id, r);
+    return;
+  }
+  uint64_t ulenp = req->data.args[4];
+  int32_t len;
+  uint8_t out[512]; /* every answer is clamped to its type: int, tcp_info, a congestion-control name */
+  r = as_mem_read(pid, ulenp, &len, sizeof(len));
+  if (!r) r = as_fsock_getopt(e, level, name, out, &len);
+  if (!r) r = as_mem_write2(pid, uval, out, (size_t)len, ulenp, &len, sizeof(len));
+  reply(g, req->id, r == -ESRCH ? -EFAULT : r);
+}
+
 /* Reads the address argument (args[1], args[2]) of bind/connect, then checks that the notification is still
  * valid before anything acts on what was read. Returns 0, or -1 when the notification is answered (an errno) or
  * gone; s is closed then. */
@@ -360,6 +431,7 @@ static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, 
   p->family = family;
   p->type = type;
   p->ino = ino;
+  p->pfd = (int)req->data.args[0];
   memcpy(p->req, addr, alen);
   p->req_len = alen;
   pend_send(g, p, msgtype, 0);
@@ -508,6 +580,155 @@ static void h_connect(struct as_gen *g, struct seccomp_notif *req) {
 
 static void send_udp(struct as_gen *g, struct as_pending *p);
 
+/* ---- the same-host fast path (design: fastpath.h) ----------------------------------------------------------- */
+
+/* Whether the program's socket may be replaced by a Unix socket: not bound (its local address is part of what the
+ * program set up), and not registered in an epoll instance (the swap would silently drop the registration). */
+static int may_swap(struct as_gen *g, struct as_pending *p) {
+  struct sockaddr_storage cur;
+  socklen_t cl = sizeof(cur);
+  struct as_ep ep;
+  if (getsockname(p->sock, (struct sockaddr *)&cur, &cl) < 0 || as_ep_from_sockaddr(&cur, cl, &ep) < 0 || ep.port)
+    return 0;
+  int r = as_fd_in_epoll(p->pid, p->pfd, p->ino);
+  if (r != 0) {
+    g->stats_fast_declined++;
+    dbg(g, "fd %d of %d is in an epoll set (or unknown: %d): TCP instead of the fast path", p->pfd, p->pid, r);
+    return 0;
+  }
+  return 1;
+}
+
+/* Options the program set on the socket being replaced: SOL_SOCKET ones move to the Unix socket, TCP/IP ones are
+ * remembered for the emulation. */
+static void inherit_options(int from, int to, struct as_fsock *e) {
+  static const int sol_ints[] = {SO_KEEPALIVE, SO_PRIORITY, SO_OOBINLINE};
+  for (size_t i = 0; i < sizeof(sol_ints) / sizeof(sol_ints[0]); i++) {
+    int v;
+    socklen_t l = sizeof(v);
+    if (getsockopt(from, SOL_SOCKET, sol_ints[i], &v, &l) == 0 && v) setsockopt(to, SOL_SOCKET, sol_ints[i], &v, l);
+  }
+  static const int sol_tv[] = {SO_RCVTIMEO, SO_SNDTIMEO};
+  for (size_t i = 0; i < 2; i++) {
+    struct timeval tv;
+    socklen_t l = sizeof(tv);
+    if (getsockopt(from, SOL_SOCKET, sol_tv[i], &tv, &l) == 0 && (tv.tv_sec || tv.tv_usec))
+      setsockopt(to, SOL_SOCKET, sol_tv[i], &tv, l);
+  }
+  struct linger lg;
+  socklen_t ll = sizeof(lg);
+  if (getsockopt(from, SOL_SOCKET, SO_LINGER, &lg, &ll) == 0 && lg.l_onoff) setsockopt(to, SOL_SOCKET, SO_LINGER, &lg, ll);
+  static const int tcp[] = {TCP_NODELAY, TCP_CORK, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
+  for (size_t i = 0; i < sizeof(tcp) / sizeof(tcp[0]); i++) {
+    int v;
+    socklen_t l = sizeof(v);
+    if (getsockopt(from, IPPROTO_TCP, tcp[i], &v, &l) == 0) as_fsock_store(e, IPPROTO_TCP, tcp[i], v);
+  }
+  int tos;
+  socklen_t tl = sizeof(tos);
+  if (getsockopt(from, SOL_IP, IP_TOS, &tos, &tl) == 0 && tos) as_fsock_store(e, SOL_IP, IP_TOS, tos);
+}
+
+static int fast_register(struct as_gen *g, int s, struct as_fsock *e) {
+  struct stat st;
+  e->cookie = as_sock_cookie(s);
+  e->ino = fstat(s, &st) == 0 ? (uint64_t)st.st_ino : 0;
+  return e->cookie ? as_ftab_put(&g->ftab, e) : -EINVAL;
+}
+
+static void fast_failed(struct as_gen *g, struct as_pending *p, int err) {
+  pend_unwatch(g, p);
+  close(p->conn);
+  p->conn = -1;
+  p->fast = 0;
+  if (err == ECONNREFUSED && p->alt && ++p->tries < CONNECT_TRIES) {
+    pend_send(g, p, AS_CONNECT, AS_F_RETRY); /* that instance is gone: ask for another */
+    return;
+  }
+  pend_finish(g, p, -err);
+}
+
+/* The placeholder is connected (it sits in the server's accept queue): make the socket pair, hand the server's end
+ * and the placeholder to the daemon, install the client's end at the program's fd number. */
+static void fast_done(struct as_gen *g, struct as_pending *p) {
+  pend_unwatch(g, p);
+  struct sockaddr_storage loc;
+  socklen_t ll = sizeof(loc);
+  struct as_ep lep;
+  if (getsockname(p->conn, (struct sockaddr *)&loc, &ll) < 0 || ll > AS_ADDR_MAX || as_ep_from_sockaddr(&loc, ll, &lep) < 0) {
+    pend_finish(g, p, -ECONNABORTED);
+    return;
+  }
+  int pflags;
+  uint64_t pino;
+  if (as_fd_info(p->pid, p->pfd, &pflags, &pino) < 0 || pino != p->ino) { /* the fd was closed or reused meanwhile */
+    pend_finish(g, p, -EBADF);
+    return;
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    pend_finish(g, p, -errno);
+    return;
+  }
+  struct as_fsock e;
+  memset(&e, 0, sizeof(e));
+  e.family = p->family;
+  e.local = g->identity;
+  e.local.port = lep.port;
+  as_ep_from_sockaddr(p->req, p->req_len, &e.peer);
+  inherit_options(p->sock, sv[0], &e);
+  int fl = fcntl(p->sock, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = AS_CONNECTED;
+  m.version = AS_PROTO_VERSION;
+  m.flags = AS_F_FASTPATH;
+  m.pid = (uint32_t)p->pid;
+  m.addr_len = ll;
+  memcpy(m.addr, &loc, ll);
+  m.addr2_len = p->real_len;
+  memcpy(m.addr2, p->real, p->real_len);
+  int give[2] = {sv[1], p->conn};
+  ssize_t sent = g->daemon_fd >= 0 ? as_send_fds(g->daemon_fd, &m, sizeof(m), give, 2, 0) : -ENETDOWN;
+  close(sv[1]);
+  close(p->conn);
+  p->conn = -1;
+  int r = sent < 0 ? -ENETDOWN : fast_register(g, sv[0], &e);
+  if (r == 0) {
+    r = as_notif_addfd_at(g->notif_fd, p->id, sv[0], p->pfd, (pflags & O_CLOEXEC) != 0);
+    if (r < 0) as_ftab_del(&g->ftab, e.cookie);
+  }
+  close(sv[0]);
+  if (r < 0) {
+    pend_finish(g, p, r == -ENOENT ? -ECONNABORTED : r);
+    return;
+  }
+  g->stats_fast++;
+  pend_finish(g, p, 0);
+}
+
+static void start_fast(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *dst, int dlen) {
+  int c = socket(p->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c < 0) {
+    pend_finish(g, p, -errno);
+    return;
+  }
+  p->conn = c;
+  p->fast = 1;
+  if (connect(c, (const struct sockaddr *)dst, (socklen_t)dlen) == 0) {
+    fast_done(g, p);
+    return;
+  }
+  if (errno != EINPROGRESS) {
+    fast_failed(g, p, errno);
+    return;
+  }
+  int r = pend_watch(g, p, c, EPOLLOUT);
+  if (r < 0) pend_finish(g, p, r);
+}
+
 static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
   if (m->result < 0) {
     pend_finish(g, p, m->result);
@@ -535,6 +756,10 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
    * instance can be skipped before the program sees anything (it then sees an immediate success). */
   p->alt = (m->flags & AS_F_ALTERNATIVES) != 0;
   p->virtual_dest = m->addr2_len > 0;
+  if ((m->flags & AS_F_FASTPATH) && p->type == SOCK_STREAM && p->virtual_dest && may_swap(g, p)) {
+    start_fast(g, p, &dst, dlen);
+    return;
+  }
   int fl = fcntl(p->sock, F_GETFL);
   if (p->type != SOCK_STREAM || (!p->alt && fl >= 0 && (fl & O_NONBLOCK))) {
     /* datagram sockets never block; a non-blocking stream gets EINPROGRESS and later SO_ERROR, as usual */
@@ -558,22 +783,23 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, -e);
     return;
   }
-  struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = TAG_PENDING + (uint64_t)(p - g->pend)};
-  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, p->sock, &ev) < 0) {
-    pend_finish(g, p, -errno);
-    return;
-  }
-  p->in_epoll = 1;
+  int r = pend_watch(g, p, p->sock, EPOLLOUT);
+  if (r < 0) pend_finish(g, p, r);
 }
 
 static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
   int err = 0;
   socklen_t l = sizeof(err);
+  if (p->fast) {
+    if (getsockopt(p->conn, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
+    if (err) fast_failed(g, p, err);
+    else fast_done(g, p);
+    return;
+  }
   if (getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
   if (err == ECONNREFUSED && p->alt && ++p->tries < CONNECT_TRIES) {
     /* that instance refused: reset the socket (tcp_disconnect) and ask the daemon for another */
-    epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
-    p->in_epoll = 0;
+    pend_unwatch(g, p);
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
     connect(p->sock, &unspec, sizeof(unspec));
     pend_send(g, p, AS_CONNECT, AS_F_RETRY);
@@ -599,10 +825,7 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
     int e = errno;
     if (blocking) fcntl(p->sock, F_SETFL, fl);
     if (c >= 0) {
-      if (p->in_epoll) {
-        epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->sock, NULL);
-        p->in_epoll = 0;
-      }
+      pend_unwatch(g, p);
       struct sockaddr_storage loc;
       socklen_t ll = sizeof(loc);
       if (pl > AS_ADDR_MAX || getsockname(c, (struct sockaddr *)&loc, &ll) < 0 || ll > AS_ADDR_MAX) {
@@ -626,12 +849,8 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
       }
       p->op = OP_ACCEPT_WAIT; /* a blocking accept: wait for the next connection without blocking anyone else */
       if (!p->in_epoll) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_PENDING + (uint64_t)(p - g->pend)};
-        if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, p->sock, &ev) < 0) {
-          pend_finish(g, p, -errno);
-          return;
-        }
-        p->in_epoll = 1;
+        int r = pend_watch(g, p, p->sock, EPOLLIN);
+        if (r < 0) pend_finish(g, p, r);
       }
       return;
     }
@@ -663,7 +882,27 @@ static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
   accept_next(g, p);
 }
 
-static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+/* The daemon says the accepted placeholder stands for a fast-path connection: the program gets the Unix socket
+ * (fast_fd, taken over) instead, showing the endpoints the TCP connection would have. */
+static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_ep *peer_virt, int *fast_fd) {
+  struct as_fsock e;
+  memset(&e, 0, sizeof(e));
+  e.family = p->family;
+  e.peer = *peer_virt;
+  struct sockaddr_storage ss;
+  int n = virtual_name(g, p->conn, 0, &ss);
+  if (n < 0 || as_ep_from_sockaddr(&ss, (uint32_t)n, &e.local) < 0) return -EINVAL;
+  inherit_options(p->conn, *fast_fd, &e);
+  int r = fast_register(g, *fast_fd, &e);
+  if (r < 0) return r;
+  close(p->conn);
+  p->conn = *fast_fd;
+  *fast_fd = -1;
+  g->stats_fast++;
+  return 0;
+}
+
+static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd) {
   if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
     pend_done(g, p);
     return;
@@ -678,7 +917,16 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
   struct sockaddr_storage out;
   int n = -EINVAL;
   if (as_ep_from_sockaddr(p->req, p->req_len, &real) == 0 && as_ep_from_sockaddr(m->addr, m->addr_len, &virt) == 0) {
-    as_vmap_put(g->vmap, &real, &virt);
+    if ((m->flags & AS_F_FASTPATH) && *fast_fd >= 0) {
+      if (accept_fast(g, p, &virt, fast_fd) < 0) { /* cannot keep up the appearance: drop it, wait for the next */
+        close(p->conn);
+        p->conn = -1;
+        accept_next(g, p);
+        return;
+      }
+    } else {
+      as_vmap_put(g->vmap, &real, &virt);
+    }
     n = as_ep_to_sockaddr(&virt, p->family, &out);
   }
   if (n < 0) {
@@ -696,10 +944,8 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
       return;
     }
   }
-  if (!(p->aflags & SOCK_NONBLOCK)) {
-    int fl = fcntl(p->conn, F_GETFL);
-    if (fl >= 0) fcntl(p->conn, F_SETFL, fl & ~O_NONBLOCK);
-  }
+  int fl = fcntl(p->conn, F_GETFL);
+  if (fl >= 0) fcntl(p->conn, F_SETFL, (p->aflags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
   int r = as_notif_addfd_send(g->notif_fd, p->id, p->conn, (p->aflags & SOCK_CLOEXEC) != 0);
   if (r < 0 && r != -ENOENT) reply(g, p->id, r);
   pend_done(g, p);
@@ -900,68 +1146,79 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
 
 /* ---- the daemon's replies --------------------------------------------------------------------------------- */
 
+static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *fast_fd);
+
 static void on_daemon(struct as_gen *g) {
   uint8_t buf[AS_MSG_MAX];
   int fds[AS_MAX_FDS], nfds = 0;
   for (;;) {
     ssize_t n = as_recv_fds(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
-    for (int i = 0; i < nfds; i++) close(fds[i]); /* no message to the generator carries descriptors yet */
+    /* only an ACCEPT reply with AS_F_FASTPATH carries a descriptor (one); anything else is closed */
+    int fast_fd = nfds > 0 ? fds[0] : -1;
+    for (int i = 1; i < nfds; i++) close(fds[i]);
+    nfds = 0;
+    if (n > 0) on_daemon_msg(g, buf, n, &fast_fd);
+    if (fast_fd >= 0) close(fast_fd);
+    if (n > 0 || n == -EMSGSIZE) continue;
     if (n == -EAGAIN) return;
-    if (n <= 0 && n != -EMSGSIZE) {
-      /* The daemon went away: answer everything waiting on it; later calls get ENETDOWN until it is back. */
-      dbg(g, "daemon connection closed");
-      epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->daemon_fd, NULL);
-      close(g->daemon_fd);
-      g->daemon_fd = -1;
-      for (int i = 0; i < AS_PENDING_MAX; i++)
-        if (g->pend[i].used && !g->pend[i].in_epoll) pend_finish(g, &g->pend[i], -ENETDOWN);
-      return;
-    }
-    if (n < (ssize_t)sizeof(struct as_msg)) continue;
-    struct as_msg m;
-    memcpy(&m, buf, sizeof(m));
-    struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
-    if (!p->used || p->seq != m.seq) continue; /* a late answer to something already finished */
-    switch (p->op) {
-    case OP_BIND:
-    case OP_LISTEN_BIND: on_bind_reply(g, p, &m); break;
-    case OP_LISTEN: on_listen_reply(g, p, &m); break;
-    case OP_CONNECT: on_connect_reply(g, p, &m); break;
-    case OP_ACCEPT_ASK: on_accept_reply(g, p, &m); break;
-    case OP_SEND:
-      if (p->backlog == 1) { /* sendmmsg: after resolution, send and write msg_len */
-        if (m.result < 0) {
-          pend_finish(g, p, m.result);
-          break;
-        }
-        struct as_ep real;
-        struct sockaddr_storage dst;
-        int dl;
-        if (as_ep_from_sockaddr(m.addr, m.addr_len, &real) < 0 || (dl = as_ep_to_sockaddr(&real, p->family, &dst)) < 0) {
-          pend_finish(g, p, -ENETUNREACH);
-          break;
-        }
-        struct iovec iov = {.iov_base = p->udp->data, .iov_len = p->udp->len};
-        struct msghdr out;
-        memset(&out, 0, sizeof(out));
-        out.msg_name = &dst;
-        out.msg_namelen = (socklen_t)dl;
-        out.msg_iov = &iov;
-        out.msg_iovlen = 1;
-        out.msg_control = p->udp->ctl_len ? p->udp->ctl : NULL;
-        out.msg_controllen = p->udp->ctl_len;
-        ssize_t sn = sendmsg(p->sock, &out, p->udp->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (sn >= 0) {
-          uint32_t ml = (uint32_t)sn;
-          as_mem_write(p->pid, p->ino + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
-        }
-        pend_finish(g, p, sn < 0 ? -errno : 1);
-      } else {
-        on_connect_reply(g, p, &m);
-      }
-      break;
-    default: pend_finish(g, p, -EINVAL);
-    }
+    /* The daemon went away: answer everything waiting on it; later calls get ENETDOWN until it is back. */
+    dbg(g, "daemon connection closed");
+    epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->daemon_fd, NULL);
+    close(g->daemon_fd);
+    g->daemon_fd = -1;
+    for (int i = 0; i < AS_PENDING_MAX; i++)
+      if (g->pend[i].used && !g->pend[i].in_epoll) pend_finish(g, &g->pend[i], -ENETDOWN);
+    return;
+  }
+}
+
+/* sendmmsg: the destination is resolved; send the message and write msg_len as the kernel would. */
+static void on_sendmmsg_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (m->result < 0) {
+    pend_finish(g, p, m->result);
+    return;
+  }
+  struct as_ep real;
+  struct sockaddr_storage dst;
+  int dl;
+  if (as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0 || (dl = as_ep_to_sockaddr(&real, p->family, &dst)) < 0) {
+    pend_finish(g, p, -ENETUNREACH);
+    return;
+  }
+  struct iovec iov = {.iov_base = p->udp->data, .iov_len = p->udp->len};
+  struct msghdr out;
+  memset(&out, 0, sizeof(out));
+  out.msg_name = &dst;
+  out.msg_namelen = (socklen_t)dl;
+  out.msg_iov = &iov;
+  out.msg_iovlen = 1;
+  out.msg_control = p->udp->ctl_len ? p->udp->ctl : NULL;
+  out.msg_controllen = p->udp->ctl_len;
+  ssize_t sn = sendmsg(p->sock, &out, p->udp->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sn >= 0) {
+    uint32_t ml = (uint32_t)sn;
+    as_mem_write(p->pid, p->ino + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
+  }
+  pend_finish(g, p, sn < 0 ? -errno : 1);
+}
+
+static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *fast_fd) {
+  if (n < (ssize_t)sizeof(struct as_msg)) return;
+  struct as_msg m;
+  memcpy(&m, buf, sizeof(m));
+  struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
+  if (!p->used || p->seq != m.seq) return; /* a late answer to something already finished */
+  switch (p->op) {
+  case OP_BIND:
+  case OP_LISTEN_BIND: on_bind_reply(g, p, &m); break;
+  case OP_LISTEN: on_listen_reply(g, p, &m); break;
+  case OP_CONNECT: on_connect_reply(g, p, &m); break;
+  case OP_ACCEPT_ASK: on_accept_reply(g, p, &m, fast_fd); break;
+  case OP_SEND:
+    if (p->backlog == 1) on_sendmmsg_reply(g, p, &m);
+    else on_connect_reply(g, p, &m);
+    break;
+  default: pend_finish(g, p, -EINVAL);
   }
 }
 
@@ -987,6 +1244,8 @@ static void on_notif(struct as_gen *g) {
   case __NR_sendto:
   case __NR_sendmsg:
   case __NR_sendmmsg: h_send(g, req); break;
+  case __NR_setsockopt: h_sockopt(g, req, 1); break;
+  case __NR_getsockopt: h_sockopt(g, req, 0); break;
   default: reply(g, req->id, -ENOSYS);
   }
 }
@@ -1083,6 +1342,7 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
       } else if (tag == TAG_TIMER) {
         uint64_t ticks;
         if (read(g->timer_fd, &ticks, sizeof(ticks)) == sizeof(ticks)) reap_waits(g);
+        if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];
         if (!p->used || !p->in_epoll) continue;
@@ -1103,6 +1363,7 @@ void as_gen_free(struct as_gen *g) {
   as_pidfds_close(&g->pidfds);
   as_notif_free(&g->nc);
   free(g->vmap);
+  as_ftab_free(&g->ftab);
   if (g->timer_fd >= 0) close(g->timer_fd);
   if (g->epfd >= 0) close(g->epfd);
 }

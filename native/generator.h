@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fastpath.h"
 #include "notif.h"
 #include "procmem.h"
 #include "vmap.h"
@@ -23,6 +24,9 @@ struct as_pending {
   int op;
   int sock;      /* our duplicate of the program's socket, or -1 */
   int family, type, backlog, tries, in_epoll, alt;
+  int epoll_fd;  /* which of our fds is in the epoll set while in_epoll */
+  int pfd;       /* the program's fd number */
+  int fast;      /* connect: a fast-path placeholder connection is under way in conn */
   uint64_t ino;
   uint8_t req[32];
   uint32_t req_len;
@@ -40,13 +44,15 @@ struct as_gen {
   struct as_notif nc;
   struct as_pidfds pidfds;
   struct as_vmap *vmap;
+  struct as_ftab ftab; /* fast-path sockets installed in the program */
+  unsigned ticks;
   struct as_ep identity;
   int has_identity;
   pid_t child;
   int child_status, child_done, notif_hup, verbose;
   uint32_t next_seq;
   struct as_pending pend[AS_PENDING_MAX];
-  uint64_t stats_notifs, stats_local, stats_forwarded;
+  uint64_t stats_notifs, stats_local, stats_forwarded, stats_fast, stats_fast_declined;
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);

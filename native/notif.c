@@ -91,3 +91,18 @@ int as_notif_addfd_send(int fd, uint64_t id, int srcfd, int cloexec) {
     if (errno != EINTR) return -errno;
   }
 }
+
+int as_notif_addfd_at(int fd, uint64_t id, int srcfd, int newfd, int cloexec) {
+  struct seccomp_notif_addfd a;
+  memset(&a, 0, sizeof(a));
+  a.id = id;
+  a.flags = SECCOMP_ADDFD_FLAG_SETFD;
+  a.srcfd = (uint32_t)srcfd;
+  a.newfd = (uint32_t)newfd;
+  a.newfd_flags = cloexec ? O_CLOEXEC : 0;
+  for (;;) {
+    int r = ioctl(fd, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+    if (r >= 0) return r;
+    if (errno != EINTR) return -errno;
+  }
+}

@@ -30,4 +30,8 @@ int as_notif_id_valid(int fd, uint64_t id);
  * Returns the target's fd number or -errno (then the notification is still pending and needs a reply). */
 int as_notif_addfd_send(int fd, uint64_t id, int srcfd, int cloexec);
 
+/* Installs srcfd in the target at fd number newfd, replacing what was there (ADDFD_FLAG_SETFD), without answering
+ * the syscall. Returns newfd or -errno. */
+int as_notif_addfd_at(int fd, uint64_t id, int srcfd, int newfd, int cloexec);
+
 #endif

@@ -27,15 +27,20 @@ enum as_msg_type {
   AS_UNBOUND = 7, /* gen -> daemon: a bind the daemon planned failed for good (cookie, addr = real); no reply */
   AS_STARTED = 8, /* gen -> daemon: the program runs, pid = its pid; no reply */
   AS_CONNECTED = 9, /* gen -> daemon: a connect to a virtual endpoint left from addr (real local) to addr2 (real
-                       remote); the server's daemon will ask who that is; no reply */
+                       remote); the server's daemon will ask who that is; no reply. With AS_F_FASTPATH, addr is the
+                       placeholder connection's local end and two fds travel: the server's end of the Unix socket
+                       pair, then the placeholder (the daemon holds both until the server's ACCEPT claims them) */
   AS_ACCEPT = 10, /* gen -> daemon: a connection from addr (real peer) arrived at addr2 (real local), cookie = the
-                     listener's inode; reply: addr = the peer's virtual identity, or result < 0: unidentified, drop it */
+                     listener's inode; reply: addr = the peer's virtual identity, or result < 0: unidentified, drop it.
+                     A reply with AS_F_FASTPATH carries one fd: the program gets it instead of the placeholder */
 };
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
 #define AS_F_NONBLOCK 2u    /* AS_CONNECT: informational, the socket is non-blocking */
 #define AS_F_ALTERNATIVES 4u /* AS_CONNECT reply: other instances exist; on ECONNREFUSED ask again with AS_F_RETRY,
                                 addr2 = the real destination that refused */
+#define AS_F_FASTPATH 8u    /* AS_CONNECT reply: the destination is on this host, use a Unix socket pair if the socket
+                               can be swapped; AS_CONNECTED / AS_ACCEPT reply: carries the fast-path fds */
 
 struct as_msg {
   uint16_t type;

@@ -6,7 +6,8 @@
  *     (the handler creates them in the host namespace); other inet types (SOCK_RAW...) and AF_PACKET: EPERM;
  *     every other family: EAFNOSUPPORT;
  *   - bind, listen, connect, accept, accept4, getsockname, getpeername, sendmsg, sendmmsg, and sendto with a
- *     destination: trapped;
+ *     destination: trapped; setsockopt/getsockopt only at IPPROTO_TCP, SOL_IP, SOL_IPV6 level and for SO_DOMAIN /
+ *     SO_PROTOCOL (the fast path answers them for its Unix sockets);
  *     MSG_FASTOPEN (an implicit connect) is refused with EOPNOTSUPP;
  *   - escapes: setns, io_uring_*, unshare/clone with CLONE_NEWNET: EPERM; clone3 (flags live in memory the filter
  *     cannot read): ENOSYS, so libc falls back to clone, which the filter can judge.
@@ -18,6 +19,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,7 +38,7 @@
 /* A tiny assembler: instructions may jump to labels; labels are resolved into forward offsets at the end. */
 enum label {
   L_NONE = 0, L_ALLOW, L_NOTIF, L_EPERM, L_ENOSYS, L_EAFNOSUPPORT, L_EOPNOTSUPP,
-  L_SOCKET, L_SOCKET_INET, L_SENDTO, L_SENDMSG, L_SENDMMSG, L_UNSHARE, L_CLONE, L_COUNT
+  L_SOCKET, L_SOCKET_INET, L_SOCKOPT, L_SOCKOPT_SOL, L_SENDTO, L_SENDMSG, L_SENDMMSG, L_UNSHARE, L_CLONE, L_COUNT
 };
 
 #define MAX_INS 128
@@ -118,6 +120,8 @@ static void build(struct assembler *a) {
   jeq(a, __NR_sendto, L_SENDTO);
   jeq(a, __NR_sendmsg, L_SENDMSG);
   jeq(a, __NR_sendmmsg, L_SENDMMSG);
+  jeq(a, __NR_setsockopt, L_SOCKOPT);
+  jeq(a, __NR_getsockopt, L_SOCKOPT);
   jeq(a, __NR_setns, L_EPERM);
   jeq(a, __NR_io_uring_setup, L_EPERM);
   jeq(a, __NR_io_uring_enter, L_EPERM);
@@ -141,6 +145,21 @@ static void build(struct assembler *a) {
   jeq(a, SOCK_STREAM, L_NOTIF);
   jeq(a, SOCK_DGRAM, L_NOTIF);
   jmp(a, L_EPERM);
+
+  /* setsockopt/getsockopt(fd, level, name, ...): only the levels a Unix socket cannot answer for a fast-path
+   * connection; SOL_SOCKET options (buffers, timeouts, SO_ERROR...) work on both kinds and stay untrapped. */
+  mark(a, L_SOCKOPT);
+  load_arg_lo(a, 1);
+  jeq(a, IPPROTO_TCP, L_NOTIF);
+  jeq(a, SOL_IP, L_NOTIF);
+  jeq(a, SOL_IPV6, L_NOTIF);
+  jeq(a, SOL_SOCKET, L_SOCKOPT_SOL);
+  jmp(a, L_ALLOW);
+  mark(a, L_SOCKOPT_SOL);
+  load_arg_lo(a, 2);
+  jeq(a, SO_DOMAIN, L_NOTIF);
+  jeq(a, SO_PROTOCOL, L_NOTIF);
+  jmp(a, L_ALLOW);
 
   mark(a, L_SENDTO); /* sendto(fd, buf, len, flags, dest, addrlen) */
   load_arg_lo(a, 3);

@@ -40,6 +40,7 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     dnsServers: opts.dnsServers as string[] | undefined,
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
+    fastpath: opts.fastpath as boolean | undefined,
   });
   const d = new Daemon(cfg);
   await d.start();
@@ -61,6 +62,7 @@ interface RunOptions {
   lb?: string;
   dnsOverride: string;
   socket?: string;
+  fastpath: boolean;
 }
 
 async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
@@ -72,6 +74,7 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (opts.ip !== undefined) meta.ip = opts.ip;
   if (opts.name !== undefined) meta.name = opts.name;
   if (opts.lb !== undefined) meta.lb = opts.lb;
+  if (!opts.fastpath) meta.fastpath = false;
   const info = await request<InfoResult>(resolveSocket(opts.socket), 'info');
   const launcher = launcherPath();
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
@@ -109,6 +112,7 @@ export function buildCli(): Command {
     .option('--dns-servers <ip[:port]>', 'upstream DNS servers (repeatable or comma-separated; default: /etc/resolv.conf)', collect, [])
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
+    .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
 
@@ -119,6 +123,7 @@ export function buildCli(): Command {
     .option('--name <name>', 'name of the app')
     .option('--tag <k=v>', 'tag (repeatable); apps may connect when they share a tag (no tag = zone=default)', collect, [])
     .addOption(new Option('--lb <strategy>', "load balancing for this app's services").choices(['random', 'round-robin', 'least-conn', 'p2c']))
+    .option('--no-fastpath', "this app's same-host connections stay TCP (no Unix socket pair)")
     .option('--dns-override <bool>', "point the program's /etc/resolv.conf at the daemon's DNS (private mount namespace)", 'true')
     .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
     .argument('<cmd...>', 'program and its arguments')
@@ -184,6 +189,7 @@ export function buildCli(): Command {
             ['services', String(s.services)],
             ['trap messages', String(s.trapMessages)],
             ['refused connects', String(s.refused)],
+            ['connections', `${s.connections.fastpath} fast path, ${s.connections.tcp} TCP (fast path ${s.fastpath ? 'on' : 'off'})`],
           ],
         ),
       );

@@ -32,6 +32,8 @@ export interface DaemonConfig {
   /** Upstream servers for names appswitch does not own; default: the host's resolv.conf. */
   dnsServers: string[];
   resolvConf: string;
+  /** Same-host connections become Unix socket pairs (see native/fastpath.h). */
+  fastpath: boolean;
 }
 
 export interface DaemonFlags {
@@ -51,6 +53,7 @@ export interface DaemonFlags {
   dnsDomain?: string;
   dnsPort?: string | number;
   dnsServers?: string[];
+  fastpath?: boolean;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -119,6 +122,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     joins: f.join ?? [],
     gossipProfile,
     lb,
+    fastpath: f.fastpath ?? true,
     peerPort: Number(f.peerPort ?? 7947),
     dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
     dnsPort: Number(f.dnsPort ?? 53),

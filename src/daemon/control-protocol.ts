@@ -66,6 +66,9 @@ export interface StatusResult extends InfoResult {
   retried: number;
   unidentified: number;
   members: number;
+  /** Client connections to virtual endpoints, by path; fast path on/off for this daemon. */
+  connections: { tcp: number; fastpath: number };
+  fastpath: boolean;
 }
 
 export interface MemberView {

@@ -8,6 +8,7 @@ import { VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
+import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
 import type { DaemonConfig } from './config.js';
@@ -47,6 +48,10 @@ export class Daemon {
       lb: cfg.lb,
       nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
       directory: this.directory,
+      fastpath: cfg.fastpath,
+      closeFds: (fds) => {
+        for (const fd of fds) native.close(fd);
+      },
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
     this.trap = new TrapServer(this.handler, this.log);
@@ -164,6 +169,8 @@ export class Daemon {
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
           unidentified: this.handler.stats.unidentified,
+          connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },
+          fastpath: this.cfg.fastpath,
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;

@@ -6,6 +6,8 @@ export interface AppMeta {
   tags: Record<string, string>;
   cmd: string[];
   lb?: 'random' | 'round-robin' | 'least-conn' | 'p2c';
+  /** false: this app's connections to same-host peers stay TCP (`appswitch run --no-fastpath`). */
+  fastpath?: boolean;
 }
 
 export interface AppRecord extends AppMeta {
@@ -74,6 +76,10 @@ export function parseMeta(raw: Buffer): AppMeta | string {
       return '--lb must be random, round-robin, least-conn or p2c';
     }
     meta.lb = o.lb;
+  }
+  if (o.fastpath !== undefined) {
+    if (typeof o.fastpath !== 'boolean') return 'fastpath must be a boolean';
+    meta.fastpath = o.fastpath;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

@@ -50,10 +50,16 @@ export interface HandlerConfig {
   identityWaitMs?: number;
   /** Every app in the cluster: names, vips and identities stay unique through it. */
   directory?: AppDirectory;
+  /** Same-host connections may become Unix socket pairs (default true; `appswitch daemon --no-fastpath`). */
+  fastpath?: boolean;
+  /** Closes descriptors the handler holds (fast-path offers); the trap server passes native close. */
+  closeFds?: (fds: number[]) => void;
 }
 
 const CLIENT_TTL_MS = 120_000;
 const CLIENT_MAX = 200_000;
+/** A fast-path connection the server has not accepted within this time is given up (its fds closed). */
+const OFFER_TTL_MS = 60_000;
 
 /** What the handler answers: a result (>= 0 or -errno) and up to two addresses. */
 export interface Reply {
@@ -63,6 +69,8 @@ export interface Reply {
   payload?: Buffer;
   arg?: number;
   flags?: number;
+  /** Descriptors sent with the reply (SCM_RIGHTS); the trap server closes its copies afterwards. */
+  fds?: number[];
 }
 
 /** Reply flag to CONNECT: other instances exist; on ECONNREFUSED ask again (MsgFlag.RETRY) for another. */
@@ -92,6 +100,11 @@ export interface HandlerStats {
   retried: number;
   unidentified: number;
   egress: number;
+  /** Client connections reported by generators, by path. */
+  tcpConnections: number;
+  fastpathConnections: number;
+  /** Fast-path offers the server never accepted. */
+  offersExpired: number;
 }
 
 function protoOf(sockType: number): Proto {
@@ -100,13 +113,28 @@ function protoOf(sockType: number): Proto {
 
 export class TrapHandler {
   readonly apps = new Map<string, AppRecord>();
-  readonly stats: HandlerStats = { binds: 0, listens: 0, connects: 0, refused: 0, denied: 0, retried: 0, unidentified: 0, egress: 0 };
+  readonly stats: HandlerStats = {
+    binds: 0,
+    listens: 0,
+    connects: 0,
+    refused: 0,
+    denied: 0,
+    retried: 0,
+    unidentified: 0,
+    egress: 0,
+    tcpConnections: 0,
+    fastpathConnections: 0,
+    offersExpired: 0,
+  };
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
   /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
   private readonly clients = new Map<string, ClientIdentity & { at: number }>();
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
+  /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
+   * [server's end of the Unix socket pair, placeholder TCP socket]. */
+  private readonly offers = new Map<string, { fds: number[]; at: number }>();
   private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
@@ -305,12 +333,19 @@ export class TrapHandler {
     }
     this.balancer.noteConnect(pick);
     this.pruneTried();
-    const reply: Reply = { result: 0, addr: encodeSockaddr(pick.endpoint), addr2: encodeSockaddr(dst) };
+    const reply: Reply = { result: 0, addr: encodeSockaddr(pick.endpoint), addr2: encodeSockaddr(dst), flags: 0 };
     if (instances.length > 1) {
       reply.flags = ALTERNATIVES;
       if (!tried) this.tried.set(reqKey, { at: Date.now(), endpoints: new Set() });
     }
+    if (this.fastpathAllowed(app, proto, pick)) reply.flags = (reply.flags ?? 0) | MsgFlag.FASTPATH;
     return reply;
+  }
+
+  /** Both ends on this node, TCP, and neither the daemon nor either app turned the fast path off. */
+  private fastpathAllowed(app: AppRecord, proto: Proto, pick: ServiceEntry): boolean {
+    if (this.cfg.fastpath === false || proto !== 'tcp' || pick.node !== this.cfg.nodeName || app.fastpath === false) return false;
+    return this.apps.get(pick.appId)?.fastpath !== false;
   }
 
   private pruneTried(): void {
@@ -319,11 +354,25 @@ export class TrapHandler {
     for (const [k, v] of this.tried) if (v.at < old) this.tried.delete(k);
   }
 
-  /** A client's connect left from m.addr: remember who it is, for the server's accept. */
-  connected(app: AppRecord, m: TrapMsg): void {
+  /** A client's connect left from m.addr: remember who it is, for the server's accept. A fast-path report carries
+   * fds (the server's end of the socket pair, the placeholder), held until the server's accept claims them. */
+  connected(app: AppRecord, m: TrapMsg, fds: number[] = []): void {
     const local = decodeSockaddr(m.addr);
-    if (!local) return;
+    const fast = (m.flags & MsgFlag.FASTPATH) !== 0;
+    if (!local || (fast && fds.length !== 2)) {
+      this.closeFds(fds);
+      return;
+    }
     const key = `${local.ip}:${local.port}`;
+    if (fast) {
+      this.stats.fastpathConnections++;
+      const old = this.offers.get(key);
+      if (old) this.closeFds(old.fds);
+      this.offers.set(key, { fds, at: Date.now() });
+    } else {
+      this.closeFds(fds);
+      this.stats.tcpConnections++;
+    }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
     this.clients.set(key, { ...c, at: Date.now() });
@@ -373,7 +422,36 @@ export class TrapHandler {
       this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
       return { result: -Errno.ECONNREFUSED };
     }
-    return { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
+    const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
+    const offer = this.offers.get(key);
+    if (offer) {
+      /* the program gets the server's end of the socket pair; the placeholder has done its job (woken the server) */
+      this.offers.delete(key);
+      const [serverEnd, placeholder] = offer.fds as [number, number];
+      this.closeFds([placeholder]);
+      reply.flags = MsgFlag.FASTPATH;
+      reply.fds = [serverEnd];
+    }
+    return reply;
+  }
+
+  private closeFds(fds: number[]): void {
+    if (fds.length) this.cfg.closeFds?.(fds);
+  }
+
+  /** Gives up fast-path connections no server accepted in time (the client then sees the connection close). */
+  expireOffers(now = Date.now()): void {
+    for (const [k, o] of this.offers) {
+      if (now - o.at < OFFER_TTL_MS) continue;
+      this.offers.delete(k);
+      this.closeFds(o.fds);
+      this.stats.offersExpired++;
+    }
+  }
+
+  /** Fast-path connections waiting for an accept. */
+  get pendingOffers(): number {
+    return this.offers.size;
   }
 
   private pruneClients(): void {
@@ -386,6 +464,7 @@ export class TrapHandler {
 
   /** Drops services whose listening socket is gone (the program closed it). */
   sweep(liveListeners: Set<string>): void {
+    this.expireOffers();
     for (const [ino, b] of this.bindings) {
       if (b.proto === 'tcp' && b.serviceId && !liveListeners.has(ino)) this.unbind(ino);
     }

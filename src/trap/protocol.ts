@@ -21,7 +21,8 @@ export const MsgType = {
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2 } as const;
+/** Keep in sync with native/proto.h (AS_F_*). */
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

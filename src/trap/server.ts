@@ -14,7 +14,12 @@ interface Conn {
   poller: Poller;
   app?: AppRecord;
   /** Replies that did not fit in the socket buffer, sent when it drains. */
-  backlog: Buffer[];
+  backlog: Outgoing[];
+}
+
+interface Outgoing {
+  buf: Buffer;
+  fds: number[];
 }
 
 export class TrapServer {
@@ -81,19 +86,28 @@ export class TrapServer {
         return;
       }
       if (!r) return;
-      for (const fd of r.fds) native.close(fd); /* no generator message carries descriptors yet */
       if (r.data.length === 0) {
+        for (const fd of r.fds) native.close(fd);
         this.drop(c);
         return;
       }
-      this.onMessage(c, r.data);
+      this.onMessage(c, r.data, r.fds);
       if (!this.conns.has(c.fd)) return;
     }
   }
 
-  private onMessage(c: Conn, data: Buffer): void {
-    this.messages++;
+  /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. */
+  private onMessage(c: Conn, data: Buffer, fds: number[] = []): void {
     const m = decodeMsg(data);
+    if (fds.length && !(m && c.app && m.type === MsgType.CONNECTED)) {
+      for (const fd of fds) native.close(fd);
+      fds = [];
+    }
+    this.onDecoded(c, data, m, fds);
+  }
+
+  private onDecoded(c: Conn, data: Buffer, m: TrapMsg | undefined, fds: number[]): void {
+    this.messages++;
     if (!m) {
       this.badMessages++;
       this.log.warn({ pid: c.pid, bytes: data.length }, 'malformed trap message dropped');
@@ -129,7 +143,7 @@ export class TrapServer {
           reply = this.handler.connect(app, m);
           break;
         case MsgType.CONNECTED:
-          this.handler.connected(app, m);
+          this.handler.connected(app, m, fds);
           break;
         case MsgType.ACCEPT:
           this.handler.accept(app, m).then(
@@ -175,25 +189,28 @@ export class TrapServer {
     if (r.addr) msg.addr = r.addr;
     if (r.addr2) msg.addr2 = r.addr2;
     if (r.payload) msg.payload = r.payload;
-    const buf = encodeMsg(msg);
+    const out: Outgoing = { buf: encodeMsg(msg), fds: r.fds ?? [] };
     if (c.backlog.length) {
-      c.backlog.push(buf);
+      c.backlog.push(out);
       return;
     }
-    this.sendOrQueue(c, buf);
+    this.sendOrQueue(c, out);
   }
 
-  private sendOrQueue(c: Conn, buf: Buffer): boolean {
+  /** Sends one reply (its fds, if any, are ours to close once sent or given up). */
+  private sendOrQueue(c: Conn, out: Outgoing): boolean {
     try {
-      native.send(c.fd, buf);
+      native.send(c.fd, out.buf, out.fds.length ? out.fds : undefined);
+      for (const fd of out.fds) native.close(fd);
       return true;
     } catch (e) {
       if ((e as { code?: string }).code === 'EAGAIN') {
-        c.backlog.push(buf);
+        c.backlog.push(out);
         c.poller.start(3);
         return false;
       }
       this.log.warn({ err: e, pid: c.pid }, 'trap reply failed; dropping connection');
+      for (const fd of out.fds) native.close(fd);
       this.drop(c);
       return false;
     }
@@ -202,7 +219,7 @@ export class TrapServer {
   private flush(c: Conn): void {
     const q = c.backlog.splice(0);
     for (let i = 0; i < q.length; i++) {
-      if (!this.sendOrQueue(c, q[i] as Buffer)) {
+      if (!this.sendOrQueue(c, q[i] as Outgoing)) {
         c.backlog.push(...q.slice(i + 1));
         return;
       }
@@ -212,6 +229,7 @@ export class TrapServer {
 
   private drop(c: Conn): void {
     if (!this.conns.delete(c.fd)) return;
+    for (const out of c.backlog.splice(0)) for (const fd of out.fds) native.close(fd);
     c.poller.stop();
     native.close(c.fd);
     if (c.app) this.handler.goodbye(c.app);

@@ -267,11 +267,18 @@ export class TestHost {
 }
 
 /** Compiles test/helpers/probe.c once per run (into a temp dir). */
-let probePath: string | undefined;
-export function probe(): string {
-  if (probePath) return probePath;
-  const out = path.join(mkdtempSync(path.join(tmpdir(), 'appswitch-probe-')), 'probe');
-  execFileSync('gcc', ['-O1', '-Wall', '-o', out, path.join(ROOT, 'test/helpers/probe.c'), '-lpthread'], { stdio: 'pipe' });
-  probePath = out;
+const compiled = new Map<string, string>();
+
+/** Compiles test/helpers/<name>.c once per test process; returns the binary's path. */
+export function compileHelper(name: string): string {
+  const done = compiled.get(name);
+  if (done) return done;
+  const out = path.join(mkdtempSync(path.join(tmpdir(), `appswitch-${name}-`)), name);
+  execFileSync('gcc', ['-O1', '-Wall', '-o', out, path.join(ROOT, `test/helpers/${name}.c`), '-lpthread'], { stdio: 'pipe' });
+  compiled.set(name, out);
   return out;
+}
+
+export function probe(): string {
+  return compileHelper('probe');
 }

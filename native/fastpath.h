@@ -1,0 +1,77 @@
+/* The same-host fast path: a connection between two programs on one host is a Unix stream socket pair, while both
+ * programs keep seeing TCP. This module holds what the generator needs to keep up that appearance:
+ *
+ *   - a table of the fast-path sockets it installed, keyed by SO_COOKIE (unique for the boot, never reused, so a
+ *     stale entry can never be mistaken for a new socket), with the virtual TCP endpoints getsockname/getpeername
+ *     must answer and the TCP/IP-level options the program set (a Unix socket refuses them);
+ *   - the emulation of setsockopt/getsockopt at IPPROTO_TCP / SOL_IP / SOL_IPV6 level, and of SO_DOMAIN /
+ *     SO_PROTOCOL, for those sockets;
+ *   - the inspection of the program's descriptors that decides whether its socket may be swapped at all.
+ *
+ * Design of a fast-path connection (client C and server S on one host; generators gC and gS; daemon D):
+ *   1. C's connect() to a vip is trapped; D picks a local instance and answers with AS_F_FASTPATH.
+ *   2. gC checks that the socket may be replaced: not bound, and not registered in any epoll instance of C
+ *      (replacing the fd number would silently drop that registration; nginx registers upstream sockets before
+ *      connect). If it may not, the connection is plain TCP.
+ *   3. gC opens a placeholder TCP connection to S's real listening endpoint. It lands in the listener's accept
+ *      queue, so S wakes up exactly as for TCP (epoll, poll, select, blocking accept).
+ *   4. gC creates socketpair(AF_UNIX, SOCK_STREAM) {a, b}; sends CONNECTED + AS_F_FASTPATH with fds {b,
+ *      placeholder} to D, keyed by the placeholder's local endpoint; installs a at C's fd number (ADDFD SETFD).
+ *   5. S's accept() is trapped; gS accepts the placeholder and asks D who it is; D answers with the client's
+ *      identity, AS_F_FASTPATH and fd b; gS installs b instead of the placeholder, which is closed.
+ *   The data then flows over the Unix socket pair, through no process of ours. */
+#ifndef APPSWITCH_FASTPATH_H
+#define APPSWITCH_FASTPATH_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vmap.h"
+
+#define AS_FSOCK_OPTS 12
+
+struct as_fopt {
+  int32_t level, name, val;
+};
+
+struct as_fsock {
+  uint64_t cookie; /* 0: free slot */
+  uint64_t ino;
+  int family;      /* what the program asked for: AF_INET or AF_INET6 */
+  struct as_ep local, peer;
+  int nopt;
+  struct as_fopt opt[AS_FSOCK_OPTS];
+  char cc[16];     /* TCP_CONGESTION */
+};
+
+struct as_ftab {
+  struct as_fsock *slots;
+  uint32_t cap, count, used; /* used = live + tombstones */
+};
+
+/* 0, or -ENOMEM. The table grows as needed. */
+int as_ftab_put(struct as_ftab *t, const struct as_fsock *e);
+struct as_fsock *as_ftab_get(struct as_ftab *t, uint64_t cookie);
+void as_ftab_del(struct as_ftab *t, uint64_t cookie);
+/* Drops entries whose socket is gone (by inode, from /proc/net/unix of our namespace). Returns how many. */
+int as_ftab_gc(struct as_ftab *t);
+void as_ftab_free(struct as_ftab *t);
+
+/* SO_COOKIE of a socket, or 0. */
+uint64_t as_sock_cookie(int s);
+
+/* Emulated setsockopt/getsockopt on a fast-path socket. val/len are our copies of the program's arguments.
+ * set: returns 0 or -errno. get: fills out (up to *len bytes, *len updated as the kernel would), returns 0 or -errno.
+ * Handles levels SOL_SOCKET (SO_DOMAIN, SO_PROTOCOL only), IPPROTO_TCP, SOL_IP, SOL_IPV6. */
+int as_fsock_setopt(struct as_fsock *e, int level, int name, const void *val, int len);
+int as_fsock_getopt(struct as_fsock *e, int level, int name, void *out, int *len);
+/* Records an option value without validation (copied from the socket being replaced). */
+void as_fsock_store(struct as_fsock *e, int level, int name, int val);
+
+/* 1 when fd (with inode ino) of task tid is registered in one of the task's epoll instances, 0 when not,
+ * -errno when /proc could not tell (treated as "registered" by callers: no swap). */
+int as_fd_in_epoll(pid_t tid, int fd, uint64_t ino);
+/* Reads /proc/<tid>/fdinfo/<fd>: *flags (open flags, O_CLOEXEC included) and *ino. Returns 0 or -errno. */
+int as_fd_info(pid_t tid, int fd, int *flags, uint64_t *ino);
+
+#endif
