@@ -174,7 +174,9 @@ describe('robustness and overhead', () => {
     await waitFor(async () => JSON.parse((apps = (await h.cli(['get', 'apps', '--json'])).stdout)).length === 1, 5000).catch((e: Error) => {
       throw new Error(`${e.message}; apps: ${apps}`);
     });
-    expect(daemonFds()).toBeLessThanOrEqual(before);
+    // connections the killed clients left in the server's backlog are still being accepted (each fast-path one holds
+    // two daemon fds until then; an unidentified one delays the next accept by the identity wait): let them drain
+    await waitFor(() => daemonFds() <= before, 15_000).catch(() => expect(daemonFds()).toBeLessThanOrEqual(before));
     const r = await h.runToEnd([], [PROBE, 'forks', '10.0.0.60', '6200'], 60_000);
     expect(r.stdout).toContain('ok forks');
     killTree(srv, 'SIGKILL');
