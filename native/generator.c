@@ -28,6 +28,7 @@
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -112,6 +113,7 @@ static struct as_pending *pend_open(struct as_gen *g, struct seccomp_notif *req,
 }
 
 static void pend_done(struct as_gen *g, struct as_pending *p) {
+  if (p->unsent && g->unsent) g->unsent--;
   if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->epoll_fd, NULL);
   if (p->sock >= 0) close(p->sock);
   if (p->conn >= 0) close(p->conn);
@@ -143,18 +145,125 @@ static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val) {
   pend_done(g, p);
 }
 
+/* ---- the daemon going away and coming back ------------------------------------------------------------------
+ * The daemon may restart (a crash, an upgrade) under running programs. Their established connections never went
+ * through it and flow on. A request that needs the daemon while it is away is kept (unsent) and sent to the new
+ * daemon as soon as a new session is up; requests whose answer was lost with the old daemon are sent again. The
+ * timer tries to reconnect every 100 ms; a request that waited longer than wait_ms gets ENETDOWN. */
+
+static uint64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static void set_fast_timer(struct as_gen *g, int fast) {
+  if (g->fast_timer == fast) return;
+  g->fast_timer = fast;
+  struct itimerspec its = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
+  if (fast) its = (struct itimerspec){.it_interval = {.tv_nsec = 100000000}, .it_value = {.tv_nsec = 100000000}};
+  timerfd_settime(g->timer_fd, 0, &its, NULL);
+}
+
+static void pend_queue(struct as_gen *g, struct as_pending *p) {
+  p->awaiting = 0;
+  if (p->unsent) return;
+  p->unsent = 1;
+  p->queued_ms = now_ms();
+  g->unsent++;
+  set_fast_timer(g, 1);
+}
+
+static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val);
+
+/* Answers ENETDOWN to queued requests that waited too long (all of them with force, or when no new session can be
+ * made). */
+static void expire_unsent(struct as_gen *g, int force) {
+  uint64_t now = now_ms();
+  for (int i = 0; i < AS_PENDING_MAX && g->unsent; i++) {
+    struct as_pending *p = &g->pend[i];
+    if (p->used && p->unsent && (force || !g->daemon_path || now - p->queued_ms >= (uint64_t)g->wait_ms))
+      pend_finish(g, p, -ENETDOWN);
+  }
+}
+
+/* The session broke: requests whose answer will never come are queued to be sent again. */
+static void daemon_lost(struct as_gen *g) {
+  if (g->daemon_fd < 0) return;
+  dbg(g, "daemon connection lost");
+  epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->daemon_fd, NULL);
+  close(g->daemon_fd);
+  g->daemon_fd = -1;
+  for (int i = 0; i < AS_PENDING_MAX; i++)
+    if (g->pend[i].used && g->pend[i].awaiting) pend_queue(g, &g->pend[i]);
+  set_fast_timer(g, 1);
+}
+
 static int send_daemon(struct as_gen *g, struct as_msg *m) {
   if (g->daemon_fd < 0) return -ENETDOWN;
   m->version = AS_PROTO_VERSION;
-  ssize_t r = as_send_fds(g->daemon_fd, m, sizeof(*m) + m->payload_len, NULL, 0, 0);
+  ssize_t r = as_send_fds(g->daemon_fd, m, sizeof(*m) + m->payload_len, NULL, 0, MSG_NOSIGNAL);
   if (r < 0) {
     dbg(g, "daemon send failed: %s", strerror((int)-r));
+    daemon_lost(g);
     return -ENETDOWN;
   }
   return 0;
 }
 
-/* Sends the pending request; on failure answers the program with ENETDOWN (the switch is unreachable). */
+static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uint32_t flags);
+
+/* A new session with a daemon that came back: the same app (by its ticket), then every queued request. */
+static void try_reconnect(struct as_gen *g) {
+  int s = as_session_connect(g->daemon_path);
+  if (s < 0) return; /* not listening yet */
+  struct as_msg hr;
+  char ticket[AS_TICKET_MAX], why[256] = "";
+  int r = as_session_hello(s, g->meta, g->ticket, g->has_identity ? &g->identity : NULL, 2000, &hr, ticket,
+                           sizeof(ticket), why, sizeof(why));
+  if (r < 0 || hr.result < 0) {
+    dbg(g, "new session refused: %s", r < 0 ? strerror(-r) : why);
+    close(s);
+    return;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_DAEMON};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, s, &ev) < 0) {
+    close(s);
+    return;
+  }
+  g->daemon_fd = s;
+  g->stats_reconnects++;
+  snprintf(g->ticket, sizeof(g->ticket), "%s", ticket);
+  struct as_ep id;
+  if (hr.addr_len && as_ep_from_sockaddr(hr.addr, hr.addr_len, &id) == 0) {
+    g->identity = id; /* the same, unless the daemon lost its state (--clean) and gave another */
+    g->has_identity = 1;
+  }
+  dbg(g, "new session with the daemon (%u requests queued)", g->unsent);
+  if (!g->child_done) {
+    struct as_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = AS_STARTED;
+    m.pid = (uint32_t)g->child;
+    send_daemon(g, &m);
+  }
+  for (int i = 0; i < AS_PENDING_MAX && g->unsent && g->daemon_fd >= 0; i++) {
+    struct as_pending *p = &g->pend[i];
+    if (!p->used || !p->unsent) continue;
+    p->unsent = 0;
+    g->unsent--;
+    pend_send(g, p, p->msgtype, p->msgflags);
+  }
+  if (g->daemon_fd >= 0 && !g->unsent) set_fast_timer(g, 0);
+}
+
+static void on_timer_tick(struct as_gen *g) {
+  if (g->daemon_fd < 0 && g->daemon_path) try_reconnect(g);
+  if (g->unsent) expire_unsent(g, 0);
+  if (g->daemon_fd >= 0 && !g->unsent) set_fast_timer(g, 0);
+}
+
+/* Sends the pending request; while the daemon is away it waits (queued) for a new session. */
 static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uint32_t flags) {
   struct as_msg m;
   memset(&m, 0, sizeof(m));
@@ -171,7 +280,14 @@ static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uin
     memcpy(m.addr2, p->real, p->real_len);
   }
   g->stats_forwarded++;
-  if (send_daemon(g, &m) < 0) pend_finish(g, p, -ENETDOWN);
+  p->msgtype = type;
+  p->msgflags = flags;
+  if (send_daemon(g, &m) == 0) {
+    p->awaiting = 1;
+    return;
+  }
+  pend_queue(g, p);
+  if (!g->daemon_path) expire_unsent(g, 1); /* nobody to wait for */
 }
 
 static void notify_daemon(struct as_gen *g, uint16_t type, uint64_t ino, const void *addr, uint32_t len) {
@@ -712,6 +828,7 @@ static void fast_done(struct as_gen *g, struct as_pending *p) {
   memcpy(m.addr2, p->real, p->real_len);
   int give[2] = {sv[1], p->conn};
   ssize_t sent = g->daemon_fd >= 0 ? as_send_fds(g->daemon_fd, &m, sizeof(m), give, 2, 0) : -ENETDOWN;
+  if (sent < 0) daemon_lost(g); /* nobody could vouch for this connection at the server's accept: it fails */
   close(sv[1]);
   close(p->conn);
   p->conn = -1;
@@ -1183,13 +1300,9 @@ static void on_daemon(struct as_gen *g) {
     if (fast_fd >= 0) close(fast_fd);
     if (n > 0 || n == -EMSGSIZE) continue;
     if (n == -EAGAIN) return;
-    /* The daemon went away: answer everything waiting on it; later calls get ENETDOWN until it is back. */
-    dbg(g, "daemon connection closed");
-    epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->daemon_fd, NULL);
-    close(g->daemon_fd);
-    g->daemon_fd = -1;
-    for (int i = 0; i < AS_PENDING_MAX; i++)
-      if (g->pend[i].used && !g->pend[i].in_epoll) pend_finish(g, &g->pend[i], -ENETDOWN);
+    /* The daemon went away: what waited on it is sent again to the next one (or fails after wait_ms). */
+    daemon_lost(g);
+    if (!g->daemon_path) expire_unsent(g, 1);
     return;
   }
 }
@@ -1229,7 +1342,8 @@ static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *
   struct as_msg m;
   memcpy(&m, buf, sizeof(m));
   struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
-  if (!p->used || p->seq != m.seq) return; /* a late answer to something already finished */
+  if (!p->used || p->seq != m.seq || !p->awaiting) return; /* a late answer to something already finished */
+  p->awaiting = 0;
   switch (p->op) {
   case OP_BIND:
   case OP_LISTEN_BIND: on_bind_reply(g, p, &m); break;
@@ -1364,6 +1478,7 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
       } else if (tag == TAG_TIMER) {
         uint64_t ticks;
         if (read(g->timer_fd, &ticks, sizeof(ticks)) == sizeof(ticks)) reap_waits(g);
+        if (g->fast_timer || g->daemon_fd < 0) on_timer_tick(g);
         if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];

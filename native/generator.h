@@ -10,6 +10,7 @@
 #include "fastpath.h"
 #include "notif.h"
 #include "procmem.h"
+#include "session.h"
 #include "vmap.h"
 
 #define AS_PENDING_MAX 1024
@@ -37,6 +38,12 @@ struct as_pending {
   int aflags;          /* accept4 flags */
   int virtual_dest;    /* connect: the destination is a virtual endpoint (report the connection) */
   uint64_t uaddr, ulenp;
+  /* the daemon's side: what was sent (to send it again to a restarted daemon), whether its answer is awaited, and
+   * since when it waits for a daemon to send it to */
+  uint16_t msgtype;
+  uint32_t msgflags;
+  int awaiting, unsent;
+  uint64_t queued_ms;
 };
 
 struct as_gen {
@@ -53,6 +60,14 @@ struct as_gen {
   uint32_t next_seq;
   struct as_pending pend[AS_PENDING_MAX];
   uint64_t stats_notifs, stats_local, stats_forwarded, stats_fast, stats_fast_declined;
+  /* a new session after the daemon went away (NULL daemon_path: none; requests then fail at once with ENETDOWN) */
+  const char *daemon_path;
+  const char *meta;
+  char ticket[AS_TICKET_MAX];
+  int wait_ms;       /* how long a request waits for the daemon to come back */
+  int fast_timer;    /* the timer ticks every 100 ms (instead of 1 s) while the daemon is away */
+  unsigned unsent;   /* requests waiting for the daemon to come back */
+  uint64_t stats_reconnects;
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);

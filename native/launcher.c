@@ -3,7 +3,8 @@
  * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
- * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]
+ * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]
+ * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
 #define _GNU_SOURCE
@@ -31,66 +32,13 @@
 #include "proto.h"
 #include "scm_rights.h"
 #include "seccomp_filter.h"
+#include "session.h"
 
 #define EXIT_APPSWITCH 125
 
 static void die(const char *what, int err) {
   fprintf(stderr, "appswitch: %s: %s\n", what, strerror(err));
   exit(EXIT_APPSWITCH);
-}
-
-static int connect_daemon(const char *path) {
-  struct sockaddr_un sun;
-  if (strlen(path) >= sizeof(sun.sun_path)) return -ENAMETOOLONG;
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  strcpy(sun.sun_path, path);
-  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (s < 0) return -errno;
-  if (connect(s, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-    int e = errno;
-    close(s);
-    return -e;
-  }
-  return s;
-}
-
-/* HELLO: registers the app; the reply carries its id and identity address, or an error text. */
-static int hello(int s, const char *meta, struct as_msg *reply_out) {
-  size_t ml = strlen(meta);
-  if (ml > AS_PAYLOAD_MAX) {
-    fprintf(stderr, "appswitch: app metadata too long\n");
-    exit(EXIT_APPSWITCH);
-  }
-  uint8_t buf[AS_MSG_MAX];
-  struct as_msg m;
-  memset(&m, 0, sizeof(m));
-  m.type = AS_HELLO;
-  m.version = AS_PROTO_VERSION;
-  m.seq = 0;
-  m.pid = (uint32_t)getpid();
-  m.payload_len = (uint32_t)ml;
-  memcpy(buf, &m, sizeof(m));
-  memcpy(buf + sizeof(m), meta, ml);
-  ssize_t r = as_send_fds(s, buf, sizeof(m) + ml, NULL, 0, 0);
-  if (r < 0) return (int)r;
-  struct timeval tv = {.tv_sec = 10};
-  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  int fds[AS_MAX_FDS], nfds;
-  r = as_recv_fds(s, buf, sizeof(buf), fds, &nfds, 0);
-  for (int i = 0; i < nfds; i++) close(fds[i]);
-  tv.tv_sec = 0;
-  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (r < 0) return (int)r;
-  if (r < (ssize_t)sizeof(struct as_msg)) return -EPROTO;
-  memcpy(reply_out, buf, sizeof(*reply_out));
-  if (reply_out->result < 0) {
-    uint32_t pl = reply_out->payload_len;
-    if (pl > (uint32_t)(r - (ssize_t)sizeof(struct as_msg))) pl = (uint32_t)(r - (ssize_t)sizeof(struct as_msg));
-    fprintf(stderr, "appswitch: %.*s\n", (int)pl, (const char *)buf + sizeof(struct as_msg));
-    exit(EXIT_APPSWITCH);
-  }
-  return 0;
 }
 
 static int loopback_up(void) {
@@ -168,6 +116,7 @@ static int exit_code(int status) {
 
 int main(int argc, char **argv) {
   const char *sock_path = NULL, *meta = "{}", *resolv = NULL;
+  int wait_ms = 10000;
   int i = 1;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -179,13 +128,21 @@ int main(int argc, char **argv) {
       meta = argv[++i];
     } else if (!strcmp(argv[i], "--resolv") && i + 1 < argc) {
       resolv = argv[++i];
+    } else if (!strcmp(argv[i], "--daemon-wait") && i + 1 < argc) {
+      char *end;
+      long v = strtol(argv[++i], &end, 10);
+      if (*end || v < 0 || v > 86400000) {
+        fprintf(stderr, "appswitch: --daemon-wait must be a number of milliseconds\n");
+        return EXIT_APPSWITCH;
+      }
+      wait_ms = (int)v;
     } else {
-      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]\n");
+      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
       return EXIT_APPSWITCH;
     }
   }
   if (!sock_path || i >= argc) {
-    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
     return EXIT_APPSWITCH;
   }
   char **cmd = argv + i;
@@ -205,14 +162,19 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd", errno);
   prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
 
-  int dfd = connect_daemon(sock_path);
+  int dfd = as_session_connect(sock_path);
   if (dfd < 0) {
     fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
     return EXIT_APPSWITCH;
   }
   struct as_msg hr;
-  int r = hello(dfd, meta, &hr);
+  static char ticket[AS_TICKET_MAX], why[512];
+  int r = as_session_hello(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why));
   if (r < 0) die("registering with the daemon", -r);
+  if (hr.result < 0) {
+    fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
+    return EXIT_APPSWITCH;
+  }
 
   int chan[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) < 0) die("socketpair", errno);
@@ -250,6 +212,11 @@ int main(int argc, char **argv) {
     die("starting the trap generator", -r);
   }
   if (hr.addr_len && as_ep_from_sockaddr(hr.addr, hr.addr_len, &g.identity) == 0) g.has_identity = 1;
+  /* what a new session needs when the daemon restarts under the program */
+  g.daemon_path = sock_path;
+  g.meta = meta;
+  g.wait_ms = wait_ms;
+  snprintf(g.ticket, sizeof(g.ticket), "%s", ticket);
   struct as_msg started;
   memset(&started, 0, sizeof(started));
   started.type = AS_STARTED;

@@ -41,6 +41,7 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
     fastpath: opts.fastpath as boolean | undefined,
+    clean: opts.clean as boolean | undefined,
   });
   const d = new Daemon(cfg);
   await d.start();
@@ -63,12 +64,14 @@ interface RunOptions {
   dnsOverride: string;
   socket?: string;
   fastpath: boolean;
+  daemonWait: string;
 }
 
 async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (opts.dnsOverride !== 'true' && opts.dnsOverride !== 'false') {
     throw new AppswitchError('ERR_BAD_ARGUMENT', '--dns-override must be true or false');
   }
+  if (!/^\d{1,8}$/.test(opts.daemonWait)) throw new AppswitchError('ERR_BAD_ARGUMENT', '--daemon-wait must be a number of milliseconds');
   if (cmd.length === 0) throw new AppswitchError('ERR_BAD_ARGUMENT', 'run: no command given (appswitch run [options] -- CMD [ARGS...])');
   const meta: Record<string, unknown> = { tags: parseTags(opts.tag), cmd };
   if (opts.ip !== undefined) meta.ip = opts.ip;
@@ -80,7 +83,7 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
   const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];
-  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), ...resolv, '--', ...cmd], env);
+  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, '--', ...cmd], env);
 }
 
 function printJsonOr(json: boolean, data: unknown, text: () => string): void {
@@ -113,6 +116,7 @@ export function buildCli(): Command {
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
+    .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
 
@@ -124,6 +128,7 @@ export function buildCli(): Command {
     .option('--tag <k=v>', 'tag (repeatable); apps may connect when they share a tag (no tag = zone=default)', collect, [])
     .addOption(new Option('--lb <strategy>', "load balancing for this app's services").choices(['random', 'round-robin', 'least-conn', 'p2c']))
     .option('--no-fastpath', "this app's same-host connections stay TCP (no Unix socket pair)")
+    .option('--daemon-wait <ms>', 'how long a trapped call waits for a restarting daemon before it fails with ENETDOWN', '10000')
     .option('--dns-override <bool>', "point the program's /etc/resolv.conf at the daemon's DNS (private mount namespace)", 'true')
     .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
     .argument('<cmd...>', 'program and its arguments')

@@ -34,6 +34,10 @@ export interface DaemonConfig {
   resolvConf: string;
   /** Same-host connections become Unix socket pairs (see native/fastpath.h). */
   fastpath: boolean;
+  /** Start empty: forget the apps a previous daemon saved (`--clean`). */
+  clean: boolean;
+  /** How long restored apps wait for their generator to reconnect before they are dropped (ms). */
+  restoreGraceMs: number;
 }
 
 export interface DaemonFlags {
@@ -54,6 +58,7 @@ export interface DaemonFlags {
   dnsPort?: string | number;
   dnsServers?: string[];
   fastpath?: boolean;
+  clean?: boolean;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -123,6 +128,8 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gossipProfile,
     lb,
     fastpath: f.fastpath ?? true,
+    clean: f.clean ?? false,
+    restoreGraceMs: 5000,
     peerPort: Number(f.peerPort ?? 7947),
     dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
     dnsPort: Number(f.dnsPort ?? 53),

@@ -18,6 +18,7 @@ import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { tcpSnapshot } from './listeners.js';
 import { VERSION } from './version.js';
+import { clearState, loadState, StateWriter } from './state.js';
 
 export class Daemon {
   readonly log: Logger;
@@ -31,6 +32,7 @@ export class Daemon {
   cluster?: Cluster;
   peers?: PeerApi;
   private readonly started = Date.now();
+  private readonly state: StateWriter;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -52,14 +54,17 @@ export class Daemon {
       closeFds: (fds) => {
         for (const fd of fds) native.close(fd);
       },
+      onChange: () => this.state.schedule(),
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
+    this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
     this.trap = new TrapServer(this.handler, this.log);
     this.control = new ControlServer((req) => this.onControl(req), this.log);
   }
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    this.restoreState();
     const opts: Parameters<typeof Cluster.start>[0] = {
       nodeName: this.cfg.nodeName,
       nodeAddress: this.cfg.nodeAddress,
@@ -93,9 +98,25 @@ export class Daemon {
     );
   }
 
+  /** Takes over the programs a previous daemon left running (their generators reconnect with their tickets), unless
+   * --clean. Runs before the cluster starts, so the restored services are announced with the first gossip. */
+  private restoreState(): void {
+    if (this.cfg.clean) {
+      clearState(this.cfg.stateDir);
+      return;
+    }
+    const snap = loadState(this.cfg.stateDir, this.cfg.nodeName, this.log);
+    if (!snap) return;
+    const apps = this.handler.restore(snap, this.cfg.restoreGraceMs);
+    this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
+  }
+
+  /** Stops serving. The running programs keep running (and keep their connections): the state is saved first and
+   * their apps are not ended, so the next daemon takes them over. */
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    this.trap.close();
+    this.state.freeze();
+    this.trap.close(true);
     await this.cluster?.stop();
     await this.peers?.close();
     await this.dns?.close();
@@ -133,6 +154,7 @@ export class Daemon {
 
   private async sweep(): Promise<void> {
     try {
+      this.handler.expireDetached();
       const snap = await tcpSnapshot();
       this.handler.sweep(snap.listening);
       this.handler.balancer.setInflight(snap.outbound);

@@ -79,6 +79,17 @@ export class IdentityPool {
     throw new RangeError('identity range exhausted');
   }
 
+  /** Takes a given identity (one an app already holds, after a daemon restart) if it is in the range and free. */
+  reserve(ip: string): boolean {
+    const m = /^169\.254\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+    if (!m) return false;
+    const hi = Number(m[1]);
+    const lo = Number(m[2]);
+    if (hi < 1 || hi > 254 || lo < 1 || lo > 254 || ip === '169.254.169.254' || this.used.has(ip) || this.taken(ip)) return false;
+    this.used.add(ip);
+    return true;
+  }
+
   release(ip: string): void {
     this.used.delete(ip);
   }

@@ -36,6 +36,13 @@ export class PortPool {
     return undefined;
   }
 
+  /** Marks a port as in use (a binding restored after a daemon restart). Returns false when it is outside the pool. */
+  take(port: number): boolean {
+    if (port < this.low || port > this.high) return false;
+    this.used.add(port);
+    return true;
+  }
+
   release(port: number): void {
     this.used.delete(port);
   }

@@ -8,6 +8,10 @@ export interface AppMeta {
   lb?: 'random' | 'round-robin' | 'least-conn' | 'p2c';
   /** false: this app's connections to same-host peers stay TCP (`appswitch run --no-fastpath`). */
   fastpath?: boolean;
+  /** A generator whose daemon restarted asks for its app back with the ticket from its first HELLO reply. */
+  resume?: string;
+  /** With resume: the identity the program has been using (kept when the daemon lost its state). */
+  identity?: string;
 }
 
 export interface AppRecord extends AppMeta {
@@ -18,7 +22,12 @@ export interface AppRecord extends AppMeta {
   uid: number;
   pid?: number;
   startedAt: number;
+  /** Secret half of the app's resume ticket ("<id>.<secret>"); never shown. */
+  secret: string;
 }
+
+/** The ticket a generator presents to get its app back after a daemon restart. */
+export const TICKET_RE = /^([0-9a-f]{8})\.([0-9a-f]{32})$/;
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 const TAG_KEY_RE = /^[A-Za-z0-9_.\-/]{1,63}$/;
@@ -80,6 +89,14 @@ export function parseMeta(raw: Buffer): AppMeta | string {
   if (o.fastpath !== undefined) {
     if (typeof o.fastpath !== 'boolean') return 'fastpath must be a boolean';
     meta.fastpath = o.fastpath;
+  }
+  if (o.resume !== undefined) {
+    if (typeof o.resume !== 'string' || !TICKET_RE.test(o.resume)) return 'resume must be an app ticket';
+    meta.resume = o.resume;
+  }
+  if (o.identity !== undefined) {
+    if (typeof o.identity !== 'string' || o.identity.length > 45) return 'identity must be an address';
+    meta.identity = o.identity;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

@@ -1,7 +1,7 @@
 /** The trap handler: the decisions behind trapped bind/listen/connect and datagram sends, made against the
  * service table. It performs no I/O (the generator acts on the program's socket); the trap server feeds it
  * decoded messages and sends back what it returns. */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Errno } from '../errors.js';
 import { IdentityPool, isLoopback, isUnspecified, type VirtualRanges } from '../table/addresses.js';
@@ -10,7 +10,7 @@ import type { AppDirectory, AppEntry } from '../table/directory.js';
 import type { PortPool } from '../table/port-pool.js';
 import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
-import type { AppMeta, AppRecord } from './apps.js';
+import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
 import {
   AF_INET6,
   canonicalIp,
@@ -54,6 +54,17 @@ export interface HandlerConfig {
   fastpath?: boolean;
   /** Closes descriptors the handler holds (fast-path offers); the trap server passes native close. */
   closeFds?: (fds: number[]) => void;
+  /** Called after every change of what a snapshot holds (apps, bindings, services): the daemon saves its state. */
+  onChange?: () => void;
+}
+
+/** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
+ * resume secrets), their bound sockets and their services. Connections in flight (fast-path offers, client
+ * identities not yet claimed by an accept) are not kept. */
+export interface HandlerSnapshot {
+  apps: AppRecord[];
+  bindings: Array<[string, Binding]>;
+  services: ServiceEntry[];
 }
 
 const CLIENT_TTL_MS = 120_000;
@@ -76,7 +87,7 @@ export interface Reply {
 /** Reply flag to CONNECT: other instances exist; on ECONNREFUSED ask again (MsgFlag.RETRY) for another. */
 export const ALTERNATIVES = 4;
 
-interface Binding {
+export interface Binding {
   appId: string;
   proto: Proto;
   virt: Endpoint;
@@ -140,6 +151,8 @@ export class TrapHandler {
   private readonly bindings = new Map<string, Binding>();
   /** Pool ports handed out in a BIND reply and not yet confirmed, by app and request. */
   private readonly planned = new Map<string, PlannedBind>();
+  /** Apps restored from a saved state whose generator has not come back yet: id -> deadline (ms). */
+  private readonly detached = new Map<string, number>();
 
   constructor(private readonly cfg: HandlerConfig) {
     let seed = 0;
@@ -149,6 +162,10 @@ export class TrapHandler {
 
   /** Registers an app from its HELLO. Returns the record, or an error text for the user. */
   hello(meta: AppMeta, launcherPid: number, uid: number): AppRecord | string {
+    if (meta.resume !== undefined) {
+      const back = this.resume(meta.resume, launcherPid, uid);
+      if (back) return back;
+    }
     let identity: string;
     if (meta.ip !== undefined) {
       let ip: string;
@@ -169,21 +186,120 @@ export class TrapHandler {
         return `no vip for --name ${meta.name}: ${(e as Error).message}`;
       }
       meta.ip = identity; /* a named app gets a vip, stable for its lifetime and unique in the cluster */
+    } else if (meta.resume !== undefined && meta.identity !== undefined && this.identities.reserve(meta.identity)) {
+      identity = meta.identity; /* a program that outlived the daemon's state keeps the identity it has been using */
     } else {
       identity = this.identities.allocate();
     }
-    const app: AppRecord = { ...meta, id: randomBytes(4).toString('hex'), identity, launcherPid, uid, startedAt: Date.now() };
+    const { resume: _resume, identity: _hint, ...plain } = meta;
+    const app: AppRecord = {
+      ...plain,
+      id: randomBytes(4).toString('hex'),
+      identity,
+      launcherPid,
+      uid,
+      startedAt: Date.now(),
+      secret: randomBytes(16).toString('hex'),
+    };
     this.apps.set(app.id, app);
     const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity, vip: meta.ip !== undefined, tags: app.tags };
     if (app.name !== undefined) entry.name = app.name;
     this.cfg.directory?.put(entry);
     this.cfg.log.info({ app: app.id, ip: app.ip, identity, name: app.name, tags: app.tags, cmd: app.cmd }, 'app started');
+    this.changed();
     return app;
+  }
+
+  /** The ticket a generator presents after a daemon restart gives it its app back (same id, identity, services),
+   * if that app was restored and is waiting, the secret matches and the same user asks. */
+  private resume(ticket: string, launcherPid: number, uid: number): AppRecord | undefined {
+    const m = TICKET_RE.exec(ticket);
+    const app = m ? this.apps.get(m[1] as string) : undefined;
+    if (!m || !app || !this.detached.has(app.id)) return undefined;
+    const a = Buffer.from(app.secret, 'hex');
+    const b = Buffer.from(m[2] as string, 'hex');
+    if (a.length !== b.length || !timingSafeEqual(a, b) || app.uid !== uid) {
+      this.cfg.log.warn({ app: app.id, pid: launcherPid, uid }, 'resume refused: wrong ticket or user');
+      return undefined;
+    }
+    this.detached.delete(app.id);
+    app.launcherPid = launcherPid;
+    this.cfg.log.info({ app: app.id, identity: app.identity, name: app.name, pid: launcherPid }, 'app resumed after a daemon restart');
+    this.changed();
+    return app;
+  }
+
+  /** The ticket the generator keeps for a resumed session. */
+  static ticketOf(app: AppRecord): string {
+    return `${app.id}.${app.secret}`;
+  }
+
+  /** What a restarted daemon needs to take over the running apps (see HandlerSnapshot). */
+  snapshot(): HandlerSnapshot {
+    return {
+      apps: [...this.apps.values()],
+      bindings: [...this.bindings],
+      services: this.cfg.table.all().filter((e) => e.node === this.cfg.nodeName && this.apps.has(e.appId)),
+    };
+  }
+
+  /** Takes over the apps of a saved snapshot. They stay until `graceMs` passes without their generator coming back
+   * (expireDetached); their services are in the table at once (new versions, so the cluster takes them). Returns
+   * how many apps were restored. */
+  restore(snap: HandlerSnapshot, graceMs: number): number {
+    const deadline = Date.now() + graceMs;
+    for (const app of snap.apps) {
+      if (this.apps.has(app.id)) continue;
+      if (!app.ip && !this.identities.reserve(app.identity)) {
+        this.cfg.log.warn({ app: app.id, identity: app.identity }, 'restored app lost its identity (taken): dropped');
+        continue;
+      }
+      this.apps.set(app.id, app);
+      this.detached.set(app.id, deadline);
+      const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity: app.identity, vip: app.ip !== undefined, tags: app.tags };
+      if (app.name !== undefined) entry.name = app.name;
+      this.cfg.directory?.put(entry);
+    }
+    for (const [ino, b] of snap.bindings) {
+      if (!this.apps.has(b.appId)) continue;
+      this.cfg.pool.take(b.real.port);
+      this.bindings.set(ino, b);
+    }
+    for (const e of snap.services) {
+      const b = e.socket !== undefined ? this.bindings.get(e.socket) : undefined;
+      if (!b || b.serviceId !== e.id || !this.apps.has(e.appId)) continue;
+      this.cfg.table.upsert({ ...e, node: this.cfg.nodeName, version: this.cfg.table.nextVersion() });
+    }
+    return this.detached.size;
+  }
+
+  /** Restored apps whose generator did not come back in time are gone (their program ended meanwhile). */
+  expireDetached(now = Date.now()): void {
+    for (const [id, deadline] of this.detached) {
+      if (now < deadline) continue;
+      const app = this.apps.get(id);
+      this.detached.delete(id);
+      if (app) {
+        this.cfg.log.info({ app: id, identity: app.identity }, 'restored app did not come back: removed');
+        this.goodbye(app);
+      }
+    }
+  }
+
+  /** Restored apps still waiting for their generator. */
+  get detachedApps(): number {
+    return this.detached.size;
+  }
+
+  private changed(): void {
+    this.cfg.onChange?.();
   }
 
   /** The app's connection closed: its services and ports go away. */
   goodbye(app: AppRecord): void {
+    if (this.apps.get(app.id) !== app) return; /* already gone (or replaced) */
     this.apps.delete(app.id);
+    this.detached.delete(app.id);
     for (const [ino, b] of this.bindings) if (b.appId === app.id) this.unbind(ino);
     for (const [k, p] of this.planned) {
       if (k.startsWith(`${app.id}/`)) {
@@ -195,6 +311,7 @@ export class TrapHandler {
     if (!app.ip) this.identities.release(app.identity);
     this.cfg.directory?.remove(app.id);
     this.cfg.log.info({ app: app.id, pid: app.pid }, 'app ended');
+    this.changed();
   }
 
   bind(app: AppRecord, m: TrapMsg): Reply {
@@ -238,6 +355,7 @@ export class TrapHandler {
         this.planned.delete(k);
         this.stats.binds++;
         this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real });
+        this.changed();
         return;
       }
     }
@@ -277,6 +395,7 @@ export class TrapHandler {
     this.cfg.table.upsert(e);
     this.stats.listens++;
     this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
+    this.changed();
     return { result: 0 };
   }
 
@@ -479,6 +598,7 @@ export class TrapHandler {
       const e = this.cfg.table.remove(b.serviceId);
       if (e) this.cfg.log.info({ app: b.appId, service: `${e.vip}:${e.port}` }, 'service down');
     }
+    this.changed();
   }
 
   private portTaken(app: AppRecord, proto: Proto, port: number): boolean {

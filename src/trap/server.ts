@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
-import type { Reply, TrapHandler } from './handler.js';
+import { type Reply, TrapHandler } from './handler.js';
 import { decodeMsg, encodeMsg, encodeSockaddr, MsgType, type TrapMsg } from './protocol.js';
 
 interface Conn {
@@ -41,11 +41,16 @@ export class TrapServer {
     this.listenPoller.start(1);
   }
 
-  close(): void {
+  /** Stops serving. With `detach`, the apps stay registered (a restart: their generators come back to the next
+   * daemon with their tickets); without, every app ends. */
+  close(detach = false): void {
     this.listenPoller?.stop();
     if (this.listenFd >= 0) native.close(this.listenFd);
     this.listenFd = -1;
-    for (const c of [...this.conns.values()]) this.drop(c);
+    for (const c of [...this.conns.values()]) {
+      if (detach) c.app = undefined;
+      this.drop(c);
+    }
   }
 
   get connections(): number {
@@ -181,7 +186,8 @@ export class TrapServer {
       return;
     }
     c.app = res;
-    this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: Buffer.from(res.id) });
+    const ticket = Buffer.from(TrapHandler.ticketOf(res));
+    this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: ticket });
   }
 
   private reply(c: Conn, m: TrapMsg, r: Reply): void {

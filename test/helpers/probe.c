@@ -369,6 +369,12 @@ static double now_ns(void) {
 }
 
 /* loop N: N getsockname calls on one socket; prints the mean time per call. */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* loop N: N getsockname() calls (a cheap trapped call), each timed; prints the mean, median and p99 per call. */
 static void c_loop(int n) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_storage ss;
@@ -376,16 +382,24 @@ static void c_loop(int n) {
     socklen_t l = sizeof(ss);
     getsockname(s, (struct sockaddr *)&ss, &l);
   }
+  double *lat = malloc(sizeof(double) * (size_t)n);
+  if (!lat) return;
   double t0 = now_ns();
   for (int i = 0; i < n; i++) {
     socklen_t l = sizeof(ss);
+    double a = now_ns();
     if (getsockname(s, (struct sockaddr *)&ss, &l) < 0) {
       printf("FAIL %s: getsockname errno %d\n", cname, errno);
       failed = 1;
+      free(lat);
       return;
     }
+    lat[i] = now_ns() - a;
   }
-  printf("ns_per_call %.0f\n", (now_ns() - t0) / n);
+  double total = now_ns() - t0;
+  qsort(lat, (size_t)n, sizeof(double), cmp_double);
+  printf("ns_per_call %.0f median_ns %.0f p99_ns %.0f\n", total / n, lat[n / 2], lat[(size_t)((double)(n - 1) * 0.99)]);
+  free(lat);
 }
 
 /* connloop IP PORT N: N x (socket + connect + close); prints the mean time per iteration. */

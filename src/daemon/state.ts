@@ -1,0 +1,153 @@
+/** The daemon's saved state (`<state-dir>/state.json`, mode 0600): the running apps, their bound sockets and their
+ * services, so that a daemon that restarts (crash, upgrade, `systemctl restart`) takes over the programs that kept
+ * running, instead of forgetting them. Written atomically (temporary file + rename) shortly after each change;
+ * read once at start. `appswitch daemon --clean` deletes it and starts empty. */
+import { closeSync, fsyncSync, openSync, renameSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { AppRecord } from '../trap/apps.js';
+import type { Binding, HandlerSnapshot } from '../trap/handler.js';
+import type { ServiceEntry } from '../table/service-table.js';
+
+export const STATE_FILE = 'state.json';
+const FORMAT = 1;
+
+interface SavedState {
+  format: number;
+  node: string;
+  savedAt: string;
+  apps: AppRecord[];
+  bindings: Array<[string, Binding]>;
+  services: ServiceEntry[];
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length < 4096;
+const isPort = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < 65536;
+const isEndpoint = (v: unknown): boolean => isObj(v) && isStr(v.ip) && isPort(v.port);
+const isTags = (v: unknown): boolean => isObj(v) && Object.values(v).every((x) => typeof x === 'string');
+
+function validApp(a: unknown): a is AppRecord {
+  return (
+    isObj(a) &&
+    isStr(a.id) &&
+    /^[0-9a-f]{8}$/.test(a.id) &&
+    isStr(a.identity) &&
+    isStr(a.secret) &&
+    /^[0-9a-f]{32}$/.test(a.secret) &&
+    typeof a.uid === 'number' &&
+    typeof a.launcherPid === 'number' &&
+    typeof a.startedAt === 'number' &&
+    isTags(a.tags) &&
+    Array.isArray(a.cmd) &&
+    (a.ip === undefined || isStr(a.ip)) &&
+    (a.name === undefined || isStr(a.name))
+  );
+}
+
+function validBinding(b: unknown): b is [string, Binding] {
+  if (!Array.isArray(b) || b.length !== 2 || !isStr(b[0]) || !isObj(b[1])) return false;
+  const v = b[1];
+  return isStr(v.appId) && (v.proto === 'tcp' || v.proto === 'udp') && isEndpoint(v.virt) && isEndpoint(v.real) && (v.serviceId === undefined || isStr(v.serviceId));
+}
+
+function validService(e: unknown): e is ServiceEntry {
+  return (
+    isObj(e) && isStr(e.id) && isStr(e.vip) && isPort(e.port) && (e.proto === 'tcp' || e.proto === 'udp') && isEndpoint(e.endpoint) && isStr(e.appId) && isTags(e.tags) && (e.socket === undefined || isStr(e.socket))
+  );
+}
+
+/** Reads the saved state of node `node`. A missing file is no state; a file that does not parse, has another format
+ * or belongs to another node is moved aside (`state.json.bad`) with a log line, and the daemon starts empty. */
+export function loadState(dir: string, node: string, log: Logger): HandlerSnapshot | undefined {
+  const file = path.join(dir, STATE_FILE);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: e, file }, 'saved state unreadable: starting empty');
+    return undefined;
+  }
+  let why = '';
+  try {
+    const s = JSON.parse(text) as unknown;
+    if (!isObj(s) || s.format !== FORMAT) why = 'unknown format';
+    else if (s.node !== node) why = `saved by node ${String(s.node)}, this is ${node}`;
+    else if (!Array.isArray(s.apps) || !Array.isArray(s.bindings) || !Array.isArray(s.services)) why = 'missing sections';
+    else {
+      const st = s as unknown as SavedState;
+      const apps = st.apps.filter(validApp);
+      const bindings = st.bindings.filter(validBinding);
+      const services = st.services.filter(validService);
+      const dropped = st.apps.length - apps.length + (st.bindings.length - bindings.length) + (st.services.length - services.length);
+      if (dropped) log.warn({ file, dropped }, 'saved state: invalid records skipped');
+      return { apps, bindings, services };
+    }
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  log.error({ file, reason: why }, 'saved state rejected (moved to state.json.bad): starting empty');
+  try {
+    renameSync(file, `${file}.bad`);
+  } catch {
+    /* gone meanwhile */
+  }
+  return undefined;
+}
+
+/** Deletes the saved state (`--clean`). */
+export function clearState(dir: string): void {
+  rmSync(path.join(dir, STATE_FILE), { force: true });
+}
+
+/** Saves snapshots: `schedule()` coalesces bursts of changes into one write a few ms later; `flush()` writes now;
+ * after `freeze()` nothing is written any more (a stopping daemon must not save the apps it lets go of). */
+export class StateWriter {
+  private timer: NodeJS.Timeout | undefined;
+  private frozen = false;
+  writes = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly node: string,
+    private readonly snapshot: () => HandlerSnapshot,
+    private readonly log: Logger,
+    private readonly delayMs = 20,
+  ) {}
+
+  schedule(): void {
+    if (this.frozen || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, this.delayMs);
+  }
+
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.frozen) return;
+    const s: SavedState = { format: FORMAT, node: this.node, savedAt: new Date().toISOString(), ...this.snapshot() };
+    const file = path.join(this.dir, STATE_FILE);
+    const tmp = `${file}.tmp`;
+    try {
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, JSON.stringify(s));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, file);
+      this.writes++;
+    } catch (e) {
+      this.log.error({ err: e, file }, 'saving state failed (a restart would forget the running apps)');
+    }
+  }
+
+  freeze(): void {
+    this.flush();
+    this.frozen = true;
+  }
+}
