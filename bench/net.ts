@@ -7,6 +7,7 @@
  *   --runs N      runs per measurement (default 5); runs are interleaved (every setup once, then again), so slow
  *                 drift of a noisy machine spreads over all setups instead of falling on one
  *   --duration S  seconds per measurement (default 10)
+ *   --only T,...  only these tables: same, cross, conn, http
  * Traffic goes only over loopback and between namespaces this script creates (TEST-NET-1 addresses, no route off
  * the machine); every namespace and process it starts is removed at the end, also on failure or on a signal. */
 import { execFileSync } from 'node:child_process';
@@ -31,7 +32,9 @@ function numArg(name: string, dflt: number): number {
   return v;
 }
 const RUNS = Math.round(numArg('--runs', smoke ? 1 : 5));
-const DURATION = Math.round(numArg('--duration', smoke ? 2 : 10));
+const DURATION = Math.round(numArg('--duration', smoke ? 1 : 10));
+const onlyArg = args.indexOf('--only');
+const ONLY = onlyArg >= 0 ? new Set((args[onlyArg + 1] ?? '').split(',')) : undefined;
 /** Upper bound for one measuring command: its duration plus start-up, then it is killed. */
 const CMD_TIMEOUT = DURATION * 1000 + 30_000;
 
@@ -343,7 +346,8 @@ const NODE_HTTP = "const b=Buffer.alloc(1024,120);require('http').createServer((
 function render(meta: string, notes: string[]): string {
   const out: string[] = ['## Network', '', meta, ''];
   const byKey = new Map(cases.map((c) => [c.key, c]));
-  const status = (c: Case): string | undefined => c.skip ?? (c.samples.length ? undefined : `failed: ${c.failure ?? '?'}`);
+  const status = (c: Case): string | undefined =>
+    c.skip ?? (ONLY && !ONLY.has(c.table) ? 'not measured (--only)' : c.samples.length ? undefined : `failed: ${c.failure ?? '?'}`);
 
   const tput = (table: 'same' | 'cross', title: string, baseName: string): void => {
     out.push(title, '', `| setup | Mbit/s (median) | min–max | × ${baseName} |`, '|---|---:|---:|---:|');
@@ -355,10 +359,6 @@ function render(meta: string, notes: string[]): string {
     out.push('');
   };
   tput('same', '### Throughput, one host (iperf 2, one TCP stream, 128 KiB writes)', 'native loopback');
-  out.push(
-    'The appswitch fast path (same-host connections over a Unix socket) does not exist yet, so it has no row.',
-    '',
-  );
   tput('cross', '### Throughput, two hosts (two namespaces on one Linux bridge)', 'native');
 
   out.push(
@@ -557,8 +557,10 @@ async function main(): Promise<void> {
       measure: async () => ({ mbits: iperfMbits(await run(h2, iperfC(h1.address, P.iperfX))) }) });
     addCase({ table: 'same', key: 'haproxy', baseline: 'lo', label: 'haproxy `mode tcp` in the path (client → haproxy → server, loopback)', skip: skip(['iperf', 'haproxy'], ['iperf-native', 'haproxy']),
       measure: async () => ({ mbits: iperfMbits(await run(hn, iperfC('127.0.0.1', P.iperfProxy))) }) });
-    addCase({ table: 'same', key: 'as-same', baseline: 'lo', label: `appswitch (server \`--ip ${VIP.iperf}\`, client by vip, daemon in the namespace)`, skip: skip(['iperf'], ['iperf-as']),
+    addCase({ table: 'same', key: 'as-same', baseline: 'lo', label: `appswitch, fast path (server \`--ip ${VIP.iperf}\`, client by vip: a Unix socket pair)`, skip: skip(['iperf'], ['iperf-as']),
       measure: async () => ({ mbits: iperfMbits(await run(ha, iperfC(VIP.iperf, P.iperfVip), [])) }) });
+    addCase({ table: 'same', key: 'as-same-tcp', baseline: 'lo', label: 'appswitch, fast path off (client `appswitch run --no-fastpath`: loopback TCP)', skip: skip(['iperf'], ['iperf-as']),
+      measure: async () => ({ mbits: iperfMbits(await run(ha, iperfC(VIP.iperf, P.iperfVip), ['--no-fastpath'])) }) });
     addCase({ table: 'cross', key: 'bridge', baseline: 'bridge', label: `native (client in host 2 → ${h1.address} in host 1)`, skip: skip(['iperf'], ['iperf-bridge']),
       measure: async () => ({ mbits: iperfMbits(await run(h2, iperfC(h1.address, P.iperfX))) }) });
     addCase({ table: 'cross', key: 'as-cross', baseline: 'bridge', label: `appswitch (daemons a, b joined; server \`--ip ${VIP.iperf}\` on a, client on b by vip)`, skip: skip(['iperf'], ['iperf-as-cross']),
@@ -590,8 +592,10 @@ async function main(): Promise<void> {
         measure: async () => conn(await run(hn, load('127.0.0.1', P.connLo))) });
       addCase({ table: 'conn', key: `conn-haproxy-${n}`, baseline: `conn-native-${n}`, extra: String(n), label: 'haproxy `mode tcp`', skip: skip(['gcc', 'haproxy'], ['conn-native', 'haproxy']),
         measure: async () => conn(await run(hn, load('127.0.0.1', P.connProxy))) });
-      addCase({ table: 'conn', key: `conn-as-${n}`, baseline: `conn-native-${n}`, extra: String(n), label: 'appswitch (client and server under `appswitch run`)', skip: skip(['gcc'], ['conn-as']),
+      addCase({ table: 'conn', key: `conn-as-${n}`, baseline: `conn-native-${n}`, extra: String(n), label: 'appswitch, fast path (client and server under `appswitch run`)', skip: skip(['gcc'], ['conn-as']),
         measure: async () => conn(await run(ha, load(VIP.conn, P.connVip), [])) });
+      addCase({ table: 'conn', key: `conn-as-tcp-${n}`, baseline: `conn-native-${n}`, extra: String(n), label: 'appswitch, fast path off (client `--no-fastpath`)', skip: skip(['gcc'], ['conn-as']),
+        measure: async () => conn(await run(ha, load(VIP.conn, P.connVip), ['--no-fastpath'])) });
     }
 
     // ---- measure: every setup once per run, runs interleaved; the bridge row is measured once and shown twice
@@ -599,7 +603,7 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     for (let r = 1; r <= RUNS; r++) {
       for (const c of cases) {
-        if (c.skip || !c.measure || shared.has(c.key)) continue;
+        if (c.skip || !c.measure || shared.has(c.key) || (ONLY && !ONLY.has(c.table))) continue;
         process.stderr.write(`run ${r}/${RUNS}: ${c.table} ${c.label}${c.extra && c.table === 'conn' ? `, ${c.extra} clients` : ''}${c.table === 'http' ? ` (${c.key})` : ''}\n`);
         try {
           c.samples.push(await c.measure());
@@ -623,13 +627,6 @@ async function main(): Promise<void> {
       'Native and haproxy rows run in a namespace without an appswitch daemon; appswitch rows in one with its daemon.',
       ...(ok('haproxy') ? ['haproxy runs with its defaults (threads = CPUs, no splice).'] : []),
     );
-    if (netbench)
-      notes.push(
-        'The connection set-up server has one accept thread. Under appswitch a server with two threads blocked in accept() on one ' +
-          'listener deadlocks when connections arrive one at a time: the generator accept4()s on its duplicate of the ' +
-          'listener, which shares the blocking file description, so it blocks in the kernel holding the first connection ' +
-          "while that connection's answer from the daemon waits behind it (native/generator.c, accept_next).",
-      );
     notes.push(
       `${os.cpus().length} cores shared by client, server, proxy and daemon; the machine is shared and noisy: read the ratios, not the absolute figures.`,
     );
@@ -647,7 +644,7 @@ async function main(): Promise<void> {
       (missing.length ? ` · not installed: ${missing.join(', ')}` : '');
     const section = render(meta, notes);
     process.stdout.write(`\n${section}\n`);
-    if (!smoke) {
+    if (!smoke && !ONLY) {
       writeSection(section);
       process.stdout.write('bench: wrote the "## Network" section of bench/RESULTS.md\n');
     }

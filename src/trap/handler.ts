@@ -67,7 +67,7 @@ export interface HandlerSnapshot {
   services: ServiceEntry[];
 }
 
-const CLIENT_TTL_MS = 120_000;
+const CLIENT_TTL_MS = 30_000;
 const CLIENT_MAX = 200_000;
 /** A fast-path connection the server has not accepted within this time is given up (its fds closed). */
 const OFFER_TTL_MS = 60_000;
@@ -494,19 +494,27 @@ export class TrapHandler {
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
-    this.clients.set(key, { ...c, at: Date.now() });
     const ws = this.clientWaiters.get(key);
-    if (ws) {
+    if (ws) { /* an accept is already waiting for this report: it claims it (see whoIsLocal) */
       this.clientWaiters.delete(key);
       for (const w of ws) w(c);
+      return;
     }
+    this.clients.set(key, { ...c, at: Date.now() });
     if (this.clients.size > CLIENT_MAX) this.pruneClients();
   }
 
-  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. */
+  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. The answer is
+   * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
+   * report nobody claimed must not answer for a later connection that reuses the ephemeral port (at thousands of
+   * connections a second the same 4-tuple comes back within seconds: a stale answer would hand the server the
+   * placeholder of a fast-path connection instead of its Unix socket). */
   whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500): Promise<ClientIdentity | undefined> {
     const c = this.clients.get(key);
-    if (c && Date.now() - c.at < CLIENT_TTL_MS) return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+    if (c && Date.now() - c.at < CLIENT_TTL_MS) {
+      this.clients.delete(key);
+      return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+    }
     if (waitMs <= 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let list = this.clientWaiters.get(key);
