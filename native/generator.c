@@ -1036,6 +1036,11 @@ static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_e
   struct sockaddr_storage ss;
   int n = virtual_name(g, p->conn, 0, &ss);
   if (n < 0 || as_ep_from_sockaddr(&ss, (uint32_t)n, &e.local) < 0) return -EINVAL;
+  /* accepted on a wildcard listener: the connection's own address is the app's identity (virtual_name cannot tell
+   * by getpeername here: the client's placeholder may already be reset) */
+  static const uint8_t zero[16], v4any[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+  if (g->has_identity && (!memcmp(e.local.ip, zero, 16) || !memcmp(e.local.ip, v4any, 16)))
+    memcpy(e.local.ip, g->identity.ip, 16);
   inherit_options(p->conn, *fast_fd, &e);
   int r = fast_register(g, *fast_fd, &e);
   if (r < 0) return r;
