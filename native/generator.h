@@ -10,6 +10,7 @@
 #include "fastpath.h"
 #include "notif.h"
 #include "procmem.h"
+#include "trapstats.h"
 #include "vmap.h"
 
 #define AS_PENDING_MAX 1024
@@ -37,6 +38,7 @@ struct as_pending {
   int aflags;          /* accept4 flags */
   int virtual_dest;    /* connect: the destination is a virtual endpoint (report the connection) */
   uint64_t uaddr, ulenp;
+  struct as_tmark mark; /* trap statistics of the notification this entry answers */
 };
 
 struct as_gen {
@@ -53,6 +55,8 @@ struct as_gen {
   uint32_t next_seq;
   struct as_pending pend[AS_PENDING_MAX];
   uint64_t stats_notifs, stats_local, stats_forwarded, stats_fast, stats_fast_declined;
+  struct as_tstats tstats; /* per-syscall counts and latencies, sent to the daemon as AS_STATS */
+  struct as_tmark cur;     /* the notification being handled; moves to its pending entry if it waits */
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);
