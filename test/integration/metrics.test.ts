@@ -33,6 +33,13 @@ async function scrape(): Promise<Map<string, number>> {
   return m;
 }
 
+/** Scrapes until `ok` holds (counters from generators arrive within a second, or when they exit). */
+async function scrapeUntil(ok: (m: Map<string, number>) => boolean): Promise<Map<string, number>> {
+  let last = new Map<string, number>();
+  await waitFor(async () => ok((last = await scrape())), 10_000, 200);
+  return last;
+}
+
 /** accept and accept4 traps answered with a connection (python's accept() is accept4). */
 function accepts(m: Map<string, number>): number {
   return sum(m, 'appswitch_traps_total', { syscall: 'accept', result: 'ok' }) + sum(m, 'appswitch_traps_total', { syscall: 'accept4', result: 'ok' });
@@ -104,10 +111,7 @@ describe('metrics endpoint', () => {
       const tcp = await h.runToEnd(['--tag', 'grp=1', '--no-fastpath'], ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', 'http://10.0.0.5:8000/']);
       expect(tcp.stdout, tcp.stderr).toBe('200');
       // the clients' counters arrive when they exit; the server's within a second of its accepts
-      const after = await waitFor(async () => {
-        const m = await scrape();
-        return accepts(m) - accepts(before) >= 2 ? m : undefined;
-      }, 10_000, 200);
+      const after = await scrapeUntil((m) => accepts(m) - accepts(before) >= 2);
       const d = (name: string, labels: Record<string, string>): number => sum(after, name, labels) - sum(before, name, labels);
       expect(d('appswitch_connections_total', { kind: 'fastpath' })).toBe(1);
       expect(d('appswitch_connections_total', { kind: 'tcp' })).toBe(1);
@@ -144,14 +148,8 @@ describe('metrics endpoint', () => {
       expect(denied.code).toBe(7); // ECONNREFUSED
       const nothing = await h.runToEnd(['--name', 'lost'], ['curl', '-sS', '-m', '5', 'http://10.9.9.9:1234/']);
       expect(nothing.code).toBe(7);
-      const after = await waitFor(async () => {
-        const m = await scrape();
-        return sum(m, 'appswitch_traps_total', { syscall: 'connect', result: 'ECONNREFUSED' }) -
-          sum(before, 'appswitch_traps_total', { syscall: 'connect', result: 'ECONNREFUSED' }) >=
-          2
-          ? m
-          : undefined;
-      }, 10_000, 200);
+      const refused = (m: Map<string, number>): number => sum(m, 'appswitch_traps_total', { syscall: 'connect', result: 'ECONNREFUSED' });
+      const after = await scrapeUntil((m) => refused(m) - refused(before) >= 2);
       expect(val(after, 'appswitch_policy_denials_total') - val(before, 'appswitch_policy_denials_total')).toBe(1);
       expect(val(after, 'appswitch_connects_refused_total') - val(before, 'appswitch_connects_refused_total')).toBe(1);
 
