@@ -3,6 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
+import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
 import { VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
@@ -101,7 +102,12 @@ export class Daemon {
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
     if (this.metricsServer && this.cfg.metricsAddress) {
-      this.metricsAddress = await this.metricsServer.listen(this.cfg.metricsAddress.host, this.cfg.metricsAddress.port);
+      const { host, port } = this.cfg.metricsAddress;
+      try {
+        this.metricsAddress = await this.metricsServer.listen(host, port);
+      } catch (e) {
+        throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
+      }
     }
     const c = this.cfg;
     this.log.info(
@@ -135,13 +141,21 @@ export class Daemon {
   /** Stops serving and leaves the cluster; logs one line with why. */
   async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    this.trap.close();
-    await this.cluster?.stop();
-    await this.peers?.close();
-    await this.dns?.close();
-    await this.control.close();
-    await this.metricsServer?.close();
-    this.log.info({ ...why, uptimeSeconds: Math.round((Date.now() - this.started) / 1000) }, 'daemon stopped');
+    let err: unknown;
+    try {
+      this.trap.close();
+      await this.cluster?.stop();
+      await this.peers?.close();
+      await this.dns?.close();
+      await this.control.close();
+      await this.metricsServer?.close();
+    } catch (e) {
+      err = e;
+      throw e;
+    } finally {
+      const line = { ...why, uptimeSeconds: Math.round((Date.now() - this.started) / 1000), ...(err ? { err } : {}) };
+      this.log.info(line, 'daemon stopped');
+    }
   }
 
   /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs). */
