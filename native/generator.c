@@ -70,11 +70,13 @@ static void dbg(struct as_gen *g, const char *fmt, ...) {
 /* ---- replies ---------------------------------------------------------------------------------------------- */
 
 static void reply(struct as_gen *g, uint64_t id, int64_t val) {
+  if (g->cur.live && g->cur.id == id) as_tstats_end(&g->tstats, &g->cur, val);
   int r = val < 0 ? as_notif_reply(&g->nc, id, 0, (int)val) : as_notif_reply(&g->nc, id, val, 0);
   if (r < 0 && r != -ENOENT) dbg(g, "reply failed: %s", strerror(-r));
 }
 
 static void reply_continue(struct as_gen *g, uint64_t id) {
+  if (g->cur.live && g->cur.id == id) as_tstats_end(&g->tstats, &g->cur, 0);
   int r = as_notif_continue(&g->nc, id);
   if (r < 0 && r != -ENOENT) dbg(g, "continue failed: %s", strerror(-r));
 }
@@ -97,6 +99,10 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
     p->pid = pid;
     p->op = op;
     p->sock = sock;
+    if (g->cur.live && g->cur.id == id) { /* the answer now comes from this entry */
+      p->mark = g->cur;
+      g->cur.live = 0;
+    }
     return p;
   }
   return NULL;
@@ -141,6 +147,7 @@ static void pend_unwatch(struct as_gen *g, struct as_pending *p) {
 }
 
 static void pend_finish(struct as_gen *g, struct as_pending *p, int64_t val) {
+  as_tstats_end(&g->tstats, &p->mark, val);
   reply(g, p->id, val);
   pend_done(g, p);
 }
@@ -438,6 +445,7 @@ static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
     return;
   }
   int r = as_notif_addfd_send(g->notif_fd, req->id, s, (type & SOCK_CLOEXEC) != 0);
+  if (r >= 0) as_tstats_end(&g->tstats, &g->cur, 0);
   if (r < 0 && r != -ENOENT) reply(g, req->id, r); /* e.g. EMFILE: the program's fd limit */
   close(s);
   g->stats_local++;
@@ -1098,6 +1106,7 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
   int fl = fcntl(p->conn, F_GETFL);
   if (fl >= 0) fcntl(p->conn, F_SETFL, (p->aflags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
   int r = as_notif_addfd_send(g->notif_fd, p->id, p->conn, (p->aflags & SOCK_CLOEXEC) != 0);
+  if (r != -ENOENT) as_tstats_end(&g->tstats, &p->mark, r);
   if (r < 0 && r != -ENOENT) reply(g, p->id, r);
   pend_done(g, p);
 }
@@ -1380,6 +1389,7 @@ static void on_notif(struct as_gen *g) {
   }
   struct seccomp_notif *req = g->nc.req;
   g->stats_notifs++;
+  as_tstats_begin(&g->cur, req->id, req->data.nr);
   switch (req->data.nr) {
   case __NR_socket: h_socket(g, req); break;
   case __NR_getsockname: h_getname(g, req, 0); break;
@@ -1396,6 +1406,7 @@ static void on_notif(struct as_gen *g) {
   case __NR_getsockopt: h_sockopt(g, req, 0); break;
   default: reply(g, req->id, -ENOSYS);
   }
+  g->cur.live = 0; /* answered (and counted), waiting in a pending entry, or its task is gone (not counted) */
 }
 
 /* Waits whose caller died (a blocked accept in a killed thread) would otherwise hold a duplicate of the listener
@@ -1469,10 +1480,14 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
 int as_gen_run(struct as_gen *g, int until_child_exits) {
   struct epoll_event evs[32];
   for (;;) {
-    if (g->child_done && (until_child_exits || g->notif_hup)) return g->child_status;
+    if (g->child_done && (until_child_exits || g->notif_hup)) {
+      as_tstats_flush(&g->tstats, g->daemon_fd); /* the last counts */
+      return g->child_status;
+    }
     int n = epoll_wait(g->epfd, evs, 32, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
+      as_tstats_flush(&g->tstats, g->daemon_fd);
       return g->child_status;
     }
     for (int i = 0; i < n; i++) {
@@ -1491,6 +1506,7 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         uint64_t ticks;
         if (read(g->timer_fd, &ticks, sizeof(ticks)) == sizeof(ticks)) reap_waits(g);
         if (g->fast_timer || g->daemon_fd < 0) on_timer_tick(g);
+        as_tstats_flush(&g->tstats, g->daemon_fd); /* at most once a second, only when traps happened */
         if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];

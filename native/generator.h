@@ -11,6 +11,7 @@
 #include "notif.h"
 #include "procmem.h"
 #include "session.h"
+#include "trapstats.h"
 #include "vmap.h"
 
 #define AS_PENDING_MAX 1024
@@ -44,6 +45,7 @@ struct as_pending {
   uint32_t msgflags;
   int awaiting, unsent;
   uint64_t queued_ms;
+  struct as_tmark mark; /* trap statistics of the notification this entry answers */
 };
 
 struct as_gen {
@@ -68,6 +70,8 @@ struct as_gen {
   int fast_timer;    /* the timer ticks every 100 ms (instead of 1 s) while the daemon is away */
   unsigned unsent;   /* requests waiting for the daemon to come back */
   uint64_t stats_reconnects;
+  struct as_tstats tstats; /* per-syscall counts and latencies, sent to the daemon as AS_STATS */
+  struct as_tmark cur;     /* the notification being handled; moves to its pending entry if it waits */
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);

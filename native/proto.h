@@ -33,6 +33,9 @@ enum as_msg_type {
   AS_ACCEPT = 10, /* gen -> daemon: a connection from addr (real peer) arrived at addr2 (real local), cookie = the
                      listener's inode; reply: addr = the peer's virtual identity, or result < 0: unidentified, drop it.
                      A reply with AS_F_FASTPATH carries one fd: the program gets it instead of the placeholder */
+  AS_STATS = 11,  /* gen -> daemon: trap counters since the previous AS_STATS (deltas), payload below; no reply.
+                     Sent at most once a second while traps happen, and when the generator ends */
+  /* 12 and up: reserved */
 };
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
@@ -61,5 +64,47 @@ struct as_msg {
 };
 
 _Static_assert(sizeof(struct as_msg) == 112, "as_msg layout is part of the wire format");
+
+/* AS_STATS payload, little-endian as everything here:
+ *   struct as_stats_head                    counts of what follows
+ *   struct as_stats_count [n_counts]        answered traps per (syscall, result)
+ *   struct as_stats_hist  [n_hists]         latency per syscall
+ * syscall is the x86_64 __NR_* number (AS_STATS_OTHER: any other call the filter sent); err is 0 for success (or
+ * CONTINUE: handed back to the kernel), else the errno the program got (AS_STATS_OTHER: errno >= AS_STATS_ERRNO_MAX).
+ * A trap's latency runs from NOTIF_RECV to the answer (NOTIF_SEND or ADDFD with SEND), CLOCK_MONOTONIC; a blocking
+ * accept/connect includes its wait. buckets[i] counts latencies <= AS_STATS_BOUNDS_NS[i] and > the bound before it
+ * (not cumulative); buckets[AS_STATS_BUCKETS - 1] counts those above the last bound. A notification whose task died
+ * before it was answered is not counted. One message holds at most AS_PAYLOAD_MAX bytes; more entries go in more
+ * messages. */
+#define AS_STATS_OTHER 0xffffu
+#define AS_STATS_ERRNO_MAX 134
+#define AS_STATS_BUCKETS 13
+#define AS_STATS_BOUNDS_NS                                                                                            \
+  { 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000, 100000000, 1000000000 }
+
+struct as_stats_head {
+  uint16_t n_counts;
+  uint16_t n_hists;
+  uint32_t reserved;
+};
+
+struct as_stats_count {
+  uint16_t syscall;
+  uint16_t err;
+  uint32_t count;
+};
+
+struct as_stats_hist {
+  uint16_t syscall;
+  uint16_t reserved;
+  uint32_t reserved2;
+  uint64_t sum_ns;
+  uint32_t buckets[AS_STATS_BUCKETS];
+  uint32_t pad;
+};
+
+_Static_assert(sizeof(struct as_stats_head) == 8, "AS_STATS layout is part of the wire format");
+_Static_assert(sizeof(struct as_stats_count) == 8, "AS_STATS layout is part of the wire format");
+_Static_assert(sizeof(struct as_stats_hist) == 72, "AS_STATS layout is part of the wire format");
 
 #endif

@@ -42,15 +42,15 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     logLevel: opts.logLevel as string | undefined,
     fastpath: opts.fastpath as boolean | undefined,
     clean: opts.clean as boolean | undefined,
+    metricsAddress: opts.metricsAddress as string | undefined,
   });
   const d = new Daemon(cfg);
   await d.start();
   let stopping = false;
-  const stop = (sig: string): void => {
+  const stop = (sig: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;
-    d.log.info({ signal: sig }, 'stopping');
-    void d.stop().then(() => process.exit(0));
+    void d.stop({ reason: 'signal', signal: sig }).then(() => process.exit(0));
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -117,6 +117,7 @@ export function buildCli(): Command {
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
+    .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
 

@@ -174,7 +174,17 @@ export class Cluster {
       }
       table.upsert(e);
     });
-    this.ml.on('member', (m) => log.info({ member: m.name, address: m.address, state: m.state, incarnation: m.incarnation }, 'member state'));
+    // one line per state change (the gossip layer also reports address changes and repeats)
+    const known = new Map<string, { state: string; address: string }>();
+    this.ml.on('member', (m) => {
+      const prev = known.get(m.name);
+      known.set(m.name, { state: m.state, address: m.address });
+      if (prev?.state === m.state) {
+        if (prev.address !== m.address) log.info({ member: m.name, address: m.address, previousAddress: prev.address }, 'member address changed');
+        return;
+      }
+      log.info({ member: m.name, address: m.address, state: m.state, previous: prev?.state ?? 'new', incarnation: m.incarnation }, 'member state');
+    });
   }
 
   members(): MemberInfo[] {

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { readResolvConf } from '../dns/index.js';
+import { tryParseAddress } from '../gossip/index.js';
 import { AppswitchError } from '../errors.js';
 import { isValidName } from '../trap/apps.js';
 import { LB_STRATEGIES, type LbStrategy } from '../table/balancer.js';
@@ -38,6 +39,8 @@ export interface DaemonConfig {
   clean: boolean;
   /** How long restored apps wait for their generator to reconnect before they are dropped (ms). */
   restoreGraceMs: number;
+  /** Where the Prometheus endpoint (/metrics) listens; absent: no endpoint. */
+  metricsAddress?: { host: string; port: number };
 }
 
 export interface DaemonFlags {
@@ -59,6 +62,7 @@ export interface DaemonFlags {
   dnsServers?: string[];
   fastpath?: boolean;
   clean?: boolean;
+  metricsAddress?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -144,5 +148,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
   }
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
+  if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
   return cfg;
+}
+
+/** `--metrics-address ADDR:PORT` ([v6]:PORT for IPv6): an IP address, never a host name. */
+export function parseMetricsAddress(s: string): { host: string; port: number } {
+  const hp = tryParseAddress(s);
+  if (!hp || !ipaddr.isValid(hp.host)) {
+    throw new AppswitchError('ERR_CONFIG', `--metrics-address ${s} is not ADDR:PORT (e.g. 127.0.0.1:9464, [::1]:9464)`);
+  }
+  return { host: ipaddr.process(hp.host).toString(), port: hp.port };
 }

@@ -2,7 +2,8 @@
  * table, port pool, control API, sweeper). */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
 import { VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
@@ -17,6 +18,8 @@ import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { tcpSnapshot } from './listeners.js';
+import { createLogger } from './log.js';
+import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 
@@ -33,12 +36,17 @@ export class Daemon {
   peers?: PeerApi;
   private readonly started = Date.now();
   private readonly state: StateWriter;
+  /** The Prometheus registry and endpoint, when `--metrics-address` is set. */
+  readonly metrics?: DaemonMetrics;
+  private readonly metricsServer?: MetricsServer;
+  /** Where the metrics endpoint listens ("host:port"), once started. */
+  metricsAddress?: string;
 
   constructor(
     readonly cfg: DaemonConfig,
     log?: Logger,
   ) {
-    this.log = log ?? pino({ level: cfg.logLevel, base: { node: cfg.nodeName } });
+    this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
@@ -57,8 +65,22 @@ export class Daemon {
       onChange: () => this.state.schedule(),
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
+    if (cfg.metricsAddress) {
+      this.metrics = new DaemonMetrics({
+        handler: () => this.handler.stats,
+        services: () => {
+          let local = 0;
+          for (const e of this.table.all()) if (e.node === cfg.nodeName) local++;
+          return { local, remote: this.table.size - local };
+        },
+        apps: () => this.handler.apps.size,
+        gossip: () => this.cluster?.ml.stats(),
+      });
+      this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
+    }
     this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
-    this.trap = new TrapServer(this.handler, this.log);
+    const metrics = this.metrics;
+    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined);
     this.control = new ControlServer((req) => this.onControl(req), this.log);
   }
 
@@ -84,15 +106,38 @@ export class Daemon {
     await this.control.listen(this.cfg.controlSocket);
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
+    if (this.metricsServer && this.cfg.metricsAddress) {
+      const { host, port } = this.cfg.metricsAddress;
+      try {
+        this.metricsAddress = await this.metricsServer.listen(host, port);
+      } catch (e) {
+        throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
+      }
+    }
+    const c = this.cfg;
     this.log.info(
       {
         version: VERSION,
-        nodeAddress: this.cfg.nodeAddress,
-        controlSocket: this.cfg.controlSocket,
-        vipCidrs: this.cfg.vipCidrs,
-        gossip: this.cluster?.address,
-        profile: this.cfg.gossipProfile,
-        joins: this.cfg.joins,
+        nodeVersion: process.version,
+        pid: process.pid,
+        nodeAddress: c.nodeAddress,
+        config: {
+          stateDir: c.stateDir,
+          ports: `${c.ports.low}-${c.ports.high}`,
+          vipCidrs: c.vipCidrs,
+          gossip: this.cluster?.address,
+          gossipProfile: c.gossipProfile,
+          gossipEncrypted: c.gossipKeyFile !== undefined,
+          joins: c.joins,
+          peerPort: c.peerPort,
+          lb: c.lb,
+          fastpath: c.fastpath,
+          dns: `${c.nodeAddress}:${c.dnsPort}`,
+          dnsDomain: c.dnsDomain,
+          dnsServers: c.dnsServers,
+          metrics: this.metricsAddress ?? 'off',
+          logLevel: c.logLevel,
+        },
       },
       'daemon started',
     );
@@ -111,17 +156,26 @@ export class Daemon {
     this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
   }
 
-  /** Stops serving. The running programs keep running (and keep their connections): the state is saved first and
-   * their apps are not ended, so the next daemon takes them over. */
-  async stop(): Promise<void> {
+  /** Stops serving; logs one line with why. The running programs keep running (and keep their connections): the
+   * state is saved first and their apps are not ended, so the next daemon takes them over. */
+  async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    this.state.freeze();
-    this.trap.close(true);
-    await this.cluster?.stop();
-    await this.peers?.close();
-    await this.dns?.close();
-    await this.control.close();
-    this.log.info('daemon stopped');
+    let err: unknown;
+    try {
+      this.state.freeze();
+      this.trap.close(true);
+      await this.cluster?.stop();
+      await this.peers?.close();
+      await this.dns?.close();
+      await this.control.close();
+      await this.metricsServer?.close();
+    } catch (e) {
+      err = e;
+      throw e;
+    } finally {
+      const line = { ...why, uptimeSeconds: Math.round((Date.now() - this.started) / 1000), ...(err ? { err } : {}) };
+      this.log.info(line, 'daemon stopped');
+    }
   }
 
   /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs). */

@@ -412,21 +412,25 @@ export class TrapHandler {
     }
     const reqKey = `${app.id}/${m.seq}`;
     let tried = this.tried.get(reqKey);
+    const where = dst.ip.includes(':') ? `[${dst.ip}]:${dst.port}` : `${dst.ip}:${dst.port}`;
     if (m.flags & MsgFlag.RETRY) {
       const failed = decodeSockaddr(m.addr2);
       if (!tried) this.tried.set(reqKey, (tried = { at: Date.now(), endpoints: new Set() }));
       if (failed) tried.endpoints.add(`${failed.ip}:${failed.port}`);
       this.stats.retried++;
+      this.cfg.log.info(
+        { app: app.id, appName: app.name, client: app.identity, service: where, proto, instance: failed ? `${failed.ip}:${failed.port}` : undefined },
+        'service instance refused the connection; trying another',
+      );
     } else {
       this.stats.connects++;
       this.tried.delete(reqKey);
       tried = undefined;
     }
-    const where = `${dst.ip}:${dst.port}`;
     let instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
     if (instances.length === 0) {
       this.stats.refused++;
-      this.cfg.log.info({ app: app.id, client: app.identity, dst: where, proto }, 'connect refused: no such service');
+      this.cfg.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
       return { result: -Errno.ECONNREFUSED };
     }
     const client = { appId: app.id, identity: app.identity, tags: app.tags };
@@ -435,7 +439,17 @@ export class TrapHandler {
       this.stats.denied++;
       const sample = instances[0] as ServiceEntry;
       this.cfg.log.warn(
-        { app: app.id, client: app.identity, clientTags: app.tags, dst: where, service: sample.name ?? sample.vip, serviceTags: sample.tags },
+        {
+          app: app.id,
+          appName: app.name,
+          client: app.identity,
+          clientTags: app.tags,
+          service: where,
+          proto,
+          serviceApp: sample.appId,
+          serviceName: sample.name,
+          serviceTags: sample.tags,
+        },
         'connect denied by policy',
       );
       return { result: -Errno.ECONNREFUSED };
@@ -447,7 +461,7 @@ export class TrapHandler {
     if (!pick) {
       this.stats.refused++;
       this.tried.delete(reqKey);
-      this.cfg.log.info({ app: app.id, client: app.identity, dst: where }, 'connect refused: every instance refused');
+      this.cfg.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: every instance refused');
       return { result: -Errno.ECONNREFUSED };
     }
     this.balancer.noteConnect(pick);

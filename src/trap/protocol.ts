@@ -18,6 +18,7 @@ export const MsgType = {
   STARTED: 8,
   CONNECTED: 9,
   ACCEPT: 10,
+  STATS: 11,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
@@ -109,6 +110,95 @@ export function encodeMsg(m: Partial<TrapMsg> & { type: number }): Buffer {
   payload.copy(buf, HEADER_SIZE);
   return buf;
 }
+
+/** AS_STATS payload (native/proto.h): the generator's trap counters since its previous AS_STATS. */
+export const STATS_HEAD_SIZE = 8;
+export const STATS_COUNT_SIZE = 8;
+export const STATS_HIST_SIZE = 72;
+export const STATS_BUCKETS = 13;
+/** Upper bounds of the latency buckets (ns); the last bucket has none. Mirrors AS_STATS_BOUNDS_NS. */
+export const STATS_BOUNDS_NS: readonly number[] = [5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 1e7, 1e8, 1e9];
+/** AS_STATS_OTHER: a syscall outside the trapped set, or an errno too large to have its own counter. */
+export const STATS_OTHER = 0xffff;
+export const STATS_ERRNO_MAX = 134;
+
+/** Answered traps of one syscall (x86_64 number) with one result (errno 0 = success). */
+export interface TrapCount {
+  syscall: number;
+  errno: number;
+  count: number;
+}
+
+/** Latencies of one syscall's traps: per-bucket counts (not cumulative; see STATS_BOUNDS_NS) and their sum. */
+export interface TrapLatency {
+  syscall: number;
+  sumNs: number;
+  buckets: number[];
+}
+
+/** One AS_STATS message: deltas since the generator's previous one. */
+export interface TrapStatsDelta {
+  counts: TrapCount[];
+  latency: TrapLatency[];
+}
+
+/** Decodes an AS_STATS payload; undefined when its lengths do not add up. */
+export function decodeTrapStats(p: Buffer): TrapStatsDelta | undefined {
+  if (p.length < STATS_HEAD_SIZE) return undefined;
+  const nCounts = p.readUInt16LE(0);
+  const nHists = p.readUInt16LE(2);
+  if (p.length !== STATS_HEAD_SIZE + nCounts * STATS_COUNT_SIZE + nHists * STATS_HIST_SIZE) return undefined;
+  const counts: TrapCount[] = [];
+  let o = STATS_HEAD_SIZE;
+  for (let i = 0; i < nCounts; i++, o += STATS_COUNT_SIZE) {
+    counts.push({ syscall: p.readUInt16LE(o), errno: p.readUInt16LE(o + 2), count: p.readUInt32LE(o + 4) });
+  }
+  const latency: TrapLatency[] = [];
+  for (let i = 0; i < nHists; i++, o += STATS_HIST_SIZE) {
+    const buckets: number[] = [];
+    for (let b = 0; b < STATS_BUCKETS; b++) buckets.push(p.readUInt32LE(o + 16 + 4 * b));
+    latency.push({ syscall: p.readUInt16LE(o), sumNs: Number(p.readBigUInt64LE(o + 8)), buckets });
+  }
+  return { counts, latency };
+}
+
+/** Encodes an AS_STATS payload (the generator's side; used by tests). */
+export function encodeTrapStats(d: TrapStatsDelta): Buffer {
+  const p = Buffer.alloc(STATS_HEAD_SIZE + d.counts.length * STATS_COUNT_SIZE + d.latency.length * STATS_HIST_SIZE);
+  p.writeUInt16LE(d.counts.length, 0);
+  p.writeUInt16LE(d.latency.length, 2);
+  let o = STATS_HEAD_SIZE;
+  for (const c of d.counts) {
+    p.writeUInt16LE(c.syscall, o);
+    p.writeUInt16LE(c.errno, o + 2);
+    p.writeUInt32LE(c.count, o + 4);
+    o += STATS_COUNT_SIZE;
+  }
+  for (const h of d.latency) {
+    p.writeUInt16LE(h.syscall, o);
+    p.writeBigUInt64LE(BigInt(Math.round(h.sumNs)), o + 8);
+    for (let b = 0; b < STATS_BUCKETS; b++) p.writeUInt32LE(h.buckets[b] ?? 0, o + 16 + 4 * b);
+    o += STATS_HIST_SIZE;
+  }
+  return p;
+}
+
+/** Names of the x86_64 syscalls the filter traps (the numbers AS_STATS carries). */
+export const TRAPPED_SYSCALLS: Readonly<Record<number, string>> = {
+  41: 'socket',
+  42: 'connect',
+  43: 'accept',
+  44: 'sendto',
+  46: 'sendmsg',
+  49: 'bind',
+  50: 'listen',
+  51: 'getsockname',
+  52: 'getpeername',
+  54: 'setsockopt',
+  55: 'getsockopt',
+  288: 'accept4',
+  307: 'sendmmsg',
+};
 
 /** An endpoint in its canonical text form: IPv4 dotted (IPv4-mapped IPv6 is unmapped), IPv6 compressed. */
 export interface Endpoint {

@@ -5,7 +5,10 @@ import { native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
 import { type Reply, TrapHandler } from './handler.js';
-import { decodeMsg, encodeMsg, encodeSockaddr, MsgType, type TrapMsg } from './protocol.js';
+import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
+
+/** Receives each generator's trap counters (AS_STATS deltas). */
+export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
 
 interface Conn {
   fd: number;
@@ -32,6 +35,7 @@ export class TrapServer {
   constructor(
     private readonly handler: TrapHandler,
     private readonly log: Logger,
+    private readonly statsSink?: TrapStatsSink,
   ) {}
 
   /** Starts listening at path (mode 0660: owner and group may run apps). */
@@ -162,6 +166,16 @@ export class TrapServer {
         case MsgType.STARTED:
           app.pid = m.pid;
           break;
+        case MsgType.STATS: {
+          const d = decodeTrapStats(m.payload);
+          if (!d) {
+            this.badMessages++;
+            this.log.warn({ app: app.id, bytes: m.payload.length }, 'malformed trap statistics dropped');
+          } else {
+            this.statsSink?.(app, d);
+          }
+          break;
+        }
         case MsgType.EXIT:
           this.log.info({ app: app.id, pid: m.pid, status: m.arg }, 'program exited');
           break;

@@ -13,6 +13,15 @@ const members = (h: TestHost): Promise<MemberView[]> => request<MemberView[]>(h.
 const has = async (h: TestHost, vip: string, port: number): Promise<boolean> =>
   (await services(h)).some((s) => s.vip === vip && s.port === port);
 
+/** The daemon's 'member state' log lines about `member`. */
+function memberLines(h: TestHost, member: string): Array<{ member: string; address: string; state: string; previous: string }> {
+  return h.daemonLog
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"member state"'))
+    .map((l) => JSON.parse(l) as { msg: string; member: string; address: string; state: string; previous: string })
+    .filter((l) => l.msg === 'member state' && l.member === member);
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] as number;
@@ -113,6 +122,7 @@ describe('cluster', () => {
     const srv = h1.run(['--ip', '10.0.0.6'], ['python3', '-c', 'import socket,time\ns=socket.socket()\ns.bind(("0.0.0.0",8000))\ns.listen()\ntime.sleep(120)']);
     const out = finish(srv, 180_000);
     await waitFor(() => has(h3, '10.0.0.6', 8000), 5000);
+    const seen = memberLines(h3, 'h1').length;
     const t0 = Date.now();
     killTree(h1.daemon!, 'SIGKILL');
     await waitFor(async () => !(await has(h3, '10.0.0.6', 8000)), 20_000, 50);
@@ -121,6 +131,10 @@ describe('cluster', () => {
     expect(gone).toBeLessThan(5000);
     await sleep(100);
     expect((await members(h3)).find((m) => m.name === 'h1')?.state).toBe('dead');
+    // one log line per state change, with the member's name and address
+    const changes = memberLines(h3, 'h1').slice(seen);
+    expect(changes.filter((l) => l.state === 'dead')).toHaveLength(1); // usually after a 'suspect' line
+    expect(changes.at(-1)).toMatchObject({ state: 'dead', address: '192.0.2.1:7946' });
     killTree(srv, 'SIGKILL');
     await out;
   });
@@ -132,6 +146,10 @@ describe('cluster', () => {
     await waitFor(() => h2.daemon!.exitCode !== null, 5000);
     expect(h2.daemon!.exitCode).toBe(0);
     expect(h2.daemonLog).toContain('daemon stopped');
+    // one line per change (h2 went through the cut-link test before): never the same state twice in a row
+    const lines = memberLines(h3, 'h2');
+    expect(lines.at(-1)).toMatchObject({ state: 'left', address: '192.0.2.2:7946', previous: 'alive' });
+    lines.forEach((l, i) => expect(l.state).not.toBe(i ? lines[i - 1]?.state : l.previous));
   });
 });
 

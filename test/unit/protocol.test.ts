@@ -9,14 +9,39 @@ import {
   AF_INET6,
   decodeMsg,
   decodeSockaddr,
+  decodeTrapStats,
   encodeMsg,
   encodeSockaddr,
+  encodeTrapStats,
   HEADER_SIZE,
   MsgType,
   OFFSETS,
+  PAYLOAD_MAX,
   PROTO_VERSION,
+  STATS_BOUNDS_NS,
+  STATS_BUCKETS,
+  STATS_COUNT_SIZE,
+  STATS_ERRNO_MAX,
+  STATS_HEAD_SIZE,
+  STATS_HIST_SIZE,
+  STATS_OTHER,
+  TRAPPED_SYSCALLS,
+  type TrapStatsDelta,
 } from '../../src/trap/protocol.js';
 import { ROOT } from '../helpers/hosts.js';
+
+/** C statements printing the AS_STATS constants and layout, and the syscall numbers TRAPPED_SYSCALLS names. */
+const STATS_PROBE =
+  `{ static const unsigned long long b[] = AS_STATS_BOUNDS_NS; printf("bounds "); ` +
+  `for (unsigned i = 0; i < sizeof(b) / sizeof(b[0]); i++) printf(i ? ",%llu" : "%llu", b[i]); printf("\\n"); }\n` +
+  `printf("STATS %d\\n", AS_STATS);\nprintf("stats_head %zu\\n", sizeof(struct as_stats_head));\n` +
+  `printf("stats_count %zu\\n", sizeof(struct as_stats_count));\nprintf("stats_hist %zu\\n", sizeof(struct as_stats_hist));\n` +
+  `printf("count_err %zu\\n", offsetof(struct as_stats_count, err));\nprintf("count_count %zu\\n", offsetof(struct as_stats_count, count));\n` +
+  `printf("hist_sum %zu\\n", offsetof(struct as_stats_hist, sum_ns));\nprintf("hist_buckets %zu\\n", offsetof(struct as_stats_hist, buckets));\n` +
+  `printf("buckets %d\\n", AS_STATS_BUCKETS);\nprintf("other %u\\n", AS_STATS_OTHER);\nprintf("errno_max %d\\n", AS_STATS_ERRNO_MAX);\n` +
+  Object.values(TRAPPED_SYSCALLS)
+    .map((n) => `printf("nr_${n} %d\\n", __NR_${n});\n`)
+    .join('');
 
 describe('trap protocol', () => {
   it('has the same layout as struct as_msg in native/proto.h', () => {
@@ -25,10 +50,12 @@ describe('trap protocol', () => {
     const fields = Object.keys(OFFSETS).map((k) => [k, k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] as const);
     writeFileSync(
       src,
-      `#include <stdio.h>\n#include <stddef.h>\n#include "proto.h"\nint main(void){\n` +
+      `#include <stdio.h>\n#include <stddef.h>\n#include <sys/syscall.h>\n#include "proto.h"\nint main(void){\n` +
         `printf("size %zu\\n", sizeof(struct as_msg));\n` +
         fields.map(([k, c]) => `printf("${k} %zu\\n", offsetof(struct as_msg, ${c}));`).join('\n') +
-        `\nprintf("protoversion %d\\n", AS_PROTO_VERSION);\nprintf("LISTEN %d\\n", AS_LISTEN);\nprintf("STARTED %d\\n", AS_STARTED);\nreturn 0;}\n`,
+        `\nprintf("protoversion %d\\n", AS_PROTO_VERSION);\nprintf("LISTEN %d\\n", AS_LISTEN);\nprintf("STARTED %d\\n", AS_STARTED);\n` +
+        STATS_PROBE +
+        `return 0;}\n`,
     );
     const exe = path.join(dir, 'offsets');
     execFileSync('gcc', ['-I', path.join(ROOT, 'native'), '-o', exe, src]);
@@ -44,6 +71,18 @@ describe('trap protocol', () => {
     expect(Number(out.protoversion)).toBe(PROTO_VERSION);
     expect(Number(out.LISTEN)).toBe(MsgType.LISTEN);
     expect(Number(out.STARTED)).toBe(MsgType.STARTED);
+    // AS_STATS and its payload
+    expect(Number(out.STATS)).toBe(MsgType.STATS);
+    expect(Number(out.stats_head)).toBe(STATS_HEAD_SIZE);
+    expect(Number(out.stats_count)).toBe(STATS_COUNT_SIZE);
+    expect(Number(out.stats_hist)).toBe(STATS_HIST_SIZE);
+    expect([out.count_err, out.count_count, out.hist_sum, out.hist_buckets].map(Number)).toEqual([2, 4, 8, 16]);
+    expect(Number(out.buckets)).toBe(STATS_BUCKETS);
+    expect(Number(out.other)).toBe(STATS_OTHER);
+    expect(Number(out.errno_max)).toBe(STATS_ERRNO_MAX);
+    expect(out.bounds?.split(',').map(Number)).toEqual(STATS_BOUNDS_NS);
+    expect(STATS_BOUNDS_NS).toHaveLength(STATS_BUCKETS - 1);
+    for (const [nr, name] of Object.entries(TRAPPED_SYSCALLS)) expect(Number(out[`nr_${name}`]), name).toBe(Number(nr));
   });
 
   it('round-trips a message', () => {
@@ -81,5 +120,128 @@ describe('trap protocol', () => {
     expect(decodeSockaddr(mapped)).toEqual({ ip: '192.0.2.1', port: 443 });
     expect(decodeSockaddr(encodeSockaddr({ ip: '2001:db8::1', port: 1 }))).toEqual({ ip: '2001:db8::1', port: 1 });
     expect(decodeSockaddr(Buffer.from([1, 0, 0, 0]))).toBeUndefined();
+  });
+});
+
+describe('AS_STATS payload', () => {
+  it('round-trips counts and histograms, and rejects lengths that do not add up', () => {
+    const d: TrapStatsDelta = {
+      counts: [
+        { syscall: 42, errno: 0, count: 7 },
+        { syscall: 42, errno: 111, count: 2 },
+        { syscall: STATS_OTHER, errno: STATS_OTHER, count: 1 },
+      ],
+      latency: [{ syscall: 42, sumNs: 123456789, buckets: [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6] }],
+    };
+    const p = encodeTrapStats(d);
+    expect(p.length).toBe(STATS_HEAD_SIZE + 3 * STATS_COUNT_SIZE + STATS_HIST_SIZE);
+    expect(decodeTrapStats(p)).toEqual(d);
+    expect(decodeTrapStats(encodeTrapStats({ counts: [], latency: [] }))).toEqual({ counts: [], latency: [] });
+    expect(decodeTrapStats(p.subarray(0, p.length - 1))).toBeUndefined();
+    expect(decodeTrapStats(Buffer.concat([p, Buffer.alloc(1)]))).toBeUndefined();
+    expect(decodeTrapStats(Buffer.alloc(4))).toBeUndefined();
+    const lying = Buffer.from(p);
+    lying.writeUInt16LE(4, 0);
+    expect(decodeTrapStats(lying)).toBeUndefined();
+    // it travels as an ordinary message
+    const m = decodeMsg(encodeMsg({ type: MsgType.STATS, payload: p }));
+    expect(m?.type).toBe(MsgType.STATS);
+    expect(decodeTrapStats(m!.payload)).toEqual(d);
+  });
+
+  it("the generator's counters (native/trapstats.c) reach the daemon whole, split over messages when they must be", () => {
+    // a harness around the real trapstats.c: every (syscall, errno) pair gets a known count, more pairs than one
+    // message holds; the socket calls are back-dated by 3 ms so their latency bucket is known
+    const dir = mkdtempSync(path.join(tmpdir(), 'appswitch-tstats-'));
+    const src = path.join(dir, 'harness.c');
+    writeFileSync(
+      src,
+      `#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "trapstats.h"
+static struct as_tstats st;
+int main(void) {
+  static const int nrs[] = {${Object.keys(TRAPPED_SYSCALLS).join(', ')}, 999};
+  uint64_t id = 1;
+  for (unsigned i = 0; i < sizeof(nrs) / sizeof(nrs[0]); i++)
+    for (int e = 0; e <= 140; e++)
+      for (int k = 0; k <= e % 3; k++) {
+        struct as_tmark m;
+        as_tstats_begin(&m, id++, nrs[i]);
+        if (nrs[i] == __NR_socket) m.t0_ns -= 3000000;
+        as_tstats_end(&st, &m, e ? -e : (int64_t)5);
+        as_tstats_end(&st, &m, -1); /* a second answer to the same mark is not counted */
+      }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) return 1;
+  int sz = 1 << 20;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+  if (as_tstats_flush(&st, sv[0]) < 0) return 2;
+  if (as_tstats_flush(&st, sv[0]) < 0) return 3; /* nothing left: sends nothing */
+  close(sv[0]);
+  static unsigned char buf[1 << 16];
+  ssize_t n;
+  while ((n = read(sv[1], buf, sizeof(buf))) > 0) {
+    unsigned len = (unsigned)n;
+    fwrite(&len, 4, 1, stdout);
+    fwrite(buf, 1, len, stdout);
+  }
+  return 0;
+}
+`,
+    );
+    const exe = path.join(dir, 'harness');
+    execFileSync('gcc', ['-O1', '-I', path.join(ROOT, 'native'), '-o', exe, src, path.join(ROOT, 'native/trapstats.c'), path.join(ROOT, 'native/scm_rights.c')]);
+    const raw = execFileSync(exe);
+    const msgs: Buffer[] = [];
+    for (let o = 0; o < raw.length; ) {
+      const len = raw.readUInt32LE(o);
+      msgs.push(raw.subarray(o + 4, o + 4 + len));
+      o += 4 + len;
+    }
+    expect(msgs.length).toBeGreaterThan(1);
+    const counts = new Map<string, number>();
+    const hist = new Map<number, { buckets: number[]; sumNs: number }>();
+    for (const b of msgs) {
+      expect(b.length).toBeLessThanOrEqual(HEADER_SIZE + PAYLOAD_MAX);
+      const m = decodeMsg(b);
+      expect(m?.type).toBe(MsgType.STATS);
+      const d = decodeTrapStats(m!.payload);
+      expect(d).toBeDefined();
+      for (const c of d!.counts) {
+        const k = `${c.syscall}/${c.errno}`;
+        expect(counts.has(k), k).toBe(false); // each pair exactly once
+        counts.set(k, c.count);
+      }
+      for (const h of d!.latency) {
+        expect(hist.has(h.syscall)).toBe(false); // histograms travel once, with the first message
+        hist.set(h.syscall, h);
+      }
+    }
+    const nrs = [...Object.keys(TRAPPED_SYSCALLS).map(Number), STATS_OTHER];
+    for (const nr of nrs) {
+      let total = 0;
+      for (let e = 0; e <= 140; e++) {
+        const want = (e % 3) + 1;
+        total += want;
+        if (e >= STATS_ERRNO_MAX) continue; // these share the "other" counter
+        expect(counts.get(`${nr}/${e}`), `${nr}/${e}`).toBe(want);
+      }
+      let other = 0;
+      for (let e = STATS_ERRNO_MAX; e <= 140; e++) other += (e % 3) + 1;
+      expect(counts.get(`${nr}/${STATS_OTHER}`)).toBe(other);
+      const h = hist.get(nr);
+      expect(h?.buckets.reduce((a, b) => a + b, 0)).toBe(total);
+      if (TRAPPED_SYSCALLS[nr] === 'socket') {
+        // 3 ms lies in (2.5 ms, 10 ms]
+        expect(h?.buckets[STATS_BOUNDS_NS.indexOf(1e7)]).toBe(total);
+        expect(h!.sumNs).toBeGreaterThanOrEqual(total * 3e6);
+      }
+    }
+    expect(counts.size).toBe(nrs.length * (STATS_ERRNO_MAX + 1));
   });
 });

@@ -1,0 +1,318 @@
+/** The Prometheus endpoint (`appswitch daemon --metrics-address`): a prom-client registry of the daemon's metrics
+ * and a plain node:http server for GET /metrics. Values that other modules already count (handler stats, the
+ * service table, gossip counters) are read through injected sources at scrape time; trap counts and latencies
+ * arrive as AS_STATS deltas from the generators and are folded in here. */
+import { readdirSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import { STATS_BOUNDS_NS, STATS_BUCKETS, STATS_OTHER, TRAPPED_SYSCALLS, type TrapStatsDelta } from '../trap/protocol.js';
+
+/** What the gossip layer counts, as the metrics read it (`Memberlist.stats()` satisfies it). */
+export interface GossipCounters {
+  packets: { bytesSent: number; bytesReceived: number };
+  streams: { bytesSent: number; bytesReceived: number };
+  messages: { sent: Readonly<Record<string, number>>; received: Readonly<Record<string, number>> };
+  members: Readonly<Record<string, number>>;
+}
+
+/** Cumulative counters of the trap handler that the metrics expose. */
+export interface HandlerCounters {
+  denied: number;
+  refused: number;
+  tcpConnections: number;
+  fastpathConnections: number;
+}
+
+/** Where the scrape-time values come from; each is called once per scrape. */
+export interface MetricsSources {
+  handler: () => HandlerCounters;
+  /** Services in the table, this node's and other nodes'. */
+  services: () => { local: number; remote: number };
+  apps: () => number;
+  /** Gossip counters; undefined while the cluster is not up. */
+  gossip: () => GossipCounters | undefined;
+  /** Open descriptors of the daemon (default: entries of /proc/self/fd). */
+  openFds?: () => number;
+}
+
+const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const;
+
+/** errno number -> name (ECONNREFUSED, ...), from the errno constants Node was built with. */
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(os.constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
+
+/** The `result` label of a trap: ok, an errno name, or other. */
+export function resultLabel(errno: number): string {
+  if (errno === 0) return 'ok';
+  if (errno === STATS_OTHER) return 'other';
+  return ERRNO_NAMES.get(errno) ?? `errno_${errno}`;
+}
+
+/** The `syscall` label of a trap. */
+export function syscallLabel(nr: number): string {
+  return TRAPPED_SYSCALLS[nr] ?? 'other';
+}
+
+/** Number of open descriptors of this process (the directory's own fd, open while it is read, is not counted). */
+export function countOpenFds(): number {
+  return readdirSync('/proc/self/fd').length - 1;
+}
+
+type HistogramData = Awaited<ReturnType<Histogram<'syscall'>['get']>>;
+
+/** A histogram whose observations come already bucketed (the generators' fixed buckets, see native/proto.h):
+ * prom-client's Histogram only takes single observations, so this one keeps its own per-label bucket counts and
+ * renders them in the usual form (cumulative `le` buckets, `_sum`, `_count`). */
+class BucketedHistogram extends Histogram<'syscall'> {
+  private readonly data = new Map<string, { buckets: number[]; sum: number; count: number }>();
+
+  constructor(
+    private readonly metricName: string,
+    private readonly helpText: string,
+    private readonly bounds: readonly number[],
+    registry: Registry,
+  ) {
+    super({ name: metricName, help: helpText, labelNames: ['syscall'], buckets: [...bounds], registers: [registry] });
+  }
+
+  /** Adds per-bucket counts (not cumulative; one more than there are bounds: the last is +Inf) and their sum. */
+  add(syscall: string, buckets: readonly number[], sum: number): void {
+    let d = this.data.get(syscall);
+    if (!d) this.data.set(syscall, (d = { buckets: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 }));
+    for (let i = 0; i <= this.bounds.length; i++) {
+      const n = buckets[i] ?? 0;
+      d.buckets[i] = (d.buckets[i] ?? 0) + n;
+      d.count += n;
+    }
+    d.sum += sum;
+  }
+
+  override get(): Promise<HistogramData> {
+    return this.getForPromString();
+  }
+
+  /** What the registry renders (prom-client calls this in preference to get()). */
+  getForPromString(): Promise<HistogramData> {
+    const values: HistogramData['values'] = [];
+    for (const [syscall, d] of [...this.data].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      let acc = 0;
+      this.bounds.forEach((le, i) => {
+        acc += d.buckets[i] ?? 0;
+        values.push({ metricName: `${this.metricName}_bucket`, labels: { syscall, le }, value: acc } as HistogramData['values'][number]);
+      });
+      values.push({ metricName: `${this.metricName}_bucket`, labels: { syscall, le: '+Inf' }, value: d.count } as HistogramData['values'][number]);
+      values.push({ metricName: `${this.metricName}_sum`, labels: { syscall }, value: d.sum } as HistogramData['values'][number]);
+      values.push({ metricName: `${this.metricName}_count`, labels: { syscall }, value: d.count } as HistogramData['values'][number]);
+    }
+    // the same fields prom-client's own Histogram returns (its typings also list `collect`, which it never sets)
+    const out = { name: this.metricName, help: this.helpText, type: 'histogram', values, aggregator: 'sum' };
+    return Promise.resolve(out as unknown as HistogramData);
+  }
+
+  override reset(): void {
+    this.data?.clear();
+  }
+}
+
+/** Sets a counter to a cumulative value kept elsewhere (read at scrape time). */
+function setCounter<T extends string>(c: Counter<T>, values: Array<[Partial<Record<T, string>>, number]>): void {
+  c.reset();
+  for (const [labels, v] of values) c.inc(labels, Math.max(0, v));
+}
+
+/** The daemon's metrics registry. */
+export class DaemonMetrics {
+  readonly registry = new Registry();
+  private readonly traps: Counter<'syscall' | 'result'>;
+  private readonly latency: BucketedHistogram;
+
+  constructor(src: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.traps = new Counter({
+      name: 'appswitch_traps_total',
+      help: 'Trapped socket calls answered, by syscall and result (ok, or the errno name the program got)',
+      labelNames: ['syscall', 'result'],
+      registers,
+    });
+    this.latency = new BucketedHistogram(
+      'appswitch_trap_duration_seconds',
+      'Time from receiving a trapped call to answering it, in the generator (a blocking accept or connect includes its wait)',
+      STATS_BOUNDS_NS.map((ns) => ns / 1e9),
+      this.registry,
+    );
+    const handler = (): HandlerCounters => src.handler();
+    new Counter({
+      name: 'appswitch_policy_denials_total',
+      help: 'Connects refused (ECONNREFUSED) because the policy did not allow client and service to talk',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, handler().denied]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_connects_refused_total',
+      help: 'Connects to a virtual address refused because no (allowed, answering) instance serves it',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, handler().refused]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_connections_total',
+      help: 'Connections to virtual endpoints set up by programs on this node, by kind (fastpath: Unix socket pair; tcp)',
+      labelNames: ['kind'],
+      registers,
+      collect(): void {
+        const h = handler();
+        setCounter(this, [
+          [{ kind: 'fastpath' }, h.fastpathConnections],
+          [{ kind: 'tcp' }, h.tcpConnections],
+        ]);
+      },
+    });
+    new Gauge({
+      name: 'appswitch_services',
+      help: 'Service instances in the service table, this node\'s (local) and other nodes\' (remote)',
+      labelNames: ['scope'],
+      registers,
+      collect(): void {
+        const s = src.services();
+        this.set({ scope: 'local' }, s.local);
+        this.set({ scope: 'remote' }, s.remote);
+      },
+    });
+    new Gauge({
+      name: 'appswitch_apps',
+      help: 'Programs running under appswitch on this node',
+      registers,
+      collect(): void {
+        this.set(src.apps());
+      },
+    });
+    new Gauge({
+      name: 'appswitch_members',
+      help: 'Cluster members known to this node (itself included), by state',
+      labelNames: ['state'],
+      registers,
+      collect(): void {
+        const g = src.gossip();
+        for (const st of MEMBER_STATES) this.set({ state: st }, g ? (g.members[st] ?? 0) : st === 'alive' ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'appswitch_gossip_messages_total',
+      help: 'Gossip messages sent and received, by direction and message type',
+      labelNames: ['direction', 'type'],
+      registers,
+      collect(): void {
+        const g = src.gossip();
+        if (!g) return;
+        const v: Array<[{ direction: string; type: string }, number]> = [];
+        for (const [type, n] of Object.entries(g.messages.sent)) v.push([{ direction: 'sent', type }, n]);
+        for (const [type, n] of Object.entries(g.messages.received)) v.push([{ direction: 'received', type }, n]);
+        setCounter(this, v);
+      },
+    });
+    new Counter({
+      name: 'appswitch_gossip_bytes_total',
+      help: 'Gossip bytes on the wire, by direction and transport (udp packets, tcp streams)',
+      labelNames: ['direction', 'transport'],
+      registers,
+      collect(): void {
+        const g = src.gossip();
+        if (!g) return;
+        setCounter(this, [
+          [{ direction: 'sent', transport: 'udp' }, g.packets.bytesSent],
+          [{ direction: 'received', transport: 'udp' }, g.packets.bytesReceived],
+          [{ direction: 'sent', transport: 'tcp' }, g.streams.bytesSent],
+          [{ direction: 'received', transport: 'tcp' }, g.streams.bytesReceived],
+        ]);
+      },
+    });
+    const fds = src.openFds ?? countOpenFds;
+    new Gauge({
+      name: 'appswitch_daemon_open_fds',
+      help: 'File descriptors the daemon holds open (read from /proc/self/fd at scrape time)',
+      registers,
+      collect(): void {
+        this.set(fds());
+      },
+    });
+  }
+
+  /** Folds one generator's AS_STATS deltas into the trap counter and latency histogram. */
+  foldTrapStats(d: TrapStatsDelta): void {
+    for (const c of d.counts) {
+      if (c.count > 0) this.traps.inc({ syscall: syscallLabel(c.syscall), result: resultLabel(c.errno) }, c.count);
+    }
+    for (const h of d.latency) {
+      if (h.buckets.length !== STATS_BUCKETS) continue;
+      this.latency.add(syscallLabel(h.syscall), h.buckets, h.sumNs / 1e9);
+    }
+  }
+
+  /** The exposition text (what GET /metrics returns). */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+/** GET /metrics over plain HTTP. */
+export class MetricsServer {
+  private server?: Server;
+
+  constructor(
+    private readonly metrics: DaemonMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Listens on host:port; resolves with the address actually bound ("host:port"). */
+  listen(host: string, port: number): Promise<string> {
+    const server = createServer((req, res) => this.serve(req, res));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const a = server.address() as AddressInfo;
+        resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+      });
+    });
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('appswitch: metrics are at /metrics\n');
+      return;
+    }
+    this.metrics.text().then(
+      (body) => {
+        res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (e: unknown) => {
+        this.log.warn({ err: e }, 'metrics scrape failed');
+        res.writeHead(500, { 'Content-Type': 'text/plain' }).end('scrape failed\n');
+      },
+    );
+  }
+
+  close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return Promise.resolve();
+    return new Promise((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+  }
+}
