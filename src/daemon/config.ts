@@ -34,6 +34,8 @@ export interface DaemonConfig {
   resolvConf: string;
   /** Same-host connections become Unix socket pairs (see native/fastpath.h). */
   fastpath: boolean;
+  /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
+  group: string;
 }
 
 export interface DaemonFlags {
@@ -54,6 +56,7 @@ export interface DaemonFlags {
   dnsPort?: string | number;
   dnsServers?: string[];
   fastpath?: boolean;
+  group?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -123,6 +126,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gossipProfile,
     lb,
     fastpath: f.fastpath ?? true,
+    group: f.group ?? 'appswitch',
     peerPort: Number(f.peerPort ?? 7947),
     dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
     dnsPort: Number(f.dnsPort ?? 53),
@@ -136,6 +140,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (!Number.isInteger(cfg.peerPort) || cfg.peerPort < 1 || cfg.peerPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
   }
+  if (!/^[a-z_][a-z0-9_-]{0,31}\$?$/i.test(cfg.group)) throw new AppswitchError('ERR_CONFIG', `--group ${cfg.group} is not a group name`);
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
   return cfg;
 }

@@ -11,6 +11,7 @@ import type { PortPool } from '../table/port-pool.js';
 import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import type { AppMeta, AppRecord } from './apps.js';
+import type { ConnectionTracker } from './connections.js';
 import {
   AF_INET6,
   canonicalIp,
@@ -54,6 +55,9 @@ export interface HandlerConfig {
   fastpath?: boolean;
   /** Closes descriptors the handler holds (fast-path offers); the trap server passes native close. */
   closeFds?: (fds: number[]) => void;
+  /** Records the connections set up (`appswitch get connections`); inodeOf names a fast-path socket by inode. */
+  connections?: ConnectionTracker;
+  inodeOf?: (fd: number) => string | undefined;
 }
 
 const CLIENT_TTL_MS = 120_000;
@@ -374,6 +378,7 @@ export class TrapHandler {
       this.stats.tcpConnections++;
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
+    this.cfg.connections?.connected(c, local, decodeSockaddr(m.addr2), fast ? 'fastpath' : 'tcp', fast ? this.cfg.inodeOf?.(fds[0] as number) : undefined);
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
     this.clients.set(key, { ...c, at: Date.now() });
     const ws = this.clientWaiters.get(key);
@@ -422,6 +427,7 @@ export class TrapHandler {
       this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
       return { result: -Errno.ECONNREFUSED };
     }
+    this.cfg.connections?.accepted({ appId: app.id }, this.cfg.nodeName, peer, decodeSockaddr(m.addr2), who);
     const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
     const offer = this.offers.get(key);
     if (offer) {
@@ -446,6 +452,7 @@ export class TrapHandler {
       this.offers.delete(k);
       this.closeFds(o.fds);
       this.stats.offersExpired++;
+      this.cfg.connections?.offerExpired(k);
     }
   }
 
