@@ -11,6 +11,11 @@ export interface TableOptions {
 const GAP = 2;
 const MIN_COL = 4;
 
+/** One line of printable text: control characters (newlines in a `python -c` script...) become spaces. */
+function flat(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f]+/g, ' ');
+}
+
 function cut(s: string, w: number): string {
   return s.length <= w ? s : w <= 1 ? s.slice(0, w) : `${s.slice(0, w - 1)}…`;
 }
@@ -27,7 +32,8 @@ function shrink(widths: number[], mins: number[], cols: number[], room: number):
   }
 }
 
-export function table(headers: string[], rows: string[][], opts: TableOptions = {}): string {
+export function table(headers: string[], rawRows: string[][], opts: TableOptions = {}): string {
+  const rows = rawRows.map((r) => r.map(flat));
   const width = opts.width ?? 80;
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const mins = headers.map((h, i) => Math.min(widths[i] as number, Math.max(h.length, MIN_COL)));

@@ -181,7 +181,8 @@ export class Daemon {
       this.handler.sweep(snap.listening);
       this.handler.balancer.setInflight(snap.outbound);
       const unix = this.connections.hasFastpath ? await unixInodes().catch(() => undefined) : undefined;
-      this.connections.sweep(unix ? { tcpEndpoints: snap.live, unixInodes: unix, takenAt } : { tcpEndpoints: snap.live, takenAt });
+      const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
+      this.connections.sweep(unix ? { ...tcp, unixInodes: unix } : tcp);
     } catch (e) {
       this.log.warn({ err: e }, 'sweep failed');
     }

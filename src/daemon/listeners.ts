@@ -13,13 +13,15 @@ export interface TcpSnapshot {
   listening: Set<string>;
   /** "ip:port" of the remote end -> open (or opening) connections to it. */
   outbound: Map<string, number>;
-  /** Local and remote "ip:port" (canonical ip, no brackets) of every socket in a state other than LISTEN,
-   * TIME_WAIT and CLOSE: the connections that are still open (see trap/connections.ts). */
-  live: Set<string>;
+  /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
+   * (see OPEN_STATES): which tracked connections are still open (trap/connections.ts). */
+  liveLocal: Set<string>;
+  liveRemote: Set<string>;
 }
 
-/** TCP states of an open connection (include/net/tcp_states.h): all but LISTEN, TIME_WAIT (06) and CLOSE (07). */
-const OPEN_STATES = new Set(['01', '02', '03', '04', '05', '08', '09', '0B']);
+/** States of a socket whose own side has not closed (include/net/tcp_states.h): SYN_SENT, SYN_RECV, ESTABLISHED
+ * and CLOSE_WAIT (the peer closed, this side still holds it). FIN_WAIT*, CLOSING, LAST_ACK, TIME_WAIT: closed. */
+const OPEN_STATES = new Set(['01', '02', '03', '08']);
 
 /** "1.2.3.4:80" or "[::1]:80" -> canonical "ip:port" without brackets (v4-mapped as v4). */
 function canonicalEndpoint(ep: string): string | undefined {
@@ -60,10 +62,13 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
     if (f.length <= 9) continue;
     if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
     else if (OPEN_STATES.has(f[3] as string)) {
-      for (const hex of [f[1], f[2]]) {
+      for (const [hex, set] of [
+        [f[1], into.liveLocal],
+        [f[2], into.liveRemote],
+      ] as const) {
         const d = decodeProcAddress(hex as string);
         const c = d && d.startsWith('[') ? canonicalEndpoint(d) : d; /* IPv4 is already canonical */
-        if (c) into.live.add(c);
+        if (c) set.add(c);
       }
     }
     if (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT) {
@@ -74,7 +79,7 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
 }
 
 export async function tcpSnapshot(): Promise<TcpSnapshot> {
-  const out: TcpSnapshot = { listening: new Set(), outbound: new Map(), live: new Set() };
+  const out: TcpSnapshot = { listening: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
       parseTcp(await readFile(file, 'utf8'), out);

@@ -9,8 +9,9 @@
  * An AS_ACCEPT for a connection already tracked (both ends on this node) marks it accepted.
  *
  * When an entry goes away (sweep(), every --sweep-interval):
- * - TCP: when neither /proc/net/tcp nor /proc/net/tcp6 of the daemon's namespace lists a live socket (any state
- *   but LISTEN, TIME_WAIT and CLOSE) with the key as its local or remote endpoint: the connection closed;
+ * - TCP "out": when /proc/net/tcp{,6} of the daemon's namespace no longer lists the client's socket (its local
+ *   endpoint = the key) in SYN_SENT, SYN_RECV, ESTABLISHED or CLOSE_WAIT: the client closed it (or it died);
+ * - TCP "in": likewise for the server's socket (its remote endpoint = the key): the server closed it;
  * - fast path: when the inode of the server's end of the socket pair is no longer in /proc/net/unix (the server
  *   closed it; a client that closed its end while the server keeps its end open still shows), or when the
  *   daemon gave the offer up because no server accepted it (60 s).
@@ -47,8 +48,9 @@ export interface ConnectionView {
 
 /** Live-socket facts of one sweep, read after `takenAt`. */
 export interface ConnectionSnapshot {
-  /** Local and remote endpoints ("ip:port") of every live TCP socket. */
-  tcpEndpoints: Set<string>;
+  /** Local and remote endpoints ("ip:port") of every TCP socket whose own side has not closed it. */
+  tcpLocal: Set<string>;
+  tcpRemote: Set<string>;
   /** Inodes of every Unix socket; undefined when not read (no fast-path entries to check). */
   unixInodes?: Set<string>;
   takenAt: number;
@@ -165,7 +167,9 @@ export class ConnectionTracker {
   sweep(s: ConnectionSnapshot): void {
     for (const [k, e] of this.entries) {
       if (e.at >= s.takenAt) continue;
-      const alive = e.path === 'fastpath' ? (s.unixInodes === undefined || e.inode === undefined ? true : s.unixInodes.has(e.inode)) : s.tcpEndpoints.has(k);
+      let alive: boolean;
+      if (e.path === 'fastpath') alive = s.unixInodes === undefined || e.inode === undefined || s.unixInodes.has(e.inode);
+      else alive = e.direction === 'out' ? s.tcpLocal.has(k) : s.tcpRemote.has(k);
       if (!alive) this.entries.delete(k);
     }
   }
