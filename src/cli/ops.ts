@@ -132,7 +132,7 @@ async function statusWithin(socket: string, waitSeconds: number): Promise<Status
     try {
       return await request<StatusResult>(socket, 'status', undefined, 2000);
     } catch (e) {
-      if (Date.now() >= end || (e instanceof AppswitchError && e.code === 'ERR_DAEMON_REQUEST')) throw e;
+      if (Date.now() >= end || (e instanceof AppswitchError && (e.code === 'ERR_DAEMON_REQUEST' || e.code === 'ERR_PERMISSION'))) throw e;
       await new Promise((r) => setTimeout(r, 200));
     }
   }

@@ -133,8 +133,11 @@ export class ControlServer {
     }
     if (why === undefined) return true;
     this.stats.refusedPeers++;
+    /* read and discard what the client sends until it closes: closing with its request unread would reset the
+     * connection (unix(7)) before the client reads the answer */
+    sock.resume();
     sock.end(JSON.stringify({ id: 0, error: err('ERR_PERMISSION', `permission denied: ${why}`) }) + '\n');
-    sock.destroySoon();
+    setTimeout(() => sock.destroy(), 2000).unref();
     return false;
   }
 
