@@ -153,10 +153,10 @@ describe('get, status, version', () => {
   });
 
   it('get connections: the fast-path and the TCP connection, client -> service -> endpoint, then gone when closed', async () => {
-    const cs = await waitFor(async () => {
+    const cs = (await waitFor(async () => {
       const l = await json(['get', 'connections']);
       return l.length === 2 && l.every((c) => c.accepted) ? l : undefined;
-    });
+    })) as Row[];
     for (const c of cs) expect(Object.keys(c)).toEqual([...JSON_KEYS.connections]);
     const fast = cs.find((c) => c.client === '10.0.0.9') as Row;
     const tcp = cs.find((c) => c.client === '10.0.0.10') as Row;
@@ -176,10 +176,10 @@ describe('get, status, version', () => {
     /* the clients go: the TCP entry goes (the client closed its socket); the fast-path one stays while the server
      * holds its end of the socket pair, and goes with the server */
     for (const c of clients) killTree(c, 'SIGKILL');
-    const left = await waitFor(async () => {
+    const left = (await waitFor(async () => {
       const l = await json(['get', 'connections']);
       return l.length === 1 ? l : undefined;
-    });
+    })) as Row[];
     expect(left[0]).toMatchObject({ path: 'fastpath', client: '10.0.0.9' });
     killTree(server, 'SIGKILL');
     await waitFor(async () => (await json(['get', 'connections'])).length === 0, 10_000, 200);
