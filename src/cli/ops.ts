@@ -211,7 +211,7 @@ export function addOpsCommands(program: Command): void {
           [
             ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
             ['node', `${s.node} (${s.nodeAddress})`],
-            ['members', `${s.members} alive; ${statesText(s.memberStates ?? {})}`],
+            ['members', s.memberStates ? statesText(s.memberStates) : `${s.members} alive`],
             ['apps', String(s.apps)],
             ['services', String(s.services)],
             ['traps', `${s.trapsPerSecond ?? 0}/s (last 10 s), ${s.traps ?? 0} since start`],
