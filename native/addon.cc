@@ -140,6 +140,21 @@ Napi::Value Accept(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// peerCred(fd): { pid, uid, gid } of a connected Unix socket's peer, as of its connect() (SO_PEERCRED, unix(7)).
+Napi::Value PeerCred(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return ThrowType(env, "peerCred(fd)");
+  struct ucred cred;
+  socklen_t l = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0) return ThrowErrno(env, errno, "getsockopt");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", cred.pid);
+  o.Set("uid", cred.uid);
+  o.Set("gid", cred.gid);
+  return o;
+}
+
 // recv(fd): { data: Buffer, fds: number[] } | null (nothing waiting); data.length === 0 means the peer closed.
 Napi::Value Recv(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -306,6 +321,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
   exports.Set("accept", Napi::Function::New(env, Accept));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("recv", Napi::Function::New(env, Recv));
   exports.Set("send", Napi::Function::New(env, Send));
   exports.Set("close", Napi::Function::New(env, Close));

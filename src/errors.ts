@@ -20,7 +20,8 @@ export type AppswitchErrorCode =
   | 'ERR_DAEMON_UNREACHABLE'
   | 'ERR_DAEMON_REQUEST'
   | 'ERR_PROTOCOL'
-  | 'ERR_CONFIG';
+  | 'ERR_CONFIG'
+  | 'ERR_PERMISSION';
 
 /** A domain error: `code` is stable, `message` is for people. */
 export class AppswitchError extends Error {

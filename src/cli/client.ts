@@ -32,11 +32,16 @@ export function request<T>(socket: string, method: ControlMethod, params?: Recor
         reject(new AppswitchError('ERR_PROTOCOL', 'the daemon sent a malformed response'));
         return;
       }
-      if (r.error) reject(new AppswitchError('ERR_DAEMON_REQUEST', `${r.error.code}: ${r.error.message}`));
+      if (r.error) reject(new AppswitchError(r.error.code === 'ERR_PERMISSION' ? 'ERR_PERMISSION' : 'ERR_DAEMON_REQUEST', `${r.error.code}: ${r.error.message}`));
       else resolve(r.result as T);
     });
     s.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
+      if (e.code === 'EACCES') {
+        const hint = "only root and members of the daemon's group may use it (sudo usermod -aG appswitch $USER, then log in again)";
+        reject(new AppswitchError('ERR_PERMISSION', `permission denied on ${socket}: ${hint}`));
+        return;
+      }
       const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ' (is `appswitch daemon` running? set --socket or APPSWITCH_SOCKET)' : '';
       reject(new AppswitchError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon at ${socket}: ${e.code ?? e.message}${hint}`));
     });

@@ -1,14 +1,15 @@
 /** The appswitch command line: one CLI for every subcommand (daemon, run, get, status, version). */
 import { Command, Option } from 'commander';
-import { resolveConfig } from '../daemon/config.js';
-import type { AppView, InfoResult, MemberView, ServiceView, StatusResult } from '../daemon/control-protocol.js';
+import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
+import type { InfoResult } from '../daemon/control-protocol.js';
 import { Daemon } from '../daemon/daemon.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
 import { launcherPath, native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
 import { request, resolveSocket } from './client.js';
-import { table, tagsText } from './format.js';
+import { annotate, applyConfigFile } from './daemon-config.js';
+import { addOpsCommands } from './ops.js';
 
 const EXIT_APPSWITCH = 125;
 
@@ -22,8 +23,9 @@ function fail(e: unknown): never {
   process.exit(EXIT_APPSWITCH);
 }
 
-async function runDaemon(opts: Record<string, unknown>): Promise<void> {
-  const cfg = resolveConfig({
+async function runDaemon(cmd: Command): Promise<void> {
+  const { opts, file, values } = applyConfigFile(cmd);
+  const flags: DaemonFlags = {
     nodeAddress: opts.nodeAddress as string | undefined,
     nodeName: opts.nodeName as string | undefined,
     ports: opts.ports as string | undefined,
@@ -43,7 +45,14 @@ async function runDaemon(opts: Record<string, unknown>): Promise<void> {
     fastpath: opts.fastpath as boolean | undefined,
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
-  });
+    group: opts.group as string | undefined,
+  };
+  let cfg;
+  try {
+    cfg = resolveConfig(flags);
+  } catch (e) {
+    throw annotate(e, file, values);
+  }
   const d = new Daemon(cfg);
   await d.start();
   let stopping = false;
@@ -86,10 +95,6 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, '--', ...cmd], env);
 }
 
-function printJsonOr(json: boolean, data: unknown, text: () => string): void {
-  process.stdout.write(json ? JSON.stringify(data, null, 2) + '\n' : text() + '\n');
-}
-
 export function buildCli(): Command {
   const program = new Command('appswitch')
     .description('appswitch: give applications their own network identity at the system-call layer')
@@ -100,6 +105,7 @@ export function buildCli(): Command {
   program
     .command('daemon')
     .description('run the per-host daemon in the foreground')
+    .option('--config <file>', 'read these flags from a YAML file (keys: the long flag names); flags given here win')
     .option('--node-address <addr>', 'host address that real server sockets bind to (default: first non-loopback address)')
     .option('--node-name <name>', 'name of this node (default: hostname)')
     .option('--ports <range>', 'host port pool for servers under appswitch', '40000-60000')
@@ -119,7 +125,8 @@ export function buildCli(): Command {
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action((opts: Record<string, unknown>) => runDaemon(opts).catch(fail));
+    .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
+    .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program
     .command('run')
@@ -136,77 +143,7 @@ export function buildCli(): Command {
     .passThroughOptions()
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
-  const get = program.command('get').description('show apps or services');
-  get
-    .command('apps')
-    .option('--json', 'machine-readable output')
-    .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
-    .action(async (opts: { json?: boolean; socket?: string }) => {
-      const apps = await request<AppView[]>(resolveSocket(opts.socket), 'apps').catch(fail);
-      printJsonOr(!!opts.json, apps, () =>
-        table(
-          ['ID', 'PID', 'IP', 'NAME', 'TAGS', 'SERVICES', 'COMMAND'],
-          apps.map((a) => [a.id, String(a.pid ?? '-'), a.ip ?? a.identity, a.name ?? '-', tagsText(a.tags), a.services.join(',') || '-', a.cmd.join(' ')]),
-        ),
-      );
-    });
-  get
-    .command('services')
-    .option('--json', 'machine-readable output')
-    .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
-    .action(async (opts: { json?: boolean; socket?: string }) => {
-      const svcs = await request<ServiceView[]>(resolveSocket(opts.socket), 'services').catch(fail);
-      printJsonOr(!!opts.json, svcs, () =>
-        table(
-          ['VIP', 'PORT', 'PROTO', 'NAME', 'ENDPOINT', 'NODE', 'APP', 'TAGS'],
-          svcs.map((s) => [s.vip, String(s.port), s.proto, s.name ?? '-', s.endpoint, s.node, s.app, tagsText(s.tags)]),
-        ),
-      );
-    });
-
-  get
-    .command('members')
-    .option('--json', 'machine-readable output')
-    .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
-    .action(async (opts: { json?: boolean; socket?: string }) => {
-      const ms = await request<MemberView[]>(resolveSocket(opts.socket), 'members').catch(fail);
-      printJsonOr(!!opts.json, ms, () =>
-        table(
-          ['NAME', 'ADDRESS', 'STATE', 'INCARNATION'],
-          ms.map((m) => [m.name, m.address, m.state, String(m.incarnation)]),
-        ),
-      );
-    });
-
-  program
-    .command('status')
-    .option('--json', 'machine-readable output')
-    .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
-    .action(async (opts: { json?: boolean; socket?: string }) => {
-      const s = await request<StatusResult>(resolveSocket(opts.socket), 'status').catch(fail);
-      printJsonOr(!!opts.json, s, () =>
-        table(
-          ['FIELD', 'VALUE'],
-          [
-            ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
-            ['node', `${s.node} (${s.nodeAddress})`],
-            ['members alive', String(s.members)],
-            ['apps', String(s.apps)],
-            ['services', String(s.services)],
-            ['trap messages', String(s.trapMessages)],
-            ['refused connects', String(s.refused)],
-            ['connections', `${s.connections.fastpath} fast path, ${s.connections.tcp} TCP (fast path ${s.fastpath ? 'on' : 'off'})`],
-          ],
-        ),
-      );
-    });
-
-  program
-    .command('version')
-    .description('print the version')
-    .action(() => {
-      process.stdout.write(`appswitch ${VERSION}\n`);
-    });
+  addOpsCommands(program);
   return program;
 }
 

@@ -41,6 +41,8 @@ export interface DaemonConfig {
   restoreGraceMs: number;
   /** Where the Prometheus endpoint (/metrics) listens; absent: no endpoint. */
   metricsAddress?: { host: string; port: number };
+  /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
+  group: string;
 }
 
 export interface DaemonFlags {
@@ -63,6 +65,7 @@ export interface DaemonFlags {
   fastpath?: boolean;
   clean?: boolean;
   metricsAddress?: string;
+  group?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -134,6 +137,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     fastpath: f.fastpath ?? true,
     clean: f.clean ?? false,
     restoreGraceMs: 5000,
+    group: f.group ?? 'appswitch',
     peerPort: Number(f.peerPort ?? 7947),
     dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
     dnsPort: Number(f.dnsPort ?? 53),
@@ -147,6 +151,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (!Number.isInteger(cfg.peerPort) || cfg.peerPort < 1 || cfg.peerPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
   }
+  if (!/^[a-z_][a-z0-9_-]{0,31}\$?$/i.test(cfg.group)) throw new AppswitchError('ERR_CONFIG', `--group ${cfg.group} is not a group name`);
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
   return cfg;

@@ -1,8 +1,42 @@
 /** The control API on `appswitch.sock`: newline-delimited JSON requests and responses over a Unix stream socket.
  *   request:  {"id": 1, "method": "apps", "params": {...}}
- *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}} */
+ *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}}
+ * Only root, the daemon's own user and members of the daemon's group (`--group`, default appswitch) are served.
+ * Every request is checked against METHODS before it reaches the daemon; see ControlErrorCode for the answers. */
 
-export type ControlMethod = 'info' | 'apps' | 'services' | 'members' | 'status';
+/** Methods and the parameters each accepts (name -> type); a request with another method or parameter is refused. */
+export const METHODS = {
+  info: {},
+  status: {},
+  apps: {},
+  services: {},
+  members: {},
+  connections: {},
+} as const satisfies Record<string, Record<string, ParamType>>;
+
+export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';
+export type ControlMethod = keyof typeof METHODS;
+
+/** Stable error codes of the control API (their meaning never changes):
+ * - ERR_BAD_JSON: the line is not JSON (or not UTF-8 text).
+ * - ERR_BAD_REQUEST: JSON, but not a request object: no string `method`, `id` not a non-negative integer, or
+ *   `params` not an object.
+ * - ERR_UNKNOWN_METHOD: `method` is not one of METHODS.
+ * - ERR_BAD_PARAMS: a parameter the method does not take, or of the wrong type.
+ * - ERR_TOO_LARGE: the line is longer than MAX_REQUEST_BYTES (the rest of it is skipped; the connection stays).
+ * - ERR_PERMISSION: the peer is not root and not in the daemon's group (the connection is closed).
+ * - ERR_INTERNAL: the daemon failed to answer a valid request (logged). */
+export type ControlErrorCode =
+  | 'ERR_BAD_JSON'
+  | 'ERR_BAD_REQUEST'
+  | 'ERR_UNKNOWN_METHOD'
+  | 'ERR_BAD_PARAMS'
+  | 'ERR_TOO_LARGE'
+  | 'ERR_PERMISSION'
+  | 'ERR_INTERNAL';
+
+/** Longest request line the daemon reads (bytes, without the newline). */
+export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface ControlRequest {
   id: number;
@@ -11,7 +45,7 @@ export interface ControlRequest {
 }
 
 export interface ControlError {
-  code: string;
+  code: ControlErrorCode;
   message: string;
 }
 
@@ -61,6 +95,15 @@ export interface StatusResult extends InfoResult {
   apps: number;
   services: number;
   trapMessages: number;
+  /** Trapped calls answered (bind, listen, connect/sendto, accept) since start, and per second over the last 10 s. */
+  traps: number;
+  trapsPerSecond: number;
+  /** Cluster members by state (alive, suspect, dead, left). */
+  memberStates: Record<string, number>;
+  /** Connections this daemon set up that are still open (see `connections`), by path. */
+  openConnections: { tcp: number; fastpath: number };
+  /** The group allowed on the sockets besides root, or null when it does not exist (root only). */
+  group: string | null;
   refused: number;
   denied: number;
   retried: number;
@@ -70,6 +113,8 @@ export interface StatusResult extends InfoResult {
   connections: { tcp: number; fastpath: number };
   fastpath: boolean;
 }
+
+export type { ConnectionView } from '../trap/connections.js';
 
 export interface MemberView {
   name: string;

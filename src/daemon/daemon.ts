@@ -1,6 +1,6 @@
 /** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
  * table, port pool, control API, sweeper). */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { fstatSync, mkdirSync, writeFileSync } from 'node:fs';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
@@ -12,12 +12,14 @@ import { ServiceTable } from '../table/service-table.js';
 import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
+import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
+import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, InfoResult, ServiceView, StatusResult } from './control-protocol.js';
+import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
-import { tcpSnapshot } from './listeners.js';
+import { tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { VERSION } from './version.js';
@@ -41,12 +43,27 @@ export class Daemon {
   private readonly metricsServer?: MetricsServer;
   /** Where the metrics endpoint listens ("host:port"), once started. */
   metricsAddress?: string;
+  /** Who may use the control and trap sockets (root, the daemon's user, --group). */
+  readonly access: AccessControl;
+  readonly connections: ConnectionTracker;
+  /** Trap counts sampled every second over the last 10 s, for the trap rate in `status`. */
+  private readonly trapSamples: Array<{ at: number; traps: number }> = [];
+  private rateTimer?: NodeJS.Timeout;
 
   constructor(
     readonly cfg: DaemonConfig,
     log?: Logger,
   ) {
     this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
+    this.access = new AccessControl(cfg.group, this.log);
+    let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
+    const stale = (): void => (byEndpoint = undefined);
+    this.table.on('added', stale);
+    this.table.on('removed', stale);
+    this.connections = new ConnectionTracker((ep) => {
+      byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node }]));
+      return byEndpoint.get(ep);
+    });
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
@@ -63,6 +80,14 @@ export class Daemon {
         for (const fd of fds) native.close(fd);
       },
       onChange: () => this.state.schedule(),
+      connections: this.connections,
+      inodeOf: (fd) => {
+        try {
+          return String(fstatSync(fd).ino);
+        } catch {
+          return undefined;
+        }
+      },
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
     if (cfg.metricsAddress) {
@@ -80,8 +105,8 @@ export class Daemon {
     }
     this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
     const metrics = this.metrics;
-    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined);
-    this.control = new ControlServer((req) => this.onControl(req), this.log);
+    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'));
+    this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
   }
 
   async start(): Promise<void> {
@@ -103,7 +128,8 @@ export class Daemon {
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
-    await this.control.listen(this.cfg.controlSocket);
+    this.access.secure(this.cfg.trapSocket);
+    await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
     if (this.metricsServer && this.cfg.metricsAddress) {
@@ -114,6 +140,8 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
+    this.rateTimer = setInterval(() => this.sampleTraps(), 1000);
+    this.rateTimer.unref();
     const c = this.cfg;
     this.log.info(
       {
@@ -136,6 +164,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
         },
       },
@@ -160,6 +189,7 @@ export class Daemon {
    * state is saved first and their apps are not ended, so the next daemon takes them over. */
   async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.rateTimer) clearInterval(this.rateTimer);
     let err: unknown;
     try {
       this.state.freeze();
@@ -206,12 +236,29 @@ export class Daemon {
     return (this.cluster?.members() ?? []).some((m) => m.state !== 'left' && m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1') === ip);
   }
 
+  private sampleTraps(): void {
+    this.trapSamples.push({ at: Date.now(), traps: this.trap.traps });
+    if (this.trapSamples.length > 11) this.trapSamples.shift();
+  }
+
+  /** Trapped calls per second over the last (up to) 10 s. */
+  private trapRate(): number {
+    const first = this.trapSamples[0];
+    if (!first) return 0;
+    const dt = (Date.now() - first.at) / 1000;
+    return dt > 0 ? Math.round(((this.trap.traps - first.traps) / dt) * 10) / 10 : 0;
+  }
+
   private async sweep(): Promise<void> {
     try {
       this.handler.expireDetached();
+      const takenAt = Date.now();
       const snap = await tcpSnapshot();
       this.handler.sweep(snap.listening);
       this.handler.balancer.setInflight(snap.outbound);
+      const unix = this.connections.hasFastpath ? await unixInodes().catch(() => undefined) : undefined;
+      const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
+      this.connections.sweep(unix ? { ...tcp, unixInodes: unix } : tcp);
     } catch (e) {
       this.log.warn({ err: e }, 'sweep failed');
     }
@@ -235,12 +282,20 @@ export class Daemon {
       case 'info':
         return this.info();
       case 'status': {
+        const members: MemberView[] = this.cluster?.members() ?? [];
+        const memberStates: Record<string, number> = {};
+        for (const m of members) memberStates[m.state] = (memberStates[m.state] ?? 0) + 1;
         const s: StatusResult = {
           ...this.info(),
           uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
           apps: this.handler.apps.size,
           services: this.table.size,
           trapMessages: this.trap.messages,
+          traps: this.trap.traps,
+          trapsPerSecond: this.trapRate(),
+          memberStates,
+          openConnections: this.connections.counts(),
+          group: this.access.gid === undefined ? null : this.cfg.group,
           refused: this.handler.stats.refused,
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
@@ -251,6 +306,8 @@ export class Daemon {
         };
         return s;
       }
+      case 'connections':
+        return this.connections.list();
       case 'apps':
         return [...this.handler.apps.values()].map((a): AppView => {
           const v: AppView = {

@@ -2,6 +2,7 @@
  * inode: the daemon notices a program closing its listening socket) and how many connections are open to each
  * remote endpoint (the in-flight counts of the load balancer). */
 import { readFile } from 'node:fs/promises';
+import ipaddr from 'ipaddr.js';
 
 const TCP_LISTEN = '0A';
 
@@ -12,6 +13,26 @@ export interface TcpSnapshot {
   listening: Set<string>;
   /** "ip:port" of the remote end -> open (or opening) connections to it. */
   outbound: Map<string, number>;
+  /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
+   * (see OPEN_STATES): which tracked connections are still open (trap/connections.ts). */
+  liveLocal: Set<string>;
+  liveRemote: Set<string>;
+}
+
+/** States of a socket whose own side has not closed (include/net/tcp_states.h): SYN_SENT, SYN_RECV, ESTABLISHED
+ * and CLOSE_WAIT (the peer closed, this side still holds it). FIN_WAIT*, CLOSING, LAST_ACK, TIME_WAIT: closed. */
+const OPEN_STATES = new Set(['01', '02', '03', '08']);
+
+/** "1.2.3.4:80" or "[::1]:80" -> canonical "ip:port" without brackets (v4-mapped as v4). */
+function canonicalEndpoint(ep: string): string | undefined {
+  const i = ep.lastIndexOf(':');
+  try {
+    let a = ipaddr.parse(ep.slice(0, i).replace(/^\[|\]$/g, ''));
+    if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) a = (a as ipaddr.IPv6).toIPv4Address();
+    return `${a.toString()}:${ep.slice(i + 1)}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Decodes /proc/net/tcp's "0100007F:1F90" or the 32-hex-digit IPv6 form (32-bit words in host order). */
@@ -40,7 +61,17 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
     const f = (lines[i] as string).trim().split(/\s+/);
     if (f.length <= 9) continue;
     if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
-    else if (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT) {
+    else if (OPEN_STATES.has(f[3] as string)) {
+      for (const [hex, set] of [
+        [f[1], into.liveLocal],
+        [f[2], into.liveRemote],
+      ] as const) {
+        const d = decodeProcAddress(hex as string);
+        const c = d && d.startsWith('[') ? canonicalEndpoint(d) : d; /* IPv4 is already canonical */
+        if (c) set.add(c);
+      }
+    }
+    if (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT) {
       const remote = decodeProcAddress(f[2] as string);
       if (remote) into.outbound.set(remote, (into.outbound.get(remote) ?? 0) + 1);
     }
@@ -48,13 +79,24 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
 }
 
 export async function tcpSnapshot(): Promise<TcpSnapshot> {
-  const out: TcpSnapshot = { listening: new Set(), outbound: new Map() };
+  const out: TcpSnapshot = { listening: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
       parseTcp(await readFile(file, 'utf8'), out);
     } catch {
       /* no IPv6 in this kernel: nothing there */
     }
+  }
+  return out;
+}
+
+/** Inodes of every Unix socket of this network namespace (/proc/net/unix, column 7). */
+export async function unixInodes(): Promise<Set<string>> {
+  const out = new Set<string>();
+  const lines = (await readFile('/proc/net/unix', 'utf8')).split('\n');
+  for (let i = 1; i < lines.length; i++) {
+    const f = (lines[i] as string).trim().split(/\s+/);
+    if (f.length >= 7) out.add(f[6] as string);
   }
   return out;
 }

@@ -20,6 +20,13 @@ export interface Accepted {
   gid: number;
 }
 
+/** Credentials of a Unix socket's peer (SO_PEERCRED), as of its connect(). */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 /** Readiness of a raw fd on libuv's loop. Events: 1 readable, 2 writable. */
 export interface Poller {
   start(events: number): void;
@@ -30,6 +37,7 @@ interface RawBinding {
   seqpacketListen(path: string, mode: number): number;
   seqpacketConnect(path: string): number;
   accept(fd: number): Accepted | null;
+  peerCred(fd: number): PeerCred;
   recv(fd: number): Received | null;
   send(fd: number, data: Buffer, fds?: number[]): number;
   close(fd: number): void;
@@ -98,6 +106,7 @@ export const native = {
   seqpacketListen: wrap((p: string, mode: number): number => raw().seqpacketListen(p, mode)),
   seqpacketConnect: wrap((p: string): number => raw().seqpacketConnect(p)),
   accept: wrap((fd: number): Accepted | null => raw().accept(fd)),
+  peerCred: wrap((fd: number): PeerCred => raw().peerCred(fd)),
   recv: wrap((fd: number): Received | null => raw().recv(fd)),
   send: wrap((fd: number, data: Buffer, fds?: number[]): number => raw().send(fd, data, fds)),
   close: wrap((fd: number): void => raw().close(fd)),

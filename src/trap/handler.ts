@@ -11,6 +11,7 @@ import type { PortPool } from '../table/port-pool.js';
 import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
+import type { ConnectionTracker } from './connections.js';
 import {
   AF_INET6,
   canonicalIp,
@@ -56,6 +57,9 @@ export interface HandlerConfig {
   closeFds?: (fds: number[]) => void;
   /** Called after every change of what a snapshot holds (apps, bindings, services): the daemon saves its state. */
   onChange?: () => void;
+  /** Records the connections set up (`appswitch get connections`); inodeOf names a fast-path socket by inode. */
+  connections?: ConnectionTracker;
+  inodeOf?: (fd: number) => string | undefined;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -507,6 +511,7 @@ export class TrapHandler {
       this.stats.tcpConnections++;
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
+    this.cfg.connections?.connected(c, local, decodeSockaddr(m.addr2), fast ? 'fastpath' : 'tcp', fast ? this.cfg.inodeOf?.(fds[0] as number) : undefined);
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
     const ws = this.clientWaiters.get(key);
     if (ws) { /* an accept is already waiting for this report: it claims it (see whoIsLocal) */
@@ -563,6 +568,7 @@ export class TrapHandler {
       this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
       return { result: -Errno.ECONNREFUSED };
     }
+    this.cfg.connections?.accepted({ appId: app.id }, this.cfg.nodeName, peer, decodeSockaddr(m.addr2), who);
     const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
     const offer = this.offers.get(key);
     if (offer) {
@@ -587,6 +593,7 @@ export class TrapHandler {
       this.offers.delete(k);
       this.closeFds(o.fds);
       this.stats.offersExpired++;
+      this.cfg.connections?.offerExpired(k);
     }
   }
 

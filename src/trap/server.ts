@@ -16,9 +16,14 @@ interface Conn {
   uid: number;
   poller: Poller;
   app?: AppRecord;
+  /** Why this peer may not register an app (SO_PEERCRED check), if it may not. */
+  refused?: string;
   /** Replies that did not fit in the socket buffer, sent when it drains. */
   backlog: Outgoing[];
 }
+
+/** Message types a program's trapped call waits on (the rest are reports). */
+const TRAPPED = new Set<number>([MsgType.BIND, MsgType.LISTEN, MsgType.CONNECT, MsgType.ACCEPT]);
 
 interface Outgoing {
   buf: Buffer;
@@ -31,11 +36,15 @@ export class TrapServer {
   private readonly conns = new Map<number, Conn>();
   messages = 0;
   badMessages = 0;
+  /** Messages that answer a trapped call (bind, listen, connect/sendto, accept): the daemon's trap rate. */
+  traps = 0;
 
   constructor(
     private readonly handler: TrapHandler,
     private readonly log: Logger,
     private readonly statsSink?: TrapStatsSink,
+    /** Checks a connecting generator's peer credentials: undefined = admitted, else why not (sent to it). */
+    private readonly admit?: (peer: { pid: number; uid: number; gid: number }) => string | undefined,
   ) {}
 
   /** Starts listening at path (mode 0660: owner and group may run apps). */
@@ -72,6 +81,8 @@ export class TrapServer {
       }
       if (!a) return;
       const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
+      const refused = this.admit?.(a);
+      if (refused !== undefined) conn.refused = refused;
       conn.poller = native.poller(a.fd, (status, events) => this.onReady(conn, status, events));
       conn.poller.start(1);
       this.conns.set(a.fd, conn);
@@ -122,6 +133,13 @@ export class TrapServer {
       this.log.warn({ pid: c.pid, bytes: data.length }, 'malformed trap message dropped');
       return;
     }
+    if (c.refused !== undefined) {
+      /* not root, not in the daemon's group: the launcher prints the payload and exits */
+      if (m.type === MsgType.HELLO) this.reply(c, m, { result: -1, payload: Buffer.from(`ERR_PERMISSION: permission denied: ${c.refused}`) });
+      this.drop(c);
+      return;
+    }
+    if (TRAPPED.has(m.type)) this.traps++;
     if (!c.app) {
       if (m.type !== MsgType.HELLO) {
         this.badMessages++;

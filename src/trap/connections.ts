@@ -1,0 +1,204 @@
+/** The connections this daemon set up, for `appswitch get connections`.
+ *
+ * What is tracked:
+ * - every TCP connection a program on this node made to a virtual endpoint (a vip, or 127.0.0.1 inside its own
+ *   app), from the generator's AS_CONNECTED report: key = the client socket's real local endpoint;
+ * - fast-path connections (same node, Unix socket pair) likewise, from AS_CONNECTED with AS_F_FASTPATH;
+ * - connections that arrive at a server on this node from a client on another node, from AS_ACCEPT once the
+ *   client's daemon identified it (direction "in"; the client's node tracks the same connection as "out").
+ * An AS_ACCEPT for a connection already tracked (both ends on this node) marks it accepted.
+ *
+ * When an entry goes away (sweep(), every --sweep-interval):
+ * - TCP "out": when /proc/net/tcp{,6} of the daemon's namespace no longer lists the client's socket (its local
+ *   endpoint = the key) in SYN_SENT, SYN_RECV, ESTABLISHED or CLOSE_WAIT: the client closed it (or it died);
+ * - TCP "in": likewise for the server's socket (its remote endpoint = the key): the server closed it;
+ * - fast path: when the inode of the server's end of the socket pair is no longer in /proc/net/unix (the server
+ *   closed it; a client that closed its end while the server keeps its end open still shows), or when the
+ *   daemon gave the offer up because no server accepted it (60 s).
+ *
+ * Not tracked: UDP (no connection), connections to addresses outside the virtual ranges (egress), and
+ * connections made while the daemon was down. At most MAX_TRACKED entries are kept; the oldest are dropped first
+ * (counted in `evicted`). */
+import type { Endpoint } from './protocol.js';
+
+/** One connection as the control API shows it (fixed keys; `null` where a value is unknown). */
+export interface ConnectionView {
+  /** "out": a client on this node; "in": a client on another node reached a server on this node. */
+  direction: 'out' | 'in';
+  /** tcp: a real TCP connection; fastpath: a Unix socket pair between two programs of this node. */
+  path: 'tcp' | 'fastpath';
+  /** The client's identity (its vip, or its 169.254.x.y address) and app id. */
+  client: string;
+  clientApp: string;
+  /** The client socket's real local endpoint (for the fast path: the placeholder connection's). */
+  clientEndpoint: string;
+  /** The virtual endpoint (vip:port) the client asked for, when the service is known here. */
+  service: string | null;
+  /** The real endpoint of the server instance picked. */
+  endpoint: string;
+  /** The server's app id and node, when known. */
+  serverApp: string | null;
+  serverNode: string | null;
+  /** Whether the server's accept() returned it. */
+  accepted: boolean;
+  /** When it was reported (ISO 8601) and how long ago (seconds). */
+  since: string;
+  ageSeconds: number;
+}
+
+/** Live-socket facts of one sweep, read after `takenAt`. */
+export interface ConnectionSnapshot {
+  /** Local and remote endpoints ("ip:port") of every TCP socket whose own side has not closed it. */
+  tcpLocal: Set<string>;
+  tcpRemote: Set<string>;
+  /** Inodes of every Unix socket; undefined when not read (no fast-path entries to check). */
+  unixInodes?: Set<string>;
+  takenAt: number;
+}
+
+/** What the tracker needs to know about a server endpoint (from the service table). */
+export interface ServiceInfo {
+  service: string;
+  app: string;
+  node: string;
+}
+
+interface Entry {
+  direction: 'out' | 'in';
+  path: 'tcp' | 'fastpath';
+  client: string;
+  clientApp: string;
+  clientEndpoint: string;
+  service: string | null;
+  endpoint: string;
+  serverApp: string | null;
+  serverNode: string | null;
+  accepted: boolean;
+  at: number;
+  /** Fast path: inode of the server's end of the socket pair. */
+  inode?: string;
+}
+
+export const MAX_TRACKED = 50_000;
+
+/** "ip:port" with the canonical ip (no brackets for IPv6), as the handler keys its clients. */
+const key = (e: Endpoint): string => `${e.ip}:${e.port}`;
+
+export class ConnectionTracker {
+  private readonly entries = new Map<string, Entry>();
+  evicted = 0;
+
+  constructor(
+    /** The service behind a real server endpoint "ip:port", if the table knows it. */
+    private readonly serviceAt: (endpoint: string) => ServiceInfo | undefined,
+  ) {}
+
+  /** A client of this node connected (AS_CONNECTED): local = its real local endpoint, remote = the server's. */
+  connected(client: { identity: string; appId: string }, local: Endpoint, remote: Endpoint | undefined, path: 'tcp' | 'fastpath', inode?: string): void {
+    const k = key(local);
+    const endpoint = remote ? key(remote) : '-';
+    const svc = remote ? this.serviceAt(endpoint) : undefined;
+    const e: Entry = {
+      direction: 'out',
+      path,
+      client: client.identity,
+      clientApp: client.appId,
+      clientEndpoint: k,
+      service: svc?.service ?? null,
+      endpoint,
+      serverApp: svc?.app ?? null,
+      serverNode: svc?.node ?? null,
+      accepted: false,
+      at: Date.now(),
+    };
+    if (inode !== undefined) e.inode = inode;
+    this.put(k, e);
+  }
+
+  /** A server of this node accepted a connection from `peer` (AS_ACCEPT, identified as `client`). */
+  accepted(server: { appId: string }, node: string, peer: Endpoint, local: Endpoint | undefined, client: { identity: string; appId: string }): void {
+    const k = key(peer);
+    const known = this.entries.get(k);
+    if (known) {
+      known.accepted = true;
+      known.serverApp = server.appId;
+      known.serverNode = node;
+      return;
+    }
+    const endpoint = local ? key(local) : '-';
+    this.put(k, {
+      direction: 'in',
+      path: 'tcp',
+      client: client.identity,
+      clientApp: client.appId,
+      clientEndpoint: k,
+      service: this.serviceAt(endpoint)?.service ?? null,
+      endpoint,
+      serverApp: server.appId,
+      serverNode: node,
+      accepted: true,
+      at: Date.now(),
+    });
+  }
+
+  /** A fast-path offer was given up (no server accepted it in time): its connection is gone. */
+  offerExpired(local: string): void {
+    const e = this.entries.get(local);
+    if (e?.path === 'fastpath') this.entries.delete(local);
+  }
+
+  private put(k: string, e: Entry): void {
+    this.entries.delete(k); /* re-insert: oldest first */
+    this.entries.set(k, e);
+    while (this.entries.size > MAX_TRACKED) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+      this.evicted++;
+    }
+  }
+
+  /** Whether the next sweep needs the Unix socket inodes. */
+  get hasFastpath(): boolean {
+    for (const e of this.entries.values()) if (e.path === 'fastpath') return true;
+    return false;
+  }
+
+  /** Drops entries whose connection is gone; entries reported after the snapshot was taken stay. */
+  sweep(s: ConnectionSnapshot): void {
+    for (const [k, e] of this.entries) {
+      if (e.at >= s.takenAt) continue;
+      let alive: boolean;
+      if (e.path === 'fastpath') alive = s.unixInodes === undefined || e.inode === undefined || s.unixInodes.has(e.inode);
+      else alive = e.direction === 'out' ? s.tcpLocal.has(k) : s.tcpRemote.has(k);
+      if (!alive) this.entries.delete(k);
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Counts by path. */
+  counts(): { tcp: number; fastpath: number } {
+    let fastpath = 0;
+    for (const e of this.entries.values()) if (e.path === 'fastpath') fastpath++;
+    return { tcp: this.entries.size - fastpath, fastpath };
+  }
+
+  list(now = Date.now()): ConnectionView[] {
+    return [...this.entries.values()].map((e) => ({
+      direction: e.direction,
+      path: e.path,
+      client: e.client,
+      clientApp: e.clientApp,
+      clientEndpoint: e.clientEndpoint,
+      service: e.service,
+      endpoint: e.endpoint,
+      serverApp: e.serverApp,
+      serverNode: e.serverNode,
+      accepted: e.accepted,
+      since: new Date(e.at).toISOString(),
+      ageSeconds: Math.max(0, Math.round((now - e.at) / 1000)),
+    }));
+  }
+}
