@@ -133,8 +133,9 @@ export class Daemon {
 
   private async sweep(): Promise<void> {
     try {
+      const at = Date.now();
       const snap = await tcpSnapshot();
-      this.handler.sweep(snap.listening);
+      this.handler.sweep(snap.listening, at);
       this.handler.balancer.setInflight(snap.outbound);
     } catch (e) {
       this.log.warn({ err: e }, 'sweep failed');

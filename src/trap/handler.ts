@@ -82,6 +82,8 @@ interface Binding {
   virt: Endpoint;
   real: Endpoint;
   serviceId?: string;
+  /** When the service was registered (ms): a sweep only judges listeners older than its snapshot. */
+  listenedAt?: number;
 }
 
 interface PlannedBind {
@@ -274,6 +276,7 @@ export class TrapHandler {
     if (app.name !== undefined) e.name = app.name;
     if (app.lb !== undefined) e.lb = app.lb;
     b.serviceId = e.id;
+    b.listenedAt = Date.now();
     this.cfg.table.upsert(e);
     this.stats.listens++;
     this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
@@ -462,11 +465,14 @@ export class TrapHandler {
     }
   }
 
-  /** Drops services whose listening socket is gone (the program closed it). */
-  sweep(liveListeners: Set<string>): void {
+  /** Drops services whose listening socket is gone (the program closed it). `snapshotAt` is when liveListeners was
+   * read: a service registered after that is not in it yet and is kept. */
+  sweep(liveListeners: Set<string>, snapshotAt = Infinity): void {
     this.expireOffers();
     for (const [ino, b] of this.bindings) {
-      if (b.proto === 'tcp' && b.serviceId && !liveListeners.has(ino)) this.unbind(ino);
+      if (b.proto !== 'tcp' || !b.serviceId || liveListeners.has(ino)) continue;
+      if ((b.listenedAt ?? 0) >= snapshotAt) continue;
+      this.unbind(ino);
     }
   }
 
