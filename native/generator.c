@@ -1113,7 +1113,7 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
     }
   }
   int uflags = (int)req->data.args[nr == __NR_sendmsg ? 2 : 3];
-  if (nr != __NR_sendto && (uflags & MSG_CMSG_COMPAT)) { /* __sys_sendmsg/__sys_sendmmsg refuse it first */
+  if (nr != __NR_sendto && (uflags & (int)0x80000000u /* MSG_CMSG_COMPAT */)) { /* __sys_sendmsg/__sys_sendmmsg refuse it first */
     reply(g, req->id, -EINVAL);
     return;
   }
