@@ -113,6 +113,12 @@ function protoOf(sockType: number): Proto {
   return sockType === SOCK_DGRAM ? 'udp' : 'tcp';
 }
 
+/** "ip:port" of a sockaddr (v4-mapped IPv6 shown as IPv4), or undefined. */
+function endpointKey(b: Buffer): string | undefined {
+  const e = b.length ? decodeSockaddr(b) : undefined;
+  return e ? `${e.ip.replace(/^::ffff:/i, '')}:${e.port}` : undefined;
+}
+
 export class TrapHandler {
   readonly apps = new Map<string, AppRecord>();
   readonly stats: HandlerStats = {
@@ -132,7 +138,7 @@ export class TrapHandler {
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
   /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
-  private readonly clients = new Map<string, ClientIdentity & { at: number }>();
+  private readonly clients = new Map<string, ClientIdentity & { at: number; dst?: string }>();
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
@@ -378,7 +384,7 @@ export class TrapHandler {
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
-    this.clients.set(key, { ...c, at: Date.now() });
+    this.clients.set(key, { ...c, at: Date.now(), dst: endpointKey(m.addr2) });
     const ws = this.clientWaiters.get(key);
     if (ws) {
       this.clientWaiters.delete(key);
@@ -387,10 +393,13 @@ export class TrapHandler {
     if (this.clients.size > CLIENT_MAX) this.pruneClients();
   }
 
-  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. */
-  whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500): Promise<ClientIdentity | undefined> {
+  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. With `dst` (the
+   * server's real endpoint), a report about a connection to somewhere else — an earlier connection that left from
+   * the same port — does not count: the report for this one is still on its way. */
+  whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500, dst?: string): Promise<ClientIdentity | undefined> {
     const c = this.clients.get(key);
-    if (c && Date.now() - c.at < CLIENT_TTL_MS) return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+    if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst))
+      return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
     if (waitMs <= 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let list = this.clientWaiters.get(key);
@@ -418,7 +427,7 @@ export class TrapHandler {
     if (!peer) return { result: -Errno.ECONNREFUSED };
     const key = `${peer.ip}:${peer.port}`;
     let who: ClientIdentity | undefined;
-    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key);
+    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key, undefined, endpointKey(m.addr2));
     else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key);
     if (!who) {
       this.stats.unidentified++;
