@@ -1173,6 +1173,8 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
   struct as_udp *u = NULL;
   struct sockaddr_storage dst;
   uint32_t dlen = 0;
+  if (mh.msg_namelen > sizeof(struct sockaddr_storage)) /* copy_msghdr_from_user() clamps it, sendto(2) refuses it */
+    mh.msg_namelen = sizeof(struct sockaddr_storage);
   if (!r) r = udp_dest(g, pid, (uint64_t)(uintptr_t)mh.msg_name, mh.msg_namelen, family, &dst, &dlen);
   if (!r) r = read_msg(pid, &mh, flags, &u);
   if (as_notif_id_valid(g->notif_fd, req->id) < 0) r = -ESRCH;

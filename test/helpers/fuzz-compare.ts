@@ -69,9 +69,13 @@ export const RULES: Rule[] = [
   },
   {
     kind: 'known',
-    reason: 'UDP6 socket with an AF_INET destination: the kernel sends/connects dual-stack (ip6_datagram_connect, udpv6_sendmsg); the generator requires the socket family',
-    applies: (n, a) =>
-      [...SENDS, 'connect'].includes(n.syscall) && n.fd === 'udp6' && (isOk(n.result) || n.result === 'EDESTADDRREQ' || n.result === 'ENETUNREACH') && isErr(a.result),
+    reason: 'UDP6 socket with an AF_INET or v4-mapped destination: the kernel sends/connects dual-stack (ip6_datagram_connect, udpv6_sendmsg); the generator requires the socket family and sends mapped addresses from the host socket',
+    applies: (n, a) => [...SENDS, 'connect'].includes(n.syscall) && n.fd === 'udp6' && n.dest === 'o' && (isErr(n.result) || isErr(a.result)),
+  },
+  {
+    kind: 'known',
+    reason: "IPv6 destination with a scope id (fe80::1%N): the daemon's endpoint encoding drops sin6_scope_id, so the real connect gets EINVAL",
+    applies: (n, a) => ['tcp6', 'udp6'].includes(n.fd) && n.dest === 'o' && (n.result === 'EINPROGRESS' || isOk(n.result)) && a.result === 'EINVAL',
   },
   {
     kind: 'known',
