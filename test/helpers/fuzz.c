@@ -15,6 +15,12 @@
  *   fuzz race --allowed IP:PORT --denied IP:PORT [--iterations N] [--threads N]
  *       thread A connects (TCP) / sends (UDP) to a sockaddr that thread B flips between the two addresses;
  *       prints "race tcp ok=.. refused=.. wrong=.." and "race udp sent=.. refused=.. wrong=..".
+ *   fuzz listen --port P
+ *       bind+listen TCP on 0.0.0.0:P; prints "listening P" or "bind|listen <errno name>", then waits for SIGTERM.
+ *   fuzz burst --allowed IP:PORT --iterations N
+ *       N connections in a row, each reads one byte (5 s timeout); prints "burst ok=.. timeout=.. <errno>=..".
+ *   fuzz fdlimit
+ *       socket() until it fails; prints "fdlimit opened=N errno=<name>" and whether socket() works after a close.
  *   fuzz serve --port P --id C
  *       TCP and UDP server on 0.0.0.0:P: each TCP connection gets one byte C; counts connections and datagrams;
  *       on SIGTERM prints "served <C> tcp=N udp=M" and exits.
@@ -781,6 +787,64 @@ static int cmd_serve(int port, char id) {
   return 0;
 }
 
+static int cmd_listen(int port) {
+  signal(SIGTERM, on_term);
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a;
+  v4(&a, "0.0.0.0", port);
+  if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0) printf("bind %s\n", errname(errno));
+  else if (listen(l, 64) < 0) printf("listen %s\n", errname(errno));
+  else printf("listening %d\n", port);
+  fflush(stdout);
+  while (!stop_flag) pause();
+  return 0;
+}
+
+static int cmd_burst(long n) {
+  long ok = 0, timeouts = 0, errs[200] = {0};
+  for (long i = 0; i < n; i++) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+      errs[errno < 200 ? errno : 0]++;
+      continue;
+    }
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char b;
+    if (connect(s, (struct sockaddr *)&allowed4, sizeof(allowed4)) < 0) errs[errno < 200 ? errno : 0]++;
+    else if (read(s, &b, 1) == 1) ok++;
+    else if (errno == EAGAIN) timeouts++;
+    else errs[errno < 200 ? errno : 0]++;
+    close(s);
+  }
+  printf("burst ok=%ld timeout=%ld", ok, timeouts);
+  for (int e = 0; e < 200; e++)
+    if (errs[e]) printf(" %s=%ld", e ? errname(e) : "E?", errs[e]);
+  printf("\n");
+  fflush(stdout);
+  return 0;
+}
+
+static int cmd_fdlimit(void) {
+  int first = -1, last = -1, n = 0;
+  for (;;) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+      printf("fdlimit opened=%d errno=%s\n", n, errname(errno));
+      break;
+    }
+    if (first < 0) first = s;
+    last = s;
+    n++;
+  }
+  if (last >= 0) close(last);
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  printf("after close: %s\n", s >= 0 ? "socket ok" : errname(errno));
+  fflush(stdout);
+  (void)first;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOFBF, 1 << 16);
   signal(SIGPIPE, SIG_IGN);
@@ -812,6 +876,9 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "cases")) return cmd_cases(seed, iterations);
   if (!strcmp(argv[1], "race")) return cmd_race(iterations, threads);
   if (!strcmp(argv[1], "serve")) return cmd_serve(port, id);
+  if (!strcmp(argv[1], "listen")) return cmd_listen(port);
+  if (!strcmp(argv[1], "burst")) return cmd_burst(iterations);
+  if (!strcmp(argv[1], "fdlimit")) return cmd_fdlimit();
   fprintf(stderr, "fuzz: unknown command %s\n", argv[1]);
   return 2;
 }
