@@ -135,7 +135,7 @@ export class Daemon {
     try {
       const at = Date.now();
       const snap = await tcpSnapshot();
-      this.handler.sweep(snap.listening, at);
+      this.handler.sweep(snap.listening, at, snap.sockets);
       this.handler.balancer.setInflight(snap.outbound);
     } catch (e) {
       this.log.warn({ err: e }, 'sweep failed');

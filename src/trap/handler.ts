@@ -84,6 +84,8 @@ interface Binding {
   serviceId?: string;
   /** When the service was registered (ms): a sweep only judges listeners older than its snapshot. */
   listenedAt?: number;
+  /** When the socket was bound (ms), for the same reason. */
+  boundAt: number;
 }
 
 interface PlannedBind {
@@ -245,7 +247,7 @@ export class TrapHandler {
       if (k.startsWith(`${app.id}/`) && p.port === real.port) {
         this.planned.delete(k);
         this.stats.binds++;
-        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real });
+        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() });
         return;
       }
     }
@@ -474,13 +476,17 @@ export class TrapHandler {
     }
   }
 
-  /** Drops services whose listening socket is gone (the program closed it). `snapshotAt` is when liveListeners was
-   * read: a service registered after that is not in it yet and is kept. */
-  sweep(liveListeners: Set<string>, snapshotAt = Infinity): void {
+  /** Drops services whose listening socket is gone (the program closed it) and, with `liveSockets`, bindings whose
+   * socket is gone (bound, never listened, or UDP: their pool port would leak until the app exits). `snapshotAt` is
+   * when the sets were read: what was registered after that is not in them yet and is kept. */
+  sweep(liveListeners: Set<string>, snapshotAt = Infinity, liveSockets?: Set<string>): void {
     this.expireOffers();
     for (const [ino, b] of this.bindings) {
-      if (b.proto !== 'tcp' || !b.serviceId || liveListeners.has(ino)) continue;
-      if ((b.listenedAt ?? 0) >= snapshotAt) continue;
+      if (b.proto === 'tcp' && b.serviceId) {
+        if (liveListeners.has(ino) || (b.listenedAt ?? 0) >= snapshotAt) continue;
+      } else if (!liveSockets || liveSockets.has(ino) || b.boundAt >= snapshotAt) {
+        continue;
+      }
       this.unbind(ino);
     }
   }
