@@ -684,34 +684,72 @@ static void on_listen_reply(struct as_gen *g, struct as_pending *p, const struct
 
 /* ---- connect() -------------------------------------------------------------------------------------------- */
 
+/* The first step of connect(2) on any file (__sys_connect: fdget, then move_addr_to_kernel): a length outside
+ * [0, sizeof(sockaddr_storage)] is EINVAL, an unreadable address EFAULT. Returns 0 or -errno; *fam gets the family. */
+static int move_addr(pid_t pid, uint64_t uaddr, int64_t ulen, int *fam) {
+  struct sockaddr_storage ss;
+  if (ulen < 0 || ulen > (int64_t)sizeof(ss)) return -EINVAL;
+  memset(&ss, 0, sizeof(ss));
+  int r = as_mem_read(pid, uaddr, &ss, (size_t)ulen);
+  if (r < 0) return r == -ESRCH ? -EFAULT : r;
+  *fam = ulen < (int64_t)sizeof(sa_family_t) ? -1 : ss.ss_family;
+  return 0;
+}
+
+/* connect(2) on a socket that already has a connection (or listens) is EISCONN once the address was copied in and
+ * has a family (__inet_stream_connect checks the state before the family and length of the address); AF_UNSPEC
+ * still dissolves the association. Returns 1 when the notification is answered. A fast-path connection is a
+ * connected TCP socket to the program, so it answers the same way. */
+static int connect_busy(struct as_gen *g, struct seccomp_notif *req, int s, int fast) {
+  struct sockaddr_storage ps;
+  socklen_t pl = sizeof(ps);
+  int listening = 0;
+  socklen_t l = sizeof(listening);
+  if (!fast && getpeername(s, (struct sockaddr *)&ps, &pl) < 0 &&
+      (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening))
+    return 0;
+  int fam = -1;
+  int r = move_addr((pid_t)req->pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], &fam);
+  if (r == 0 && fam < 0) r = -EINVAL;
+  if (r == 0 && fam == AF_UNSPEC) return 0;
+  if (as_notif_id_valid(g->notif_fd, req->id) < 0) return 1;
+  if (r == 0 && !fast && !listening) /* connected: the kernel's own answer (0 once after a non-blocking connect
+                                      * completed, then EISCONN) does not depend on the address: ask it */
+    r = connect(s, (struct sockaddr *)&ps, pl) < 0 ? -errno : 0;
+  else if (r == 0)
+    r = -EISCONN;
+  reply(g, req->id, r);
+  return 1;
+}
+
 static void h_connect(struct as_gen *g, struct seccomp_notif *req) {
   int family, type;
-  uint64_t ino;
-  int s;
-  if (g->ftab.count) { /* a fast-path socket is connected TCP to the program: a second connect() is EISCONN */
-    s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, NULL, NULL);
-    if (s >= 0 && family == AF_UNIX && as_ftab_get(&g->ftab, as_sock_cookie(s))) {
-      close(s);
-      reply(g, req->id, -EISCONN);
-      return;
-    }
-    if (s >= 0) close(s);
+  uint64_t ino = 0;
+  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, &type, &ino);
+  if (s == -ESRCH) return;
+  if (s == -ENOTSOCK) { /* the address is copied in before the kernel looks at what the file is */
+    int fam;
+    int r = move_addr((pid_t)req->pid, req->data.args[1], (int64_t)(int32_t)req->data.args[2], &fam);
+    reply(g, req->id, r < 0 ? r : -ENOTSOCK);
+    return;
   }
-  s = take_inet_socket(g, req, &family, &type, &ino);
-  if (s < 0) return;
+  if (s < 0) {
+    reply(g, req->id, s);
+    return;
+  }
+  if (!is_inet(family)) {
+    int fast = g->ftab.count && as_ftab_get(&g->ftab, as_sock_cookie(s)) != NULL;
+    if (!fast || !connect_busy(g, req, s, 1)) reply_continue(g, req->id); /* decided on the family alone */
+    close(s);
+    return;
+  }
+  if (type == SOCK_STREAM && connect_busy(g, req, s, 0)) {
+    close(s);
+    return;
+  }
   struct sockaddr_storage a;
   uint32_t alen;
   if (take_addr(g, req, s, family, 1, &a, &alen) < 0) return;
-  struct sockaddr_storage peer;
-  socklen_t pl = sizeof(peer);
-  if (type == SOCK_STREAM && a.ss_family != AF_UNSPEC && getpeername(s, (struct sockaddr *)&peer, &pl) == 0) {
-    /* already connected (a program asking again for the outcome of a non-blocking connect): the kernel's answer
-     * (0 once, then EISCONN) does not depend on the address, so ask it with the real peer; no new connection */
-    int r = connect(s, (struct sockaddr *)&peer, pl) < 0 ? -errno : 0;
-    close(s);
-    reply(g, req->id, r);
-    return;
-  }
   if (a.ss_family == AF_UNSPEC) { /* dissolve the association: done here on our copy, never CONTINUEd */
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
     int r = connect(s, &unspec, sizeof(unspec)) < 0 ? -errno : 0;
@@ -1013,13 +1051,19 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
 
 static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
   int family, type;
+  int aflags = req->data.nr == __NR_accept4 ? (int)req->data.args[3] : 0;
+  int badflags = (aflags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0;
+  if (badflags) { /* __sys_accept4: EBADF, then the flags (EINVAL), then ENOTSOCK and the socket's own checks */
+    int bad = as_task_getfd(&g->pidfds, (pid_t)req->pid, (int)req->data.args[0]);
+    if (bad >= 0) close(bad);
+    if (bad != -ESRCH) reply(g, req->id, bad == -EBADF ? -EBADF : -EINVAL);
+    return;
+  }
   int s = take_inet_socket(g, req, &family, &type, NULL);
   if (s < 0) return;
-  int aflags = req->data.nr == __NR_accept4 ? (int)req->data.args[3] : 0;
   int listening = 0;
   socklen_t l = sizeof(listening);
-  if ((aflags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) || getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 ||
-      !listening) {
+  if (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening) {
     close(s);
     reply(g, req->id, type == SOCK_STREAM ? -EINVAL : -EOPNOTSUPP);
     return;
@@ -1204,6 +1248,20 @@ static int udp_dest(struct as_gen *g, pid_t pid, uint64_t name, uint32_t namelen
 static void h_send(struct as_gen *g, struct seccomp_notif *req) {
   pid_t pid = (pid_t)req->pid;
   int nr = req->data.nr;
+  if (nr == __NR_sendto) { /* __sys_sendto: import_ubuf()'s access_ok comes before the fd is looked at */
+    uint64_t buf = req->data.args[1], len = req->data.args[2];
+    const uint64_t max_rw = INT_MAX & ~(uint64_t)4095, task_size = 0x00007ffffffff000ULL;
+    if (len > max_rw) len = max_rw;
+    if (len > task_size || buf > task_size - len) {
+      reply(g, req->id, -EFAULT);
+      return;
+    }
+  }
+  int uflags = (int)req->data.args[nr == __NR_sendmsg ? 2 : 3];
+  if (nr != __NR_sendto && (uflags & (int)0x80000000u /* MSG_CMSG_COMPAT */)) { /* __sys_sendmsg/__sys_sendmmsg refuse it first */
+    reply(g, req->id, -EINVAL);
+    return;
+  }
   int family, type;
   int s = take_inet_socket(g, req, &family, &type, NULL);
   if (s < 0) return;
@@ -1260,6 +1318,8 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
   struct as_udp *u = NULL;
   struct sockaddr_storage dst;
   uint32_t dlen = 0;
+  if (mh.msg_namelen > sizeof(struct sockaddr_storage)) /* copy_msghdr_from_user() clamps it, sendto(2) refuses it */
+    mh.msg_namelen = sizeof(struct sockaddr_storage);
   if (!r) r = udp_dest(g, pid, (uint64_t)(uintptr_t)mh.msg_name, mh.msg_namelen, family, &dst, &dlen);
   if (!r) r = read_msg(pid, &mh, flags, &u);
   if (as_notif_id_valid(g->notif_fd, req->id) < 0) r = -ESRCH;

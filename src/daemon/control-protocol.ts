@@ -108,6 +108,10 @@ export interface StatusResult extends InfoResult {
   denied: number;
   retried: number;
   unidentified: number;
+  /** Fast-path connections waiting for the server's accept (the daemon holds two descriptors for each). */
+  pendingOffers: number;
+  /** Apps restored after a restart whose generator has not reconnected yet. */
+  awaitingReconnect: number;
   members: number;
   /** Client connections to virtual endpoints, by path; fast path on/off for this daemon. */
   connections: { tcp: number; fastpath: number };

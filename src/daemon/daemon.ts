@@ -254,7 +254,7 @@ export class Daemon {
       this.handler.expireDetached();
       const takenAt = Date.now();
       const snap = await tcpSnapshot();
-      this.handler.sweep(snap.listening);
+      this.handler.sweep(snap.listening, takenAt, snap.sockets, snap.liveLocal);
       this.handler.balancer.setInflight(snap.outbound);
       const unix = this.connections.hasFastpath ? await unixInodes().catch(() => undefined) : undefined;
       const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
@@ -300,6 +300,8 @@ export class Daemon {
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
           unidentified: this.handler.stats.unidentified,
+          pendingOffers: this.handler.pendingOffers,
+          awaitingReconnect: this.handler.detachedApps,
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },
           fastpath: this.cfg.fastpath,
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,

@@ -11,6 +11,8 @@ const TCP_SYN_SENT = '02';
 
 export interface TcpSnapshot {
   listening: Set<string>;
+  /** Inodes of every TCP and UDP socket in the namespace (a bound socket that was closed is missing here). */
+  sockets: Set<string>;
   /** "ip:port" of the remote end -> open (or opening) connections to it. */
   outbound: Map<string, number>;
   /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
@@ -60,6 +62,7 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
   for (let i = 1; i < lines.length; i++) {
     const f = (lines[i] as string).trim().split(/\s+/);
     if (f.length <= 9) continue;
+    into.sockets.add(f[9] as string);
     if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
     else if (OPEN_STATES.has(f[3] as string)) {
       for (const [hex, set] of [
@@ -79,10 +82,20 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
 }
 
 export async function tcpSnapshot(): Promise<TcpSnapshot> {
-  const out: TcpSnapshot = { listening: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
+  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
       parseTcp(await readFile(file, 'utf8'), out);
+    } catch {
+      /* no IPv6 in this kernel: nothing there */
+    }
+  }
+  for (const file of ['/proc/net/udp', '/proc/net/udp6']) { /* same layout; only the inodes are used */
+    try {
+      for (const line of (await readFile(file, 'utf8')).split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f.length > 9) out.sockets.add(f[9] as string);
+      }
     } catch {
       /* no IPv6 in this kernel: nothing there */
     }

@@ -97,6 +97,10 @@ export interface Binding {
   virt: Endpoint;
   real: Endpoint;
   serviceId?: string;
+  /** When the service was registered (ms): a sweep only judges listeners older than its snapshot. */
+  listenedAt?: number;
+  /** When the socket was bound (ms), for the same reason. */
+  boundAt: number;
 }
 
 interface PlannedBind {
@@ -126,6 +130,12 @@ function protoOf(sockType: number): Proto {
   return sockType === SOCK_DGRAM ? 'udp' : 'tcp';
 }
 
+/** "ip:port" of a sockaddr (v4-mapped IPv6 shown as IPv4), or undefined. */
+function endpointKey(b: Buffer): string | undefined {
+  const e = b.length ? decodeSockaddr(b) : undefined;
+  return e ? `${e.ip.replace(/^::ffff:/i, '')}:${e.port}` : undefined;
+}
+
 export class TrapHandler {
   readonly apps = new Map<string, AppRecord>();
   readonly stats: HandlerStats = {
@@ -145,7 +155,7 @@ export class TrapHandler {
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
   /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
-  private readonly clients = new Map<string, ClientIdentity & { at: number }>();
+  private readonly clients = new Map<string, ClientIdentity & { at: number; dst?: string }>();
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
@@ -358,7 +368,7 @@ export class TrapHandler {
       if (k.startsWith(`${app.id}/`) && p.port === real.port) {
         this.planned.delete(k);
         this.stats.binds++;
-        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real });
+        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() });
         this.changed();
         return;
       }
@@ -396,6 +406,7 @@ export class TrapHandler {
     if (app.name !== undefined) e.name = app.name;
     if (app.lb !== undefined) e.lb = app.lb;
     b.serviceId = e.id;
+    b.listenedAt = Date.now();
     this.cfg.table.upsert(e);
     this.stats.listens++;
     this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
@@ -519,7 +530,7 @@ export class TrapHandler {
       for (const w of ws) w(c);
       return;
     }
-    this.clients.set(key, { ...c, at: Date.now() });
+    this.clients.set(key, { ...c, at: Date.now(), dst: endpointKey(m.addr2) });
     if (this.clients.size > CLIENT_MAX) this.pruneClients();
   }
 
@@ -527,10 +538,11 @@ export class TrapHandler {
    * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
    * report nobody claimed must not answer for a later connection that reuses the ephemeral port (at thousands of
    * connections a second the same 4-tuple comes back within seconds: a stale answer would hand the server the
-   * placeholder of a fast-path connection instead of its Unix socket). */
-  whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500): Promise<ClientIdentity | undefined> {
+   * placeholder of a fast-path connection instead of its Unix socket). With `dst` (the server's real endpoint), a
+   * report about a connection to somewhere else does not count either: the report for this one is still on its way. */
+  whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500, dst?: string): Promise<ClientIdentity | undefined> {
     const c = this.clients.get(key);
-    if (c && Date.now() - c.at < CLIENT_TTL_MS) {
+    if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst)) {
       this.clients.delete(key);
       return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
     }
@@ -561,7 +573,7 @@ export class TrapHandler {
     if (!peer) return { result: -Errno.ECONNREFUSED };
     const key = `${peer.ip}:${peer.port}`;
     let who: ClientIdentity | undefined;
-    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key);
+    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key, undefined, endpointKey(m.addr2));
     else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key);
     if (!who) {
       this.stats.unidentified++;
@@ -587,9 +599,12 @@ export class TrapHandler {
   }
 
   /** Gives up fast-path connections no server accepted in time (the client then sees the connection close). */
-  expireOffers(now = Date.now()): void {
+  expireOffers(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
     for (const [k, o] of this.offers) {
-      if (now - o.at < OFFER_TTL_MS) continue;
+      /* Also gone: an offer whose placeholder is no longer an open socket (the server's listener closed and reset the
+       * connections in its accept queue, or the program ended): nobody will ever accept it. */
+      const dead = liveLocal !== undefined && o.at < snapshotAt && !liveLocal.has(k.replace(/^::ffff:/i, ''));
+      if (!dead && now - o.at < OFFER_TTL_MS) continue;
       this.offers.delete(k);
       this.closeFds(o.fds);
       this.stats.offersExpired++;
@@ -610,11 +625,18 @@ export class TrapHandler {
     }
   }
 
-  /** Drops services whose listening socket is gone (the program closed it). */
-  sweep(liveListeners: Set<string>): void {
-    this.expireOffers();
+  /** Drops services whose listening socket is gone (the program closed it) and, with `liveSockets`, bindings whose
+   * socket is gone (bound, never listened, or UDP: their pool port would leak until the app exits). `snapshotAt` is
+   * when the sets were read: what was registered after that is not in them yet and is kept. */
+  sweep(liveListeners: Set<string>, snapshotAt = Infinity, liveSockets?: Set<string>, liveLocal?: Set<string>): void {
+    this.expireOffers(Date.now(), liveLocal, snapshotAt);
     for (const [ino, b] of this.bindings) {
-      if (b.proto === 'tcp' && b.serviceId && !liveListeners.has(ino)) this.unbind(ino);
+      if (b.proto === 'tcp' && b.serviceId) {
+        if (liveListeners.has(ino) || (b.listenedAt ?? 0) >= snapshotAt) continue;
+      } else if (!liveSockets || liveSockets.has(ino) || b.boundAt >= snapshotAt) {
+        continue;
+      }
+      this.unbind(ino);
     }
   }
 

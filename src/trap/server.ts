@@ -101,6 +101,12 @@ export class TrapServer {
       try {
         r = native.recv(c.fd);
       } catch (e) {
+        if ((e as { code?: string }).code === 'EMSGSIZE') {
+          /* the descriptors that came with a message could not be received (MSG_CTRUNC: the daemon is at its fd
+           * limit); the kernel closed them and the message is lost, but the program's connection stays */
+          this.log.warn({ pid: c.pid }, 'trap message lost: its descriptors did not fit (fd limit reached?)');
+          continue;
+        }
         this.log.warn({ err: e, pid: c.pid }, 'trap connection error');
         this.drop(c);
         return;

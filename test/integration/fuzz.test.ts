@@ -1,0 +1,103 @@
+/** Hostile input: test/helpers/fuzz.c makes random argument sets for every trapped call, once natively and once under
+ * appswitch with the same seed, and the per-case results must agree (test/helpers/fuzz-compare.ts lists the
+ * differences that are by design or known). Racing threads rewrite a sockaddr while connect()/sendto() is trapped:
+ * nothing may reach a service the policy refuses. APPSWITCH_FUZZ_SEED (default 42, or "random") and
+ * APPSWITCH_FUZZ_ITERATIONS (per syscall, default 10000) choose the run. */
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compare } from '../helpers/fuzz-compare.js';
+import { compileHelper, finish, killTree, TestHost, waitFor } from '../helpers/hosts.js';
+
+let h: TestHost;
+let FUZZ: string;
+const ITERATIONS = Number(process.env.APPSWITCH_FUZZ_ITERATIONS ?? 10_000);
+// A fixed seed keeps CI reproducible; APPSWITCH_FUZZ_SEED=random explores (some seeds still find the rare
+// divergences listed in the fuzz branch report).
+const SEED =
+  process.env.APPSWITCH_FUZZ_SEED === 'random' ? String(Math.floor(Math.random() * 2 ** 32)) : (process.env.APPSWITCH_FUZZ_SEED ?? '42');
+
+function daemonFds(): number {
+  return readdirSync(`/proc/${h.daemon?.pid as number}/fd`).length;
+}
+
+async function daemonAnswers(): Promise<boolean> {
+  return (await h.cli(['status', '--json'])).code === 0;
+}
+
+beforeAll(async () => {
+  FUZZ = compileHelper('fuzz');
+  h = TestHost.create('fuzz');
+  await h.startDaemon();
+});
+
+afterAll(async () => {
+  await h?.destroy();
+});
+
+describe('fuzz', () => {
+  it(`gives the kernel's errno for ${ITERATIONS} random argument sets per trapped call (seed ${SEED})`, async () => {
+    const fdsBefore = daemonFds();
+    const args = ['cases', '--seed', SEED, '--iterations', String(ITERATIONS)];
+    const nat = await h.exec([FUZZ, ...args], 120_000);
+    expect(nat.code, nat.stderr).toBe(0);
+    const as = await h.runToEnd(['--tag', 'grp=fuzz'], [FUZZ, ...args], 180_000);
+    expect(as.signal, as.stderr).toBeNull();
+    expect(as.code, as.stderr).toBe(0);
+    expect(as.stdout).toContain(`seed ${SEED}`);
+    expect(as.stdout).toMatch(/^done cases=\d+$/m);
+    const r = compare(nat.stdout, as.stdout);
+    for (const n of Object.values(r.perSyscall)) expect(n).toBe(ITERATIONS);
+    expect(Object.keys(r.perSyscall)).toHaveLength(13);
+    console.log(`fuzz seed ${SEED}: ${r.cases} cases, ${r.same} identical`);
+    for (const [why, n] of r.explained) console.log(`  ${n} explained: ${why}`);
+    const shown = r.mismatches.slice(0, 30).map((m) => `${JSON.stringify(m.native)} -> ${m.appswitch?.result ?? 'missing'}`);
+    for (const line of shown) console.log(`  MISMATCH ${line}`);
+    expect(shown, `seed ${SEED}`).toEqual([]);
+    expect(await daemonAnswers()).toBe(true);
+    // every descriptor the daemon took for these programs (trap connection, fast-path offers) is given back; the
+    // fuzzer closes listeners with fast-path connections still queued, whose offers the daemon holds for 60 s
+    await waitFor(() => daemonFds() <= fdsBefore, 75_000, 500);
+  }, 400_000);
+
+  it('never lets a racing thread redirect connect()/sendto() to a service the policy refuses', async () => {
+    const fdsBefore = daemonFds();
+    const allowed = h.run(['--ip', '10.200.0.1', '--tag', 'grp=fuzz'], [FUZZ, 'serve', '--port', '9000', '--id', 'A']);
+    const denied = h.run(['--ip', '10.200.0.2', '--tag', 'grp=other'], [FUZZ, 'serve', '--port', '9000', '--id', 'D']);
+    const outA = finish(allowed, 120_000);
+    const outD = finish(denied, 120_000);
+    try {
+      await h.waitService('10.200.0.1', 9000, 20_000);
+      await h.waitService('10.200.0.2', 9000, 20_000);
+      const race = await h.runToEnd(
+        ['--tag', 'grp=fuzz'],
+        [FUZZ, 'race', '--allowed', '10.200.0.1:9000', '--denied', '10.200.0.2:9000', '--iterations', String(Math.min(ITERATIONS, 5000)), '--threads', '2'],
+        120_000,
+      );
+      console.log(race.stdout.trim());
+      const tcp = /race tcp ok=(\d+) refused=(\d+) wrong=(\d+) other=(\d+)/.exec(race.stdout);
+      const udp = /race udp sent=(\d+) refused=(\d+) other=(\d+)/.exec(race.stdout);
+      expect(tcp, race.stdout + race.stderr).not.toBeNull();
+      expect(udp, race.stdout + race.stderr).not.toBeNull();
+      const [, ok, refused, wrong, other] = (tcp as RegExpExecArray).map(Number);
+      expect(wrong).toBe(0);
+      expect(other).toBe(0);
+      expect(ok).toBeGreaterThan(0); // the flipping really happened both ways: some connects went to each address
+      expect(refused).toBeGreaterThan(0);
+      killTree(allowed, 'SIGTERM');
+      killTree(denied, 'SIGTERM');
+      const a = await outA;
+      const d = await outD;
+      console.log(a.stdout.trim(), '|', d.stdout.trim());
+      expect(d.stdout).toMatch(/served D tcp=0 udp=0/);
+      const served = /served A tcp=(\d+) udp=(\d+)/.exec(a.stdout);
+      expect(served, a.stdout).not.toBeNull();
+      expect(Number(served?.[1])).toBe(ok); // every connection that succeeded was the allowed server's
+      expect(Number(served?.[2])).toBe(Number(udp?.[1])); // and every datagram that went out reached it
+    } finally {
+      killTree(allowed, 'SIGKILL');
+      killTree(denied, 'SIGKILL');
+    }
+    expect(await daemonAnswers()).toBe(true);
+    await waitFor(() => daemonFds() <= fdsBefore, 10_000);
+  }, 200_000);
+});
