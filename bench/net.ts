@@ -398,6 +398,22 @@ function render(meta: string, notes: string[]): string {
       );
   }
   out.push('');
+  // the targets of issue 5, as ratios measured in this run
+  const t = (key: string, fig: string): number => med(byKey.get(key), fig);
+  const targets: Array<[string, number, string, (x: number) => boolean]> = [
+    ['same-host throughput, fast path ÷ native loopback', t('as-same', 'mbits') / t('lo', 'mbits'), '≥ 1.10', (x) => x >= 1.1],
+    ['same-host throughput, fast path ÷ veth + bridge', t('as-same', 'mbits') / t('bridge', 'mbits'), '≥ 1.40', (x) => x >= 1.4],
+    ['same-host throughput, fast path ÷ haproxy', t('as-same', 'mbits') / t('haproxy', 'mbits'), '≥ 3.00', (x) => x >= 3],
+    ['cross-host throughput ÷ native', t('as-cross', 'mbits') / t('bridge', 'mbits'), '≥ 0.97', (x) => x >= 0.97],
+  ];
+  for (const n of [1, 16]) {
+    const best = Math.min(t(`conn-as-${n}`, 'p50'), t(`conn-as-tcp-${n}`, 'p50'));
+    targets.push([`connection set-up median, ${n} client${n > 1 ? 's' : ''}: best appswitch ÷ native`, best / t(`conn-native-${n}`, 'p50'), '≤ 1.50', (x) => x <= 1.5]);
+    targets.push([`connection set-up median, ${n} client${n > 1 ? 's' : ''}: best appswitch ÷ haproxy`, best / t(`conn-haproxy-${n}`, 'p50'), '< 1.00', (x) => x < 1]);
+  }
+  out.push('### Targets (issue 5; ratios from this run)', '', '| target | measured | wanted | met |', '|---|---:|---:|---|');
+  for (const [name, x, want, ok] of targets) out.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ${want} | ${Number.isFinite(x) ? (ok(x) ? 'yes' : '**no**') : '–'} |`);
+  out.push('');
   const errs = cases.filter((c) => c.samples.some((s) => (s.errors ?? 0) > 0));
   for (const c of errs) notes.push(`${c.label} (${c.table}${c.extra ? `, ${c.extra}` : ''}): ${c.samples.map((s) => s.errors ?? 0).join('/')} errors in its runs.`);
   for (const c of cases.filter((x) => !x.skip && x.failure && x.samples.length)) notes.push(`${c.label} (${c.table}): a run failed: ${c.failure}`);

@@ -93,6 +93,8 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int
     p->conn = -1;
     p->epoll_fd = -1;
     p->pfd = -1;
+    p->spec_fd = -1;
+    p->spec_srv = -1;
     p->used = 1;
     p->seq = seq;
     p->id = id;
@@ -123,11 +125,15 @@ static void pend_done(struct as_gen *g, struct as_pending *p) {
   if (p->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->epoll_fd, NULL);
   if (p->sock >= 0) close(p->sock);
   if (p->conn >= 0) close(p->conn);
+  if (p->spec_fd >= 0) close(p->spec_fd);
+  if (p->spec_srv >= 0) close(p->spec_srv);
   udp_free(p->udp);
   memset(p, 0, sizeof(*p));
   p->sock = -1;
   p->conn = -1;
   p->epoll_fd = -1;
+  p->spec_fd = -1;
+  p->spec_srv = -1;
 }
 
 /* Waits for fd to become ready (events) on behalf of pending request p. Returns 0 or -errno. */
@@ -264,6 +270,9 @@ static void try_reconnect(struct as_gen *g) {
   if (g->daemon_fd >= 0 && !g->unsent) set_fast_timer(g, 0);
 }
 
+static void offer_expire(struct as_gen *g);
+static void claims_flush(struct as_gen *g);
+
 static void on_timer_tick(struct as_gen *g) {
   if (g->daemon_fd < 0 && g->daemon_path) try_reconnect(g);
   if (g->unsent) expire_unsent(g, 0);
@@ -289,6 +298,28 @@ static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uin
   g->stats_forwarded++;
   p->msgtype = type;
   p->msgflags = flags;
+  if (type == AS_CONNECT && !(flags & AS_F_RETRY) && p->spec_srv >= 0 && g->daemon_fd >= 0) {
+    /* the speculative fast-path offer travels with the request: the server's end, then the placeholder */
+    struct sockaddr_storage loc;
+    socklen_t ll = sizeof(loc);
+    if (getsockname(p->conn, (struct sockaddr *)&loc, &ll) == 0 && ll <= AS_ADDR_MAX) {
+      m.flags |= AS_F_OFFER;
+      m.version = AS_PROTO_VERSION;
+      m.addr2_len = ll;
+      memcpy(m.addr2, &loc, ll);
+      int give[2] = {p->spec_srv, p->conn};
+      if (as_send_fds(g->daemon_fd, &m, sizeof(m), give, 2, MSG_NOSIGNAL) >= 0) {
+        close(p->spec_srv);
+        p->spec_srv = -1;
+        p->spec_sent = 1;
+        p->awaiting = 1;
+        return;
+      }
+      daemon_lost(g);
+      pend_queue(g, p);
+      return;
+    }
+  }
   if (send_daemon(g, &m) == 0) {
     p->awaiting = 1;
     return;
@@ -547,6 +578,8 @@ static int take_addr(struct as_gen *g, struct seccomp_notif *req, int s, int fam
   return 0;
 }
 
+static void spec_prepare(struct as_gen *g, struct as_pending *p);
+
 /* Files a request about socket s (ownership moves to the pending entry) and sends it to the daemon. */
 static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, int family, int type, uint64_t ino,
                     const void *addr, uint32_t alen, uint16_t msgtype) {
@@ -558,6 +591,7 @@ static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, 
   p->pfd = (int)req->data.args[0];
   memcpy(p->req, addr, alen);
   p->req_len = alen;
+  if (op == OP_CONNECT && type == SOCK_STREAM) spec_prepare(g, p);
   pend_send(g, p, msgtype, 0);
 }
 
@@ -781,6 +815,66 @@ static int may_swap(struct as_gen *g, struct as_pending *p) {
   return 1;
 }
 
+/* ---- speculative offers (AS_F_OFFER) -------------------------------------------------------------------------
+ * A connect to a same-host service costs the program one daemon round trip instead of two: the request already carries
+ * the fast-path pair's server end and a bound, unconnected placeholder; the daemon pushes the server end to the
+ * server's generator (AS_OFFER) before it answers, so the server's accept() finds it without asking. The cost when the
+ * destination turns out to be elsewhere (a socketpair and a bound socket, closed again) is avoided next time by a
+ * small hint table of destinations the daemon said are not on this host. */
+
+static unsigned hint_slot(const struct as_ep *e) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 16; i++) h = (h ^ e->ip[i]) * 16777619u;
+  h = (h ^ e->port) * 16777619u;
+  return h % AS_HINTS;
+}
+
+static void hint_set(struct as_gen *g, const struct as_pending *p, int remote) {
+  struct as_ep d;
+  if (as_ep_from_sockaddr(p->req, p->req_len, &d) < 0) return;
+  unsigned k = hint_slot(&d);
+  g->hints[k].dst = d;
+  g->hints[k].remote = remote;
+}
+
+static void spec_drop(struct as_pending *p) {
+  if (p->spec_fd < 0 && p->spec_srv < 0) return;
+  if (p->spec_fd >= 0) close(p->spec_fd);
+  if (p->spec_srv >= 0) close(p->spec_srv);
+  p->spec_fd = p->spec_srv = -1;
+  p->spec_sent = 0;
+  if (p->conn >= 0 && !p->in_epoll) {
+    close(p->conn);
+    p->conn = -1;
+  }
+}
+
+static void spec_prepare(struct as_gen *g, struct as_pending *p) {
+  struct as_ep d;
+  if (as_ep_from_sockaddr(p->req, p->req_len, &d) < 0) return;
+  unsigned k = hint_slot(&d);
+  if (g->hints[k].remote && as_ep_equal(&g->hints[k].dst, &d)) return;
+  if (!may_swap(g, p)) return;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return;
+  int c = socket(p->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage any;
+  memset(&any, 0, sizeof(any));
+  any.ss_family = (sa_family_t)p->family;
+  socklen_t al = p->family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  static const struct linger reset = {.l_onoff = 1, .l_linger = 0}; /* see start_fast */
+  if (c < 0 || setsockopt(c, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) < 0 || bind(c, (struct sockaddr *)&any, al) < 0) {
+    if (c >= 0) close(c);
+    close(sv[0]);
+    close(sv[1]);
+    return;
+  }
+  p->conn = c;
+  p->spec_fd = sv[0];
+  p->spec_srv = sv[1];
+  g->stats_offers_asked++;
+}
+
 /* Options the program set on the socket being replaced: SOL_SOCKET ones move to the Unix socket, TCP/IP ones are
  * remembered for the emulation. */
 static void inherit_options(int from, int to, struct as_fsock *e) {
@@ -823,6 +917,7 @@ static void fast_failed(struct as_gen *g, struct as_pending *p, int err) {
   close(p->conn);
   p->conn = -1;
   p->fast = 0;
+  spec_drop(p);
   if (err == ECONNREFUSED && p->alt && ++p->tries < CONNECT_TRIES) {
     pend_send(g, p, AS_CONNECT, AS_F_RETRY); /* that instance is gone: ask for another */
     return;
@@ -847,8 +942,12 @@ static void fast_done(struct as_gen *g, struct as_pending *p) {
     pend_finish(g, p, -EBADF);
     return;
   }
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+  int offered = p->spec_sent && p->spec_fd >= 0; /* the daemon has the server's end already (AS_F_OFFER) */
+  int sv[2] = {-1, -1};
+  if (offered) {
+    sv[0] = p->spec_fd;
+    p->spec_fd = -1;
+  } else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
     pend_finish(g, p, -errno);
     return;
   }
@@ -873,9 +972,14 @@ static void fast_done(struct as_gen *g, struct as_pending *p) {
   m.addr2_len = p->real_len;
   memcpy(m.addr2, p->real, p->real_len);
   int give[2] = {sv[1], p->conn};
-  ssize_t sent = g->daemon_fd >= 0 ? as_send_fds(g->daemon_fd, &m, sizeof(m), give, 2, 0) : -ENETDOWN;
-  if (sent < 0) daemon_lost(g); /* nobody could vouch for this connection at the server's accept: it fails */
-  close(sv[1]);
+  ssize_t sent = 0;
+  if (!offered) {
+    sent = g->daemon_fd >= 0 ? as_send_fds(g->daemon_fd, &m, sizeof(m), give, 2, 0) : -ENETDOWN;
+    if (sent < 0) daemon_lost(g); /* nobody could vouch for this connection at the server's accept: it fails */
+    close(sv[1]);
+  } else {
+    g->stats_offers_taken++;
+  }
   close(p->conn);
   p->conn = -1;
   int r = sent < 0 ? -ENETDOWN : fast_register(g, sv[0], &e);
@@ -920,10 +1024,12 @@ static void start_fast(struct as_gen *g, struct as_pending *p, const struct sock
 }
 
 static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m) {
+  if (p->spec_sent && !(m->flags & AS_F_OFFER)) spec_drop(p); /* not taken: the daemon closed its copies */
   if (m->result < 0) {
     pend_finish(g, p, m->result);
     return;
   }
+  if (p->op == OP_CONNECT && p->type == SOCK_STREAM && m->addr2_len) hint_set(g, p, !(m->flags & AS_F_FASTPATH));
   struct as_ep real, virt;
   if (m->addr_len > sizeof(p->real) || as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0) {
     pend_finish(g, p, -EINVAL);
@@ -946,6 +1052,20 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
    * instance can be skipped before the program sees anything (it then sees an immediate success). */
   p->alt = (m->flags & AS_F_ALTERNATIVES) != 0;
   p->virtual_dest = m->addr2_len > 0;
+  if ((m->flags & AS_F_OFFER) && p->spec_sent && p->spec_fd >= 0 && p->conn >= 0) { /* connect the placeholder */
+    p->fast = 1;
+    if (connect(p->conn, (const struct sockaddr *)&dst, (socklen_t)dlen) == 0) {
+      fast_done(g, p);
+      return;
+    }
+    if (errno != EINPROGRESS) {
+      fast_failed(g, p, errno);
+      return;
+    }
+    int r = pend_watch(g, p, p->conn, EPOLLOUT);
+    if (r < 0) pend_finish(g, p, r);
+    return;
+  }
   if ((m->flags & AS_F_FASTPATH) && p->type == SOCK_STREAM && p->virtual_dest && may_swap(g, p)) {
     start_fast(g, p, &dst, dlen);
     return;
@@ -982,6 +1102,9 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
   socklen_t l = sizeof(err);
   if (p->fast) {
     if (getsockopt(p->conn, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
+    /* An offered placeholder may be accepted, and reset by the server's generator (it closes it without TIME_WAIT),
+     * before we look: a reset means it was established, which is all it was for. */
+    if (err == ECONNRESET && p->spec_sent) err = 0;
     if (err) fast_failed(g, p, err);
     else fast_done(g, p);
     return;
@@ -999,6 +1122,97 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
 }
 
 /* ---- accept() / accept4() ---------------------------------------------------------------------------------- */
+
+/* Offers the daemon pushed (AS_OFFER): a small table, searched only while it holds something. */
+static void on_daemon(struct as_gen *g);
+
+static void offer_store(struct as_gen *g, const struct as_msg *m, int *fast_fd) {
+  struct as_ep peer, virt;
+  if (*fast_fd < 0 || as_ep_from_sockaddr(m->addr, m->addr_len, &peer) < 0 || as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) < 0)
+    return;
+  struct as_offer *slot = NULL, *oldest = NULL;
+  for (int i = 0; i < AS_OFFERS_MAX && !slot; i++) {
+    struct as_offer *o = &g->offers[i];
+    if (o->fd < 0) slot = o;
+    else if (!oldest || o->at_ms < oldest->at_ms) oldest = o;
+  }
+  if (!slot) { /* full: the oldest is given up (its client sees the connection closed) */
+    close(oldest->fd);
+    oldest->fd = -1;
+    g->noffers--;
+    slot = oldest;
+  }
+  slot->fd = *fast_fd;
+  *fast_fd = -1;
+  slot->peer = peer;
+  slot->virt = virt;
+  slot->at_ms = now_ms();
+  g->noffers++;
+}
+
+/* Sends the batch of taken offers (AS_CLAIMED payload: 16-byte address (IPv4 mapped) + 2-byte port, network order,
+ * per offer). */
+static void claims_flush(struct as_gen *g) {
+  if (!g->nclaims || g->daemon_fd < 0) return;
+  static uint8_t buf[sizeof(struct as_msg) + sizeof(g->claims)];
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = AS_CLAIMED;
+  m.version = AS_PROTO_VERSION;
+  m.payload_len = g->nclaims * 18;
+  memcpy(buf, &m, sizeof(m));
+  memcpy(buf + sizeof(m), g->claims, m.payload_len);
+  if (as_send_fds(g->daemon_fd, buf, sizeof(m) + m.payload_len, NULL, 0, MSG_NOSIGNAL) >= 0) g->nclaims = 0;
+}
+
+static void claim_note(struct as_gen *g, const struct as_ep *peer) {
+  if (g->nclaims == AS_CLAIMS_MAX) claims_flush(g);
+  if (g->nclaims == AS_CLAIMS_MAX) return; /* the daemon is away: its copies went with it */
+  uint8_t *e = g->claims + g->nclaims++ * 18;
+  memcpy(e, peer->ip, 16);
+  e[16] = (uint8_t)(peer->port >> 8);
+  e[17] = (uint8_t)peer->port;
+}
+
+static struct as_offer *offer_find(struct as_gen *g, const void *sa, uint32_t len) {
+  struct as_ep e;
+  if (!g->noffers || as_ep_from_sockaddr(sa, len, &e) < 0) return NULL;
+  for (int i = 0; i < AS_OFFERS_MAX; i++)
+    if (g->offers[i].fd >= 0 && as_ep_equal(&g->offers[i].peer, &e)) return &g->offers[i];
+  return NULL;
+}
+
+static int offer_take(struct as_gen *g, struct as_offer *o) {
+  int fd = o->fd;
+  o->fd = -1;
+  g->noffers--;
+  return fd;
+}
+
+/* Offers nobody accepted within a minute (the server never called accept, or the client gave up) are closed. */
+static void offer_expire(struct as_gen *g) {
+  uint64_t now = now_ms();
+  for (int i = 0; i < AS_OFFERS_MAX && g->noffers; i++)
+    if (g->offers[i].fd >= 0 && now - g->offers[i].at_ms > 60000) close(offer_take(g, &g->offers[i]));
+}
+
+static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd);
+
+/* The accepted connection is a placeholder whose offer is here: answer at once, and tell the daemon (one way) that it
+ * may let go of its copy of the placeholder. */
+static void accept_offered(struct as_gen *g, struct as_pending *p, struct as_offer *o) {
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  struct sockaddr_storage ss;
+  int n = as_ep_to_sockaddr(&o->virt, AF_INET6, &ss);
+  m.flags = AS_F_FASTPATH;
+  m.addr_len = n > 0 ? (uint32_t)n : 0;
+  if (n > 0) memcpy(m.addr, &ss, (size_t)n);
+  int fd = offer_take(g, o);
+  claim_note(g, &o->peer);
+  on_accept_reply(g, p, &m, &fd);
+  if (fd >= 0) close(fd);
+}
 
 /* The generator accepts on its duplicate of the listener (always non-blocking, so it never stalls), asks the daemon
  * who the peer is, drops connections nobody vouches for (they never reach the program), and installs the rest. */
@@ -1028,6 +1242,17 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
       memcpy(p->real, &loc, ll);
       p->real_len = ll;
       p->op = OP_ACCEPT_ASK;
+      if (g->noffers || g->daemon_fd >= 0) {
+        struct as_offer *o = offer_find(g, &peer, pl);
+        if (!o && g->daemon_fd >= 0) { /* its AS_OFFER may be waiting unread on the daemon socket */
+          on_daemon(g);
+          o = offer_find(g, &peer, pl);
+        }
+        if (o) {
+          accept_offered(g, p, o);
+          return;
+        }
+      }
       pend_send(g, p, AS_ACCEPT, 0);
       return;
     }
@@ -1114,6 +1339,21 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
     close(p->conn);
     p->conn = -1;
     accept_next(g, p);
+    return;
+  }
+  if (m->flags & AS_F_OFFERED) { /* its socket came in an AS_OFFER (already read: it preceded this reply) */
+    struct as_offer *o = offer_find(g, p->req, p->req_len);
+    if (!o) {
+      close(p->conn);
+      p->conn = -1;
+      accept_next(g, p);
+      return;
+    }
+    struct as_msg mm = *m;
+    mm.flags = (mm.flags & ~AS_F_OFFERED) | AS_F_FASTPATH;
+    int fd = offer_take(g, o);
+    on_accept_reply(g, p, &mm, &fd);
+    if (fd >= 0) close(fd);
     return;
   }
   struct as_ep real, virt;
@@ -1422,6 +1662,10 @@ static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *
   if (n < (ssize_t)sizeof(struct as_msg)) return;
   struct as_msg m;
   memcpy(&m, buf, sizeof(m));
+  if (m.type == AS_OFFER) {
+    offer_store(g, &m, fast_fd);
+    return;
+  }
   struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
   if (!p->used || p->seq != m.seq || !p->awaiting) return; /* a late answer to something already finished */
   p->awaiting = 0;
@@ -1490,6 +1734,7 @@ static void on_signal(struct as_gen *g) {
           g->child_done = 1;
           struct as_msg m;
           memset(&m, 0, sizeof(m));
+          claims_flush(g);
           m.type = AS_EXIT;
           m.arg = st;
           m.pid = (uint32_t)w;
@@ -1512,7 +1757,8 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
   g->sigfd = sigfd;
   g->child = child;
   g->verbose = getenv("APPSWITCH_GENERATOR_DEBUG") != NULL;
-  for (int i = 0; i < AS_PENDING_MAX; i++) g->pend[i].sock = -1;
+  for (int i = 0; i < AS_PENDING_MAX; i++) g->pend[i].sock = g->pend[i].conn = g->pend[i].spec_fd = g->pend[i].spec_srv = -1;
+  for (int i = 0; i < AS_OFFERS_MAX; i++) g->offers[i].fd = -1;
   as_pidfds_init(&g->pidfds);
   g->vmap = calloc(1, sizeof(*g->vmap));
   if (!g->vmap) return -ENOMEM;
@@ -1568,6 +1814,8 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         if (g->fast_timer || g->daemon_fd < 0) on_timer_tick(g);
         as_tstats_flush(&g->tstats, g->daemon_fd); /* at most once a second, only when traps happened */
         if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
+        if (g->noffers) offer_expire(g);
+        claims_flush(g);
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];
         if (!p->used || !p->in_epoll) continue;
@@ -1583,6 +1831,9 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
 }
 
 void as_gen_free(struct as_gen *g) {
+  claims_flush(g);
+  for (int i = 0; i < AS_OFFERS_MAX; i++)
+    if (g->offers[i].fd >= 0) close(offer_take(g, &g->offers[i]));
   for (int i = 0; i < AS_PENDING_MAX; i++)
     if (g->pend[i].used) pend_done(g, &g->pend[i]);
   as_pidfds_close(&g->pidfds);

@@ -45,8 +45,23 @@ struct as_pending {
   uint32_t msgflags;
   int awaiting, unsent;
   uint64_t queued_ms;
+  /* connect: a speculative fast-path offer (fastpath.h): our end of the Unix socket pair (-1: none), whether the
+   * server's end and the placeholder (conn) went to the daemon with the request */
+  int spec_fd, spec_srv, spec_sent;
   struct as_tmark mark; /* trap statistics of the notification this entry answers */
 };
+
+/* A fast-path connection the daemon announced (AS_OFFER) before its placeholder reaches this program's listener. */
+struct as_offer {
+  int fd;              /* the server's end of the Unix socket pair; -1: free */
+  struct as_ep peer;   /* the placeholder's endpoint, as accept() sees it */
+  struct as_ep virt;   /* the client's virtual identity */
+  uint64_t at_ms;
+};
+
+#define AS_OFFERS_MAX 128
+#define AS_HINTS 64
+#define AS_CLAIMS_MAX 64
 
 struct as_gen {
   int notif_fd, daemon_fd, epfd, sigfd, timer_fd;
@@ -70,6 +85,18 @@ struct as_gen {
   int fast_timer;    /* the timer ticks every 100 ms (instead of 1 s) while the daemon is away */
   unsigned unsent;   /* requests waiting for the daemon to come back */
   uint64_t stats_reconnects;
+  struct as_offer offers[AS_OFFERS_MAX];
+  unsigned noffers;
+  /* destinations (virtual endpoints) the daemon last said are not on this host: no speculative offer for them */
+  struct {
+    struct as_ep dst;
+    int remote;
+  } hints[AS_HINTS];
+  uint64_t stats_offers_taken, stats_offers_asked;
+  /* taken offers not yet reported (AS_CLAIMED carries them in batches: the daemon's copy of each placeholder only has
+   * to go eventually, and one message per connection was a visible part of the daemon's time) */
+  uint8_t claims[AS_CLAIMS_MAX * 18];
+  unsigned nclaims;
   struct as_tstats tstats; /* per-syscall counts and latencies, sent to the daemon as AS_STATS */
   struct as_tmark cur;     /* the notification being handled; moves to its pending entry if it waits */
 };

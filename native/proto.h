@@ -35,7 +35,13 @@ enum as_msg_type {
                      A reply with AS_F_FASTPATH carries one fd: the program gets it instead of the placeholder */
   AS_STATS = 11,  /* gen -> daemon: trap counters since the previous AS_STATS (deltas), payload below; no reply.
                      Sent at most once a second while traps happen, and when the generator ends */
-  /* 12 and up: reserved */
+  AS_OFFER = 12,  /* daemon -> gen, unsolicited (seq 0): a fast-path connection is coming to this program's listener
+                     from the placeholder endpoint addr (as accept() will see it); addr2 = the client's virtual
+                     identity; one fd: the server's end of the Unix socket pair. Sent before the daemon answers the
+                     client's AS_CONNECT, so it is here before the placeholder can reach the accept queue */
+  AS_CLAIMED = 13, /* gen -> daemon: offers taken by an accept (the daemon lets go of their placeholders), in a batch:
+                      payload = per offer 16 bytes of address (IPv4 as ::ffff:a.b.c.d) and 2 bytes of port, network
+                      order; sent when 64 are due or once a second; no reply */
 };
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
@@ -44,6 +50,11 @@ enum as_msg_type {
                                 addr2 = the real destination that refused */
 #define AS_F_FASTPATH 8u    /* AS_CONNECT reply: the destination is on this host, use a Unix socket pair if the socket
                                can be swapped; AS_CONNECTED / AS_ACCEPT reply: carries the fast-path fds */
+#define AS_F_OFFER 16u      /* AS_CONNECT: a speculative fast-path offer comes with the request: fds = server's end of
+                               a Unix socket pair, then a placeholder TCP socket bound to port addr2.port (not yet
+                               connected). Reply: the daemon took the offer (the server's generator has been told):
+                               connect the placeholder and install the client's end, no AS_CONNECTED */
+#define AS_F_OFFERED 32u    /* AS_ACCEPT reply: this connection's fd came in an AS_OFFER before this reply */
 
 struct as_msg {
   uint16_t type;

@@ -46,6 +46,8 @@ export const JSON_KEYS = {
     'denied',
     'retried',
     'unidentified',
+    'pendingOffers',
+    'awaitingReconnect',
     'connections',
     'openConnections',
     'fastpath',

@@ -108,7 +108,7 @@ export interface StatusResult extends InfoResult {
   denied: number;
   retried: number;
   unidentified: number;
-  /** Fast-path connections waiting for the server's accept (the daemon holds two descriptors for each). */
+  /** Fast-path connections whose placeholder the daemon still holds (waiting for the server's accept). */
   pendingOffers: number;
   /** Apps restored after a restart whose generator has not reconnected yet. */
   awaitingReconnect: number;

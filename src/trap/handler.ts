@@ -86,6 +86,9 @@ export interface Reply {
   flags?: number;
   /** Descriptors sent with the reply (SCM_RIGHTS); the trap server closes its copies afterwards. */
   fds?: number[];
+  /** Sent first, to another app's generator (AS_OFFER): see TrapHandler.connect. `sent` says whether it went out (the
+   * trap server then owns `fd`). */
+  push?: { appId: string; addr: Buffer; addr2: Buffer; fd: number; sent: (ok: boolean) => void };
 }
 
 /** Reply flag to CONNECT: other instances exist; on ECONNREFUSED ask again (MsgFlag.RETRY) for another. */
@@ -159,7 +162,7 @@ export class TrapHandler {
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
-  private readonly offers = new Map<string, { fds: number[]; at: number }>();
+  private readonly offers = new Map<string, { fds: number[]; at: number; pushed?: boolean; who?: ClientIdentity; dst?: Endpoint; server?: string }>();
   private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
@@ -312,6 +315,12 @@ export class TrapHandler {
   /** The app's connection closed: its services and ports go away. */
   goodbye(app: AppRecord): void {
     if (this.apps.get(app.id) !== app) return; /* already gone (or replaced) */
+    for (const [k, o] of this.offers) { /* offers pushed to it: nobody will claim them now */
+      if (o.pushed && o.server === app.id) {
+        this.offers.delete(k);
+        this.closeFds(o.fds);
+      }
+    }
     this.apps.delete(app.id);
     this.detached.delete(app.id);
     for (const [ino, b] of this.bindings) if (b.appId === app.id) this.unbind(ino);
@@ -414,7 +423,72 @@ export class TrapHandler {
     return { result: 0 };
   }
 
-  connect(app: AppRecord, m: TrapMsg): Reply {
+  /** A connect to a virtual endpoint. With a speculative fast-path offer (MsgFlag.OFFER: the server's end of a Unix
+   * socket pair and an unconnected placeholder bound to port m.addr2.port, in `fds`) and a same-host destination, the
+   * offer is taken at once: the reply carries a push (AS_OFFER with the server's end) for the server's generator, which
+   * the trap server sends before this reply, so the server's accept() finds the connection's real socket waiting and
+   * needs no round trip of its own; the client connects its placeholder and reports nothing more. */
+  connect(app: AppRecord, m: TrapMsg, fds: number[] = []): Reply {
+    const offered = (m.flags & MsgFlag.OFFER) !== 0 && fds.length === 2;
+    const { reply, pick } = this.decideConnect(app, m);
+    const port = offered ? decodeSockaddr(m.addr2)?.port : undefined;
+    if (!offered || !pick || port === undefined || reply.result < 0 || !((reply.flags ?? 0) & MsgFlag.FASTPATH)) {
+      this.closeFds(fds);
+      return reply;
+    }
+    const key = `${pick.endpoint.ip}:${port}`; /* the placeholder's address as the server's accept() will see it */
+    const who = this.record(app, key, pick.endpoint, true, fds);
+    const offer = this.offers.get(key);
+    if (!offer) return reply;
+    offer.who = who;
+    offer.dst = pick.endpoint;
+    offer.server = pick.appId;
+    reply.flags = (reply.flags ?? 0) | MsgFlag.OFFER;
+    reply.push = {
+      appId: pick.appId,
+      addr: encodeSockaddr({ ip: pick.endpoint.ip, port }),
+      addr2: encodeSockaddr({ ip: who.identity, port }),
+      fd: fds[0] as number,
+      sent: (ok) => {
+        if (!ok || this.offers.get(key) !== offer) return; /* not sent: the server's ACCEPT claims it as before */
+        offer.pushed = true;
+        offer.fds = offer.fds.slice(1); /* the trap server owns the server's end now; the placeholder stays here */
+      },
+    };
+    return reply;
+  }
+
+  /** The server's generator took pushed offers at accept() (a batch, see AS_CLAIMED in native/proto.h): their
+   * placeholders (they woke the server) can go. */
+  claimed(app: AppRecord, m: TrapMsg): void {
+    for (let i = 0; i + 18 <= m.payload.length; i += 18) {
+      const sa = Buffer.alloc(28);
+      sa.writeUInt16LE(AF_INET6, 0);
+      m.payload.copy(sa, 2, i + 16, i + 18); /* port, network order */
+      m.payload.copy(sa, 8, i, i + 16);
+      const peer = decodeSockaddr(sa);
+      if (!peer) continue;
+      const key = `${peer.ip}:${peer.port}`;
+      const offer = this.offers.get(key);
+      if (!offer?.pushed) continue;
+      this.offers.delete(key);
+      this.closeFds(offer.fds);
+      this.clients.delete(key);
+      if (offer.who) this.cfg.connections?.accepted({ appId: app.id }, this.cfg.nodeName, peer, offer.dst, offer.who);
+    }
+  }
+
+  private decideConnect(app: AppRecord, m: TrapMsg): { reply: Reply; pick?: ServiceEntry } {
+    const reply = this.decide(app, m);
+    const pick = this.lastPick;
+    this.lastPick = undefined;
+    return pick ? { reply, pick } : { reply };
+  }
+
+  /** The instance the last decide() picked (read at once by decideConnect). */
+  private lastPick: ServiceEntry | undefined;
+
+  private decide(app: AppRecord, m: TrapMsg): Reply {
     const dst = decodeSockaddr(m.addr);
     if (!dst) return { result: -Errno.EAFNOSUPPORT };
     const proto = protoOf(m.arg);
@@ -487,6 +561,7 @@ export class TrapHandler {
       if (!tried) this.tried.set(reqKey, { at: Date.now(), endpoints: new Set() });
     }
     if (this.fastpathAllowed(app, proto, pick)) reply.flags = (reply.flags ?? 0) | MsgFlag.FASTPATH;
+    this.lastPick = pick;
     return reply;
   }
 
@@ -511,7 +586,14 @@ export class TrapHandler {
       this.closeFds(fds);
       return;
     }
-    const key = `${local.ip}:${local.port}`;
+    this.record(app, `${local.ip}:${local.port}`, decodeSockaddr(m.addr2), fast, fds);
+  }
+
+  /** Remembers a client connection leaving from `key` (who it is, for the server's accept) and, for the fast path,
+   * its offer [server's end, placeholder]. */
+  private record(app: AppRecord, key: string, dst: Endpoint | undefined, fast: boolean, fds: number[]): ClientIdentity {
+    const sep = key.lastIndexOf(':');
+    const local: Endpoint = { ip: key.slice(0, sep), port: Number(key.slice(sep + 1)) };
     if (fast) {
       this.stats.fastpathConnections++;
       const old = this.offers.get(key);
@@ -522,17 +604,19 @@ export class TrapHandler {
       this.stats.tcpConnections++;
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
-    this.cfg.connections?.connected(c, local, decodeSockaddr(m.addr2), fast ? 'fastpath' : 'tcp', fast ? this.cfg.inodeOf?.(fds[0] as number) : undefined);
+    this.cfg.connections?.connected(c, local, dst, fast ? 'fastpath' : 'tcp', fast ? this.cfg.inodeOf?.(fds[0] as number) : undefined);
     this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
     const ws = this.clientWaiters.get(key);
     if (ws) { /* an accept is already waiting for this report: it claims it (see whoIsLocal) */
       this.clientWaiters.delete(key);
       for (const w of ws) w(c);
-      return;
+      return c;
     }
-    this.clients.set(key, { ...c, at: Date.now(), dst: endpointKey(m.addr2) });
+    this.clients.set(key, { ...c, at: Date.now(), dst: dst ? `${dst.ip}:${dst.port}` : undefined });
     if (this.clients.size > CLIENT_MAX) this.pruneClients();
+    return c;
   }
+
 
   /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. The answer is
    * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
@@ -583,7 +667,12 @@ export class TrapHandler {
     this.cfg.connections?.accepted({ appId: app.id }, this.cfg.nodeName, peer, decodeSockaddr(m.addr2), who);
     const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
     const offer = this.offers.get(key);
-    if (offer) {
+    if (offer?.pushed) {
+      /* its socket is in the generator's hands already (AS_OFFER came before this reply) */
+      this.offers.delete(key);
+      this.closeFds(offer.fds);
+      reply.flags = MsgFlag.OFFERED;
+    } else if (offer) {
       /* the program gets the server's end of the socket pair; the placeholder has done its job (woken the server) */
       this.offers.delete(key);
       const [serverEnd, placeholder] = offer.fds as [number, number];
@@ -601,10 +690,21 @@ export class TrapHandler {
   /** Gives up fast-path connections no server accepted in time (the client then sees the connection close). */
   expireOffers(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
     for (const [k, o] of this.offers) {
-      /* Also gone: an offer whose placeholder is no longer an open socket (the server's listener closed and reset the
-       * connections in its accept queue, or the program ended): nobody will ever accept it. */
-      const dead = liveLocal !== undefined && o.at < snapshotAt && !liveLocal.has(k.replace(/^::ffff:/i, ''));
-      if (!dead && now - o.at < OFFER_TTL_MS) continue;
+      /* Gone: the placeholder is no longer an open socket: the server's listener closed and reset the connections in
+       * its accept queue, the program ended, its client was killed before connecting it, or (pushed offers) the
+       * server's generator took it and reset it. */
+      const gone = liveLocal !== undefined && o.at < snapshotAt && !liveLocal.has(k.replace(/^::ffff:/i, ''));
+      if (o.pushed) {
+        /* the server's generator has the socket (and expires it itself): only our copy of the placeholder goes; the
+         * record stays for the claim (connection tracking) until the TTL */
+        if (gone && o.fds.length) {
+          this.closeFds(o.fds);
+          o.fds = [];
+        }
+        if (now - o.at >= OFFER_TTL_MS) this.offers.delete(k);
+        continue;
+      }
+      if (!gone && now - o.at < OFFER_TTL_MS) continue;
       this.offers.delete(k);
       this.closeFds(o.fds);
       this.stats.offersExpired++;
@@ -612,10 +712,14 @@ export class TrapHandler {
     }
   }
 
+
   /** Fast-path connections waiting for an accept. */
   get pendingOffers(): number {
-    return this.offers.size;
+    let n = 0;
+    for (const o of this.offers.values()) if (o.fds.length) n++;
+    return n;
   }
+
 
   private pruneClients(): void {
     const old = Date.now() - CLIENT_TTL_MS;

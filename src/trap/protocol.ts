@@ -19,11 +19,13 @@ export const MsgType = {
   CONNECTED: 9,
   ACCEPT: 10,
   STATS: 11,
+  OFFER: 12,
+  CLAIMED: 13,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
 /** Keep in sync with native/proto.h (AS_F_*). */
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8 } as const;
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -218,7 +220,10 @@ export function decodeSockaddr(b: Buffer): Endpoint | undefined {
   if (b.length < 2) return undefined;
   const family = b.readUInt16LE(0);
   if (family === AF_INET && b.length >= 8) {
-    return { ip: ipaddr.fromByteArray([...b.subarray(4, 8)]).toString(), port: b.readUInt16BE(2) };
+    return { ip: `${b[4]}.${b[5]}.${b[6]}.${b[7]}`, port: b.readUInt16BE(2) };
+  }
+  if (family === AF_INET6 && b.length >= 24 && b.readUInt32BE(8) === 0 && b.readUInt32BE(12) === 0 && b.readUInt32BE(16) === 0xffff) {
+    return { ip: `${b[20]}.${b[21]}.${b[22]}.${b[23]}`, port: b.readUInt16BE(2) }; /* v4-mapped: shown as IPv4 */
   }
   if (family === AF_INET6 && b.length >= 24) {
     return { ip: canonicalIp(ipaddr.fromByteArray([...b.subarray(8, 24)]).toString()), port: b.readUInt16BE(2) };
@@ -227,8 +232,17 @@ export function decodeSockaddr(b: Buffer): Endpoint | undefined {
 }
 
 /** Encodes an endpoint as sockaddr_in (IPv4) or sockaddr_in6 (IPv6); `family` forces AF_INET6 with a mapped v4. */
+/** Parsed addresses by their text: the trap path encodes the same few endpoints over and over (node address, vips),
+ * and ipaddr.js parsing was a visible part of the daemon's time per connection. Bounded: cleared when it grows. */
+const parsed = new Map<string, ipaddr.IPv4 | ipaddr.IPv6>();
+
 export function encodeSockaddr(ep: Endpoint, family?: number): Buffer {
-  const a = ipaddr.parse(ep.ip);
+  let a = parsed.get(ep.ip);
+  if (!a) {
+    a = ipaddr.parse(ep.ip);
+    if (parsed.size >= 4096) parsed.clear();
+    parsed.set(ep.ip, a);
+  }
   const v4 = a.kind() === 'ipv4' ? (a as ipaddr.IPv4) : undefined;
   if (v4 && family !== AF_INET6) {
     const b = Buffer.alloc(16);

@@ -5,7 +5,7 @@ import { native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
 import { type Reply, TrapHandler } from './handler.js';
-import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
+import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
 
 /** Receives each generator's trap counters (AS_STATS deltas). */
 export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
@@ -34,6 +34,8 @@ export class TrapServer {
   private listenFd = -1;
   private listenPoller?: Poller;
   private readonly conns = new Map<number, Conn>();
+  /** The connection of each registered app, to push it AS_OFFER messages. */
+  private readonly byApp = new Map<string, Conn>();
   messages = 0;
   badMessages = 0;
   /** Messages that answer a trapped call (bind, listen, connect/sendto, accept): the daemon's trap rate. */
@@ -125,7 +127,7 @@ export class TrapServer {
   /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. */
   private onMessage(c: Conn, data: Buffer, fds: number[] = []): void {
     const m = decodeMsg(data);
-    if (fds.length && !(m && c.app && m.type === MsgType.CONNECTED)) {
+    if (fds.length && !(m && c.app && (m.type === MsgType.CONNECTED || (m.type === MsgType.CONNECT && m.flags & MsgFlag.OFFER)))) {
       for (const fd of fds) native.close(fd);
       fds = [];
     }
@@ -173,7 +175,11 @@ export class TrapServer {
           reply = this.handler.listen(app, m);
           break;
         case MsgType.CONNECT:
-          reply = this.handler.connect(app, m);
+          reply = this.handler.connect(app, m, fds);
+          if (reply.push) this.push(reply.push);
+          break;
+        case MsgType.CLAIMED:
+          this.handler.claimed(app, m);
           break;
         case MsgType.CONNECTED:
           this.handler.connected(app, m, fds);
@@ -224,8 +230,39 @@ export class TrapServer {
       return;
     }
     c.app = res;
+    this.byApp.set(res.id, c);
     const ticket = Buffer.from(TrapHandler.ticketOf(res));
     this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: ticket });
+  }
+
+  /** Sends an AS_OFFER to the generator of app `p.appId` (before the reply that lets the client connect, so it is
+   * queued on the server's side first). Tells the handler whether the fd went out (then it is ours to close). */
+  private push(p: NonNullable<Reply['push']>): void {
+    const c = this.byApp.get(p.appId);
+    if (!c) {
+      p.sent(false);
+      return;
+    }
+    const out: Outgoing = { buf: encodeMsg({ type: MsgType.OFFER, seq: 0, result: 0, flags: MsgFlag.FASTPATH, addr: p.addr, addr2: p.addr2 }), fds: [p.fd] };
+    if (c.backlog.length) {
+      c.backlog.push(out);
+      p.sent(true);
+      return;
+    }
+    try {
+      native.send(c.fd, out.buf, out.fds);
+      native.close(p.fd);
+      p.sent(true);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EAGAIN') {
+        c.backlog.push(out);
+        c.poller.start(3);
+        p.sent(true);
+        return;
+      }
+      this.log.warn({ err: e, app: p.appId }, 'fast-path offer could not be pushed; the accept will claim it');
+      p.sent(false);
+    }
   }
 
   private reply(c: Conn, m: TrapMsg, r: Reply): void {
@@ -273,6 +310,7 @@ export class TrapServer {
 
   private drop(c: Conn): void {
     if (!this.conns.delete(c.fd)) return;
+    if (c.app && this.byApp.get(c.app.id) === c) this.byApp.delete(c.app.id);
     for (const out of c.backlog.splice(0)) for (const fd of out.fds) native.close(fd);
     c.poller.stop();
     native.close(c.fd);

@@ -92,9 +92,10 @@ describe('daemon restart, one host', () => {
   it('a trapped call waits at most --daemon-wait, then fails with ENETDOWN; the program keeps running', async () => {
     const trigger = `${h.stateDir}/go2-${Date.now()}`;
     const py = `${lateClient(trigger, '10.0.0.99', 80)}\nprint("still running", flush=True)`;
+    const before = (await apps(h)).length;
     const late = h.run(['--daemon-wait', '800'], ['python3', '-c', py]);
     const done = finish(late, 30_000);
-    await sleep(300);
+    await waitFor(async () => (await apps(h)).length > before, 10_000); // registered: its generator runs
     await killDaemon(h, 'SIGKILL');
     writeFileSync(trigger, '');
     const r = await done; // the daemon stays down meanwhile
