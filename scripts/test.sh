@@ -5,13 +5,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux; do
+for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
   echo "installing test dependencies: ${need[*]}"
   if [[ $(id -u) -ne 0 ]]; then echo "the tests need root (network namespaces, seccomp supervisors)"; exit 1; fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || exit 1
+  # packages with a service (nginx, haproxy) must not start one on the host: a policy-rc.d that says no, for the
+  # duration of the install, unless the machine already has one
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1; fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  rc=$?
+  ((own_policy)) && rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || exit 1
 fi
 
 [[ -d node_modules ]] || npm install || exit 1
