@@ -63,21 +63,12 @@ export interface ServiceInfo {
   node: string;
 }
 
-interface Entry {
-  direction: 'out' | 'in';
-  path: 'tcp' | 'fastpath';
-  client: string;
-  clientApp: string;
-  clientEndpoint: string;
-  service: string | null;
-  endpoint: string;
-  serverApp: string | null;
-  serverNode: string | null;
-  accepted: boolean;
+/** A tracked connection: the view's fields, with the report's time instead of its rendering. */
+type Entry = Omit<ConnectionView, 'since' | 'ageSeconds'> & {
   at: number;
   /** Fast path: inode of the server's end of the socket pair. */
   inode?: string;
-}
+};
 
 export const MAX_TRACKED = 50_000;
 
