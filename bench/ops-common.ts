@@ -53,13 +53,45 @@ export async function steadyFds(pid: number | undefined, n = 5, gapMs = 60): Pro
   return min;
 }
 
-/** CPU time (user + system) a process has used, in seconds (utime and stime of /proc/PID/stat). */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+let clockTicks: number | undefined;
+
+/** CPU time (user + system, all threads) a process has used since it started, in seconds (utime and stime of
+ * /proc/PID/stat; they carry over an execve), NaN when it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return NaN;
+  }
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the command name may hold spaces
-  const ticks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
   // fields[0] is field 3 (state): utime is field 14, stime field 15
-  return (Number(fields[11]) + Number(fields[12])) / ticks;
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/** The first child of a process (the program an appswitch-launcher started), if any. */
+export function firstChild(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const kid = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
+    return kid ? Number(kid) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The generator is the process `appswitch run` became (node execs appswitch-launcher): its RSS in KiB, NaN while
+ * it is still node or once it is gone. */
+export function generatorRssKb(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('appswitch-launc')) return NaN;
+  } catch {
+    return NaN;
+  }
+  return rssKb(pid);
 }
 
 /** The daemon's `status` (as `appswitch status --json` shows it), asked over its control socket. */

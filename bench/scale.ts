@@ -11,7 +11,7 @@
  * Traffic stays inside the namespace this script creates; everything it starts is removed at the end, also on failure
  * or on a signal. The same code runs in test/integration/scale.test.ts. */
 import { type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -20,7 +20,9 @@ import {
   compileNetbench,
   cpuSeconds,
   daemonServices,
+  firstChild,
   fmt,
+  generatorRssKb,
   isMain,
   loadAverage,
   median,
@@ -80,27 +82,6 @@ const PORT = 8080;
 const vipOf = (i: number): string => `10.1.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 /** The first clients also fetch from a server halfway round (another client's server). */
 const CROSS = 5;
-
-/** The generator is the process `appswitch run` became (node execs appswitch-launcher); NaN before that. */
-function generatorRssKb(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('appswitch-launc')) return NaN;
-  } catch {
-    return NaN;
-  }
-  return rssKb(pid);
-}
-
-/** The program a generator started (its first child). */
-function programPid(generator: number | undefined): number | undefined {
-  try {
-    const kid = readFileSync(`/proc/${generator}/task/${generator}/children`, 'utf8').trim().split(/\s+/)[0];
-    return kid ? Number(kid) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 async function appCount(h: TestHost): Promise<number> {
   const r = await h.cli(['get', 'apps', '--json']);
@@ -173,7 +154,7 @@ export async function scale(options: ScaleOptions): Promise<ScaleResult> {
     const appsUp = await appCount(h);
     const all = [...servers, ...clients];
     const generatorKb = all.map((p) => generatorRssKb(p.pid));
-    const serverProgramKb = servers.map((p) => rssKb(programPid(p.pid)));
+    const serverProgramKb = servers.map((p) => rssKb(firstChild(p.pid)));
     const daemonRssUpMb = rssKb(dpid) / 1024;
     const daemonFdsUp = await steadyFds(dpid);
     const load = loadAverage();

@@ -15,16 +15,19 @@
  * Traffic stays on loopback and between namespaces this script creates; everything it starts is removed at the end,
  * also on failure or on a signal. The same code runs in test/integration/soak.test.ts (smoke length). */
 import { type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { finish, killTree, sleep, TestBridge, TestHost, waitFor } from '../test/helpers/hosts.js';
 import {
   compileNetbench,
   cpuJiffies,
+  cpuSeconds,
   daemonServices,
   daemonStatus,
+  firstChild,
   fmt,
+  generatorRssKb,
   isMain,
   loadAverage,
   rssKb,
@@ -78,8 +81,13 @@ export interface SoakRow {
   pendingOffers: number;
   /** Connections completed in each second of the run. */
   perSecond: number[];
-  /** How busy the whole machine was during the run (% of all CPUs) and its load average at the end. */
-  machineBusy: number;
+  /** CPU used during the run, in cores (1 = one core busy all the time): the daemons, the two generators (the client's
+   * including its `appswitch run` start-up), the client and server programs, and the whole machine (which adds
+   * whatever else ran: other work on a shared machine, and kernel work not charged to a process). */
+  cpu: { daemons: number; generators: number; programs: number; machine: number };
+  /** Daemon CPU time per successful connection (µs, all daemons of the setup). */
+  daemonUsPerConn: number;
+  /** The machine's load average at the end. */
   load: number;
   /** Set when the client did not report (it crashed or hung): its exit and the tail of its output. */
   problem?: string;
@@ -91,17 +99,6 @@ export const FD_TOLERANCE = 2;
 const PORT = 7001;
 const VIP_SAME = '10.0.0.7';
 const VIP_CROSS = '10.0.0.8';
-
-/** The generator is the process `appswitch run` became (node execs appswitch-launcher); NaN before that. */
-function generatorRssKb(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('appswitch-launc')) return NaN;
-  } catch {
-    return NaN;
-  }
-  return rssKb(pid);
-}
 
 interface Setup {
   setup: string;
@@ -139,7 +136,12 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
   const rssStart = pids.map((p) => rssKb(p) / 1024);
   const serverGen: number[] = [generatorRssKb(s.serverPid)];
   const clientGen: number[] = [];
-  const cpu0 = cpuJiffies();
+  const serverProg = firstChild(s.serverPid);
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  const daemonCpu0 = sum(pids.map(cpuSeconds));
+  const serverCpu0 = [cpuSeconds(s.serverPid), cpuSeconds(serverProg)];
+  const machine0 = cpuJiffies();
+  const t0 = Date.now();
 
   log(`soak: ${s.setup}: ${opts.rate} conn/s for ${opts.seconds} s`);
   const cmd = [nb, 'rate', s.vip, String(PORT), String(opts.threads), String(opts.seconds), String(opts.rate)];
@@ -165,14 +167,26 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
       if (sec % 10 === 0 || dOk < 0.9 * opts.rate || dFailed > 0) log(`  ${s.setup}: second ${sec}: ${dOk} ok, ${dFailed} failed`);
     }
   });
+  // the client's processes are gone once it ended: their last readings (every 250 ms) stand for their totals
+  const clientCpu = [0, 0];
   const sampler = setInterval(() => {
     const c = generatorRssKb(p.pid);
     if (Number.isFinite(c)) clientGen.push(c);
     serverGen.push(generatorRssKb(s.serverPid));
-  }, 1000);
+    const cpu = [cpuSeconds(p.pid), cpuSeconds(firstChild(p.pid))];
+    cpu.forEach((x, i) => Number.isFinite(x) && (clientCpu[i] = x));
+  }, 250);
   const r = await finish(p, opts.seconds * 1000 + 60_000).finally(() => clearInterval(sampler));
   serverGen.push(generatorRssKb(s.serverPid));
-  const cpu1 = cpuJiffies();
+  const wall = (Date.now() - t0) / 1000;
+  const machine1 = cpuJiffies();
+  const cores = (sec: number): number => sec / wall;
+  const cpu = {
+    daemons: cores(sum(pids.map(cpuSeconds)) - daemonCpu0),
+    generators: cores((clientCpu[0] as number) + cpuSeconds(s.serverPid) - (serverCpu0[0] as number)),
+    programs: cores((clientCpu[1] as number) + cpuSeconds(serverProg) - (serverCpu0[1] as number)),
+    machine: ((machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total)) * os.cpus().length,
+  };
 
   const statuses = await Promise.all(s.daemons.map(([, h]) => daemonStatus(h)));
   const pendingOffers = statuses.reduce((a, st) => a + st.pendingOffers, 0);
@@ -206,7 +220,8 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
     serverGenKb: [serverGen.find(Number.isFinite) ?? NaN, serverGen.filter(Number.isFinite).pop() ?? NaN],
     pendingOffers,
     perSecond,
-    machineBusy: (100 * (cpu1.busy - cpu0.busy)) / Math.max(1, cpu1.total - cpu0.total),
+    cpu,
+    daemonUsPerConn: (1e6 * cpu.daemons * wall) / Math.max(1, connections),
     load: loadAverage(),
   };
   if (!reported || r.code !== 0) row.problem = `client exited ${r.code ?? r.signal}: ${(r.stdout + r.stderr).slice(-600)}`;
@@ -291,7 +306,11 @@ export function renderSoak(rows: SoakRow[], meta: string): string {
     const low = ps.length ? Math.min(...ps) : NaN;
     notes.push(
       `${r.setup}: connections per second ${fmt(low)}–${fmt(ps.length ? Math.max(...ps) : NaN)} over the ${ps.length} seconds; ` +
-        `machine ${fmt(r.machineBusy)}% busy during the run (both cores = 100%), load average ${fmt(r.load, 1)} at the end` +
+        `CPU in cores: daemon${r.daemons.length > 1 ? 's' : ''} ${fmt(r.cpu.daemons, 2)}, generators ${fmt(r.cpu.generators, 2)}, ` +
+        `client and server ${fmt(r.cpu.programs, 2)}, whole machine ${fmt(r.cpu.machine, 2)} of ${os.cpus().length} ` +
+        `(the rest: kernel work not charged to these processes, and other work on the machine); ` +
+        `daemon CPU ${fmt(r.daemonUsPerConn)} µs per connection; ` +
+        `load average ${fmt(r.load, 1)} at the end` +
         (r.failed ? `; failures: ${r.errors}` : '') +
         (r.stuck ? `; ${r.stuck} client threads stuck` : '') +
         (r.problem ? `; ${r.problem.replace(/\s+/g, ' ')}` : ''),
@@ -299,7 +318,7 @@ export function renderSoak(rows: SoakRow[], meta: string): string {
   }
   notes.push(
     'Daemon fds: the smallest of five readings 60 ms apart, before the client starts and after it ended and the count settled ' +
-      '(up to 10 s); the server stays up. Generator RSS: the first and last reading (once a second) while the client ran.',
+      '(up to 10 s); the server stays up. Generator RSS: the first and last reading (every 250 ms) while the client ran.',
     'Each connection: connect to the server’s virtual address, write 1 byte, read the 1-byte reply, read the server’s close, close. ' +
       'The client keeps to a schedule (threads take turns at 1/rate intervals) and catches up when late, so a shortfall in ' +
       'the achieved rate is time the connections really took.',
