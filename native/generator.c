@@ -862,11 +862,16 @@ static void fast_done(struct as_gen *g, struct as_pending *p) {
   int fl = fcntl(p->sock, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 
+  /* The sentinel (proto.h AS_F_SENTINEL): should the server's end be closed before anyone took it (the daemon had no
+   * room for it, or nobody accepted), the program's next read or write fails with ECONNRESET, not a clean EOF. The
+   * pair is new and empty, so the byte always fits. */
+  static const char sentinel = 0;
+  int sent_byte = send(sv[0], &sentinel, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
   struct as_msg m;
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
   m.version = AS_PROTO_VERSION;
-  m.flags = AS_F_FASTPATH;
+  m.flags = AS_F_FASTPATH | (sent_byte ? AS_F_SENTINEL : 0);
   m.pid = (uint32_t)p->pid;
   m.addr_len = ll;
   memcpy(m.addr, &loc, ll);

@@ -44,6 +44,11 @@ enum as_msg_type {
                                 addr2 = the real destination that refused */
 #define AS_F_FASTPATH 8u    /* AS_CONNECT reply: the destination is on this host, use a Unix socket pair if the socket
                                can be swapped; AS_CONNECTED / AS_ACCEPT reply: carries the fast-path fds */
+#define AS_F_SENTINEL 16u   /* AS_CONNECTED with AS_F_FASTPATH: one byte was written into the pair before the server's
+                               end left; the daemon reads it before anyone else gets that end. Should the end be closed
+                               with the byte unread (the daemon had no room for the fds, MSG_CTRUNC; or nobody ever
+                               accepted), the client's next read or write fails with ECONNRESET instead of an EOF that
+                               would look like a clean close (unix(7): a close with unread data resets the peer) */
 
 struct as_msg {
   uint16_t type;

@@ -23,7 +23,7 @@ export const MsgType = {
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
 /** Keep in sync with native/proto.h (AS_F_*). */
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8 } as const;
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, SENTINEL: 16 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
