@@ -94,11 +94,12 @@ describe('daemon restart, one host', () => {
     const py = `${lateClient(trigger, '10.0.0.99', 80)}\nprint("still running", flush=True)`;
     const late = h.run(['--daemon-wait', '800'], ['python3', '-c', py]);
     const done = finish(late, 30_000);
-    await sleep(300);
+    // registered before the daemon goes (a fixed sleep lost that race on a loaded machine: `appswitch run` starts Node)
+    await waitFor(async () => (await apps(h)).some((a) => a.cmd.join(' ').includes(trigger)), 15_000);
     await killDaemon(h, 'SIGKILL');
     writeFileSync(trigger, '');
     const r = await done; // the daemon stays down meanwhile
-    expect(r.stdout).toMatch(/failed ENETDOWN after (\d+\.\d+)/);
+    expect(r.stdout, r.stderr).toMatch(/failed ENETDOWN after (\d+\.\d+)/);
     expect(Number(/after (\d+\.\d+)/.exec(r.stdout)?.[1])).toBeGreaterThanOrEqual(0.7);
     expect(r.stdout).toContain('still running');
     await h.startDaemon();
