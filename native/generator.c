@@ -1125,8 +1125,9 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
   struct sockaddr_storage out;
   int n = -EINVAL;
   if (as_ep_from_sockaddr(p->req, p->req_len, &real) == 0 && as_ep_from_sockaddr(m->addr, m->addr_len, &virt) == 0) {
-    if ((m->flags & AS_F_FASTPATH) && *fast_fd >= 0) {
-      if (accept_fast(g, p, &virt, fast_fd) < 0) { /* cannot keep up the appearance: drop it, wait for the next */
+    if (m->flags & AS_F_FASTPATH) {
+      /* no fd (it did not fit: our descriptor limit), or cannot keep up the appearance: drop it, wait for the next */
+      if (*fast_fd < 0 || accept_fast(g, p, &virt, fast_fd) < 0) {
         close(p->conn);
         p->conn = -1;
         accept_next(g, p);
@@ -1377,7 +1378,10 @@ static void on_daemon(struct as_gen *g) {
   uint8_t buf[AS_MSG_MAX];
   int fds[AS_MAX_FDS], nfds = 0;
   for (;;) {
-    ssize_t n = as_recv_fds(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
+    /* At our own descriptor limit, an ACCEPT reply's fd is dropped by the kernel (MSG_CTRUNC): the reply still
+     * counts (without it the accept would wait for ever); on_accept_reply drops that connection */
+    int lost = 0;
+    ssize_t n = as_recv_fds_ex(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT, &lost);
     /* only an ACCEPT reply with AS_F_FASTPATH carries a descriptor (one); anything else is closed */
     int fast_fd = nfds > 0 ? fds[0] : -1;
     for (int i = 1; i < nfds; i++) close(fds[i]);
