@@ -109,6 +109,7 @@ export class Daemon {
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
     this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
+    this.state.onNoDescriptor = (code) => this.fds.fail('saving the state file', code);
     const metrics = this.metrics;
     this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
