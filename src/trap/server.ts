@@ -90,44 +90,47 @@ export class TrapServer {
   private acceptAll(): void {
     if (this.listenFd < 0 || this.acceptRetry) return;
     for (;;) {
-      let a: Accepted | null;
-      try {
-        a = native.accept(this.listenFd);
-      } catch (e) {
-        const code = errCode(e) ?? 'EUNKNOWN';
-        if (!isFdExhaustion(code)) {
-          this.log.error({ err: e }, 'trap socket accept failed');
-          this.pauseAccept();
-          return;
-        }
-        this.fds.fail('accepting a program on the trap socket', code);
-        if (!this.fds.releaseSpare()) {
-          this.pauseAccept();
-          return;
-        }
-        try {
-          a = native.accept(this.listenFd);
-        } catch {
-          a = undefined as unknown as null; /* still no room: nothing more to do now */
-        }
-        if (a === undefined) {
-          this.fds.restoreSpare();
-          this.pauseAccept();
-          return;
-        }
-        if (a === null) {
-          this.fds.restoreSpare();
-          return;
-        }
-        if (!this.fds.restoreSpare()) {
-          this.refuseExhausted(a, code);
-          this.fds.restoreSpare();
-          continue;
-        }
-        /* room for the spare again after all: serve it */
+      const a = this.tryAccept();
+      if (a === null) return;
+      if (typeof a !== 'string') {
+        this.open(a);
+        continue;
       }
-      if (!a) return;
-      this.open(a);
+      if (!isFdExhaustion(a)) {
+        this.pauseAccept();
+        return;
+      }
+      this.fds.fail('accepting a program on the trap socket', a);
+      if (!this.fds.releaseSpare()) {
+        this.pauseAccept();
+        return;
+      }
+      const b = this.tryAccept();
+      if (typeof b === 'string') { /* still no room, even with the spare closed (another thread took it) */
+        this.fds.restoreSpare();
+        this.pauseAccept();
+        return;
+      }
+      if (b === null) { /* the one waiting has gone meanwhile */
+        this.fds.restoreSpare();
+        return;
+      }
+      if (this.fds.restoreSpare()) this.open(b); /* room for the spare again after all: serve it */
+      else {
+        this.refuseExhausted(b, a);
+        this.fds.restoreSpare();
+      }
+    }
+  }
+
+  /** One accept on the trap socket: the generator, null when none is waiting, or the errno code it failed with. */
+  private tryAccept(): Accepted | null | string {
+    try {
+      return native.accept(this.listenFd);
+    } catch (e) {
+      const code = errCode(e) ?? 'EUNKNOWN';
+      if (!isFdExhaustion(code)) this.log.error({ err: e }, 'trap socket accept failed');
+      return code;
     }
   }
 
