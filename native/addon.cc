@@ -38,6 +38,9 @@ const char *ErrnoName(int e) {
   case ECONNRESET: return "ECONNRESET";
   case ENOTCONN: return "ENOTCONN";
   case EMFILE: return "EMFILE";
+  case ENFILE: return "ENFILE";
+  case ENOBUFS: return "ENOBUFS";
+  case ENOMEM: return "ENOMEM";
   default: return "EUNKNOWN";
   }
 }
@@ -155,14 +158,16 @@ Napi::Value PeerCred(const Napi::CallbackInfo &info) {
   return o;
 }
 
-// recv(fd): { data: Buffer, fds: number[] } | null (nothing waiting); data.length === 0 means the peer closed.
+// recv(fd): { data: Buffer, fds: number[], fdsLost: boolean } | null (nothing waiting); data.length === 0 means the
+// peer closed. fdsLost: descriptors came with the message but did not fit (MSG_CTRUNC; the kernel closed them).
 Napi::Value Recv(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd;
   if (!GetFd(info, 0, &fd)) return ThrowType(env, "recv(fd)");
   static thread_local char buf[65536];
   int fds[AS_MAX_FDS], nfds = 0;
-  ssize_t n = as_recv_fds(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
+  int lost = 0;
+  ssize_t n = as_recv_fds_ex(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT, &lost);
   if (n == -EAGAIN) return env.Null();
   if (n < 0) return ThrowErrno(env, static_cast<int>(-n), "recvmsg");
   Napi::Object o = Napi::Object::New(env);
@@ -170,7 +175,26 @@ Napi::Value Recv(const Napi::CallbackInfo &info) {
   Napi::Array a = Napi::Array::New(env, static_cast<size_t>(nfds));
   for (int i = 0; i < nfds; i++) a.Set(static_cast<uint32_t>(i), fds[i]);
   o.Set("fds", a);
+  o.Set("fdsLost", Napi::Boolean::New(env, lost != 0));
   return o;
+}
+
+// drain(fd, max): bytes read and thrown away (at most max, without waiting; 0 when none are there).
+Napi::Value Drain(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd) || info.Length() < 2 || !info[1].IsNumber()) return ThrowType(env, "drain(fd, max)");
+  int64_t max = info[1].As<Napi::Number>().Int64Value();
+  if (max < 0 || max > 4096) return ThrowErrno(env, EINVAL, "recv");
+  char buf[4096];
+  ssize_t n;
+  do n = recv(fd, buf, static_cast<size_t>(max), MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return Napi::Number::New(env, 0);
+    return ThrowErrno(env, errno, "recv");
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
 }
 
 // send(fd, data: Buffer, fds?: number[]): bytes sent. Throws EAGAIN when the peer's queue is full.
@@ -324,6 +348,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("recv", Napi::Function::New(env, Recv));
   exports.Set("send", Napi::Function::New(env, Send));
+  exports.Set("drain", Napi::Function::New(env, Drain));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("execve", Napi::Function::New(env, Execve));
   exports.Set("Poller", Poller::Init(env));

@@ -19,7 +19,14 @@
  *      placeholder} to D, keyed by the placeholder's local endpoint; installs a at C's fd number (ADDFD SETFD).
  *   5. S's accept() is trapped; gS accepts the placeholder and asks D who it is; D answers with the client's
  *      identity, AS_F_FASTPATH and fd b; gS installs b instead of the placeholder, which is closed.
- *   The data then flows over the Unix socket pair, through no process of ours. */
+ *   The data then flows over the Unix socket pair, through no process of ours.
+ * In 4, gC first writes one sentinel byte into a (it waits in b's queue; D reads it when b arrives, AS_F_SENTINEL).
+ * If b is closed before D took the byte (D was out of descriptors and the kernel dropped b and the placeholder with
+ * MSG_CTRUNC; or D ended), C's next read or write fails with ECONNRESET, as for a TCP connection the server side
+ * reset, not with an EOF that reads as a clean close. D then refuses S's accept of the (reset) placeholder at once.
+ * C's connect() itself has already succeeded by then: making it wait for D's word on every fast-path connection
+ * would add a round trip through the daemon to each; instead D offers no fast path while it is out of descriptors
+ * (TCP needs none of D's), so only the connection that finds out pays. */
 #ifndef APPSWITCH_FASTPATH_H
 #define APPSWITCH_FASTPATH_H
 

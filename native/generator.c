@@ -303,7 +303,7 @@ static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uin
     struct sockaddr_storage loc;
     socklen_t ll = sizeof(loc);
     if (getsockname(p->conn, (struct sockaddr *)&loc, &ll) == 0 && ll <= AS_ADDR_MAX) {
-      m.flags |= AS_F_OFFER;
+      m.flags |= AS_F_OFFER | (p->spec_sentinel ? AS_F_SENTINEL : 0);
       m.version = AS_PROTO_VERSION;
       m.addr2_len = ll;
       memcpy(m.addr2, &loc, ll);
@@ -869,6 +869,8 @@ static void spec_prepare(struct as_gen *g, struct as_pending *p) {
     close(sv[1]);
     return;
   }
+  static const char sentinel = 0; /* as in fast_done (proto.h AS_F_SENTINEL): a lost server end resets the client */
+  p->spec_sentinel = send(sv[0], &sentinel, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
   p->conn = c;
   p->spec_fd = sv[0];
   p->spec_srv = sv[1];
@@ -961,11 +963,16 @@ static void fast_done(struct as_gen *g, struct as_pending *p) {
   int fl = fcntl(p->sock, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 
+  /* The sentinel (proto.h AS_F_SENTINEL): should the server's end be closed before anyone took it (the daemon had no
+   * room for it, or nobody accepted), the program's next read or write fails with ECONNRESET, not a clean EOF. The
+   * pair is new and empty, so the byte always fits. */
+  static const char sentinel = 0;
+  int sent_byte = !offered && send(sv[0], &sentinel, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1; /* offered: spec_prepare did */
   struct as_msg m;
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
   m.version = AS_PROTO_VERSION;
-  m.flags = AS_F_FASTPATH;
+  m.flags = AS_F_FASTPATH | (sent_byte ? AS_F_SENTINEL : 0);
   m.pid = (uint32_t)p->pid;
   m.addr_len = ll;
   memcpy(m.addr, &loc, ll);
@@ -1360,8 +1367,9 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
   struct sockaddr_storage out;
   int n = -EINVAL;
   if (as_ep_from_sockaddr(p->req, p->req_len, &real) == 0 && as_ep_from_sockaddr(m->addr, m->addr_len, &virt) == 0) {
-    if ((m->flags & AS_F_FASTPATH) && *fast_fd >= 0) {
-      if (accept_fast(g, p, &virt, fast_fd) < 0) { /* cannot keep up the appearance: drop it, wait for the next */
+    if (m->flags & AS_F_FASTPATH) {
+      /* no fd (it did not fit: our descriptor limit), or cannot keep up the appearance: drop it, wait for the next */
+      if (*fast_fd < 0 || accept_fast(g, p, &virt, fast_fd) < 0) {
         close(p->conn);
         p->conn = -1;
         accept_next(g, p);
@@ -1612,7 +1620,10 @@ static void on_daemon(struct as_gen *g) {
   uint8_t buf[AS_MSG_MAX];
   int fds[AS_MAX_FDS], nfds = 0;
   for (;;) {
-    ssize_t n = as_recv_fds(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT);
+    /* At our own descriptor limit, an ACCEPT reply's fd is dropped by the kernel (MSG_CTRUNC): the reply still
+     * counts (without it the accept would wait for ever); on_accept_reply drops that connection */
+    int lost = 0;
+    ssize_t n = as_recv_fds_ex(g->daemon_fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT, &lost);
     /* only an ACCEPT reply with AS_F_FASTPATH carries a descriptor (one); anything else is closed */
     int fast_fd = nfds > 0 ? fds[0] : -1;
     for (int i = 1; i < nfds; i++) close(fds[i]);

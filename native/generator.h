@@ -47,7 +47,7 @@ struct as_pending {
   uint64_t queued_ms;
   /* connect: a speculative fast-path offer (fastpath.h): our end of the Unix socket pair (-1: none), whether the
    * server's end and the placeholder (conn) went to the daemon with the request */
-  int spec_fd, spec_srv, spec_sent;
+  int spec_fd, spec_srv, spec_sent, spec_sentinel;
   struct as_tmark mark; /* trap statistics of the notification this entry answers */
 };
 

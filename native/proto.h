@@ -55,6 +55,11 @@ enum as_msg_type {
                                connected). Reply: the daemon took the offer (the server's generator has been told):
                                connect the placeholder and install the client's end, no AS_CONNECTED */
 #define AS_F_OFFERED 32u    /* AS_ACCEPT reply: this connection's fd came in an AS_OFFER before this reply */
+#define AS_F_SENTINEL 64u   /* AS_CONNECTED with AS_F_FASTPATH, or AS_CONNECT with AS_F_OFFER: one byte was written into the pair before the server's
+                               end left; the daemon reads it before anyone else gets that end. Should the end be closed
+                               with the byte unread (the daemon had no room for the fds, MSG_CTRUNC; or nobody ever
+                               accepted), the client's next read or write fails with ECONNRESET instead of an EOF that
+                               would look like a clean close (unix(7): a close with unread data resets the peer) */
 
 struct as_msg {
   uint16_t type;

@@ -35,7 +35,7 @@ ssize_t as_send_fds(int sock, const void *buf, size_t len, const int *fds, int n
   }
 }
 
-ssize_t as_recv_fds(int sock, void *buf, size_t cap, int *fds, int *nfds, int flags) {
+ssize_t as_recv_fds_ex(int sock, void *buf, size_t cap, int *fds, int *nfds, int flags, int *lost) {
   union {
     char buf[CMSG_SPACE(sizeof(int) * AS_MAX_FDS)];
     struct cmsghdr align;
@@ -48,6 +48,7 @@ ssize_t as_recv_fds(int sock, void *buf, size_t cap, int *fds, int *nfds, int fl
   msg.msg_control = ctl.buf;
   msg.msg_controllen = sizeof(ctl.buf);
   *nfds = 0;
+  if (lost) *lost = 0;
   ssize_t r;
   for (;;) {
     r = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
@@ -67,7 +68,15 @@ ssize_t as_recv_fds(int sock, void *buf, size_t cap, int *fds, int *nfds, int fl
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
     for (int i = 0; i < *nfds; i++) close(fds[i]);
     *nfds = 0;
+    if (!(msg.msg_flags & MSG_TRUNC) && lost) {
+      *lost = 1;
+      return r;
+    }
     return -EMSGSIZE;
   }
   return r;
+}
+
+ssize_t as_recv_fds(int sock, void *buf, size_t cap, int *fds, int *nfds, int flags) {
+  return as_recv_fds_ex(sock, buf, cap, fds, nfds, flags, NULL);
 }

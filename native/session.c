@@ -61,11 +61,16 @@ int as_session_hello(int s, const char *meta, const char *ticket, const struct a
   m.payload_len = (uint32_t)ml;
   memcpy(buf, &m, sizeof(m));
   ssize_t r = as_send_fds(s, buf, sizeof(m) + (size_t)ml, NULL, 0, MSG_NOSIGNAL);
-  if (r < 0) return (int)r;
+  /* A daemon out of descriptors answers (refuses) and closes before our HELLO arrives: its answer still waits in
+   * our queue, and says more than EPIPE would. */
+  int closed = r == -EPIPE || r == -ECONNRESET;
+  if (r < 0 && !closed) return (int)r;
   struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   int fds[AS_MAX_FDS], nfds = 0;
-  r = as_recv_fds(s, buf, sizeof(buf), fds, &nfds, 0);
+  ssize_t sent = r;
+  r = as_recv_fds(s, buf, sizeof(buf), fds, &nfds, closed ? MSG_DONTWAIT : 0);
+  if (closed && r <= 0) return (int)sent;
   for (int i = 0; i < nfds; i++) close(fds[i]);
   struct timeval zero = {0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof(zero));

@@ -21,7 +21,9 @@ export type AppswitchErrorCode =
   | 'ERR_DAEMON_REQUEST'
   | 'ERR_PROTOCOL'
   | 'ERR_CONFIG'
-  | 'ERR_PERMISSION';
+  | 'ERR_PERMISSION'
+  /** The daemon is out of a resource (its file descriptors): the request may succeed once it has recovered. */
+  | 'ERR_RESOURCES';
 
 /** A domain error: `code` is stable, `message` is for people. */
 export class AppswitchError extends Error {
@@ -42,6 +44,8 @@ export const Errno = {
   EAGAIN: 11,
   EFAULT: 14,
   EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
   EPROTO: 71,
   ENOTSOCK: 88,
   EPROTONOSUPPORT: 93,
@@ -51,6 +55,7 @@ export const Errno = {
   EADDRNOTAVAIL: 99,
   ENETDOWN: 100,
   ENETUNREACH: 101,
+  ECONNRESET: 104,
   ECONNREFUSED: 111,
   EHOSTUNREACH: 113,
 } as const;

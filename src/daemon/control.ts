@@ -79,6 +79,9 @@ function fdOf(sock: net.Socket): number | undefined {
 
 export class ControlServer {
   private server?: net.Server;
+  /** Errors of the listening socket once it listens (Node emits a failed accept, e.g. EMFILE, as the server's
+   * 'error'; unhandled, that would end the daemon). Default: logged. */
+  onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'control socket error');
   /** Requests answered and requests refused, since start. */
   readonly stats = { requests: 0, errors: 0, refusedPeers: 0 };
 
@@ -101,6 +104,8 @@ export class ControlServer {
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => {
+        server.off('error', reject);
+        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
         try {
           secure(path);
           resolve();

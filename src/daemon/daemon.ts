@@ -12,6 +12,7 @@ import { ServiceTable } from '../table/service-table.js';
 import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
+import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
@@ -32,6 +33,8 @@ export class Daemon {
   dns?: DnsServer;
   readonly handler: TrapHandler;
   private readonly trap: TrapServer;
+  /** The daemon's own file descriptors: what ran out, and when they are back (see FdBudget). */
+  readonly fds: FdBudget;
   private readonly control: ControlServer;
   private sweepTimer?: NodeJS.Timeout;
   cluster?: Cluster;
@@ -56,6 +59,7 @@ export class Daemon {
   ) {
     this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
     this.access = new AccessControl(cfg.group, this.log);
+    this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
     const stale = (): void => (byEndpoint = undefined);
     this.table.on('added', stale);
@@ -76,6 +80,7 @@ export class Daemon {
       nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
       directory: this.directory,
       fastpath: cfg.fastpath,
+      fdsExhausted: () => this.fds.exhausted,
       closeFds: (fds) => {
         for (const fd of fds) native.close(fd);
       },
@@ -104,8 +109,9 @@ export class Daemon {
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
     this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
+    this.state.onNoDescriptor = (code) => this.fds.fail('saving the state file', code);
     const metrics = this.metrics;
-    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'));
+    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
   }
 
@@ -130,10 +136,13 @@ export class Daemon {
     this.trap.listen(this.cfg.trapSocket);
     this.access.secure(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));
+    this.control.onError = (e) => this.serverError('control', e);
+    this.peers.onError = (e) => this.serverError('peer API', e);
     this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
     if (this.metricsServer && this.cfg.metricsAddress) {
       const { host, port } = this.cfg.metricsAddress;
+      this.metricsServer.onError = (e) => this.serverError('metrics', e);
       try {
         this.metricsAddress = await this.metricsServer.listen(host, port);
       } catch (e) {
@@ -194,6 +203,7 @@ export class Daemon {
     try {
       this.state.freeze();
       this.trap.close(true);
+      this.fds.close();
       await this.cluster?.stop();
       await this.peers?.close();
       await this.dns?.close();
@@ -260,8 +270,18 @@ export class Daemon {
       const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
       this.connections.sweep(unix ? { ...tcp, unixInodes: unix } : tcp);
     } catch (e) {
-      this.log.warn({ err: e }, 'sweep failed');
+      const code = errCode(e);
+      if (isFdExhaustion(code)) this.fds.fail('reading /proc/net for the sweep', code as string);
+      else this.log.warn({ err: e }, 'sweep failed');
     }
+  }
+
+  /** A listening socket's error (once listening): running out of descriptors goes to FdBudget (one rate-limited
+   * line), anything else is logged. The socket keeps listening either way. */
+  private serverError(which: string, e: NodeJS.ErrnoException): void {
+    const code = errCode(e);
+    if (isFdExhaustion(code)) this.fds.fail(`accepting on the ${which} socket`, code as string);
+    else this.log.warn({ err: e }, `${which} socket error`);
   }
 
   info(): InfoResult {

@@ -264,6 +264,8 @@ export class DaemonMetrics {
 /** GET /metrics over plain HTTP. */
 export class MetricsServer {
   private server?: Server;
+  /** Errors of the listening socket once it listens (a failed accept, e.g. EMFILE). Default: logged. */
+  onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'metrics socket error');
 
   constructor(
     private readonly metrics: DaemonMetrics,
@@ -278,6 +280,7 @@ export class MetricsServer {
       server.once('error', reject);
       server.listen(port, host, () => {
         server.off('error', reject);
+        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
         const a = server.address() as AddressInfo;
         resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
       });

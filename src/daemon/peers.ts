@@ -72,6 +72,8 @@ function lines(sock: net.Socket, onLine: (l: string) => void): void {
 
 export class PeerApi {
   private server?: net.Server;
+  /** Errors of the listening socket once it listens (a failed accept, e.g. EMFILE). Default: logged. */
+  onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'peer API socket error');
   private readonly signer: Signer;
   private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> }>();
   private nextId = 1;
@@ -92,7 +94,11 @@ export class PeerApi {
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, address, () => resolve());
+      server.listen(this.port, address, () => {
+        server.off('error', reject);
+        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
+        resolve();
+      });
     });
   }
 

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { AppRecord } from '../trap/apps.js';
 import type { Binding, HandlerSnapshot } from '../trap/handler.js';
 import type { ServiceEntry } from '../table/service-table.js';
+import { isFdExhaustion } from '../trap/fdbudget.js';
 
 export const STATE_FILE = 'state.json';
 const FORMAT = 1;
@@ -103,10 +104,16 @@ export function clearState(dir: string): void {
 
 /** Saves snapshots: `schedule()` coalesces bursts of changes into one write a few ms later; `flush()` writes now;
  * after `freeze()` nothing is written any more (a stopping daemon must not save the apps it lets go of). */
+/** How soon a save that found no descriptor is tried again (ms). */
+const RETRY_MS = 250;
+
 export class StateWriter {
   private timer: NodeJS.Timeout | undefined;
   private frozen = false;
   writes = 0;
+  /** A save found no descriptor to open its file with (EMFILE/ENFILE): reported here instead of logged each time,
+   * and the save is tried again RETRY_MS later until it succeeds. */
+  onNoDescriptor?: (code: string) => void;
 
   constructor(
     private readonly dir: string,
@@ -142,6 +149,18 @@ export class StateWriter {
       renameSync(tmp, file);
       this.writes++;
     } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (this.onNoDescriptor && isFdExhaustion(code)) {
+        this.onNoDescriptor(code as string);
+        if (!this.timer) {
+          this.timer = setTimeout(() => {
+            this.timer = undefined;
+            this.flush();
+          }, RETRY_MS);
+          this.timer.unref();
+        }
+        return;
+      }
       this.log.error({ err: e, file }, 'saving state failed (a restart would forget the running apps)');
     }
   }

@@ -10,6 +10,9 @@ import { AppswitchError, SyscallError } from '../errors.js';
 export interface Received {
   data: Buffer;
   fds: number[];
+  /** Descriptors came with the message but did not fit (MSG_CTRUNC: this process is at its RLIMIT_NOFILE or the
+   * system at its file limit); the kernel closed them and `fds` is empty. The message itself is intact. */
+  fdsLost: boolean;
 }
 
 /** Peer of an accepted trap connection, from SO_PEERCRED. */
@@ -40,6 +43,7 @@ interface RawBinding {
   peerCred(fd: number): PeerCred;
   recv(fd: number): Received | null;
   send(fd: number, data: Buffer, fds?: number[]): number;
+  drain(fd: number, max: number): number;
   close(fd: number): void;
   execve(file: string, argv: string[], env: string[]): never;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
@@ -109,6 +113,8 @@ export const native = {
   peerCred: wrap((fd: number): PeerCred => raw().peerCred(fd)),
   recv: wrap((fd: number): Received | null => raw().recv(fd)),
   send: wrap((fd: number, data: Buffer, fds?: number[]): number => raw().send(fd, data, fds)),
+  /** Reads and discards up to `max` (<= 4096) bytes from a stream socket without waiting; returns how many. */
+  drain: wrap((fd: number, max: number): number => raw().drain(fd, max)),
   close: wrap((fd: number): void => raw().close(fd)),
   execve: wrap((file: string, argv: string[], env: string[]): never => raw().execve(file, argv, env)),
   poller(fd: number, cb: (status: number, events: number) => void): Poller {

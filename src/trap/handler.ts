@@ -53,6 +53,9 @@ export interface HandlerConfig {
   directory?: AppDirectory;
   /** Same-host connections may become Unix socket pairs (default true; `appswitch daemon --no-fastpath`). */
   fastpath?: boolean;
+  /** Whether the daemon is out of file descriptors now (see FdBudget): then connects get no fast path (it needs two
+   * descriptors in the daemon until the server accepts) and go over TCP, which needs none. */
+  fdsExhausted?: () => boolean;
   /** Closes descriptors the handler holds (fast-path offers); the trap server passes native close. */
   closeFds?: (fds: number[]) => void;
   /** Called after every change of what a snapshot holds (apps, bindings, services): the daemon saves its state. */
@@ -127,6 +130,10 @@ export interface HandlerStats {
   fastpathConnections: number;
   /** Fast-path offers the server never accepted. */
   offersExpired: number;
+  /** Fast-path connections whose descriptors the daemon had no room for (reset; see connectedLost). */
+  fastpathLost: number;
+  /** Connects that went over TCP instead of the fast path because the daemon was out of descriptors. */
+  fastpathDeferred: number;
 }
 
 function protoOf(sockType: number): Proto {
@@ -153,6 +160,8 @@ export class TrapHandler {
     tcpConnections: 0,
     fastpathConnections: 0,
     offersExpired: 0,
+    fastpathLost: 0,
+    fastpathDeferred: 0,
   };
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
@@ -163,6 +172,9 @@ export class TrapHandler {
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
   private readonly offers = new Map<string, { fds: number[]; at: number; pushed?: boolean; who?: ClientIdentity; dst?: Endpoint; server?: string }>();
+  /** Fast-path connections lost on the way to the daemon (connectedLost), by the placeholder's real client endpoint:
+   * the server's accept of that placeholder is refused at once. */
+  private readonly lost = new Map<string, number>();
   private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new Map<string, Binding>();
@@ -568,7 +580,12 @@ export class TrapHandler {
   /** Both ends on this node, TCP, and neither the daemon nor either app turned the fast path off. */
   private fastpathAllowed(app: AppRecord, proto: Proto, pick: ServiceEntry): boolean {
     if (this.cfg.fastpath === false || proto !== 'tcp' || pick.node !== this.cfg.nodeName || app.fastpath === false) return false;
-    return this.apps.get(pick.appId)?.fastpath !== false;
+    if (this.apps.get(pick.appId)?.fastpath === false) return false;
+    if (this.cfg.fdsExhausted?.()) {
+      this.stats.fastpathDeferred++;
+      return false;
+    }
+    return true;
   }
 
   private pruneTried(): void {
@@ -594,6 +611,7 @@ export class TrapHandler {
   private record(app: AppRecord, key: string, dst: Endpoint | undefined, fast: boolean, fds: number[]): ClientIdentity {
     const sep = key.lastIndexOf(':');
     const local: Endpoint = { ip: key.slice(0, sep), port: Number(key.slice(sep + 1)) };
+    this.lost.delete(key); /* a new connection from that endpoint */
     if (fast) {
       this.stats.fastpathConnections++;
       const old = this.offers.get(key);
@@ -617,6 +635,33 @@ export class TrapHandler {
     return c;
   }
 
+  /** A fast-path report whose descriptors the daemon had no room for (MSG_CTRUNC): the kernel closed them, so the
+   * placeholder is reset and the client's end of the pair sees ECONNRESET (the sentinel byte, see proto.h). The
+   * server's accept of that placeholder is refused at once, not after waiting identityWaitMs for a report that will
+   * never come: a server accepting one connection at a time would otherwise fall behind by that much per lost
+   * connection, and everything queued behind them would wait too. */
+  connectedLost(app: AppRecord, m: TrapMsg): void {
+    const local = decodeSockaddr(m.addr);
+    if (!local) return;
+    const key = `${local.ip}:${local.port}`;
+    this.stats.fastpathLost++;
+    this.clients.delete(key);
+    this.lost.delete(key);
+    this.lost.set(key, Date.now());
+    if (this.lost.size > 1024) {
+      const old = Date.now() - CLIENT_TTL_MS;
+      for (const [k, at] of this.lost) {
+        if (at >= old && this.lost.size <= 1024) break;
+        this.lost.delete(k);
+      }
+    }
+    this.cfg.log.debug({ app: app.id, client: app.identity, local: key }, 'fast-path connection lost: its descriptors did not fit');
+    const ws = this.clientWaiters.get(key);
+    if (ws) { /* the server's accept is already waiting for this report: it gets its answer now */
+      this.clientWaiters.delete(key);
+      for (const w of ws) w(undefined);
+    }
+  }
 
   /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. The answer is
    * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
@@ -656,9 +701,12 @@ export class TrapHandler {
     const peer = decodeSockaddr(m.addr);
     if (!peer) return { result: -Errno.ECONNREFUSED };
     const key = `${peer.ip}:${peer.port}`;
+    const local = peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip);
+    if (local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED }; /* reset already: see connectedLost */
     let who: ClientIdentity | undefined;
-    if (peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip)) who = await this.whoIsLocal(key, undefined, endpointKey(m.addr2));
+    if (local) who = await this.whoIsLocal(key, undefined, endpointKey(m.addr2));
     else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key);
+    if (!who && local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED };
     if (!who) {
       this.stats.unidentified++;
       this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');

@@ -1,9 +1,11 @@
 /** The trap socket: accepts generators (one per program), decodes their messages, asks the handler, replies.
  * A malformed message is logged and dropped; a misbehaving generator loses its connection, never the daemon. */
 import type { Logger } from 'pino';
-import { native, type Poller } from '../native/binding.js';
+import { Errno } from '../errors.js';
+import { type Accepted, native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
+import { errCode, FdBudget, isFdExhaustion } from './fdbudget.js';
 import { type Reply, TrapHandler } from './handler.js';
 import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
 
@@ -30,9 +32,13 @@ interface Outgoing {
   fds: number[];
 }
 
+/** How long the trap socket's listener rests after an accept failed with no spare descriptor to refuse with (ms). */
+const ACCEPT_RETRY_MS = 250;
+
 export class TrapServer {
   private listenFd = -1;
   private listenPoller?: Poller;
+  private acceptRetry?: NodeJS.Timeout;
   private readonly conns = new Map<number, Conn>();
   /** The connection of each registered app, to push it AS_OFFER messages. */
   private readonly byApp = new Map<string, Conn>();
@@ -47,7 +53,11 @@ export class TrapServer {
     private readonly statsSink?: TrapStatsSink,
     /** Checks a connecting generator's peer credentials: undefined = admitted, else why not (sent to it). */
     private readonly admit?: (peer: { pid: number; uid: number; gid: number }) => string | undefined,
-  ) {}
+    /** The daemon's descriptors (shared with whatever else in the daemon needs them). */
+    readonly fds: FdBudget = new FdBudget(log),
+  ) {
+    fds.onRecover(() => this.resumeAccept());
+  }
 
   /** Starts listening at path (mode 0660: owner and group may run apps). */
   listen(path: string): void {
@@ -59,6 +69,8 @@ export class TrapServer {
   /** Stops serving. With `detach`, the apps stay registered (a restart: their generators come back to the next
    * daemon with their tickets); without, every app ends. */
   close(detach = false): void {
+    if (this.acceptRetry) clearTimeout(this.acceptRetry);
+    this.acceptRetry = undefined;
     this.listenPoller?.stop();
     if (this.listenFd >= 0) native.close(this.listenFd);
     this.listenFd = -1;
@@ -72,23 +84,97 @@ export class TrapServer {
     return this.conns.size;
   }
 
+  /** Accepts every generator waiting on the trap socket. Out of descriptors, each one is refused at once (the spare
+   * descriptor makes room for its accept and the refusal, and is taken back after), so a program fails with a clear
+   * message instead of waiting for its HELLO to time out. With no spare to refuse with, the listener rests
+   * (ACCEPT_RETRY_MS): its poller is level-triggered and would call back at once, for ever, while the generators
+   * wait in the backlog; it resumes when descriptors are back. */
   private acceptAll(): void {
+    if (this.listenFd < 0 || this.acceptRetry) return;
     for (;;) {
-      let a;
-      try {
-        a = native.accept(this.listenFd);
-      } catch (e) {
-        this.log.error({ err: e }, 'trap socket accept failed');
+      const a = this.tryAccept();
+      if (a === null) return;
+      if (typeof a !== 'string') {
+        this.open(a);
+        continue;
+      }
+      if (!isFdExhaustion(a)) {
+        this.pauseAccept();
         return;
       }
-      if (!a) return;
-      const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
-      const refused = this.admit?.(a);
-      if (refused !== undefined) conn.refused = refused;
-      conn.poller = native.poller(a.fd, (status, events) => this.onReady(conn, status, events));
-      conn.poller.start(1);
-      this.conns.set(a.fd, conn);
+      this.fds.fail('accepting a program on the trap socket', a);
+      if (!this.fds.releaseSpare()) {
+        this.pauseAccept();
+        return;
+      }
+      const b = this.tryAccept();
+      if (typeof b === 'string') { /* still no room, even with the spare closed (another thread took it) */
+        this.fds.restoreSpare();
+        this.pauseAccept();
+        return;
+      }
+      if (b === null) { /* the one waiting has gone meanwhile */
+        this.fds.restoreSpare();
+        return;
+      }
+      if (this.fds.restoreSpare()) this.open(b); /* room for the spare again after all: serve it */
+      else {
+        this.refuseExhausted(b, a);
+        this.fds.restoreSpare();
+      }
     }
+  }
+
+  /** One accept on the trap socket: the generator, null when none is waiting, or the errno code it failed with. */
+  private tryAccept(): Accepted | null | string {
+    try {
+      return native.accept(this.listenFd);
+    } catch (e) {
+      const code = errCode(e) ?? 'EUNKNOWN';
+      if (!isFdExhaustion(code)) this.log.error({ err: e }, 'trap socket accept failed');
+      return code;
+    }
+  }
+
+  /** Stops polling the listener for a while (see acceptAll). */
+  private pauseAccept(): void {
+    if (this.acceptRetry || this.listenFd < 0) return;
+    this.listenPoller?.stop();
+    this.acceptRetry = setTimeout(() => this.resumeAccept(), ACCEPT_RETRY_MS);
+    this.acceptRetry.unref();
+  }
+
+  private resumeAccept(): void {
+    if (!this.acceptRetry) return;
+    clearTimeout(this.acceptRetry);
+    this.acceptRetry = undefined;
+    if (this.listenFd < 0) return;
+    this.listenPoller?.start(1);
+    this.acceptAll();
+  }
+
+  /** A generator accepted with the spare descriptor while there is no other: its HELLO is answered with the errno
+   * (EMFILE, or ENFILE when the whole system is out) and a message the launcher prints, and it is closed. A
+   * generator coming back after a daemon restart takes this as any refusal and tries again later. */
+  private refuseExhausted(a: Accepted, code: string): void {
+    const errno = code === 'ENFILE' ? Errno.ENFILE : Errno.EMFILE;
+    const text = `ERR_RESOURCES: the appswitch daemon is out of file descriptors (${code}); try again once it has recovered (see its log)`;
+    try {
+      native.send(a.fd, encodeMsg({ type: MsgType.HELLO, result: -errno, payload: Buffer.from(text) }));
+      native.recv(a.fd); /* its HELLO, if already there: closing with it unread would reset the connection */
+    } catch {
+      /* it is gone: nothing to tell */
+    }
+    native.close(a.fd);
+  }
+
+  private open(a: Accepted): void {
+    const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
+    const refused = this.admit?.(a);
+    if (refused !== undefined) conn.refused = refused;
+    conn.poller = native.poller(a.fd, (status, events) => this.onReady(conn, status, events));
+    conn.poller.start(1);
+    this.conns.set(a.fd, conn);
   }
 
   private onReady(c: Conn, status: number, events: number): void {
@@ -104,9 +190,9 @@ export class TrapServer {
         r = native.recv(c.fd);
       } catch (e) {
         if ((e as { code?: string }).code === 'EMSGSIZE') {
-          /* the descriptors that came with a message could not be received (MSG_CTRUNC: the daemon is at its fd
-           * limit); the kernel closed them and the message is lost, but the program's connection stays */
-          this.log.warn({ pid: c.pid }, 'trap message lost: its descriptors did not fit (fd limit reached?)');
+          /* longer than any message of the protocol: dropped, the program's connection stays */
+          this.badMessages++;
+          this.log.warn({ pid: c.pid }, 'oversized trap message dropped');
           continue;
         }
         this.log.warn({ err: e, pid: c.pid }, 'trap connection error');
@@ -119,17 +205,36 @@ export class TrapServer {
         this.drop(c);
         return;
       }
-      this.onMessage(c, r.data, r.fds);
+      this.onMessage(c, r.data, r.fds, r.fdsLost);
       if (!this.conns.has(c.fd)) return;
     }
   }
 
-  /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. */
-  private onMessage(c: Conn, data: Buffer, fds: number[] = []): void {
+  /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. `fdsLost`:
+   * descriptors came with it but the daemon had no room for them (see FdBudget). */
+  private onMessage(c: Conn, data: Buffer, fds: number[] = [], fdsLost = false): void {
     const m = decodeMsg(data);
-    if (fds.length && !(m && c.app && (m.type === MsgType.CONNECTED || (m.type === MsgType.CONNECT && m.flags & MsgFlag.OFFER)))) {
+    const offered = m !== undefined && c.app !== undefined && m.type === MsgType.CONNECT && (m.flags & MsgFlag.OFFER) !== 0;
+    const fast = m !== undefined && c.app !== undefined && ((m.type === MsgType.CONNECTED && (m.flags & MsgFlag.FASTPATH) !== 0) || offered);
+    if (fds.length && !(m && c.app && (m.type === MsgType.CONNECTED || offered))) {
       for (const fd of fds) native.close(fd);
       fds = [];
+    }
+    if (fdsLost) {
+      this.fds.fail("receiving a fast-path connection's descriptors (SCM_RIGHTS)", 'MSG_CTRUNC');
+      if (fast && !offered && c.app && m) {
+        this.messages++;
+        this.handler.connectedLost(c.app, m);
+        return;
+      }
+    }
+    if (fast && m && fds.length === 2 && m.flags & MsgFlag.SENTINEL) {
+      /* the byte the client's generator put in front of the stream (see fastpath.h): the server must not see it */
+      try {
+        native.drain(fds[0] as number, 1);
+      } catch (e) {
+        this.log.debug({ err: e, pid: c.pid }, 'fast-path sentinel not read');
+      }
     }
     this.onDecoded(c, data, m, fds);
   }

@@ -95,11 +95,12 @@ describe('daemon restart, one host', () => {
     const before = (await apps(h)).length;
     const late = h.run(['--daemon-wait', '800'], ['python3', '-c', py]);
     const done = finish(late, 30_000);
-    await waitFor(async () => (await apps(h)).length > before, 10_000); // registered: its generator runs
+    // registered before the daemon goes (a fixed sleep lost that race on a loaded machine: `appswitch run` starts Node)
+    await waitFor(async () => (await apps(h)).some((a) => a.cmd.join(' ').includes(trigger)), 15_000);
     await killDaemon(h, 'SIGKILL');
     writeFileSync(trigger, '');
     const r = await done; // the daemon stays down meanwhile
-    expect(r.stdout).toMatch(/failed ENETDOWN after (\d+\.\d+)/);
+    expect(r.stdout, r.stderr).toMatch(/failed ENETDOWN after (\d+\.\d+)/);
     expect(Number(/after (\d+\.\d+)/.exec(r.stdout)?.[1])).toBeGreaterThanOrEqual(0.7);
     expect(r.stdout).toContain('still running');
     await h.startDaemon();
