@@ -188,9 +188,11 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
     machine: ((machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total)) * os.cpus().length,
   };
 
+  // after the settle: taken offers are reported to the daemon in batches (AS_CLAIMED, at most a second late), and
+  // only then does it let go of their placeholders
+  const fdsEnd = await settle(s.daemons, fdsStart, opts.settleMs);
   const statuses = await Promise.all(s.daemons.map(([, h]) => daemonStatus(h)));
   const pendingOffers = statuses.reduce((a, st) => a + st.pendingOffers, 0);
-  const fdsEnd = await settle(s.daemons, fdsStart, opts.settleMs);
   const rssEnd = pids.map((pid) => rssKb(pid) / 1024);
 
   const num = (key: string): number => Number(new RegExp(`\\b${key} ([\\d.]+)`).exec(r.stdout)?.[1] ?? NaN);
