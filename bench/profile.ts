@@ -33,11 +33,28 @@ function selfTimes(p: CpuProfile): Array<{ name: string; us: number }> {
   const byNode = new Map<number, number>();
   p.samples.forEach((id, i) => byNode.set(id, (byNode.get(id) ?? 0) + (p.timeDeltas[i] ?? 0)));
   const byName = new Map<string, number>();
+  const sources = new Map<string, string[]>();
+  /** The native binding's wrappers are anonymous: name them by the key on their line (`send: wrap(...)`). */
+  const nativeName = (url: string, line: number): string | undefined => {
+    if (!url.endsWith('/native/binding.js')) return undefined;
+    let lines = sources.get(url);
+    if (!lines) {
+      try {
+        lines = readFileSync(new URL(url), 'utf8').split('\n');
+      } catch {
+        lines = [];
+      }
+      sources.set(url, lines);
+    }
+    const m = /^\s*(\w+): wrap\(/.exec(lines[line] ?? '');
+    return m ? `native.${m[1]} (syscall and N-API)` : undefined;
+  };
   for (const n of p.nodes) {
     const t = byNode.get(n.id);
     if (!t) continue;
     const f = n.callFrame;
-    const name = `${f.functionName || '(anonymous)'} ${f.url ? `${path.basename(f.url)}:${f.lineNumber + 1}` : ''}`.trim();
+    const name =
+      nativeName(f.url, f.lineNumber) ?? `${f.functionName || '(anonymous)'} ${f.url ? `${path.basename(f.url)}:${f.lineNumber + 1}` : ''}`.trim();
     byName.set(name, (byName.get(name) ?? 0) + t);
   }
   return [...byName].map(([name, us]) => ({ name, us })).sort((a, b) => b.us - a.us);

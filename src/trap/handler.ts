@@ -389,7 +389,10 @@ export class TrapHandler {
       if (k.startsWith(`${app.id}/`) && p.port === real.port) {
         this.planned.delete(k);
         this.stats.binds++;
-        this.bindings.set(m.cookie.toString(), { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() });
+        const ino = m.cookie.toString();
+        const b: Binding = { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() };
+        this.bindings.set(ino, b);
+        if (p.proto === 'udp') this.register(app, ino, b); /* a datagram socket serves once bound: no listen() */
         this.changed();
         return;
       }
@@ -412,11 +415,18 @@ export class TrapHandler {
     const b = this.bindings.get(ino);
     if (!b || b.appId !== app.id) return { result: -Errno.EINVAL };
     if (b.serviceId) return { result: 0 }; /* listen() again, e.g. to change the backlog */
+    this.register(app, ino, b);
+    this.changed();
+    return { result: 0 };
+  }
+
+  /** Puts a bound socket's service (vip:port of its protocol -> real endpoint) in the table. */
+  private register(app: AppRecord, ino: string, b: Binding): void {
     const e: ServiceEntry = {
       id: `${this.cfg.nodeName}/${app.id}/${ino}`,
       vip: app.identity,
       port: b.virt.port,
-      proto: 'tcp',
+      proto: b.proto,
       node: this.cfg.nodeName,
       endpoint: b.real,
       appId: app.id,
@@ -430,9 +440,7 @@ export class TrapHandler {
     b.listenedAt = Date.now();
     this.cfg.table.upsert(e);
     this.stats.listens++;
-    this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
-    this.changed();
-    return { result: 0 };
+    this.cfg.log.info({ app: app.id, service: `${e.vip}:${e.port}/${e.proto}`, endpoint: `${b.real.ip}:${b.real.port}` }, 'service up');
   }
 
   /** A connect to a virtual endpoint. With a speculative fast-path offer (MsgFlag.OFFER: the server's end of a Unix

@@ -132,6 +132,19 @@ describe('servers and clients by virtual address', () => {
     expect(s.stdout).toContain('hello-nc');
   });
 
+  it('a UDP server by vip: bound is serving (no listen); a client reaches it by vip and gets the echo', async () => {
+    const echo = 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("0.0.0.0",5353))\nwhile True:\n  d,a=s.recvfrom(2048); s.sendto(d.upper(),a)';
+    const srv = h.run(['--ip', '10.0.0.41'], ['python3', '-c', echo]);
+    const out = finish(srv, 30_000);
+    await waitFor(async () => (await h.services()).some((x) => x.vip === '10.0.0.41' && x.port === 5353 && x.proto === 'udp'), 10_000);
+    const client = 'import socket\nc=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nc.settimeout(5)\nc.sendto(b"ping-udp",("10.0.0.41",5353))\nprint(c.recvfrom(2048)[0].decode())';
+    const r = await h.runToEnd([], ['python3', '-c', client]);
+    expect(r.stdout.trim(), r.stderr).toBe('PING-UDP');
+    killTree(srv, 'SIGKILL');
+    await out;
+    await waitFor(async () => !(await h.services()).some((x) => x.vip === '10.0.0.41' && x.proto === 'udp'), 10_000);
+  });
+
   it('forked processes and threads all get their connects served', async () => {
     const srv = h.run(['--ip', '10.0.0.50'], ['python3', '-c', 'import socket\ns=socket.socket()\ns.bind(("0.0.0.0",6000))\ns.listen(512)\nwhile True:\n  c,_=s.accept(); c.close()']);
     const out = finish(srv, 60_000);
