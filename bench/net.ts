@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import os from 'node:os';
 import path from 'node:path';
 import { killTree, ROOT, sleep, TestBridge, TestHost, waitFor } from '../test/helpers/hosts.js';
+import { numOption, replaceSection } from './ops-common.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // options
@@ -22,14 +23,7 @@ import { killTree, ROOT, sleep, TestBridge, TestHost, waitFor } from '../test/he
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
 function numArg(name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) {
-    process.stderr.write(`bench: ${name} needs a positive number\n`);
-    process.exit(2);
-  }
-  return v;
+  return numOption(args, 'bench', name, dflt);
 }
 const RUNS = Math.round(numArg('--runs', smoke ? 1 : 5));
 const DURATION = Math.round(numArg('--duration', smoke ? 1 : 10));
@@ -282,18 +276,7 @@ function render(meta: string, notes: string[]): string {
 
 /** Replaces the "## Network" section of bench/RESULTS.md (up to the next "## " heading), or appends it. */
 function writeSection(section: string): void {
-  const file = path.join(ROOT, 'bench/RESULTS.md');
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmark results\n';
-  const start = old.search(/^## Network[ \t]*$/m);
-  let text: string;
-  if (start < 0) text = `${old.trimEnd()}\n\n${section.trimEnd()}\n`;
-  else {
-    const after = old.slice(start + 1);
-    const next = after.search(/^## /m);
-    const rest = next < 0 ? '' : after.slice(next);
-    text = `${old.slice(0, start)}${section.trimEnd()}\n${rest ? `\n${rest}` : ''}`;
-  }
-  writeFileSync(file, text);
+  replaceSection(path.join(ROOT, 'bench/RESULTS.md'), '# Benchmark results', '## Network', section);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

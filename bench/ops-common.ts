@@ -123,10 +123,10 @@ export function fmt(x: number, decimals = 0): string {
 
 export const RESULTS_OPS = path.join(ROOT, 'bench/RESULTS-ops.md');
 
-/** Replaces the section that starts with `heading` ("## Soak") in bench/RESULTS-ops.md (up to the next "## "
- * heading), or appends it; other sections are kept. */
-export function writeOpsSection(heading: string, section: string): void {
-  const old = existsSync(RESULTS_OPS) ? readFileSync(RESULTS_OPS, 'utf8') : '# Operations benchmark results\n';
+/** Replaces the section of `file` that starts with the line `heading` ("## Soak"), up to the next "## " heading,
+ * or appends it (a new file starts with `title`); the other sections are kept. */
+export function replaceSection(file: string, title: string, heading: string, section: string): void {
+  const old = existsSync(file) ? readFileSync(file, 'utf8') : `${title}\n`;
   const start = old.search(new RegExp(`^${heading}[ \\t]*$`, 'm'));
   let text: string;
   if (start < 0) text = `${old.trimEnd()}\n\n${section.trimEnd()}\n`;
@@ -136,7 +136,32 @@ export function writeOpsSection(heading: string, section: string): void {
     const rest = next < 0 ? '' : after.slice(next);
     text = `${old.slice(0, start)}${section.trimEnd()}\n${rest ? `\n${rest}` : ''}`;
   }
-  writeFileSync(RESULTS_OPS, text);
+  writeFileSync(file, text);
+}
+
+/** Replaces the section that starts with `heading` in bench/RESULTS-ops.md (see replaceSection). */
+export function writeOpsSection(heading: string, section: string): void {
+  replaceSection(RESULTS_OPS, '# Operations benchmark results', heading, section);
+}
+
+/** The positive number given as `name VALUE` on a bench script's command line, else `dflt`; anything else ends
+ * the script with a message naming `tool` (exit 2). */
+export function numOption(args: string[], tool: string, name: string, dflt: number, integer = false): number {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(args[i + 1]);
+  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+    process.stderr.write(`${tool}: ${name} needs a positive ${integer ? 'integer' : 'number'}\n`);
+    process.exit(2);
+  }
+  return v;
+}
+
+/** Ends the script (exit 1) unless it runs as root: the benchmarks create network namespaces. */
+export function requireRoot(tool: string): void {
+  if (process.getuid?.() === 0) return;
+  process.stderr.write(`${tool}: needs root (it creates network namespaces)\n`);
+  process.exit(1);
 }
 
 /** The machine's 1-minute load average (other helpers and benchmarks share it). */

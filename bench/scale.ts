@@ -26,6 +26,8 @@ import {
   isMain,
   loadAverage,
   median,
+  numOption,
+  requireRoot,
   rssKb,
   steadyFds,
   writeOpsSection,
@@ -255,20 +257,8 @@ export function renderScale(r: ScaleResult, meta: string): string {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const smoke = args.includes('--smoke');
-  const num = (name: string, dflt: number): number => {
-    const i = args.indexOf(name);
-    if (i < 0) return dflt;
-    const v = Number(args[i + 1]);
-    if (!Number.isInteger(v) || v <= 0) {
-      process.stderr.write(`scale: ${name} needs a positive integer\n`);
-      process.exit(2);
-    }
-    return v;
-  };
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('scale: needs root (it creates network namespaces)\n');
-    process.exit(1);
-  }
+  const num = (name: string, dflt: number): number => numOption(args, 'scale', name, dflt, true);
+  requireRoot('scale');
   const opts = { servers: num('--servers', 25), idleSeconds: num('--idle', 5) };
   if (opts.servers > 2500) {
     process.stderr.write('scale: at most 2500 servers (10.1.0.0/16 addresses)\n');

@@ -30,6 +30,8 @@ import {
   generatorRssKb,
   isMain,
   loadAverage,
+  numOption,
+  requireRoot,
   rssKb,
   steadyFds,
   writeOpsSection,
@@ -340,20 +342,8 @@ export function soakMeta(opts: { seconds: number; rate: number; threads: number;
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const smoke = args.includes('--smoke');
-  const num = (name: string, dflt: number): number => {
-    const i = args.indexOf(name);
-    if (i < 0) return dflt;
-    const v = Number(args[i + 1]);
-    if (!Number.isFinite(v) || v <= 0) {
-      process.stderr.write(`soak: ${name} needs a positive number\n`);
-      process.exit(2);
-    }
-    return v;
-  };
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('soak: needs root (it creates network namespaces)\n');
-    process.exit(1);
-  }
+  const num = (name: string, dflt: number): number => numOption(args, 'soak', name, dflt, false);
+  requireRoot('soak');
   const opts = { seconds: num('--seconds', smoke ? 5 : 60), rate: num('--rate', 2500), threads: Math.round(num('--threads', 8)), smoke };
   const load0 = loadAverage();
   const rows = await soak(opts);

@@ -1,11 +1,9 @@
 /** Running out of the daemon's own descriptors (FdBudget) and what the trap handler does meanwhile: fake descriptors,
  * a fake clock, no sockets. */
 import pino from 'pino';
+import { handlerConfig } from '../helpers/handler-config.js';
 import { describe, expect, it } from 'vitest';
 import { Errno } from '../../src/errors.js';
-import { defaultPolicy } from '../../src/policy/policy.js';
-import { VirtualRanges } from '../../src/table/addresses.js';
-import { PortPool } from '../../src/table/port-pool.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import { FdBudget, type FdOps, isFdExhaustion } from '../../src/trap/fdbudget.js';
 import { TrapHandler } from '../../src/trap/handler.js';
@@ -101,19 +99,7 @@ describe('TrapHandler while the daemon is out of descriptors', () => {
   function setup(exhausted: { v: boolean }): { h: TrapHandler; app: ReturnType<TrapHandler['hello']>; closed: number[] } {
     const table = new ServiceTable();
     const closed: number[] = [];
-    const h = new TrapHandler({
-      nodeName: 'self',
-      nodeAddress: '192.0.2.1',
-      ranges: new VirtualRanges(['10.0.0.0/8']),
-      table,
-      pool: new PortPool(40000, 40010),
-      log: pino({ level: 'silent' }),
-      policy: defaultPolicy(),
-      lb: 'round-robin',
-      fdsExhausted: () => exhausted.v,
-      closeFds: (fds) => closed.push(...fds),
-      identityWaitMs: 5_000,
-    });
+    const h = new TrapHandler(handlerConfig(table, { fdsExhausted: () => exhausted.v, closeFds: (fds) => closed.push(...fds), identityWaitMs: 5_000 }));
     const server = h.hello({ tags: {}, cmd: ['srv'] }, 1, 0);
     if (typeof server === 'string') throw new Error(server);
     table.upsert({ id: 'self/s/1', vip: '10.0.0.5', port: 80, proto: 'tcp', node: 'self', endpoint: { ip: '192.0.2.1', port: 40001 }, appId: server.id, tags: {}, version: 1 });

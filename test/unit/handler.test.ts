@@ -1,10 +1,7 @@
 /** The trap handler's decisions, on a fake table (no sockets): health, retries, loopback, egress, denials. */
-import pino from 'pino';
+import { handlerConfig } from '../helpers/handler-config.js';
 import { describe, expect, it } from 'vitest';
 import { Errno } from '../../src/errors.js';
-import { defaultPolicy } from '../../src/policy/policy.js';
-import { VirtualRanges } from '../../src/table/addresses.js';
-import { PortPool } from '../../src/table/port-pool.js';
 import { type ServiceEntry, ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { ALTERNATIVES, TrapHandler } from '../../src/trap/handler.js';
@@ -12,17 +9,7 @@ import { decodeSockaddr, encodeMsg, decodeMsg, encodeSockaddr, MsgFlag, MsgType,
 
 function setup(alive: (n: string) => boolean = () => true): { h: TrapHandler; table: ServiceTable; app: AppRecord } {
   const table = new ServiceTable();
-  const h = new TrapHandler({
-    nodeName: 'self',
-    nodeAddress: '192.0.2.1',
-    ranges: new VirtualRanges(['10.0.0.0/8']),
-    table,
-    pool: new PortPool(40000, 40010),
-    log: pino({ level: 'silent' }),
-    policy: defaultPolicy(),
-    lb: 'round-robin',
-    nodeAlive: alive,
-  });
+  const h = new TrapHandler(handlerConfig(table, { nodeAlive: alive }));
   const app = h.hello({ tags: {}, cmd: ['x'] }, 1, 0);
   if (typeof app === 'string') throw new Error(app);
   return { h, table, app };
