@@ -57,6 +57,9 @@ export interface DaemonFigures {
   fdsStart: number;
   fdsEnd: number;
   rssStartMb: number;
+  /** A third of the way into the run: the heap has grown to its working size by then; from there to the end it
+   * must stay flat (a leak grows with the connections). */
+  rssThirdMb: number;
   rssEndMb: number;
 }
 
@@ -171,7 +174,9 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
   });
   // the client's processes are gone once it ended: their last readings (every 250 ms) stand for their totals
   const clientCpu = [0, 0];
+  let rssThird: number[] | undefined;
   const sampler = setInterval(() => {
+    if (!rssThird && Date.now() - t0 >= (opts.seconds * 1000) / 3) rssThird = pids.map((pid) => rssKb(pid) / 1024);
     const c = generatorRssKb(p.pid);
     if (Number.isFinite(c)) clientGen.push(c);
     serverGen.push(generatorRssKb(s.serverPid));
@@ -218,6 +223,7 @@ async function runSetup(s: Setup, nb: string, opts: Required<Omit<SoakOptions, '
       fdsStart: fdsStart[i] as number,
       fdsEnd: fdsEnd[i] as number,
       rssStartMb: rssStart[i] as number,
+      rssThirdMb: rssThird?.[i] ?? NaN,
       rssEndMb: rssEnd[i] as number,
     })),
     clientGenKb: [clientGen[0] ?? NaN, clientGen[clientGen.length - 1] ?? NaN],
@@ -290,14 +296,14 @@ export function renderSoak(rows: SoakRow[], meta: string): string {
     '',
     meta,
     '',
-    '| setup | target conn/s | achieved conn/s | connections | failed | median / p99 µs | daemon fds start → end | daemon RSS MB start → end | generator RSS KB client | generator RSS KB server | pending offers at end |',
+    '| setup | target conn/s | achieved conn/s | connections | failed | median / p99 µs | daemon fds start → end | daemon RSS MB start → ⅓ → end | generator RSS KB client | generator RSS KB server | pending offers at end |',
     '|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|',
   ];
   const pair = (a: number, b: number, d = 0): string => `${fmt(a, d)} → ${fmt(b, d)}`;
   for (const r of rows) {
     const many = r.daemons.length > 1;
     const fds = r.daemons.map((d) => `${many ? `${d.node}: ` : ''}${pair(d.fdsStart, d.fdsEnd)}`).join(', ');
-    const rss = r.daemons.map((d) => `${many ? `${d.node}: ` : ''}${pair(d.rssStartMb, d.rssEndMb, 1)}`).join(', ');
+    const rss = r.daemons.map((d) => `${many ? `${d.node}: ` : ''}${fmt(d.rssStartMb, 1)} → ${fmt(d.rssThirdMb, 1)} → ${fmt(d.rssEndMb, 1)}`).join(', ');
     out.push(
       `| ${r.setup} | ${r.target} | ${fmt(r.achieved)} | ${r.connections} | ${r.failed} | ${fmt(r.medianUs)} / ${fmt(r.p99Us)} | ${fds} | ${rss} | ` +
         `${pair(r.clientGenKb[0], r.clientGenKb[1])} | ${pair(r.serverGenKb[0], r.serverGenKb[1])} | ${r.pendingOffers} |`,
@@ -322,7 +328,7 @@ export function renderSoak(rows: SoakRow[], meta: string): string {
   }
   notes.push(
     'Daemon fds: the smallest of five readings 60 ms apart, before the client starts and after it ended and the count settled ' +
-      '(up to 10 s); the server stays up. Generator RSS: the first and last reading (every 250 ms) while the client ran.',
+      '(up to 10 s); the server stays up. Daemon RSS: before the client, a third of the way into the run (Node.js has grown its heap to its working size by then) and after the settle; flat from the second to the third reading means no growth with the connections. Generator RSS: the first and last reading (every 250 ms) while the client ran.',
     'Each connection: connect to the server’s virtual address, write 1 byte, read the 1-byte reply, read the server’s close, close. ' +
       'The client keeps to a schedule (threads take turns at 1/rate intervals) and catches up when late, so a shortfall in ' +
       'the achieved rate is time the connections really took.',
