@@ -1036,7 +1036,9 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, m->result);
     return;
   }
-  if (p->op == OP_CONNECT && p->type == SOCK_STREAM && m->addr2_len) hint_set(g, p, !(m->flags & AS_F_FASTPATH));
+  /* remember destinations that are elsewhere (other hosts, and egress: no virtual peer) so that their next connects
+   * carry no speculative offer */
+  if (p->op == OP_CONNECT && p->type == SOCK_STREAM) hint_set(g, p, !(m->flags & AS_F_FASTPATH));
   struct as_ep real, virt;
   if (m->addr_len > sizeof(p->real) || as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0) {
     pend_finish(g, p, -EINVAL);
