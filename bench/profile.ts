@@ -10,17 +10,11 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import os from 'node:os';
 import path from 'node:path';
 import { CLI, finish, killTree, ROOT, sleep, TestHost, waitFor } from '../test/helpers/hosts.js';
-import { compileNetbench, cpuSeconds, daemonStatus } from './ops-common.js';
+import { compileNetbench, cpuSeconds, daemonStatus, numOption, requireRoot } from './ops-common.js';
 
 const args = process.argv.slice(2);
-function num(name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} needs a positive number`);
-  return v;
-}
-const SECONDS = num('--seconds', 5);
-const CLIENTS = num('--clients', 1);
+const SECONDS = numOption(args, 'bench:profile', '--seconds', 5);
+const CLIENTS = numOption(args, 'bench:profile', '--clients', 1, true);
 
 interface CpuProfile {
   nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
@@ -61,7 +55,7 @@ function selfTimes(p: CpuProfile): Array<{ name: string; us: number }> {
 }
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error('needs root (it creates a network namespace)');
+  requireRoot('bench:profile');
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'appswitch-profile-'));
   const outDir = path.join(ROOT, 'bench/profiles');
   mkdirSync(outDir, { recursive: true });

@@ -423,6 +423,15 @@ static int read_inet_addr(struct as_gen *g, pid_t pid, uint64_t uaddr, int64_t u
 }
 
 /* The name the program must see for its socket: the virtual endpoint when we know one, else the real one. */
+/* The local address of a connection accepted on a wildcard listener (:: or 0.0.0.0) is the app's identity: changes
+ * *local when it is a wildcard and the app has an identity. Returns whether it did. */
+static int wildcard_to_identity(const struct as_gen *g, struct as_ep *local) {
+  static const uint8_t zero[16], v4any[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+  if (!g->has_identity || (memcmp(local->ip, zero, 16) && memcmp(local->ip, v4any, 16))) return 0;
+  memcpy(local->ip, g->identity.ip, 16);
+  return 1;
+}
+
 static int virtual_name(struct as_gen *g, int sock, int peer, struct sockaddr_storage *out) {
   struct sockaddr_storage ss;
   socklen_t l = sizeof(ss);
@@ -437,13 +446,12 @@ static int virtual_name(struct as_gen *g, int sock, int peer, struct sockaddr_st
   struct as_ep real, virt;
   if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
     if (as_vmap_get(g->vmap, &real, &virt)) {
-      /* A connection accepted on a wildcard listener has a concrete local address: the app's identity. */
-      static const uint8_t zero[16], v4any[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
-      if (!peer && g->has_identity && (!memcmp(virt.ip, zero, 16) || !memcmp(virt.ip, v4any, 16))) {
-        struct sockaddr_storage ps;
-        socklen_t pl = sizeof(ps);
-        if (getpeername(sock, (struct sockaddr *)&ps, &pl) == 0) memcpy(virt.ip, g->identity.ip, 16);
-      }
+      /* A connection accepted on a wildcard listener has a concrete local address; the listener itself (no peer)
+       * keeps its wildcard. */
+      struct as_ep named = virt;
+      struct sockaddr_storage ps;
+      socklen_t pl = sizeof(ps);
+      if (!peer && wildcard_to_identity(g, &named) && getpeername(sock, (struct sockaddr *)&ps, &pl) == 0) virt = named;
       return as_ep_to_sockaddr(&virt, family, out);
     }
     if (!peer && g->has_identity && real.port != 0) {
@@ -1322,11 +1330,8 @@ static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_e
   struct sockaddr_storage ss;
   int n = virtual_name(g, p->conn, 0, &ss);
   if (n < 0 || as_ep_from_sockaddr(&ss, (uint32_t)n, &e.local) < 0) return -EINVAL;
-  /* accepted on a wildcard listener: the connection's own address is the app's identity (virtual_name cannot tell
-   * by getpeername here: the client's placeholder may already be reset) */
-  static const uint8_t zero[16], v4any[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
-  if (g->has_identity && (!memcmp(e.local.ip, zero, 16) || !memcmp(e.local.ip, v4any, 16)))
-    memcpy(e.local.ip, g->identity.ip, 16);
+  /* a connection (virtual_name cannot tell by getpeername here: the client's placeholder may already be reset) */
+  wildcard_to_identity(g, &e.local);
   inherit_options(p->conn, *fast_fd, &e);
   int r = fast_register(g, *fast_fd, &e);
   if (r < 0) return r;

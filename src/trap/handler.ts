@@ -450,14 +450,15 @@ export class TrapHandler {
    * needs no round trip of its own; the client connects its placeholder and reports nothing more. */
   connect(app: AppRecord, m: TrapMsg, fds: number[] = []): Reply {
     const offered = (m.flags & MsgFlag.OFFER) !== 0 && fds.length === 2;
-    const { reply, pick } = this.decideConnect(app, m);
+    const { reply, pick } = this.decide(app, m);
     const port = offered ? decodeSockaddr(m.addr2)?.port : undefined;
     if (!offered || !pick || port === undefined || reply.result < 0 || !((reply.flags ?? 0) & MsgFlag.FASTPATH)) {
       this.closeFds(fds);
       return reply;
     }
-    const key = `${pick.endpoint.ip}:${port}`; /* the placeholder's address as the server's accept() will see it */
-    const who = this.record(app, key, pick.endpoint, true, fds);
+    const placeholder: Endpoint = { ip: pick.endpoint.ip, port }; /* as the server's accept() will see it */
+    const key = `${placeholder.ip}:${placeholder.port}`;
+    const who = this.record(app, placeholder, pick.endpoint, true, fds);
     const offer = this.offers.get(key);
     if (!offer) return reply;
     offer.who = who;
@@ -498,26 +499,17 @@ export class TrapHandler {
     }
   }
 
-  private decideConnect(app: AppRecord, m: TrapMsg): { reply: Reply; pick?: ServiceEntry } {
-    const reply = this.decide(app, m);
-    const pick = this.lastPick;
-    this.lastPick = undefined;
-    return pick ? { reply, pick } : { reply };
-  }
-
-  /** The instance the last decide() picked (read at once by decideConnect). */
-  private lastPick: ServiceEntry | undefined;
-
-  private decide(app: AppRecord, m: TrapMsg): Reply {
+  /** The decision behind a connect: the reply, and the instance picked when there is one. */
+  private decide(app: AppRecord, m: TrapMsg): { reply: Reply; pick?: ServiceEntry } {
     const dst = decodeSockaddr(m.addr);
-    if (!dst) return { result: -Errno.EAFNOSUPPORT };
+    if (!dst) return { reply: { result: -Errno.EAFNOSUPPORT } };
     const proto = protoOf(m.arg);
     let vip: string | undefined;
     if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
     else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
     if (vip === undefined) {
       this.stats.egress++;
-      return { result: 0, addr: encodeSockaddr(dst) };
+      return { reply: { result: 0, addr: encodeSockaddr(dst) } };
     }
     const reqKey = `${app.id}/${m.seq}`;
     let tried = this.tried.get(reqKey);
@@ -540,7 +532,7 @@ export class TrapHandler {
     if (instances.length === 0) {
       this.stats.refused++;
       this.cfg.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
-      return { result: -Errno.ECONNREFUSED };
+      return { reply: { result: -Errno.ECONNREFUSED } };
     }
     const client = { appId: app.id, identity: app.identity, tags: app.tags };
     const allowed = instances.filter((e) => this.cfg.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow);
@@ -561,7 +553,7 @@ export class TrapHandler {
         },
         'connect denied by policy',
       );
-      return { result: -Errno.ECONNREFUSED };
+      return { reply: { result: -Errno.ECONNREFUSED } };
     }
     instances = allowed.filter((e) => !tried?.endpoints.has(`${e.endpoint.ip}:${e.endpoint.port}`));
     const healthy = this.cfg.nodeAlive ? instances.filter((e) => this.cfg.nodeAlive?.(e.node) ?? true) : instances;
@@ -571,7 +563,7 @@ export class TrapHandler {
       this.stats.refused++;
       this.tried.delete(reqKey);
       this.cfg.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: every instance refused');
-      return { result: -Errno.ECONNREFUSED };
+      return { reply: { result: -Errno.ECONNREFUSED } };
     }
     this.balancer.noteConnect(pick);
     this.pruneTried();
@@ -581,8 +573,7 @@ export class TrapHandler {
       if (!tried) this.tried.set(reqKey, { at: Date.now(), endpoints: new Set() });
     }
     if (this.fastpathAllowed(app, proto, pick)) reply.flags = (reply.flags ?? 0) | MsgFlag.FASTPATH;
-    this.lastPick = pick;
-    return reply;
+    return { reply, pick };
   }
 
   /** Both ends on this node, TCP, and neither the daemon nor either app turned the fast path off. */
@@ -611,14 +602,13 @@ export class TrapHandler {
       this.closeFds(fds);
       return;
     }
-    this.record(app, `${local.ip}:${local.port}`, decodeSockaddr(m.addr2), fast, fds);
+    this.record(app, local, decodeSockaddr(m.addr2), fast, fds);
   }
 
-  /** Remembers a client connection leaving from `key` (who it is, for the server's accept) and, for the fast path,
+  /** Remembers a client connection leaving from `local` (who it is, for the server's accept) and, for the fast path,
    * its offer [server's end, placeholder]. */
-  private record(app: AppRecord, key: string, dst: Endpoint | undefined, fast: boolean, fds: number[]): ClientIdentity {
-    const sep = key.lastIndexOf(':');
-    const local: Endpoint = { ip: key.slice(0, sep), port: Number(key.slice(sep + 1)) };
+  private record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[]): ClientIdentity {
+    const key = `${local.ip}:${local.port}`;
     this.lost.delete(key); /* a new connection from that endpoint */
     if (fast) {
       this.stats.fastpathConnections++;
@@ -749,7 +739,7 @@ export class TrapHandler {
       /* Gone: the placeholder is no longer an open socket: the server's listener closed and reset the connections in
        * its accept queue, the program ended, its client was killed before connecting it, or (pushed offers) the
        * server's generator took it and reset it. */
-      const gone = liveLocal !== undefined && o.at < snapshotAt && !liveLocal.has(k.replace(/^::ffff:/i, ''));
+      const gone = liveLocal !== undefined && o.at < snapshotAt && !liveLocal.has(k);
       if (o.pushed) {
         /* the server's generator has the socket (and expires it itself): only our copy of the placeholder goes; the
          * record stays for the claim (connection tracking) until the TTL */
