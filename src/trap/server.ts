@@ -354,20 +354,9 @@ export class TrapServer {
       p.sent(true);
       return;
     }
-    try {
-      native.send(c.fd, out.buf, out.fds);
-      native.close(p.fd);
-      p.sent(true);
-    } catch (e) {
-      if ((e as { code?: string }).code === 'EAGAIN') {
-        c.backlog.push(out);
-        c.poller.start(3);
-        p.sent(true);
-        return;
-      }
-      this.log.warn({ err: e, app: p.appId }, 'fast-path offer could not be pushed; the accept will claim it');
-      p.sent(false);
-    }
+    const r = this.trySend(c, out);
+    if (r !== true && r !== false) this.log.warn({ err: r.err, app: p.appId }, 'fast-path offer could not be pushed; the accept will claim it');
+    p.sent(r === true || r === false); /* sent or queued: the fd is the connection's now */
   }
 
   private reply(c: Conn, m: TrapMsg, r: Reply): void {
@@ -385,21 +374,27 @@ export class TrapServer {
 
   /** Sends one reply (its fds, if any, are ours to close once sent or given up). */
   private sendOrQueue(c: Conn, out: Outgoing): boolean {
+    const r = this.trySend(c, out);
+    if (r === true || r === false) return r;
+    this.log.warn({ err: r.err, pid: c.pid }, 'trap reply failed; dropping connection');
+    for (const fd of out.fds) native.close(fd);
+    this.drop(c);
+    return false;
+  }
+
+  /** Sends one message now (true; its fds, ours, are closed), or queues it when the socket is full (false; sent when
+   * it drains). Anything else is returned, and the fds are still the caller's. */
+  private trySend(c: Conn, out: Outgoing): boolean | { err: unknown } {
     try {
       native.send(c.fd, out.buf, out.fds.length ? out.fds : undefined);
-      for (const fd of out.fds) native.close(fd);
-      return true;
     } catch (e) {
-      if ((e as { code?: string }).code === 'EAGAIN') {
-        c.backlog.push(out);
-        c.poller.start(3);
-        return false;
-      }
-      this.log.warn({ err: e, pid: c.pid }, 'trap reply failed; dropping connection');
-      for (const fd of out.fds) native.close(fd);
-      this.drop(c);
+      if ((e as { code?: string }).code !== 'EAGAIN') return { err: e };
+      c.backlog.push(out);
+      c.poller.start(3);
       return false;
     }
+    for (const fd of out.fds) native.close(fd);
+    return true;
   }
 
   private flush(c: Conn): void {
