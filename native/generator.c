@@ -1592,6 +1592,7 @@ static void h_send(struct as_gen *g, struct seccomp_notif *req) {
       return;
     }
     p->family = family;
+    p->type = SOCK_DGRAM; /* the daemon judges the destination as a datagram's (as for sendto/sendmsg) */
     p->udp = u;
     if (dlen) { /* resolution needed: handled like sendmsg, the count is written after the send */
       memcpy(p->req, &dst, dlen);

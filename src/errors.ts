@@ -56,6 +56,7 @@ export const Errno = {
   ENETDOWN: 100,
   ENETUNREACH: 101,
   ECONNRESET: 104,
+  ENOBUFS: 105,
   ECONNREFUSED: 111,
   EHOSTUNREACH: 113,
 } as const;

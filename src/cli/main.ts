@@ -46,6 +46,8 @@ async function runDaemon(cmd: Command): Promise<void> {
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
     group: opts.group as string | undefined,
+    maxServicesPerApp: opts.maxServicesPerApp as string | undefined,
+    maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
   };
   let cfg;
   try {
@@ -126,6 +128,8 @@ export function buildCli(): Command {
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
+    .option('--max-services-per-app <n>', 'bound sockets (so services) one app may hold; past it bind() gets ENOBUFS', '256')
+    .option('--max-pending-per-app <n>', 'connections one app may have set up and not yet accepted (and fast-path offers per app)', '1024')
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program

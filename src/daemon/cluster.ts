@@ -130,25 +130,46 @@ export class Cluster {
     return c;
   }
 
+  /** Publishes (value) or withdraws (undefined) one of this node's keys. The gossip store refuses past its caps
+   * (ERR_GOSSIP_TOO_MANY_KEYS, ...): that is logged (rate-limited) and counted, and never thrown into the caller — the
+   * table and directory listeners run inside the trap path (a program's bind, listen, registration), where a throw
+   * once ended the daemon. The entry then stays served on this node, unannounced. */
+  private gossip(key: string, value: string | undefined): void {
+    try {
+      if (value === undefined) this.ml.deleteLocal(key);
+      else this.ml.setLocal(key, value);
+    } catch (e) {
+      this.unpublished++;
+      const now = Date.now();
+      if (now - this.unpublishedLogged < 10_000) return;
+      this.unpublishedLogged = now;
+      this.opts.log.warn({ err: e, key, unpublished: this.unpublished }, 'gossip refused to publish an entry of this node (it stays served here, unannounced)');
+    }
+  }
+
+  /** Entries gossip refused to publish (see gossip()), since start. */
+  unpublished = 0;
+  private unpublishedLogged = 0;
+
   private wire(): void {
     const { table, directory, nodeName, log } = this.opts;
-    for (const a of directory.all()) if (a.node === nodeName) this.ml.setLocal(APP_PREFIX + a.id, JSON.stringify(a));
+    for (const a of directory.all()) if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, JSON.stringify(a));
     directory.on('added', (a) => {
-      if (a.node === nodeName) this.ml.setLocal(APP_PREFIX + a.id, JSON.stringify(a));
+      if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, JSON.stringify(a));
     });
     directory.on('removed', (a) => {
-      if (a.node === nodeName) this.ml.deleteLocal(APP_PREFIX + a.id);
+      if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, undefined);
     });
     const publish = (e: ServiceEntry): void => {
       const { socket: _socket, ...pub } = e;
-      this.ml.setLocal(e.id, JSON.stringify(pub));
+      this.gossip(e.id, JSON.stringify(pub));
     };
     for (const e of table.all()) if (e.node === nodeName) publish(e);
     table.on('added', (e) => {
       if (e.node === nodeName) publish(e);
     });
     table.on('removed', (e) => {
-      if (e.node === nodeName) this.ml.deleteLocal(e.id);
+      if (e.node === nodeName) this.gossip(e.id, undefined);
     });
     this.ml.on('change', (ev) => {
       if (ev.node === nodeName) return;

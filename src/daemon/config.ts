@@ -43,6 +43,10 @@ export interface DaemonConfig {
   metricsAddress?: { host: string; port: number };
   /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
   group: string;
+  /** Bound sockets (so services) one app may hold (`--max-services-per-app`). */
+  maxServicesPerApp: number;
+  /** Connections one app may have set up and not yet accepted, and fast-path offers per app (`--max-pending-per-app`). */
+  maxPendingPerApp: number;
 }
 
 export interface DaemonFlags {
@@ -66,6 +70,8 @@ export interface DaemonFlags {
   clean?: boolean;
   metricsAddress?: string;
   group?: string;
+  maxServicesPerApp?: string | number;
+  maxPendingPerApp?: string | number;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -138,6 +144,8 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     clean: f.clean ?? false,
     restoreGraceMs: 5000,
     group: f.group ?? 'appswitch',
+    maxServicesPerApp: Number(f.maxServicesPerApp ?? 256),
+    maxPendingPerApp: Number(f.maxPendingPerApp ?? 1024),
     peerPort: Number(f.peerPort ?? 7947),
     dnsDomain: (f.dnsDomain ?? 'appswitch.local').toLowerCase().replace(/\.$/, ''),
     dnsPort: Number(f.dnsPort ?? 53),
@@ -152,6 +160,12 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     throw new AppswitchError('ERR_CONFIG', `--peer-port ${String(f.peerPort)} is not a port`);
   }
   if (!/^[a-z_][a-z0-9_-]{0,31}\$?$/i.test(cfg.group)) throw new AppswitchError('ERR_CONFIG', `--group ${cfg.group} is not a group name`);
+  for (const [flag, v] of [
+    ['max-services-per-app', cfg.maxServicesPerApp],
+    ['max-pending-per-app', cfg.maxPendingPerApp],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new AppswitchError('ERR_CONFIG', `--${flag} must be an integer from 1 to 1000000`);
+  }
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
   return cfg;

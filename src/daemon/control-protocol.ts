@@ -116,6 +116,11 @@ export interface StatusResult extends InfoResult {
   /** Client connections to virtual endpoints, by path; fast path on/off for this daemon. */
   connections: { tcp: number; fastpath: number };
   fastpath: boolean;
+  /** Connects and datagram sends refused because they named a daemon port or a pool port directly. */
+  daemonPortRefused: number;
+  /** Per-app limits reached since start: binds refused (services), connects sent over TCP (offers), connects
+   * refused (pending). */
+  limitsReached: { services: number; offers: number; pending: number };
 }
 
 export type { ConnectionView } from '../trap/connections.js';

@@ -1,10 +1,12 @@
 /** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
  * table, port pool, control API, sweeper). */
 import { fstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
+import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
 import { VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
@@ -20,11 +22,18 @@ import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, Stat
 import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
-import { tcpSnapshot, unixInodes } from './listeners.js';
+import { SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
+
+/** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
+function localAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
+  return out;
+}
 
 export class Daemon {
   readonly log: Logger;
@@ -52,6 +61,9 @@ export class Daemon {
   /** Trap counts sampled every second over the last 10 s, for the trap rate in `status`. */
   private readonly trapSamples: Array<{ at: number; traps: number }> = [];
   private rateTimer?: NodeJS.Timeout;
+  /** The daemons' own ports on every member, closed to trapped programs (see policy/daemon-ports.ts). */
+  readonly doors = new DaemonPortGuard();
+  private sweepFailLogged = 0;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -93,6 +105,8 @@ export class Daemon {
           return undefined;
         }
       },
+      forbidden: (ip, port, proto) => this.doors.check(ip, port, proto),
+      limits: { servicesPerApp: cfg.maxServicesPerApp, pendingPerApp: cfg.maxPendingPerApp },
       resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
     });
     if (cfg.metricsAddress) {
@@ -129,7 +143,10 @@ export class Daemon {
       log: this.log.child({ module: 'gossip' }),
     };
     if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
+    this.refreshDoors();
     this.cluster = await Cluster.start(opts);
+    this.cluster.ml.on('member', () => this.refreshDoors());
+    this.refreshDoors();
     this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
@@ -241,6 +258,31 @@ export class Daemon {
     writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
   }
 
+  /** The daemon ports of node `name`. Every node is assumed to use this daemon's own ports and pool until gossip
+   * carries per-node records; then this becomes `this.cluster?.nodeInfo(name) ?? own`. */
+  private portsOf(_name: string): DaemonPorts {
+    const c = this.cfg;
+    const own: DaemonPorts = { gossip: c.gossipPort, peer: c.peerPort, dns: c.dnsPort, pool: c.ports };
+    if (c.metricsAddress) own.metrics = c.metricsAddress.port;
+    return own;
+  }
+
+  /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. */
+  private refreshDoors(): void {
+    const c = this.cfg;
+    const doors: ClosedPorts[] = nodeDoors(c.nodeAddress, this.portsOf(c.nodeName), true);
+    for (const m of this.cluster?.members() ?? []) {
+      if (m.state === 'left' || m.name === c.nodeName) continue;
+      doors.push(...nodeDoors(m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1'), this.portsOf(m.name), false));
+    }
+    const metrics = c.metricsAddress;
+    if (metrics && metrics.host !== c.nodeAddress) { /* the metrics endpoint may listen on another address of this host */
+      const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
+      for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
+    }
+    this.doors.set(doors);
+  }
+
   /** Whether ip is the address of a cluster member (only members are asked who their clients are). */
   private isMemberAddress(ip: string): boolean {
     return (this.cluster?.members() ?? []).some((m) => m.state !== 'left' && m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1') === ip);
@@ -263,16 +305,27 @@ export class Daemon {
     try {
       this.handler.expireDetached();
       const takenAt = Date.now();
-      const snap = await tcpSnapshot();
+      let snap;
+      try {
+        snap = await tcpSnapshot();
+      } catch (e) {
+        /* the kernel's tables could not be read whole: judge nothing this round (a socket missing from a failed read
+         * is not a closed one), only offers past their age go */
+        this.handler.expireOffers();
+        throw e;
+      }
       this.handler.sweep(snap.listening, takenAt, snap.sockets, snap.liveLocal);
       this.handler.balancer.setInflight(snap.outbound);
       const unix = this.connections.hasFastpath ? await unixInodes().catch(() => undefined) : undefined;
       const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
       this.connections.sweep(unix ? { ...tcp, unixInodes: unix } : tcp);
     } catch (e) {
-      const code = errCode(e);
+      const code = e instanceof SnapshotError ? e.code : errCode(e);
       if (isFdExhaustion(code)) this.fds.fail('reading /proc/net for the sweep', code as string);
-      else this.log.warn({ err: e }, 'sweep failed');
+      else if (Date.now() - this.sweepFailLogged >= 10_000) {
+        this.sweepFailLogged = Date.now();
+        this.log.warn({ err: e, code }, 'sweep skipped: the socket tables could not be read; no service withdrawn');
+      }
     }
   }
 
@@ -324,6 +377,8 @@ export class Daemon {
           awaitingReconnect: this.handler.detachedApps,
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },
           fastpath: this.cfg.fastpath,
+          daemonPortRefused: this.handler.stats.daemonPortRefused,
+          limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;

@@ -58,9 +58,13 @@ export function decodeProcAddress(hex: string): string | undefined {
 }
 
 export function parseTcp(text: string, into: TcpSnapshot): void {
-  const lines = text.split('\n');
-  for (let i = 1; i < lines.length; i++) {
-    const f = (lines[i] as string).trim().split(/\s+/);
+  parseTcpRows(text.split('\n').slice(1), into);
+}
+
+/** The rows of /proc/net/tcp{,6} (header line removed). */
+function parseTcpRows(rows: readonly string[], into: TcpSnapshot): void {
+  for (const row of rows) {
+    const f = row.trim().split(/\s+/);
     if (f.length <= 9) continue;
     into.sockets.add(f[9] as string);
     if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
@@ -81,23 +85,61 @@ export function parseTcp(text: string, into: TcpSnapshot): void {
   }
 }
 
-export async function tcpSnapshot(): Promise<TcpSnapshot> {
-  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    try {
-      parseTcp(await readFile(file, 'utf8'), out);
-    } catch {
-      /* no IPv6 in this kernel: nothing there */
-    }
+/** Reads one /proc file as text (readFile by default; tests inject failures). */
+export type ProcReader = (file: string) => Promise<string>;
+
+const readProc: ProcReader = (file) => readFile(file, 'utf8');
+
+/** The kernel's socket tables could not be read in full: the snapshot would say that sockets are gone which are not
+ * (a sweep that took it for "nothing is listening" once withdrew every service of the node), so there is none. */
+export class SnapshotError extends Error {
+  constructor(
+    readonly file: string,
+    /** The errno code (EMFILE, ENFILE, EACCES, ...) or 'EPARTIAL' for a file that was not read whole. */
+    readonly code: string,
+    cause?: unknown,
+  ) {
+    super(`cannot read ${file}: ${code}`, cause === undefined ? undefined : { cause });
+    this.name = 'SnapshotError';
   }
-  for (const file of ['/proc/net/udp', '/proc/net/udp6']) { /* same layout; only the inodes are used */
-    try {
-      for (const line of (await readFile(file, 'utf8')).split('\n').slice(1)) {
-        const f = line.trim().split(/\s+/);
-        if (f.length > 9) out.sockets.add(f[9] as string);
-      }
-    } catch {
-      /* no IPv6 in this kernel: nothing there */
+}
+
+/** Reads a /proc/net table and checks that it is whole: the header line, a final newline, and every row with the
+ * columns up to the inode. Only a missing IPv6 table (`optional`, ENOENT: no IPv6 in this kernel) counts as empty. */
+async function readTable(read: ProcReader, file: string, optional: boolean): Promise<string[]> {
+  let text: string;
+  try {
+    text = await read(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException | null)?.code ?? 'EIO';
+    if (optional && code === 'ENOENT') return [];
+    throw new SnapshotError(file, code, e);
+  }
+  const lines = text.split('\n');
+  if (!text.endsWith('\n') || !/^\s*sl\s/.test(lines[0] ?? '')) throw new SnapshotError(file, 'EPARTIAL');
+  lines.pop(); /* after the final newline */
+  const rows = lines.slice(1);
+  for (const l of rows) if (l.trim().split(/\s+/).length <= 9) throw new SnapshotError(file, 'EPARTIAL');
+  return rows;
+}
+
+/** Reads the TCP and UDP tables of this namespace. Throws SnapshotError when any of them cannot be read whole: the
+ * caller must then judge nothing (a socket missing from a failed read is not a closed socket). */
+export async function tcpSnapshot(read: ProcReader = readProc): Promise<TcpSnapshot> {
+  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
+  for (const [file, optional] of [
+    ['/proc/net/tcp', false],
+    ['/proc/net/tcp6', true],
+  ] as const) {
+    parseTcpRows(await readTable(read, file, optional), out);
+  }
+  for (const [file, optional] of [
+    ['/proc/net/udp', false],
+    ['/proc/net/udp6', true],
+  ] as const) { /* same layout; only the inodes are used */
+    for (const line of await readTable(read, file, optional)) {
+      const f = line.trim().split(/\s+/);
+      out.sockets.add(f[9] as string);
     }
   }
   return out;

@@ -24,6 +24,10 @@ export interface HandlerCounters {
   refused: number;
   tcpConnections: number;
   fastpathConnections: number;
+  daemonPortRefused: number;
+  limitServices: number;
+  limitOffers: number;
+  limitPending: number;
 }
 
 /** Where the scrape-time values come from; each is called once per scrape. */
@@ -159,6 +163,28 @@ export class DaemonMetrics {
       registers,
       collect(): void {
         setCounter(this, [[{}, handler().refused]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_daemon_port_refused_total',
+      help: "Connects and datagram sends refused because they named an appswitch daemon's port or a pool port directly",
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, handler().daemonPortRefused]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_app_limit_reached_total',
+      help: 'Per-app limits reached: services (bind got ENOBUFS), offers (a connect went over TCP), pending (a connect got ECONNREFUSED)',
+      labelNames: ['limit'],
+      registers,
+      collect(): void {
+        const h = handler();
+        setCounter(this, [
+          [{ limit: 'services' }, h.limitServices],
+          [{ limit: 'offers' }, h.limitOffers],
+          [{ limit: 'pending' }, h.limitPending],
+        ]);
       },
     });
     new Counter({

@@ -1,7 +1,12 @@
 /** The daemon's saved state (`<state-dir>/state.json`, mode 0600): the running apps, their bound sockets and their
  * services, so that a daemon that restarts (crash, upgrade, `systemctl restart`) takes over the programs that kept
  * running, instead of forgetting them. Written atomically (temporary file + rename) shortly after each change;
- * read once at start. `appswitch daemon --clean` deletes it and starts empty. */
+ * read once at start. `appswitch daemon --clean` deletes it and starts empty.
+ *
+ * Format 2 is JSON lines: a header line `{"format":2,"node":...,"savedAt":...}`, then one record per line
+ * (`{"app":...}`, `{"binding":[inode, binding]}`, `{"service":...}`), so that a file damaged in the middle loses only
+ * the damaged records: whatever can be read is restored, with a warning, and the daemon never refuses to start over
+ * its state file. Format 1 (one JSON document) is still read. */
 import { closeSync, fsyncSync, openSync, renameSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -11,7 +16,8 @@ import type { ServiceEntry } from '../table/service-table.js';
 import { isFdExhaustion } from '../trap/fdbudget.js';
 
 export const STATE_FILE = 'state.json';
-const FORMAT = 1;
+const FORMAT = 2;
+const FORMAT_V1 = 1;
 
 interface SavedState {
   format: number;
@@ -59,8 +65,9 @@ function validService(e: unknown): e is ServiceEntry {
   );
 }
 
-/** Reads the saved state of node `node`. A missing file is no state; a file that does not parse, has another format
- * or belongs to another node is moved aside (`state.json.bad`) with a log line, and the daemon starts empty. */
+/** Reads the saved state of node `node`. A missing file is no state. A file whose header cannot be read (not a state
+ * file, another format, another node) is moved aside (`state.json.bad`) with a log line, and the daemon starts empty;
+ * records that cannot be read (damaged lines, invalid fields) are skipped with a warning and the rest is restored. */
 export function loadState(dir: string, node: string, log: Logger): HandlerSnapshot | undefined {
   const file = path.join(dir, STATE_FILE);
   let text: string;
@@ -70,31 +77,77 @@ export function loadState(dir: string, node: string, log: Logger): HandlerSnapsh
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: e, file }, 'saved state unreadable: starting empty');
     return undefined;
   }
+  const lines = text.split('\n');
   let why = '';
+  let header: unknown;
   try {
-    const s = JSON.parse(text) as unknown;
-    if (!isObj(s) || s.format !== FORMAT) why = 'unknown format';
-    else if (s.node !== node) why = `saved by node ${String(s.node)}, this is ${node}`;
-    else if (!Array.isArray(s.apps) || !Array.isArray(s.bindings) || !Array.isArray(s.services)) why = 'missing sections';
-    else {
-      const st = s as unknown as SavedState;
-      const apps = st.apps.filter(validApp);
-      const bindings = st.bindings.filter(validBinding);
-      const services = st.services.filter(validService);
-      const dropped = st.apps.length - apps.length + (st.bindings.length - bindings.length) + (st.services.length - services.length);
-      if (dropped) log.warn({ file, dropped }, 'saved state: invalid records skipped');
-      return { apps, bindings, services };
-    }
+    header = JSON.parse(lines[0] ?? '');
   } catch (e) {
     why = (e as Error).message;
   }
+  if (!why && isObj(header) && header.format === FORMAT_V1) return loadV1(header, node, file, log);
+  if (!why && (!isObj(header) || header.format !== FORMAT)) why = 'unknown format';
+  else if (!why && isObj(header) && header.node !== node) why = `saved by node ${String(header.node)}, this is ${node}`;
+  if (why) {
+    log.error({ file, reason: why }, 'saved state rejected (moved to state.json.bad): starting empty');
+    moveAside(file);
+    return undefined;
+  }
+  const snap: HandlerSnapshot = { apps: [], bindings: [], services: [] };
+  let dropped = 0;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (!line.trim()) continue;
+    let r: unknown;
+    try {
+      r = JSON.parse(line);
+    } catch {
+      dropped++;
+      continue;
+    }
+    if (isObj(r) && validApp(r.app)) snap.apps.push(r.app);
+    else if (isObj(r) && validBinding(r.binding)) snap.bindings.push(r.binding);
+    else if (isObj(r) && validService(r.service)) snap.services.push(r.service);
+    else dropped++;
+  }
+  if (dropped) log.warn({ file, dropped, apps: snap.apps.length, bindings: snap.bindings.length, services: snap.services.length }, 'saved state damaged: unreadable records skipped, the rest restored');
+  return snap;
+}
+
+/** Format 1: one JSON document. */
+function loadV1(s: Obj, node: string, file: string, log: Logger): HandlerSnapshot | undefined {
+  let why = '';
+  if (s.node !== node) why = `saved by node ${String(s.node)}, this is ${node}`;
+  else if (!Array.isArray(s.apps) || !Array.isArray(s.bindings) || !Array.isArray(s.services)) why = 'missing sections';
+  else {
+    const st = s as unknown as SavedState;
+    const apps = st.apps.filter(validApp);
+    const bindings = st.bindings.filter(validBinding);
+    const services = st.services.filter(validService);
+    const dropped = st.apps.length - apps.length + (st.bindings.length - bindings.length) + (st.services.length - services.length);
+    if (dropped) log.warn({ file, dropped }, 'saved state: invalid records skipped');
+    return { apps, bindings, services };
+  }
   log.error({ file, reason: why }, 'saved state rejected (moved to state.json.bad): starting empty');
+  moveAside(file);
+  return undefined;
+}
+
+function moveAside(file: string): void {
   try {
     renameSync(file, `${file}.bad`);
   } catch {
     /* gone meanwhile */
   }
-  return undefined;
+}
+
+/** The text of a saved state (format 2, see the file's header comment). */
+export function encodeState(node: string, snap: HandlerSnapshot, savedAt = new Date()): string {
+  const out = [JSON.stringify({ format: FORMAT, node, savedAt: savedAt.toISOString() })];
+  for (const app of snap.apps) out.push(JSON.stringify({ app }));
+  for (const binding of snap.bindings) out.push(JSON.stringify({ binding }));
+  for (const service of snap.services) out.push(JSON.stringify({ service }));
+  return `${out.join('\n')}\n`;
 }
 
 /** Deletes the saved state (`--clean`). */
@@ -135,13 +188,13 @@ export class StateWriter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.frozen) return;
-    const s: SavedState = { format: FORMAT, node: this.node, savedAt: new Date().toISOString(), ...this.snapshot() };
+    const text = encodeState(this.node, this.snapshot());
     const file = path.join(this.dir, STATE_FILE);
     const tmp = `${file}.tmp`;
     try {
       const fd = openSync(tmp, 'w', 0o600);
       try {
-        writeSync(fd, JSON.stringify(s));
+        writeSync(fd, text);
         fsyncSync(fd);
       } finally {
         closeSync(fd);

@@ -12,6 +12,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
+import { type AppLimits, CountedMap, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
 import {
   AF_INET6,
   canonicalIp,
@@ -63,6 +64,12 @@ export interface HandlerConfig {
   /** Records the connections set up (`appswitch get connections`); inodeOf names a fast-path socket by inode. */
   connections?: ConnectionTracker;
   inodeOf?: (fd: number) => string | undefined;
+  /** Whether a direct (non-virtual) destination is an appswitch daemon's own door on some node (its gossip, peer
+   * API, metrics or DNS port, or a port of its pool): returns which, and the program is refused. See
+   * policy/daemon-ports.ts. */
+  forbidden?: (ip: string, port: number, proto: Proto) => string | undefined;
+  /** Per-app limits (see trap/limits.ts); default DEFAULT_LIMITS. */
+  limits?: AppLimits;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -110,6 +117,7 @@ export interface Binding {
 }
 
 interface PlannedBind {
+  appId: string;
   port: number;
   virt: Endpoint;
   proto: Proto;
@@ -134,6 +142,35 @@ export interface HandlerStats {
   fastpathLost: number;
   /** Connects that went over TCP instead of the fast path because the daemon was out of descriptors. */
   fastpathDeferred: number;
+  /** Connects and datagram sends refused because they named an appswitch daemon's port or a pool port directly. */
+  daemonPortRefused: number;
+  /** Binds refused because the app holds --max-services-per-app bound sockets (ENOBUFS). */
+  limitServices: number;
+  /** Connects that went over TCP instead of the fast path because the client or the server app had
+   * --max-pending-per-app offers waiting for an accept. */
+  limitOffers: number;
+  /** Connects refused because the client app had --max-pending-per-app connections not yet accepted. */
+  limitPending: number;
+}
+
+/** A fast-path connection waiting for the server's accept: [server's end of the socket pair, placeholder] until the
+ * end is pushed to the server's generator (then [placeholder]; [] once that is gone too). */
+interface Offer {
+  fds: number[];
+  at: number;
+  /** The client app (whose connect made it). */
+  client: string;
+  pushed?: boolean;
+  who?: ClientIdentity;
+  dst?: Endpoint;
+  /** The server app, when known (speculative offers). */
+  server?: string;
+}
+
+/** Per-app counters of offers that still hold descriptors in the daemon (see AppLimits.pendingPerApp). */
+function offerOwners(o: Offer): string[] {
+  if (!o.fds.length) return [];
+  return o.server !== undefined ? [`c/${o.client}`, `s/${o.server}`] : [`c/${o.client}`];
 }
 
 function protoOf(sockType: number): Proto {
@@ -162,31 +199,39 @@ export class TrapHandler {
     offersExpired: 0,
     fastpathLost: 0,
     fastpathDeferred: 0,
+    daemonPortRefused: 0,
+    limitServices: 0,
+    limitOffers: 0,
+    limitPending: 0,
   };
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
   /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
-  private readonly clients = new Map<string, ClientIdentity & { at: number; dst?: string }>();
+  private readonly clients = new CountedMap<string, ClientIdentity & { at: number; dst?: string }>((c) => [c.appId]);
   private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
-  private readonly offers = new Map<string, { fds: number[]; at: number; pushed?: boolean; who?: ClientIdentity; dst?: Endpoint; server?: string }>();
+  private readonly offers = new CountedMap<string, Offer>(offerOwners);
   /** Fast-path connections lost on the way to the daemon (connectedLost), by the placeholder's real client endpoint:
    * the server's accept of that placeholder is refused at once. */
   private readonly lost = new Map<string, number>();
   private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
-  private readonly bindings = new Map<string, Binding>();
+  private readonly bindings = new CountedMap<string, Binding>((b) => [b.appId]);
   /** Pool ports handed out in a BIND reply and not yet confirmed, by app and request. */
-  private readonly planned = new Map<string, PlannedBind>();
+  private readonly planned = new CountedMap<string, PlannedBind>((p) => [p.appId]);
   /** Apps restored from a saved state whose generator has not come back yet: id -> deadline (ms). */
   private readonly detached = new Map<string, number>();
+  private readonly limits: AppLimits;
+  private readonly limitLog: RateLimitedLog;
 
   constructor(private readonly cfg: HandlerConfig) {
     let seed = 0;
     for (const ch of cfg.nodeName) seed = (seed * 31 + ch.charCodeAt(0)) >>> 0;
     this.identities = new IdentityPool(seed, (ip) => cfg.directory?.takenByOther(ip) ?? false);
+    this.limits = cfg.limits ?? DEFAULT_LIMITS;
+    this.limitLog = new RateLimitedLog(cfg.log);
   }
 
   /** Registers an app from its HELLO. Returns the record, or an error text for the user. */
@@ -233,7 +278,13 @@ export class TrapHandler {
     this.apps.set(app.id, app);
     const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity, vip: meta.ip !== undefined, tags: app.tags };
     if (app.name !== undefined) entry.name = app.name;
-    this.cfg.directory?.put(entry);
+    try {
+      this.cfg.directory?.put(entry);
+    } catch (e) { /* not registered after all: nothing of it stays behind (the trap server refuses the program) */
+      this.apps.delete(app.id);
+      if (!app.ip) this.identities.release(identity);
+      throw e;
+    }
     this.cfg.log.info({ app: app.id, ip: app.ip, identity, name: app.name, tags: app.tags, cmd: app.cmd }, 'app started');
     this.changed();
     return app;
@@ -274,31 +325,57 @@ export class TrapHandler {
 
   /** Takes over the apps of a saved snapshot. They stay until `graceMs` passes without their generator coming back
    * (expireDetached); their services are in the table at once (new versions, so the cluster takes them). Returns
-   * how many apps were restored. */
+   * how many apps were restored. Restores what it can: a record that fails (its identity taken, an app past
+   * --max-services-per-app, a listener that throws) is skipped with a warning, never the whole state. */
   restore(snap: HandlerSnapshot, graceMs: number): number {
     const deadline = Date.now() + graceMs;
-    for (const app of snap.apps) {
-      if (this.apps.has(app.id)) continue;
-      if (!app.ip && !this.identities.reserve(app.identity)) {
-        this.cfg.log.warn({ app: app.id, identity: app.identity }, 'restored app lost its identity (taken): dropped');
-        continue;
+    let skipped = 0;
+    const attempt = (what: string, id: string, fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        skipped++;
+        this.cfg.log.warn({ err: e, what, id }, 'saved state: a record could not be restored; skipped');
       }
-      this.apps.set(app.id, app);
-      this.detached.set(app.id, deadline);
-      const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity: app.identity, vip: app.ip !== undefined, tags: app.tags };
-      if (app.name !== undefined) entry.name = app.name;
-      this.cfg.directory?.put(entry);
+    };
+    for (const app of snap.apps) {
+      attempt('app', app.id, () => {
+        if (this.apps.has(app.id)) return;
+        if (!app.ip && !this.identities.reserve(app.identity)) {
+          this.cfg.log.warn({ app: app.id, identity: app.identity }, 'restored app lost its identity (taken): dropped');
+          return;
+        }
+        this.apps.set(app.id, app);
+        this.detached.set(app.id, deadline);
+        const entry: AppEntry = { id: app.id, node: this.cfg.nodeName, identity: app.identity, vip: app.ip !== undefined, tags: app.tags };
+        if (app.name !== undefined) entry.name = app.name;
+        this.cfg.directory?.put(entry);
+      });
     }
+    let overLimit = 0;
     for (const [ino, b] of snap.bindings) {
-      if (!this.apps.has(b.appId)) continue;
-      this.cfg.pool.take(b.real.port);
-      this.bindings.set(ino, b);
+      attempt('binding', ino, () => {
+        if (!this.apps.has(b.appId) || this.bindings.has(ino)) return;
+        if (this.bindings.count(b.appId) >= this.limits.servicesPerApp) {
+          overLimit++;
+          return;
+        }
+        this.cfg.pool.take(b.real.port);
+        this.bindings.set(ino, b);
+      });
+    }
+    if (overLimit) {
+      skipped += overLimit;
+      this.cfg.log.warn({ dropped: overLimit, limit: this.limits.servicesPerApp }, 'saved state: bound sockets past --max-services-per-app not restored');
     }
     for (const e of snap.services) {
-      const b = e.socket !== undefined ? this.bindings.get(e.socket) : undefined;
-      if (!b || b.serviceId !== e.id || !this.apps.has(e.appId)) continue;
-      this.cfg.table.upsert({ ...e, node: this.cfg.nodeName, version: this.cfg.table.nextVersion() });
+      attempt('service', e.id, () => {
+        const b = e.socket !== undefined ? this.bindings.get(e.socket) : undefined;
+        if (!b || b.serviceId !== e.id || !this.apps.has(e.appId)) return;
+        this.cfg.table.upsert({ ...e, node: this.cfg.nodeName, version: this.cfg.table.nextVersion() });
+      });
     }
+    if (skipped) this.cfg.log.warn({ skipped }, 'saved state restored in part');
     return this.detached.size;
   }
 
@@ -365,13 +442,24 @@ export class TrapHandler {
       return { result: -Errno.EADDRNOTAVAIL }; /* the program's namespace has lo and its own vip, nothing else */
     }
     if (req.port !== 0 && this.portTaken(app, proto, req.port)) return { result: -Errno.EADDRINUSE };
+    const held = this.bindings.count(app.id) + this.planned.count(app.id);
+    if (held >= this.limits.servicesPerApp) {
+      /* a program holding this many bound sockets would fill the pool and the node's gossip keys for everyone */
+      this.stats.limitServices++;
+      this.limitLog.warn(
+        `services/${app.id}`,
+        { app: app.id, appName: app.name, identity: app.identity, bound: held, limit: this.limits.servicesPerApp },
+        'bind refused (ENOBUFS): the app holds --max-services-per-app bound sockets',
+      );
+      return { result: -Errno.ENOBUFS };
+    }
     const port = this.cfg.pool.allocate();
     if (port === undefined) {
       this.cfg.log.warn({ app: app.id }, 'port pool exhausted');
       return { result: -Errno.EADDRINUSE };
     }
     const virt: Endpoint = { ip: req.ip, port: req.port === 0 ? port : req.port };
-    this.planned.set(key, { port, virt, proto });
+    this.planned.set(key, { appId: app.id, port, virt, proto });
     let real: Buffer;
     try {
       real = encodeSockaddr({ ip: this.cfg.nodeAddress, port }, family === AF_INET6 ? AF_INET6 : undefined);
@@ -458,12 +546,11 @@ export class TrapHandler {
     }
     const placeholder: Endpoint = { ip: pick.endpoint.ip, port }; /* as the server's accept() will see it */
     const key = `${placeholder.ip}:${placeholder.port}`;
-    const who = this.record(app, placeholder, pick.endpoint, true, fds);
+    const who = this.record(app, placeholder, pick.endpoint, true, fds, pick.appId);
     const offer = this.offers.get(key);
     if (!offer) return reply;
     offer.who = who;
     offer.dst = pick.endpoint;
-    offer.server = pick.appId;
     reply.flags = (reply.flags ?? 0) | MsgFlag.OFFER;
     reply.push = {
       appId: pick.appId,
@@ -508,6 +595,8 @@ export class TrapHandler {
     if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
     else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
     if (vip === undefined) {
+      const door = this.cfg.forbidden?.(dst.ip, dst.port, proto);
+      if (door !== undefined) return { reply: this.refuseDoor(app, dst, proto, door) };
       this.stats.egress++;
       return { reply: { result: 0, addr: encodeSockaddr(dst) } };
     }
@@ -528,6 +617,7 @@ export class TrapHandler {
       this.tried.delete(reqKey);
       tried = undefined;
     }
+    if (proto === 'tcp' && !(m.flags & MsgFlag.RETRY) && this.pendingLimited(app, where)) return { reply: { result: -Errno.ECONNREFUSED } };
     let instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
     if (instances.length === 0) {
       this.stats.refused++;
@@ -576,6 +666,20 @@ export class TrapHandler {
     return { reply, pick };
   }
 
+  /** A direct destination that is a daemon's door (see HandlerConfig.forbidden): a TCP connect is refused as by a
+   * closed port (ECONNREFUSED); a datagram (a UDP connect or send) as by a firewall's OUTPUT rule (EPERM), which is
+   * what the kernel gives a program whose packet netfilter rejects. Nothing is sent. Logged (rate-limited), counted. */
+  private refuseDoor(app: AppRecord, dst: Endpoint, proto: Proto, door: string): Reply {
+    this.stats.daemonPortRefused++;
+    const where = dst.ip.includes(':') ? `[${dst.ip}]:${dst.port}` : `${dst.ip}:${dst.port}`;
+    this.limitLog.warn(
+      `door/${app.id}/${door}`,
+      { app: app.id, appName: app.name, client: app.identity, destination: where, proto, door },
+      'refused: a program may not reach an appswitch daemon port or a real service endpoint directly',
+    );
+    return { result: proto === 'udp' ? -Errno.EPERM : -Errno.ECONNREFUSED };
+  }
+
   /** Both ends on this node, TCP, and neither the daemon nor either app turned the fast path off. */
   private fastpathAllowed(app: AppRecord, proto: Proto, pick: ServiceEntry): boolean {
     if (this.cfg.fastpath === false || proto !== 'tcp' || pick.node !== this.cfg.nodeName || app.fastpath === false) return false;
@@ -584,6 +688,34 @@ export class TrapHandler {
       this.stats.fastpathDeferred++;
       return false;
     }
+    const max = this.limits.pendingPerApp;
+    const asClient = this.offers.count(`c/${app.id}`);
+    const asServer = this.offers.count(`s/${pick.appId}`);
+    if (asClient >= max || asServer >= max) {
+      this.stats.limitOffers++;
+      const who = asClient >= max ? app.id : pick.appId;
+      this.limitLog.warn(
+        `offers/${who}`,
+        { app: who, client: app.id, server: pick.appId, offers: Math.max(asClient, asServer), limit: max },
+        'fast-path offers of an app at --max-pending-per-app (none accepted yet): its connects go over TCP',
+      );
+      return false;
+    }
+    return true;
+  }
+
+  /** Whether the client app has --max-pending-per-app connections set up and not yet accepted by their servers
+   * (client records): then its next connect is refused (logged, counted), so that a program connecting without its
+   * server ever accepting cannot grow the daemon's tables without bound (nor push other apps' records out). */
+  private pendingLimited(app: AppRecord, where: string): boolean {
+    const n = this.clients.count(app.id);
+    if (n < this.limits.pendingPerApp) return false;
+    this.stats.limitPending++;
+    this.limitLog.warn(
+      `pending/${app.id}`,
+      { app: app.id, appName: app.name, client: app.identity, service: where, pending: n, limit: this.limits.pendingPerApp },
+      'connect refused: the app has --max-pending-per-app connections not accepted yet',
+    );
     return true;
   }
 
@@ -607,14 +739,16 @@ export class TrapHandler {
 
   /** Remembers a client connection leaving from `local` (who it is, for the server's accept) and, for the fast path,
    * its offer [server's end, placeholder]. */
-  private record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[]): ClientIdentity {
+  private record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string): ClientIdentity {
     const key = `${local.ip}:${local.port}`;
     this.lost.delete(key); /* a new connection from that endpoint */
     if (fast) {
       this.stats.fastpathConnections++;
       const old = this.offers.get(key);
       if (old) this.closeFds(old.fds);
-      this.offers.set(key, { fds, at: Date.now() });
+      const offer: Offer = { fds, at: Date.now(), client: app.id };
+      if (server !== undefined) offer.server = server;
+      this.offers.set(key, offer);
     } else {
       this.closeFds(fds);
       this.stats.tcpConnections++;
@@ -629,6 +763,7 @@ export class TrapHandler {
       return c;
     }
     this.clients.set(key, { ...c, at: Date.now(), dst: dst ? `${dst.ip}:${dst.port}` : undefined });
+    if (this.clients.count(app.id) > this.limits.pendingPerApp) this.dropOldestClient(app.id);
     if (this.clients.size > CLIENT_MAX) this.pruneClients();
     return c;
   }
@@ -745,9 +880,18 @@ export class TrapHandler {
          * record stays for the claim (connection tracking) until the TTL */
         if (gone && o.fds.length) {
           this.closeFds(o.fds);
+          this.offers.delete(k); /* re-inserted without descriptors: it no longer counts against the apps' limits */
           o.fds = [];
+          this.offers.set(k, o);
         }
-        if (now - o.at >= OFFER_TTL_MS) this.offers.delete(k);
+        if (now - o.at >= OFFER_TTL_MS) {
+          this.offers.delete(k);
+          if (o.fds.length) { /* the placeholder was never claimed nor seen gone: ours to close (it leaked before) */
+            this.closeFds(o.fds);
+            o.fds = [];
+            this.stats.offersExpired++;
+          }
+        }
         continue;
       }
       if (!gone && now - o.at < OFFER_TTL_MS) continue;
@@ -766,6 +910,17 @@ export class TrapHandler {
     return n;
   }
 
+
+  /** An app over its limit of client records awaiting an accept loses its own oldest one (never another app's):
+   * that connection, if a server ever accepts it, is dropped there as unidentified. Connects are refused before it
+   * comes to this (see pendingLimited); reports of connects already under way can still overshoot. */
+  private dropOldestClient(appId: string): void {
+    for (const [k, v] of this.clients) {
+      if (v.appId !== appId) continue;
+      this.clients.delete(k);
+      return;
+    }
+  }
 
   private pruneClients(): void {
     const old = Date.now() - CLIENT_TTL_MS;

@@ -62,7 +62,7 @@ export class TrapServer {
   /** Starts listening at path (mode 0660: owner and group may run apps). */
   listen(path: string): void {
     this.listenFd = native.seqpacketListen(path, 0o660);
-    this.listenPoller = native.poller(this.listenFd, () => this.acceptAll());
+    this.listenPoller = native.poller(this.listenFd, () => this.guard('accepting generators', () => this.acceptAll()));
     this.listenPoller.start(1);
   }
 
@@ -172,7 +172,7 @@ export class TrapServer {
     const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
     const refused = this.admit?.(a);
     if (refused !== undefined) conn.refused = refused;
-    conn.poller = native.poller(a.fd, (status, events) => this.onReady(conn, status, events));
+    conn.poller = native.poller(a.fd, (status, events) => this.guard('serving a generator', () => this.onReady(conn, status, events), conn.pid));
     conn.poller.start(1);
     this.conns.set(a.fd, conn);
   }
@@ -205,7 +205,12 @@ export class TrapServer {
         this.drop(c);
         return;
       }
-      this.onMessage(c, r.data, r.fds, r.fdsLost);
+      try {
+        this.onMessage(c, r.data, r.fds, r.fdsLost);
+      } catch (e) { /* a handler that throws costs that message, never the daemon (nor the program's connection) */
+        this.badMessages++;
+        this.log.error({ err: e, pid: c.pid, app: c.app?.id }, 'trap message handling failed; message dropped');
+      }
       if (!this.conns.has(c.fd)) return;
     }
   }
@@ -290,13 +295,16 @@ export class TrapServer {
           this.handler.connected(app, m, fds);
           break;
         case MsgType.ACCEPT:
-          this.handler.accept(app, m).then(
-            (r) => this.conns.has(c.fd) && this.reply(c, m, r),
-            (e: unknown) => {
-              this.log.error({ err: e, app: app.id }, 'accept handling failed');
-              if (this.conns.has(c.fd)) this.reply(c, m, { result: -111 });
-            },
-          );
+          this.handler
+            .accept(app, m)
+            .then(
+              (r) => this.conns.has(c.fd) && this.reply(c, m, r),
+              (e: unknown) => {
+                this.log.error({ err: e, app: app.id }, 'accept handling failed');
+                if (this.conns.has(c.fd)) this.reply(c, m, { result: -111 });
+              },
+            )
+            .catch((e: unknown) => this.log.error({ err: e, app: app.id }, 'accept reply failed'));
           break;
         case MsgType.STARTED:
           app.pid = m.pid;
@@ -328,7 +336,13 @@ export class TrapServer {
 
   private hello(c: Conn, m: TrapMsg): void {
     const meta = parseMeta(m.payload);
-    const res = typeof meta === 'string' ? meta : this.handler.hello(meta, c.pid, c.uid);
+    let res: AppRecord | string;
+    try {
+      res = typeof meta === 'string' ? meta : this.handler.hello(meta, c.pid, c.uid);
+    } catch (e) { /* the program is refused with a message (the launcher prints it and exits 125); the daemon goes on */
+      this.log.error({ err: e, pid: c.pid }, 'app registration failed');
+      res = `ERR_INTERNAL: the appswitch daemon could not register the program (${(e as Error).message}); see its log`;
+    }
     if (typeof res === 'string') {
       this.log.warn({ pid: c.pid, error: res }, 'app refused');
       this.reply(c, m, { result: -22, payload: Buffer.from(res) });
@@ -406,6 +420,16 @@ export class TrapServer {
       }
     }
     c.poller.start(1);
+  }
+
+  /** Runs a poller callback: whatever it throws is logged, and the daemon keeps serving (a throw out of a native
+   * callback would end the process). */
+  private guard(what: string, fn: () => void, pid?: number): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error({ err: e, pid }, `trap server: ${what} failed`);
+    }
   }
 
   private drop(c: Conn): void {

@@ -22,7 +22,7 @@ function buckets(at: Record<number, number>): number[] {
 }
 
 function fixture(): { m: DaemonMetrics; handler: HandlerCounters; gossip: { v: GossipCounters | undefined }; fds: { n: number } } {
-  const handler: HandlerCounters = { denied: 0, refused: 0, tcpConnections: 0, fastpathConnections: 0 };
+  const handler: HandlerCounters = { denied: 0, refused: 0, tcpConnections: 0, fastpathConnections: 0, daemonPortRefused: 0, limitServices: 0, limitOffers: 0, limitPending: 0 };
   const gossip: { v: GossipCounters | undefined } = { v: undefined };
   const fds = { n: 17 };
   const m = new DaemonMetrics({
