@@ -224,6 +224,8 @@ export class TrapHandler {
   /** Apps restored from a saved state whose generator has not come back yet: id -> deadline (ms). */
   private readonly detached = new Map<string, number>();
   private readonly limits: AppLimits;
+  /** restore(): the service id each restored binding had, until its service is restored. */
+  private readonly savedService = new Map<string, string>();
   private readonly limitLog: RateLimitedLog;
 
   constructor(private readonly cfg: HandlerConfig) {
@@ -352,28 +354,37 @@ export class TrapHandler {
         this.cfg.directory?.put(entry);
       });
     }
-    let overLimit = 0;
     for (const [ino, b] of snap.bindings) {
+      /* every binding comes back, past the limit too: its socket still holds its port in the kernel, so the pool must
+       * not hand that port out again (the sweep releases it once the socket is closed) */
       attempt('binding', ino, () => {
         if (!this.apps.has(b.appId) || this.bindings.has(ino)) return;
-        if (this.bindings.count(b.appId) >= this.limits.servicesPerApp) {
-          overLimit++;
-          return;
-        }
         this.cfg.pool.take(b.real.port);
-        this.bindings.set(ino, b);
+        const { serviceId: _s, ...plain } = b;
+        this.bindings.set(ino, plain); /* its service, if restored below, is attached again there */
+        if (b.serviceId !== undefined) this.savedService.set(ino, b.serviceId);
       });
     }
-    if (overLimit) {
-      skipped += overLimit;
-      this.cfg.log.warn({ dropped: overLimit, limit: this.limits.servicesPerApp }, 'saved state: bound sockets past --max-services-per-app not restored');
-    }
+    let overLimit = 0;
+    const perApp = new Map<string, number>();
     for (const e of snap.services) {
       attempt('service', e.id, () => {
         const b = e.socket !== undefined ? this.bindings.get(e.socket) : undefined;
-        if (!b || b.serviceId !== e.id || !this.apps.has(e.appId)) return;
+        if (!b || e.socket === undefined || this.savedService.get(e.socket) !== e.id || !this.apps.has(e.appId) || b.appId !== e.appId) return;
+        const n = perApp.get(e.appId) ?? 0;
+        if (n >= this.limits.servicesPerApp) {
+          overLimit++;
+          return;
+        }
+        perApp.set(e.appId, n + 1);
+        b.serviceId = e.id;
         this.cfg.table.upsert({ ...e, node: this.cfg.nodeName, version: this.cfg.table.nextVersion() });
       });
+    }
+    this.savedService.clear();
+    if (overLimit) {
+      skipped += overLimit;
+      this.cfg.log.warn({ dropped: overLimit, limit: this.limits.servicesPerApp }, 'saved state: services past --max-services-per-app not restored (their sockets stay bound)');
     }
     if (skipped) this.cfg.log.warn({ skipped }, 'saved state restored in part');
     return this.detached.size;
