@@ -86,8 +86,8 @@ describe("the daemons' own ports and real service endpoints", () => {
       await waitFor(() => udpOut.text().includes('listening 5400'), 10_000);
       const find = async (vip: string, port: number): Promise<ServiceView | undefined> =>
         (await request<ServiceView[]>(h1.socket, 'services')).find((s) => s.vip === vip && s.port === port);
-      const u = await waitFor(() => find('10.72.0.1', 5400), 10_000);
-      const t = await waitFor(() => find('10.72.0.2', 8000), 15_000);
+      const u = (await waitFor(() => find('10.72.0.1', 5400), 10_000)) as ServiceView;
+      const t = (await waitFor(() => find('10.72.0.2', 8000), 15_000)) as ServiceView;
       const [uip, uport] = u.endpoint.split(':') as [string, string];
       const [tip, tport] = t.endpoint.split(':') as [string, string];
       expect(uip).toBe('192.0.2.1');
@@ -121,10 +121,10 @@ describe("the daemons' own ports and real service endpoints", () => {
       const vip = await waitFor(async () => (await request<Array<{ name?: string; ip?: string }>>(h2.socket, 'apps')).find((a) => a.name === 'dnsweb')?.ip, 10_000);
       const r = await waitFor(async () => {
         const g = await h1.runToEnd([], ['getent', 'hosts', 'dnsweb'], 15_000);
-        return g.stdout.includes(vip as string) ? g : undefined;
+        return g.stdout.includes(vip as string) ? g.stdout : '';
       }, 15_000);
-      console.log('getent under appswitch:', r.stdout.trim());
-      expect(r.stdout).toContain(vip);
+      console.log('getent under appswitch:', r.trim());
+      expect(r).toContain(vip);
     } finally {
       killTree(srv, 'SIGKILL');
       await done;
