@@ -138,9 +138,13 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       await waitFor(() => bigOut.text().includes('udpbind'), 60_000);
       console.log('1,100 sockets, limit 2000:', bigOut.text().trim());
       expect(bigOut.text()).toContain('udpbind bound=1100 first=-');
-      const s = await status(h); // the daemon is alive and serving
-      expect(s.services).toBe(1100);
+      expect((await status(h)).services).toBe(1100);
       expect(h.daemonLog).toContain('gossip refused to publish');
+      // the node's gossip keys are full: a new program's registration publishes one more (this ended the daemon)
+      const next = await h.runToEnd([], ['true'], 20_000);
+      expect(next.code, next.stderr).toBe(0);
+      expect(h.daemon?.exitCode).toBeNull();
+      expect((await status(h)).services).toBe(1100); // alive and serving
 
       // SIGKILL, then a daemon with the default limit on the same state dir: it starts, restores what it can
       await waitFor(() => (readFileSync(`${h.stateDir}/state.json`, 'utf8').match(/"service"/g) ?? []).length === 1100, 10_000);
