@@ -224,6 +224,8 @@ export class TrapHandler {
   /** Apps restored from a saved state whose generator has not come back yet: id -> deadline (ms). */
   private readonly detached = new Map<string, number>();
   private readonly limits: AppLimits;
+  /** UDP service entries by real endpoint "ip:port" (see directDatagramAllowed); rebuilt after the table changes. */
+  private udpEndpoints: Map<string, ServiceEntry[]> | undefined;
   /** restore(): the service id each restored binding had, until its service is restored. */
   private readonly savedService = new Map<string, string>();
   private readonly limitLog: RateLimitedLog;
@@ -234,6 +236,9 @@ export class TrapHandler {
     this.identities = new IdentityPool(seed, (ip) => cfg.directory?.takenByOther(ip) ?? false);
     this.limits = cfg.limits ?? DEFAULT_LIMITS;
     this.limitLog = new RateLimitedLog(cfg.log);
+    const stale = (): void => (this.udpEndpoints = undefined);
+    cfg.table.on('added', stale);
+    cfg.table.on('removed', stale);
   }
 
   /** Registers an app from its HELLO. Returns the record, or an error text for the user. */
@@ -607,7 +612,9 @@ export class TrapHandler {
     else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
     if (vip === undefined) {
       const door = this.cfg.forbidden?.(dst.ip, dst.port, proto);
-      if (door !== undefined) return { reply: this.refuseDoor(app, dst, proto, door) };
+      if (door !== undefined && !(door === 'pool' && proto === 'udp' && this.directDatagramAllowed(app, dst))) {
+        return { reply: this.refuseDoor(app, dst, proto, door) };
+      }
       this.stats.egress++;
       return { reply: { result: 0, addr: encodeSockaddr(dst) } };
     }
@@ -689,6 +696,27 @@ export class TrapHandler {
       'refused: a program may not reach an appswitch daemon port or a real service endpoint directly',
     );
     return { result: proto === 'udp' ? -Errno.EPERM : -Errno.ECONNREFUSED };
+  }
+
+  /** A datagram to a real address inside a node's pool: a UDP server answers its clients at their real addresses
+   * (recvfrom is not trapped), which are ephemeral ports — inside the pool's range too — or, for a client that bound
+   * its socket, that client's own service endpoint. So only a service endpoint is judged, by the policy as if it were
+   * reached by its vip (the default policy is symmetric: a server may answer whoever could reach it). */
+  private directDatagramAllowed(app: AppRecord, dst: Endpoint): boolean {
+    if (!this.udpEndpoints) {
+      this.udpEndpoints = new Map();
+      for (const e of this.cfg.table.all()) {
+        if (e.proto !== 'udp') continue;
+        const k = `${e.endpoint.ip}:${e.endpoint.port}`;
+        const l = this.udpEndpoints.get(k);
+        if (l) l.push(e);
+        else this.udpEndpoints.set(k, [e]);
+      }
+    }
+    const entries = this.udpEndpoints.get(`${dst.ip}:${dst.port}`);
+    if (!entries) return true; /* no service there: a client's ephemeral port */
+    const client = { appId: app.id, identity: app.identity, tags: app.tags };
+    return entries.some((e) => this.cfg.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow);
   }
 
   /** Both ends on this node, TCP, and neither the daemon nor either app turned the fast path off. */
