@@ -8,7 +8,7 @@
  * Real programs under the real filter, in namespaces this file creates and removes. */
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { StatusResult } from '../../src/daemon/control-protocol.js';
@@ -170,6 +170,25 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       expect(h.daemonLog).toContain('--max-services-per-app');
       killTree(small, 'SIGKILL');
       await smallDone;
+      await waitFor(async () => (await status(h)).apps === 1, 10_000);
+      const saved = (): string[] => readFileSync(`${h.stateDir}/state.json`, 'utf8').split('\n');
+      await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 10_000); // written
+
+      // a state file damaged in the middle: the daemon starts and restores everything but the damaged record
+      const again = h.daemon as ChildProcess;
+      killTree(again, 'SIGKILL');
+      await finish(again, 10_000);
+      const file = `${h.stateDir}/state.json`;
+      const lines = saved();
+      const svc = lines.map((l, i) => (l.startsWith('{"service"') ? i : -1)).filter((i) => i >= 0);
+      expect(svc.length).toBe(256);
+      const mid = svc[128] as number;
+      lines[mid] = `${(lines[mid] as string).slice(0, 30)}\u0000\u0001#`;
+      writeFileSync(file, lines.join('\n'));
+      await h.startDaemon();
+      await waitFor(async () => (await status(h)).apps === 1 && (await status(h)).awaitingReconnect === 0, 15_000);
+      expect((await status(h)).services).toBe(255);
+      expect(h.daemonLog).toContain('saved state damaged');
     } finally {
       killTree(big, 'SIGKILL');
       await bigDone;
