@@ -747,6 +747,7 @@ export class TrapHandler {
    * (client records): then its next connect is refused (logged, counted), so that a program connecting without its
    * server ever accepting cannot grow the daemon's tables without bound (nor push other apps' records out). */
   private pendingLimited(app: AppRecord, where: string): boolean {
+    if (this.clients.count(app.id) >= this.limits.pendingPerApp) this.expireClients();
     const n = this.clients.count(app.id);
     if (n < this.limits.pendingPerApp) return false;
     this.stats.limitPending++;
@@ -907,8 +908,21 @@ export class TrapHandler {
     if (fds.length) this.cfg.closeFds?.(fds);
   }
 
-  /** Gives up fast-path connections no server accepted in time (the client then sees the connection close). */
+  /** Forgets client reports older than CLIENT_TTL_MS (no accept may claim them any more: see whoIsLocal), so that
+   * connections refused or reset before their accept do not count against their app's limit for ever. The map is in
+   * arrival order: the old ones come first. */
+  private expireClients(now = Date.now()): void {
+    const old = now - CLIENT_TTL_MS;
+    for (const [k, v] of this.clients) {
+      if (v.at >= old) break;
+      this.clients.delete(k);
+    }
+  }
+
+  /** Gives up fast-path connections no server accepted in time (the client then sees the connection close), and
+   * client reports too old to be claimed. */
   expireOffers(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
+    this.expireClients(now);
     for (const [k, o] of this.offers) {
       /* Gone: the placeholder is no longer an open socket: the server's listener closed and reset the connections in
        * its accept queue, the program ended, its client was killed before connecting it, or (pushed offers) the

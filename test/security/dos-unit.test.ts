@@ -111,6 +111,16 @@ describe('fast-path offers (5a)', () => {
     expect(h.pendingOffers).toBe(2);
   });
 
+  it('reports too old to be claimed stop counting against the limit', () => {
+    const { h, client } = fastpathSetup({ servicesPerApp: 256, pendingPerApp: 2 });
+    const a = client();
+    offer(h, a);
+    offer(h, a);
+    expect(offer(h, a).result).toBe(-Errno.ECONNREFUSED);
+    h.expireOffers(Date.now() + 61_000);
+    expect(offer(h, a).result).toBe(0);
+  });
+
   it('binds past --max-services-per-app get ENOBUFS; other apps are unaffected', () => {
     const { h, client } = fastpathSetup({ servicesPerApp: 3, pendingPerApp: 1024 });
     const a = client();
