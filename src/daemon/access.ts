@@ -30,13 +30,13 @@ export interface ProcessFacts {
  * process: if it ends and its pid is reused meanwhile, reads through the old directory fail (ESRCH) instead of
  * describing the newcomer. `bornBy` (PeerCredentials.acceptedAt): a process that started
  * after that cannot be the one that connected (its pid was reused between the connect and this read). Undefined
- * when it is gone, or is not the process that connected. */
-export function readProcess(pid: number, bornBy?: number): ProcessFacts | undefined {
+ * when it is gone, or is not the process that connected; the errno code when the daemon could not look (EMFILE). */
+export function readProcess(pid: number, bornBy?: number): ProcessFacts | string | undefined {
   let dir: number;
   try {
     dir = openSync(`/proc/${pid}`, constants.O_RDONLY | constants.O_DIRECTORY);
-  } catch {
-    return undefined;
+  } catch (e) {
+    return lookError(e);
   }
   const base = `/proc/self/fd/${dir}`;
   try {
@@ -64,11 +64,17 @@ export function readProcess(pid: number, bornBy?: number): ProcessFacts | undefi
       netNs: statSync(`${base}/ns/net`).ino,
       startTicks,
     };
-  } catch {
-    return undefined;
+  } catch (e) {
+    return lookError(e);
   } finally {
     closeSync(dir);
   }
+}
+
+/** undefined when a read of /proc says the process is gone; the code when the daemon itself failed to look. */
+function lookError(e: unknown): string | undefined {
+  const code = (e as { code?: string }).code;
+  return code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM' ? code : undefined;
 }
 
 function readlinkSafe(p: string): string {
@@ -170,6 +176,7 @@ export class AccessControl {
    * creating the program's network namespace takes: `appswitch run` started by root). */
   checkGenerator(peer: PeerCredentials): string | undefined {
     const p = readProcess(peer.pid, peer.acceptedAt);
+    if (typeof p === 'string') return `the daemon cannot check pid ${peer.pid} now (${p}); try again later`;
     if (!p) return `pid ${peer.pid} is gone or is not the process that connected`;
     let launcher: { dev: number; ino: number };
     try {
@@ -191,6 +198,7 @@ export class AccessControl {
    * a seccomp sandbox (a container) in another network namespace is refused too, a stated limit. */
   checkNotTrapped(peer: PeerCredentials): string | undefined {
     const p = readProcess(peer.pid);
+    if (typeof p === 'string') return `the daemon cannot check pid ${peer.pid} now (${p}); try again later`;
     if (!p) return undefined; /* gone: its connection ends with it */
     if (p.seccomp === 2 && p.netNs !== this.ns.net) return `pid ${peer.pid} is a program under appswitch (seccomp filter, network namespace of its own): programs may not use the control API`;
     return undefined;

@@ -12,6 +12,7 @@
  *   mount                         a tmpfs mounted on a new directory under /tmp
  *   userns                        unshare(CLONE_NEWUSER), clone(CLONE_NEWUSER), unshare(CLONE_NEWCGROUP)
  *   connect PATH stream|seqpacket connect(2) to a Unix socket by path
+ *   control PATH                  connect to a control socket, ask for the apps; prints the first line of the answer
  *   hello PATH META               connect to a trap socket and send a HELLO with META; prints the reply's result/text
  *   seccomp-exec CMD [ARGS...]    installs an allow-all seccomp filter (as a trapped program has one), then execs CMD
  *   setuid UID GID                drops to UID/GID (setgroups, setgid, setuid) as sshd or postgres would, then status */
@@ -221,6 +222,27 @@ static int do_hello(const char *path, const char *meta) {
   return 0;
 }
 
+static int do_control(const char *path) {
+  int s = unix_connect(path, SOCK_STREAM);
+  report("connect", s);
+  if (s < 0) return 0;
+  const char *req = "{\"id\":1,\"method\":\"apps\"}\n";
+  report("send", send(s, req, strlen(req), MSG_NOSIGNAL));
+  char buf[4096];
+  size_t got = 0;
+  while (got < sizeof(buf) - 1) {
+    ssize_t n = recv(s, buf + got, sizeof(buf) - 1 - got, 0);
+    if (n <= 0) break;
+    got += (size_t)n;
+    if (memchr(buf, '\n', got)) break;
+  }
+  buf[got] = 0;
+  char *nl = strchr(buf, '\n');
+  if (nl) *nl = 0;
+  printf("answer %s\n", buf);
+  return 0;
+}
+
 static int do_seccomp_exec(char **cmd) {
   struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
   struct sock_fprog prog = {.len = 1, .filter = allow};
@@ -247,7 +269,8 @@ int main(int argc, char **argv) {
   else if (!strcmp(c, "connect") && argc == 4) {
     int s = unix_connect(argv[2], !strcmp(argv[3], "seqpacket") ? SOCK_SEQPACKET : SOCK_STREAM);
     report("connect", s);
-  } else if (!strcmp(c, "hello") && argc == 4) return do_hello(argv[2], argv[3]);
+  } else if (!strcmp(c, "control") && argc == 3) return do_control(argv[2]);
+  else if (!strcmp(c, "hello") && argc == 4) return do_hello(argv[2], argv[3]);
   else if (!strcmp(c, "seccomp-exec") && argc >= 3) return do_seccomp_exec(argv + 2);
   else if (!strcmp(c, "setuid") && argc == 4) {
     gid_t g = (gid_t)atoi(argv[3]);
