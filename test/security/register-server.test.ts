@@ -3,11 +3,13 @@
  * real generators get past it, see register.test.ts); here one server admits everyone, so the malformed-message
  * paths that only an admitted generator can reach stay covered, and one refuses everyone, so a refused peer is shown
  * to be answered without its messages being parsed. No flag or variable of the daemon is involved. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type ProcessFacts, readProcess } from '../../src/daemon/access.js';
 import { native } from '../../src/native/binding.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import { TrapHandler } from '../../src/trap/handler.js';
@@ -101,5 +103,29 @@ describe('a refused peer', () => {
     const c = connect(sock);
     native.send(c, encodeMsg({ type: MsgType.HELLO, seq: 1, result: 0, payload: Buffer.from('{"cmd":["x"]}') }));
     expect((await reply(c)).result).toBe(0);
+  });
+});
+
+describe("the admission's view of a process (readProcess)", () => {
+  const ticks = (): number => Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100);
+
+  it('reads a live process; refuses one that started after the connection was accepted (a reused pid); nothing once it is gone', async () => {
+    const acceptedLongAgo = ticks() - 200;
+    const p = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const pid = p.pid as number;
+    try {
+      const now = ticks() + 1;
+      const facts = (await waitFor(() => {
+        const f = readProcess(pid, now);
+        return typeof f === 'object' && f.exePath.endsWith('/sleep') ? f : undefined;
+      })) as ProcessFacts;
+      expect(facts.seccomp).toBe(0);
+      expect(facts.capEff & (1n << 21n)).toBe(1n << 21n); /* root: CAP_SYS_ADMIN */
+      expect(readProcess(pid, acceptedLongAgo)).toBeUndefined();
+    } finally {
+      p.kill('SIGKILL');
+    }
+    await new Promise((r) => p.once('exit', r));
+    await waitFor(() => readProcess(pid) === undefined);
   });
 });
