@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launcherPath } from '../../src/native/binding.js';
-import { compileHelper, TestHost } from '../helpers/hosts.js';
+import { compileHelper, killTree, TestHost } from '../helpers/hosts.js';
 
 let h: TestHost;
 let ATTACK: string;
@@ -198,6 +198,17 @@ describe('--user, and programs that drop to their own user', () => {
     const s = await attack(['status'], ['--user', 'nobody']);
     for (const set of ['CapBnd', 'CapPrm', 'CapEff', 'CapInh', 'CapAmb'] as const) expect(caps(s, set), set).toBe(0n);
     expect(s.get('Uid')).toMatch(new RegExp(`^${nobody}\\s+${nobody}\\s+${nobody}\\s+${nobody}$`));
+  });
+
+  it('a server and a client run as nobody still get their sockets trapped and served (bind, listen, connect, accept)', async () => {
+    const srv = h.run(['--ip', '10.0.0.31', '--user', 'nobody'], ['python3', '-m', 'http.server', '8000', '--directory', '/']);
+    try {
+      await h.waitService('10.0.0.31', 8000);
+      const c = await h.runToEnd(['--user', 'nobody'], ['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', 'http://10.0.0.31:8000/']);
+      expect(c.stdout, c.stderr).toBe('200');
+    } finally {
+      killTree(srv, 'SIGKILL');
+    }
   });
 
   it('--user NAME:GROUP and a numeric --user UID:GID; an unknown user is refused with exit 125', async () => {
