@@ -3,7 +3,8 @@
  * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
- * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]
+ * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]
+ *                           [--cap-add CAP]... [--cap-drop CAP|ALL]... -- CMD [ARG...]
  * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
@@ -22,11 +23,13 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <limits.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "caps.h"
 #include "generator.h"
 #include "notif.h"
 #include "proto.h"
@@ -35,6 +38,9 @@
 #include "session.h"
 
 #define EXIT_APPSWITCH 125
+#define USAGE                                                                                                    \
+  "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]" \
+  " [--cap-add CAP]... [--cap-drop CAP|ALL]... -- CMD [ARG...]\n"
 
 static void die(const char *what, int err) {
   fprintf(stderr, "appswitch: %s: %s\n", what, strerror(err));
@@ -55,18 +61,25 @@ static int loopback_up(void) {
   return r;
 }
 
-/* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
-/* Gives the program the daemon's resolv.conf without touching the host's file: a private mount namespace (host
- * mounts still propagate in: rslave) and a bind mount over /etc/resolv.conf. mount_namespaces(7). */
-static int override_resolv(const char *resolv) {
+/* The program's private mount namespace (host mounts still propagate in: rslave). mount_namespaces(7).
+ * resolv (may be NULL): the daemon's resolv.conf, bound over /etc/resolv.conf without touching the host's file.
+ * state_dir: the daemon's state directory (control and trap sockets), covered with an empty read-only tmpfs, so the
+ * program cannot connect to either socket by path; the cwd is looked up again, in case it was in there. */
+static int private_mounts(const char *resolv, const char *state_dir) {
   if (unshare(CLONE_NEWNS) < 0) return -errno;
   if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) return -errno;
-  if (access("/etc/resolv.conf", F_OK) < 0) return 0; /* nothing to cover: resolvers then use their defaults */
-  if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) return -errno;
+  if (resolv && access("/etc/resolv.conf", F_OK) == 0 && mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) return -errno;
+  if (strcmp(state_dir, "/") == 0) return -EINVAL;
+  if (mount("appswitch", state_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=2,mode=0555") < 0) return -errno;
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof(cwd)) && chdir(cwd) < 0 && chdir("/") < 0) return -errno;
   return 0;
 }
 
-static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv) {
+/* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
+
+static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv, const char *state_dir,
+                       const struct as_cred_plan *cred) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
@@ -74,8 +87,8 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
     _exit(EXIT_APPSWITCH);
   }
   int r;
-  if (resolv && (r = override_resolv(resolv)) < 0) {
-    fprintf(stderr, "appswitch: mounting %s over /etc/resolv.conf: %s\n", resolv, strerror(-r));
+  if ((r = private_mounts(resolv, state_dir)) < 0) {
+    fprintf(stderr, "appswitch: private mounts (resolv.conf %s, hiding %s): %s\n", resolv ? resolv : "kept", state_dir, strerror(-r));
     _exit(EXIT_APPSWITCH);
   }
   r = loopback_up();
@@ -102,6 +115,11 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
   close(lfd);
   close(chan);
   sigprocmask(SIG_SETMASK, orig, NULL);
+  const char *step;
+  if ((r = as_cred_apply(cred, &step)) < 0) { /* last: nothing after this needs a capability */
+    fprintf(stderr, "appswitch: %s: %s\n", step, strerror(-r));
+    _exit(EXIT_APPSWITCH);
+  }
   execvp(cmd[0], cmd);
   int e = errno;
   fprintf(stderr, "appswitch: %s: %s\n", cmd[0], strerror(e));
@@ -115,8 +133,12 @@ static int exit_code(int status) {
 }
 
 int main(int argc, char **argv) {
-  const char *sock_path = NULL, *meta = "{}", *resolv = NULL;
+  const char *sock_path = NULL, *meta = "{}", *resolv = NULL, *user = NULL;
+  uint64_t cap_add = 0, cap_drop = 0;
   int wait_ms = 10000;
+  /* first: neither the program nor the invoking user may ptrace this process, pidfd_getfd(2) its daemon session
+   * and seccomp listener, or read its memory (process_vm_readv, /proc/PID/mem); fork keeps it, execve resets it */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die("PR_SET_DUMPABLE", errno);
   int i = 1;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -128,6 +150,14 @@ int main(int argc, char **argv) {
       meta = argv[++i];
     } else if (!strcmp(argv[i], "--resolv") && i + 1 < argc) {
       resolv = argv[++i];
+    } else if (!strcmp(argv[i], "--user") && i + 1 < argc) {
+      user = argv[++i];
+    } else if ((!strcmp(argv[i], "--cap-add") || !strcmp(argv[i], "--cap-drop")) && i + 1 < argc) {
+      int drop = !strcmp(argv[i], "--cap-drop");
+      if (as_cap_parse(argv[++i], drop, drop ? &cap_drop : &cap_add) < 0) {
+        fprintf(stderr, "appswitch: %s %s: unknown capability\n", drop ? "--cap-drop" : "--cap-add", argv[i]);
+        return EXIT_APPSWITCH;
+      }
     } else if (!strcmp(argv[i], "--daemon-wait") && i + 1 < argc) {
       char *end;
       long v = strtol(argv[++i], &end, 10);
@@ -137,15 +167,21 @@ int main(int argc, char **argv) {
       }
       wait_ms = (int)v;
     } else {
-      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
+      fprintf(stderr, "%s", USAGE);
       return EXIT_APPSWITCH;
     }
   }
   if (!sock_path || i >= argc) {
-    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
+    fprintf(stderr, "%s", USAGE);
     return EXIT_APPSWITCH;
   }
   char **cmd = argv + i;
+  static struct as_cred_plan cred;
+  char why[512];
+  if (as_cred_plan_init(&cred, user, cap_add, cap_drop, why, sizeof(why)) < 0) {
+    fprintf(stderr, "appswitch: %s\n", why);
+    return EXIT_APPSWITCH;
+  }
 
   /* Whoever exec'd us (Node ignores SIGPIPE) may have left dispositions the program must not inherit. */
   for (int sig = 1; sig < NSIG; sig++) {
@@ -167,8 +203,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
     return EXIT_APPSWITCH;
   }
+  char state_dir[PATH_MAX]; /* the daemon's state directory, hidden from the program */
+  if (!realpath(sock_path, state_dir)) die(sock_path, errno);
+  *strrchr(state_dir, '/') = 0; /* realpath: absolute, so there is a '/' */
+  if (!state_dir[0]) die("the trap socket is in /: refusing to hide /", EINVAL);
   struct as_msg hr;
-  static char ticket[AS_TICKET_MAX], why[512];
+  static char ticket[AS_TICKET_MAX];
   int r = as_session_hello(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why));
   if (r < 0) die("registering with the daemon", -r);
   if (hr.result < 0) {
@@ -184,7 +224,7 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig, resolv);
+    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred);
   }
   close(chan[1]);
   int cmsg[2];

@@ -9,8 +9,9 @@
  *     destination: trapped; setsockopt/getsockopt only at IPPROTO_TCP, SOL_IP, SOL_IPV6 level and for SO_DOMAIN /
  *     SO_PROTOCOL (the fast path answers them for its Unix sockets);
  *     MSG_FASTOPEN (an implicit connect) is refused with EOPNOTSUPP;
- *   - escapes: setns, io_uring_*, unshare/clone with CLONE_NEWNET: EPERM; clone3 (flags live in memory the filter
- *     cannot read): ENOSYS, so libc falls back to clone, which the filter can judge.
+ *   - escapes: setns, io_uring_*, unshare/clone with CLONE_NEWNET, CLONE_NEWUSER or CLONE_NEWCGROUP: EPERM (a new
+ *     user namespace would give the program every capability inside it, as container runtimes know); clone3 (flags
+ *     live in memory the filter cannot read): ENOSYS, so libc falls back to clone, which the filter can judge.
  */
 #define _GNU_SOURCE
 #include "seccomp_filter.h"
@@ -42,6 +43,9 @@ enum label {
 };
 
 #define MAX_INS 128
+
+/* Namespaces a program may not create (see the header comment). */
+#define REFUSED_NS_FLAGS (CLONE_NEWNET | CLONE_NEWUSER | CLONE_NEWCGROUP)
 
 struct asm_ins {
   struct sock_filter f;
@@ -181,12 +185,12 @@ static void build(struct assembler *a) {
 
   mark(a, L_UNSHARE);
   load_arg_lo(a, 0);
-  jset(a, CLONE_NEWNET, L_EPERM);
+  jset(a, REFUSED_NS_FLAGS, L_EPERM);
   jmp(a, L_ALLOW);
 
   mark(a, L_CLONE);
   load_arg_lo(a, 0);
-  jset(a, CLONE_NEWNET, L_EPERM);
+  jset(a, REFUSED_NS_FLAGS, L_EPERM);
   jmp(a, L_ALLOW);
 
   mark(a, L_ALLOW);

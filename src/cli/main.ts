@@ -76,6 +76,27 @@ interface RunOptions {
   socket?: string;
   fastpath: boolean;
   daemonWait: string;
+  user?: string;
+  capAdd: string[];
+  capDrop: string[];
+}
+
+/** Capabilities no program gets (native/caps.h AS_CAPS_FORBIDDEN; the launcher checks again). */
+const FORBIDDEN_CAPS = new Set(['DAC_READ_SEARCH', 'NET_ADMIN', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_PTRACE', 'SYS_ADMIN', 'SYS_BOOT', 'PERFMON', 'BPF']);
+
+/** The launcher's --user/--cap-add/--cap-drop arguments; a forbidden capability is refused here with the reason. */
+function credentialArgs(opts: RunOptions): string[] {
+  const out: string[] = [];
+  if (opts.user !== undefined) out.push('--user', opts.user);
+  for (const c of opts.capAdd) {
+    const name = c.toUpperCase().replace(/^CAP_/, '');
+    if (name === 'ALL' || FORBIDDEN_CAPS.has(name)) {
+      throw new AppswitchError('ERR_BAD_ARGUMENT', `--cap-add ${c}: refused; a program under appswitch never gets ${name === 'ALL' ? 'all capabilities' : `CAP_${name}`} (it would reach around the trap; see README, Privilege)`);
+    }
+    out.push('--cap-add', name);
+  }
+  for (const c of opts.capDrop) out.push('--cap-drop', c.toUpperCase().replace(/^CAP_/, ''));
+  return out;
 }
 
 async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
@@ -89,12 +110,16 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (opts.name !== undefined) meta.name = opts.name;
   if (opts.lb !== undefined) meta.lb = opts.lb;
   if (!opts.fastpath) meta.fastpath = false;
+  /* root through sudo: the app belongs to the user who ran sudo (whose vips and names it may share) */
+  const sudoUid = process.env.SUDO_UID;
+  if (process.getuid?.() === 0 && sudoUid !== undefined && /^\d{1,10}$/.test(sudoUid)) meta.owner = Number(sudoUid);
+  const creds = credentialArgs(opts);
   const info = await request<InfoResult>(resolveSocket(opts.socket), 'info');
   const launcher = launcherPath();
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
   const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];
-  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, '--', ...cmd], env);
+  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, ...creds, '--', ...cmd], env);
 }
 
 export function buildCli(): Command {
@@ -143,6 +168,9 @@ export function buildCli(): Command {
     .option('--daemon-wait <ms>', 'how long a trapped call waits for a restarting daemon before it fails with ENETDOWN', '10000')
     .option('--dns-override <bool>', "point the program's /etc/resolv.conf at the daemon's DNS (private mount namespace)", 'true')
     .option('--socket <path>', 'daemon control socket (or APPSWITCH_SOCKET)')
+    .option('--user <name[:group]>', 'run the program as this user (and group), with no capabilities')
+    .option('--cap-add <cap>', "give the program this capability too (repeatable; never SYS_ADMIN, NET_ADMIN, SYS_PTRACE, BPF...)", collect, [])
+    .option('--cap-drop <cap>', 'take this capability from the program (repeatable; ALL for every one)', collect, [])
     .argument('<cmd...>', 'program and its arguments')
     .passThroughOptions()
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));

@@ -1,16 +1,98 @@
 /** Who may talk to the daemon: root, the daemon's own user, and members of its group (`--group`, default
  * appswitch). The control and trap sockets are made 0660 owner:group (0600 when the group does not exist), and
  * every connection's SO_PEERCRED is checked again here, so a socket file with looser permissions (or a connect
- * in the moment between bind and chmod) still admits no one else. proc(5) for /proc/PID/status. */
+ * in the moment between bind and chmod) still admits no one else. On top of that, the trap socket admits only real
+ * generators (the launcher's executable, not under a seccomp filter, CAP_SYS_ADMIN in the daemon's user namespace:
+ * `appswitch run` started by root), and the control socket refuses programs under appswitch. proc(5) for
+ * /proc/PID/{status,stat,exe,ns}, capabilities(7). */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { launcherPath } from '../native/binding.js';
+
+const CAP_SYS_ADMIN = 21n;
+
+/** What the daemon needs to know about a connected process, read through one handle on its /proc directory. */
+export interface ProcessFacts {
+  /** Device and inode of its executable (undefined when the link cannot be followed, e.g. a zombie). */
+  exe?: { dev: number; ino: number };
+  exePath: string;
+  /** /proc/PID/status Seccomp: 0 none, 1 strict, 2 filter. */
+  seccomp: number;
+  capEff: bigint;
+  userNs: number;
+  netNs: number;
+  /** When it started, in clock ticks since boot (/proc/PID/stat field 22). */
+  startTicks: number;
+}
+
+/** Reads a process's facts through a descriptor of its /proc/PID directory, so every read is about the same
+ * process: if it ends and its pid is reused meanwhile, reads through the old directory fail (ESRCH) instead of
+ * describing the newcomer. `bornBy` (PeerCredentials.acceptedAt): a process that started
+ * after that cannot be the one that connected (its pid was reused between the connect and this read). Undefined
+ * when it is gone, or is not the process that connected; the errno code when the daemon could not look (EMFILE). */
+export function readProcess(pid: number, bornBy?: number): ProcessFacts | string | undefined {
+  let dir: number;
+  try {
+    dir = openSync(`/proc/${pid}`, constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch (e) {
+    return lookError(e);
+  }
+  const base = `/proc/self/fd/${dir}`;
+  try {
+    const status = readFileSync(`${base}/status`, 'utf8');
+    const stat = readFileSync(`${base}/stat`, 'utf8');
+    /* field 22, counted after the ")" that ends the command name (which may itself hold spaces and parentheses) */
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    if (!Number.isFinite(startTicks) || (bornBy !== undefined && startTicks > bornBy)) return undefined;
+    const field = (name: string): string => new RegExp(`^${name}:\\s*(\\S*)`, 'm').exec(status)?.[1] ?? '';
+    let exe: ProcessFacts['exe'];
+    let exePath = '?';
+    try {
+      const st = statSync(`${base}/exe`);
+      exe = { dev: st.dev, ino: st.ino };
+      exePath = readlinkSafe(`${base}/exe`);
+    } catch {
+      /* a zombie, or a kernel thread */
+    }
+    return {
+      exe,
+      exePath,
+      seccomp: Number(field('Seccomp') || '-1'),
+      capEff: BigInt(`0x${field('CapEff') || '0'}`),
+      userNs: statSync(`${base}/ns/user`).ino,
+      netNs: statSync(`${base}/ns/net`).ino,
+      startTicks,
+    };
+  } catch (e) {
+    return lookError(e);
+  } finally {
+    closeSync(dir);
+  }
+}
+
+/** undefined when a read of /proc says the process is gone; the code when the daemon itself failed to look. */
+function lookError(e: unknown): string | undefined {
+  const code = (e as { code?: string }).code;
+  return code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM' ? code : undefined;
+}
+
+function readlinkSafe(p: string): string {
+  try {
+    return readlinkSync(p);
+  } catch {
+    return '?';
+  }
+}
 
 /** A connected peer's credentials (SO_PEERCRED). */
 export interface PeerCredentials {
   pid: number;
   uid: number;
   gid: number;
+  /** When the connection was accepted, in clock ticks since boot (USER_HZ, 100; /proc/uptime): a process younger
+   * than that is not the peer (pid reuse). */
+  acceptedAt?: number;
 }
 
 /** The gid of a group by name (NSS through getent, then /etc/group), or undefined when there is none. */
@@ -53,6 +135,8 @@ export class AccessControl {
   /** The group's gid, or undefined when it does not exist (then only root and the daemon's user). */
   readonly gid: number | undefined;
   private readonly self = process.getuid?.() ?? 0;
+  /** The daemon's own namespaces (inodes of /proc/self/ns/*). */
+  private readonly ns = { user: statSync('/proc/self/ns/user').ino, net: statSync('/proc/self/ns/net').ino };
 
   constructor(
     readonly group: string,
@@ -86,10 +170,51 @@ export class AccessControl {
     return `uid ${peer.uid} is not root and not in group ${this.group}${this.gid === undefined ? ' (which does not exist)' : ''}`;
   }
 
-  /** check(), logging a refusal. */
+  /** Undefined when the trap socket's peer is a real generator, else why not: the launcher's executable (same
+   * device and inode as launcherPath(), looked up now so a rebuilt launcher counts), not under a seccomp filter (a
+   * trapped program that execs the launcher is), and CAP_SYS_ADMIN effective in the daemon's user namespace (what
+   * creating the program's network namespace takes: `appswitch run` started by root). */
+  checkGenerator(peer: PeerCredentials): string | undefined {
+    const p = readProcess(peer.pid, peer.acceptedAt);
+    if (typeof p === 'string') return `the daemon cannot check pid ${peer.pid} now (${p}); try again later`;
+    if (!p) return `pid ${peer.pid} is gone or is not the process that connected`;
+    let launcher: { dev: number; ino: number };
+    try {
+      const st = statSync(launcherPath());
+      launcher = { dev: st.dev, ino: st.ino };
+    } catch (e) {
+      return `the launcher cannot be found (${(e as Error).message})`;
+    }
+    if (!p.exe || p.exe.dev !== launcher.dev || p.exe.ino !== launcher.ino) return `pid ${peer.pid} runs ${p.exePath}, not the appswitch launcher`;
+    if (p.seccomp !== 0) return `pid ${peer.pid} is under a seccomp filter (a program under appswitch, or a sandbox)`;
+    if (p.userNs !== this.ns.user) return `pid ${peer.pid} is in another user namespace`;
+    if (!(p.capEff & (1n << CAP_SYS_ADMIN))) return `pid ${peer.pid} lacks CAP_SYS_ADMIN (appswitch run must be started by root)`;
+    return undefined;
+  }
+
+  /** Undefined unless the control socket's peer is a program under appswitch: under a seccomp filter (mode 2) and in
+   * a network namespace other than the daemon's. A trapped program can leave neither (the filter refuses setns and
+   * new network namespaces, and a filter is never removed), while a CLI started from a shell has no filter; a CLI in
+   * a seccomp sandbox (a container) in another network namespace is refused too, a stated limit. */
+  checkNotTrapped(peer: PeerCredentials): string | undefined {
+    const p = readProcess(peer.pid);
+    if (typeof p === 'string') return `the daemon cannot check pid ${peer.pid} now (${p}); try again later`;
+    if (!p) return undefined; /* gone: its connection ends with it */
+    if (p.seccomp === 2 && p.netNs !== this.ns.net) return `pid ${peer.pid} is a program under appswitch (seccomp filter, network namespace of its own): programs may not use the control API`;
+    return undefined;
+  }
+
+  /** check() and, per socket, checkGenerator() / checkNotTrapped(), logging a refusal. For the trap socket the
+   * answer is the whole text after `ERR_PERMISSION: `. */
   admit(peer: PeerCredentials, socket: 'control' | 'trap'): string | undefined {
-    const why = this.check(peer);
-    if (why !== undefined) this.log.warn({ socket, pid: peer.pid, uid: peer.uid, gid: peer.gid, group: this.group }, `${socket} connection refused: ${why}`);
-    return why;
+    const denied = this.check(peer);
+    if (denied !== undefined) {
+      this.log.warn({ socket, pid: peer.pid, uid: peer.uid, gid: peer.gid, group: this.group }, `${socket} connection refused: ${denied}`);
+      return socket === 'trap' ? `permission denied: ${denied}` : denied;
+    }
+    const why = socket === 'trap' ? this.checkGenerator(peer) : this.checkNotTrapped(peer);
+    if (why === undefined) return undefined;
+    this.log.warn({ socket, pid: peer.pid, uid: peer.uid, gid: peer.gid, exe: readlinkSafe(`/proc/${peer.pid}/exe`) }, `${socket} connection refused: ${why}`);
+    return socket === 'trap' ? `only appswitch run may register programs (${why})` : why;
   }
 }

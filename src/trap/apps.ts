@@ -12,6 +12,9 @@ export interface AppMeta {
   resume?: string;
   /** With resume: the identity the program has been using (kept when the daemon lost its state). */
   identity?: string;
+  /** The user on whose behalf root runs the program: `appswitch run` puts SUDO_UID here when started through sudo.
+   * Taken only from a root generator (the trap socket admits no other); see AppRecord.owner. */
+  owner?: number;
 }
 
 export interface AppRecord extends AppMeta {
@@ -19,7 +22,11 @@ export interface AppRecord extends AppMeta {
   /** The vip when --ip was given, else a link-local identity. */
   identity: string;
   launcherPid: number;
+  /** The generator's uid (SO_PEERCRED). */
   uid: number;
+  /** Who holds the app's vip and name on this node: AppMeta.owner when the generator is root, else uid. Another
+   * owner's HELLO for the same vip or name is refused. Absent in states saved before it existed (then uid). */
+  owner?: number;
   pid?: number;
   startedAt: number;
   /** Secret half of the app's resume ticket ("<id>.<secret>"); never shown. */
@@ -97,6 +104,10 @@ export function parseMeta(raw: Buffer): AppMeta | string {
   if (o.identity !== undefined) {
     if (typeof o.identity !== 'string' || o.identity.length > 45) return 'identity must be an address';
     meta.identity = o.identity;
+  }
+  if (o.owner !== undefined) {
+    if (typeof o.owner !== 'number' || !Number.isInteger(o.owner) || o.owner < 0 || o.owner >= 0xffffffff) return 'owner must be a uid';
+    meta.owner = o.owner;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

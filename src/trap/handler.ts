@@ -272,13 +272,17 @@ export class TrapHandler {
     } else {
       identity = this.identities.allocate();
     }
-    const { resume: _resume, identity: _hint, ...plain } = meta;
+    const { resume: _resume, identity: _hint, owner: claimed, ...plain } = meta;
+    const owner = uid === 0 && claimed !== undefined ? claimed : uid;
+    const held = this.heldByOther(owner, meta.ip, meta.name);
+    if (held) return held;
     const app: AppRecord = {
       ...plain,
       id: randomBytes(4).toString('hex'),
       identity,
       launcherPid,
       uid,
+      owner,
       startedAt: Date.now(),
       secret: randomBytes(16).toString('hex'),
     };
@@ -295,6 +299,18 @@ export class TrapHandler {
     this.cfg.log.info({ app: app.id, ip: app.ip, identity, name: app.name, tags: app.tags, cmd: app.cmd }, 'app started');
     this.changed();
     return app;
+  }
+
+  /** An EADDRINUSE text when a running app of this node owned by another user holds this vip or name (instances of
+   * one distributed app run by one user share them), else undefined. */
+  private heldByOther(owner: number, ip: string | undefined, name: string | undefined): string | undefined {
+    for (const a of this.apps.values()) {
+      const o = a.owner ?? a.uid;
+      if (o === owner) continue;
+      if (ip !== undefined && a.ip === ip) return `EADDRINUSE: --ip ${ip} is held by app ${a.id} of another user (uid ${o}); only that user may run more instances of it`;
+      if (name !== undefined && a.name === name) return `EADDRINUSE: --name ${name} is held by app ${a.id} of another user (uid ${o}); only that user may run more instances of it`;
+    }
+    return undefined;
   }
 
   /** The ticket a generator presents after a daemon restart gives it its app back (same id, identity, services),

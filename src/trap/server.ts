@@ -1,6 +1,7 @@
 /** The trap socket: accepts generators (one per program), decodes their messages, asks the handler, replies.
  * A malformed message is logged and dropped; a misbehaving generator loses its connection, never the daemon. */
 import type { Logger } from 'pino';
+import { readFileSync } from 'node:fs';
 import { Errno } from '../errors.js';
 import { type Accepted, native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
@@ -22,6 +23,19 @@ interface Conn {
   refused?: string;
   /** Replies that did not fit in the socket buffer, sent when it drains. */
   backlog: Outgoing[];
+}
+
+/** A connecting generator as the admission check sees it: SO_PEERCRED, and when it was accepted (clock ticks since
+ * boot, /proc/uptime), so a process that started after that is known not to be the peer (its pid was reused). */
+export interface TrapPeer {
+  pid: number;
+  uid: number;
+  gid: number;
+  acceptedAt: number;
+}
+
+function uptimeTicks(): number {
+  return Math.ceil(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100);
 }
 
 /** Message types a program's trapped call waits on (the rest are reports). */
@@ -52,7 +66,7 @@ export class TrapServer {
     private readonly log: Logger,
     private readonly statsSink?: TrapStatsSink,
     /** Checks a connecting generator's peer credentials: undefined = admitted, else why not (sent to it). */
-    private readonly admit?: (peer: { pid: number; uid: number; gid: number }) => string | undefined,
+    private readonly admit?: (peer: TrapPeer) => string | undefined,
     /** The daemon's descriptors (shared with whatever else in the daemon needs them). */
     readonly fds: FdBudget = new FdBudget(log),
   ) {
@@ -170,7 +184,7 @@ export class TrapServer {
 
   private open(a: Accepted): void {
     const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
-    const refused = this.admit?.(a);
+    const refused = this.admit?.({ pid: a.pid, uid: a.uid, gid: a.gid, acceptedAt: uptimeTicks() });
     if (refused !== undefined) conn.refused = refused;
     conn.poller = native.poller(a.fd, (status, events) => this.guard('serving a generator', () => this.onReady(conn, status, events), conn.pid));
     conn.poller.start(1);
@@ -218,6 +232,10 @@ export class TrapServer {
   /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. `fdsLost`:
    * descriptors came with it but the daemon had no room for them (see FdBudget). */
   private onMessage(c: Conn, data: Buffer, fds: number[] = [], fdsLost = false): void {
+    if (c.refused !== undefined) {
+      this.refuse(c, data, fds);
+      return;
+    }
     const m = decodeMsg(data);
     const offered = m !== undefined && c.app !== undefined && m.type === MsgType.CONNECT && (m.flags & MsgFlag.OFFER) !== 0;
     const fast = m !== undefined && c.app !== undefined && ((m.type === MsgType.CONNECTED && (m.flags & MsgFlag.FASTPATH) !== 0) || offered);
@@ -249,12 +267,6 @@ export class TrapServer {
     if (!m) {
       this.badMessages++;
       this.log.warn({ pid: c.pid, bytes: data.length }, 'malformed trap message dropped');
-      return;
-    }
-    if (c.refused !== undefined) {
-      /* not root, not in the daemon's group: the launcher prints the payload and exits */
-      if (m.type === MsgType.HELLO) this.reply(c, m, { result: -1, payload: Buffer.from(`ERR_PERMISSION: permission denied: ${c.refused}`) });
-      this.drop(c);
       return;
     }
     if (TRAPPED.has(m.type)) this.traps++;
@@ -334,6 +346,15 @@ export class TrapServer {
     if (reply) this.reply(c, m, reply);
   }
 
+  /** A peer that may not register (not a generator, or not allowed to): nothing it sends is looked at beyond the
+   * message type, so a HELLO gets the reason (the launcher prints it and exits 125); then it is dropped. */
+  private refuse(c: Conn, data: Buffer, fds: number[]): void {
+    for (const fd of fds) native.close(fd);
+    const m = decodeMsg(data);
+    if (m?.type === MsgType.HELLO) this.reply(c, m, { result: -Errno.EPERM, payload: Buffer.from(`ERR_PERMISSION: ${c.refused ?? ''}`) });
+    this.drop(c);
+  }
+
   private hello(c: Conn, m: TrapMsg): void {
     const meta = parseMeta(m.payload);
     let res: AppRecord | string;
@@ -344,8 +365,8 @@ export class TrapServer {
       res = `ERR_INTERNAL: the appswitch daemon could not register the program (${(e as Error).message}); see its log`;
     }
     if (typeof res === 'string') {
-      this.log.warn({ pid: c.pid, error: res }, 'app refused');
-      this.reply(c, m, { result: -22, payload: Buffer.from(res) });
+      this.log.warn({ pid: c.pid, uid: c.uid, error: res }, 'app refused');
+      this.reply(c, m, { result: res.startsWith('EADDRINUSE:') ? -Errno.EADDRINUSE : -Errno.EINVAL, payload: Buffer.from(res) });
       return;
     }
     c.app = res;

@@ -2,7 +2,8 @@
  * get an errno (never a hang), the daemon logs it and keeps running, and everything works again once the resource
  * is back. Real programs under the real filter, in namespaces this file creates and removes. */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileHelper, finish, killTree, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
@@ -77,8 +78,9 @@ describe('descriptor limits', () => {
       JSON.parse((await h.cli(['status', '--json'])).stdout) as { apps: number; connections: { tcp: number; fastpath: number } };
     const srv = h.run(['--ip', '10.43.0.1'], [FUZZ, 'serve', '--port', '9000', '--id', 'A']);
     const srvOut = finish(srv, 60_000);
-    const go = path.join(h.stateDir, 'go');
-    const done = path.join(h.stateDir, 'done');
+    const signals = mkdtempSync(path.join(tmpdir(), 'appswitch-ex-')); /* not the state dir: programs cannot see it */
+    const go = path.join(signals, 'go');
+    const done = path.join(signals, 'done');
     const soft = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1] as string;
     try {
       await h.waitService('10.43.0.1', 9000);
@@ -139,6 +141,7 @@ describe('descriptor limits', () => {
     } finally {
       killTree(srv, 'SIGTERM');
       await srvOut;
+      rmSync(signals, { recursive: true, force: true });
     }
   }, 120_000);
 });

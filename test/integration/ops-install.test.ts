@@ -158,9 +158,11 @@ describe("the installed daemon under the unit's capability bounding set", () => 
     const capBnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))?.[1];
     expect(BigInt(`0x${capBnd}`)).toBe(caps.reduce((m, c) => m | (1n << BigInt(CAP_NUMBERS[c] ?? 63)), 0n));
     if (group[2]) expect(statSync(host.socket).gid).toBe(Number(group[2]));
-    host.run(['--ip', '10.0.0.5'], ['python3', '-m', 'http.server', '8000']);
+    /* `appswitch run` of the same installation: the daemon registers only its own launcher */
+    const run = (args: string[]): ReturnType<TestHost['spawn']> => host.spawn(['node', installed, 'run', ...args]);
+    run(['--ip', '10.0.0.5', '--', 'python3', '-m', 'http.server', '8000']);
     await host.waitService('10.0.0.5', 8000);
-    const r = await finish(host.run([], ['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', 'http://10.0.0.5:8000/']));
+    const r = await finish(run(['--', 'curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', 'http://10.0.0.5:8000/']));
     expect(r.stdout, r.stderr).toBe('200');
     expect(host.daemonLog).not.toMatch(/"level":(50|60)/); /* no error or fatal line */
   });

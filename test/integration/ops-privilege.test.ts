@@ -1,6 +1,7 @@
 /** Privilege: the control and trap sockets are 0660 root:GROUP, and the daemon checks SO_PEERCRED on every
  * connection, so a user outside the group can neither use the control API nor register or run an app, even
- * through a socket file with looser permissions; a user in the group can use the control API. The group and both
+ * through a socket file with looser permissions; a user in the group can use the control API, but registering an
+ * app takes a real generator started by root (test/security/register.test.ts). The group and both
  * users are temporary (created here, removed afterwards), so a real `appswitch` group is never touched. */
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
@@ -143,10 +144,12 @@ describe('a user in the group', () => {
     expect(a.stdout).toMatch(/^VIP\s+PORT/);
   });
 
-  it("passes the trap socket's check (registration gets past HELLO; the namespace then needs CAP_SYS_ADMIN)", async () => {
+  it("passes the group check but not the generator check: registering takes appswitch run started by root", async () => {
     const before = (host.daemonLog.match(/app started/g) ?? []).length;
     const r = await asUser(MEMBER, [launcherPath(), '--socket', trap(), '--meta', '{"cmd":["true"]}', '--', 'true']);
-    expect(r.stderr).not.toContain('ERR_PERMISSION');
-    expect((host.daemonLog.match(/app started/g) ?? []).length).toBe(before + 1);
+    expect(r.code).toBe(125);
+    expect(r.stderr).not.toContain('permission denied: uid'); /* the group check let it in */
+    expect(r.stderr).toMatch(/ERR_PERMISSION: only appswitch run may register programs \(pid \d+ lacks CAP_SYS_ADMIN/);
+    expect((host.daemonLog.match(/app started/g) ?? []).length).toBe(before);
   });
 });

@@ -2,7 +2,8 @@
  * takes over from the state it saved. Programs keep running, established connections keep flowing (their data never
  * went through the daemon), trapped calls made meanwhile wait for the new daemon (or fail with ENETDOWN after
  * `--daemon-wait`), and services are back in the table, and in the cluster, within moments. */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppView, ServiceView } from '../../src/daemon/control-protocol.js';
 import { request } from '../../src/cli/client.js';
@@ -37,12 +38,15 @@ function killDaemon(h: TestHost, sig: NodeJS.Signals): Promise<void> {
 
 describe('daemon restart, one host', () => {
   let h: TestHost;
+  let triggers: string;
   beforeAll(async () => {
+    triggers = mkdtempSync(`${tmpdir()}/appswitch-rs-`);
     h = TestHost.create('rs');
     await h.startDaemon();
   });
   afterAll(async () => {
     await h?.destroy();
+    rmSync(triggers, { recursive: true, force: true });
   });
 
   it('SIGKILL: iperf keeps flowing, a call made meanwhile waits and succeeds, services and apps come back, new connections work', async () => {
@@ -50,7 +54,7 @@ describe('daemon restart, one host', () => {
     const srvDone = finish(srv, 120_000);
     await h.waitService('10.0.0.5', 5001);
     const before = (await apps(h)).map((a) => `${a.id}/${a.identity}`);
-    const trigger = `${h.stateDir}/go-${Date.now()}`;
+    const trigger = `${triggers}/go-${Date.now()}`; /* not in the state dir: programs cannot see that one */
     const late = h.run([], ['python3', '-c', lateClient(trigger, '10.0.0.5', 5001)]);
     const lateDone = finish(late, 60_000);
     const cl = h.run([], ['iperf', '-c', '10.0.0.5', '-p', '5001', '-t', '6', '-i', '1', '-f', 'm']);
@@ -90,7 +94,7 @@ describe('daemon restart, one host', () => {
   });
 
   it('a trapped call waits at most --daemon-wait, then fails with ENETDOWN; the program keeps running', async () => {
-    const trigger = `${h.stateDir}/go2-${Date.now()}`;
+    const trigger = `${triggers}/go2-${Date.now()}`;
     const py = `${lateClient(trigger, '10.0.0.99', 80)}\nprint("still running", flush=True)`;
     const before = (await apps(h)).length;
     const late = h.run(['--daemon-wait', '800'], ['python3', '-c', py]);

@@ -44,13 +44,18 @@ describe('bad arguments and escapes', () => {
   });
 
   it('keeps serving after garbage on the trap socket', async () => {
+    /* this process is not a generator: it is refused before anything it sends is parsed (the malformed-message
+     * paths of an admitted generator: test/security/register-server.test.ts) */
     const fd = native.seqpacketConnect(`${h.stateDir}/trap.sock`);
     native.send(fd, Buffer.from('garbage'));
-    native.send(fd, Buffer.alloc(112, 0xff));
-    await sleep(200);
+    try {
+      native.send(fd, Buffer.alloc(112, 0xff));
+    } catch (e) {
+      expect((e as { code?: string }).code).toBe('EPIPE'); /* the daemon may have dropped us already */
+    }
+    await waitFor(() => /trap connection refused: .*not the appswitch launcher/.test(h.daemonLog));
     native.close(fd);
     expect((await h.cli(['status', '--json'])).code).toBe(0);
-    expect(h.daemonLog).toMatch(/malformed trap message|trap message before HELLO/);
     const r = await h.runToEnd([], [PROBE, 'flags']);
     expect(r.stdout).toContain('ok flags');
   });
