@@ -17,7 +17,8 @@ import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
-import { Cluster, readKeyring } from './cluster.js';
+import { Cluster } from './cluster.js';
+import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { tcpSnapshot, unixInodes } from './listeners.js';
@@ -117,6 +118,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    const key = this.gossipKey();
     this.restoreState();
     const opts: Parameters<typeof Cluster.start>[0] = {
       nodeName: this.cfg.nodeName,
@@ -126,11 +128,20 @@ export class Daemon {
       profile: this.cfg.gossipProfile,
       table: this.table,
       directory: this.directory,
+      ranges: new VirtualRanges(this.cfg.vipCidrs),
+      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
       log: this.log.child({ module: 'gossip' }),
     };
-    if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
+    if (key.mode === 'key') opts.keys = key.keys;
     this.cluster = await Cluster.start(opts);
-    this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
+    const cluster = this.cluster;
+    this.peers = new PeerApi(
+      this.cfg.peerPort,
+      key.mode === 'key' ? key.keys : [],
+      (ep) => this.handler.whoIsLocal(ep, 500),
+      this.log.child({ module: 'peers' }),
+      (ip) => cluster.isPeerAddress(ip),
+    );
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
@@ -145,6 +156,8 @@ export class Daemon {
       this.metricsServer.onError = (e) => this.serverError('metrics', e);
       try {
         this.metricsAddress = await this.metricsServer.listen(host, port);
+        const served = Number(/:(\d+)$/.exec(this.metricsAddress)?.[1]);
+        if (served > 0) this.cluster?.updateNode({ metricsPort: served });
       } catch (e) {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
@@ -164,7 +177,7 @@ export class Daemon {
           vipCidrs: c.vipCidrs,
           gossip: this.cluster?.address,
           gossipProfile: c.gossipProfile,
-          gossipEncrypted: c.gossipKeyFile !== undefined,
+          gossipKey: key.mode === 'key' ? key.file : null,
           joins: c.joins,
           peerPort: c.peerPort,
           lb: c.lb,
@@ -179,6 +192,22 @@ export class Daemon {
       },
       'daemon started',
     );
+  }
+
+  /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
+  private gossipKey(): GossipKey {
+    const key = resolveGossipKey(this.cfg);
+    if (key.mode === 'plaintext') {
+      this.log.warn(
+        { gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort },
+        'gossip and the peer API are NOT authenticated (--gossip-plaintext): anyone who can send to these ports can add members, publish services and learn identities',
+      );
+      return key;
+    }
+    const how = { flag: 'from --gossip-key', 'state-dir': 'from the state directory', generated: 'generated on this first start (copy it to every node that joins)' }[key.source];
+    this.log.info({ gossipKey: key.file, keys: key.keys.length, source: key.source }, `cluster key ${how}`);
+    if (key.looseMode) this.log.warn({ gossipKey: key.file, mode: key.looseMode }, 'the cluster key file is readable by other users: chmod 600 it');
+    return key;
   }
 
   /** Takes over the programs a previous daemon left running (their generators reconnect with their tickets), unless
@@ -241,9 +270,9 @@ export class Daemon {
     writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
   }
 
-  /** Whether ip is the address of a cluster member (only members are asked who their clients are). */
+  /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
   private isMemberAddress(ip: string): boolean {
-    return (this.cluster?.members() ?? []).some((m) => m.state !== 'left' && m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1') === ip);
+    return this.cluster?.isPeerAddress(ip) ?? false;
   }
 
   private sampleTraps(): void {
