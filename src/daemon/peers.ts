@@ -61,21 +61,23 @@ class Signer {
   }
 }
 
-function lines(sock: net.Socket, onLine: (l: string) => void): void {
+/** Calls onLine for every line read; a line over MAX_LINE (or that many bytes without a newline) calls onTooLong
+ * instead, once, and nothing more is read. */
+function lines(sock: net.Socket, onLine: (l: string) => void, onTooLong: () => void): void {
   let buf = '';
   sock.setEncoding('utf8');
   sock.on('data', (d: string) => {
+    if (sock.destroyed) return;
     buf += d;
-    if (buf.length > MAX_LINE * 4 && !buf.includes('\n')) {
-      sock.destroy();
-      return;
-    }
     let i;
     while ((i = buf.indexOf('\n')) >= 0) {
       const l = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      if (l.length <= MAX_LINE) onLine(l);
+      if (l.length > MAX_LINE) return onTooLong();
+      onLine(l);
+      if (sock.destroyed) return;
     }
+    if (buf.length > MAX_LINE) onTooLong();
   });
 }
 
@@ -87,6 +89,8 @@ export class PeerApi {
   private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> }>();
   private nextId = 1;
   private conns = 0;
+  /** Connections this server serves (closed by close()). */
+  private readonly served = new Set<net.Socket>();
   /** Messages and connections dropped, by reason. */
   readonly drops: Record<PeerDropReason, number> = { 'not-a-member': 0, unauthenticated: 0, malformed: 0, 'too-many-connections': 0 };
   private readonly warn: RateLimitedWarn;
@@ -137,7 +141,11 @@ export class PeerApi {
     if (peer === undefined || !this.isPeer(peer)) return this.drop('not-a-member', peer, sock);
     if (this.conns >= MAX_CONNS) return this.drop('too-many-connections', peer, sock);
     this.conns++;
-    sock.on('close', () => this.conns--);
+    this.served.add(sock);
+    sock.on('close', () => {
+      this.conns--;
+      this.served.delete(sock);
+    });
     lines(sock, (l) => {
       if (sock.destroyed) return;
       if (!this.isPeer(peer)) return this.drop('not-a-member', peer, sock); /* it left the cluster meanwhile */
@@ -151,7 +159,7 @@ export class PeerApi {
         },
         (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
       );
-    });
+    }, () => this.drop('malformed', peer, sock));
   }
 
   /** Asks the daemon at peerIp who `endpoint` is. Undefined when unknown, unreachable or too slow. */
@@ -198,6 +206,9 @@ export class PeerApi {
         entry.pending.delete(m.id as number);
         cb(m);
       }
+    }, () => {
+      this.drop('malformed', peerIp);
+      sock.destroy();
     });
     return entry;
   }
@@ -205,6 +216,7 @@ export class PeerApi {
   close(): Promise<void> {
     for (const c of this.clients.values()) c.sock.destroy();
     this.clients.clear();
+    for (const s of this.served) s.destroy();
     return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
