@@ -50,12 +50,16 @@ export interface ClusterEvents {
   nodes: [];
 }
 
+/** Refusal lines logged per 10 s before they are rate-limited. */
+const REFUSAL_LINES = 20;
+
 export class Cluster extends EventEmitter<ClusterEvents> {
   /** Valid `@node` records of the other nodes. */
   private readonly records = new Map<string, NodeRecord>();
   /** Entries and app records refused (never applied), by node/key; each distinct refusal is logged once. */
   private readonly refusedKeys = new Map<string, string>();
   private readonly warn: RateLimitedWarn;
+  private refusalWindow = { at: 0, lines: 0 };
   /** Records from other nodes refused so far. */
   rejected = 0;
 
@@ -150,13 +154,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     });
   }
 
+  /** Counts a refused record and logs it: once per key and reason, and at most REFUSAL_LINES lines per 10 s in all
+   * (then one line per 10 s says how many were refused), so a member publishing junk cannot flood the log. */
   private refuse(node: string, key: string, reason: string): void {
     this.rejected++;
     const k = `${node}\u0000${key}`;
     if (this.refusedKeys.get(k) === reason) return;
     if (this.refusedKeys.size >= 4096) this.refusedKeys.clear();
     this.refusedKeys.set(k, reason);
-    this.warn.warn(`refused:${node}`, { node, key, reason }, 'record from gossip refused');
+    const now = Date.now();
+    if (now - this.refusalWindow.at >= 10_000) this.refusalWindow = { at: now, lines: 0 };
+    if (++this.refusalWindow.lines <= REFUSAL_LINES) this.opts.log.warn({ node, key, reason }, 'record from gossip refused');
+    else this.warn.warn('refused', { node, key, reason, refusedSoFar: this.rejected }, `records from gossip refused (over ${REFUSAL_LINES} in 10 s: one line per 10 s)`);
   }
 
   private onNodeRecord(node: string, value: Uint8Array | undefined): void {
