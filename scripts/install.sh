@@ -10,7 +10,11 @@
 #   2. creates the `appswitch` system group (members may use the daemon's sockets);
 #   3. installs scripts/appswitch.service to $UNITDIR, and, only when systemd is PID 1, runs
 #      `systemctl daemon-reload` and `systemctl enable appswitch`;
-#   4. writes a default $SYSCONFDIR/appswitch/config.yaml only if there is none (an operator's file is kept).
+#   4. creates the cluster key $SYSCONFDIR/appswitch/gossip.key (32 random bytes, base64, mode 0600) only if there
+#      is none — in /etc, not in the state dir /run/appswitch, which is a tmpfs (a key there changes at reboot).
+#      Every node of a cluster needs the SAME key: copy the first node's file to the others;
+#   5. writes a default $SYSCONFDIR/appswitch/config.yaml naming that key, only if there is none (an operator's
+#      file is kept).
 #
 # Why a copy under /opt and not `npm install -g .`: `npm install -g <directory>` only links the checkout
 # (whoever can write to it then changes what root runs, and moving it breaks the install), and installing a
@@ -120,13 +124,35 @@ else
   say "systemd: not PID 1 on this machine (no /run/systemd/system): unit installed but not reloaded or enabled; start the daemon another way, e.g. $PREFIX/bin/appswitch daemon --config $SYSCONFDIR/appswitch/config.yaml"
 fi
 
-# ---- 4. the default config ---------------------------------------------------------------------------------------
+# ---- 4. the cluster key ------------------------------------------------------------------------------------------
+key=$DESTDIR$SYSCONFDIR/appswitch/gossip.key
+if [[ -e $key ]]; then
+  say "key: $SYSCONFDIR/appswitch/gossip.key exists (kept)"
+else
+  mkdir -p "$(dirname "$key")"
+  keytmp=$(mktemp "$(dirname "$key")/.gossip.key.XXXXXX") # mode 0600
+  { echo '# appswitch cluster key (gossip and peer API): the same file on every node; keep it secret'
+    head -c 32 /dev/urandom | base64 -w0
+    echo; } >"$keytmp"
+  chmod 0600 "$keytmp"
+  # link(2) never replaces a file: a key that appeared meanwhile is kept
+  if ln "$keytmp" "$key" 2>/dev/null; then
+    say "key: generated $SYSCONFDIR/appswitch/gossip.key (0600); every other node of the cluster needs a copy of this same file"
+  else
+    say "key: $SYSCONFDIR/appswitch/gossip.key exists (kept)"
+  fi
+  rm -f "$keytmp"
+fi
+
+# ---- 5. the default config ---------------------------------------------------------------------------------------
 conf=$DESTDIR$SYSCONFDIR/appswitch/config.yaml
 if [[ -e $conf ]]; then
   say "config: $SYSCONFDIR/appswitch/config.yaml exists (kept)"
+  grep -q '^[[:space:]]*gossip-key:' "$conf" ||
+    say "config: it names no gossip-key: the daemon uses STATE-DIR/gossip.key; add 'gossip-key: $SYSCONFDIR/appswitch/gossip.key'"
 else
   mkdir -p "$(dirname "$conf")"
-  cat >"$conf" <<'EOF'
+  sed "s#@KEY@#$SYSCONFDIR/appswitch/gossip.key#" >"$conf" <<'EOF'
 # appswitch daemon configuration: keys are the long flags of `appswitch daemon` (see `appswitch daemon --help`
 # and README, "Operations"); a flag given on the command line overrides the key here.
 # Uncomment and edit what you need; an unknown key or a bad value stops the daemon with FILE:LINE: KEY: why.
@@ -138,7 +164,8 @@ else
 # ports: 40000-60000              # host port pool for servers under appswitch
 # join:                           # cluster members to join
 #   - 192.0.2.11
-# gossip-key: /etc/appswitch/gossip.keys
+gossip-key: @KEY@                 # the cluster key: the same file on every node (appswitch keygen makes one)
+# gossip-plaintext: false         # true: gossip and peer API WITHOUT authentication (warns at start)
 # dns-port: 53
 # fastpath: true
 log-level: info

@@ -9,6 +9,7 @@ import { launcherPath, native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
 import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
+import { addKeygenCommand } from './keygen.js';
 import { addOpsCommands } from './ops.js';
 
 const EXIT_APPSWITCH = 125;
@@ -33,6 +34,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     gossipPort: opts.gossipPort as string | undefined,
     join: opts.join as string[] | undefined,
     gossipKey: opts.gossipKey as string | undefined,
+    gossipPlaintext: opts.gossipPlaintext as boolean | undefined,
     gossipProfile: opts.gossipProfile as string | undefined,
     lb: opts.lb as string | undefined,
     sweepInterval: opts.sweepInterval as string | undefined,
@@ -141,7 +143,8 @@ export function buildCli(): Command {
     .option('--join <addr[:port]>', 'a member to join (repeatable; retried with backoff until one answers)', collect, [])
     .option('--gossip-port <port>', 'gossip port (UDP and TCP)', '7946')
     .option('--peer-port <port>', 'TCP port where daemons ask each other who a client is (same on every node)', '7947')
-    .option('--gossip-key <file>', 'keyring file: one 32-byte key per line (base64 or hex); the first encrypts, all decrypt')
+    .option('--gossip-key <file>', 'cluster key file (gossip and peer API): one 32-byte key per line (base64 or hex); the first encrypts, all decrypt (default: STATE-DIR/gossip.key, generated on the first start of a node that joins nobody)')
+    .option('--gossip-plaintext', 'run gossip and the peer API WITHOUT authentication (anyone who can reach their ports can publish services); logs a warning')
     .addOption(new Option('--gossip-profile <profile>', 'gossip timing profile').choices(['lan', 'wan', 'local']).default('lan'))
     .option('--dns-domain <domain>', 'domain of app names (web and web.<domain> resolve)', 'appswitch.local')
     .option('--dns-port <port>', 'port of the built-in DNS server on the node address', '53')
@@ -176,6 +179,7 @@ export function buildCli(): Command {
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   addOpsCommands(program);
+  addKeygenCommand(program);
   return program;
 }
 

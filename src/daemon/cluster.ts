@@ -1,113 +1,76 @@
-/** Replicates the service table between hosts over SWIM gossip: this node publishes its own entries in its
- * gossip store (each host is authoritative for its own entries), and mirrors every other node's entries into the
- * local table. A dead or left node's entries are withdrawn by the gossip layer and so leave the table. */
-import { readFileSync } from 'node:fs';
+/** Replicates the service table between hosts over SWIM gossip: this node publishes its own entries, apps and its
+ * `@node` record (port pool, daemon ports) in its gossip store (each host is authoritative for its own), and mirrors
+ * every other node's into the local table once they pass validation (see gossip-records.ts): an entry must point at
+ * its node's own address and pool. An entry that cannot be checked yet (its node's record has not arrived) waits in
+ * the gossip store and is checked again when the record comes. A dead or left node's entries are withdrawn by the
+ * gossip layer and so leave the table. */
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { AppswitchError } from '../errors.js';
-import { formatAddress, type MemberInfo, Memberlist, type ProfileName, tryParseAddress, UdpTransport } from '../gossip/index.js';
-import type { AppDirectory, AppEntry } from '../table/directory.js';
+import { formatAddress, type MemberInfo, Memberlist, type ProfileName, RateLimitedWarn, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import type { VirtualRanges } from '../table/addresses.js';
+import type { AppDirectory } from '../table/directory.js';
 import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
+import { APP_PREFIX, canonicalIp, decodeNodeRecord, decodeRemoteApp, decodeRemoteEntry, NODE_KEY, type NodeRecord } from './gossip-records.js';
+
+export { readKeyring } from './gossip-key.js';
+export { decodeRemoteApp, decodeRemoteEntry, type NodeRecord } from './gossip-records.js';
 
 export interface ClusterOptions {
   nodeName: string;
   nodeAddress: string;
   gossipPort: number;
   joins: string[];
+  /** The cluster key ring (first encrypts); absent only with --gossip-plaintext. */
   keys?: Uint8Array[];
   profile: ProfileName;
   table: ServiceTable;
   directory: AppDirectory;
+  /** This node's virtual ranges: no remote endpoint may fall inside them. */
+  ranges: VirtualRanges;
+  /** This node's `@node` record. */
+  node: NodeRecord;
   log: Logger;
 }
 
-const APP_PREFIX = '@app/';
-
-/** Validates an app record that came from another node. */
-export function decodeRemoteApp(node: string, key: string, value: Uint8Array): AppEntry | undefined {
-  let o: Record<string, unknown>;
-  try {
-    o = JSON.parse(Buffer.from(value).toString('utf8')) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-  if (typeof o !== 'object' || o === null || !str(o.id) || key !== APP_PREFIX + o.id || !str(o.identity) || typeof o.vip !== 'boolean') {
-    return undefined;
-  }
-  const tags: Record<string, string> = {};
-  if (o.tags && typeof o.tags === 'object') {
-    for (const [k, v] of Object.entries(o.tags as Record<string, unknown>)) if (typeof v === 'string') tags[k] = v;
-  }
-  const e: AppEntry = { id: o.id, node, identity: o.identity, vip: o.vip, tags };
-  if (str(o.name)) e.name = o.name;
-  return e;
+/** One node of the cluster as the trap side needs it: its address and the ports its daemon listens on there. */
+export interface NodeDaemon {
+  node: string;
+  /** The node's address (IP, canonical). */
+  address: string;
+  /** gossip, peer API, DNS and (when served) metrics ports; from the node's record, or, until that arrives, the
+   * gossip port of its member address and this node's peer port (the peer port is the same on every node). */
+  ports: number[];
+  state: MemberInfo['state'];
+  /** The node's published record, once received and valid. */
+  record?: NodeRecord;
 }
 
-/** Reads a keyring file: one base64 (or 64-hex-digit) 32-byte key per line; '#' starts a comment. */
-export function readKeyring(file: string): Uint8Array[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  const keys: Uint8Array[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/#.*/, '').trim();
-    if (!line) return;
-    const key = /^[0-9a-f]{64}$/i.test(line) ? Buffer.from(line, 'hex') : Buffer.from(line, 'base64');
-    if (key.length !== 32) throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}:${i + 1}: a key must be 32 bytes (base64 or hex)`);
-    keys.push(new Uint8Array(key));
-  });
-  if (keys.length === 0) throw new AppswitchError('ERR_CONFIG', `--gossip-key ${file}: no key in the file`);
-  return keys;
+export interface ClusterEvents {
+  /** The set of nodes, an address or a node record changed (see daemons()). */
+  nodes: [];
 }
 
-function str(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && v.length < 300;
-}
-function port(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v > 0 && v < 65536;
-}
+/** Refusal lines logged per 10 s before they are rate-limited. */
+const REFUSAL_LINES = 20;
 
-/** Validates an entry that came from another node; its node must be the node that published it. */
-export function decodeRemoteEntry(node: string, key: string, value: Uint8Array): ServiceEntry | undefined {
-  let o: Record<string, unknown>;
-  try {
-    o = JSON.parse(Buffer.from(value).toString('utf8')) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-  if (typeof o !== 'object' || o === null) return undefined;
-  const ep = o.endpoint as Record<string, unknown> | undefined;
-  if (!str(o.vip) || !port(o.port) || (o.proto !== 'tcp' && o.proto !== 'udp') || !str(o.appId)) return undefined;
-  if (!ep || !str(ep.ip) || !port(ep.port) || typeof o.version !== 'number') return undefined;
-  if (key !== o.id || !key.startsWith(`${node}/`)) return undefined;
-  const tags: Record<string, string> = {};
-  if (o.tags && typeof o.tags === 'object') {
-    for (const [k, v] of Object.entries(o.tags as Record<string, unknown>)) if (typeof v === 'string') tags[k] = v;
-  }
-  const e: ServiceEntry = {
-    id: key,
-    vip: o.vip,
-    port: o.port,
-    proto: o.proto,
-    node,
-    endpoint: { ip: ep.ip, port: ep.port },
-    appId: o.appId,
-    tags,
-    version: o.version,
-  };
-  if (str(o.name)) e.name = o.name;
-  if (o.lb === 'random' || o.lb === 'round-robin' || o.lb === 'least-conn' || o.lb === 'p2c') e.lb = o.lb;
-  return e;
-}
+export class Cluster extends EventEmitter<ClusterEvents> {
+  /** Valid `@node` records of the other nodes. */
+  private readonly records = new Map<string, NodeRecord>();
+  /** Entries and app records refused (never applied), by node/key; each distinct refusal is logged once. */
+  private readonly refusedKeys = new Map<string, string>();
+  private readonly warn: RateLimitedWarn;
+  private refusalWindow = { at: 0, lines: 0 };
+  /** Records from other nodes refused so far. */
+  rejected = 0;
 
-export class Cluster {
   private constructor(
     readonly ml: Memberlist,
     private readonly transport: UdpTransport,
     private readonly opts: ClusterOptions,
-  ) {}
+  ) {
+    super();
+    this.warn = new RateLimitedWarn(opts.log, () => Date.now(), 10_000);
+  }
 
   static async start(opts: ClusterOptions): Promise<Cluster> {
     const transport = await UdpTransport.create({
@@ -130,82 +93,184 @@ export class Cluster {
     return c;
   }
 
-  /** Publishes (value) or withdraws (undefined) one of this node's keys. The gossip store refuses past its caps
-   * (ERR_GOSSIP_TOO_MANY_KEYS, ...): that is logged (rate-limited) and counted, and never thrown into the caller — the
-   * table and directory listeners run inside the trap path (a program's bind, listen, registration), where a throw
-   * once ended the daemon. The entry then stays served on this node, unannounced. */
-  private gossip(key: string, value: string | undefined): void {
+  /** Sets one of this node's gossip keys; a cap of the gossip store (too many keys, a value too large) is logged,
+   * never thrown into the caller (an app's hello, a listen). */
+  private publish(key: string, value: string | undefined): void {
     try {
       if (value === undefined) this.ml.deleteLocal(key);
       else this.ml.setLocal(key, value);
     } catch (e) {
-      this.unpublished++;
-      const now = Date.now();
-      if (now - this.unpublishedLogged < 10_000) return;
-      this.unpublishedLogged = now;
-      this.opts.log.warn({ err: e, key, unpublished: this.unpublished }, 'gossip refused to publish an entry of this node (it stays served here, unannounced)');
+      this.warn.warn(`publish:${(e as { code?: string }).code ?? 'error'}`, { key, err: e }, 'could not publish to gossip');
     }
   }
 
-  /** Entries gossip refused to publish (see gossip()), since start. */
-  unpublished = 0;
-  private unpublishedLogged = 0;
+  /** Changes this node's `@node` record (e.g. the metrics port, once it listens). */
+  updateNode(patch: Partial<NodeRecord>): void {
+    Object.assign(this.opts.node, patch);
+    this.publish(NODE_KEY, JSON.stringify(this.opts.node));
+    this.emit('nodes');
+  }
 
   private wire(): void {
-    const { table, directory, nodeName, log } = this.opts;
-    for (const a of directory.all()) if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, JSON.stringify(a));
+    const { table, directory, nodeName } = this.opts;
+    this.publish(NODE_KEY, JSON.stringify(this.opts.node));
+    for (const a of directory.all()) if (a.node === nodeName) this.publish(APP_PREFIX + a.id, JSON.stringify(a));
     directory.on('added', (a) => {
-      if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, JSON.stringify(a));
+      if (a.node === nodeName) this.publish(APP_PREFIX + a.id, JSON.stringify(a));
     });
     directory.on('removed', (a) => {
-      if (a.node === nodeName) this.gossip(APP_PREFIX + a.id, undefined);
+      if (a.node === nodeName) this.publish(APP_PREFIX + a.id, undefined);
     });
-    const publish = (e: ServiceEntry): void => {
+    const publishEntry = (e: ServiceEntry): void => {
       const { socket: _socket, ...pub } = e;
-      this.gossip(e.id, JSON.stringify(pub));
+      this.publish(e.id, JSON.stringify(pub));
     };
-    for (const e of table.all()) if (e.node === nodeName) publish(e);
+    for (const e of table.all()) if (e.node === nodeName) publishEntry(e);
     table.on('added', (e) => {
-      if (e.node === nodeName) publish(e);
+      if (e.node === nodeName) publishEntry(e);
     });
     table.on('removed', (e) => {
-      if (e.node === nodeName) this.gossip(e.id, undefined);
+      if (e.node === nodeName) this.publish(e.id, undefined);
     });
     this.ml.on('change', (ev) => {
       if (ev.node === nodeName) return;
-      if (ev.key.startsWith(APP_PREFIX)) {
-        const id = ev.key.slice(APP_PREFIX.length);
-        if (ev.value === undefined) {
-          if (directory.get(id)?.node === ev.node) directory.remove(id);
-          return;
-        }
-        const a = decodeRemoteApp(ev.node, ev.key, ev.value);
-        if (a) directory.put(a);
-        else log.warn({ node: ev.node, key: ev.key }, 'malformed app record from gossip dropped');
-        return;
-      }
-      if (ev.value === undefined) {
-        if (table.get(ev.key)?.node === ev.node) table.remove(ev.key);
-        return;
-      }
-      const e = decodeRemoteEntry(ev.node, ev.key, ev.value);
-      if (!e) {
-        log.warn({ node: ev.node, key: ev.key }, 'malformed service entry from gossip dropped');
-        return;
-      }
-      table.upsert(e);
+      if (ev.key === NODE_KEY) return this.onNodeRecord(ev.node, ev.value);
+      if (ev.key.startsWith(APP_PREFIX)) return this.onApp(ev.node, ev.key, ev.value);
+      this.onEntry(ev.node, ev.key, ev.value);
     });
     // one line per state change (the gossip layer also reports address changes and repeats)
     const known = new Map<string, { state: string; address: string }>();
     this.ml.on('member', (m) => {
       const prev = known.get(m.name);
       known.set(m.name, { state: m.state, address: m.address });
+      if (m.state === 'left' || m.state === 'dead') known.delete(m.name);
+      if (m.name !== nodeName && m.address !== prev?.address) this.recheck(m.name);
+      this.emit('nodes');
       if (prev?.state === m.state) {
-        if (prev.address !== m.address) log.info({ member: m.name, address: m.address, previousAddress: prev.address }, 'member address changed');
+        if (prev.address !== m.address) this.opts.log.info({ member: m.name, address: m.address, previousAddress: prev.address }, 'member address changed');
         return;
       }
-      log.info({ member: m.name, address: m.address, state: m.state, previous: prev?.state ?? 'new', incarnation: m.incarnation }, 'member state');
+      this.opts.log.info({ member: m.name, address: m.address, state: m.state, previous: prev?.state ?? 'new', incarnation: m.incarnation }, 'member state');
     });
+  }
+
+  /** Counts a refused record and logs it: once per key and reason, and at most REFUSAL_LINES lines per 10 s in all
+   * (then one line per 10 s says how many were refused), so a member publishing junk cannot flood the log. */
+  private refuse(node: string, key: string, reason: string): void {
+    this.rejected++;
+    const k = `${node}\u0000${key}`;
+    if (this.refusedKeys.get(k) === reason) return;
+    if (this.refusedKeys.size >= 4096) this.refusedKeys.clear();
+    this.refusedKeys.set(k, reason);
+    const now = Date.now();
+    if (now - this.refusalWindow.at >= 10_000) this.refusalWindow = { at: now, lines: 0 };
+    if (++this.refusalWindow.lines <= REFUSAL_LINES) this.opts.log.warn({ node, key, reason }, 'record from gossip refused');
+    else this.warn.warn('refused', { node, key, reason, refusedSoFar: this.rejected }, `records from gossip refused (over ${REFUSAL_LINES} in 10 s: one line per 10 s)`);
+  }
+
+  private onNodeRecord(node: string, value: Uint8Array | undefined): void {
+    if (value === undefined) {
+      this.records.delete(node);
+    } else {
+      const r = decodeNodeRecord(value);
+      if (r.ok) this.records.set(node, r.value);
+      else {
+        this.records.delete(node);
+        this.refuse(node, NODE_KEY, r.reason);
+      }
+    }
+    this.recheck(node);
+    this.emit('nodes');
+  }
+
+  private onApp(node: string, key: string, value: Uint8Array | undefined): void {
+    const { directory, nodeName, ranges } = this.opts;
+    const id = key.slice(APP_PREFIX.length);
+    if (value === undefined) {
+      if (directory.get(id)?.node === node) directory.remove(id);
+      return;
+    }
+    const a = decodeRemoteApp(node, key, value, ranges, (ip) => directory.all().some((x) => x.node === nodeName && x.identity === ip));
+    if (a.ok) {
+      const had = directory.get(id);
+      if (had && had.node !== node) return this.refuse(node, key, `app id ${id} belongs to node ${had.node}`);
+      directory.put(a.value);
+      return;
+    }
+    if (directory.get(id)?.node === node) directory.remove(id);
+    this.refuse(node, key, a.reason);
+  }
+
+  /** The publishing node's gossip address (IP), while it is a member that is not gone. */
+  private addressOf(node: string): string | undefined {
+    const m = this.ml.member(node);
+    if (!m || m.state === 'dead' || m.state === 'left') return undefined;
+    const hp = tryParseAddress(m.address);
+    return hp ? canonicalIp(hp.host) : undefined;
+  }
+
+  private onEntry(node: string, key: string, value: Uint8Array | undefined): void {
+    const { table, ranges } = this.opts;
+    if (value === undefined) {
+      if (table.get(key)?.node === node) table.remove(key);
+      return;
+    }
+    const e = decodeRemoteEntry(node, key, value, { address: this.addressOf(node), record: this.records.get(node), ranges });
+    if (e.ok) {
+      const had = table.get(key);
+      if (had && had.node !== node) return this.refuse(node, key, `entry id belongs to node ${had.node}`);
+      table.upsert(e.value);
+      return;
+    }
+    if (table.get(key)?.node === node) table.remove(key); /* its new value is not acceptable: the old one goes too */
+    if (!e.wait) this.refuse(node, key, e.reason);
+  }
+
+  /** Checks every service entry of `node` again (its record or address changed): entries that waited are applied,
+   * entries that no longer pass leave the table. */
+  private recheck(node: string): void {
+    const keys = this.ml.nodeView(node);
+    if (!keys) return;
+    for (const [key, value] of keys) if (!key.startsWith('@')) this.onEntry(node, key, value);
+  }
+
+  /** A node's address, daemon ports and record; undefined for a node that is not a member. */
+  nodeInfo(name: string): NodeDaemon | undefined {
+    const m = this.ml.member(name);
+    if (!m) return undefined;
+    const hp = tryParseAddress(m.address);
+    const address = hp ? canonicalIp(hp.host) : undefined;
+    if (!hp || address === undefined) return undefined;
+    const record = name === this.opts.nodeName ? this.opts.node : this.records.get(name);
+    const ports = record
+      ? [record.gossipPort, record.peerPort, record.dnsPort, ...(record.metricsPort !== undefined ? [record.metricsPort] : [])]
+      : [hp.port, this.opts.node.peerPort];
+    const d: NodeDaemon = { node: name, address, ports: [...new Set(ports)], state: m.state };
+    if (record) d.record = { ...record, ports: { ...record.ports } };
+    return d;
+  }
+
+  /** Every known node, this one included, with the ports its daemon listens on (gone members included: refusing
+   * their ports costs nothing). Changes are announced by the 'nodes' event. */
+  daemons(): NodeDaemon[] {
+    const out: NodeDaemon[] = [];
+    for (const m of this.ml.members()) {
+      const d = this.nodeInfo(m.name);
+      if (d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Whether ip is the address of another node that is a member now (alive or suspect). */
+  isPeerAddress(ip: string): boolean {
+    const c = canonicalIp(ip);
+    if (c === undefined) return false;
+    for (const m of this.ml.members()) {
+      if (m.name === this.opts.nodeName || m.state === 'dead' || m.state === 'left') continue;
+      const hp = tryParseAddress(m.address);
+      if (hp && canonicalIp(hp.host) === c) return true;
+    }
+    return false;
   }
 
   members(): MemberInfo[] {

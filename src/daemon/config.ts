@@ -24,7 +24,10 @@ export interface DaemonConfig {
   sweepIntervalMs: number;
   gossipPort: number;
   joins: string[];
+  /** The cluster key file (--gossip-key); absent: STATE-DIR/gossip.key (see gossip-key.ts). */
   gossipKeyFile?: string;
+  /** Gossip and the peer API without authentication (--gossip-plaintext): only when asked for, with a warning. */
+  gossipPlaintext: boolean;
   gossipProfile: 'lan' | 'wan' | 'local';
   lb: LbStrategy;
   peerPort: number;
@@ -59,6 +62,7 @@ export interface DaemonFlags {
   gossipPort?: string | number;
   join?: string[];
   gossipKey?: string;
+  gossipPlaintext?: boolean;
   gossipProfile?: string;
   lb?: string;
   sweepInterval?: string | number;
@@ -138,6 +142,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     sweepIntervalMs: Number(f.sweepInterval ?? 500),
     gossipPort,
     joins: f.join ?? [],
+    gossipPlaintext: f.gossipPlaintext ?? false,
     gossipProfile,
     lb,
     fastpath: f.fastpath ?? true,
@@ -167,6 +172,9 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new AppswitchError('ERR_CONFIG', `--${flag} must be an integer from 1 to 1000000`);
   }
   if (f.gossipKey !== undefined) cfg.gossipKeyFile = path.resolve(f.gossipKey);
+  if (cfg.gossipPlaintext && cfg.gossipKeyFile !== undefined) {
+    throw new AppswitchError('ERR_CONFIG', '--gossip-plaintext and --gossip-key exclude each other: plaintext means no key');
+  }
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
   return cfg;
 }

@@ -19,7 +19,8 @@ import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
-import { Cluster, readKeyring } from './cluster.js';
+import { Cluster } from './cluster.js';
+import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
@@ -131,6 +132,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    const key = this.gossipKey();
     this.restoreState();
     const opts: Parameters<typeof Cluster.start>[0] = {
       nodeName: this.cfg.nodeName,
@@ -140,14 +142,23 @@ export class Daemon {
       profile: this.cfg.gossipProfile,
       table: this.table,
       directory: this.directory,
+      ranges: new VirtualRanges(this.cfg.vipCidrs),
+      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
       log: this.log.child({ module: 'gossip' }),
     };
-    if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
+    if (key.mode === 'key') opts.keys = key.keys;
     this.refreshDoors();
     this.cluster = await Cluster.start(opts);
-    this.cluster.ml.on('member', () => this.refreshDoors());
+    const cluster = this.cluster;
+    cluster.on('nodes', () => this.refreshDoors());
     this.refreshDoors();
-    this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
+    this.peers = new PeerApi(
+      this.cfg.peerPort,
+      key.mode === 'key' ? key.keys : [],
+      (ep) => this.handler.whoIsLocal(ep, 500),
+      this.log.child({ module: 'peers' }),
+      (ip) => cluster.isPeerAddress(ip),
+    );
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
@@ -162,6 +173,8 @@ export class Daemon {
       this.metricsServer.onError = (e) => this.serverError('metrics', e);
       try {
         this.metricsAddress = await this.metricsServer.listen(host, port);
+        const served = Number(/:(\d+)$/.exec(this.metricsAddress)?.[1]);
+        if (served > 0) this.cluster?.updateNode({ metricsPort: served });
       } catch (e) {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
@@ -181,7 +194,7 @@ export class Daemon {
           vipCidrs: c.vipCidrs,
           gossip: this.cluster?.address,
           gossipProfile: c.gossipProfile,
-          gossipEncrypted: c.gossipKeyFile !== undefined,
+          gossipKey: key.mode === 'key' ? key.file : null,
           joins: c.joins,
           peerPort: c.peerPort,
           lb: c.lb,
@@ -196,6 +209,22 @@ export class Daemon {
       },
       'daemon started',
     );
+  }
+
+  /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
+  private gossipKey(): GossipKey {
+    const key = resolveGossipKey(this.cfg);
+    if (key.mode === 'plaintext') {
+      this.log.warn(
+        { gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort },
+        'gossip and the peer API are NOT authenticated (--gossip-plaintext): anyone who can send to these ports can add members, publish services and learn identities',
+      );
+      return key;
+    }
+    const how = { flag: 'from --gossip-key', 'state-dir': 'from the state directory', generated: 'generated on this first start (copy it to every node that joins)' }[key.source];
+    this.log.info({ gossipKey: key.file, keys: key.keys.length, source: key.source }, `cluster key ${how}`);
+    if (key.looseMode) this.log.warn({ gossipKey: key.file, mode: key.looseMode }, 'the cluster key file is readable by other users: chmod 600 it');
+    return key;
   }
 
   /** Takes over the programs a previous daemon left running (their generators reconnect with their tickets), unless
@@ -258,10 +287,16 @@ export class Daemon {
     writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
   }
 
-  /** The daemon ports of node `name`. Every node is assumed to use this daemon's own ports and pool until gossip
-   * carries per-node records; then this becomes `this.cluster?.nodeInfo(name) ?? own`. */
-  private portsOf(_name: string): DaemonPorts {
+  /** The daemon ports of node `name`: its `@node` record from gossip (validated, see gossip-records.ts), else —
+   * before the record arrives — this daemon's own ports and pool, the best guess for a node of the same cluster. */
+  private portsOf(name: string): DaemonPorts {
     const c = this.cfg;
+    const r = name === c.nodeName ? undefined : this.cluster?.nodeInfo(name)?.record;
+    if (r) {
+      const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
+      if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
+      return p;
+    }
     const own: DaemonPorts = { gossip: c.gossipPort, peer: c.peerPort, dns: c.dnsPort, pool: c.ports };
     if (c.metricsAddress) own.metrics = c.metricsAddress.port;
     return own;
@@ -283,9 +318,9 @@ export class Daemon {
     this.doors.set(doors);
   }
 
-  /** Whether ip is the address of a cluster member (only members are asked who their clients are). */
+  /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
   private isMemberAddress(ip: string): boolean {
-    return (this.cluster?.members() ?? []).some((m) => m.state !== 'left' && m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1') === ip);
+    return this.cluster?.isPeerAddress(ip) ?? false;
   }
 
   private sampleTraps(): void {

@@ -1,13 +1,20 @@
 /** The peer API: daemons ask each other who a client endpoint is, so that a server's accept() learns its client's
  * identity from the client's own daemon before it returns (no race with gossip). JSON lines over TCP on
- * `--peer-port` (default 7947) of the node address; one pooled connection per peer. With a gossip key, every
- * message carries an HMAC-SHA256 (first key signs, any key verifies) and a timestamp; others are dropped.
+ * `--peer-port` (default 7947) of the node address; one pooled connection per peer. Every message carries an
+ * HMAC-SHA256 with the cluster key (first key signs, any key verifies) and a timestamp. A connection is served only
+ * from the address of another current member; a request that is not from a member, malformed, stale or forged is
+ * dropped (never looked up, so it claims no client's record), counted, logged (rate-limited), and its connection
+ * closed. Without keys (--gossip-plaintext only) the membership check still applies.
  *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","mac":"..."}
  *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { RateLimitedWarn } from '../gossip/index.js';
 import type { ClientIdentity } from '../trap/handler.js';
+
+/** Why a peer API message was dropped (the keys of PeerApi.drops). */
+export type PeerDropReason = 'not-a-member' | 'unauthenticated' | 'malformed' | 'too-many-connections';
 
 const MAX_LINE = 4096;
 const MAX_SKEW_MS = 60_000;
@@ -24,19 +31,21 @@ class Signer {
     return JSON.stringify({ ...m, mac: this.mac(this.keys[0] as Uint8Array, body) });
   }
 
-  /** Parses and authenticates a line; undefined when malformed, stale or forged. */
-  open(line: string): Msg | undefined {
-    let m: Msg;
+  /** Parses and authenticates a line: the message, or why it is dropped (malformed; stale or forged). */
+  open(line: string): Msg | 'malformed' | 'unauthenticated' {
+    let m: unknown;
     try {
-      m = JSON.parse(line) as Msg;
+      m = JSON.parse(line);
     } catch {
-      return undefined;
+      return 'malformed';
     }
-    if (typeof m !== 'object' || m === null || typeof m.id !== 'number' || typeof m.t !== 'number') return undefined;
-    if (Math.abs(Date.now() - m.t) > MAX_SKEW_MS) return undefined;
-    if (!this.keys.length) return m;
-    const { mac, ...rest } = m;
-    if (typeof mac !== 'string') return undefined;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) return 'malformed';
+    const o = m as Msg;
+    if (typeof o.id !== 'number' || !Number.isSafeInteger(o.id) || typeof o.t !== 'number') return 'malformed';
+    if (!(Math.abs(Date.now() - o.t) <= MAX_SKEW_MS)) return 'unauthenticated';
+    if (!this.keys.length) return o;
+    const { mac, ...rest } = o;
+    if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) return 'unauthenticated';
     const body = JSON.stringify(rest);
     const got = Buffer.from(mac, 'hex');
     return this.keys.some((k) => {
@@ -44,7 +53,7 @@ class Signer {
       return want.length === got.length && timingSafeEqual(want, got);
     })
       ? rest
-      : undefined;
+      : 'unauthenticated';
   }
 
   private mac(key: Uint8Array, body: string): string {
@@ -52,21 +61,23 @@ class Signer {
   }
 }
 
-function lines(sock: net.Socket, onLine: (l: string) => void): void {
+/** Calls onLine for every line read; a line over MAX_LINE (or that many bytes without a newline) calls onTooLong
+ * instead, once, and nothing more is read. */
+function lines(sock: net.Socket, onLine: (l: string) => void, onTooLong: () => void): void {
   let buf = '';
   sock.setEncoding('utf8');
   sock.on('data', (d: string) => {
+    if (sock.destroyed) return;
     buf += d;
-    if (buf.length > MAX_LINE * 4 && !buf.includes('\n')) {
-      sock.destroy();
-      return;
-    }
     let i;
     while ((i = buf.indexOf('\n')) >= 0) {
       const l = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      if (l.length <= MAX_LINE) onLine(l);
+      if (l.length > MAX_LINE) return onTooLong();
+      onLine(l);
+      if (sock.destroyed) return;
     }
+    if (buf.length > MAX_LINE) onTooLong();
   });
 }
 
@@ -78,15 +89,37 @@ export class PeerApi {
   private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> }>();
   private nextId = 1;
   private conns = 0;
-  dropped = 0;
+  /** Connections this server serves (closed by close()). */
+  private readonly served = new Set<net.Socket>();
+  /** Messages and connections dropped, by reason. */
+  readonly drops: Record<PeerDropReason, number> = { 'not-a-member': 0, unauthenticated: 0, malformed: 0, 'too-many-connections': 0 };
+  private readonly warn: RateLimitedWarn;
 
+  /**
+   * @param keys the cluster key ring (empty only with --gossip-plaintext)
+   * @param lookup who a local client endpoint is (claims the record: called only for authenticated member requests)
+   * @param isPeer whether an address is another current member's (requests from anywhere else are dropped)
+   */
   constructor(
     private readonly port: number,
     keys: readonly Uint8Array[],
     private readonly lookup: (endpoint: string) => Promise<ClientIdentity | undefined>,
     private readonly log: Logger,
+    private readonly isPeer: (ip: string) => boolean,
   ) {
     this.signer = new Signer(keys);
+    this.warn = new RateLimitedWarn(log, () => Date.now(), 10_000);
+  }
+
+  /** Messages and connections dropped, all reasons. */
+  get dropped(): number {
+    return Object.values(this.drops).reduce((a, b) => a + b, 0);
+  }
+
+  private drop(reason: PeerDropReason, peer: string | undefined, sock?: net.Socket): void {
+    this.drops[reason]++;
+    this.warn.warn(`drop:${reason}`, { peer, reason, dropped: this.drops[reason] }, 'peer API request dropped');
+    sock?.destroy();
   }
 
   listen(address: string): Promise<void> {
@@ -103,25 +136,30 @@ export class PeerApi {
   }
 
   private serve(sock: net.Socket): void {
-    if (this.conns >= MAX_CONNS) {
-      sock.destroy();
-      return;
-    }
-    this.conns++;
-    sock.on('close', () => this.conns--);
     sock.on('error', () => sock.destroy());
-    lines(sock, (l) => {
-      const m = this.signer.open(l);
-      if (!m || typeof m.who !== 'string') {
-        this.dropped++;
-        this.log.warn({ peer: sock.remoteAddress }, 'bad peer API request dropped');
-        return;
-      }
-      void this.lookup(m.who).then((c) => {
-        const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
-        if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
-      });
+    const peer = sock.remoteAddress?.replace(/^::ffff:/, '');
+    if (peer === undefined || !this.isPeer(peer)) return this.drop('not-a-member', peer, sock);
+    if (this.conns >= MAX_CONNS) return this.drop('too-many-connections', peer, sock);
+    this.conns++;
+    this.served.add(sock);
+    sock.on('close', () => {
+      this.conns--;
+      this.served.delete(sock);
     });
+    lines(sock, (l) => {
+      if (sock.destroyed) return;
+      if (!this.isPeer(peer)) return this.drop('not-a-member', peer, sock); /* it left the cluster meanwhile */
+      const m = this.signer.open(l);
+      if (typeof m === 'string') return this.drop(m, peer, sock);
+      if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
+      void this.lookup(m.who).then(
+        (c) => {
+          const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
+          if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
+        },
+        (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
+      );
+    }, () => this.drop('malformed', peer, sock));
   }
 
   /** Asks the daemon at peerIp who `endpoint` is. Undefined when unknown, unreachable or too slow. */
@@ -162,15 +200,15 @@ export class PeerApi {
     sock.on('close', fail);
     lines(sock, (l) => {
       const m = this.signer.open(l);
-      if (!m) {
-        this.dropped++;
-        return;
-      }
+      if (typeof m === 'string') return this.drop(m, peerIp);
       const cb = entry.pending.get(m.id as number);
       if (cb) {
         entry.pending.delete(m.id as number);
         cb(m);
       }
+    }, () => {
+      this.drop('malformed', peerIp);
+      sock.destroy();
     });
     return entry;
   }
@@ -178,6 +216,7 @@ export class PeerApi {
   close(): Promise<void> {
     for (const c of this.clients.values()) c.sock.destroy();
     this.clients.clear();
+    for (const s of this.served) s.destroy();
     return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }

@@ -12,7 +12,7 @@ export { Keyring, KEY_BYTES } from './crypto.js';
 export { GossipError } from './errors.js';
 export type { GossipErrorCode } from './errors.js';
 export type { GossipLogger } from './log.js';
-export { silentLogger } from './log.js';
+export { RateLimitedWarn, silentLogger } from './log.js';
 export type { Transport, PacketHandler, StreamHandler, StreamCallback, HostPort } from './transport.js';
 export { MAX_PACKET_SIZE, DEFAULT_MAX_STREAM_BYTES, parseAddress, tryParseAddress, formatAddress } from './transport.js';
 export { UdpTransport } from './udp-transport.js';

@@ -139,6 +139,14 @@ type Listener<E extends keyof MemberlistEvents> = (ev: MemberlistEvents[E]) => v
 /** Suspects buddy-pinged per probe tick at most. */
 const SUSPECT_PINGS = 3;
 
+/** What to do about packets dropped for a key mismatch: the log line says it, since a node whose key differs looks
+ * healthy but never joins. */
+const KEY_HINTS: Partial<Record<DropReason, string>> = {
+  'decrypt-failed': 'the sender uses another cluster key (or forged the packet): give every node the same key file',
+  unencrypted: 'the sender sends plaintext (no key, or --gossip-plaintext; or a forged packet): give every node the same key file',
+  'encrypted-no-keyring': 'the sender encrypts but this node runs without a key (--gossip-plaintext): give every node the same key file',
+};
+
 function isGone(s: MemberState): boolean {
   return s === 'dead' || s === 'left';
 }
@@ -420,6 +428,11 @@ export class Memberlist {
     return this.store.view();
   }
 
+  /** Live keys of one visible node (alive or suspect member, or ourselves), or undefined. A fresh copy. */
+  nodeView(node: string): Map<string, Uint8Array> | undefined {
+    return this.store.nodeView(node);
+  }
+
   /** All known members, ourselves included. */
   members(): MemberInfo[] {
     return this.memberArr.map((m) => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation }));
@@ -640,7 +653,8 @@ export class Memberlist {
 
   private drop(reason: DropReason, from: string, detail?: string): void {
     this.counters.dropped[reason]++;
-    this.warnLimited.warn(`drop:${reason}`, { node: this.name, from, reason, detail }, 'gossip: dropped packet');
+    const hint = KEY_HINTS[reason];
+    this.warnLimited.warn(`drop:${reason}`, { node: this.name, from, reason, detail, ...(hint ? { hint } : {}) }, 'gossip: dropped packet');
   }
 
   private capped(what: CapReason, detail: string): void {

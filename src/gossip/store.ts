@@ -282,6 +282,15 @@ export class ReplicatedStore {
     return { node, epoch: ns.epoch, entries };
   }
 
+  /** Live keys of one node, when it is visible (a fresh copy). */
+  nodeView(node: string): Map<string, Uint8Array> | undefined {
+    const ns = this.nodes.get(node);
+    if (ns === undefined || !ns.visible) return undefined;
+    const m = new Map<string, Uint8Array>();
+    for (const [key, e] of ns.entries) if (e.value !== null) m.set(key, e.value);
+    return m;
+  }
+
   /** Live keys of visible nodes. */
   view(): Map<string, Map<string, Uint8Array>> {
     const out = new Map<string, Map<string, Uint8Array>>();

@@ -6,8 +6,8 @@
 
 export type GuardProto = 'tcp' | 'udp';
 
-/** What a daemon listens on, and its port pool. One record per node: today every node is assumed to use this
- * daemon's own values; per-node values from gossip slot in behind the same shape. */
+/** What a daemon listens on, and its port pool. One record per node, from its `@node` gossip record (the daemon falls
+ * back to its own values until that record arrives). */
 export interface DaemonPorts {
   /** SWIM gossip, UDP and TCP. */
   gossip: number;

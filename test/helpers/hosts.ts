@@ -4,7 +4,8 @@
  * the wire would be visible to a capture on that interface (and go nowhere). Everything a host starts is killed,
  * and the namespace deleted, on destroy() and again at process exit. */
 import { type ChildProcess, execFileSync, spawn, type SpawnOptions } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,9 +34,13 @@ export class TestBridge {
   readonly ns: string;
   private ports = 0;
   private readonly hosts: TestHost[] = [];
+  /** The cluster key of this segment: every host on it gets a copy at STATE-DIR/gossip.key (see startDaemon). */
+  readonly keyFile: string;
 
   constructor(tag: string) {
     this.ns = `as-${tag}-br-${process.pid}-${++counter}`;
+    this.keyFile = path.join(mkdtempSync(path.join(tmpdir(), 'appswitch-key-')), 'gossip.key');
+    writeFileSync(this.keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
     ip('netns', 'add', this.ns);
     liveBridges.add(this);
     ip('-n', this.ns, 'link', 'add', 'br0', 'type', 'bridge');
@@ -76,6 +81,7 @@ export class TestBridge {
       /* gone */
     }
     liveBridges.delete(this);
+    rmSync(path.dirname(this.keyFile), { recursive: true, force: true });
   }
 }
 
@@ -171,6 +177,7 @@ export class TestHost {
       ip('-n', bridge.ns, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'v0', 'netns', h.ns);
       ip('-n', bridge.ns, 'link', 'set', port, 'master', 'br0', 'up');
       h.bridgePort = port;
+      h.bridge = bridge;
     } else {
       ip('-n', h.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
       ip('-n', h.ns, 'link', 'set', 'v1', 'up');
@@ -184,6 +191,8 @@ export class TestHost {
 
   /** The bridge port of this host, when it was created on a bridge. */
   bridgePort?: string;
+  /** The bridge of this host, when it was created on one. */
+  bridge?: TestBridge;
 
   /** Spawns a command inside the namespace, in its own process group; tracked for cleanup. */
   spawn(cmd: string[], opts: SpawnOptions = {}): ChildProcess {
@@ -202,8 +211,14 @@ export class TestHost {
     return finish(this.spawn(cmd, opts), timeoutMs);
   }
 
-  /** Starts `appswitch daemon` in the namespace and waits until its control socket answers. */
+  /** Starts `appswitch daemon` in the namespace and waits until its control socket answers. A host on a bridge
+   * joins its cluster the documented way: unless the flags name a key (or plaintext), the bridge's key is copied to
+   * STATE-DIR/gossip.key before the first start. */
   async startDaemon(extra: string[] = []): Promise<void> {
+    const own = path.join(this.stateDir, 'gossip.key');
+    if (this.bridge && !extra.includes('--gossip-key') && !extra.includes('--gossip-plaintext') && !existsSync(own)) {
+      copyFileSync(this.bridge.keyFile, own);
+    }
     const d = this.spawn(['node', CLI, 'daemon', '--state-dir', this.stateDir, '--node-address', this.address, '--log-level', 'info', ...extra]);
     this.daemon = d;
     d.stdout?.on('data', (b: Buffer) => (this.daemonLog += b.toString()));

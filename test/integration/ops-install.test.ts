@@ -8,6 +8,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readKeyring } from '../../src/daemon/gossip-key.js';
 import { finish, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
 
 const UNIT = readFileSync(path.join(ROOT, 'scripts/appswitch.service'), 'utf8');
@@ -64,6 +65,12 @@ describe('install.sh into a DESTDIR', () => {
     expect(readFileSync(path.join(dest, 'etc/systemd/system/appswitch.service'), 'utf8')).toBe(UNIT);
     const conf = readFileSync(path.join(dest, 'etc/appswitch/config.yaml'), 'utf8');
     expect(conf).toContain('log-level: info');
+    /* the cluster key: in /etc (the state dir is a tmpfs), 0600, 32 bytes, named by the config */
+    const key = path.join(dest, 'etc/appswitch/gossip.key');
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(readKeyring(key)).toHaveLength(1);
+    expect(conf).toMatch(/^gossip-key: \/etc\/appswitch\/gossip\.key /m);
+    expect(first).toContain('key: generated /etc/appswitch/gossip.key');
     for (const p of tree.keys()) if (p.startsWith('opt/')) expect(tree.get(p), p).toMatch(/^(link|(dir|file) \d+ 0:0)/);
     expect(first).toContain('systemctl not run');
     /* the installed copy runs on its own (the addon and its dependencies found inside it) */
