@@ -100,7 +100,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (value === undefined) this.ml.deleteLocal(key);
       else this.ml.setLocal(key, value);
     } catch (e) {
-      this.warn.warn(`publish:${(e as { code?: string }).code ?? 'error'}`, { key, err: e }, 'could not publish to gossip');
+      this.warn.warn(`publish:${(e as { code?: string }).code ?? 'error'}`, { key, err: e }, 'gossip refused to publish an entry of this node (it stays served here, unannounced)');
     }
   }
 

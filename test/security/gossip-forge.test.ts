@@ -44,7 +44,7 @@ async function assertTableIntact(): Promise<void> {
   expect.soft((await members(h1)).map((m) => m.name).sort()).toEqual(['g1', 'g2']);
 }
 
-async function attack(how: 'plain' | 'trapped', evil: string): Promise<void> {
+async function attack(how: 'plain' | 'trapped', evil: string): Promise<string> {
   const t = Date.now();
   const out = await forge(h2, how, {
     targets: ['192.0.2.2:7946', '192.0.2.1:7946'],
@@ -62,12 +62,20 @@ async function attack(how: 'plain' | 'trapped', evil: string): Promise<void> {
       { kind: 'kv', node: 'g1', epoch: t + 1e9, version: 1, key: 'g1/x/3', value: entryValue('g1', 'g1/x/3', '10.0.0.6', 8000, { ip: '192.0.2.2', port: 45001 }, { team: 'a' }), to: ['192.0.2.2:7946'] },
     ],
   });
+  if (how === 'trapped') {
+    /* a program under appswitch cannot even send there: every member's gossip port is a closed door (EPERM) */
+    expect(out).toMatch(/"sent":0/);
+    expect(out).toContain('192.0.2.2:7946: EPERM');
+    expect(out).toContain('192.0.2.1:7946: EPERM');
+    return out;
+  }
   expect(out).toMatch(/"sent":[1-9]/); /* the packets left: the daemons received them */
   // the forged datagrams are processed as they arrive: wait until the daemon has seen them (dropped, or applied)
   await waitFor(
     async () => /"gossip: dropped packet"/.test(h2.daemonLog) || (await services(h2)).length !== 2 || (await members(h2)).length !== 2,
     10_000,
   ).catch(() => undefined);
+  return out;
 }
 
 async function assertConnectsReachRealServers(): Promise<void> {
@@ -97,7 +105,7 @@ describe('gossip injection without the cluster key (default flags)', () => {
     await assertConnectsReachRealServers();
   });
 
-  it('the same attack from a program under appswitch run changes nothing either', async () => {
+  it('the same attack from a program under appswitch run is refused at the switch (EPERM) and changes nothing', async () => {
     await attack('trapped', 'evil-trapped');
     await assertTableIntact();
     await assertConnectsReachRealServers();
