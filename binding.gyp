@@ -16,7 +16,7 @@
       "type": "executable",
       "sources": [
         "native/launcher.c", "native/generator.c", "native/seccomp_filter.c", "native/notif.c",
-        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c"
+        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c", "native/sockguard.c"
       ],
       "cflags_c": ["-std=gnu11"]
     }

@@ -3,8 +3,10 @@
  * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
- * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]
+ * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--no-sockguard] -- CMD [ARG...]
  * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
+ * --no-sockguard: run without the kernel-side socket guard (sockguard.h); only for a real uid 0 caller (who could
+ *   detach the guard's BPF programs anyway), given by `appswitch run` when the daemon runs --insecure-no-sockguard
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
 #define _GNU_SOURCE
@@ -33,6 +35,7 @@
 #include "scm_rights.h"
 #include "seccomp_filter.h"
 #include "session.h"
+#include "sockguard.h"
 
 #define EXIT_APPSWITCH 125
 
@@ -66,7 +69,8 @@ static int override_resolv(const char *resolv) {
   return 0;
 }
 
-static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv) {
+static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv, const struct as_guard *guard,
+                       pid_t launcher) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
@@ -74,6 +78,11 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
     _exit(EXIT_APPSWITCH);
   }
   int r;
+  const char *step;
+  if (guard && (r = as_guard_enter_app(guard, launcher, &step)) < 0) { /* needs CAP_SYS_ADMIN: before any drop */
+    fprintf(stderr, "appswitch: socket guard: %s: %s\n", step, strerror(-r));
+    _exit(EXIT_APPSWITCH);
+  }
   if (resolv && (r = override_resolv(resolv)) < 0) {
     fprintf(stderr, "appswitch: mounting %s over /etc/resolv.conf: %s\n", resolv, strerror(-r));
     _exit(EXIT_APPSWITCH);
@@ -116,7 +125,7 @@ static int exit_code(int status) {
 
 int main(int argc, char **argv) {
   const char *sock_path = NULL, *meta = "{}", *resolv = NULL;
-  int wait_ms = 10000;
+  int wait_ms = 10000, sockguard = 1;
   int i = 1;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -128,6 +137,8 @@ int main(int argc, char **argv) {
       meta = argv[++i];
     } else if (!strcmp(argv[i], "--resolv") && i + 1 < argc) {
       resolv = argv[++i];
+    } else if (!strcmp(argv[i], "--no-sockguard")) {
+      sockguard = 0;
     } else if (!strcmp(argv[i], "--daemon-wait") && i + 1 < argc) {
       char *end;
       long v = strtol(argv[++i], &end, 10);
@@ -137,15 +148,19 @@ int main(int argc, char **argv) {
       }
       wait_ms = (int)v;
     } else {
-      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
+      fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--no-sockguard] -- CMD [ARG...]\n");
       return EXIT_APPSWITCH;
     }
   }
   if (!sock_path || i >= argc) {
-    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--no-sockguard] -- CMD [ARG...]\n");
     return EXIT_APPSWITCH;
   }
   char **cmd = argv + i;
+  if (!sockguard && getuid() != 0) {
+    fprintf(stderr, "appswitch: --no-sockguard: only root may run a program without the socket guard\n");
+    return EXIT_APPSWITCH;
+  }
 
   /* Whoever exec'd us (Node ignores SIGPIPE) may have left dispositions the program must not inherit. */
   for (int sig = 1; sig < NSIG; sig++) {
@@ -176,6 +191,25 @@ int main(int argc, char **argv) {
     return EXIT_APPSWITCH;
   }
 
+  /* The socket guard (sockguard.h): without it, a program that races a trapped call against dup2() reaches host
+   * addresses directly, so appswitch refuses to run unless the daemon's operator opted out. */
+  static struct as_guard guard;
+  if (sockguard) {
+    const char *step;
+    r = as_guard_setup(&guard, &step);
+    if (r < 0) {
+      fprintf(stderr,
+              "appswitch: socket guard unavailable: %s: %s. appswitch needs cgroup v2 and cgroup sock_addr BPF programs "
+              "(root) to stop a program from racing a trapped call against dup2() to reach host addresses directly; "
+              "run the daemon with --insecure-no-sockguard to run programs without that protection\n",
+              step, strerror(-r));
+      return EXIT_APPSWITCH;
+    }
+  } else {
+    fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
+                    "bypass appswitch with a dup2() race\n");
+  }
+  pid_t launcher = getpid();
   int chan[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) < 0) die("socketpair", errno);
   pid_t child = fork();
@@ -184,14 +218,22 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig, resolv);
+    child_main(chan[1], cmd, &orig, resolv, sockguard ? &guard : NULL, launcher);
   }
   close(chan[1]);
+  /* Before the first notification is served, hence before the program's first socket is created. */
+  if (sockguard && (r = as_guard_join_generators(&guard)) < 0) {
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    as_guard_remove_app(&guard, launcher, 1000);
+    die("socket guard: moving the generator into the generators cgroup", -r);
+  }
   int cmsg[2];
   ssize_t n = read(chan[0], cmsg, sizeof(cmsg));
   if (n != (ssize_t)sizeof(cmsg)) { /* the child failed before the filter and said why */
     int st;
     waitpid(child, &st, 0);
+    if (sockguard) as_guard_remove_app(&guard, launcher, 1000);
     return exit_code(st) == 0 ? EXIT_APPSWITCH : exit_code(st);
   }
   int cpidfd = (int)syscall(SYS_pidfd_open, child, 0);
@@ -240,8 +282,11 @@ int main(int argc, char **argv) {
         dup2(null, 2);
       }
       as_gen_run(&g, 0);
+      if (sockguard) as_guard_remove_app(&guard, launcher, 2000);
       _exit(0);
     }
+  } else if (sockguard) { /* the last program process is gone */
+    as_guard_remove_app(&guard, launcher, 2000);
   }
   return exit_code(status);
 }
