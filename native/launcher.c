@@ -205,6 +205,9 @@ int main(int argc, char **argv) {
               step, strerror(-r));
       return EXIT_APPSWITCH;
     }
+    if (guard.enabled_nsdelegate)
+      fprintf(stderr, "appswitch: turned on nsdelegate on the cgroup v2 hierarchy (cgroup namespaces become delegation "
+                      "boundaries, as systemd mounts it), so that programs cannot leave their cgroup\n");
   } else {
     fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
                     "bypass appswitch with a dup2() race\n");

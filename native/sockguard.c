@@ -1,6 +1,6 @@
 /* The kernel-side socket guard (see sockguard.h): cgroup v2 directories for generators and programs, and the
  * BPF_PROG_TYPE_CGROUP_SOCK_ADDR programs attached to generators. cgroups(7), cgroup_namespaces(7), bpf(2),
- * proc(5) (mountinfo), fsopen(2)/fsmount(2), flock(2). */
+ * proc(5) (mountinfo), fspick(2)/fsconfig(2), flock(2). */
 #define _GNU_SOURCE
 #include "sockguard.h"
 
@@ -43,44 +43,77 @@ static void unescape(char *s) {
   *w = 0;
 }
 
-/* The first cgroup2 mount of mountinfo whose root is the hierarchy's root ("/"), opened. */
-static int open_mounted(void) {
-  FILE *f = fopen("/proc/self/mountinfo", "re");
+/* The first cgroup2 mount in MOUNTINFO whose root is the hierarchy's root ("/"): its path (prefixed) and its super
+ * options. Returns 0, -ENOENT or -errno. */
+static int find_mount(const char *mountinfo, const char *prefix, char *path, size_t pn, char *sopts, size_t sn) {
+  FILE *f = fopen(mountinfo, "re");
   if (!f) return -errno;
   char *line = NULL;
   size_t cap = 0;
   int r = -ENOENT;
-  while (r < 0 && getline(&line, &cap, f) > 0) {
+  while (r == -ENOENT && getline(&line, &cap, f) > 0) {
     /* id parent maj:min root mountpoint options [optional...] - fstype source superoptions */
     char *sep = strstr(line, " - ");
     if (!sep || strncmp(sep + 3, "cgroup2 ", 8)) continue;
+    char *super = strrchr(sep, ' ');
+    if (!super) continue;
+    super++;
+    super[strcspn(super, "\n")] = 0;
+    *sep = 0;
     char *save = NULL, *tok = strtok_r(line, " ", &save);
     for (int i = 0; tok && i < 3; i++) tok = strtok_r(NULL, " ", &save);
     if (!tok || strcmp(tok, "/")) continue; /* a bind mount of a sub-tree */
     tok = strtok_r(NULL, " ", &save);
     if (!tok) continue;
     unescape(tok);
-    r = open(tok, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (r < 0) r = -errno;
+    if ((size_t)snprintf(path, pn, "%s%s", prefix, tok) >= pn || (size_t)snprintf(sopts, sn, "%s", super) >= sn) r = -ENAMETOOLONG;
+    else r = 0;
   }
   free(line);
   fclose(f);
   return r;
 }
 
-static int open_detached(void) {
-  AUTO_FD fs = (int)syscall(SYS_fsopen, "cgroup2", FSOPEN_CLOEXEC);
-  if (fs < 0) return -errno;
-  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) return -errno;
-  int m = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
-  return m < 0 ? -errno : m;
+/* Our own mount namespace's cgroup2 mount, else init's through /proc/1/root (`ip netns exec` remounts /sys). */
+static int locate(char *path, size_t pn, char *sopts, size_t sn) {
+  int r = find_mount("/proc/self/mountinfo", "", path, pn, sopts, sn);
+  if (r == -ENOENT) r = find_mount("/proc/1/mountinfo", "/proc/1/root", path, pn, sopts, sn);
+  return r;
 }
 
 int as_cgroup2_open(void) {
-  int fd = open_mounted();
-  if (fd >= 0) return fd;
-  int d = open_detached();
-  return d >= 0 ? d : fd == -ENOENT ? d : fd;
+  char path[PATH_MAX], sopts[512];
+  int r = locate(path, sizeof(path), sopts, sizeof(sopts));
+  if (r < 0) return r;
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+static int has_opt(const char *opts, const char *opt) {
+  size_t n = strlen(opt);
+  for (const char *p = opts; (p = strstr(p, opt)); p += n)
+    if ((p == opts || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+  return 0;
+}
+
+/* Without nsdelegate, a cgroup namespace is no boundary: a root program could write its pid into
+ * generators/cgroup.procs. Turns it on (as systemd mounts cgroup2) keeping every other superblock option:
+ * fspick(2) + fsconfig(2) reconfigure the superblock only, never the mount's own flags. Returns 1 when it turned it
+ * on, 0 when it was on, or -errno. */
+static int ensure_nsdelegate(const char *path, const char *sopts) {
+  if (has_opt(sopts, "nsdelegate")) return 0;
+  AUTO_FD fs = (int)syscall(SYS_fspick, AT_FDCWD, path, FSPICK_CLOEXEC);
+  if (fs < 0) return -errno;
+  char opts[512];
+  snprintf(opts, sizeof(opts), "%s", sopts);
+  char *save = NULL;
+  for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+    if (!strcmp(o, "rw") || !strcmp(o, "ro")) continue;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, o, NULL, 0) < 0) return -errno;
+  }
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "nsdelegate", NULL, 0) < 0) return -errno;
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0) < 0) return -errno;
+  return 1;
 }
 
 static int dir_id(int dir, const char *name, uint64_t *id) {
@@ -211,11 +244,19 @@ static void remove_stale(int apps) {
 int as_guard_setup(struct as_guard *g, const char **step) {
   g->dir = -1;
   g->gen_id = 0;
-  *step = "opening the cgroup v2 hierarchy (no cgroup2 mount in /proc/self/mountinfo, and fsopen(\"cgroup2\") failed)";
-  AUTO_FD root = as_cgroup2_open();
-  if (root < 0) return root;
+  g->enabled_nsdelegate = 0;
+  char path[PATH_MAX], sopts[512];
+  *step = "finding the cgroup v2 hierarchy (no cgroup2 mount in /proc/self/mountinfo nor /proc/1/mountinfo)";
+  int r = locate(path, sizeof(path), sopts, sizeof(sopts));
+  if (r < 0) return r;
+  AUTO_FD root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return -errno;
+  *step = "turning on nsdelegate on the cgroup v2 hierarchy (fspick/fsconfig), so that a program cannot leave its "
+          "cgroup namespace";
+  if ((r = ensure_nsdelegate(path, sopts)) < 0) return r;
+  g->enabled_nsdelegate = r;
   *step = "creating the appswitch cgroup directories";
-  int r = mkdir_at(root, "appswitch");
+  r = mkdir_at(root, "appswitch");
   if (r < 0) return r;
   AUTO_FD dir = openat(root, "appswitch", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return -errno;

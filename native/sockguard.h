@@ -17,19 +17,22 @@
 struct as_guard {
   int dir;         /* <cgroup2 root>/appswitch, O_CLOEXEC (the program never inherits it) */
   uint64_t gen_id; /* cgroup id of appswitch/generators */
+  int enabled_nsdelegate; /* as_guard_setup turned nsdelegate on (it was off) */
 };
 
-/* Opens the root of the cgroup v2 hierarchy (as this process's cgroup namespace sees it): the cgroup2 mount of
- * /proc/self/mountinfo (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid layouts), else — e.g. under
- * `ip netns exec`, which remounts /sys — a detached mount of our own (fsopen/fsmount, CAP_SYS_ADMIN), attached
- * nowhere. Returns an O_CLOEXEC directory fd or -errno. */
+/* Opens the root of the cgroup v2 hierarchy: the cgroup2 mount of /proc/self/mountinfo (/sys/fs/cgroup, or
+ * /sys/fs/cgroup/unified on hybrid layouts), else — e.g. under `ip netns exec`, which remounts /sys — init's, through
+ * /proc/1/root. (Never a mount of our own: mounting cgroup2 from the init cgroup namespace resets the hierarchy's
+ * options, nsdelegate included.) Returns an O_CLOEXEC directory fd or -errno. */
 int as_cgroup2_open(void);
 
 /* The cgroup id of <cgroup2 mount>/appswitch/generators, creating nothing. Returns 0 with *id set, or -errno
  * (-ENOENT: no cgroup2 mount, or no launcher set the guard up yet). */
 int as_guard_generators_id(uint64_t *id);
 
-/* Creates <cgroup2>/appswitch/{generators,apps}, attaches the guard programs to generators unless they are there
+/* Turns on nsdelegate on the cgroup2 hierarchy if it is off (without it a cgroup namespace is no delegation boundary
+ * and a root program could move itself into generators; systemd mounts cgroup2 with it), creates
+ * <cgroup2>/appswitch/{generators,apps}, attaches the guard programs to generators unless they are there
  * already (serialised between launchers with flock on the appswitch directory), and removes empty leaves of launchers
  * that are gone. Returns 0 or -errno; *step names what failed (a static string). */
 int as_guard_setup(struct as_guard *g, const char **step);

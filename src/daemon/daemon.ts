@@ -20,6 +20,7 @@ import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, Stat
 import { Cluster, readKeyring } from './cluster.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
+import { socketOrigin } from './sockguard.js';
 import { tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -93,7 +94,8 @@ export class Daemon {
           return undefined;
         }
       },
-      resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -130,7 +132,7 @@ export class Daemon {
     };
     if (this.cfg.gossipKeyFile) opts.keys = readKeyring(this.cfg.gossipKeyFile);
     this.cluster = await Cluster.start(opts);
-    this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep) => this.handler.whoIsLocal(ep, 500), this.log.child({ module: 'peers' }));
+    this.peers = new PeerApi(this.cfg.peerPort, opts.keys ?? [], (ep, dst) => this.handler.identifyLocal(ep, dst), this.log.child({ module: 'peers' }));
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
@@ -294,6 +296,7 @@ export class Daemon {
       ports: `${this.cfg.ports.low}-${this.cfg.ports.high}`,
       resolvConf: this.cfg.resolvConf,
       dnsDomain: this.cfg.dnsDomain,
+      sockguard: this.cfg.sockguard,
     };
   }
 

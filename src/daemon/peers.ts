@@ -2,7 +2,8 @@
  * identity from the client's own daemon before it returns (no race with gossip). JSON lines over TCP on
  * `--peer-port` (default 7947) of the node address; one pooled connection per peer. With a gossip key, every
  * message carries an HMAC-SHA256 (first key signs, any key verifies) and a timestamp; others are dropped.
- *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","mac":"..."}
+ *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","dst":"192.0.2.2:40001","mac":"..."}   (dst: the server's real
+ *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it)
  *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
@@ -83,7 +84,7 @@ export class PeerApi {
   constructor(
     private readonly port: number,
     keys: readonly Uint8Array[],
-    private readonly lookup: (endpoint: string) => Promise<ClientIdentity | undefined>,
+    private readonly lookup: (endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>,
     private readonly log: Logger,
   ) {
     this.signer = new Signer(keys);
@@ -117,15 +118,16 @@ export class PeerApi {
         this.log.warn({ peer: sock.remoteAddress }, 'bad peer API request dropped');
         return;
       }
-      void this.lookup(m.who).then((c) => {
+      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined).then((c) => {
         const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
         if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
       });
     });
   }
 
-  /** Asks the daemon at peerIp who `endpoint` is. Undefined when unknown, unreachable or too slow. */
-  whoIs(peerIp: string, endpoint: string, timeoutMs = 1500): Promise<ClientIdentity | undefined> {
+  /** Asks the daemon at peerIp who `endpoint` (connected to our `dst`) is. Undefined when unknown, unreachable or too
+   * slow. */
+  whoIs(peerIp: string, endpoint: string, dst?: string, timeoutMs = 1500): Promise<ClientIdentity | undefined> {
     const c = this.client(peerIp);
     const id = this.nextId++;
     return new Promise((resolve) => {
@@ -142,7 +144,7 @@ export class PeerApi {
         }
         resolve({ identity: m.identity, appId: m.appId, tags });
       });
-      c.sock.write(this.signer.sign({ id, t: Date.now(), who: endpoint }) + '\n');
+      c.sock.write(this.signer.sign(dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst }) + '\n');
     });
   }
 
