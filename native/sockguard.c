@@ -1,6 +1,6 @@
 /* The kernel-side socket guard (see sockguard.h): cgroup v2 directories for generators and programs, and the
  * BPF_PROG_TYPE_CGROUP_SOCK_ADDR programs attached to generators. cgroups(7), cgroup_namespaces(7), bpf(2),
- * proc(5) (mountinfo), fspick(2)/fsconfig(2), flock(2). */
+ * proc(5) (mountinfo), fspick(2)/fsopen(2)/fsconfig(2)/fsmount(2), flock(2). */
 #define _GNU_SOURCE
 #include "sockguard.h"
 
@@ -74,21 +74,6 @@ static int find_mount(const char *mountinfo, const char *prefix, char *path, siz
   return r;
 }
 
-/* Our own mount namespace's cgroup2 mount, else init's through /proc/1/root (`ip netns exec` remounts /sys). */
-static int locate(char *path, size_t pn, char *sopts, size_t sn) {
-  int r = find_mount("/proc/self/mountinfo", "", path, pn, sopts, sn);
-  if (r == -ENOENT) r = find_mount("/proc/1/mountinfo", "/proc/1/root", path, pn, sopts, sn);
-  return r;
-}
-
-int as_cgroup2_open(void) {
-  char path[PATH_MAX], sopts[512];
-  int r = locate(path, sizeof(path), sopts, sizeof(sopts));
-  if (r < 0) return r;
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  return fd < 0 ? -errno : fd;
-}
-
 static int has_opt(const char *opts, const char *opt) {
   size_t n = strlen(opt);
   for (const char *p = opts; (p = strstr(p, opt)); p += n)
@@ -96,14 +81,8 @@ static int has_opt(const char *opts, const char *opt) {
   return 0;
 }
 
-/* Without nsdelegate, a cgroup namespace is no boundary: a root program could write its pid into
- * generators/cgroup.procs. Turns it on (as systemd mounts cgroup2) keeping every other superblock option:
- * fspick(2) + fsconfig(2) reconfigure the superblock only, never the mount's own flags. Returns 1 when it turned it
- * on, 0 when it was on, or -errno. */
-static int ensure_nsdelegate(const char *path, const char *sopts) {
-  if (has_opt(sopts, "nsdelegate")) return 0;
-  AUTO_FD fs = (int)syscall(SYS_fspick, AT_FDCWD, path, FSPICK_CLOEXEC);
-  if (fs < 0) return -errno;
+/* Sets every superblock option of sopts (but rw/ro) on the fs context fs, and nsdelegate when asked. */
+static int set_opts(int fs, const char *sopts, int nsdelegate) {
   char opts[512];
   snprintf(opts, sizeof(opts), "%s", sopts);
   char *save = NULL;
@@ -111,9 +90,54 @@ static int ensure_nsdelegate(const char *path, const char *sopts) {
     if (!strcmp(o, "rw") || !strcmp(o, "ro")) continue;
     if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, o, NULL, 0) < 0) return -errno;
   }
-  if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "nsdelegate", NULL, 0) < 0) return -errno;
-  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0) < 0) return -errno;
-  return 1;
+  if (nsdelegate && syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "nsdelegate", NULL, 0) < 0) return -errno;
+  return 0;
+}
+
+/* Opens the hierarchy's root; with nsdelegate, also turns that option on if it is off (*enabled = 1). Without
+ * nsdelegate, a cgroup namespace is no boundary: a root program could write its pid into generators/cgroup.procs;
+ * systemd mounts cgroup2 with it. Every other superblock option is kept: mounting or reconfiguring cgroup2 from the
+ * init cgroup namespace sets the hierarchy's options to exactly those given.
+ *   1. our mount namespace's cgroup2 mount: open it; fspick(2)+fsconfig(2) reconfigure the superblock if needed;
+ *   2. else (`ip netns exec` remounts /sys) init's, by its options in /proc/1/mountinfo: through /proc/1/root when
+ *      we may, else a detached mount of our own (fsopen/fsmount, attached nowhere) given those same options. */
+static int open_hierarchy(int nsdelegate, int *enabled) {
+  char path[PATH_MAX], sopts[512];
+  *enabled = 0;
+  int r = find_mount("/proc/self/mountinfo", "", path, sizeof(path), sopts, sizeof(sopts));
+  if (r == 0) {
+    if (nsdelegate && !has_opt(sopts, "nsdelegate")) {
+      AUTO_FD fs = (int)syscall(SYS_fspick, AT_FDCWD, path, FSPICK_CLOEXEC);
+      if (fs < 0) return -errno;
+      if ((r = set_opts(fs, sopts, 1)) < 0) return r;
+      if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0) < 0) return -errno;
+      *enabled = 1;
+    }
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+  }
+  if (r != -ENOENT) return r;
+  r = find_mount("/proc/1/mountinfo", "/proc/1/root", path, sizeof(path), sopts, sizeof(sopts));
+  if (r == -ENOENT) sopts[0] = 0; /* no cgroup2 mount anywhere: the hierarchy has its default options */
+  else if (r < 0) return r;
+  int add = nsdelegate && !has_opt(sopts, "nsdelegate");
+  if (r == 0 && !add) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) return fd;
+  }
+  AUTO_FD fs = (int)syscall(SYS_fsopen, "cgroup2", FSOPEN_CLOEXEC);
+  if (fs < 0) return -errno;
+  if ((r = set_opts(fs, sopts, add)) < 0) return r;
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) return -errno;
+  int m = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+  if (m < 0) return -errno;
+  *enabled = add;
+  return m;
+}
+
+int as_cgroup2_open(void) {
+  int enabled;
+  return open_hierarchy(0, &enabled);
 }
 
 static int dir_id(int dir, const char *name, uint64_t *id) {
@@ -245,18 +269,12 @@ int as_guard_setup(struct as_guard *g, const char **step) {
   g->dir = -1;
   g->gen_id = 0;
   g->enabled_nsdelegate = 0;
-  char path[PATH_MAX], sopts[512];
-  *step = "finding the cgroup v2 hierarchy (no cgroup2 mount in /proc/self/mountinfo nor /proc/1/mountinfo)";
-  int r = locate(path, sizeof(path), sopts, sizeof(sopts));
-  if (r < 0) return r;
-  AUTO_FD root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return -errno;
-  *step = "turning on nsdelegate on the cgroup v2 hierarchy (fspick/fsconfig), so that a program cannot leave its "
-          "cgroup namespace";
-  if ((r = ensure_nsdelegate(path, sopts)) < 0) return r;
-  g->enabled_nsdelegate = r;
+  *step = "opening the cgroup v2 hierarchy with nsdelegate (so that a program cannot leave its cgroup namespace; "
+          "mountinfo, fspick/fsconfig or fsopen/fsmount)";
+  AUTO_FD root = open_hierarchy(1, &g->enabled_nsdelegate);
+  if (root < 0) return root;
   *step = "creating the appswitch cgroup directories";
-  r = mkdir_at(root, "appswitch");
+  int r = mkdir_at(root, "appswitch");
   if (r < 0) return r;
   AUTO_FD dir = openat(root, "appswitch", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return -errno;
