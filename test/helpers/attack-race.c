@@ -8,6 +8,11 @@
  *   attack-race sendto IP PORT SECONDS [tcp|unix]
  *       sendto(N, "x", IP:PORT) while N flips between a decoy (an unconnected TCP socket: "a stream socket ignores the
  *       destination", or an AF_UNIX datagram socket) and a host UDP socket.
+ *   attack-race accept PORT SECONDS
+ *       listens on 0.0.0.0:PORT (a service of the app), then accept(N) while N flips between a listening AF_UNIX socket
+ *       and that listener: a connection the kernel hands over directly never went through the generator's check.
+ *       Prints {"attempts","stolen"}: stolen = accepted connections that carried "attack" (sent by a plain host
+ *       process to the listener's real endpoint: it must never reach the program).
  *   attack-race cgroup-escape PATH      write our pid to PATH (a cgroup.procs file); prints the errno
  *
  * Prints one JSON line: attempts, ok (the call succeeded: an escape unless the guard is off), eperm (the kernel ran
@@ -85,6 +90,63 @@ static void *swapper(void *arg) {
   return NULL;
 }
 
+static atomic_long stolen;
+
+static void *acceptor(void *arg) {
+  (void)arg;
+  while (!atomic_load(&stop)) {
+    int c = accept4(target_fd, NULL, NULL, SOCK_CLOEXEC);
+    atomic_fetch_add(&attempts, 1);
+    if (c < 0) continue;
+    struct pollfd pf = {.fd = c, .events = POLLIN};
+    char buf[16] = {0};
+    if (poll(&pf, 1, 1000) == 1 && recv(c, buf, sizeof(buf) - 1, MSG_DONTWAIT) > 0 && strstr(buf, "attack"))
+      atomic_fetch_add(&stolen, 1);
+    close(c);
+  }
+  return NULL;
+}
+
+static void *accept_swapper(void *arg) {
+  int lis = *(int *)arg;
+  while (!atomic_load(&stop)) {
+    dup2(decoy_fd, target_fd);
+    spin();
+    dup2(lis, target_fd);
+    spin();
+    atomic_fetch_add(&swaps, 1);
+  }
+  return NULL;
+}
+
+static int run_accept(int port, double seconds) {
+  int lis = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  if (lis < 0 || bind(lis, (struct sockaddr *)&any, sizeof(any)) < 0 || listen(lis, 128) < 0) {
+    perror("listen");
+    return 2;
+  }
+  decoy_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "attack-race-%d", getpid()); /* abstract */
+  if (decoy_fd < 0 || bind(decoy_fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(decoy_fd, 8) < 0) {
+    perror("unix listen");
+    return 2;
+  }
+  target_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  printf("listening\n");
+  pthread_t a, b;
+  pthread_create(&a, NULL, acceptor, NULL);
+  pthread_create(&b, NULL, accept_swapper, &lis);
+  double end = now() + seconds;
+  while (now() < end) usleep(10000);
+  atomic_store(&stop, 1);
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  printf("{\"attempts\":%ld,\"stolen\":%ld,\"swaps\":%ld}\n", atomic_load(&attempts), atomic_load(&stolen), atomic_load(&swaps));
+  return 0;
+}
+
 static int run(int connect_mode, const char *decoy, double seconds) {
   if (connect_mode) {
     decoy_fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -127,8 +189,9 @@ int main(int argc, char **argv) {
     printf("{\"open\":%s,\"write\":%d,\"errno\":\"%s\"}\n", fd < 0 ? "false" : "true", r < 0 ? -1 : 0, r < 0 ? strerror(errno) : "");
     return 0;
   }
+  if (argc >= 4 && !strcmp(argv[1], "accept")) return run_accept(atoi(argv[2]), atof(argv[3]));
   if (argc < 5) {
-    fprintf(stderr, "usage: attack-race connect|sendto IP PORT SECONDS [decoy] | cgroup-escape PATH\n");
+    fprintf(stderr, "usage: attack-race connect|sendto IP PORT SECONDS [decoy] | accept PORT SECONDS | cgroup-escape PATH\n");
     return 2;
   }
   memset(&dst, 0, sizeof(dst));

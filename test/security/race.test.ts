@@ -127,6 +127,31 @@ describe('the dup2 race against CONTINUE', () => {
     expect(seen.udp - before).toBe(0);
   });
 
+  it('accept(): a Unix listener judged, the app\'s own listener accepted — no unvetted connection reaches the program', async () => {
+    const p = h.run(['--ip', '10.0.0.7'], [ATTACK, 'accept', '7100', SECONDS]);
+    let out = '';
+    p.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    await h.waitService('10.0.0.7', 7100);
+    const svcs = await h.services();
+    const endpoint = svcs.find((s) => s.vip === '10.0.0.7' && s.port === 7100)?.endpoint as string;
+    expect(endpoint, JSON.stringify(svcs) + out + h.daemonLog.slice(-3000)).toBeDefined();
+    const [ip, port] = endpoint.split(':') as [string, string];
+    // a plain host process connects straight to the listener's real endpoint: only the race could hand it over
+    const atk = h.spawn(['node', '-e', `const net = require('net'); setInterval(() => { const s = net.connect(${port}, '${ip}', () => s.end('attack')); s.on('error', () => {}); }, 5);`]);
+    try {
+      const r = await finish(p, 60_000);
+      expect(r.code, r.stderr).toBe(0);
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      expect(line, out + r.stderr).toBeDefined();
+      const o = JSON.parse(line as string) as { attempts: number; stolen: number };
+      expect(o.attempts).toBeGreaterThan(0);
+      expect(o.stolen).toBe(0);
+    } finally {
+      killTree(atk, 'SIGKILL');
+    }
+  });
+
   it('programs still work: python http.server and curl by vip, UDP through a vip', async () => {
     const srv = h.run(['--ip', '10.0.0.5'], ['python3', '-u', '-m', 'http.server', '8000']);
     try {
