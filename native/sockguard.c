@@ -94,19 +94,21 @@ static int set_opts(int fs, const char *sopts, int nsdelegate) {
   return 0;
 }
 
-/* Opens the hierarchy's root; with nsdelegate, also turns that option on if it is off (*enabled = 1). Without
+/* Opens the hierarchy's root; with reconfigure, also turns nsdelegate on if it is off (*enabled = 1). Without
  * nsdelegate, a cgroup namespace is no boundary: a root program could write its pid into generators/cgroup.procs;
  * systemd mounts cgroup2 with it. Every other superblock option is kept: mounting or reconfiguring cgroup2 from the
  * init cgroup namespace sets the hierarchy's options to exactly those given.
- *   1. our mount namespace's cgroup2 mount: open it; fspick(2)+fsconfig(2) reconfigure the superblock if needed;
- *   2. else (`ip netns exec` remounts /sys) init's, by its options in /proc/1/mountinfo: through /proc/1/root when
- *      we may, else a detached mount of our own (fsopen/fsmount, attached nowhere) given those same options. */
-static int open_hierarchy(int nsdelegate, int *enabled) {
+ *   1. our mount namespace's cgroup2 mount: open it (fspick(2)+fsconfig(2) reconfigure the superblock if asked);
+ *   2. else (`ip netns exec` remounts /sys) init's, found in /proc/1/mountinfo: through /proc/1/root when we may,
+ *      else a detached mount of our own (fsopen/fsmount, attached nowhere) given init's options plus nsdelegate —
+ *      always plus nsdelegate, so that no caller can ever turn it off by mounting with options read a moment ago;
+ *   3. no cgroup2 mount anywhere: -ENOENT (we do not guess the hierarchy's options). */
+static int open_hierarchy(int reconfigure, int *enabled) {
   char path[PATH_MAX], sopts[512];
   *enabled = 0;
   int r = find_mount("/proc/self/mountinfo", "", path, sizeof(path), sopts, sizeof(sopts));
   if (r == 0) {
-    if (nsdelegate && !has_opt(sopts, "nsdelegate")) {
+    if (reconfigure && !has_opt(sopts, "nsdelegate")) {
       AUTO_FD fs = (int)syscall(SYS_fspick, AT_FDCWD, path, FSPICK_CLOEXEC);
       if (fs < 0) return -errno;
       if ((r = set_opts(fs, sopts, 1)) < 0) return r;
@@ -117,11 +119,9 @@ static int open_hierarchy(int nsdelegate, int *enabled) {
     return fd < 0 ? -errno : fd;
   }
   if (r != -ENOENT) return r;
-  r = find_mount("/proc/1/mountinfo", "/proc/1/root", path, sizeof(path), sopts, sizeof(sopts));
-  if (r == -ENOENT) sopts[0] = 0; /* no cgroup2 mount anywhere: the hierarchy has its default options */
-  else if (r < 0) return r;
-  int add = nsdelegate && !has_opt(sopts, "nsdelegate");
-  if (r == 0 && !add) {
+  if ((r = find_mount("/proc/1/mountinfo", "/proc/1/root", path, sizeof(path), sopts, sizeof(sopts))) < 0) return r;
+  int add = !has_opt(sopts, "nsdelegate");
+  if (!(reconfigure && add)) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) return fd;
   }

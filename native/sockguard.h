@@ -22,8 +22,8 @@ struct as_guard {
 
 /* Opens the root of the cgroup v2 hierarchy: the cgroup2 mount of /proc/self/mountinfo (/sys/fs/cgroup, or
  * /sys/fs/cgroup/unified on hybrid layouts), else — e.g. under `ip netns exec`, which remounts /sys — init's, through
- * /proc/1/root. (Never a mount of our own: mounting cgroup2 from the init cgroup namespace resets the hierarchy's
- * options, nsdelegate included.) Returns an O_CLOEXEC directory fd or -errno. */
+ * /proc/1/root, or a detached mount given init's options plus nsdelegate (a mount from the init cgroup namespace
+ * sets the hierarchy's options: never fewer than it has). Returns an O_CLOEXEC directory fd or -errno. */
 int as_cgroup2_open(void);
 
 /* The cgroup id of <cgroup2 mount>/appswitch/generators, creating nothing. Returns 0 with *id set, or -errno
