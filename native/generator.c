@@ -508,11 +508,12 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   }
   struct sockaddr_storage out;
   int n = virtual_name(g, s, peer, &out);
-  close(s);
-  if (n == -EAFNOSUPPORT) { /* AF_UNIX and friends: the decision looked at the socket's family only */
-    reply_continue(g, req->id);
-    return;
+  if (n == -EAFNOSUPPORT) { /* AF_UNIX and friends: the kernel's own answer, asked on our duplicate. Never CONTINUE:
+                             * the fd could be an inet socket by then, and the program would see its real name. */
+    socklen_t l = sizeof(out);
+    n = (peer ? getpeername(s, (struct sockaddr *)&out, &l) : getsockname(s, (struct sockaddr *)&out, &l)) < 0 ? -errno : (int)l;
   }
+  close(s);
   if (n < 0) {
     reply(g, req->id, n);
     return;

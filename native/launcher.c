@@ -177,26 +177,12 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd", errno);
   prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
 
-  int dfd = as_session_connect(sock_path);
-  if (dfd < 0) {
-    fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
-    return EXIT_APPSWITCH;
-  }
-  struct as_msg hr;
-  static char ticket[AS_TICKET_MAX], why[512];
-  int r = as_session_hello(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why));
-  if (r < 0) die("registering with the daemon", -r);
-  if (hr.result < 0) {
-    fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
-    return EXIT_APPSWITCH;
-  }
-
   /* The socket guard (sockguard.h): without it, a program that races a trapped call against dup2() reaches host
    * addresses directly, so appswitch refuses to run unless the daemon's operator opted out. */
   static struct as_guard guard;
   if (sockguard) {
     const char *step;
-    r = as_guard_setup(&guard, &step);
+    int r = as_guard_setup(&guard, &step);
     if (r < 0) {
       fprintf(stderr,
               "appswitch: socket guard unavailable: %s: %s. appswitch needs cgroup v2 and cgroup sock_addr BPF programs "
@@ -212,6 +198,20 @@ int main(int argc, char **argv) {
     fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
                     "bypass appswitch with a dup2() race\n");
   }
+  int dfd = as_session_connect(sock_path);
+  if (dfd < 0) {
+    fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
+    return EXIT_APPSWITCH;
+  }
+  struct as_msg hr;
+  static char ticket[AS_TICKET_MAX], why[512];
+  int r = as_session_hello(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why));
+  if (r < 0) die("registering with the daemon", -r);
+  if (hr.result < 0) {
+    fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
+    return EXIT_APPSWITCH;
+  }
+
   pid_t launcher = getpid();
   int chan[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) < 0) die("socketpair", errno);

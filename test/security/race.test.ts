@@ -11,6 +11,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { launcherPath } from '../../src/native/binding.js';
 import { finish, killTree, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
 
 const TCP_PORT = 8111;
@@ -218,5 +220,38 @@ describe('the cgroups behind the guard', () => {
     expect((await finish(d, 10_000)).code).toBe(0);
     expect(existsSync(path.join(apps(), String(dl)))).toBe(true); /* its background child still runs there */
     await waitFor(() => !existsSync(path.join(apps(), String(dl))) || undefined, 10_000);
+  });
+});
+
+describe('without the guard', () => {
+  it('appswitch run fails closed (125, says what is missing) when the guard cannot be set up, e.g. without BPF', async () => {
+    const trap = path.join(h.stateDir, 'trap.sock');
+    const p = spawn('setpriv', [...AS_NOBODY.slice(0, -1), '--', launcherPath(), '--socket', trap, '--', 'true'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = await finish(p, 15_000);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/socket guard unavailable: .*: .*--insecure-no-sockguard/);
+    const q = spawn('setpriv', [...AS_NOBODY.slice(0, -1), '--', launcherPath(), '--socket', trap, '--no-sockguard', '--', 'true'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const r2 = await finish(q, 15_000);
+    expect(r2.code).toBe(125);
+    expect(r2.stderr).toContain('only root may run a program without the socket guard');
+  });
+
+  it('a daemon run --insecure-no-sockguard runs programs without it, says so, and the race escapes again (the control)', async () => {
+    const x = TestHost.create('racex');
+    try {
+      await x.startDaemon(['--insecure-no-sockguard']);
+      expect(x.daemonLog).toContain('running without the socket guard');
+      const l = x.spawn(['node', '-e', LISTENERS]);
+      let got = 0;
+      l.stdout?.on('data', (b: Buffer) => (got += b.toString().split('\n').filter((s) => s === 'udp').length));
+      await waitFor(async () => (await x.exec(['ss', '-lun'])).stdout.includes(`127.0.0.1:${UDP_PORT}`) || undefined);
+      const r = await finish(x.run([], [ATTACK, 'sendto', '127.0.0.1', String(UDP_PORT), SECONDS, 'tcp']), 60_000);
+      expect(r.stderr).toContain('running without the socket guard');
+      const o = JSON.parse(r.stdout.trim()) as Outcome;
+      expect(o.ok).toBeGreaterThan(0); /* the attack is real on this kernel: the guard is what stops it */
+      await waitFor(() => got > 0 || undefined);
+    } finally {
+      await x.destroy();
+    }
   });
 });
