@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "appswitch",
-      "sources": ["native/addon.cc", "native/scm_rights.c"],
+      "sources": ["native/addon.cc", "native/scm_rights.c", "native/sockdiag.c", "native/sockguard.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"]
@@ -16,7 +16,8 @@
       "type": "executable",
       "sources": [
         "native/launcher.c", "native/caps.c", "native/generator.c", "native/seccomp_filter.c", "native/notif.c",
-        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c"
+        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c",
+        "native/sockguard.c"
       ],
       "cflags_c": ["-std=gnu11"]
     }

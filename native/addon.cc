@@ -1,9 +1,10 @@
 // The daemon's native boundary (the only file that includes napi.h): the trap socket (SOCK_SEQPACKET with
-// SCM_RIGHTS, which Node's net module cannot do), readiness polling of raw fds on libuv's loop, and execve for
-// `appswitch run`. C helpers return -errno; here that becomes a JS Error carrying errno, code and syscall.
+// SCM_RIGHTS, which Node's net module cannot do), readiness polling of raw fds on libuv's loop, execve for
+// `appswitch run`, and the socket guard's accept-time check (sock_diag cgroup lookup, sockdiag.h/sockguard.h). C helpers return -errno; here that becomes a JS Error carrying errno, code and syscall.
 #include <napi.h>
 #include <uv.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 
 extern "C" {
 #include "scm_rights.h"
+#include "sockdiag.h"
+#include "sockguard.h"
 }
 
 namespace {
@@ -41,6 +44,9 @@ const char *ErrnoName(int e) {
   case ENFILE: return "ENFILE";
   case ENOBUFS: return "ENOBUFS";
   case ENOMEM: return "ENOMEM";
+  case EAFNOSUPPORT: return "EAFNOSUPPORT";
+  case EPROTO: return "EPROTO";
+  case ENOTDIR: return "ENOTDIR";
   default: return "EUNKNOWN";
   }
 }
@@ -341,7 +347,60 @@ class Poller : public Napi::ObjectWrap<Poller> {
   Napi::Env env_ = nullptr;
 };
 
+// tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): {state, cgroup: bigint | null} | null
+// The TCP socket whose local end is src:sport and remote end dst:dport (both IPv4 or both IPv6 text), by one
+// synchronous NETLINK_SOCK_DIAG round trip on a socket kept open between calls; null when there is none. cgroup is
+// null for a mini-socket (time-wait), which keeps no cgroup.
+int g_diag_fd = -1;
+
+Napi::Value TcpSocketCgroup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsNumber())
+    return ThrowType(env, "tcpSocketCgroup(src: string, sport: number, dst: string, dport: number)");
+  std::string src = info[0].As<Napi::String>().Utf8Value(), dst = info[2].As<Napi::String>().Utf8Value();
+  int64_t sport = info[1].As<Napi::Number>().Int64Value(), dport = info[3].As<Napi::Number>().Int64Value();
+  if (sport < 0 || sport > 65535 || dport < 0 || dport > 65535) return ThrowErrno(env, EINVAL, "sock_diag");
+  uint8_t s[16], d[16];
+  int family = AF_INET;
+  if (inet_pton(AF_INET, src.c_str(), s) != 1 || inet_pton(AF_INET, dst.c_str(), d) != 1) {
+    family = AF_INET6;
+    if (inet_pton(AF_INET6, src.c_str(), s) != 1 || inet_pton(AF_INET6, dst.c_str(), d) != 1)
+      return ThrowErrno(env, EINVAL, "sock_diag");
+  }
+  if (g_diag_fd < 0) {
+    g_diag_fd = as_sockdiag_open();
+    if (g_diag_fd < 0) {
+      int e = -g_diag_fd;
+      g_diag_fd = -1;
+      return ThrowErrno(env, e, "socket");
+    }
+  }
+  struct as_sockdiag_result r;
+  int n = as_sockdiag_tcp(g_diag_fd, family, s, static_cast<uint16_t>(sport), d, static_cast<uint16_t>(dport), &r);
+  if (n < 0) { /* a fresh socket next time: no stale reply can linger */
+    close(g_diag_fd);
+    g_diag_fd = -1;
+    return ThrowErrno(env, -n, "sock_diag");
+  }
+  if (n == 0) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("state", Napi::Number::New(env, r.state));
+  o.Set("cgroup", r.has_cgroup ? Napi::Value(Napi::BigInt::New(env, r.cgroup)) : env.Null());
+  return o;
+}
+
+// generatorsCgroupId(): bigint — the cgroup id of <cgroup2>/appswitch/generators (ENOENT until a launcher made it).
+Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint64_t id = 0;
+  int r = as_guard_generators_id(&id);
+  if (r < 0) return ThrowErrno(env, -r, "stat");
+  return Napi::BigInt::New(env, id);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
+  exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
   exports.Set("accept", Napi::Function::New(env, Accept));

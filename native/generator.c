@@ -478,6 +478,14 @@ static void h_socket(struct as_gen *g, struct seccomp_notif *req) {
   int domain = (int)req->data.args[0];
   int type = (int)req->data.args[1];
   int proto = (int)req->data.args[2];
+  /* Only TCP and UDP: for them the kernel runs the socket guard's hooks (sockguard.h) on every path that picks an
+   * address (connect, TCP fast open, UDP sendmsg with a destination, bind). ICMP echo sockets, SCTP and MPTCP have
+   * sends or connects those hooks do not see, so a program could race a CONTINUEd call onto one of them. */
+  int kind = type & 0xf;
+  if (!(proto == 0 || (kind == SOCK_STREAM && proto == IPPROTO_TCP) || (kind == SOCK_DGRAM && proto == IPPROTO_UDP))) {
+    reply(g, req->id, -EPROTONOSUPPORT);
+    return;
+  }
   int s = socket(domain, type | SOCK_CLOEXEC, proto); /* in our (the host's) network namespace */
   if (s < 0) {
     reply(g, req->id, -errno);
@@ -500,11 +508,12 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
   }
   struct sockaddr_storage out;
   int n = virtual_name(g, s, peer, &out);
-  close(s);
-  if (n == -EAFNOSUPPORT) { /* AF_UNIX and friends: the decision looked at the socket's family only */
-    reply_continue(g, req->id);
-    return;
+  if (n == -EAFNOSUPPORT) { /* AF_UNIX and friends: the kernel's own answer, asked on our duplicate. Never CONTINUE:
+                             * the fd could be an inet socket by then, and the program would see its real name. */
+    socklen_t l = sizeof(out);
+    n = (peer ? getpeername(s, (struct sockaddr *)&out, &l) : getsockname(s, (struct sockaddr *)&out, &l)) < 0 ? -errno : (int)l;
   }
+  close(s);
   if (n < 0) {
     reply(g, req->id, n);
     return;
@@ -1214,6 +1223,7 @@ static void offer_expire(struct as_gen *g) {
 }
 
 static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd);
+static void accept_deliver(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *out, int n);
 
 /* The accepted connection is a placeholder whose offer is here: answer at once, and tell the daemon (one way) that it
  * may let go of its copy of the placeholder. */
@@ -1245,6 +1255,12 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
     int c = accept4(p->sock, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     int e = errno;
     if (blocking) fcntl(p->sock, F_SETFL, fl);
+    if (c >= 0 && !is_inet(p->family)) { /* a Unix socket: nobody to ask, nothing to translate */
+      pend_unwatch(g, p);
+      p->conn = c;
+      accept_deliver(g, p, &peer, (int)pl);
+      return;
+    }
     if (c >= 0) {
       pend_unwatch(g, p);
       struct sockaddr_storage loc;
@@ -1301,11 +1317,17 @@ static void h_accept(struct as_gen *g, struct seccomp_notif *req) {
     if (bad != -ESRCH) reply(g, req->id, bad == -EBADF ? -EBADF : -EINVAL);
     return;
   }
-  int s = take_inet_socket(g, req, &family, &type, NULL);
-  if (s < 0) return;
+  /* Every accept is made here on our duplicate, a Unix socket's too: answered with CONTINUE, the kernel would re-run
+   * it on whatever the fd number is by then, e.g. an inet listener dup2()ed there, handing the program a connection
+   * nobody vouched for (no cgroup hook covers accept). */
+  int s = get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, &type, NULL);
+  if (s < 0) {
+    if (s != -ESRCH) reply(g, req->id, s);
+    return;
+  }
   int listening = 0;
   socklen_t l = sizeof(listening);
-  if (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening) {
+  if (is_inet(family) && (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening)) {
     close(s);
     reply(g, req->id, type == SOCK_STREAM ? -EINVAL : -EOPNOTSUPP);
     return;
@@ -1391,12 +1413,18 @@ static void on_accept_reply(struct as_gen *g, struct as_pending *p, const struct
     memcpy(&out, p->req, p->req_len);
     n = (int)p->req_len;
   }
+  accept_deliver(g, p, &out, n);
+}
+
+/* Hands the accepted connection p->conn to the program: its peer address `out` (n bytes) where it asked for one,
+ * the flags it asked for, and the fd itself (ADDFD_FLAG_SEND answers the accept). */
+static void accept_deliver(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *out, int n) {
   if (p->uaddr) { /* as move_addr_to_user(): EFAULT/EINVAL lose the connection */
     int32_t ulen;
     int r = as_mem_read(p->pid, p->ulenp, &ulen, sizeof(ulen));
     if (r == 0 && ulen < 0) r = -EINVAL;
     int32_t full = n;
-    if (r == 0) r = as_mem_write2(p->pid, p->uaddr, &out, (size_t)(n < ulen ? n : ulen), p->ulenp, &full, sizeof(full));
+    if (r == 0) r = as_mem_write2(p->pid, p->uaddr, out, (size_t)(n < ulen ? n : ulen), p->ulenp, &full, sizeof(full));
     if (r < 0) {
       pend_finish(g, p, r == -ESRCH ? -EFAULT : r);
       return;

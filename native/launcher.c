@@ -4,8 +4,10 @@
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
  * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]
- *                           [--cap-add CAP]... [--cap-drop CAP|ALL]... -- CMD [ARG...]
+ *                           [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] -- CMD [ARG...]
  * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
+ * --no-sockguard: run without the kernel-side socket guard (sockguard.h); only for a real uid 0 caller (who could
+ *   detach the guard's BPF programs anyway), given by `appswitch run` when the daemon runs --insecure-no-sockguard
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
 #define _GNU_SOURCE
@@ -36,11 +38,12 @@
 #include "scm_rights.h"
 #include "seccomp_filter.h"
 #include "session.h"
+#include "sockguard.h"
 
 #define EXIT_APPSWITCH 125
 #define USAGE                                                                                                    \
   "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]" \
-  " [--cap-add CAP]... [--cap-drop CAP|ALL]... -- CMD [ARG...]\n"
+  " [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] -- CMD [ARG...]\n"
 
 static void die(const char *what, int err) {
   fprintf(stderr, "appswitch: %s: %s\n", what, strerror(err));
@@ -79,7 +82,7 @@ static int private_mounts(const char *resolv, const char *state_dir) {
 /* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
 
 static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv, const char *state_dir,
-                       const struct as_cred_plan *cred) {
+                       const struct as_cred_plan *cred, const struct as_guard *guard, pid_t launcher) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
@@ -87,6 +90,11 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
     _exit(EXIT_APPSWITCH);
   }
   int r;
+  const char *step;
+  if (guard && (r = as_guard_enter_app(guard, launcher, &step)) < 0) { /* needs CAP_SYS_ADMIN: before any drop */
+    fprintf(stderr, "appswitch: socket guard: %s: %s\n", step, strerror(-r));
+    _exit(EXIT_APPSWITCH);
+  }
   if ((r = private_mounts(resolv, state_dir)) < 0) {
     fprintf(stderr, "appswitch: private mounts (resolv.conf %s, hiding %s): %s\n", resolv ? resolv : "kept", state_dir, strerror(-r));
     _exit(EXIT_APPSWITCH);
@@ -135,7 +143,7 @@ static int exit_code(int status) {
 int main(int argc, char **argv) {
   const char *sock_path = NULL, *meta = "{}", *resolv = NULL, *user = NULL;
   uint64_t cap_add = 0, cap_drop = 0;
-  int wait_ms = 10000;
+  int wait_ms = 10000, sockguard = 1;
   /* first: neither the program nor the invoking user may ptrace this process, pidfd_getfd(2) its daemon session
    * and seccomp listener, or read its memory (process_vm_readv, /proc/PID/mem); fork keeps it, execve resets it */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die("PR_SET_DUMPABLE", errno);
@@ -158,6 +166,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "appswitch: %s %s: unknown capability\n", drop ? "--cap-drop" : "--cap-add", argv[i]);
         return EXIT_APPSWITCH;
       }
+    } else if (!strcmp(argv[i], "--no-sockguard")) {
+      sockguard = 0;
     } else if (!strcmp(argv[i], "--daemon-wait") && i + 1 < argc) {
       char *end;
       long v = strtol(argv[++i], &end, 10);
@@ -178,6 +188,10 @@ int main(int argc, char **argv) {
   char **cmd = argv + i;
   static struct as_cred_plan cred;
   char why[512];
+  if (!sockguard && getuid() != 0) {
+    fprintf(stderr, "appswitch: --no-sockguard: only root may run a program without the socket guard\n");
+    return EXIT_APPSWITCH;
+  }
   if (as_cred_plan_init(&cred, user, cap_add, cap_drop, why, sizeof(why)) < 0) {
     fprintf(stderr, "appswitch: %s\n", why);
     return EXIT_APPSWITCH;
@@ -198,6 +212,27 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd", errno);
   prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
 
+  /* The socket guard (sockguard.h): without it, a program that races a trapped call against dup2() reaches host
+   * addresses directly, so appswitch refuses to run unless the daemon's operator opted out. */
+  static struct as_guard guard;
+  if (sockguard) {
+    const char *step;
+    int r = as_guard_setup(&guard, &step);
+    if (r < 0) {
+      fprintf(stderr,
+              "appswitch: socket guard unavailable: %s: %s. appswitch needs cgroup v2 and cgroup sock_addr BPF programs "
+              "(root) to stop a program from racing a trapped call against dup2() to reach host addresses directly; "
+              "run the daemon with --insecure-no-sockguard to run programs without that protection\n",
+              step, strerror(-r));
+      return EXIT_APPSWITCH;
+    }
+    if (guard.enabled_nsdelegate)
+      fprintf(stderr, "appswitch: turned on nsdelegate on the cgroup v2 hierarchy (cgroup namespaces become delegation "
+                      "boundaries, as systemd mounts it), so that programs cannot leave their cgroup\n");
+  } else {
+    fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
+                    "bypass appswitch with a dup2() race\n");
+  }
   int dfd = as_session_connect(sock_path);
   if (dfd < 0) {
     fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
@@ -216,6 +251,7 @@ int main(int argc, char **argv) {
     return EXIT_APPSWITCH;
   }
 
+  pid_t launcher = getpid();
   int chan[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) < 0) die("socketpair", errno);
   pid_t child = fork();
@@ -224,14 +260,22 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred);
+    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred, sockguard ? &guard : NULL, launcher);
   }
   close(chan[1]);
+  /* Before the first notification is served, hence before the program's first socket is created. */
+  if (sockguard && (r = as_guard_join_generators(&guard)) < 0) {
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    as_guard_remove_app(&guard, launcher, 1000);
+    die("socket guard: moving the generator into the generators cgroup", -r);
+  }
   int cmsg[2];
   ssize_t n = read(chan[0], cmsg, sizeof(cmsg));
   if (n != (ssize_t)sizeof(cmsg)) { /* the child failed before the filter and said why */
     int st;
     waitpid(child, &st, 0);
+    if (sockguard) as_guard_remove_app(&guard, launcher, 1000);
     return exit_code(st) == 0 ? EXIT_APPSWITCH : exit_code(st);
   }
   int cpidfd = (int)syscall(SYS_pidfd_open, child, 0);
@@ -280,8 +324,11 @@ int main(int argc, char **argv) {
         dup2(null, 2);
       }
       as_gen_run(&g, 0);
+      if (sockguard) as_guard_remove_app(&guard, launcher, 2000);
       _exit(0);
     }
+  } else if (sockguard) { /* the last program process is gone */
+    as_guard_remove_app(&guard, launcher, 2000);
   }
   return exit_code(status);
 }

@@ -45,6 +45,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
     fastpath: opts.fastpath as boolean | undefined,
+    insecureNoSockguard: opts.insecureNoSockguard as boolean | undefined,
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
     group: opts.group as string | undefined,
@@ -59,6 +60,7 @@ async function runDaemon(cmd: Command): Promise<void> {
   }
   const d = new Daemon(cfg);
   await d.start();
+  if (!cfg.sockguard) d.log.warn('running without the socket guard (--insecure-no-sockguard): programs can bypass appswitch with a dup2() race');
   let stopping = false;
   const stop = (sig: NodeJS.Signals): void => {
     if (stopping) return;
@@ -121,7 +123,8 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
   const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];
-  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, ...creds, '--', ...cmd], env);
+  const guard = info.sockguard === false ? ['--no-sockguard'] : []; /* the daemon's operator opted out for the host */
+  native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, ...creds, ...guard, '--', ...cmd], env);
 }
 
 export function buildCli(): Command {
@@ -152,6 +155,7 @@ export function buildCli(): Command {
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
+    .option('--insecure-no-sockguard', 'run programs without the socket guard (cgroup v2 + BPF): they can then reach host addresses with a dup2() race; logs a warning')
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))

@@ -38,6 +38,8 @@ export interface DaemonConfig {
   resolvConf: string;
   /** Same-host connections become Unix socket pairs (see native/fastpath.h). */
   fastpath: boolean;
+  /** Programs run behind the socket guard (native/sockguard.h); false only with `--insecure-no-sockguard`. */
+  sockguard: boolean;
   /** Start empty: forget the apps a previous daemon saved (`--clean`). */
   clean: boolean;
   /** How long restored apps wait for their generator to reconnect before they are dropped (ms). */
@@ -71,6 +73,7 @@ export interface DaemonFlags {
   dnsPort?: string | number;
   dnsServers?: string[];
   fastpath?: boolean;
+  insecureNoSockguard?: boolean;
   clean?: boolean;
   metricsAddress?: string;
   group?: string;
@@ -146,6 +149,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gossipProfile,
     lb,
     fastpath: f.fastpath ?? true,
+    sockguard: !(f.insecureNoSockguard ?? false),
     clean: f.clean ?? false,
     restoreGraceMs: 5000,
     group: f.group ?? 'appswitch',

@@ -65,6 +65,9 @@ export interface InfoResult {
   /** The resolv.conf `appswitch run` mounts over the program's /etc/resolv.conf. */
   resolvConf: string;
   dnsDomain: string;
+  /** false when the daemon runs --insecure-no-sockguard: `appswitch run` then starts programs without the socket
+   * guard (native/sockguard.h). Absent from older daemons: the guard is on. */
+  sockguard?: boolean;
 }
 
 export interface AppView {

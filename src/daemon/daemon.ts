@@ -23,6 +23,7 @@ import { Cluster } from './cluster.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
+import { socketOrigin } from './sockguard.js';
 import { SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -108,7 +109,8 @@ export class Daemon {
       },
       forbidden: (ip, port, proto) => this.doors.check(ip, port, proto),
       limits: { servicesPerApp: cfg.maxServicesPerApp, pendingPerApp: cfg.maxPendingPerApp },
-      resolvePeer: (ip, endpoint) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -155,7 +157,7 @@ export class Daemon {
     this.peers = new PeerApi(
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
-      (ep) => this.handler.whoIsLocal(ep, 500),
+      (ep, dst) => this.handler.identifyLocal(ep, dst),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
@@ -382,6 +384,7 @@ export class Daemon {
       ports: `${this.cfg.ports.low}-${this.cfg.ports.high}`,
       resolvConf: this.cfg.resolvConf,
       dnsDomain: this.cfg.dnsDomain,
+      sockguard: this.cfg.sockguard,
     };
   }
 

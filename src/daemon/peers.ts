@@ -5,7 +5,8 @@
  * from the address of another current member; a request that is not from a member, malformed, stale or forged is
  * dropped (never looked up, so it claims no client's record), counted, logged (rate-limited), and its connection
  * closed. Without keys (--gossip-plaintext only) the membership check still applies.
- *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","mac":"..."}
+ *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","dst":"192.0.2.2:40001","mac":"..."}   (dst: the server's real
+ *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it)
  *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
@@ -103,7 +104,7 @@ export class PeerApi {
   constructor(
     private readonly port: number,
     keys: readonly Uint8Array[],
-    private readonly lookup: (endpoint: string) => Promise<ClientIdentity | undefined>,
+    private readonly lookup: (endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>,
     private readonly log: Logger,
     private readonly isPeer: (ip: string) => boolean,
   ) {
@@ -152,7 +153,7 @@ export class PeerApi {
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peer, sock);
       if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
-      void this.lookup(m.who).then(
+      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined).then(
         (c) => {
           const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
           if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
@@ -162,8 +163,9 @@ export class PeerApi {
     }, () => this.drop('malformed', peer, sock));
   }
 
-  /** Asks the daemon at peerIp who `endpoint` is. Undefined when unknown, unreachable or too slow. */
-  whoIs(peerIp: string, endpoint: string, timeoutMs = 1500): Promise<ClientIdentity | undefined> {
+  /** Asks the daemon at peerIp who `endpoint` (connected to our `dst`) is. Undefined when unknown, unreachable or too
+   * slow. */
+  whoIs(peerIp: string, endpoint: string, dst?: string, timeoutMs = 1500): Promise<ClientIdentity | undefined> {
     const c = this.client(peerIp);
     const id = this.nextId++;
     return new Promise((resolve) => {
@@ -180,7 +182,7 @@ export class PeerApi {
         }
         resolve({ identity: m.identity, appId: m.appId, tags });
       });
-      c.sock.write(this.signer.sign({ id, t: Date.now(), who: endpoint }) + '\n');
+      c.sock.write(this.signer.sign(dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst }) + '\n');
     });
   }
 

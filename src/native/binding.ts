@@ -36,7 +36,16 @@ export interface Poller {
   stop(): void;
 }
 
+/** A TCP socket found by sock_diag: its TCP state and the cgroup v2 id of the task that created it (null for a
+ * time-wait mini-socket, which keeps none). */
+export interface TcpSocketInfo {
+  state: number;
+  cgroup: bigint | null;
+}
+
 interface RawBinding {
+  tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
+  generatorsCgroupId(): bigint;
   seqpacketListen(path: string, mode: number): number;
   seqpacketConnect(path: string): number;
   accept(fd: number): Accepted | null;
@@ -117,6 +126,11 @@ export const native = {
   drain: wrap((fd: number, max: number): number => raw().drain(fd, max)),
   close: wrap((fd: number): void => raw().close(fd)),
   execve: wrap((file: string, argv: string[], env: string[]): never => raw().execve(file, argv, env)),
+  /** The TCP socket whose local end is src:sport and remote end dst:dport (IPv4 or IPv6 text, same family), by one
+   * synchronous NETLINK_SOCK_DIAG round trip (~10 µs); null when there is none. */
+  tcpSocketCgroup: wrap((src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null => raw().tcpSocketCgroup(src, sport, dst, dport)),
+  /** The cgroup id of <cgroup2>/appswitch/generators, where every trap generator runs (native/sockguard.h). */
+  generatorsCgroupId: wrap((): bigint => raw().generatorsCgroupId()),
   poller(fd: number, cb: (status: number, events: number) => void): Poller {
     const P = raw().Poller;
     return new P(fd, cb);

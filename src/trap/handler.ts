@@ -31,8 +31,20 @@ export interface ClientIdentity {
   tags: Record<string, string>;
 }
 
-/** Asks the daemon of another node who a client endpoint of that node is (see daemon/peers.ts). */
-export type PeerResolver = (peerIp: string, endpoint: string) => Promise<ClientIdentity | undefined>;
+/** Asks the daemon of another node who a client endpoint of that node is (see daemon/peers.ts); `dst`, the server's
+ * real endpoint, lets that daemon find the client's socket in its kernel. */
+export type PeerResolver = (peerIp: string, endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>;
+
+/** Who created the client socket of a connection, as the kernel records it (daemon/sockguard.ts): 'generator' (a
+ * trap generator: its CONNECTED report may still be on its way), 'other' (any other process: it can never be
+ * reported), 'gone' (no full socket any more: closed, or time-wait). */
+export type ClientSocketOrigin = 'generator' | 'other' | 'gone';
+
+/** How long an accept waits for the report of a client whose socket is gone. Its generator sent the report before
+ * the connect returned to the program, hence before the program could close the socket: the report is already in
+ * the daemon's receive queue, and this only covers the daemon getting to it. Short, so that connections closed
+ * right after connecting cannot make a server's accepts fall behind. */
+const GONE_WAIT_MS = 20;
 
 export interface HandlerConfig {
   nodeName: string;
@@ -50,6 +62,9 @@ export interface HandlerConfig {
   resolvePeer?: PeerResolver;
   /** How long to wait for a client's CONNECTED report that may still be on its way (ms). */
   identityWaitMs?: number;
+  /** Whether a client socket of this node was created by a trap generator (the socket guard, daemon/sockguard.ts);
+   * undefined when unknown. Without it, every unidentified connection waits identityWaitMs. */
+  clientSocketOrigin?: (client: Endpoint, server: Endpoint) => ClientSocketOrigin | undefined;
   /** Every app in the cluster: names, vips and identities stay unique through it. */
   directory?: AppDirectory;
   /** Same-host connections may become Unix socket pairs (default true; `appswitch daemon --no-fastpath`). */
@@ -178,6 +193,13 @@ function protoOf(sockType: number): Proto {
 }
 
 /** "ip:port" of a sockaddr (v4-mapped IPv6 shown as IPv4), or undefined. */
+/** "ip:port" (IPv6 without brackets: the port follows the last colon) back into an Endpoint. */
+function parseEndpoint(key: string): Endpoint | undefined {
+  const i = key.lastIndexOf(':');
+  const port = Number(key.slice(i + 1));
+  return i > 0 && Number.isInteger(port) && port >= 0 && port <= 65535 ? { ip: key.slice(0, i), port } : undefined;
+}
+
 function endpointKey(b: Buffer): string | undefined {
   const e = b.length ? decodeSockaddr(b) : undefined;
   return e ? `${e.ip.replace(/^::ffff:/i, '')}:${e.port}` : undefined;
@@ -885,6 +907,18 @@ export class TrapHandler {
     });
   }
 
+  /** Who a client of this node connected from `key` ("ip:port") to the server's real endpoint `dst` is: the kernel
+   * first says whether a generator created that socket (no wait for a report that can never come, and no stale
+   * report claimed by another process's socket), then the report, waited for as whoIsLocal does. */
+  identifyLocal(key: string, dst: string | undefined): Promise<ClientIdentity | undefined> {
+    const client = parseEndpoint(key);
+    const server = dst === undefined ? undefined : parseEndpoint(dst);
+    const origin = client && server ? this.cfg.clientSocketOrigin?.(client, server) : undefined;
+    if (origin === 'other') return Promise.resolve(undefined);
+    const wait = this.cfg.identityWaitMs ?? 500;
+    return this.whoIsLocal(key, origin === 'gone' ? Math.min(wait, GONE_WAIT_MS) : wait, dst);
+  }
+
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
   async accept(app: AppRecord, m: TrapMsg): Promise<Reply> {
     const peer = decodeSockaddr(m.addr);
@@ -893,8 +927,9 @@ export class TrapHandler {
     const local = peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip);
     if (local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED }; /* reset already: see connectedLost */
     let who: ClientIdentity | undefined;
-    if (local) who = await this.whoIsLocal(key, undefined, endpointKey(m.addr2));
-    else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key);
+    const dst = endpointKey(m.addr2);
+    if (local) who = await this.identifyLocal(key, dst);
+    else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key, dst);
     if (!who && local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED };
     if (!who) {
       this.stats.unidentified++;

@@ -34,6 +34,11 @@ export const RULES: Rule[] = [
   },
   {
     kind: 'design',
+    reason: 'socket(): inet sockets are TCP or UDP only (EPROTONOSUPPORT for ICMP, SCTP, ...): the socket guard\'s kernel hooks see every address those two pick, not the others\' (native/generator.c h_socket)',
+    applies: (n, a) => n.syscall === 'socket' && n.info === 'i' && a.result === 'EPROTONOSUPPORT',
+  },
+  {
+    kind: 'design',
     reason: 'MSG_FASTOPEN is an implicit connect: the filter refuses it (EOPNOTSUPP) before anything else is checked',
     applies: (n, a) => n.info === 'F' && a.result === 'EOPNOTSUPP',
   },
