@@ -123,7 +123,6 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
   close(lfd);
   close(chan);
   sigprocmask(SIG_SETMASK, orig, NULL);
-  const char *step;
   if ((r = as_cred_apply(cred, &step)) < 0) { /* last: nothing after this needs a capability */
     fprintf(stderr, "appswitch: %s: %s\n", step, strerror(-r));
     _exit(EXIT_APPSWITCH);
