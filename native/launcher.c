@@ -211,27 +211,6 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd", errno);
   prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
 
-  /* The socket guard (sockguard.h): without it, a program that races a trapped call against dup2() reaches host
-   * addresses directly, so appswitch refuses to run unless the daemon's operator opted out. */
-  static struct as_guard guard;
-  if (sockguard) {
-    const char *step;
-    int r = as_guard_setup(&guard, &step);
-    if (r < 0) {
-      fprintf(stderr,
-              "appswitch: socket guard unavailable: %s: %s. appswitch needs cgroup v2 and cgroup sock_addr BPF programs "
-              "(root) to stop a program from racing a trapped call against dup2() to reach host addresses directly; "
-              "run the daemon with --insecure-no-sockguard to run programs without that protection\n",
-              step, strerror(-r));
-      return EXIT_APPSWITCH;
-    }
-    if (guard.enabled_nsdelegate)
-      fprintf(stderr, "appswitch: turned on nsdelegate on the cgroup v2 hierarchy (cgroup namespaces become delegation "
-                      "boundaries, as systemd mounts it), so that programs cannot leave their cgroup\n");
-  } else {
-    fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
-                    "bypass appswitch with a dup2() race\n");
-  }
   int dfd = as_session_connect(sock_path);
   if (dfd < 0) {
     fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
@@ -248,6 +227,29 @@ int main(int argc, char **argv) {
   if (hr.result < 0) {
     fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
     return EXIT_APPSWITCH;
+  }
+
+  /* The socket guard (sockguard.h): without it, a program that races a trapped call against dup2() reaches host
+   * addresses directly, so appswitch refuses to run unless the daemon's operator opted out. Set up once the daemon
+   * admitted us: whoever may not register (not root, under a seccomp filter) is told that first, by the daemon. */
+  static struct as_guard guard;
+  if (sockguard) {
+    const char *step;
+    int gr = as_guard_setup(&guard, &step);
+    if (gr < 0) {
+      fprintf(stderr,
+              "appswitch: socket guard unavailable: %s: %s. appswitch needs cgroup v2 and cgroup sock_addr BPF programs "
+              "(root) to stop a program from racing a trapped call against dup2() to reach host addresses directly; "
+              "run the daemon with --insecure-no-sockguard to run programs without that protection\n",
+              step, strerror(-gr));
+      return EXIT_APPSWITCH;
+    }
+    if (guard.enabled_nsdelegate)
+      fprintf(stderr, "appswitch: turned on nsdelegate on the cgroup v2 hierarchy (cgroup namespaces become delegation "
+                      "boundaries, as systemd mounts it), so that programs cannot leave their cgroup\n");
+  } else {
+    fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
+                    "bypass appswitch with a dup2() race\n");
   }
 
   pid_t launcher = getpid();

@@ -24,7 +24,7 @@ import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
-import { SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
+import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { VERSION } from './version.js';
@@ -109,6 +109,14 @@ export class Daemon {
       },
       forbidden: (ip, port, proto) => this.doors.check(ip, port, proto),
       limits: { servicesPerApp: cfg.maxServicesPerApp, pendingPerApp: cfg.maxPendingPerApp },
+      socketsNow: () => {
+        try {
+          return snapshotNow();
+        } catch (e) {
+          if (e instanceof SnapshotError && isFdExhaustion(e.code)) this.fds.fail('reading /proc/net at a per-app limit', e.code);
+          return undefined;
+        }
+      },
       resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
     });

@@ -1,6 +1,7 @@
 /** What /proc/net/tcp and /proc/net/tcp6 (proc(5)) say about this network namespace: which sockets listen (by
  * inode: the daemon notices a program closing its listening socket) and how many connections are open to each
  * remote endpoint (the in-flight counts of the load balancer). */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import ipaddr from 'ipaddr.js';
 
@@ -111,16 +112,43 @@ async function readTable(read: ProcReader, file: string, optional: boolean): Pro
   try {
     text = await read(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException | null)?.code ?? 'EIO';
-    if (optional && code === 'ENOENT') return [];
-    throw new SnapshotError(file, code, e);
+    return missingTable(file, optional, e);
   }
+  return tableRows(file, text);
+}
+
+function missingTable(file: string, optional: boolean, e: unknown): string[] {
+  const code = (e as NodeJS.ErrnoException | null)?.code ?? 'EIO';
+  if (optional && code === 'ENOENT') return [];
+  throw new SnapshotError(file, code, e);
+}
+
+function tableRows(file: string, text: string): string[] {
   const lines = text.split('\n');
   if (!text.endsWith('\n') || !/^\s*sl\s/.test(lines[0] ?? '')) throw new SnapshotError(file, 'EPARTIAL');
   lines.pop(); /* after the final newline */
   const rows = lines.slice(1);
   for (const l of rows) if (l.trim().split(/\s+/).length <= 9) throw new SnapshotError(file, 'EPARTIAL');
   return rows;
+}
+
+/** The same snapshot as tcpSnapshot, read now and synchronously: for the rare moment an app reaches one of its limits
+ * (bound sockets, connections not yet accepted), so that sockets it closed since the last sweep stop counting at once.
+ * Throws SnapshotError as tcpSnapshot does. */
+export function snapshotNow(): TcpSnapshot {
+  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
+  const rows = (file: string, optional: boolean): string[] => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      return missingTable(file, optional, e);
+    }
+    return tableRows(file, text);
+  };
+  parseTcpRows([...rows('/proc/net/tcp', false), ...rows('/proc/net/tcp6', true)], out);
+  for (const line of [...rows('/proc/net/udp', false), ...rows('/proc/net/udp6', true)]) out.sockets.add(line.trim().split(/\s+/)[9] as string);
+  return out;
 }
 
 /** Reads the TCP and UDP tables of this namespace. Throws SnapshotError when any of them cannot be read whole: the

@@ -85,6 +85,9 @@ export interface HandlerConfig {
   forbidden?: (ip: string, port: number, proto: Proto) => string | undefined;
   /** Per-app limits (see trap/limits.ts); default DEFAULT_LIMITS. */
   limits?: AppLimits;
+  /** What the kernel's socket tables say now (synchronous; undefined when they cannot be read): asked only when an app
+   * reaches a per-app limit, so that sockets it closed since the last sweep do not count against it. */
+  socketsNow?: () => { sockets: Set<string>; liveLocal: Set<string> } | undefined;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -100,6 +103,8 @@ const CLIENT_TTL_MS = 30_000;
 const CLIENT_MAX = 200_000;
 /** A fast-path connection the server has not accepted within this time is given up (its fds closed). */
 const OFFER_TTL_MS = 60_000;
+/** How often an app at its bound-socket limit may make the daemon read the kernel's socket tables (see reclaimClosed). */
+const RECLAIM_MS = 100;
 
 /** What the handler answers: a result (>= 0 or -errno) and up to two addresses. */
 export interface Reply {
@@ -245,6 +250,8 @@ export class TrapHandler {
   private readonly planned = new CountedMap<string, PlannedBind>((p) => [p.appId]);
   /** Apps restored from a saved state whose generator has not come back yet: id -> deadline (ms). */
   private readonly detached = new Map<string, number>();
+  /** When each app at its bound-socket limit last made the daemon read the socket tables (see reclaimClosed). */
+  private readonly reclaimedAt = new Map<string, number>();
   private readonly limits: AppLimits;
   /** UDP service entries by real endpoint "ip:port" (see directDatagramAllowed); rebuilt after the table changes. */
   private udpEndpoints: Map<string, ServiceEntry[]> | undefined;
@@ -465,6 +472,7 @@ export class TrapHandler {
       }
     }
     this.apps.delete(app.id);
+    this.reclaimedAt.delete(app.id);
     this.detached.delete(app.id);
     for (const [ino, b] of this.bindings) if (b.appId === app.id) this.unbind(ino);
     for (const [k, p] of this.planned) {
@@ -496,7 +504,8 @@ export class TrapHandler {
       return { result: -Errno.EADDRNOTAVAIL }; /* the program's namespace has lo and its own vip, nothing else */
     }
     if (req.port !== 0 && this.portTaken(app, proto, req.port)) return { result: -Errno.EADDRINUSE };
-    const held = this.bindings.count(app.id) + this.planned.count(app.id);
+    let held = this.bindings.count(app.id) + this.planned.count(app.id);
+    if (held >= this.limits.servicesPerApp && this.reclaimClosed(app)) held = this.bindings.count(app.id) + this.planned.count(app.id);
     if (held >= this.limits.servicesPerApp) {
       /* a program holding this many bound sockets would fill the pool and the node's gossip keys for everyone */
       this.stats.limitServices++;
@@ -786,6 +795,7 @@ export class TrapHandler {
    * server ever accepting cannot grow the daemon's tables without bound (nor push other apps' records out). */
   private pendingLimited(app: AppRecord, where: string): boolean {
     if (this.clients.count(app.id) >= this.limits.pendingPerApp) this.expireClients();
+    if (this.clients.count(app.id) >= this.limits.pendingPerApp) this.reclaimClosed(app);
     const n = this.clients.count(app.id);
     if (n < this.limits.pendingPerApp) return false;
     this.stats.limitPending++;
@@ -962,18 +972,22 @@ export class TrapHandler {
   /** Forgets client reports older than CLIENT_TTL_MS (no accept may claim them any more: see whoIsLocal), so that
    * connections refused or reset before their accept do not count against their app's limit for ever. The map is in
    * arrival order: the old ones come first. */
-  private expireClients(now = Date.now()): void {
+  private expireClients(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
     const old = now - CLIENT_TTL_MS;
     for (const [k, v] of this.clients) {
       if (v.at >= old) break;
       this.clients.delete(k);
     }
+    if (!liveLocal) return;
+    /* a report whose client socket the kernel no longer has (the client closed it before any accept) answers for no
+     * connection: it would only count against the app's --max-pending-per-app until its TTL */
+    for (const [k, v] of this.clients) if (v.at < snapshotAt && !liveLocal.has(k)) this.clients.delete(k);
   }
 
   /** Gives up fast-path connections no server accepted in time (the client then sees the connection close), and
    * client reports too old to be claimed. */
   expireOffers(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
-    this.expireClients(now);
+    this.expireClients(now, liveLocal, snapshotAt);
     for (const [k, o] of this.offers) {
       /* Gone: the placeholder is no longer an open socket: the server's listener closed and reset the connections in
        * its accept queue, the program ended, its client was killed before connecting it, or (pushed offers) the
@@ -1059,6 +1073,34 @@ export class TrapHandler {
       if (e) this.cfg.log.info({ app: b.appId, service: `${e.vip}:${e.port}` }, 'service down');
     }
     this.changed();
+  }
+
+  /** At a per-app limit: forgets what the app no longer holds although the last sweep has not seen it go — bindings of
+   * sockets it closed (a program that binds and closes in a loop holds one at a time), client reports of connections
+   * it closed before any accept. A look that found nothing to forget is not repeated for RECLAIM_MS, so a program
+   * really at its limit costs the daemon little. True when anything went. */
+  private reclaimClosed(app: AppRecord): boolean {
+    const now = Date.now();
+    if (!this.cfg.socketsNow || now - (this.reclaimedAt.get(app.id) ?? 0) < RECLAIM_MS) return false;
+    const snap = this.cfg.socketsNow();
+    if (!snap) return false;
+    let gone = 0;
+    for (const [ino, b] of this.bindings) {
+      /* a TCP socket that is bound but neither listening nor connected is in no table: only UDP sockets and listeners */
+      if (b.appId === app.id && (b.proto === 'udp' || b.serviceId) && !snap.sockets.has(ino)) {
+        this.unbind(ino);
+        gone++;
+      }
+    }
+    for (const [k, c] of this.clients) {
+      if (c.appId === app.id && !snap.liveLocal.has(k)) {
+        this.clients.delete(k);
+        gone++;
+      }
+    }
+    if (gone === 0) this.reclaimedAt.set(app.id, now);
+    else this.reclaimedAt.delete(app.id);
+    return gone > 0;
   }
 
   private portTaken(app: AppRecord, proto: Proto, port: number): boolean {

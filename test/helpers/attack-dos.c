@@ -7,6 +7,7 @@
  *   attack-dos udpsink PORT N SECONDS        binds UDP PORT, prints "listening", counts datagrams: "received=K"
  *   attack-dos selfconnect PORT N            listens on PORT, connects to 127.0.0.1:PORT N times, never accepts
  *   attack-dos udpbind N                     binds N UDP sockets (port 0), then waits until killed
+ *   attack-dos bindclose N                   binds and closes N UDP sockets (port 0), one after another
  * Each line is flushed; the waiting commands wait until killed. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -179,6 +180,24 @@ static int c_selfconnect(int port, int n) {
   return 0;
 }
 
+/* A program that binds and closes in a loop holds one socket at a time, whatever the per-app limit. */
+static int c_bindclose(int n) {
+  int ok = 0, first_err = 0;
+  for (int i = 0; i < n; i++) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+      first_err = errno;
+      break;
+    }
+    struct sockaddr_in a = sin_of("0.0.0.0", 0);
+    if (bind(s, (struct sockaddr *)&a, sizeof(a)) == 0) ok++;
+    else if (!first_err) first_err = errno;
+    close(s);
+  }
+  out("bindclose ok=%d first=%s\n", ok, first_err ? ename(first_err) : "-");
+  return 0;
+}
+
 static int c_udpbind(int n) {
   struct rlimit r;
   getrlimit(RLIMIT_NOFILE, &r);
@@ -210,6 +229,7 @@ int main(int argc, char **argv) {
   if (argc >= 5 && !strcmp(argv[1], "udpsink")) return c_udpsink(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
   if (argc >= 4 && !strcmp(argv[1], "selfconnect")) return c_selfconnect(atoi(argv[2]), atoi(argv[3]));
   if (argc >= 3 && !strcmp(argv[1], "udpbind")) return c_udpbind(atoi(argv[2]));
+  if (argc >= 3 && !strcmp(argv[1], "bindclose")) return c_bindclose(atoi(argv[2]));
   fprintf(stderr, "usage: attack-dos send|sendmmsg|udpsink|selfconnect|udpbind ...\n");
   return 2;
 }

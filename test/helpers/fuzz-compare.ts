@@ -49,13 +49,18 @@ export const RULES: Rule[] = [
   },
   {
     kind: 'design',
+    reason: "the node address's daemon ports (gossip, peer API, another node's DNS) and port pool are closed doors to programs: connect ECONNREFUSED, send EPERM",
+    applies: (n, a) => n.dest === 'd' && ['connect', ...SENDS].includes(n.syscall) && (a.result === 'ECONNREFUSED' || a.result === 'EPERM'),
+  },
+  {
+    kind: 'design',
     reason: "127.0.0.1/any is the app's own port space: connect/send reach its own service or get ECONNREFUSED; bind takes a virtual port",
     applies: (n) => (n.dest === 'l' && ['connect', 'bind', ...SENDS].includes(n.syscall)) || (n.dest === 'u' && n.syscall === 'bind'),
   },
   {
     kind: 'design',
     reason: 'bind of a real (non-virtual) address: the daemon binds servers to the node address, other local addresses are not offered',
-    applies: (n, a) => n.syscall === 'bind' && n.dest === 'o' && (a.result === 'EADDRNOTAVAIL' || a.result === 'EADDRINUSE'),
+    applies: (n, a) => n.syscall === 'bind' && 'od'.includes(n.dest) && (a.result === 'EADDRNOTAVAIL' || a.result === 'EADDRINUSE'),
   },
   {
     kind: 'design',
@@ -70,17 +75,17 @@ export const RULES: Rule[] = [
   {
     kind: 'known',
     reason: 'UDP send with several bad arguments: the generator checks payload, then destination; the kernel checks destination length, family, then payload (both refuse)',
-    applies: (n, a) => SENDS.has(n.syscall) && UDP.has(n.fd) && isErr(n.result) && isErr(a.result) && 'xon'.includes(n.dest),
+    applies: (n, a) => SENDS.has(n.syscall) && UDP.has(n.fd) && isErr(n.result) && isErr(a.result) && 'xond'.includes(n.dest),
   },
   {
     kind: 'known',
     reason: 'UDP6 socket with an AF_INET or v4-mapped destination: the kernel sends/connects dual-stack (ip6_datagram_connect, udpv6_sendmsg); the generator requires the socket family and sends mapped addresses from the host socket',
-    applies: (n, a) => [...SENDS, 'connect'].includes(n.syscall) && n.fd === 'udp6' && n.dest === 'o' && (isErr(n.result) || isErr(a.result)),
+    applies: (n, a) => [...SENDS, 'connect'].includes(n.syscall) && n.fd === 'udp6' && 'od'.includes(n.dest) && (isErr(n.result) || isErr(a.result)),
   },
   {
     kind: 'known',
     reason: "IPv6 destination with a scope id (fe80::1%N): the daemon's endpoint encoding drops sin6_scope_id, so the real connect gets EINVAL",
-    applies: (n, a) => ['tcp6', 'udp6'].includes(n.fd) && n.dest === 'o' && n.syscall === 'connect' && a.result === 'EINVAL',
+    applies: (n, a) => ['tcp6', 'udp6'].includes(n.fd) && 'od'.includes(n.dest) && n.syscall === 'connect' && a.result === 'EINVAL',
   },
   {
     kind: 'known',
@@ -90,7 +95,7 @@ export const RULES: Rule[] = [
   {
     kind: 'known',
     reason: 'NOT UNDERSTOOD YET: UDP4 sendmsg/sendmmsg to a real address that the kernel refuses with EINVAL is sent by the generator (seed 42: cases 15534, 25765, 92104, 114879); suspects: random flag bits or control data',
-    applies: (n, a) => ['sendmsg', 'sendmmsg'].includes(n.syscall) && n.fd === 'udp4' && n.dest === 'o' && n.result === 'EINVAL' && isOk(a.result),
+    applies: (n, a) => ['sendmsg', 'sendmmsg'].includes(n.syscall) && n.fd === 'udp4' && 'od'.includes(n.dest) && n.result === 'EINVAL' && isOk(a.result),
   },
   {
     kind: 'known',

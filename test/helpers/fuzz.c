@@ -123,6 +123,8 @@ static long generation;
 /* Destination classes the comparison cares about: a virtual address (a name under appswitch, a route natively),
  * the own listener, anything else, or no valid sockaddr at all. */
 static char dest_class;
+/* The test host's node address (192.0.2.1, TestHost's default): its daemon ports and port pool are closed doors. */
+#define NODE_ADDR4 0xc0000201u
 
 static void v4(struct sockaddr_in *a, const char *ip, int port) {
   memset(a, 0, sizeof(*a));
@@ -175,6 +177,7 @@ static size_t make_addr(uint8_t *buf, int sock_family) {
     a.sin_family = (sa_family_t)fam;
     if (is_virtual4(a.sin_addr.s_addr)) dest_class = 'v';
     else if (ntohl(a.sin_addr.s_addr) == INADDR_LOOPBACK || a.sin_addr.s_addr == 0) dest_class = 'l';
+    else if (ntohl(a.sin_addr.s_addr) == NODE_ADDR4) dest_class = 'd';
     memcpy(buf, &a, sizeof(a));
     return sizeof(a);
   }
@@ -198,6 +201,7 @@ static size_t make_addr(uint8_t *buf, int sock_family) {
       memcpy(&be, b + 12, 4);
       if (is_virtual4(be)) dest_class = 'v';
       else if (ntohl(be) == INADDR_LOOPBACK) dest_class = 'l';
+      else if (ntohl(be) == NODE_ADDR4) dest_class = 'd';
     } else if (IN6_IS_ADDR_LOOPBACK(&a.sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&a.sin6_addr)) {
       dest_class = 'l';
     }

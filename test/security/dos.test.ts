@@ -170,6 +170,12 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       expect(h.daemonLog).toContain('--max-services-per-app');
       killTree(small, 'SIGKILL');
       await smallDone;
+
+      // a program that binds and closes 1,000 sockets one after another holds one at a time: never refused (the
+      // sockets it closed since the last sweep are forgotten when it reaches the limit)
+      const loop = await h.runToEnd(['--ip', '10.83.0.3'], [ATTACK, 'bindclose', '1000'], 60_000);
+      console.log('bind and close 1,000 times, default limit:', loop.stdout.trim());
+      expect(loop.stdout).toContain('bindclose ok=1000 first=-');
       await waitFor(async () => (await status(h)).apps === 1, 10_000);
       const saved = (): string[] => readFileSync(`${h.stateDir}/state.json`, 'utf8').split('\n');
       await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 10_000); // written
