@@ -153,7 +153,12 @@ describe('daemon restart, two hosts', () => {
     await waitFor(async () => !(await has(b, '10.0.0.7', 8000)), 20_000); // b declared a dead and withdrew its entries
     const t0 = Date.now();
     await a.startDaemon(['--node-name', 'ra', '--join', '192.0.2.2']);
-    await waitFor(() => has(b, '10.0.0.7', 8000), 10_000);
+    await waitFor(() => has(b, '10.0.0.7', 8000), 10_000).catch((e: unknown) => {
+      /* seen once in several runs: say what b's gossip saw of ra (member states, records refused or waiting) */
+      const lines = b.daemonLog.split('\n').filter((l) => /member state|record from gossip|gossip: dropped|joined|service/.test(l));
+      process.stdout.write(`b's log (gossip) when the re-announce did not arrive:\n${lines.slice(-40).join('\n')}\n`);
+      throw e;
+    });
     process.stdout.write(`service re-announced to the other host ${Date.now() - t0} ms after the restart\n`);
     const c = await b.runToEnd([], ['curl', '-sS', '-m', '10', 'http://10.0.0.7:8000/']);
     expect(c.code, c.stderr).toBe(0);

@@ -102,7 +102,18 @@ describe('(b) the socket tables cannot be read', () => {
       await h.waitService('10.82.0.2', 5300);
       const services = (await h.services()).length;
       expect(services).toBe(3); // TCP+UDP of the fuzz server, and the UDP sink
-      // no descriptor at all can be opened: the limit is the lowest free descriptor number
+      // no descriptor at all can be opened: the limit is the lowest free descriptor number, read once the daemon's
+      // descriptors have settled (the CLI's control connection above closes a moment after the CLI exits: a slot
+      // freed after the limit is set would let the sweep read again)
+      const fds = (): string => readdirSync(`/proc/${pid}/fd`).sort().join(',');
+      let last = '';
+      let steady = 0;
+      await waitFor(() => {
+        const now = fds();
+        steady = now === last ? steady + 1 : 0;
+        last = now;
+        return steady >= 3;
+      }, 10_000, 200);
       const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
       let lowestFree = 0;
       while (used.has(lowestFree)) lowestFree++;
