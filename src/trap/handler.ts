@@ -12,6 +12,9 @@ import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
+import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
+
+export type { ClientIdentity, ClientSocketOrigin } from './client-reports.js';
 import { type AppLimits, CountedMap, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
 import {
   AF_INET6,
@@ -24,27 +27,11 @@ import {
   type TrapMsg,
 } from './protocol.js';
 
-/** Who is behind a client endpoint: what the accepting server will see as its peer. */
-export interface ClientIdentity {
-  identity: string;
-  appId: string;
-  tags: Record<string, string>;
-}
 
 /** Asks the daemon of another node who a client endpoint of that node is (see daemon/peers.ts); `dst`, the server's
  * real endpoint, lets that daemon find the client's socket in its kernel. */
 export type PeerResolver = (peerIp: string, endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>;
 
-/** Who created the client socket of a connection, as the kernel records it (daemon/sockguard.ts): 'generator' (a
- * trap generator: its CONNECTED report may still be on its way), 'other' (any other process: it can never be
- * reported), 'gone' (no full socket any more: closed, or time-wait). */
-export type ClientSocketOrigin = 'generator' | 'other' | 'gone';
-
-/** How long an accept waits for the report of a client whose socket is gone. Its generator sent the report before
- * the connect returned to the program, hence before the program could close the socket: the report is already in
- * the daemon's receive queue, and this only covers the daemon getting to it. Short, so that connections closed
- * right after connecting cannot make a server's accepts fall behind. */
-const GONE_WAIT_MS = 20;
 
 export interface HandlerConfig {
   nodeName: string;
@@ -99,8 +86,6 @@ export interface HandlerSnapshot {
   services: ServiceEntry[];
 }
 
-const CLIENT_TTL_MS = 30_000;
-const CLIENT_MAX = 200_000;
 /** A fast-path connection the server has not accepted within this time is given up (its fds closed). */
 const OFFER_TTL_MS = 60_000;
 /** How often an app at its bound-socket limit may make the daemon read the kernel's socket tables (see reclaimClosed). */
@@ -198,12 +183,6 @@ function protoOf(sockType: number): Proto {
 }
 
 /** "ip:port" of a sockaddr (v4-mapped IPv6 shown as IPv4), or undefined. */
-/** "ip:port" (IPv6 without brackets: the port follows the last colon) back into an Endpoint. */
-function parseEndpoint(key: string): Endpoint | undefined {
-  const i = key.lastIndexOf(':');
-  const port = Number(key.slice(i + 1));
-  return i > 0 && Number.isInteger(port) && port >= 0 && port <= 65535 ? { ip: key.slice(0, i), port } : undefined;
-}
 
 function endpointKey(b: Buffer): string | undefined {
   const e = b.length ? decodeSockaddr(b) : undefined;
@@ -234,15 +213,11 @@ export class TrapHandler {
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
   private readonly tried = new Map<string, { at: number; endpoints: Set<string> }>();
-  /** Real client endpoint "ip:port" -> the identity that connected from it (connections to virtual endpoints). */
-  private readonly clients = new CountedMap<string, ClientIdentity & { at: number; dst?: string }>((c) => [c.appId]);
-  private readonly clientWaiters = new Map<string, Array<(c: ClientIdentity | undefined) => void>>();
+  /** Who connected from which client endpoint, for the servers' accepts (see ClientReports). */
+  private readonly reports: ClientReports;
   /** Fast-path connections waiting for the server's accept, by the placeholder's real client endpoint:
    * [server's end of the Unix socket pair, placeholder TCP socket]. */
   private readonly offers = new CountedMap<string, Offer>(offerOwners);
-  /** Fast-path connections lost on the way to the daemon (connectedLost), by the placeholder's real client endpoint:
-   * the server's accept of that placeholder is refused at once. */
-  private readonly lost = new Map<string, number>();
   private readonly identities: IdentityPool;
   /** Socket inode -> what it is bound to. */
   private readonly bindings = new CountedMap<string, Binding>((b) => [b.appId]);
@@ -265,6 +240,7 @@ export class TrapHandler {
     this.identities = new IdentityPool(seed, (ip) => cfg.directory?.takenByOther(ip) ?? false);
     this.limits = cfg.limits ?? DEFAULT_LIMITS;
     this.limitLog = new RateLimitedLog(cfg.log);
+    this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin);
     const stale = (): void => (this.udpEndpoints = undefined);
     cfg.table.on('added', stale);
     cfg.table.on('removed', stale);
@@ -644,7 +620,7 @@ export class TrapHandler {
       if (!offer?.pushed) continue;
       this.offers.delete(key);
       this.closeFds(offer.fds);
-      this.clients.delete(key);
+      this.reports.forget(key);
       if (offer.who) this.cfg.connections?.accepted({ appId: app.id }, this.cfg.nodeName, peer, offer.dst, offer.who);
     }
   }
@@ -794,9 +770,9 @@ export class TrapHandler {
    * (client records): then its next connect is refused (logged, counted), so that a program connecting without its
    * server ever accepting cannot grow the daemon's tables without bound (nor push other apps' records out). */
   private pendingLimited(app: AppRecord, where: string): boolean {
-    if (this.clients.count(app.id) >= this.limits.pendingPerApp) this.expireClients();
-    if (this.clients.count(app.id) >= this.limits.pendingPerApp) this.reclaimClosed(app);
-    const n = this.clients.count(app.id);
+    if (this.reports.count(app.id) >= this.limits.pendingPerApp) this.reports.expire();
+    if (this.reports.count(app.id) >= this.limits.pendingPerApp) this.reclaimClosed(app);
+    const n = this.reports.count(app.id);
     if (n < this.limits.pendingPerApp) return false;
     this.stats.limitPending++;
     this.limitLog.warn(
@@ -829,7 +805,6 @@ export class TrapHandler {
    * its offer [server's end, placeholder]. */
   private record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string): ClientIdentity {
     const key = `${local.ip}:${local.port}`;
-    this.lost.delete(key); /* a new connection from that endpoint */
     if (fast) {
       this.stats.fastpathConnections++;
       const old = this.offers.get(key);
@@ -843,16 +818,8 @@ export class TrapHandler {
     }
     const c = { identity: app.identity, appId: app.id, tags: app.tags };
     this.cfg.connections?.connected(c, local, dst, fast ? 'fastpath' : 'tcp', fast ? this.cfg.inodeOf?.(fds[0] as number) : undefined);
-    this.clients.delete(key); /* re-insert: the map stays in arrival order, oldest first */
-    const ws = this.clientWaiters.get(key);
-    if (ws) { /* an accept is already waiting for this report: it claims it (see whoIsLocal) */
-      this.clientWaiters.delete(key);
-      for (const w of ws) w(c);
-      return c;
-    }
-    this.clients.set(key, { ...c, at: Date.now(), dst: dst ? `${dst.ip}:${dst.port}` : undefined });
-    if (this.clients.count(app.id) > this.limits.pendingPerApp) this.dropOldestClient(app.id);
-    if (this.clients.size > CLIENT_MAX) this.pruneClients();
+    this.reports.report(key, c, dst);
+    if (this.reports.count(app.id) > this.limits.pendingPerApp) this.reports.dropOldest(app.id); /* reports of connects under way can overshoot */
     return c;
   }
 
@@ -866,67 +833,19 @@ export class TrapHandler {
     if (!local) return;
     const key = `${local.ip}:${local.port}`;
     this.stats.fastpathLost++;
-    this.clients.delete(key);
-    this.lost.delete(key);
-    this.lost.set(key, Date.now());
-    if (this.lost.size > 1024) {
-      const old = Date.now() - CLIENT_TTL_MS;
-      for (const [k, at] of this.lost) {
-        if (at >= old && this.lost.size <= 1024) break;
-        this.lost.delete(k);
-      }
-    }
+    this.reports.markLost(key);
     this.cfg.log.debug({ app: app.id, client: app.identity, local: key }, 'fast-path connection lost: its descriptors did not fit');
-    const ws = this.clientWaiters.get(key);
-    if (ws) { /* the server's accept is already waiting for this report: it gets its answer now */
-      this.clientWaiters.delete(key);
-      for (const w of ws) w(undefined);
-    }
   }
 
-  /** Who connected from this node's endpoint `key`, waiting briefly for a report still on its way. The answer is
-   * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
-   * report nobody claimed must not answer for a later connection that reuses the ephemeral port (at thousands of
-   * connections a second the same 4-tuple comes back within seconds: a stale answer would hand the server the
-   * placeholder of a fast-path connection instead of its Unix socket). With `dst` (the server's real endpoint), a
-   * report about a connection to somewhere else does not count either: the report for this one is still on its way. */
+  /** Who connected from this node's endpoint `key` (see ClientReports.claim); the answer is claimed. */
   whoIsLocal(key: string, waitMs = this.cfg.identityWaitMs ?? 500, dst?: string): Promise<ClientIdentity | undefined> {
-    const c = this.clients.get(key);
-    if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst)) {
-      this.clients.delete(key);
-      return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
-    }
-    if (waitMs <= 0) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      let list = this.clientWaiters.get(key);
-      if (!list) this.clientWaiters.set(key, (list = []));
-      const t = setTimeout(() => {
-        const l = this.clientWaiters.get(key);
-        if (l) {
-          const i = l.indexOf(done);
-          if (i >= 0) l.splice(i, 1);
-          if (!l.length) this.clientWaiters.delete(key);
-        }
-        resolve(undefined);
-      }, waitMs);
-      const done = (v: ClientIdentity | undefined): void => {
-        clearTimeout(t);
-        resolve(v);
-      };
-      list.push(done);
-    });
+    return this.reports.claim(key, waitMs, dst);
   }
 
-  /** Who a client of this node connected from `key` ("ip:port") to the server's real endpoint `dst` is: the kernel
-   * first says whether a generator created that socket (no wait for a report that can never come, and no stale
-   * report claimed by another process's socket), then the report, waited for as whoIsLocal does. */
+  /** Who a client of this node connected from `key` to `dst` is, asking the kernel first (see ClientReports.identify):
+   * the peer API's look-up. */
   identifyLocal(key: string, dst: string | undefined): Promise<ClientIdentity | undefined> {
-    const client = parseEndpoint(key);
-    const server = dst === undefined ? undefined : parseEndpoint(dst);
-    const origin = client && server ? this.cfg.clientSocketOrigin?.(client, server) : undefined;
-    if (origin === 'other') return Promise.resolve(undefined);
-    const wait = this.cfg.identityWaitMs ?? 500;
-    return this.whoIsLocal(key, origin === 'gone' ? Math.min(wait, GONE_WAIT_MS) : wait, dst);
+    return this.reports.identify(key, dst);
   }
 
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
@@ -935,12 +854,12 @@ export class TrapHandler {
     if (!peer) return { result: -Errno.ECONNREFUSED };
     const key = `${peer.ip}:${peer.port}`;
     const local = peer.ip === this.cfg.nodeAddress || isLoopback(peer.ip);
-    if (local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED }; /* reset already: see connectedLost */
+    if (local && this.reports.takeLost(key)) return { result: -Errno.ECONNREFUSED }; /* reset already: see connectedLost */
     let who: ClientIdentity | undefined;
     const dst = endpointKey(m.addr2);
-    if (local) who = await this.identifyLocal(key, dst);
+    if (local) who = await this.reports.identify(key, dst);
     else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(peer.ip, key, dst);
-    if (!who && local && this.lost.delete(key)) return { result: -Errno.ECONNREFUSED };
+    if (!who && local && this.reports.takeLost(key)) return { result: -Errno.ECONNREFUSED };
     if (!who) {
       this.stats.unidentified++;
       this.cfg.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
@@ -969,25 +888,10 @@ export class TrapHandler {
     if (fds.length) this.cfg.closeFds?.(fds);
   }
 
-  /** Forgets client reports older than CLIENT_TTL_MS (no accept may claim them any more: see whoIsLocal), so that
-   * connections refused or reset before their accept do not count against their app's limit for ever. The map is in
-   * arrival order: the old ones come first. */
-  private expireClients(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
-    const old = now - CLIENT_TTL_MS;
-    for (const [k, v] of this.clients) {
-      if (v.at >= old) break;
-      this.clients.delete(k);
-    }
-    if (!liveLocal) return;
-    /* a report whose client socket the kernel no longer has (the client closed it before any accept) answers for no
-     * connection: it would only count against the app's --max-pending-per-app until its TTL */
-    for (const [k, v] of this.clients) if (v.at < snapshotAt && !liveLocal.has(k)) this.clients.delete(k);
-  }
-
   /** Gives up fast-path connections no server accepted in time (the client then sees the connection close), and
    * client reports too old to be claimed. */
   expireOffers(now = Date.now(), liveLocal?: Set<string>, snapshotAt = Infinity): void {
-    this.expireClients(now, liveLocal, snapshotAt);
+    this.reports.expire(now, liveLocal, snapshotAt);
     for (const [k, o] of this.offers) {
       /* Gone: the placeholder is no longer an open socket: the server's listener closed and reset the connections in
        * its accept queue, the program ended, its client was killed before connecting it, or (pushed offers) the
@@ -1028,25 +932,6 @@ export class TrapHandler {
     return n;
   }
 
-
-  /** An app over its limit of client records awaiting an accept loses its own oldest one (never another app's):
-   * that connection, if a server ever accepts it, is dropped there as unidentified. Connects are refused before it
-   * comes to this (see pendingLimited); reports of connects already under way can still overshoot. */
-  private dropOldestClient(appId: string): void {
-    for (const [k, v] of this.clients) {
-      if (v.appId !== appId) continue;
-      this.clients.delete(k);
-      return;
-    }
-  }
-
-  private pruneClients(): void {
-    const old = Date.now() - CLIENT_TTL_MS;
-    for (const [k, v] of this.clients) {
-      if (v.at >= old && this.clients.size <= CLIENT_MAX) break;
-      this.clients.delete(k);
-    }
-  }
 
   /** Drops services whose listening socket is gone (the program closed it) and, with `liveSockets`, bindings whose
    * socket is gone (bound, never listened, or UDP: their pool port would leak until the app exits). `snapshotAt` is
@@ -1092,12 +977,7 @@ export class TrapHandler {
         gone++;
       }
     }
-    for (const [k, c] of this.clients) {
-      if (c.appId === app.id && !snap.liveLocal.has(k)) {
-        this.clients.delete(k);
-        gone++;
-      }
-    }
+    gone += this.reports.forgetGone(app.id, snap.liveLocal);
     if (gone === 0) this.reclaimedAt.set(app.id, now);
     else this.reclaimedAt.delete(app.id);
     return gone > 0;
