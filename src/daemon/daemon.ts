@@ -20,6 +20,7 @@ import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster } from './cluster.js';
+import type { NodeRecord } from './gossip-records.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
@@ -297,11 +298,10 @@ export class Daemon {
     writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
   }
 
-  /** The daemon ports of node `name`: its `@node` record from gossip (validated, see gossip-records.ts), else —
-   * before the record arrives — this daemon's own ports and pool, the best guess for a node of the same cluster. */
-  private portsOf(name: string): DaemonPorts {
+  /** The daemon ports of a node: its `@node` record from gossip (validated, see gossip-records.ts), else — this node,
+   * or another before its record arrives — this daemon's own ports and pool, the best guess for a node of the cluster. */
+  private portsOf(r: NodeRecord | undefined): DaemonPorts {
     const c = this.cfg;
-    const r = name === c.nodeName ? undefined : this.cluster?.nodeInfo(name)?.record;
     if (r) {
       const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
       if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
@@ -312,13 +312,14 @@ export class Daemon {
     return own;
   }
 
-  /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. */
+  /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. The cluster's
+   * view of each node gives its canonical address and its record in one pass. */
   private refreshDoors(): void {
     const c = this.cfg;
-    const doors: ClosedPorts[] = nodeDoors(c.nodeAddress, this.portsOf(c.nodeName), true);
-    for (const m of this.cluster?.members() ?? []) {
-      if (m.state === 'left' || m.name === c.nodeName) continue;
-      doors.push(...nodeDoors(m.address.replace(/^\[?(.*?)\]?:\d+$/, '$1'), this.portsOf(m.name), false));
+    const doors: ClosedPorts[] = nodeDoors(c.nodeAddress, this.portsOf(undefined), true);
+    for (const d of this.cluster?.daemons() ?? []) {
+      if (d.state === 'left' || d.node === c.nodeName) continue;
+      doors.push(...nodeDoors(d.address, this.portsOf(d.record), false));
     }
     const metrics = c.metricsAddress;
     if (metrics && metrics.host !== c.nodeAddress) { /* the metrics endpoint may listen on another address of this host */
