@@ -99,7 +99,7 @@ export class Daemon {
       closeFds: (fds) => {
         for (const fd of fds) native.close(fd);
       },
-      onChange: () => this.state.schedule(),
+      onChange: (now) => (now ? this.state.flush() : this.state.schedule()),
       connections: this.connections,
       inodeOf: (fd) => {
         try {

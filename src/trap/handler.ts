@@ -61,8 +61,10 @@ export interface HandlerConfig {
   fdsExhausted?: () => boolean;
   /** Closes descriptors the handler holds (fast-path offers); the trap server passes native close. */
   closeFds?: (fds: number[]) => void;
-  /** Called after every change of what a snapshot holds (apps, bindings, services): the daemon saves its state. */
-  onChange?: () => void;
+  /** Called after every change of what a snapshot holds (apps, bindings, services): the daemon saves its state —
+   * at once when `now` (a new binding or service: a daemon killed a moment later must still take it over), else
+   * soon after (coalesced). */
+  onChange?: (now?: boolean) => void;
   /** Records the connections set up (`appswitch get connections`); inodeOf names a fast-path socket by inode. */
   connections?: ConnectionTracker;
   inodeOf?: (fd: number) => string | undefined;
@@ -434,8 +436,8 @@ export class TrapHandler {
     return this.detached.size;
   }
 
-  private changed(): void {
-    this.cfg.onChange?.();
+  private changed(now = false): void {
+    this.cfg.onChange?.(now);
   }
 
   /** The app's connection closed: its services and ports go away. */
@@ -520,7 +522,7 @@ export class TrapHandler {
         const b: Binding = { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() };
         this.bindings.set(ino, b);
         if (p.proto === 'udp') this.register(app, ino, b); /* a datagram socket serves once bound: no listen() */
-        this.changed();
+        this.changed(true);
         return;
       }
     }
@@ -543,7 +545,7 @@ export class TrapHandler {
     if (!b || b.appId !== app.id) return { result: -Errno.EINVAL };
     if (b.serviceId) return { result: 0 }; /* listen() again, e.g. to change the backlog */
     this.register(app, ino, b);
-    this.changed();
+    this.changed(true);
     return { result: 0 };
   }
 

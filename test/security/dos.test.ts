@@ -189,7 +189,12 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       expect(loop.stdout).toContain('bindclose ok=1000 first=-');
       await waitFor(async () => (await status(h)).apps === 1, 10_000);
       const saved = (): string[] => readFileSync(`${h.stateDir}/state.json`, 'utf8').split('\n');
-      await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 10_000); // written
+      await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 10_000).catch(async (e: unknown) => {
+        /* seen once: say what the file and the daemon held instead */
+        const st = await status(h).catch(() => undefined);
+        process.stdout.write(`state.json held ${saved().filter((l) => l.startsWith('{"service"')).length} service lines; daemon: ${JSON.stringify(st)}\n`);
+        throw e;
+      }); // written
 
       // a state file damaged in the middle: the daemon starts and restores everything but the damaged record
       const again = h.daemon as ChildProcess;
