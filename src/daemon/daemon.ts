@@ -7,13 +7,14 @@ import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
-import { VirtualRanges } from '../table/addresses.js';
+import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
+import { VirtualDns } from '../trap/virtual-dns.js';
 import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
@@ -36,6 +37,15 @@ function localAddresses(): string[] {
   const out: string[] = [];
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
   return out;
+}
+
+/** The nameserver in programs' resolv.conf. On port 53 the DNS server is named by its real address, so every resolver
+ * sees answers come from the nameserver it asked. On any other port (resolv.conf cannot carry one) it is the virtual
+ * DNS address, 169.254.0.53, whose port 53 the trap sends to --node-address:--dns-port (trap/virtual-dns.ts); then a
+ * resolver that checks the source address of a UDP answer against its nameserver (c-ares, musl) sees the real one,
+ * until datagram receives are translated. glibc (getaddrinfo, getent, Python, curl), Go and Java do not check. */
+export function programsNameserver(cfg: Pick<DaemonConfig, 'nodeAddress' | 'dnsPort'>): string {
+  return cfg.dnsPort === VIRTUAL_DNS_PORT ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
 }
 
 export class Daemon {
@@ -110,6 +120,7 @@ export class Daemon {
       },
       forbidden: (ip, port, proto) => this.doors.check(ip, port, proto),
       limits: { servicesPerApp: cfg.maxServicesPerApp, pendingPerApp: cfg.maxPendingPerApp },
+      virtualDns: new VirtualDns({ ip: cfg.nodeAddress, port: cfg.dnsPort }),
       socketsNow: () => {
         try {
           return snapshotNow();
@@ -275,7 +286,8 @@ export class Daemon {
     }
   }
 
-  /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs). */
+  /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs; see
+   * programsNameserver for the address it names). */
   private async startDns(): Promise<void> {
     const dir = this.directory;
     const self = `${this.cfg.nodeAddress}:${this.cfg.dnsPort}`;
@@ -295,7 +307,7 @@ export class Daemon {
       logger: this.log.child({ module: 'dns' }),
     });
     await this.dns.start();
-    writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
+    writeFileSync(this.cfg.resolvConf, renderResolvConf(programsNameserver(this.cfg), this.cfg.dnsDomain), { mode: 0o644 });
   }
 
   /** The daemon ports of a node: its `@node` record from gossip (validated, see gossip-records.ts), else — this node,
