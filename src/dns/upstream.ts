@@ -1,6 +1,7 @@
 // Forwarding to upstream servers: each query goes over UDP from a fresh connected socket with a random ID and
-// source port; a truncated (TC) answer is fetched again over TCP (RFC 7766 §5); on timeout, socket error,
-// SERVFAIL or REFUSED the next forwarder is tried. Answers must match the ID and question or they are ignored.
+// source port; a truncated (TC) answer is fetched again over TCP (RFC 7766 §5); on timeout, socket error (a connect
+// that fails for want of a route included), SERVFAIL or REFUSED the next forwarder is tried. Answers must match the
+// ID and question or they are ignored. Nothing a forwarder does (or fails to do) throws out of a socket handler.
 
 import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
