@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
 import type { InfoResult } from '../daemon/control-protocol.js';
 import { Daemon } from '../daemon/daemon.js';
+import { installProcessGuards } from '../daemon/internal-errors.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
 import { launcherPath, native } from '../native/binding.js';
@@ -59,6 +60,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     throw annotate(e, file, values);
   }
   const d = new Daemon(cfg);
+  installProcessGuards(process, d.internalErrors); /* what escapes every handler is logged and counted, see internal-errors.ts */
   await d.start();
   if (!cfg.sockguard) d.log.warn('running without the socket guard (--insecure-no-sockguard): programs can bypass appswitch with a dup2() race');
   let stopping = false;

@@ -50,6 +50,7 @@ export const JSON_KEYS = {
     'awaitingReconnect',
     'daemonPortRefused',
     'limitsReached',
+    'internalErrors',
     'connections',
     'openConnections',
     'fastpath',
@@ -221,6 +222,7 @@ export function addOpsCommands(program: Command): void {
             ['traps', `${s.trapsPerSecond ?? 0}/s (last 10 s), ${s.traps ?? 0} since start`],
             ['refused connects', `${s.refused} (policy: ${s.denied})`],
             ['refused (daemon ports)', String(s.daemonPortRefused ?? 0)],
+            ['internal errors', internalErrorsText(s.internalErrors)],
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],
             ['open connections', `${open.tcp} TCP, ${open.fastpath} fast path (fast path ${s.fastpath ? 'on' : 'off'})`],
             ['socket group', s.group ?? 'none (root only)'],
@@ -254,4 +256,10 @@ export function addOpsCommands(program: Command): void {
         ].join('\n'),
       );
     });
+}
+
+/** "0", or the modules that caught unexpected exceptions: "dns 2, trap 1". */
+function internalErrorsText(counts: Readonly<Record<string, number>> | undefined): string {
+  const hit = Object.entries(counts ?? {}).filter(([, n]) => n > 0);
+  return hit.length ? hit.map(([m, n]) => `${m} ${n}`).join(', ') : '0';
 }

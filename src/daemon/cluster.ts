@@ -6,7 +6,8 @@
  * gossip layer and so leave the table. */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { formatAddress, type MemberInfo, Memberlist, type ProfileName, RateLimitedWarn, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import { formatAddress, type MemberInfo, Memberlist, type ProfileName, RateLimitedWarn, systemClock, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import type { InternalErrors } from './internal-errors.js';
 import type { VirtualRanges } from '../table/addresses.js';
 import type { AppDirectory } from '../table/directory.js';
 import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
@@ -30,6 +31,8 @@ export interface ClusterOptions {
   /** This node's `@node` record. */
   node: NodeRecord;
   log: Logger;
+  /** Unexpected exceptions in gossip's socket handlers and timers (they cost that packet or round). */
+  errors?: InternalErrors;
 }
 
 /** One node of the cluster as the trap side needs it: its address and the ports its daemon listens on there. */
@@ -77,8 +80,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       bindAddress: opts.nodeAddress,
       port: opts.gossipPort,
       advertiseAddress: formatAddress(opts.nodeAddress, opts.gossipPort),
+      ...(opts.errors ? { onInternalError: opts.errors.reporter('gossip') } : {}),
     });
     const mlOpts: ConstructorParameters<typeof Memberlist>[0] = { name: opts.nodeName, transport, profile: opts.profile, logger: opts.log };
+    if (opts.errors) mlOpts.clock = opts.errors.guardClock(systemClock, 'gossip');
     if (opts.keys) mlOpts.keyring = opts.keys;
     const ml = new Memberlist(mlOpts);
     const c = new Cluster(ml, transport, opts);

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { readResolvConf } from '../dns/index.js';
+import { VIRTUAL_DNS_ADDRESS } from '../table/addresses.js';
 import { tryParseAddress } from '../gossip/index.js';
 import { AppswitchError } from '../errors.js';
 import { isValidName } from '../trap/apps.js';
@@ -106,10 +107,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (!ipaddr.isValid(nodeAddress)) throw new AppswitchError('ERR_CONFIG', `--node-address ${nodeAddress} is not an IP address`);
   const vipCidrs = f.vipCidr && f.vipCidr.length ? f.vipCidr : DEFAULT_VIP_CIDRS;
   for (const c of vipCidrs) {
+    let range;
     try {
-      ipaddr.parseCIDR(c);
+      range = ipaddr.parseCIDR(c);
     } catch {
       throw new AppswitchError('ERR_CONFIG', `--vip-cidr ${c} is not a CIDR`);
+    }
+    const dns = ipaddr.parse(VIRTUAL_DNS_ADDRESS);
+    if (range[0].kind() === dns.kind() && dns.match(range)) {
+      throw new AppswitchError('ERR_CONFIG', `--vip-cidr ${c} holds ${VIRTUAL_DNS_ADDRESS}, the virtual DNS address programs resolve names through`);
     }
   }
   let ports;

@@ -124,6 +124,8 @@ export interface StatusResult extends InfoResult {
   /** Per-app limits reached since start: binds refused (services), connects sent over TCP (offers), connects
    * refused (pending). */
   limitsReached: { services: number; offers: number; pending: number };
+  /** Unexpected exceptions caught since start, by module (each cost one request; see daemon/internal-errors.ts). */
+  internalErrors?: Record<string, number>;
 }
 
 export type { ConnectionView } from '../trap/connections.js';

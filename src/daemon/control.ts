@@ -7,6 +7,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { native } from '../native/binding.js';
 import type { PeerCredentials } from './access.js';
+import { guard, type InternalErrorReporter } from './internal-errors.js';
 import {
   type ControlError,
   type ControlErrorCode,
@@ -82,6 +83,8 @@ export class ControlServer {
   /** Errors of the listening socket once it listens (Node emits a failed accept, e.g. EMFILE, as the server's
    * 'error'; unhandled, that would end the daemon). Default: logged. */
   onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'control socket error');
+  /** An unexpected exception in a handler (a request answers ERR_INTERNAL; a read closes that connection). Default: logged. */
+  onInternalError: InternalErrorReporter = (what, e) => this.log.error({ err: e }, `control: ${what} failed`);
   /** Requests answered and requests refused, since start. */
   readonly stats = { requests: 0, errors: 0, refusedPeers: 0 };
 
@@ -98,7 +101,7 @@ export class ControlServer {
     } catch {
       /* not there */
     }
-    const server = net.createServer((sock) => this.serve(sock));
+    const server = net.createServer((sock) => guard(this.onInternalError, 'serving a control connection', () => this.serve(sock), () => sock.destroy()));
     server.maxConnections = MAX_CONNECTIONS;
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -161,7 +164,8 @@ export class ControlServer {
         sock.once('drain', () => sock.resume());
       }
     };
-    sock.on('data', (chunk: Buffer) => {
+    sock.on('data', (chunk: Buffer) => guard(this.onInternalError, 'reading a control request', () => onData(chunk), () => sock.destroy()));
+    const onData = (chunk: Buffer): void => {
       let start = 0;
       for (;;) {
         const nl = chunk.indexOf(10, start);
@@ -187,7 +191,7 @@ export class ControlServer {
         skipping = false;
         start = nl + 1;
       }
-    });
+    };
   }
 
   private answer(line: Buffer): ControlResponse {
@@ -212,7 +216,7 @@ export class ControlServer {
       if (result === undefined) return { id: req.id, error: err('ERR_UNKNOWN_METHOD', `method ${req.method} is not served by this daemon`) };
       return { id: req.id, result };
     } catch (e) {
-      this.log.error({ err: e, method: req.method }, 'control request failed');
+      this.onInternalError(`the ${req.method} request`, e);
       return { id: req.id, error: err('ERR_INTERNAL', (e as Error).message) };
     }
   }

@@ -7,13 +7,14 @@ import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
-import { VirtualRanges } from '../table/addresses.js';
+import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
+import { VirtualDns } from '../trap/virtual-dns.js';
 import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
@@ -28,6 +29,7 @@ import { socketOrigin } from './sockguard.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
+import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 
@@ -36,6 +38,15 @@ function localAddresses(): string[] {
   const out: string[] = [];
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
   return out;
+}
+
+/** The nameserver in programs' resolv.conf. On port 53 the DNS server is named by its real address, so every resolver
+ * sees answers come from the nameserver it asked. On any other port (resolv.conf cannot carry one) it is the virtual
+ * DNS address, 169.254.0.53, whose port 53 the trap sends to --node-address:--dns-port (trap/virtual-dns.ts); then a
+ * resolver that checks the source address of a UDP answer against its nameserver (c-ares, musl) sees the real one,
+ * until datagram receives are translated. glibc (getaddrinfo, getent, Python, curl), Go and Java do not check. */
+export function programsNameserver(cfg: Pick<DaemonConfig, 'nodeAddress' | 'dnsPort'>): string {
+  return cfg.dnsPort === VIRTUAL_DNS_PORT ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
 }
 
 export class Daemon {
@@ -67,12 +78,15 @@ export class Daemon {
   /** The daemons' own ports on every member, closed to trapped programs (see policy/daemon-ports.ts). */
   readonly doors = new DaemonPortGuard();
   private sweepFailLogged = 0;
+  /** Unexpected exceptions caught in handlers, by module (see internal-errors.ts). */
+  readonly internalErrors: InternalErrors;
 
   constructor(
     readonly cfg: DaemonConfig,
     log?: Logger,
   ) {
     this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
+    this.internalErrors = new InternalErrors(this.log);
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -110,6 +124,7 @@ export class Daemon {
       },
       forbidden: (ip, port, proto) => this.doors.check(ip, port, proto),
       limits: { servicesPerApp: cfg.maxServicesPerApp, pendingPerApp: cfg.maxPendingPerApp },
+      virtualDns: new VirtualDns({ ip: cfg.nodeAddress, port: cfg.dnsPort }),
       socketsNow: () => {
         try {
           return snapshotNow();
@@ -131,6 +146,7 @@ export class Daemon {
         },
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
+        internalErrors: () => this.internalErrors.snapshot(),
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -138,7 +154,10 @@ export class Daemon {
     this.state.onNoDescriptor = (code) => this.fds.fail('saving the state file', code);
     const metrics = this.metrics;
     this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
+    this.trap.onInternalError = this.internalErrors.reporter('trap');
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
+    this.control.onInternalError = this.internalErrors.reporter('control');
+    if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
   }
 
   async start(): Promise<void> {
@@ -156,12 +175,13 @@ export class Daemon {
       ranges: new VirtualRanges(this.cfg.vipCidrs),
       node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
       log: this.log.child({ module: 'gossip' }),
+      errors: this.internalErrors,
     };
     if (key.mode === 'key') opts.keys = key.keys;
     this.refreshDoors();
     this.cluster = await Cluster.start(opts);
     const cluster = this.cluster;
-    cluster.on('nodes', () => this.refreshDoors());
+    cluster.on('nodes', guarded(this.internalErrors.reporter('daemon'), 'refreshing the closed doors', () => this.refreshDoors()));
     this.refreshDoors();
     this.peers = new PeerApi(
       this.cfg.peerPort,
@@ -170,6 +190,7 @@ export class Daemon {
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
+    this.peers.onInternalError = this.internalErrors.reporter('peers');
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
     this.trap.listen(this.cfg.trapSocket);
@@ -177,7 +198,7 @@ export class Daemon {
     await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));
     this.control.onError = (e) => this.serverError('control', e);
     this.peers.onError = (e) => this.serverError('peer API', e);
-    this.sweepTimer = setInterval(() => void this.sweep(), this.cfg.sweepIntervalMs);
+    this.sweepTimer = setInterval(() => void this.sweep().catch((e: unknown) => this.internalErrors.report('daemon', 'the sweep', e)), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
     if (this.metricsServer && this.cfg.metricsAddress) {
       const { host, port } = this.cfg.metricsAddress;
@@ -190,7 +211,7 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
-    this.rateTimer = setInterval(() => this.sampleTraps(), 1000);
+    this.rateTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => this.sampleTraps()), 1000);
     this.rateTimer.unref();
     const c = this.cfg;
     this.log.info(
@@ -275,7 +296,8 @@ export class Daemon {
     }
   }
 
-  /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs). */
+  /** The built-in DNS server on the node address, and the resolv.conf that programs see (mounted over theirs; see
+   * programsNameserver for the address it names). */
   private async startDns(): Promise<void> {
     const dir = this.directory;
     const self = `${this.cfg.nodeAddress}:${this.cfg.dnsPort}`;
@@ -293,9 +315,10 @@ export class Daemon {
       bindAddress: this.cfg.nodeAddress,
       port: this.cfg.dnsPort,
       logger: this.log.child({ module: 'dns' }),
+      onInternalError: this.internalErrors.reporter('dns'),
     });
     await this.dns.start();
-    writeFileSync(this.cfg.resolvConf, renderResolvConf(this.cfg.nodeAddress, this.cfg.dnsDomain), { mode: 0o644 });
+    writeFileSync(this.cfg.resolvConf, renderResolvConf(programsNameserver(this.cfg), this.cfg.dnsDomain), { mode: 0o644 });
   }
 
   /** The daemon ports of a node: its `@node` record from gossip (validated, see gossip-records.ts), else — this node,
@@ -426,6 +449,7 @@ export class Daemon {
           fastpath: this.cfg.fastpath,
           daemonPortRefused: this.handler.stats.daemonPortRefused,
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
+          internalErrors: this.internalErrors.snapshot(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;

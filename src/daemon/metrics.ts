@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { guard, type InternalErrorReporter } from './internal-errors.js';
 import { STATS_BOUNDS_NS, STATS_BUCKETS, STATS_OTHER, TRAPPED_SYSCALLS, type TrapStatsDelta } from '../trap/protocol.js';
 
 /** What the gossip layer counts, as the metrics read it (`Memberlist.stats()` satisfies it). */
@@ -40,6 +41,8 @@ export interface MetricsSources {
   gossip: () => GossipCounters | undefined;
   /** Open descriptors of the daemon (default: entries of /proc/self/fd). */
   openFds?: () => number;
+  /** Unexpected exceptions caught, by module (see internal-errors.ts). */
+  internalErrors?: () => Readonly<Record<string, number>>;
 }
 
 const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const;
@@ -174,6 +177,15 @@ export class DaemonMetrics {
       },
     });
     new Counter({
+      name: 'appswitch_internal_errors_total',
+      help: 'Unexpected exceptions caught in a handler, by module; each dropped one request or event and the daemon kept serving',
+      labelNames: ['module'],
+      registers,
+      collect(): void {
+        setCounter(this, Object.entries(src.internalErrors?.() ?? {}).map(([module, n]) => [{ module }, n]));
+      },
+    });
+    new Counter({
       name: 'appswitch_app_limit_reached_total',
       help: 'Per-app limits reached: services (bind got ENOBUFS), offers (a connect went over TCP), pending (a connect got ECONNREFUSED)',
       labelNames: ['limit'],
@@ -292,6 +304,8 @@ export class MetricsServer {
   private server?: Server;
   /** Errors of the listening socket once it listens (a failed accept, e.g. EMFILE). Default: logged. */
   onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'metrics socket error');
+  /** An unexpected exception serving a request (it costs that request: 500). Default: logged. */
+  onInternalError: InternalErrorReporter = (what, e) => this.log.error({ err: e }, `metrics: ${what} failed`);
 
   constructor(
     private readonly metrics: DaemonMetrics,
@@ -300,7 +314,12 @@ export class MetricsServer {
 
   /** Listens on host:port; resolves with the address actually bound ("host:port"). */
   listen(host: string, port: number): Promise<string> {
-    const server = createServer((req, res) => this.serve(req, res));
+    const server = createServer((req, res) =>
+      guard(this.onInternalError, 'serving a request', () => this.serve(req, res), () => {
+        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
+        res.end();
+      }),
+    );
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);

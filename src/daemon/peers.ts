@@ -13,6 +13,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { RateLimitedWarn } from '../gossip/index.js';
 import type { ClientIdentity } from '../trap/handler.js';
+import { guard, type InternalErrorReporter } from './internal-errors.js';
 
 /** Why a peer API message was dropped (the keys of PeerApi.drops). */
 export type PeerDropReason = 'not-a-member' | 'unauthenticated' | 'malformed' | 'too-many-connections';
@@ -64,10 +65,11 @@ class Signer {
 
 /** Calls onLine for every line read; a line over MAX_LINE (or that many bytes without a newline) calls onTooLong
  * instead, once, and nothing more is read. */
-function lines(sock: net.Socket, onLine: (l: string) => void, onTooLong: () => void): void {
+function lines(sock: net.Socket, report: InternalErrorReporter, onLine: (l: string) => void, onTooLong: () => void): void {
   let buf = '';
   sock.setEncoding('utf8');
-  sock.on('data', (d: string) => {
+  sock.on('data', (d: string) => guard(report, 'reading a peer message', () => onData(d), () => sock.destroy()));
+  const onData = (d: string): void => {
     if (sock.destroyed) return;
     buf += d;
     let i;
@@ -79,13 +81,15 @@ function lines(sock: net.Socket, onLine: (l: string) => void, onTooLong: () => v
       if (sock.destroyed) return;
     }
     if (buf.length > MAX_LINE) onTooLong();
-  });
+  };
 }
 
 export class PeerApi {
   private server?: net.Server;
   /** Errors of the listening socket once it listens (a failed accept, e.g. EMFILE). Default: logged. */
   onError: (e: NodeJS.ErrnoException) => void = (e) => this.log.warn({ err: e }, 'peer API socket error');
+  /** An unexpected exception in a handler (it costs that connection). Default: logged. */
+  onInternalError: InternalErrorReporter = (what, e) => this.log.error({ err: e }, `peer API: ${what} failed`);
   private readonly signer: Signer;
   private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> }>();
   private nextId = 1;
@@ -124,7 +128,7 @@ export class PeerApi {
   }
 
   listen(address: string): Promise<void> {
-    const server = net.createServer((sock) => this.serve(sock));
+    const server = net.createServer((sock) => guard(this.onInternalError, 'serving a peer connection', () => this.serve(sock), () => sock.destroy()));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -147,7 +151,7 @@ export class PeerApi {
       this.conns--;
       this.served.delete(sock);
     });
-    lines(sock, (l) => {
+    lines(sock, this.onInternalError, (l) => {
       if (sock.destroyed) return;
       if (!this.isPeer(peer)) return this.drop('not-a-member', peer, sock); /* it left the cluster meanwhile */
       const m = this.signer.open(l);
@@ -200,7 +204,7 @@ export class PeerApi {
     };
     sock.on('error', () => sock.destroy());
     sock.on('close', fail);
-    lines(sock, (l) => {
+    lines(sock, this.onInternalError, (l) => {
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peerIp);
       const cb = entry.pending.get(m.id as number);

@@ -58,6 +58,10 @@ export interface DnsServerOptions {
   sockets?: DnsSocketFactory;
   /** Clock for log rate limiting (ms). Default Date.now. */
   now?: () => number;
+  /** Called for every unexpected exception inside the server (a handler, the name source, encoding); it is also
+   * logged (rate-limited) and counted in `internalErrors`, and costs only the query or connection it happened in.
+   * The daemon counts these per module (appswitch_internal_errors_total). */
+  onInternalError?: (what: string, err: unknown) => void;
 }
 
 /** Counters since construction. Every well-formed query lands in exactly one of the outcome counters. */
@@ -85,6 +89,8 @@ export interface DnsServerStats {
   upstreamFailures: number;
   /** TCP connections closed at accept because `maxTcpConnections` were open. */
   tcpRejected: number;
+  /** Unexpected exceptions caught in a handler (each dropped one query or closed one connection). */
+  internalErrors: number;
 }
 
 /** Ports actually bound by {@link DnsServer.start}. */
@@ -95,6 +101,12 @@ export interface DnsServerPorts {
 
 type State = 'new' | 'starting' | 'running' | 'closed';
 type Transport = 'udp' | 'tcp';
+/** One TCP client connection: its framing and how many of its queries are being served. */
+interface TcpConn {
+  remote: string;
+  reader: FrameReader;
+  inFlight: number;
+}
 
 const MAX_TCP_WRITE_BACKLOG = 256 * 1024;
 
@@ -143,7 +155,9 @@ export class DnsServer {
     truncated: 0,
     upstreamFailures: 0,
     tcpRejected: 0,
+    internalErrors: 0,
   };
+  private readonly internalHook: ((what: string, err: unknown) => void) | undefined;
 
   /** @throws DnsError ERR_DNS_BAD_CONFIG (bad domain, number or source), ERR_DNS_BAD_ADDRESS (bad bind address or forwarder) */
   constructor(opts: DnsServerOptions) {
@@ -165,7 +179,8 @@ export class DnsServer {
     this.logger = opts.logger ?? silentDnsLogger;
     this.sockets = opts.sockets ?? nodeSocketFactory;
     this.warn = new RateLimitedWarn(this.logger, opts.now ?? Date.now);
-    this.upstream = new Upstream(this.sockets, upstreamTimeoutMs, this.logger);
+    this.internalHook = opts.onInternalError;
+    this.upstream = new Upstream(this.sockets, upstreamTimeoutMs, this.logger, (what, err) => this.internalError(what, err));
   }
 
   /**
@@ -278,7 +293,14 @@ export class DnsServer {
       this.tcp = tcp;
       udp.on('message', (msg, rinfo) => void this.onUdp(msg, rinfo));
       udp.on('error', (err) => this.warn.warn('udp-error', { err: err.message }, 'dns: UDP socket error'));
-      tcp.on('connection', (sock) => this.onConnection(sock));
+      tcp.on('connection', (sock) => {
+        try {
+          this.onConnection(sock);
+        } catch (err) {
+          this.internalError('accepting a TCP connection', err);
+          destroyQuietly(sock);
+        }
+      });
       tcp.on('error', (err) => this.warn.warn('tcp-error', { err: err.message }, 'dns: TCP server error'));
       return { udpPort, tcpPort };
     }
@@ -308,7 +330,7 @@ export class DnsServer {
         if (err) this.warn.warn('udp-send', { err: err.message, client: rinfo.address }, 'dns: cannot send UDP answer');
       });
     } catch (err) {
-      this.warn.warn('internal', { err: String(err) }, 'dns: internal error on a UDP query');
+      this.internalError('a UDP query', err);
     }
   }
 
@@ -323,31 +345,39 @@ export class DnsServer {
     this.connections.add(sock);
     sock.on('close', () => this.connections.delete(sock));
     sock.setNoDelay(true);
-    const remote = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`;
-    const reader = new FrameReader();
-    let inFlight = 0;
+    const conn: TcpConn = { remote: `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`, reader: new FrameReader(), inFlight: 0 };
     sock.setTimeout(this.tcpIdleTimeoutMs);
     sock.on('timeout', () => {
       // Idle means nothing received or sent for a while; a query still waiting for upstream keeps the connection
       // open (writing its answer re-arms the timer). A listener, not setTimeout's callback: that one fires once.
-      if (inFlight === 0) sock.destroy();
+      if (conn.inFlight === 0) sock.destroy();
     });
     sock.on('data', (chunk: Buffer) => {
-      const frames = reader.push(chunk);
-      if (frames === 'empty-frame') {
-        this.malformed('tcp', remote, 0, 'zero-length frame');
-        sock.destroy();
-        return;
-      }
-      for (const f of frames) {
-        inFlight++;
-        if (inFlight >= this.maxTcpQueriesPerConnection) sock.pause();
-        void this.serveTcp(sock, f, remote).finally(() => {
-          inFlight--;
-          if (inFlight < this.maxTcpQueriesPerConnection && !sock.destroyed) sock.resume();
-        });
+      try {
+        this.onTcpData(sock, conn, chunk);
+      } catch (err) {
+        this.internalError('a TCP read', err);
+        destroyQuietly(sock);
       }
     });
+  }
+
+  /** One chunk of a TCP client's stream: every whole query in it is served; reading pauses at the per-connection cap. */
+  private onTcpData(sock: net.Socket, conn: TcpConn, chunk: Buffer): void {
+    const frames = conn.reader.push(chunk);
+    if (frames === 'empty-frame') {
+      this.malformed('tcp', conn.remote, 0, 'zero-length frame');
+      sock.destroy();
+      return;
+    }
+    for (const f of frames) {
+      conn.inFlight++;
+      if (conn.inFlight >= this.maxTcpQueriesPerConnection) sock.pause();
+      void this.serveTcp(sock, f, conn.remote).finally(() => {
+        conn.inFlight--;
+        if (conn.inFlight < this.maxTcpQueriesPerConnection && !sock.destroyed) sock.resume();
+      });
+    }
   }
 
   private async serveTcp(sock: net.Socket, msg: Buffer, remote: string): Promise<void> {
@@ -365,8 +395,8 @@ export class DnsServer {
       }
       sock.write(frame(out));
     } catch (err) {
-      this.warn.warn('internal', { err: String(err) }, 'dns: internal error on a TCP query');
-      sock.destroy();
+      this.internalError('a TCP query', err);
+      destroyQuietly(sock);
     }
   }
 
@@ -392,7 +422,7 @@ export class DnsServer {
     try {
       decision = decide(query, this.source, { domain: this.domain, ttl: this.ttl });
     } catch (err) {
-      this.warn.warn('source', { err: String(err) }, 'dns: name source failed, answering SERVFAIL');
+      this.internalError('the name source', err);
       return this.servfail(query, limit);
     }
     switch (decision.kind) {
@@ -446,7 +476,7 @@ export class DnsServer {
       return enc.buf;
     } catch (err) {
       // e.g. a source handing out data dns-packet cannot encode
-      this.warn.warn('encode', { err: String(err) }, 'dns: cannot encode a local answer, answering SERVFAIL');
+      this.internalError('encoding a local answer', err);
       return this.servfail(query, limit);
     }
   }
@@ -459,6 +489,18 @@ export class DnsServer {
   private countRcode(rcode: number): void {
     if (rcode === Rcode.NXDOMAIN) this.counters.nxdomain++;
     else if (rcode === Rcode.SERVFAIL) this.counters.servfail++;
+  }
+
+  /** An unexpected exception: logged (rate-limited per place), counted, reported to the owner; the caller drops
+   * the one query or connection it was serving. Never throws. */
+  private internalError(what: string, err: unknown): void {
+    this.counters.internalErrors++;
+    try {
+      this.warn.warn(`internal/${what}`, { err: errText(err) }, `dns: internal error in ${what}; that query is dropped`);
+      this.internalHook?.(what, err);
+    } catch {
+      // a logger or hook that throws must not turn one lost query into a lost server
+    }
   }
 
   private malformed(transport: Transport, remote: string, bytes: number, reason: string): void {
@@ -490,4 +532,16 @@ function closeQuietly(sock: dgram.Socket): void {
   } catch {
     // not bound / already closed
   }
+}
+
+function destroyQuietly(sock: net.Socket): void {
+  try {
+    sock.destroy();
+  } catch {
+    // not a socket we can close: nothing more to do
+  }
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
 }

@@ -1,8 +1,10 @@
 // Forwarding to upstream servers: each query goes over UDP from a fresh connected socket with a random ID and
-// source port; a truncated (TC) answer is fetched again over TCP (RFC 7766 §5); on timeout, socket error,
-// SERVFAIL or REFUSED the next forwarder is tried. Answers must match the ID and question or they are ignored.
+// source port; a truncated (TC) answer is fetched again over TCP (RFC 7766 §5); on timeout, socket error (a connect
+// that fails for want of a route included), SERVFAIL or REFUSED the next forwarder is tried. Answers must match the
+// ID and question or they are ignored. Nothing a forwarder does (or fails to do) throws out of a socket handler.
 
 import { randomInt } from 'node:crypto';
+import type dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import type { DecodedPacket, Question } from 'dns-packet';
@@ -30,6 +32,8 @@ export class Upstream {
     private readonly sockets: DnsSocketFactory,
     private readonly timeoutMs: number,
     private readonly logger: DnsLogger,
+    /** An unexpected exception in one of our socket handlers: it costs that attempt, never the server. */
+    private readonly onInternalError: (what: string, err: unknown) => void,
   ) {}
 
   /**
@@ -74,44 +78,71 @@ export class Upstream {
 
   private overUdp(via: Forwarder, msg: Buffer, id: number, question: Question): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
-      const sock = this.sockets.createUdpSocket(net.isIPv6(via.host) ? 'udp6' : 'udp4');
+      let sock: dgram.Socket | undefined;
       const finish = this.attempt(resolve, () => {
         try {
-          sock.close();
+          sock?.close();
         } catch {
           // already closed
         }
       });
-      sock.on('error', (err: NodeJS.ErrnoException) => finish({ kind: 'fail', reason: err.code ?? err.message }));
-      sock.on('message', (buf: Buffer) => {
-        const decoded = this.matching(buf, id, question, via);
-        if (decoded !== undefined) finish({ kind: 'ok', buf, decoded });
-      });
-      // A connected socket only receives datagrams from the forwarder and sees ICMP errors (ECONNREFUSED).
-      sock.connect(via.port, via.host, () => {
-        sock.send(msg, (err) => {
-          if (err) finish({ kind: 'fail', reason: (err as NodeJS.ErrnoException).code ?? err.message });
+      try {
+        const s = (sock = this.sockets.createUdpSocket(net.isIPv6(via.host) ? 'udp6' : 'udp4'));
+        s.on('error', (err: NodeJS.ErrnoException) => finish({ kind: 'fail', reason: reasonOf(err) }));
+        s.on('message', (buf: Buffer) => {
+          try {
+            const decoded = this.matching(buf, id, question, via);
+            if (decoded !== undefined) finish({ kind: 'ok', buf, decoded });
+          } catch (err) {
+            this.onInternalError('upstream UDP answer', err);
+            finish({ kind: 'fail', reason: 'internal error' });
+          }
         });
-      });
+        // A connected socket only receives datagrams from the forwarder and sees ICMP errors (ECONNREFUSED). The
+        // connect can fail (no route: ENETUNREACH/EHOSTUNREACH, EACCES...); then the callback gets the error, and a
+        // send on the unconnected socket would throw (ERR_SOCKET_BAD_PORT): this attempt fails instead.
+        s.connect(via.port, via.host, (err?: Error) => {
+          if (err) return finish({ kind: 'fail', reason: reasonOf(err) });
+          try {
+            s.send(msg, (e) => {
+              if (e) finish({ kind: 'fail', reason: reasonOf(e) });
+            });
+          } catch (e) {
+            finish({ kind: 'fail', reason: reasonOf(e) });
+          }
+        });
+      } catch (err) {
+        finish({ kind: 'fail', reason: reasonOf(err) });
+      }
     });
   }
 
   private overTcp(via: Forwarder, msg: Buffer, id: number, question: Question): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
-      const sock = this.sockets.connectTcp(via.host, via.port);
-      const finish = this.attempt(resolve, () => sock.destroy());
-      const reader = new FrameReader();
-      sock.on('error', (err: NodeJS.ErrnoException) => finish({ kind: 'fail', reason: err.code ?? err.message }));
-      sock.on('close', () => finish({ kind: 'fail', reason: 'closed before answering' }));
-      sock.on('data', (chunk: Buffer) => {
-        const frames = reader.push(chunk);
-        if (frames === 'empty-frame') return finish({ kind: 'fail', reason: 'empty frame' });
-        for (const f of frames) {
-          const decoded = this.matching(f, id, question, via);
-          if (decoded !== undefined) return finish({ kind: 'ok', buf: f, decoded });
-        }
-      });
-      sock.write(frame(msg));
+      let sock: net.Socket | undefined;
+      const finish = this.attempt(resolve, () => sock?.destroy());
+      try {
+        const s = (sock = this.sockets.connectTcp(via.host, via.port));
+        const reader = new FrameReader();
+        s.on('error', (err: NodeJS.ErrnoException) => finish({ kind: 'fail', reason: reasonOf(err) }));
+        s.on('close', () => finish({ kind: 'fail', reason: 'closed before answering' }));
+        s.on('data', (chunk: Buffer) => {
+          try {
+            const frames = reader.push(chunk);
+            if (frames === 'empty-frame') return finish({ kind: 'fail', reason: 'empty frame' });
+            for (const f of frames) {
+              const decoded = this.matching(f, id, question, via);
+              if (decoded !== undefined) return finish({ kind: 'ok', buf: f, decoded });
+            }
+          } catch (err) {
+            this.onInternalError('upstream TCP answer', err);
+            finish({ kind: 'fail', reason: 'internal error' });
+          }
+        });
+        s.write(frame(msg));
+      } catch (err) {
+        finish({ kind: 'fail', reason: reasonOf(err) });
+      }
     });
   }
 
@@ -156,4 +187,10 @@ export class Upstream {
     }
     return ok ? d : undefined;
   }
+}
+
+/** A short reason for a failed attempt: the errno code when there is one. */
+function reasonOf(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code ?? (e instanceof Error ? e.message : String(err));
 }

@@ -35,6 +35,8 @@ export interface UdpTransportOptions {
   /** Inbound stream connections served at once; more are refused. Default 64. */
   maxConnections?: number;
   logger?: GossipLogger;
+  /** Told of an unexpected exception in a socket handler (it costs that packet or stream; also logged). */
+  onInternalError?: (what: string, err: unknown) => void;
 }
 
 /** Incremental reader of one length-prefixed frame. */
@@ -116,10 +118,21 @@ export class UdpTransport implements Transport {
     udp.on('message', (msg, rinfo) => {
       if (this.closed) return;
       const h = this.packetHandler;
-      if (h !== undefined) h(formatAddress(rinfo.address, rinfo.port), msg);
+      try {
+        if (h !== undefined) h(formatAddress(rinfo.address, rinfo.port), msg);
+      } catch (e) {
+        this.internalError('handling a packet', e);
+      }
     });
     udp.on('error', (err) => this.warn.warn('udp', { err: err.message }, 'gossip: udp socket error'));
-    server.on('connection', (s) => this.serve(s));
+    server.on('connection', (s) => {
+      try {
+        this.serve(s);
+      } catch (e) {
+        this.internalError('serving a stream', e);
+        s.destroy();
+      }
+    });
     server.on('error', (err) => this.warn.warn('tcp', { err: err.message }, 'gossip: tcp server error'));
   }
 
@@ -299,6 +312,14 @@ export class UdpTransport implements Transport {
     const reader = new FrameReader(this.maxStreamBytes);
     let got = false;
     s.on('data', (chunk: Buffer) => {
+      try {
+        onData(chunk);
+      } catch (e) {
+        this.internalError('handling a stream', e);
+        s.destroy();
+      }
+    });
+    const onData = (chunk: Buffer): void => {
       if (got) return;
       const r = reader.push(chunk);
       if (r === undefined) return;
@@ -324,6 +345,16 @@ export class UdpTransport implements Transport {
         }
         s.end(frame(resp));
       });
-    });
+    };
+  }
+
+  /** An unexpected exception in one of our handlers: logged (rate-limited), reported; the caller drops that event. */
+  private internalError(what: string, err: unknown): void {
+    try {
+      this.warn.warn(`internal/${what}`, { err: err instanceof Error ? err.message : String(err) }, `gossip: internal error ${what}; dropped`);
+      this.opts.onInternalError?.(what, err);
+    } catch {
+      // never out of a handler
+    }
   }
 }

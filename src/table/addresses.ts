@@ -5,6 +5,14 @@ import ipaddr from 'ipaddr.js';
 /** Apps without --ip get an identity from this range; it is virtual too (never routed). */
 export const IDENTITY_CIDR = '169.254.0.0/16';
 
+/** The resolver address programs see in their resolv.conf (src/trap/virtual-dns.ts): inside the identity range, so
+ * virtual (a program can never reach a network there), and in 169.254.0.0/24, which RFC 3927 reserves and
+ * IdentityPool never hands out, so it is never an app's identity. Port 53 there is the daemon's DNS server, whatever
+ * --dns-port it listens on. */
+export const VIRTUAL_DNS_ADDRESS = '169.254.0.53';
+/** The port programs use at VIRTUAL_DNS_ADDRESS: resolv.conf(5) cannot name another. */
+export const VIRTUAL_DNS_PORT = 53;
+
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 function parseCidr(c: string): Range {

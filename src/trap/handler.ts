@@ -12,6 +12,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
 import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
+import type { VirtualDns } from './virtual-dns.js';
 import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
 
 export type { ClientIdentity, ClientSocketOrigin } from './client-reports.js';
@@ -74,6 +75,8 @@ export interface HandlerConfig {
   forbidden?: (ip: string, port: number, proto: Proto) => string | undefined;
   /** Per-app limits (see trap/limits.ts); default DEFAULT_LIMITS. */
   limits?: AppLimits;
+  /** The virtual DNS address (see trap/virtual-dns.ts): connects and sends there reach this node's DNS server. */
+  virtualDns?: VirtualDns;
   /** What the kernel's socket tables say now (synchronous; undefined when they cannot be read): asked only when an app
    * reaches a per-app limit, so that sockets it closed since the last sweep do not count against it. */
   socketsNow?: () => { sockets: Set<string>; liveLocal: Set<string> } | undefined;
@@ -631,6 +634,8 @@ export class TrapHandler {
   private decide(app: AppRecord, m: TrapMsg): { reply: Reply; pick?: ServiceEntry } {
     const dst = decodeSockaddr(m.addr);
     if (!dst) return { reply: { result: -Errno.EAFNOSUPPORT } };
+    const dns = this.cfg.virtualDns?.reply(dst);
+    if (dns) return { reply: dns };
     const proto = protoOf(m.arg);
     let vip: string | undefined;
     if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
@@ -800,7 +805,9 @@ export class TrapHandler {
       this.closeFds(fds);
       return;
     }
-    this.record(app, local, decodeSockaddr(m.addr2), fast, fds);
+    const dst = decodeSockaddr(m.addr2);
+    if (!fast && this.cfg.virtualDns?.isServer(dst)) return; /* a TCP query to the virtual DNS address: no server claims it */
+    this.record(app, local, dst, fast, fds);
   }
 
   /** Remembers a client connection leaving from `local` (who it is, for the server's accept) and, for the fast path,

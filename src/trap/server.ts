@@ -60,6 +60,8 @@ export class TrapServer {
   badMessages = 0;
   /** Messages that answer a trapped call (bind, listen, connect/sendto, accept): the daemon's trap rate. */
   traps = 0;
+  /** Told of every unexpected exception caught here (besides the log line): the daemon counts them. */
+  onInternalError?: (what: string, err: unknown) => void;
 
   constructor(
     private readonly handler: TrapHandler,
@@ -224,6 +226,7 @@ export class TrapServer {
       } catch (e) { /* a handler that throws costs that message, never the daemon (nor the program's connection) */
         this.badMessages++;
         this.log.error({ err: e, pid: c.pid, app: c.app?.id }, 'trap message handling failed; message dropped');
+        this.onInternalError?.('handling a trap message', e);
       }
       if (!this.conns.has(c.fd)) return;
     }
@@ -313,10 +316,14 @@ export class TrapServer {
               (r) => this.conns.has(c.fd) && this.reply(c, m, r),
               (e: unknown) => {
                 this.log.error({ err: e, app: app.id }, 'accept handling failed');
+                this.onInternalError?.('deciding an accept', e);
                 if (this.conns.has(c.fd)) this.reply(c, m, { result: -111 });
               },
             )
-            .catch((e: unknown) => this.log.error({ err: e, app: app.id }, 'accept reply failed'));
+            .catch((e: unknown) => {
+              this.log.error({ err: e, app: app.id }, 'accept reply failed');
+              this.onInternalError?.('answering an accept', e);
+            });
           break;
         case MsgType.STARTED:
           app.pid = m.pid;
@@ -450,6 +457,7 @@ export class TrapServer {
       fn();
     } catch (e) {
       this.log.error({ err: e, pid }, `trap server: ${what} failed`);
+      this.onInternalError?.(what, e);
     }
   }
 
