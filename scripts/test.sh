@@ -29,6 +29,9 @@ fi
 [[ -d node_modules ]] || npm install || exit 1
 [[ -f build/Release/appswitch.node && -f build/Release/appswitch-launcher ]] || npx node-gyp rebuild || exit 1
 npx tsc -p tsconfig.json || exit 1
+# the compatibility suite's static Go server (test/helpers/compat-go), built and cached before the tests so that
+# none of them waits for Go's first build of its standard library; a failure here is reported by those tests
+node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"
 
 rm -f test-results.json
 npx vitest run "$@"

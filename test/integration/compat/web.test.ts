@@ -191,31 +191,35 @@ const cases: WebCase[] = [
   },
 ];
 
-cases.forEach((c, i) => {
-  describe(c.title, () => {
-    const server = once(async (): Promise<CompatServer> => {
-      const dir = pair.tempDir(c.name);
-      return pair.start(pair.a, { name: c.name, ip: c.ip, port: c.port, ...(await c.prepare(dir)) });
-    });
-    const url = `http://${c.name}${c.port === 80 ? '' : `:${c.port}`}/`;
-    const good = (r: Result): boolean => r.code === 0 && (c.body ? r.stdout === c.body : r.stdout.startsWith('hello from'));
+// the programs are independent (own vip, own config dir; every server on host a, so host a's daemon sets up
+// only same-host connections and host b's only cross-host ones): they start and are checked side by side
+describe.concurrent('compat: web servers', () => {
+  cases.forEach((c, i) => {
+    describe(c.title, () => {
+      const server = once(async (): Promise<CompatServer> => {
+        const dir = pair.tempDir(c.name);
+        return pair.start(pair.a, { name: c.name, ip: c.ip, port: c.port, ...(await c.prepare(dir)) });
+      });
+      const url = `http://${c.name}${c.port === 80 ? '' : `:${c.port}`}/`;
+      const good = (r: Result): boolean => r.code === 0 && (c.body ? r.stdout === c.body : r.stdout.startsWith('hello from'));
 
-    it('same host (fast path): curl by name gets the payload', async () => {
-      const srv = await server();
-      const clientIp = `10.2.1.${2 * i + 1}`;
-      const r = await pair.reach(srv, pair.a, ['--ip', clientIp], ['curl', '-sS', '--fail', '-m', '10', url], good);
-      if (c.body) expect(r.result.stdout).toBe(c.body);
-      c.check?.(r.result, clientIp);
-      expectFastPath(r);
-    }, c.startMs);
+      it('same host (fast path): curl by name gets the payload', async () => {
+        const srv = await server();
+        const clientIp = `10.2.1.${2 * i + 1}`;
+        const r = await pair.reach(srv, pair.a, ['--ip', clientIp], ['curl', '-sS', '--fail', '-m', '10', url], good);
+        if (c.body) expect(r.result.stdout).toBe(c.body);
+        c.check?.(r.result, clientIp);
+        expectFastPath(r);
+      }, c.startMs);
 
-    it('other host: curl by name gets the payload', async () => {
-      const srv = await server();
-      const clientIp = `10.2.1.${2 * i + 2}`;
-      const r = await pair.reach(srv, pair.b, ['--ip', clientIp], ['curl', '-sS', '--fail', '-m', '10', url], good);
-      if (c.body) expect(r.result.stdout).toBe(c.body);
-      c.check?.(r.result, clientIp);
-      expectCrossHost(r);
+      it('other host: curl by name gets the payload', async () => {
+        const srv = await server();
+        const clientIp = `10.2.1.${2 * i + 2}`;
+        const r = await pair.reach(srv, pair.b, ['--ip', clientIp], ['curl', '-sS', '--fail', '-m', '10', url], good);
+        if (c.body) expect(r.result.stdout).toBe(c.body);
+        c.check?.(r.result, clientIp);
+        expectCrossHost(r);
+      });
     });
   });
 });
