@@ -4,14 +4,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# what:package — a command on the PATH, or an absolute path (a glob) for programs outside it. The second line is the
+# compatibility suite's (test/integration/compat): real servers with their stock clients.
 need=()
-for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx \
+  redis-server:redis-server redis-cli:redis-tools apache2:apache2 lighttpd:lighttpd iperf3:iperf3 memcached:memcached mosquitto:mosquitto mosquitto_pub:mosquitto-clients mariadbd:mariadb-server mariadb:mariadb-client '/usr/lib/postgresql/*/bin/postgres:postgresql' psql:postgresql-client sshd:openssh-server ssh-keygen:openssh-client go:golang-go socat:socat dnsmasq:dnsmasq-base dig:bind9-dnsutils /usr/bin/python3:python3 runuser:util-linux; do
+  what=${pair%:*}
+  if [[ $what == /* ]]; then compgen -G "$what" >/dev/null && continue; else command -v "$what" >/dev/null 2>&1 && continue; fi
+  [[ " ${need[*]-} " == *" ${pair##*:} "* ]] || need+=("${pair##*:}")
 done
 if ((${#need[@]})); then
   echo "installing test dependencies: ${need[*]}"
   if [[ $(id -u) -ne 0 ]]; then echo "the tests need root (network namespaces, seccomp supervisors)"; exit 1; fi
-  # packages with a service (nginx, haproxy) must not start one on the host: a policy-rc.d that says no, for the
+  # packages with a service (nginx, haproxy, redis, postgresql, mariadb, ...) must not start one on the host: a policy-rc.d that says no, for the
   # duration of the install, unless the machine already has one
   own_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1; fi
@@ -24,6 +29,9 @@ fi
 [[ -d node_modules ]] || npm install || exit 1
 [[ -f build/Release/appswitch.node && -f build/Release/appswitch-launcher ]] || npx node-gyp rebuild || exit 1
 npx tsc -p tsconfig.json || exit 1
+# the compatibility suite's static Go server (test/helpers/compat-go), built and cached before the tests so that
+# none of them waits for Go's first build of its standard library; a failure here is reported by those tests
+node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"
 
 rm -f test-results.json
 npx vitest run "$@"

@@ -1,0 +1,3 @@
+module appswitch.test/compatgo
+
+go 1.19
