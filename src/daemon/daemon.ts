@@ -18,7 +18,7 @@ import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
+import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster } from './cluster.js';
 import type { NodeRecord } from './gossip-records.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
@@ -30,6 +30,7 @@ import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
+import { lockStateDir, type StateDirLock } from './state-lock.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -67,6 +68,8 @@ export class Daemon {
   /** The daemons' own ports on every member, closed to trapped programs (see policy/daemon-ports.ts). */
   readonly doors = new DaemonPortGuard();
   private sweepFailLogged = 0;
+  /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
+  private lock?: StateDirLock;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -143,6 +146,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.restoreState();
     const opts: Parameters<typeof Cluster.start>[0] = {
@@ -270,6 +274,7 @@ export class Daemon {
       err = e;
       throw e;
     } finally {
+      this.lock?.release();
       const line = { ...why, uptimeSeconds: Math.round((Date.now() - this.started) / 1000), ...(err ? { err } : {}) };
       this.log.info(line, 'daemon stopped');
     }
@@ -397,12 +402,23 @@ export class Daemon {
     };
   }
 
+  /** The members as this node sees them, then one `conflict` row per live node that uses this node's name. */
+  private memberViews(): MemberView[] {
+    const rows: MemberView[] = this.cluster?.members() ?? [];
+    for (const c of this.cluster?.conflicts() ?? []) rows.push({ name: c.name, address: c.otherAddress, state: 'conflict', incarnation: null });
+    return rows;
+  }
+
+  private nameConflicts(): NameConflictView[] {
+    return (this.cluster?.conflicts() ?? []).map((c) => ({ address: c.otherAddress, since: new Date(c.since).toISOString() }));
+  }
+
   private onControl(req: ControlRequest): unknown {
     switch (req.method) {
       case 'info':
         return this.info();
       case 'status': {
-        const members: MemberView[] = this.cluster?.members() ?? [];
+        const members = this.memberViews();
         const memberStates: Record<string, number> = {};
         for (const m of members) memberStates[m.state] = (memberStates[m.state] ?? 0) + 1;
         const s: StatusResult = {
@@ -414,6 +430,7 @@ export class Daemon {
           traps: this.trap.traps,
           trapsPerSecond: this.trapRate(),
           memberStates,
+          nameConflicts: this.nameConflicts(),
           openConnections: this.connections.counts(),
           group: this.access.gid === undefined ? null : this.cfg.group,
           refused: this.handler.stats.refused,
@@ -451,7 +468,7 @@ export class Daemon {
           return v;
         });
       case 'members':
-        return this.cluster?.members() ?? [];
+        return this.memberViews();
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {
