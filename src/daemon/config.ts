@@ -101,6 +101,14 @@ export function defaultNodeAddress(): string {
   return '127.0.0.1';
 }
 
+/** The default node name: the hostname and the node address (`web1-192.0.2.10`). The hostname alone is not unique:
+ * cloned VMs and containers share one, and so do network-namespace hosts on one machine; two nodes with one name
+ * never see each other (SWIM keys members by name; see src/gossip/conflicts.ts). The node address is unique among
+ * the nodes of a cluster, since they gossip on it. */
+export function defaultNodeName(hostname: string, nodeAddress: string): string {
+  return `${hostname}-${nodeAddress}`;
+}
+
 export function resolveConfig(f: DaemonFlags): DaemonConfig {
   const nodeAddress = f.nodeAddress ?? defaultNodeAddress();
   if (!ipaddr.isValid(nodeAddress)) throw new AppswitchError('ERR_CONFIG', `--node-address ${nodeAddress} is not an IP address`);
@@ -134,7 +142,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   const lb = (f.lb ?? 'p2c') as LbStrategy;
   if (!LB_STRATEGIES.includes(lb)) throw new AppswitchError('ERR_CONFIG', `--lb must be one of ${LB_STRATEGIES.join(', ')}`);
   const cfg: DaemonConfig = {
-    nodeName: f.nodeName ?? os.hostname(),
+    nodeName: f.nodeName ?? defaultNodeName(os.hostname(), ipaddr.process(nodeAddress).toString()),
     nodeAddress: ipaddr.process(nodeAddress).toString(),
     ports,
     vipCidrs,
