@@ -66,6 +66,12 @@ export class NameConflicts {
     for (const address of this.known.keys()) this.check(address);
   }
 
+  /** Whether any conflict is known: then records of our name that come from others are another node's, and this
+   * node does not answer them (neither refutations nor reissued keys: each would be answered back, for ever). */
+  get active(): boolean {
+    return this.known.size > 0;
+  }
+
   list(): NameConflict[] {
     return [...this.known].map(([otherAddress, e]) => ({ name: this.deps.name, address: this.deps.address(), otherAddress, since: e.since }));
   }

@@ -1135,6 +1135,9 @@ export class Memberlist {
   }
 
   private onKv(m: KvMsg, raw?: Uint8Array): void {
+    // our name's keys from another live node with our name: answering them (reissuing ours over theirs) starts a war
+    // of versions that never ends; the conflict is reported instead (conflicts.ts)
+    if (m.node === this.name && this.nameConflicts.active) return;
     const r = this.store.apply(m.node, m.epoch, m.version, m.key, m.value);
     switch (r.result) {
       case 'applied':
@@ -1398,6 +1401,7 @@ export class Memberlist {
       }
       for (const s of pp.stores) {
         if (s.node === this.name) {
+          if (this.nameConflicts.active) continue; /* as in onKv */
           if (s.epoch > this.store.epoch) {
             this.broadcastReissues(this.store.supersedeEpoch(s.epoch));
             this.self.epoch = this.store.epoch;
