@@ -13,6 +13,9 @@ import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './cont
 
 export interface DaemonConfig {
   nodeName: string;
+  /** Names an older version gave this node by default (the hostname), under which its saved state may be: empty when
+   * --node-name is given. */
+  formerNodeNames: string[];
   nodeAddress: string;
   ports: { low: number; high: number };
   vipCidrs: string[];
@@ -143,6 +146,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (!LB_STRATEGIES.includes(lb)) throw new AppswitchError('ERR_CONFIG', `--lb must be one of ${LB_STRATEGIES.join(', ')}`);
   const cfg: DaemonConfig = {
     nodeName: f.nodeName ?? defaultNodeName(os.hostname(), ipaddr.process(nodeAddress).toString()),
+    formerNodeNames: f.nodeName === undefined ? [os.hostname()] : [],
     nodeAddress: ipaddr.process(nodeAddress).toString(),
     ports,
     vipCidrs,

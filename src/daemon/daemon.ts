@@ -249,7 +249,7 @@ export class Daemon {
       clearState(this.cfg.stateDir);
       return;
     }
-    const snap = loadState(this.cfg.stateDir, this.cfg.nodeName, this.log);
+    const snap = loadState(this.cfg.stateDir, this.cfg.nodeName, this.log, this.cfg.formerNodeNames);
     if (!snap) return;
     const apps = this.handler.restore(snap, this.cfg.restoreGraceMs);
     this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
