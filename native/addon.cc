@@ -1,6 +1,6 @@
 // The daemon's native boundary (the only file that includes napi.h): the trap socket (SOCK_SEQPACKET with
 // SCM_RIGHTS, which Node's net module cannot do), readiness polling of raw fds on libuv's loop, execve for
-// `appswitch run`, and the socket guard's accept-time check (sock_diag cgroup lookup, sockdiag.h/sockguard.h). C helpers return -errno; here that becomes a JS Error carrying errno, code and syscall.
+// `appswitch run`, the state directory's lock (flock, statelock.h), and the socket guard's accept-time check (sock_diag cgroup lookup, sockdiag.h/sockguard.h). C helpers return -errno; here that becomes a JS Error carrying errno, code and syscall.
 #include <napi.h>
 #include <uv.h>
 
@@ -20,6 +20,7 @@ extern "C" {
 #include "scm_rights.h"
 #include "sockdiag.h"
 #include "sockguard.h"
+#include "statelock.h"
 }
 
 namespace {
@@ -47,6 +48,9 @@ const char *ErrnoName(int e) {
   case EAFNOSUPPORT: return "EAFNOSUPPORT";
   case EPROTO: return "EPROTO";
   case ENOTDIR: return "ENOTDIR";
+  case ELOOP: return "ELOOP";
+  case EROFS: return "EROFS";
+  case EIO: return "EIO";
   default: return "EUNKNOWN";
   }
 }
@@ -389,6 +393,25 @@ Napi::Value TcpSocketCgroup(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// lockFile(path: string): {fd} | {holder} — an exclusive flock on path, held by fd for the process's life, with this
+// process's pid written in the file (statelock.h); {holder: pid} when another process holds it (0: pid unknown).
+Napi::Value LockFile(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(env, "lockFile(path: string)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (path.empty() || path.find('\0') != std::string::npos) return ThrowErrno(env, EINVAL, "open");
+  pid_t holder = 0;
+  int fd = as_statelock_take(path.c_str(), getpid(), &holder);
+  Napi::Object o = Napi::Object::New(env);
+  if (fd == -EWOULDBLOCK) {
+    o.Set("holder", Napi::Number::New(env, holder));
+    return o;
+  }
+  if (fd < 0) return ThrowErrno(env, -fd, "flock");
+  o.Set("fd", Napi::Number::New(env, fd));
+  return o;
+}
+
 // generatorsCgroupId(): bigint — the cgroup id of <cgroup2>/appswitch/generators (ENOENT until a launcher made it).
 Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -401,6 +424,7 @@ Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));
+  exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
   exports.Set("accept", Napi::Function::New(env, Accept));

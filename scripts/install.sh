@@ -158,7 +158,7 @@ else
 # Uncomment and edit what you need; an unknown key or a bad value stops the daemon with FILE:LINE: KEY: why.
 
 # node-address: 192.0.2.10        # host address that real server sockets bind to (default: first non-loopback)
-# node-name: host-a               # default: hostname
+# node-name: host-a               # unique in the cluster; default: HOSTNAME-NODEADDRESS
 # vip-cidr:                       # virtual IP ranges (names, never destinations)
 #   - 10.0.0.0/8
 # ports: 40000-60000              # host port pool for servers under appswitch

@@ -22,6 +22,8 @@ export type AppswitchErrorCode =
   | 'ERR_PROTOCOL'
   | 'ERR_CONFIG'
   | 'ERR_PERMISSION'
+  /** Another daemon holds the state directory's lock (src/daemon/state-lock.ts). */
+  | 'ERR_STATE_DIR_IN_USE'
   /** The daemon is out of a resource (its file descriptors): the request may succeed once it has recovered. */
   | 'ERR_RESOURCES';
 

@@ -1,5 +1,5 @@
 /** The appswitch command line: one CLI for every subcommand (daemon, run, get, status, version). */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
 import type { InfoResult } from '../daemon/control-protocol.js';
 import { Daemon } from '../daemon/daemon.js';
@@ -12,11 +12,10 @@ import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
 import { addKeygenCommand } from './keygen.js';
 import { addOpsCommands } from './ops.js';
+import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
 
-const EXIT_APPSWITCH = 125;
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, v];
+function collect(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v];
 }
 
 function fail(e: unknown): never {
@@ -135,13 +134,14 @@ export function buildCli(): Command {
     .version(VERSION, '-V, --version')
     .showHelpAfterError()
     .enablePositionalOptions();
+  configureUsage(program);
 
   program
     .command('daemon')
     .description('run the per-host daemon in the foreground')
     .option('--config <file>', 'read these flags from a YAML file (keys: the long flag names); flags given here win')
     .option('--node-address <addr>', 'host address that real server sockets bind to (default: first non-loopback address)')
-    .option('--node-name <name>', 'name of this node (default: hostname)')
+    .option('--node-name <name>', 'name of this node, unique in the cluster (default: HOSTNAME-NODEADDRESS)')
     .option('--ports <range>', 'host port pool for servers under appswitch', '40000-60000')
     .option('--vip-cidr <cidr>', 'virtual IP range (repeatable; default 10.0.0.0/8)', collect, [])
     .option('--state-dir <dir>', 'directory of the control and trap sockets', '/run/appswitch')
@@ -190,5 +190,10 @@ export function buildCli(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  await buildCli().parseAsync(argv);
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(usageExitCode(e));
+    throw e;
+  }
 }

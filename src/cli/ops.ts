@@ -37,6 +37,7 @@ export const JSON_KEYS = {
     'uptimeSeconds',
     'members',
     'memberStates',
+    'nameConflicts',
     'apps',
     'services',
     'traps',
@@ -144,7 +145,7 @@ async function statusWithin(socket: string, waitSeconds: number): Promise<Status
 }
 
 function statesText(states: Record<string, number>): string {
-  const order = ['alive', 'suspect', 'dead', 'left'];
+  const order = ['alive', 'suspect', 'dead', 'left', 'conflict'];
   const keys = [...order.filter((k) => k in states), ...Object.keys(states).filter((k) => !order.includes(k))];
   return keys.map((k) => `${states[k]} ${k}`).join(', ') || '-';
 }
@@ -180,7 +181,7 @@ export function addOpsCommands(program: Command): void {
     printRows(!!o.json, ms, JSON_KEYS.members, () =>
       table(
         ['NAME', 'ADDRESS', 'STATE', 'INCARNATION'],
-        ms.map((m) => [m.name, m.address, m.state, String(m.incarnation)]),
+        ms.map((m) => [m.name, m.address, m.state === 'conflict' ? 'CONFLICT' : m.state, m.incarnation === null ? '-' : String(m.incarnation)]),
         { width: width(), elastic: [0] },
       ),
     );
@@ -210,12 +211,17 @@ export function addOpsCommands(program: Command): void {
         return;
       }
       const open = s.openConnections ?? { tcp: 0, fastpath: 0 };
+      const conflicts = (s.nameConflicts ?? []).map((c): [string, string] => [
+        'NAME CONFLICT',
+        `${c.address} also runs as node ${s.node} (since ${c.since}): neither node sees the other; give each a unique --node-name`,
+      ]);
       print(
         table(
           ['FIELD', 'VALUE'],
           [
             ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
             ['node', `${s.node} (${s.nodeAddress})`],
+            ...conflicts,
             ['members', s.memberStates ? statesText(s.memberStates) : `${s.members} alive`],
             ['apps', String(s.apps)],
             ['services', String(s.services)],

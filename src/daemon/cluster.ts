@@ -6,7 +6,7 @@
  * gossip layer and so leave the table. */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { formatAddress, type MemberInfo, Memberlist, type ProfileName, RateLimitedWarn, systemClock, tryParseAddress, UdpTransport } from '../gossip/index.js';
+import { formatAddress, type MemberInfo, Memberlist, type NameConflict, type ProfileName, RateLimitedWarn, systemClock, tryParseAddress, UdpTransport } from '../gossip/index.js';
 import type { InternalErrors } from './internal-errors.js';
 import type { VirtualRanges } from '../table/addresses.js';
 import type { AppDirectory } from '../table/directory.js';
@@ -280,6 +280,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   members(): MemberInfo[] {
     return this.ml.members();
+  }
+
+  /** Live nodes that gossip under this node's name from another address (logged as errors by the gossip layer). */
+  conflicts(): NameConflict[] {
+    return this.ml.conflicts();
   }
 
   get address(): string {

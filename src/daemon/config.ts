@@ -14,6 +14,9 @@ import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './cont
 
 export interface DaemonConfig {
   nodeName: string;
+  /** Names an older version gave this node by default (the hostname), under which its saved state may be: empty when
+   * --node-name is given. */
+  formerNodeNames: string[];
   nodeAddress: string;
   ports: { low: number; high: number };
   vipCidrs: string[];
@@ -102,6 +105,14 @@ export function defaultNodeAddress(): string {
   return '127.0.0.1';
 }
 
+/** The default node name: the hostname and the node address (`web1-192.0.2.10`). The hostname alone is not unique:
+ * cloned VMs and containers share one, and so do network-namespace hosts on one machine; two nodes with one name
+ * never see each other (SWIM keys members by name; see src/gossip/conflicts.ts). The node address is unique among
+ * the nodes of a cluster, since they gossip on it. */
+export function defaultNodeName(hostname: string, nodeAddress: string): string {
+  return `${hostname}-${nodeAddress}`;
+}
+
 export function resolveConfig(f: DaemonFlags): DaemonConfig {
   const nodeAddress = f.nodeAddress ?? defaultNodeAddress();
   if (!ipaddr.isValid(nodeAddress)) throw new AppswitchError('ERR_CONFIG', `--node-address ${nodeAddress} is not an IP address`);
@@ -140,7 +151,8 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   const lb = (f.lb ?? 'p2c') as LbStrategy;
   if (!LB_STRATEGIES.includes(lb)) throw new AppswitchError('ERR_CONFIG', `--lb must be one of ${LB_STRATEGIES.join(', ')}`);
   const cfg: DaemonConfig = {
-    nodeName: f.nodeName ?? os.hostname(),
+    nodeName: f.nodeName ?? defaultNodeName(os.hostname(), ipaddr.process(nodeAddress).toString()),
+    formerNodeNames: f.nodeName === undefined ? [os.hostname()] : [],
     nodeAddress: ipaddr.process(nodeAddress).toString(),
     ports,
     vipCidrs,

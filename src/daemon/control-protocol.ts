@@ -101,8 +101,10 @@ export interface StatusResult extends InfoResult {
   /** Trapped calls answered (bind, listen, connect/sendto, accept) since start, and per second over the last 10 s. */
   traps: number;
   trapsPerSecond: number;
-  /** Cluster members by state (alive, suspect, dead, left). */
+  /** Cluster members by state (alive, suspect, dead, left; conflict: another live node with this node's name). */
   memberStates: Record<string, number>;
+  /** Live nodes that use this node's name from another address: neither sees the other until one is renamed. */
+  nameConflicts: NameConflictView[];
   /** Connections this daemon set up that are still open (see `connections`), by path. */
   openConnections: { tcp: number; fastpath: number };
   /** The group allowed on the sockets besides root, or null when it does not exist (root only). */
@@ -130,11 +132,21 @@ export interface StatusResult extends InfoResult {
 
 export type { ConnectionView } from '../trap/connections.js';
 
+/** A member as this node sees it; state `conflict` is another live node using this node's name (from `address`),
+ * whose incarnation is not known (null). */
 export interface MemberView {
   name: string;
   address: string;
   state: string;
-  incarnation: number;
+  incarnation: number | null;
+}
+
+/** Another live node that uses this node's name (see src/gossip/conflicts.ts). */
+export interface NameConflictView {
+  /** The other node's gossip address. */
+  address: string;
+  /** When this node found it (ISO 8601). */
+  since: string;
 }
 
 export const DEFAULT_STATE_DIR = '/run/appswitch';

@@ -19,7 +19,7 @@ import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, InfoResult, MemberView, ServiceView, StatusResult } from './control-protocol.js';
+import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster } from './cluster.js';
 import type { NodeRecord } from './gossip-records.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
@@ -32,6 +32,7 @@ import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
+import { lockStateDir, type StateDirLock } from './state-lock.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -80,6 +81,8 @@ export class Daemon {
   private sweepFailLogged = 0;
   /** Unexpected exceptions caught in handlers, by module (see internal-errors.ts). */
   readonly internalErrors: InternalErrors;
+  /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
+  private lock?: StateDirLock;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -162,6 +165,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.restoreState();
     const opts: Parameters<typeof Cluster.start>[0] = {
@@ -266,7 +270,7 @@ export class Daemon {
       clearState(this.cfg.stateDir);
       return;
     }
-    const snap = loadState(this.cfg.stateDir, this.cfg.nodeName, this.log);
+    const snap = loadState(this.cfg.stateDir, this.cfg.nodeName, this.log, this.cfg.formerNodeNames);
     if (!snap) return;
     const apps = this.handler.restore(snap, this.cfg.restoreGraceMs);
     this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
@@ -291,6 +295,7 @@ export class Daemon {
       err = e;
       throw e;
     } finally {
+      this.lock?.release();
       const line = { ...why, uptimeSeconds: Math.round((Date.now() - this.started) / 1000), ...(err ? { err } : {}) };
       this.log.info(line, 'daemon stopped');
     }
@@ -420,12 +425,23 @@ export class Daemon {
     };
   }
 
+  /** The members as this node sees them, then one `conflict` row per live node that uses this node's name. */
+  private memberViews(): MemberView[] {
+    const rows: MemberView[] = this.cluster?.members() ?? [];
+    for (const c of this.cluster?.conflicts() ?? []) rows.push({ name: c.name, address: c.otherAddress, state: 'conflict', incarnation: null });
+    return rows;
+  }
+
+  private nameConflicts(): NameConflictView[] {
+    return (this.cluster?.conflicts() ?? []).map((c) => ({ address: c.otherAddress, since: new Date(c.since).toISOString() }));
+  }
+
   private onControl(req: ControlRequest): unknown {
     switch (req.method) {
       case 'info':
         return this.info();
       case 'status': {
-        const members: MemberView[] = this.cluster?.members() ?? [];
+        const members = this.memberViews();
         const memberStates: Record<string, number> = {};
         for (const m of members) memberStates[m.state] = (memberStates[m.state] ?? 0) + 1;
         const s: StatusResult = {
@@ -437,6 +453,7 @@ export class Daemon {
           traps: this.trap.traps,
           trapsPerSecond: this.trapRate(),
           memberStates,
+          nameConflicts: this.nameConflicts(),
           openConnections: this.connections.counts(),
           group: this.access.gid === undefined ? null : this.cfg.group,
           refused: this.handler.stats.refused,
@@ -475,7 +492,7 @@ export class Daemon {
           return v;
         });
       case 'members':
-        return this.cluster?.members() ?? [];
+        return this.memberViews();
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {

@@ -67,8 +67,10 @@ function validService(e: unknown): e is ServiceEntry {
 
 /** Reads the saved state of node `node`. A missing file is no state. A file whose header cannot be read (not a state
  * file, another format, another node) is moved aside (`state.json.bad`) with a log line, and the daemon starts empty;
- * records that cannot be read (damaged lines, invalid fields) are skipped with a warning and the rest is restored. */
-export function loadState(dir: string, node: string, log: Logger): HandlerSnapshot | undefined {
+ * records that cannot be read (damaged lines, invalid fields) are skipped with a warning and the rest is restored.
+ * `formerNames`: names this node's state may have been saved under by an older version (its default name was the
+ * hostname); such a state is taken over, with a log line. */
+export function loadState(dir: string, node: string, log: Logger, formerNames: readonly string[] = []): HandlerSnapshot | undefined {
   const file = path.join(dir, STATE_FILE);
   let text: string;
   try {
@@ -84,6 +86,10 @@ export function loadState(dir: string, node: string, log: Logger): HandlerSnapsh
     header = JSON.parse(lines[0] ?? '');
   } catch (e) {
     why = (e as Error).message;
+  }
+  if (isObj(header) && header.node !== node && typeof header.node === 'string' && formerNames.includes(header.node)) {
+    log.info({ file, savedBy: header.node, node }, "saved state of this node's former default name taken over");
+    header.node = node;
   }
   if (!why && isObj(header) && header.format === FORMAT_V1) return loadV1(header, node, file, log);
   if (!why && (!isObj(header) || header.format !== FORMAT)) why = 'unknown format';

@@ -3,6 +3,8 @@
 export { Memberlist } from './memberlist.js';
 export type { MemberInfo, MemberEvent, ChangeEvent, MemberlistEvents, MemberlistOptions, JoinOptions } from './memberlist.js';
 export type { MemberState, MessageKind } from './codec.js';
+export type { NameConflict } from './conflicts.js';
+export { CONFLICT_MISSES } from './conflicts.js';
 export { PROFILES, DEFAULT_LIMITS, resolveConfig, resolveLimits, pushPullScale, retransmitLimit } from './config.js';
 export type { ProfileName, ProtocolConfig, GossipLimits } from './config.js';
 export type { GossipStats, CapReason } from './stats.js';

@@ -2,6 +2,8 @@
 
 /** The logging the gossip layer needs; a pino logger satisfies it. */
 export interface GossipLogger {
+  /** For what an operator must fix (a name conflict); loggers without it get a warning instead. */
+  error?(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   debug(obj: object, msg: string): void;

@@ -38,6 +38,7 @@ import {
   type ProfileName,
   type ProtocolConfig,
 } from './config.js';
+import { NameConflicts, type NameConflict } from './conflicts.js';
 import { Keyring } from './crypto.js';
 import {
   envelopeOverhead,
@@ -204,6 +205,8 @@ export class Memberlist {
   private lastDigestSync = -Infinity;
   /** Members currently suspect (for buddy pings). */
   private readonly suspects = new Set<Member>();
+  /** Live nodes found using our name from another address (see conflicts.ts). */
+  private readonly nameConflicts: NameConflicts;
 
   private readonly timers = new Set<TimerHandle>();
   private readonly listeners: { [E in keyof MemberlistEvents]: Array<Listener<E>> } = { member: [], change: [] };
@@ -266,6 +269,13 @@ export class Memberlist {
     this.digestHash = this.self.hash;
     this.memberArr.push(this.self);
 
+    this.nameConflicts = new NameConflicts({
+      name: this.name,
+      address: () => this.self.address,
+      check: (addr, done) => this.pingAs(addr, done),
+      clock: this.clock,
+      logger: this.logger,
+    });
     this.broadcastSelfAlive();
     this.transport.onPacket((from, buf) => this.onPacket(from, buf));
     this.transport.onStream((from, req, reply) => this.onStream(from, req, reply));
@@ -436,6 +446,12 @@ export class Memberlist {
   /** All known members, ourselves included. */
   members(): MemberInfo[] {
     return this.memberArr.map((m) => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation }));
+  }
+
+  /** Live nodes that use this node's name from another address (conflicts.ts): each is also logged, as an error, by
+   * both nodes. Empty when names are unique. */
+  conflicts(): NameConflict[] {
+    return this.nameConflicts.list();
   }
 
   /** One member, or undefined. */
@@ -816,6 +832,25 @@ export class Memberlist {
     const target = this.nextProbeTarget();
     if (target !== undefined) this.probe(target);
     this.pingSuspects(target);
+    this.nameConflicts.tick();
+  }
+
+  /** Pings `address` naming our own name: only a live process with our name answers (pings naming another are
+   * dropped). `done(true)` on its ack, `done(false)` after a probe interval without one. */
+  private pingAs(address: string, done: (answered: boolean) => void): void {
+    const seq = this.nextSeq();
+    let over = false;
+    let timer: TimerHandle | undefined;
+    const finish = (answered: boolean): void => {
+      if (over) return;
+      over = true;
+      this.ackHandlers.delete(seq);
+      this.cancel(timer);
+      done(answered);
+    };
+    this.ackHandlers.set(seq, { onAck: () => finish(true), onNack: () => {} });
+    timer = this.after(() => finish(false), this.awareness.scale(this.config.probeInterval));
+    this.send(address, [encodeMessage({ kind: 'ping', seq, target: this.name })]);
   }
 
   /**
@@ -999,6 +1034,9 @@ export class Memberlist {
     }
     if (a.node === this.name) {
       if (this.leaving) return;
+      // another address: an old rumour of a previous process of ours, or a live node with our name (checked by a
+      // ping; a known one is not refuted: see conflicts.ts)
+      if (a.addr !== this.self.address && this.nameConflicts.heard(a.addr)) return;
       if (a.epoch > this.store.epoch) {
         // An older process of ours ran with a clock ahead of ours: take an epoch above it so our keys win.
         this.broadcastReissues(this.store.supersedeEpoch(a.epoch));
@@ -1097,6 +1135,9 @@ export class Memberlist {
   }
 
   private onKv(m: KvMsg, raw?: Uint8Array): void {
+    // our name's keys from another live node with our name: answering them (reissuing ours over theirs) starts a war
+    // of versions that never ends; the conflict is reported instead (conflicts.ts)
+    if (m.node === this.name && this.nameConflicts.active) return;
     const r = this.store.apply(m.node, m.epoch, m.version, m.key, m.value);
     switch (r.result) {
       case 'applied':
@@ -1360,6 +1401,7 @@ export class Memberlist {
       }
       for (const s of pp.stores) {
         if (s.node === this.name) {
+          if (this.nameConflicts.active) continue; /* as in onKv */
           if (s.epoch > this.store.epoch) {
             this.broadcastReissues(this.store.supersedeEpoch(s.epoch));
             this.self.epoch = this.store.epoch;

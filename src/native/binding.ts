@@ -43,7 +43,11 @@ export interface TcpSocketInfo {
   cgroup: bigint | null;
 }
 
+/** lockFile's answer: the descriptor that holds the lock, or the pid of the process that holds it (0: unknown). */
+export type LockResult = { fd: number; holder?: undefined } | { fd?: undefined; holder: number };
+
 interface RawBinding {
+  lockFile(path: string): LockResult;
   tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
   generatorsCgroupId(): bigint;
   seqpacketListen(path: string, mode: number): number;
@@ -131,6 +135,9 @@ export const native = {
   tcpSocketCgroup: wrap((src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null => raw().tcpSocketCgroup(src, sport, dst, dport)),
   /** The cgroup id of <cgroup2>/appswitch/generators, where every trap generator runs (native/sockguard.h). */
   generatorsCgroupId: wrap((): bigint => raw().generatorsCgroupId()),
+  /** An exclusive flock(2) on path (created 0644), held by the returned fd until it is closed or the process ends,
+   * with this process's pid written in the file; `{ holder }` when another process holds it (native/statelock.h). */
+  lockFile: wrap((p: string): LockResult => raw().lockFile(p)),
   poller(fd: number, cb: (status: number, events: number) => void): Poller {
     const P = raw().Poller;
     return new P(fd, cb);

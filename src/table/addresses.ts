@@ -51,6 +51,22 @@ export class VirtualRanges {
   }
 }
 
+/** Whether ip is the network or the broadcast address of one of the IPv4 ranges (prefix /30 or shorter: /31 and
+ * /32 have neither, RFC 3021) that contain it: 'network', 'broadcast', or undefined. Neither is an app's address
+ * (vips assigned by name skip them too, directory.ts): programs treat them as the subnet and as everyone on it. */
+export function rangeEdge(cidrs: readonly string[], ip: string): { kind: 'network' | 'broadcast'; cidr: string } | undefined {
+  const a = norm(ip);
+  if (a.kind() !== 'ipv4') return undefined;
+  for (const cidr of cidrs) {
+    const [net, bits] = parseCidr(cidr);
+    if (net.kind() !== 'ipv4' || bits > 30 || !a.match(net, bits)) continue;
+    const s = a.toString();
+    if (s === ipaddr.IPv4.networkAddressFromCIDR(cidr).toString()) return { kind: 'network', cidr };
+    if (s === ipaddr.IPv4.broadcastAddressFromCIDR(cidr).toString()) return { kind: 'broadcast', cidr };
+  }
+  return undefined;
+}
+
 export function isLoopback(ip: string): boolean {
   const a = norm(ip);
   if (a.kind() === 'ipv4') return a.range() === 'loopback' || a.toString() === '0.0.0.0';

@@ -45,8 +45,10 @@ export function parseTags(list: string[]): Record<string, string> {
   const tags: Record<string, string> = {};
   for (const t of list) {
     const i = t.indexOf('=');
-    const k = i < 0 ? t : t.slice(0, i);
-    const v = i < 0 ? '' : t.slice(i + 1);
+    /* no '=' is a mistake (a forgotten value), not an empty value: that one is spelt KEY= */
+    if (i < 0) throw new RangeError(`bad tag "${t}": expected KEY=VALUE (KEY= for an empty value)`);
+    const k = t.slice(0, i);
+    const v = t.slice(i + 1);
     if (!TAG_KEY_RE.test(k) || !TAG_VAL_RE.test(v)) throw new RangeError(`bad tag "${t}": expected KEY=VALUE`);
     tags[k] = v;
   }

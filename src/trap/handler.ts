@@ -4,7 +4,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Errno } from '../errors.js';
-import { IdentityPool, isLoopback, isUnspecified, type VirtualRanges } from '../table/addresses.js';
+import { IdentityPool, isLoopback, isUnspecified, rangeEdge, type VirtualRanges } from '../table/addresses.js';
 import { Balancer, type LbStrategy } from '../table/balancer.js';
 import type { AppDirectory, AppEntry } from '../table/directory.js';
 import type { PortPool } from '../table/port-pool.js';
@@ -268,6 +268,8 @@ export class TrapHandler {
       if (!this.cfg.ranges.isVip(ip)) {
         return `--ip ${ip} is outside the virtual ranges (${this.cfg.ranges.cidrs.join(', ')}); see appswitch daemon --vip-cidr`;
       }
+      const edge = rangeEdge(this.cfg.ranges.cidrs, ip);
+      if (edge) return `--ip ${ip} is the ${edge.kind} address of the virtual range ${edge.cidr}: not an app's address`;
       meta.ip = ip;
       identity = ip;
     } else if (meta.name !== undefined) {

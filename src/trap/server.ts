@@ -9,6 +9,7 @@ import { parseMeta } from './apps.js';
 import { errCode, FdBudget, isFdExhaustion } from './fdbudget.js';
 import { type Reply, TrapHandler } from './handler.js';
 import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
+import { decodeWaitStatus } from './wait-status.js';
 
 /** Receives each generator's trap counters (AS_STATS deltas). */
 export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
@@ -339,7 +340,7 @@ export class TrapServer {
           break;
         }
         case MsgType.EXIT:
-          this.log.info({ app: app.id, pid: m.pid, status: m.arg }, 'program exited');
+          this.log.info({ app: app.id, pid: m.pid, ...decodeWaitStatus(m.arg) }, 'program exited');
           break;
         default:
           this.badMessages++;

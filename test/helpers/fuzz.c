@@ -3,7 +3,7 @@
  * getsockopt(2), seccomp_unotify(2) ("pointer arguments are read in the supervisor").
  *
  * usage:
- *   fuzz cases [--seed N] [--iterations N] [--port P]
+ *   fuzz cases --unix-dir DIR [--seed N] [--iterations N] [--port P]
  *       N random cases per syscall, made with raw syscall(2); one line per case:
  *       "C <index> <syscall> <fd kind> <destination class> <info> <result>", result "OK", "=<count>" or an errno
  *       name; destination v (virtual), l (loopback/any), o (other), u (AF_UNSPEC), x (no valid inet address),
@@ -12,6 +12,11 @@
  *       for sends F when MSG_FASTOPEN is set.
  *       Run once natively and once under appswitch with the same seed; the lines are compared by the test.
  *       Every socket is non-blocking and every send has MSG_DONTWAIT, so no case can hang natively.
+ *       DIR must be an empty directory of this run alone: the program works in it, and the Unix socket paths of
+ *       the cases are relative names there. Whether bind/connect/sendto to a path succeed depends on which socket
+ *       files exist, so the native run and the run under appswitch must each start from an empty directory that
+ *       nothing else writes (with fixed /tmp paths, the native run's sockets were still there for the appswitch
+ *       run, and a first run on a machine disagreed with every later one).
  *   fuzz race --allowed IP:PORT --denied IP:PORT [--iterations N] [--threads N]
  *       thread A connects (TCP) / sends (UDP) to a sockaddr that thread B flips between the two addresses;
  *       prints "race tcp ok=.. refused=.. wrong=.." and "race udp sent=.. refused=.. wrong=..".
@@ -44,6 +49,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,6 +155,12 @@ static int rand_port(void) {
   }
 }
 
+/* Whether this case's Unix socket paths are names in the run's directory (for the Unix socket fixture) or under a
+ * directory that never exists (every other fd kind). Under appswitch F_CONN is the fast path's Unix stream socket,
+ * where a bind to a path succeeds (natively, on TCP, EINVAL: a known difference) and would leave a socket file that
+ * changes what the Unix fixture's later bind/connect/sendto to that name give: only the Unix fixture may make them. */
+static int unix_paths_live;
+
 /* Fills buf with a sockaddr of some family; returns its natural length. */
 static size_t make_addr(uint8_t *buf, int sock_family) {
   memset(buf, 0, 128);
@@ -210,7 +222,8 @@ static size_t make_addr(uint8_t *buf, int sock_family) {
   }
   buf[0] = (uint8_t)fam;
   for (int i = 2; i < 110; i++) buf[i] = (uint8_t)rnd();
-  if (fam == AF_UNIX) snprintf((char *)buf + 2, 100, "/tmp/appswitch-fuzz-%u", below(4));
+  /* a relative path: in the run's own --unix-dir (see the usage above), never a name another run can see */
+  if (fam == AF_UNIX) snprintf((char *)buf + 2, 100, unix_paths_live ? "appswitch-fuzz-%u" : "absent/appswitch-fuzz-%u", below(4));
   dest_class = 'x';
   return fam == AF_UNIX ? sizeof(struct sockaddr_un) : 16 + below(100);
 }
@@ -510,6 +523,7 @@ static void run_case(long index, enum sc s) {
   dest_class = '-';
   int64_t rand_fd;
   enum fdkind k = pick_fd(s, &rand_fd);
+  unix_paths_live = k == F_UNIX;
   /* every argument is drawn before anything is created, so the random sequence never depends on results */
   uint64_t a[6] = {0};
   long nr = 0;
@@ -655,7 +669,34 @@ static void run_case(long index, enum sc s) {
   if (persistent(k) && r >= 0 && s != S_GETSOCKNAME && s != S_GETPEERNAME && s != S_GETSOCKOPT) fx.stale = 1;
 }
 
-static int cmd_cases(uint64_t seed, long iterations) {
+/* Enters dir, which must exist and be empty (see the usage: the Unix paths of the cases live there). */
+static int enter_unix_dir(const char *dir) {
+  if (!dir) {
+    fprintf(stderr, "fuzz: cases needs --unix-dir DIR (an empty directory of this run alone)\n");
+    return -1;
+  }
+  DIR *d = opendir(dir);
+  if (!d) {
+    fprintf(stderr, "fuzz: --unix-dir %s: %s\n", dir, errname(errno));
+    return -1;
+  }
+  int entries = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
+  closedir(d);
+  if (entries) {
+    fprintf(stderr, "fuzz: --unix-dir %s is not empty\n", dir);
+    return -1;
+  }
+  if (chdir(dir) < 0) {
+    fprintf(stderr, "fuzz: chdir %s: %s\n", dir, errname(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_cases(uint64_t seed, long iterations, const char *unix_dir) {
+  if (enter_unix_dir(unix_dir) < 0) return 2;
   printf("seed %" PRIu64 "\n", seed);
   rng_state = seed ? seed : 1;
   mem_init();
@@ -860,6 +901,7 @@ int main(int argc, char **argv) {
   long iterations = 10000;
   int port = 7000, threads = 2;
   char id = 'A';
+  const char *unix_dir = NULL;
   v4(&allowed4, "10.200.0.1", 9000);
   v4(&denied4, "10.200.0.2", 9000);
   for (int i = 2; i + 1 < argc; i += 2) {
@@ -869,6 +911,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--port")) port = atoi(v);
     else if (!strcmp(k, "--threads")) threads = atoi(v);
     else if (!strcmp(k, "--id")) id = v[0];
+    else if (!strcmp(k, "--unix-dir")) unix_dir = v;
     else if (!strcmp(k, "--allowed") && parse_ep(v, &allowed4) == 0) continue;
     else if (!strcmp(k, "--denied") && parse_ep(v, &denied4) == 0) continue;
     else {
@@ -877,7 +920,7 @@ int main(int argc, char **argv) {
     }
   }
   self_port = port;
-  if (!strcmp(argv[1], "cases")) return cmd_cases(seed, iterations);
+  if (!strcmp(argv[1], "cases")) return cmd_cases(seed, iterations, unix_dir);
   if (!strcmp(argv[1], "race")) return cmd_race(iterations, threads);
   if (!strcmp(argv[1], "serve")) return cmd_serve(port, id);
   if (!strcmp(argv[1], "listen")) return cmd_listen(port);

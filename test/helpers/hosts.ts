@@ -281,8 +281,11 @@ export class TestHost {
   }
 }
 
-/** Compiles test/helpers/probe.c once per run (into a temp dir). */
+/** Compiles test/helpers/probe.c once per run (into a temp dir, removed at exit). */
 const compiled = new Map<string, string>();
+process.on('exit', () => {
+  for (const bin of compiled.values()) rmSync(path.dirname(bin), { recursive: true, force: true });
+});
 
 /** Compiles test/helpers/<name>.c once per test process; returns the binary's path. */
 export function compileHelper(name: string): string {

@@ -32,8 +32,8 @@ function tally(h: TestHost, appArgs: string[], url: string, n: number): Promise<
 beforeAll(async () => {
   br = new TestBridge('an');
   [h1, h2] = br.hostsOf('an', 2) as [TestHost, TestHost];
-  await h1.startDaemon(['--node-name', 'a1']);
-  await h2.startDaemon(['--node-name', 'a2', '--join', '192.0.2.1']);
+  await h1.startDaemon();
+  await h2.startDaemon(['--join', '192.0.2.1']);
   for (const h of [h1, h2]) {
     await waitFor(async () => (await request<MemberView[]>(h.socket, 'members')).filter((m) => m.state === 'alive').length === 2, 15_000);
   }

@@ -3,7 +3,9 @@
  * differences that are by design or known). Racing threads rewrite a sockaddr while connect()/sendto() is trapped:
  * nothing may reach a service the policy refuses. APPSWITCH_FUZZ_SEED (default 42, or "random") and
  * APPSWITCH_FUZZ_ITERATIONS (per syscall, default 10000) choose the run. */
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compare } from '../helpers/fuzz-compare.js';
 import { compileHelper, finish, killTree, TestHost, waitFor } from '../helpers/hosts.js';
@@ -51,11 +53,22 @@ describe('fuzz', () => {
   it(`gives the kernel's errno for ${ITERATIONS} random argument sets per trapped call (seed ${SEED})`, async () => {
     const fdsBefore = daemonFds();
     const args = ['cases', '--seed', SEED, '--iterations', String(ITERATIONS)];
-    // natively with the capabilities a root program keeps under appswitch (Docker's default set): privileged
-    // socket options (SO_RCVBUFFORCE, SO_MARK...) then answer alike
-    const nat = await h.exec(['setpriv', '--bounding-set', DOCKER_CAPS, '--inh-caps', '-all', '--', FUZZ, ...args], 120_000);
+    // each run works in an empty directory of its own, where the cases' Unix socket paths (relative names) live:
+    // whether bind/connect/sendto to a path succeed depends on which socket files exist, so with shared paths the
+    // native run's sockets were still there for the run under appswitch (fuzz.c, usage)
+    const nativeDir = mkdtempSync(path.join(tmpdir(), 'appswitch-fuzz-native-'));
+    const asDir = mkdtempSync(path.join(tmpdir(), 'appswitch-fuzz-as-'));
+    let nat, as;
+    try {
+      // natively with the capabilities a root program keeps under appswitch (Docker's default set): privileged
+      // socket options (SO_RCVBUFFORCE, SO_MARK...) then answer alike
+      nat = await h.exec(['setpriv', '--bounding-set', DOCKER_CAPS, '--inh-caps', '-all', '--', FUZZ, ...args, '--unix-dir', nativeDir], 120_000);
+      as = await h.runToEnd(['--tag', 'grp=fuzz'], [FUZZ, ...args, '--unix-dir', asDir], 180_000);
+    } finally {
+      rmSync(nativeDir, { recursive: true, force: true });
+      rmSync(asDir, { recursive: true, force: true });
+    }
     expect(nat.code, nat.stderr).toBe(0);
-    const as = await h.runToEnd(['--tag', 'grp=fuzz'], [FUZZ, ...args], 180_000);
     expect(as.signal, as.stderr).toBeNull();
     expect(as.code, as.stderr).toBe(0);
     expect(as.stdout).toContain(`seed ${SEED}`);

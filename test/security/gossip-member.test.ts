@@ -21,8 +21,8 @@ const started: ChildProcess[] = [];
 beforeAll(async () => {
   br = new TestBridge('gm');
   [h1, h2, h3] = br.hostsOf('gm', 3) as [TestHost, TestHost, TestHost];
-  await h1.startDaemon(['--node-name', 'm1']);
-  await h2.startDaemon(['--node-name', 'm2', '--join', '192.0.2.1']);
+  await h1.startDaemon();
+  await h2.startDaemon(['--join', '192.0.2.1']);
   await waitMembers([h1, h2], 2);
   started.push(idServer(h1, ['--ip', '10.0.0.5', '--tag', 'team=a'], 8000, 'real-5'));
   await waitFor(async () => (await services(h2)).some((e) => e.vip === '10.0.0.5'), 20_000);

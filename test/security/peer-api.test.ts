@@ -24,8 +24,8 @@ const started: ChildProcess[] = [];
 beforeAll(async () => {
   br = new TestBridge('pa');
   [h1, h2, h3] = br.hostsOf('pa', 3) as [TestHost, TestHost, TestHost];
-  await h1.startDaemon(['--node-name', 'p1']);
-  await h2.startDaemon(['--node-name', 'p2', '--join', '192.0.2.1']);
+  await h1.startDaemon();
+  await h2.startDaemon(['--join', '192.0.2.1']);
   await waitMembers([h1, h2], 2);
   // host 1's clients leave from 20 ports only, so that asking about all of them takes no time
   const r = await h1.exec(['sysctl', '-w', `net.ipv4.ip_local_port_range=${LOW} ${HIGH}`]);

@@ -20,8 +20,8 @@ beforeAll(async () => {
   ATTACK = compileHelper('attack-dos');
   br = new TestBridge('dp');
   [h1, h2] = br.hostsOf('dp', 2) as [TestHost, TestHost];
-  await h1.startDaemon(['--node-name', 'h1', '--metrics-address', '192.0.2.1:9464']);
-  await h2.startDaemon(['--node-name', 'h2', '--join', '192.0.2.1', '--metrics-address', '192.0.2.2:9464']);
+  await h1.startDaemon(['--metrics-address', '192.0.2.1:9464']);
+  await h2.startDaemon(['--join', '192.0.2.1', '--metrics-address', '192.0.2.2:9464']);
   for (const h of [h1, h2]) {
     await waitFor(async () => (await request<MemberView[]>(h.socket, 'members')).filter((m) => m.state === 'alive').length === 2, 15_000);
   }
