@@ -25,6 +25,7 @@ import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
+import { listenerGone } from './listener-diag.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -120,6 +121,7 @@ export class Daemon {
       },
       resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
+      listenerGone: listenerGone(this.log),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
