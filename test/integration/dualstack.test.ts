@@ -29,7 +29,7 @@ async function waitInstances(port: number, n: number, match: (s: { vip: string; 
     const l = (await h.services()).filter((s) => s.port === port && match(s));
     return l.length === n ? l : undefined;
   }, 20_000);
-  return list[0]?.vip as string;
+  return list?.[0]?.vip as string;
 }
 
 describe('dual-stack servers', () => {
