@@ -172,8 +172,9 @@ int as_oemu_serve(struct as_oemu *t, int s, uint64_t cookie, int pid, const __u6
   uint64_t ulenp = args[4];
   int32_t len;
   int r = as_mem_read(pid, ulenp, &len, sizeof(len));
+  if (r == 0 && len < 0 && level == IPPROTO_TCP) r = -EINVAL; /* do_tcp_getsockopt */
   if (r == 0) {
-    /* min_t(unsigned int, len, sizeof(int)): a negative length reads as a large one */
+    /* do_ipv6_getsockopt: min_t(unsigned int, sizeof(int), len), so a negative length reads as a large one */
     len = (uint32_t)len < sizeof(int32_t) ? len : (int32_t)sizeof(int32_t);
     int32_t val = level == IPPROTO_IPV6 ? 1 : as_defer_retrans_to_secs(e->defer);
     r = as_mem_write2(pid, uval, &val, (size_t)len, ulenp, &len, sizeof(len));

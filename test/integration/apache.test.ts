@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finish, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
 
 const PROBE = path.join(ROOT, 'test/helpers/defer_accept.py');
+const CASES = path.join(ROOT, 'test/helpers/sockopt_cases.py');
 let h: TestHost;
 let dir: string;
 
@@ -51,6 +52,17 @@ describe('same-host fast path and TCP_DEFER_ACCEPT', () => {
     expect(s.code, s.stderr).toBe(0);
     expect(s.stdout).toContain('defer=31'); /* 30 s rounded to whole SYN-ACK retransmissions, as natively */
     expect(s.stdout.match(/defer on accepted=0/g)).toHaveLength(2);
+  });
+
+  it('the options the generator keeps (TCP_DEFER_ACCEPT, IPV6_V6ONLY after a bind) answer exactly as the kernel, errors included', async () => {
+    const native = await h.exec(['python3', CASES]);
+    expect(native.code, native.stderr).toBe(0);
+    expect(native.stdout).toContain('set 30 ok get ok val=31 len=4');
+    expect(native.stdout).toContain('v6only bound get ok val=1 len=4');
+    expect(native.stdout).toContain('set bad pointer EFAULT');
+    const trapped = await h.runToEnd(['--ip', '10.0.4.2'], ['python3', CASES]);
+    expect(trapped.stderr).toBe('');
+    expect(trapped.stdout).toBe(native.stdout);
   });
 
   it('stock apache2 (event MPM, Listen 80) answers curl on the same host over the fast path', async () => {
