@@ -157,10 +157,10 @@ int as_oemu_serve(struct as_oemu *t, int s, uint64_t cookie, int pid, const __u6
       if (!e) return 0; /* full of live sockets: the kernel keeps it, as before */
     }
   }
-  if (set) { /* do_tcp_setsockopt: length, then the read, then the value */
+  if (set) { /* __sys_setsockopt: a negative length is EINVAL; do_tcp_setsockopt: then too short, the read, the value */
     int len = (int)args[4];
     int32_t val = 0;
-    int r = len < (int)sizeof(int) ? -EINVAL : as_mem_read(pid, uval, &val, sizeof(val));
+    int r = len < (int)sizeof(int32_t) ? -EINVAL : as_mem_read(pid, uval, &val, sizeof(val));
     if (as_notif_id_valid(notif_fd, id) < 0) return -1;
     if (r == 0) {
       e->has_defer = 1;

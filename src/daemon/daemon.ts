@@ -25,7 +25,7 @@ import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
-import { listenerGone } from './listener-diag.js';
+import { listenerGone, openListenerDiag } from './listener-diag.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -174,6 +174,7 @@ export class Daemon {
     );
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
+    openListenerDiag(this.log);
     this.trap.listen(this.cfg.trapSocket);
     this.access.secure(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));

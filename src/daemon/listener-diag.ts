@@ -25,3 +25,15 @@ export function listenerGone(log: Logger, lookup: ListenerLookup = native.tcpSoc
     }
   };
 }
+
+/** Opens the daemon's sock_diag socket now (the addon keeps one, opened at its first lookup), so that its descriptor is
+ * part of the daemon's own from the start instead of appearing at the first bind that collides with a listener (it
+ * would look like a descriptor leaked by that program). A lookup of nothing: the answer does not matter; a failure is
+ * logged and the socket is opened at the first real lookup instead. */
+export function openListenerDiag(log: Logger, lookup: ListenerLookup = native.tcpSocketCgroup): void {
+  try {
+    lookup('127.0.0.1', 0, '0.0.0.0', 0);
+  } catch (e) {
+    log.debug({ err: e }, 'sock_diag socket not opened at start');
+  }
+}

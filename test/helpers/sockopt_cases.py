@@ -18,7 +18,7 @@ def res(r):
 
 def setopt(fd, level, name, val, length=4, ptr=None):
     v = ctypes.c_int(val)
-    return res(libc.setsockopt(fd, level, name, ptr if ptr is not None else ctypes.byref(v), length))
+    return res(libc.setsockopt(fd, level, name, ptr if ptr is not None else ctypes.byref(v), ctypes.c_uint(length)))
 
 
 def getopt(fd, level, name, length=4, bad_val=False, bad_len=False):
@@ -36,6 +36,7 @@ for secs in (30, 1, 3, 200, 100000, 0, -5):
 print('set 30', setopt(fd, TCP, TCP_DEFER_ACCEPT, 30))
 print('set short len', setopt(fd, TCP, TCP_DEFER_ACCEPT, 5, length=2))
 print('set long len', setopt(fd, TCP, TCP_DEFER_ACCEPT, 7, length=8), 'get', getopt(fd, TCP, TCP_DEFER_ACCEPT))
+print('set len 2**31', setopt(fd, TCP, TCP_DEFER_ACCEPT, 9, length=2**31), 'get', getopt(fd, TCP, TCP_DEFER_ACCEPT))
 print('set bad pointer', setopt(fd, TCP, TCP_DEFER_ACCEPT, 0, ptr=BAD))
 print('get len 2', getopt(fd, TCP, TCP_DEFER_ACCEPT, length=2))
 print('get len 0', getopt(fd, TCP, TCP_DEFER_ACCEPT, length=0))
