@@ -533,8 +533,9 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
 
 /* ---- setsockopt() / getsockopt() at TCP/IP level, SO_DOMAIN, SO_PROTOCOL ---------------------------------- */
 
-/* Only the fast path's Unix sockets need our answer; every other socket gets the kernel's (CONTINUE: the decision
- * looked at which socket the fd is, never at program memory). */
+/* The fast path's Unix sockets need our answer, and so do the few options we keep for real inet sockets
+ * (sockopt_emul.h: TCP_DEFER_ACCEPT, IPV6_V6ONLY after a bind); every other call gets the kernel's (CONTINUE: the
+ * decision looked at the option's name and which socket the fd is, never at program memory). */
 static void h_sockopt(struct as_gen *g, struct seccomp_notif *req, int set) {
   int level = (int)req->data.args[1], name = (int)req->data.args[2];
   int emulated = as_oemu_wants(&g->oemu, level, name, set); /* kept by us on real inet sockets too */
