@@ -17,7 +17,7 @@
       "sources": [
         "native/launcher.c", "native/caps.c", "native/generator.c", "native/seccomp_filter.c", "native/notif.c",
         "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c",
-        "native/sockguard.c"
+        "native/sockguard.c", "native/sockopt_emul.c"
       ],
       "cflags_c": ["-std=gnu11"]
     }

@@ -33,6 +33,7 @@
 
 #include "proto.h"
 #include "scm_rights.h"
+#include "sockopt_emul.h"
 
 enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_TIMER = 4, TAG_PENDING = 16 };
 enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND, OP_ACCEPT_WAIT, OP_ACCEPT_ASK };
@@ -291,6 +292,7 @@ static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uin
   m.cookie = p->ino;
   m.addr_len = type == AS_LISTEN ? p->real_len : p->req_len;
   memcpy(m.addr, type == AS_LISTEN ? p->real : p->req, m.addr_len);
+  if (type == AS_BIND && p->v6only) m.flags |= AS_F_V6ONLY;
   if ((flags & AS_F_RETRY) || type == AS_ACCEPT) {
     m.addr2_len = p->real_len;
     memcpy(m.addr2, p->real, p->real_len);
@@ -531,10 +533,13 @@ static void h_getname(struct as_gen *g, struct seccomp_notif *req, int peer) {
 
 /* ---- setsockopt() / getsockopt() at TCP/IP level, SO_DOMAIN, SO_PROTOCOL ---------------------------------- */
 
-/* Only the fast path's Unix sockets need our answer; every other socket gets the kernel's (CONTINUE: the decision
- * looked at which socket the fd is, never at program memory). */
+/* The fast path's Unix sockets need our answer, and so do the few options we keep for real inet sockets
+ * (sockopt_emul.h: TCP_DEFER_ACCEPT, IPV6_V6ONLY after a bind); every other call gets the kernel's (CONTINUE: the
+ * decision looked at the option's name and which socket the fd is, never at program memory). */
 static void h_sockopt(struct as_gen *g, struct seccomp_notif *req, int set) {
-  if (!g->ftab.count) {
+  int level = (int)req->data.args[1], name = (int)req->data.args[2];
+  int emulated = as_oemu_wants(&g->oemu, level, name, set); /* kept by us on real inet sockets too */
+  if (!g->ftab.count && !emulated) {
     reply_continue(g, req->id);
     return;
   }
@@ -544,13 +549,25 @@ static void h_sockopt(struct as_gen *g, struct seccomp_notif *req, int set) {
     if (s != -ESRCH) reply_continue(g, req->id); /* EBADF and the like: the kernel says it */
     return;
   }
-  struct as_fsock *e = as_ftab_get(&g->ftab, as_sock_cookie(s));
+  uint64_t cookie = as_sock_cookie(s);
+  struct as_fsock *e = g->ftab.count ? as_ftab_get(&g->ftab, cookie) : NULL;
+  if (!e && emulated) {
+    int result;
+    int r = as_oemu_serve(&g->oemu, s, cookie, pid, req->data.args, set, g->notif_fd, req->id, &result);
+    close(s);
+    if (r < 0) return; /* the notification is gone */
+    if (r == 0) reply_continue(g, req->id);
+    else {
+      g->stats_local++;
+      reply(g, req->id, result == -ESRCH ? -EFAULT : result);
+    }
+    return;
+  }
   close(s);
   if (!e) {
     reply_continue(g, req->id);
     return;
   }
-  int level = (int)req->data.args[1], name = (int)req->data.args[2];
   uint64_t uval = req->data.args[3];
   g->stats_local++;
   int r = 0;
@@ -640,7 +657,22 @@ static void h_bind(struct as_gen *g, struct seccomp_notif *req) {
     reply(g, req->id, -EINVAL); /* already bound */
     return;
   }
-  forward(g, req, OP_BIND, s, family, type, ino, &a, alen, AS_BIND);
+  int v6only = as_v6only(s, family);
+  if (v6only && IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&a)->sin6_addr)) {
+    close(s);
+    reply(g, req->id, -EINVAL); /* inet6_bind: a v4-mapped address on a V6ONLY socket */
+    return;
+  }
+  struct as_pending *p = pend_open(g, req, OP_BIND, s);
+  if (!p) return;
+  p->family = family;
+  p->type = type;
+  p->ino = ino;
+  p->pfd = (int)req->data.args[0];
+  p->v6only = v6only;
+  memcpy(p->req, &a, alen);
+  p->req_len = alen;
+  pend_send(g, p, AS_BIND, 0);
 }
 
 static void start_listen(struct as_gen *g, struct as_pending *p) {
@@ -684,6 +716,7 @@ static void h_listen(struct as_gen *g, struct seccomp_notif *req) {
     p->req_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     memcpy(p->req, &any, p->req_len);
     p->op = OP_LISTEN_BIND;
+    p->v6only = as_v6only(s, family);
     pend_send(g, p, AS_BIND, 0);
     return;
   }
@@ -701,8 +734,11 @@ static void on_bind_reply(struct as_gen *g, struct as_pending *p, const struct a
   }
   memcpy(p->real, m->addr, m->addr_len);
   p->real_len = m->addr_len;
+  /* the real address is the node's IPv4 address, v4-mapped: a V6ONLY socket would refuse it (sockopt_emul.h) */
+  int cleared = p->v6only && as_v6only_clear(p->sock, p->real, p->real_len);
   if (bind(p->sock, (const struct sockaddr *)p->real, p->real_len) < 0) {
     int e = errno;
+    if (cleared) as_v6only_restore(p->sock);
     if (e == EADDRINUSE && ++p->tries < BIND_TRIES) {
       pend_send(g, p, AS_BIND, AS_F_RETRY); /* someone outside appswitch holds that port: ask for another */
       return;
@@ -717,6 +753,7 @@ static void on_bind_reply(struct as_gen *g, struct as_pending *p, const struct a
   if (getsockname(p->sock, (struct sockaddr *)&ss, &l) == 0 && as_ep_from_sockaddr(&ss, l, &real) == 0 &&
       as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0)
     as_vmap_put(g->vmap, &real, &virt);
+  if (cleared) as_oemu_note_v6only(&g->oemu, p->sock, p->ino);
   notify_daemon(g, AS_BOUND, p->ino, &ss, l);
   if (p->op == OP_LISTEN_BIND) {
     start_listen(g, p);

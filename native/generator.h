@@ -11,6 +11,7 @@
 #include "notif.h"
 #include "procmem.h"
 #include "session.h"
+#include "sockopt_emul.h"
 #include "trapstats.h"
 #include "vmap.h"
 
@@ -29,6 +30,7 @@ struct as_pending {
   int epoll_fd;  /* which of our fds is in the epoll set while in_epoll */
   int pfd;       /* the program's fd number */
   int fast;      /* connect: a fast-path placeholder connection is under way in conn */
+  int v6only;    /* bind: an AF_INET6 socket with IPV6_V6ONLY (sockopt_emul.h) */
   uint64_t ino;
   uint8_t req[32];
   uint32_t req_len;
@@ -69,6 +71,7 @@ struct as_gen {
   struct as_pidfds pidfds;
   struct as_vmap *vmap;
   struct as_ftab ftab; /* fast-path sockets installed in the program */
+  struct as_oemu oemu; /* options kept for the program's real inet sockets (sockopt_emul.h) */
   unsigned ticks;
   struct as_ep identity;
   int has_identity;

@@ -61,6 +61,9 @@ enum as_msg_type {
                                accepted), the client's next read or write fails with ECONNRESET instead of an EOF that
                                would look like a clean close (unix(7): a close with unread data resets the peer) */
 
+#define AS_F_V6ONLY 128u    /* AS_BIND: the socket is AF_INET6 with IPV6_V6ONLY (it takes no IPv4 clients where the
+                               app serves the port on an AF_INET socket too; native/sockopt_emul.h) */
+
 struct as_msg {
   uint16_t type;
   uint16_t version;

@@ -26,6 +26,7 @@ import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
+import { listenerGone, openListenerDiag } from './listener-diag.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -138,6 +139,7 @@ export class Daemon {
       },
       resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
+      listenerGone: listenerGone(this.log),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -197,6 +199,7 @@ export class Daemon {
     this.peers.onInternalError = this.internalErrors.reporter('peers');
     await this.peers.listen(this.cfg.nodeAddress);
     await this.startDns();
+    openListenerDiag(this.log);
     this.trap.listen(this.cfg.trapSocket);
     this.access.secure(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));

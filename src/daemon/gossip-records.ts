@@ -130,6 +130,7 @@ export function decodeRemoteEntry(node: string, key: string, value: Uint8Array, 
   };
   if (str(o.name)) e.name = o.name;
   if (o.lb === 'random' || o.lb === 'round-robin' || o.lb === 'least-conn' || o.lb === 'p2c') e.lb = o.lb;
+  if (o.family === 4 || o.family === 6) e.family = o.family;
   return { ok: true, value: e };
 }
 

@@ -56,7 +56,7 @@ function validApp(a: unknown): a is AppRecord {
 function validBinding(b: unknown): b is [string, Binding] {
   if (!Array.isArray(b) || b.length !== 2 || !isStr(b[0]) || !isObj(b[1])) return false;
   const v = b[1];
-  return isStr(v.appId) && (v.proto === 'tcp' || v.proto === 'udp') && isEndpoint(v.virt) && isEndpoint(v.real) && (v.serviceId === undefined || isStr(v.serviceId));
+  return isStr(v.appId) && (v.proto === 'tcp' || v.proto === 'udp') && isEndpoint(v.virt) && isEndpoint(v.real) && (v.serviceId === undefined || isStr(v.serviceId)) && (v.family === undefined || v.family === 4 || v.family === 6) && (v.v6only === undefined || typeof v.v6only === 'boolean');
 }
 
 function validService(e: unknown): e is ServiceEntry {

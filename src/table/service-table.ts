@@ -25,6 +25,9 @@ export interface ServiceEntry extends ServiceKey {
   version: number;
   /** The service's own load-balancing strategy (from `appswitch run --lb`), else the daemon's. */
   lb?: 'random' | 'round-robin' | 'least-conn' | 'p2c';
+  /** The family of the program's listening socket (4: AF_INET, 6: AF_INET6): a dual-stack server has one of each on
+   * one service, and each client goes to the socket of its own family (table/family.ts). Missing: unknown. */
+  family?: 4 | 6;
   /** Local entries only: the socket inode, to notice when the program closes it. */
   socket?: string;
 }

@@ -10,6 +10,8 @@ import type { AppDirectory, AppEntry } from '../table/directory.js';
 import type { PortPool } from '../table/port-pool.js';
 import type { Policy } from '../policy/policy.js';
 import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.js';
+import { familyOf, preferFamily } from '../table/family.js';
+import { collides, type Family, type PortHolder } from './port-space.js';
 import { type AppMeta, type AppRecord, TICKET_RE } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
 import type { VirtualDns } from './virtual-dns.js';
@@ -80,6 +82,11 @@ export interface HandlerConfig {
   /** What the kernel's socket tables say now (synchronous; undefined when they cannot be read): asked only when an app
    * reaches a per-app limit, so that sockets it closed since the last sweep do not count against it. */
   socketsNow?: () => { sockets: Set<string>; liveLocal: Set<string> } | undefined;
+  /** Whether the kernel positively has no listening socket at this real endpoint any more (sock_diag, one exact
+   * lookup): asked only when a bind collides with one of the app's listeners, so that a server that closed its
+   * listener and binds the port again (iperf3 after each test) gets it at once instead of after the next sweep.
+   * False (or missing) whenever it cannot tell. */
+  listenerGone?: (real: Endpoint) => boolean;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -124,6 +131,10 @@ export interface Binding {
   listenedAt?: number;
   /** When the socket was bound (ms), for the same reason. */
   boundAt: number;
+  /** The program's socket: AF_INET (4) or AF_INET6 (6), and whether an AF_INET6 one has IPV6_V6ONLY (see
+   * port-space.ts). Missing on bindings saved by an older daemon. */
+  family?: Family;
+  v6only?: boolean;
 }
 
 interface PlannedBind {
@@ -131,6 +142,8 @@ interface PlannedBind {
   port: number;
   virt: Endpoint;
   proto: Proto;
+  family: Family;
+  v6only: boolean;
 }
 
 /** Counters the daemon exposes. */
@@ -486,7 +499,8 @@ export class TrapHandler {
     if (!(isLoopback(req.ip) || isUnspecified(req.ip) || req.ip === app.identity)) {
       return { result: -Errno.EADDRNOTAVAIL }; /* the program's namespace has lo and its own vip, nothing else */
     }
-    if (req.port !== 0 && this.portTaken(app, proto, req.port)) return { result: -Errno.EADDRINUSE };
+    const sock: PortHolder = { proto, port: req.port, family: family === AF_INET6 ? 6 : 4, v6only: family === AF_INET6 && (m.flags & MsgFlag.V6ONLY) !== 0 };
+    if (req.port !== 0 && this.portTaken(app, sock)) return { result: -Errno.EADDRINUSE };
     let held = this.bindings.count(app.id) + this.planned.count(app.id);
     if (held >= this.limits.servicesPerApp && this.reclaimClosed(app)) held = this.bindings.count(app.id) + this.planned.count(app.id);
     if (held >= this.limits.servicesPerApp) {
@@ -505,7 +519,7 @@ export class TrapHandler {
       return { result: -Errno.EADDRINUSE };
     }
     const virt: Endpoint = { ip: req.ip, port: req.port === 0 ? port : req.port };
-    this.planned.set(key, { appId: app.id, port, virt, proto });
+    this.planned.set(key, { appId: app.id, port, virt, proto, family: sock.family as Family, v6only: sock.v6only === true });
     let real: Buffer;
     try {
       real = encodeSockaddr({ ip: this.cfg.nodeAddress, port }, family === AF_INET6 ? AF_INET6 : undefined);
@@ -524,7 +538,8 @@ export class TrapHandler {
         this.planned.delete(k);
         this.stats.binds++;
         const ino = m.cookie.toString();
-        const b: Binding = { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now() };
+        const b: Binding = { appId: app.id, proto: p.proto, virt: p.virt, real, boundAt: Date.now(), family: p.family };
+        if (p.v6only) b.v6only = true;
         this.bindings.set(ino, b);
         if (p.proto === 'udp') this.register(app, ino, b); /* a datagram socket serves once bound: no listen() */
         this.changed(true);
@@ -570,6 +585,7 @@ export class TrapHandler {
     };
     if (app.name !== undefined) e.name = app.name;
     if (app.lb !== undefined) e.lb = app.lb;
+    if (b.family !== undefined) e.family = b.family;
     b.serviceId = e.id;
     b.listenedAt = Date.now();
     this.cfg.table.upsert(e);
@@ -696,6 +712,7 @@ export class TrapHandler {
       return { reply: { result: -Errno.ECONNREFUSED } };
     }
     instances = allowed.filter((e) => !tried?.endpoints.has(`${e.endpoint.ip}:${e.endpoint.port}`));
+    instances = preferFamily(instances, familyOf(dst.ip)); /* a dual-stack server: each family to its own socket */
     const healthy = this.cfg.nodeAlive ? instances.filter((e) => this.cfg.nodeAlive?.(e.node) ?? true) : instances;
     if (healthy.length) instances = healthy;
     const pick = this.balancer.pick(instances, instances[0]?.lb ?? this.cfg.lb, `${proto}/${vip}/${dst.port}`);
@@ -994,11 +1011,22 @@ export class TrapHandler {
     return gone > 0;
   }
 
-  private portTaken(app: AppRecord, proto: Proto, port: number): boolean {
-    for (const b of this.bindings.values()) {
-      if (b.appId === app.id && b.proto === proto && b.virt.port === port && (b.serviceId || proto === 'udp')) return true;
+  /** Whether the app's sockets hold this port against a new bind (the kernel's conflict rules: port-space.ts). A
+   * colliding listener whose real socket the kernel no longer has (the program closed it and the sweep has not seen
+   * it yet) lets go of the port now: a server may close its listener and bind the same port again at once. */
+  private portTaken(app: AppRecord, want: PortHolder): boolean {
+    let taken = false;
+    for (const [ino, b] of this.bindings) {
+      if (b.appId !== app.id || !(b.serviceId || b.proto === 'udp')) continue;
+      if (!collides({ proto: b.proto, port: b.virt.port, family: b.family, v6only: b.v6only }, want)) continue;
+      if (b.proto === 'tcp' && this.cfg.listenerGone?.(b.real) === true) {
+        this.cfg.log.info({ app: app.id, port: b.virt.port, endpoint: `${b.real.ip}:${b.real.port}` }, 'listener closed: port bound again');
+        this.unbind(ino);
+        continue;
+      }
+      taken = true;
     }
-    return false;
+    return taken;
   }
 
   bindingCount(): number {

@@ -55,7 +55,7 @@ describe('trap protocol', () => {
         `printf("size %zu\\n", sizeof(struct as_msg));\n` +
         fields.map(([k, c]) => `printf("${k} %zu\\n", offsetof(struct as_msg, ${c}));`).join('\n') +
         `\nprintf("protoversion %d\\n", AS_PROTO_VERSION);\nprintf("LISTEN %d\\n", AS_LISTEN);\nprintf("STARTED %d\\n", AS_STARTED);\n` +
-        `printf("OFFER %d\\n", AS_OFFER);\nprintf("CLAIMED %d\\n", AS_CLAIMED);\nprintf("F_OFFER %u\\n", AS_F_OFFER);\nprintf("F_OFFERED %u\\n", AS_F_OFFERED);\nprintf("F_FASTPATH %u\\n", AS_F_FASTPATH);\n` +
+        `printf("OFFER %d\\n", AS_OFFER);\nprintf("CLAIMED %d\\n", AS_CLAIMED);\nprintf("F_OFFER %u\\n", AS_F_OFFER);\nprintf("F_OFFERED %u\\n", AS_F_OFFERED);\nprintf("F_FASTPATH %u\\n", AS_F_FASTPATH);\nprintf("F_V6ONLY %u\\n", AS_F_V6ONLY);\n` +
         STATS_PROBE +
         `return 0;}\n`,
     );
@@ -74,7 +74,7 @@ describe('trap protocol', () => {
     expect(Number(out.LISTEN)).toBe(MsgType.LISTEN);
     expect(Number(out.STARTED)).toBe(MsgType.STARTED);
     expect([out.OFFER, out.CLAIMED].map(Number)).toEqual([MsgType.OFFER, MsgType.CLAIMED]);
-    expect([out.F_FASTPATH, out.F_OFFER, out.F_OFFERED].map(Number)).toEqual([MsgFlag.FASTPATH, MsgFlag.OFFER, MsgFlag.OFFERED]);
+    expect([out.F_FASTPATH, out.F_OFFER, out.F_OFFERED, out.F_V6ONLY].map(Number)).toEqual([MsgFlag.FASTPATH, MsgFlag.OFFER, MsgFlag.OFFERED, MsgFlag.V6ONLY]);
     // AS_STATS and its payload
     expect(Number(out.STATS)).toBe(MsgType.STATS);
     expect(Number(out.stats_head)).toBe(STATS_HEAD_SIZE);

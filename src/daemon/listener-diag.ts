@@ -1,0 +1,39 @@
+/** Whether a listening socket is still there, asked of the kernel (sock_diag, one exact lookup of the real endpoint
+ * with no peer: the kernel's lookup finds the listener, native/sockdiag.h). The trap handler asks it when a bind
+ * collides with a listener of the same app, so that a server that closed its listener and binds the port again
+ * (iperf3 -s after each test) gets the port at once rather than after the next sweep of /proc/net/tcp. */
+import type { Logger } from 'pino';
+import { native } from '../native/binding.js';
+import type { Endpoint } from '../trap/protocol.js';
+
+const TCP_LISTEN = 10;
+
+export type ListenerLookup = (src: string, sport: number, dst: string, dport: number) => { state: number } | null;
+
+/** Returns the handler's `listenerGone`: true only when the kernel positively has no listener at `real` (a lookup
+ * that fails says false: a socket we cannot see is not a closed socket). A real socket of an AF_INET6 program socket
+ * is bound to the node's IPv4 address v4-mapped, with V6ONLY off: the IPv4 lookup finds it, the v4-mapped one too. */
+export function listenerGone(log: Logger, lookup: ListenerLookup = native.tcpSocketCgroup): (real: Endpoint) => boolean {
+  return (real) => {
+    const tries: Array<[string, string]> = real.ip.includes(':') ? [[real.ip, '::']] : [[real.ip, '0.0.0.0'], [`::ffff:${real.ip}`, '::']];
+    try {
+      for (const [src, any] of tries) if (lookup(src, real.port, any, 0)?.state === TCP_LISTEN) return false;
+      return true;
+    } catch (e) {
+      log.debug({ err: e, real }, 'sock_diag listener lookup failed');
+      return false;
+    }
+  };
+}
+
+/** Opens the daemon's sock_diag socket now (the addon keeps one, opened at its first lookup), so that its descriptor is
+ * part of the daemon's own from the start instead of appearing at the first bind that collides with a listener (it
+ * would look like a descriptor leaked by that program). A lookup of nothing: the answer does not matter; a failure is
+ * logged and the socket is opened at the first real lookup instead. */
+export function openListenerDiag(log: Logger, lookup: ListenerLookup = native.tcpSocketCgroup): void {
+  try {
+    lookup('127.0.0.1', 0, '0.0.0.0', 0);
+  } catch (e) {
+    log.debug({ err: e }, 'sock_diag socket not opened at start');
+  }
+}
