@@ -86,7 +86,10 @@ static void reply_continue(struct as_gen *g, uint64_t id) {
 static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int op, int sock) {
   for (int tries = 0; tries < AS_PENDING_MAX; tries++) {
     uint32_t seq = ++g->next_seq;
-    if (seq == 0) seq = ++g->next_seq;
+    if (seq == 0 || (seq & AS_SEQ_UDP)) { /* AS_SEQ_UDP numbers belong to udp_recv.c */
+      g->next_seq = 0;
+      seq = ++g->next_seq;
+    }
     struct as_pending *p = &g->pend[seq % AS_PENDING_MAX];
     if (p->used) continue;
     memset(p, 0, sizeof(*p));
@@ -223,6 +226,8 @@ static int send_daemon(struct as_gen *g, struct as_msg *m) {
   }
   return 0;
 }
+
+int as_gen_send_daemon(struct as_gen *g, struct as_msg *m) { return send_daemon(g, m); }
 
 static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uint32_t flags);
 
@@ -1053,6 +1058,17 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, m->result);
     return;
   }
+  if ((m->flags & AS_F_NOWHERE) && p->type == SOCK_DGRAM) {
+    /* the local host, nothing there: a datagram connect leaves the socket unconnected, a send goes nowhere */
+    if (p->op == OP_SEND) {
+      pend_finish(g, p, (int64_t)p->udp->len);
+      return;
+    }
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    connect(p->sock, &unspec, sizeof(unspec));
+    pend_finish(g, p, 0);
+    return;
+  }
   /* remember destinations that are elsewhere (other hosts, and egress: no virtual peer) so that their next connects
    * carry no speculative offer */
   if (p->op == OP_CONNECT && p->type == SOCK_STREAM) hint_set(g, p, !(m->flags & AS_F_FASTPATH));
@@ -1067,9 +1083,14 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, -ENETUNREACH);
     return;
   }
-  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) as_vmap_put(g->vmap, &real, &virt);
+  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
+    if (!(p->op == OP_SEND && (m->flags & AS_F_UDP_PEER))) as_vmap_put(g->vmap, &real, &virt);
+  } else if (p->type == SOCK_DGRAM) {
+    as_urecv_sent_direct(g, &real); /* replies from there show that address */
+  }
   memcpy(p->real, &dst, (size_t)dlen);
   p->real_len = (uint32_t)dlen;
+  if (p->type == SOCK_DGRAM) as_urecv_before_send(g, p->sock, p->family); /* who sends from here, before it does */
   if (p->op == OP_SEND) {
     send_udp(g, p);
     return;
@@ -1681,13 +1702,25 @@ static void on_sendmmsg_reply(struct as_gen *g, struct as_pending *p, const stru
     pend_finish(g, p, m->result);
     return;
   }
-  struct as_ep real;
+  if (m->flags & AS_F_NOWHERE) { /* the local host, nothing there: sent, and gone (see on_connect_reply) */
+    uint32_t ml = (uint32_t)p->udp->len;
+    as_mem_write(p->pid, p->ino + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
+    pend_finish(g, p, 1);
+    return;
+  }
+  struct as_ep real, virt;
   struct sockaddr_storage dst;
   int dl;
   if (as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0 || (dl = as_ep_to_sockaddr(&real, p->family, &dst)) < 0) {
     pend_finish(g, p, -ENETUNREACH);
     return;
   }
+  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
+    if (!(m->flags & AS_F_UDP_PEER)) as_vmap_put(g->vmap, &real, &virt);
+  } else {
+    as_urecv_sent_direct(g, &real);
+  }
+  as_urecv_before_send(g, p->sock, p->family);
   struct iovec iov = {.iov_base = p->udp->data, .iov_len = p->udp->len};
   struct msghdr out;
   memset(&out, 0, sizeof(out));
@@ -1711,6 +1744,10 @@ static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *
   memcpy(&m, buf, sizeof(m));
   if (m.type == AS_OFFER) {
     offer_store(g, &m, fast_fd);
+    return;
+  }
+  if (m.seq & AS_SEQ_UDP) {
+    as_urecv_on_reply(g, &m);
     return;
   }
   struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
@@ -1755,6 +1792,9 @@ static void on_notif(struct as_gen *g) {
   case __NR_sendmmsg: h_send(g, req); break;
   case __NR_setsockopt: h_sockopt(g, req, 1); break;
   case __NR_getsockopt: h_sockopt(g, req, 0); break;
+  case __NR_recvfrom:
+  case __NR_recvmsg:
+  case __NR_recvmmsg: as_urecv_trap(g, req); break;
   default: reply(g, req->id, -ENOSYS);
   }
   g->cur.live = 0; /* answered (and counted), waiting in a pending entry, or its task is gone (not counted) */
@@ -1767,6 +1807,7 @@ static void reap_waits(struct as_gen *g) {
     struct as_pending *p = &g->pend[i];
     if (p->used && p->in_epoll && as_notif_id_valid(g->notif_fd, p->id) < 0) pend_done(g, p);
   }
+  as_urecv_reap(g);
 }
 
 static void on_signal(struct as_gen *g) {
@@ -1827,7 +1868,7 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
     ev.data.u64 = TAG_DAEMON;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
   }
-  return 0;
+  return as_urecv_init(g);
 }
 
 int as_gen_run(struct as_gen *g, int until_child_exits) {
@@ -1863,6 +1904,8 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
         if (g->noffers) offer_expire(g);
         claims_flush(g);
+      } else if (tag >= AS_TAG_URECV_TIMER) {
+        as_urecv_event(g, tag);
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];
         if (!p->used || !p->in_epoll) continue;
@@ -1883,6 +1926,7 @@ void as_gen_free(struct as_gen *g) {
     if (g->offers[i].fd >= 0) close(offer_take(g, &g->offers[i]));
   for (int i = 0; i < AS_PENDING_MAX; i++)
     if (g->pend[i].used) pend_done(g, &g->pend[i]);
+  as_urecv_free(g);
   as_pidfds_close(&g->pidfds);
   as_notif_free(&g->nc);
   free(g->vmap);

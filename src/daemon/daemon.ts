@@ -118,7 +118,8 @@ export class Daemon {
           return undefined;
         }
       },
-      resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      resolvePeer: (ip, endpoint, dst, proto) =>
+        this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst, undefined, proto) ?? Promise.resolve(undefined)) : Promise.resolve(undefined),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
     });
     if (cfg.metricsAddress) {
@@ -166,7 +167,7 @@ export class Daemon {
     this.peers = new PeerApi(
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
-      (ep, dst) => this.handler.identifyLocal(ep, dst),
+      (ep, dst, proto) => (proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst)),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
