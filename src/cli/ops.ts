@@ -46,6 +46,7 @@ export const JSON_KEYS = {
     'denied',
     'retried',
     'unidentified',
+    'udpUnidentified',
     'pendingOffers',
     'awaitingReconnect',
     'daemonPortRefused',

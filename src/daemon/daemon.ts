@@ -421,6 +421,7 @@ export class Daemon {
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
           unidentified: this.handler.stats.unidentified,
+          udpUnidentified: this.handler.stats.udpUnidentified,
           pendingOffers: this.handler.pendingOffers,
           awaitingReconnect: this.handler.detachedApps,
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },

@@ -11,6 +11,7 @@
  *   send IP PORT N           unconnected: send N datagrams to IP:PORT, print "sent N"
  *   connected-recv IP PORT N connect to IP:PORT, send one datagram, then N recv() calls on replies it asks for with
  *                            one datagram each (the server echoes): prints "ok N" (the data path: never trapped)
+ *   tcp-recv IP PORT N       TCP: connect, then N rounds of send + recv() of one byte (an echo server): prints "ok N"
  *   rtt IP PORT N [connected] round trips of 32 bytes (sendto+recvfrom, or send+recv on a connected socket), prints
  *                            "rtt median_ns p90_ns" */
 #define _GNU_SOURCE
@@ -195,6 +196,21 @@ int main(int argc, char **argv) {
     printf("ok %d\n", ok);
     return ok == n ? 0 : 1;
   }
+  if (!strcmp(mode, "tcp-recv") && argc >= 5) {
+    struct sockaddr_in d = addr_of(argv[2], argv[3]);
+    int s = socket(AF_INET, SOCK_STREAM, 0), n = atoi(argv[4]), ok = 0;
+    if (connect(s, (struct sockaddr *)&d, sizeof(d)) < 0) {
+      perror("connect");
+      return 1;
+    }
+    char b[8];
+    for (int i = 0; i < n; i++) {
+      if (send(s, "t", 1, 0) != 1 || recv(s, b, 1, MSG_WAITALL) != 1) break;
+      ok++;
+    }
+    printf("ok %d\n", ok);
+    return ok == n ? 0 : 1;
+  }
   if (!strcmp(mode, "rtt") && argc >= 5) {
     struct sockaddr_in d = addr_of(argv[2], argv[3]);
     int n = atoi(argv[4]), connected = argc >= 6 && !strcmp(argv[5], "connected");
@@ -214,7 +230,7 @@ int main(int argc, char **argv) {
       struct sockaddr_in a;
       socklen_t al = sizeof(a);
       ssize_t r = connected ? recv(s, b, sizeof(b), 0) : recvfrom(s, b, sizeof(b), 0, (struct sockaddr *)&a, &al);
-      if (w != sizeof(m) || r != sizeof(m)) {
+      if (w != sizeof(m) || r <= 0) {
         printf("failed at %d: %s\n", i, strerror(errno));
         return 1;
       }
