@@ -265,6 +265,7 @@ static void try_reconnect(struct as_gen *g) {
     m.pid = (uint32_t)g->child;
     send_daemon(g, &m);
   }
+  as_urecv_resend_reports(g); /* who sends datagrams from where: the new daemon has no record of it */
   for (int i = 0; i < AS_PENDING_MAX && g->unsent && g->daemon_fd >= 0; i++) {
     struct as_pending *p = &g->pend[i];
     if (!p->used || !p->unsent) continue;
@@ -1539,6 +1540,17 @@ static void start_udp(struct as_gen *g, struct seccomp_notif *req, int s, int fa
   }
   memcpy(p->req, dst, dlen);
   p->req_len = dlen;
+  struct as_ep v, r;
+  struct sockaddr_storage rs;
+  int rl;
+  if (as_ep_from_sockaddr(dst, dlen, &v) == 0 && as_urecv_reply_path(g, &v, &r) && (rl = as_ep_to_sockaddr(&r, family, &rs)) > 0) {
+    /* a reply to a sender the daemon just named (udp_recv.c): its real endpoint is known, no round trip */
+    memcpy(p->real, &rs, (size_t)rl);
+    p->real_len = (uint32_t)rl;
+    as_urecv_before_send(g, s, family);
+    send_udp(g, p);
+    return;
+  }
   pend_send(g, p, AS_CONNECT, 0);
 }
 

@@ -58,6 +58,7 @@
 #define POS_TTL_MS 2000u /* a sender's identity is trusted this long (an ephemeral port may be reused by another app) */
 #define NEG_TTL_MS 1000u
 #define TICK_MS 20
+#define REPORTED_MAX 256 /* reports sent again to a daemon that restarted (it keeps no state of them) */
 
 enum { ID_FREE = 0, ID_KNOWN, ID_UNKNOWN, ID_ASKING };
 enum { R_ASK = -100000, R_DROPPED, R_GONE };
@@ -94,13 +95,22 @@ struct ur_wait {
   struct as_tmark mark;
 };
 
+/* The way back to a sender this program heard from: its identity -> its real endpoint, while the identity is trusted. */
+struct back {
+  struct as_ep virt, real;
+  uint64_t until_ms;
+};
+
 struct as_urecv {
   struct ur_wait w[AS_URECV_WAITS];
+  struct back back[IDENT_SLOTS];
   int timer_fd, timer_on;
   struct ident ident[IDENT_SLOTS];
   struct as_ep sent[SENT_SLOTS];
   uint8_t sent_used[SENT_SLOTS];
   uint32_t next_seq;
+  struct as_msg *reported; /* the last REPORTED_MAX AS_UDP_FROM messages, a ring */
+  unsigned nreported;
   uint8_t buf[DGRAM_MAX];
   uint8_t ctl[CTL_BUF];
 };
@@ -204,6 +214,12 @@ static void settle(struct as_gen *g, uint32_t seq, const struct as_ep *real, int
   e->state = known ? ID_KNOWN : ID_UNKNOWN;
   if (known) e->virt = *virt;
   e->until_ms = now_ms() + (known ? POS_TTL_MS : NEG_TTL_MS);
+  if (known) {
+    struct back *b = &u->back[ep_hash(virt) % IDENT_SLOTS];
+    b->virt = *virt;
+    b->real = *real;
+    b->until_ms = e->until_ms;
+  }
   for (int i = 0; i < AS_URECV_WAITS; i++) {
     struct ur_wait *w = &u->w[i];
     if (!w->used || w->asking != seq) continue;
@@ -225,6 +241,15 @@ void as_urecv_on_reply(struct as_gen *g, const struct as_msg *m) {
 }
 
 /* ---- naming a datagram's source ------------------------------------------------------------------------------- */
+
+int as_urecv_reply_path(struct as_gen *g, const struct as_ep *virt, struct as_ep *real) {
+  struct as_urecv *u = g->urecv;
+  if (!u) return 0;
+  const struct back *b = &u->back[ep_hash(virt) % IDENT_SLOTS];
+  if (!b->until_ms || !as_ep_equal(&b->virt, virt) || now_ms() >= b->until_ms) return 0;
+  *real = b->real;
+  return 1;
+}
 
 enum { SRC_VIRT = 1, SRC_REAL, SRC_DROP, SRC_ASK };
 
@@ -742,6 +767,18 @@ void as_urecv_before_send(struct as_gen *g, int sock, int family) {
   m.addr_len = l;
   memcpy(m.addr, &ss, l);
   as_gen_send_daemon(g, &m);
+  struct as_urecv *u = g->urecv;
+  if (u && u->reported) u->reported[u->nreported++ % REPORTED_MAX] = m;
+}
+
+void as_urecv_resend_reports(struct as_gen *g) {
+  struct as_urecv *u = g->urecv;
+  if (!u || !u->reported) return;
+  unsigned n = u->nreported < REPORTED_MAX ? u->nreported : REPORTED_MAX;
+  for (unsigned i = 0; i < n; i++) { /* sockets closed since: the daemon's sweep forgets them by inode */
+    struct as_msg m = u->reported[i];
+    if (as_gen_send_daemon(g, &m) < 0) return;
+  }
 }
 
 /* ---- set-up ------------------------------------------------------------------------------------------------------ */
@@ -750,6 +787,7 @@ int as_urecv_init(struct as_gen *g) {
   struct as_urecv *u = calloc(1, sizeof(*u));
   if (!u) return -ENOMEM;
   for (int i = 0; i < AS_URECV_WAITS; i++) u->w[i].sock = -1;
+  u->reported = calloc(REPORTED_MAX, sizeof(*u->reported));
   u->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   if (u->timer_fd < 0) {
     int e = errno;
@@ -773,6 +811,7 @@ void as_urecv_free(struct as_gen *g) {
   for (int i = 0; i < AS_URECV_WAITS; i++)
     if (u->w[i].used) wait_free(g, &u->w[i]);
   close(u->timer_fd);
+  free(u->reported);
   free(u);
   g->urecv = NULL;
 }

@@ -37,8 +37,13 @@ void as_urecv_on_reply(struct as_gen *g, const struct as_msg *m);
  * to the wildcard address and port 0 (what the kernel's autobind does) and reports its real endpoint (AS_UDP_FROM),
  * so that the receiver's daemon knows who sends from there before the first datagram arrives. */
 void as_urecv_before_send(struct as_gen *g, int sock, int family);
+/* A new session with a daemon that restarted: the last reports (AS_UDP_FROM) go again, as it kept none. */
+void as_urecv_resend_reports(struct as_gen *g);
 /* A datagram went to `dst` directly (egress: no virtual name): replies from there show that real address. */
 void as_urecv_sent_direct(struct as_gen *g, const struct as_ep *dst);
+/* Where a datagram to `virt` goes when virt is a sender this program heard from within the last seconds (the daemon
+ * said who it is): a reply then leaves without a daemon round trip. Returns 1 and fills *real, else 0. */
+int as_urecv_reply_path(struct as_gen *g, const struct as_ep *virt, struct as_ep *real);
 /* Waits whose task died are dropped (also checked by the module's own timer). */
 void as_urecv_reap(struct as_gen *g);
 

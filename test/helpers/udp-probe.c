@@ -12,6 +12,10 @@
  *   connected-recv IP PORT N connect to IP:PORT, send one datagram, then N recv() calls on replies it asks for with
  *                            one datagram each (the server echoes): prints "ok N" (the data path: never trapped)
  *   tcp-recv IP PORT N       TCP: connect, then N rounds of send + recv() of one byte (an echo server): prints "ok N"
+ *   recvcost IP PORT N [nosrc] bind 0.0.0.0:PORT, connect a second socket to IP:PORT; N times: send one datagram on
+ *                            it (already queued when) recvfrom is timed alone, with a source buffer (or NULL: nosrc);
+ *                            prints "recv median_ns p90_ns"
+ *   echo PORT                bind 0.0.0.0:PORT and echo every datagram to its source for ever
  *   rtt IP PORT N [connected] round trips of 32 bytes (sendto+recvfrom, or send+recv on a connected socket), prints
  *                            "rtt median_ns p90_ns" */
 #define _GNU_SOURCE
@@ -210,6 +214,46 @@ int main(int argc, char **argv) {
     }
     printf("ok %d\n", ok);
     return ok == n ? 0 : 1;
+  }
+  if (!strcmp(mode, "echo")) {
+    int s = udp_bound(atoi(argv[2]));
+    printf("up\n");
+    char b[2048];
+    for (;;) {
+      struct sockaddr_in a;
+      socklen_t al = sizeof(a);
+      ssize_t r = recvfrom(s, b, sizeof(b), 0, (struct sockaddr *)&a, &al);
+      if (r >= 0) sendto(s, b, (size_t)r, 0, (struct sockaddr *)&a, al);
+    }
+  }
+  if (!strcmp(mode, "recvcost") && argc >= 5) {
+    int s = udp_bound(atoi(argv[3]));
+    struct sockaddr_in d = addr_of(argv[2], argv[3]);
+    int c = socket(AF_INET, SOCK_DGRAM, 0), n = atoi(argv[4]), nosrc = argc >= 6 && !strcmp(argv[5], "nosrc");
+    if (connect(c, (struct sockaddr *)&d, sizeof(d)) < 0) {
+      perror("connect");
+      return 1;
+    }
+    uint64_t *t = calloc((size_t)n, sizeof(*t));
+    char b[64];
+    for (int i = 0; i < n; i++) {
+      if (send(c, "m", 1, 0) != 1) {
+        perror("send");
+        return 1;
+      }
+      struct sockaddr_in a;
+      socklen_t al = sizeof(a);
+      uint64_t t0 = now_ns();
+      ssize_t r = nosrc ? recvfrom(s, b, sizeof(b), 0, NULL, NULL) : recvfrom(s, b, sizeof(b), 0, (struct sockaddr *)&a, &al);
+      t[i] = now_ns() - t0;
+      if (r != 1) {
+        printf("failed at %d: %s\n", i, strerror(errno));
+        return 1;
+      }
+    }
+    qsort(t, (size_t)n, sizeof(*t), cmp64);
+    printf("recv %llu %llu\n", (unsigned long long)t[n / 2], (unsigned long long)t[n * 9 / 10]);
+    return 0;
   }
   if (!strcmp(mode, "rtt") && argc >= 5) {
     struct sockaddr_in d = addr_of(argv[2], argv[3]);

@@ -320,3 +320,52 @@ describe('UDP identities across hosts', () => {
     }
   });
 });
+
+describe('a daemon restart under a UDP conversation', () => {
+  let r: TestHost;
+
+  beforeAll(async () => {
+    r = TestHost.create('udprs', '192.0.2.82');
+    await r.startDaemon();
+  });
+
+  afterAll(async () => {
+    await r?.destroy();
+  });
+
+  it('the server keeps seeing its client (an unbound socket, reported once) by vip after the daemon restarted', async () => {
+    const srv = await startServer(r, '10.83.0.1', 5600);
+    const loop = [
+      'import socket,time',
+      'c=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)',
+      'c.settimeout(0.5)',
+      'while True:',
+      '  c.sendto(b"n",("10.83.0.1",5600))',
+      '  try: c.recvfrom(100)',
+      '  except OSError: pass',
+      '  time.sleep(0.1)',
+    ].join('\n');
+    const cli = r.run(['--ip', '10.83.0.2'], ['python3', '-c', loop]);
+    const cliDone = finish(cli, 120_000);
+    const froms = (): string[] => srv.out().split('\n').filter((l) => l.startsWith('from '));
+    try {
+      await waitFor(() => froms().length >= 3, 15_000);
+      const d = r.daemon;
+      if (d && d.exitCode === null) await new Promise<void>((res) => (d.once('exit', () => res()), d.kill('SIGKILL')));
+      await r.startDaemon();
+      const at = froms().length;
+      const t = Date.now();
+      /* past the server's 2 s identity cache, so the new daemon is asked about the client */
+      await waitFor(() => froms().length >= at + 10 && Date.now() - t > 4000, 30_000).catch((e: unknown) => {
+        console.log(`server:\n${srv.out()}\ndaemon:\n${r.daemonLog.slice(-3000)}`);
+        throw e;
+      });
+      for (const l of froms()) expect(l).toMatch(/^from 10\.83\.0\.2 \d+$/);
+    } finally {
+      killTree(cli, 'SIGKILL');
+      killTree(srv.p, 'SIGKILL');
+      await cliDone;
+      await srv.done;
+    }
+  });
+});
