@@ -266,6 +266,9 @@ describe('a datagram connect to the local host (issue 11 item 9)', () => {
     const done = finish(p, 60_000);
     try {
       await waitFor(async () => (await h.services()).some((s) => s.vip === '10.81.0.70' && s.port === 8170 && s.proto === 'tcp'), 15_000);
+      /* its getaddrinfo ran before its bind: what it caused is logged by now */
+      expect(h.daemonLog.slice(logBefore)).not.toMatch(/connect refused/);
+      expect((await request<{ refused: number }>(h.socket, 'status')).refused).toBe(refusedBefore);
       const c = await h.runToEnd(['--ip', '10.81.0.71'], [
         'python3',
         '-c',
