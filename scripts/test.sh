@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx; do
+for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx socat:socat dnsmasq:dnsmasq-base; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

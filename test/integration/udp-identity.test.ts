@@ -372,3 +372,53 @@ describe('a daemon restart under a UDP conversation', () => {
     }
   });
 });
+
+/** A DNS query for `name` (type A, id 0x1234), as bytes for a python literal. */
+const DNS_QUERY = (name: string): string =>
+  `b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"+b"".join(bytes([len(p)])+p.encode() for p in "${name}".split("."))+b"\\x00\\x00\\x01\\x00\\x01"`;
+
+describe('stock UDP servers', () => {
+  it('socat UDP-RECVFROM tells its child the client\'s vip and port; the client gets the answer from vip:port', async () => {
+    const p = h.run(['--ip', '10.81.0.90'], ['socat', 'UDP-RECVFROM:5490,fork', 'SYSTEM:echo peer $SOCAT_PEERADDR $SOCAT_PEERPORT']);
+    const done = finish(p, 60_000);
+    try {
+      await waitFor(async () => (await h.services()).some((s) => s.vip === '10.81.0.90' && s.port === 5490), 15_000);
+      const r = await h.runToEnd(['--ip', '10.81.0.91'], ['python3', '-c', client('10.81.0.90', 5490, { bindPort: 6091 })]);
+      expect(r.stdout, r.stderr).toMatch(/^reply peer 10\.81\.0\.91 6091\n? from 10\.81\.0\.90 5490$/m);
+    } finally {
+      killTree(p, 'SIGKILL');
+      await done;
+    }
+  });
+
+  it('dnsmasq logs its client by vip and answers it from vip:port', async () => {
+    const p = h.run(['--ip', '10.81.0.92'], [
+      'dnsmasq', '--no-daemon', '--user=root', '--port=5492', '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--address=/probe.example/192.0.2.200',
+      '--log-queries', '--log-facility=-', '--pid-file=',
+    ]);
+    const out = watch(p);
+    const done = finish(p, 60_000);
+    try {
+      await waitFor(async () => (await h.services()).some((s) => s.vip === '10.81.0.92' && s.port === 5492 && s.proto === 'udp'), 15_000).catch((e: unknown) => {
+        console.log(`dnsmasq:\n${out.text()}`);
+        throw e;
+      });
+      const q = [
+        'import socket',
+        'c=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)',
+        'c.settimeout(10)',
+        'c.bind(("0.0.0.0",6093))',
+        `c.sendto(${DNS_QUERY('probe.example')},("10.81.0.92",5492))`,
+        'd,a=c.recvfrom(512)',
+        'print("answer",d[-4:]==bytes([192,0,2,200]),"from",a[0],a[1],flush=True)',
+      ].join('\n');
+      const r = await h.runToEnd(['--ip', '10.81.0.93'], ['python3', '-c', q]);
+      expect(r.stdout, r.stderr).toMatch(/^answer True from 10\.81\.0\.92 5492$/m);
+      await waitFor(() => /query\[A\] probe\.example from 10\.81\.0\.93/.test(out.text()), 10_000);
+      expect(out.text()).not.toMatch(/from 192\.0\.2\./);
+    } finally {
+      killTree(p, 'SIGKILL');
+      await done;
+    }
+  });
+});
