@@ -1060,9 +1060,10 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     return;
   }
   if ((m->flags & AS_F_NOWHERE) && p->type == SOCK_DGRAM) {
-    /* the local host, nothing there: a datagram connect leaves the socket unconnected, a send goes nowhere */
+    /* the local host, nothing there: a datagram connect succeeds and leaves the socket unconnected (the kernel's UDP
+     * connect sends nothing); a send is refused as before (it is never sent) */
     if (p->op == OP_SEND) {
-      pend_finish(g, p, (int64_t)p->udp->len);
+      pend_finish(g, p, -ECONNREFUSED);
       return;
     }
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
@@ -1714,10 +1715,8 @@ static void on_sendmmsg_reply(struct as_gen *g, struct as_pending *p, const stru
     pend_finish(g, p, m->result);
     return;
   }
-  if (m->flags & AS_F_NOWHERE) { /* the local host, nothing there: sent, and gone (see on_connect_reply) */
-    uint32_t ml = (uint32_t)p->udp->len;
-    as_mem_write(p->pid, p->ino + offsetof(struct mmsghdr, msg_len), &ml, sizeof(ml));
-    pend_finish(g, p, 1);
+  if (m->flags & AS_F_NOWHERE) { /* the local host, nothing there: refused (see on_connect_reply) */
+    pend_finish(g, p, -ECONNREFUSED);
     return;
   }
   struct as_ep real, virt;

@@ -72,8 +72,8 @@ enum as_msg_type {
                                about (a reply path), not a service: kept out of the generator's endpoint map */
 #define AS_F_NOWHERE 256u   /* AS_CONNECT reply for a datagram socket: the local host (loopback or the unspecified address,
                                as the kernel reads it) with no such UDP service: a connect succeeds and leaves the socket
-                               unconnected, a send succeeds and nothing leaves (as the kernel's datagram to a closed local
-                               port) */
+                               unconnected (the kernel's UDP connect sends nothing either); a send gets ECONNREFUSED and
+                               nothing leaves. Neither is logged or counted as a refusal by the daemon */
 
 struct as_msg {
   uint16_t type;

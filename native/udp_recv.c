@@ -380,8 +380,11 @@ static void consume(int sock) {
   mh.msg_namelen = sizeof(ss);
   mh.msg_iov = &none;
   mh.msg_iovlen = 1;
-  while (recvmsg(sock, &mh, MSG_DONTWAIT | MSG_TRUNC) < 0 && errno == EINTR) {
-  }
+  /* a pending socket error (an ICMP error on a connected socket) is reported instead of the datagram once: try again,
+   * or the datagram would be delivered a second time */
+  for (int tries = 0; tries < 3; tries++)
+    if (recvmsg(sock, &mh, MSG_DONTWAIT | MSG_TRUNC) >= 0 || (errno != EINTR && errno != ECONNREFUSED && errno != EHOSTUNREACH &&
+                                                               errno != ENETUNREACH && errno != EPROTO)) break;
 }
 
 /* Delivers the next datagram to w's current message. Returns the call's value for it, -errno, or R_ASK (waiting for

@@ -672,8 +672,9 @@ export class TrapHandler {
     let instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
     if (instances.length === 0 && proto === 'udp' && isLoopback(dst.ip)) {
       /* the local host (the unspecified address means it too, as in the kernel) with no such UDP service: a datagram
-       * connect succeeds there and a datagram is sent and lost, so neither is a refusal (glibc's getaddrinfo connects
-       * UDP sockets to each candidate address to sort them: every `python3 -m http.server` did this) */
+       * connect succeeds there in the kernel (it sends nothing), so it is no refusal (glibc's getaddrinfo connects UDP
+       * sockets to each candidate address to sort them: every `python3 -m http.server` logged one). The generator
+       * leaves the socket unconnected; a send there gets ECONNREFUSED from it, unlogged */
       this.cfg.log.debug({ app: app.id, client: app.identity, service: where, proto }, 'datagram to the local host: no such service, nothing sent');
       return { reply: { result: 0, flags: MsgFlag.NOWHERE } };
     }

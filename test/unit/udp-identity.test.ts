@@ -98,7 +98,7 @@ describe('UDP senders on other nodes', () => {
 });
 
 describe('datagrams to the local host (issue 11 item 9)', () => {
-  it('a UDP connect or send to [::], 0.0.0.0 or 127.0.0.1 with no such service succeeds, nowhere, and is no refusal', () => {
+  it('a UDP connect to [::], 0.0.0.0 or 127.0.0.1 with no such service is answered NOWHERE (the generator: success, unconnected), not refused', () => {
     const { h, a } = setup();
     for (const ip of ['::', '0.0.0.0', '127.0.0.1', '::1']) {
       const r = send(h, a, ip, 8000);
