@@ -15,7 +15,7 @@
       "target_name": "appswitch-launcher",
       "type": "executable",
       "sources": [
-        "native/launcher.c", "native/caps.c", "native/generator.c", "native/seccomp_filter.c", "native/notif.c",
+        "native/launcher.c", "native/caps.c", "native/generator.c", "native/udp_recv.c", "native/seccomp_filter.c", "native/notif.c",
         "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c",
         "native/sockguard.c", "native/sockopt_emul.c"
       ],

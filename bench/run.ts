@@ -1,6 +1,6 @@
 /** `npm run bench`: appswitch side by side with native, in one run, on one machine. First the trapped-call and
  * connect-loop rows (this file), then the network benchmark (bench/net.ts: throughput, connection set-up, HTTP,
- * beside veth+bridge and haproxy), with the same options. Prints tables of medians and ratios and writes
+ * beside veth+bridge and haproxy), with the same options. The UDP rows (bench/udp.ts) measure what a datagram costs. Prints tables of medians and ratios and writes
  * bench/RESULTS.md. Needs root (it creates network namespaces as its test hosts).
  *   --smoke      a quick pass for CI (~10 s here, well under a minute for the network part)
  *   --runs N     repetitions per measurement (default 7 here, 5 in the network part; smoke 3 and 1)
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { finish, killTree, probe, ROOT, type TestHost, TestHost as Host, waitFor } from '../test/helpers/hosts.js';
+import { udpRows } from './udp.js';
 
 interface Row {
   name: string;
@@ -26,6 +27,7 @@ const RUNS = runsArg >= 0 ? Number(args[runsArg + 1]) : smoke ? 3 : 7;
 const net = !args.includes('--no-net');
 const CALLS = smoke ? 20_000 : 100_000;
 const CONNS = smoke ? 300 : 2000;
+const DATAGRAMS = smoke ? 300 : 5000;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -111,7 +113,7 @@ async function main(): Promise<void> {
   const h = Host.create('bench');
   try {
     await h.startDaemon(['--log-level', 'warn']);
-    const rows = [...(await trappedCall(h, bin)), await connectLoop(h, bin)];
+    const rows = [...(await trappedCall(h, bin)), await connectLoop(h, bin), ...(await udpRows(h, RUNS, DATAGRAMS))];
     const trapped = rows[0] as Row;
     const table = `${render(rows)}\n\nTarget (issue 5): trapped call median ≤ 15 µs — measured ${trapped.appswitch.toFixed(2)} µs: ${trapped.appswitch <= 15 ? 'met' : '**not met**'}.`;
     const meta = `${new Date().toISOString()} · ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}) · kernel ${os.release()} · medians of ${RUNS} runs${smoke ? ' (smoke)' : ''}`;

@@ -87,7 +87,10 @@ static void reply_continue(struct as_gen *g, uint64_t id) {
 static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, int op, int sock) {
   for (int tries = 0; tries < AS_PENDING_MAX; tries++) {
     uint32_t seq = ++g->next_seq;
-    if (seq == 0) seq = ++g->next_seq;
+    if (seq == 0 || (seq & AS_SEQ_UDP)) { /* AS_SEQ_UDP numbers belong to udp_recv.c */
+      g->next_seq = 0;
+      seq = ++g->next_seq;
+    }
     struct as_pending *p = &g->pend[seq % AS_PENDING_MAX];
     if (p->used) continue;
     memset(p, 0, sizeof(*p));
@@ -225,6 +228,8 @@ static int send_daemon(struct as_gen *g, struct as_msg *m) {
   return 0;
 }
 
+int as_gen_send_daemon(struct as_gen *g, struct as_msg *m) { return send_daemon(g, m); }
+
 static void pend_send(struct as_gen *g, struct as_pending *p, uint16_t type, uint32_t flags);
 
 /* A new session with a daemon that came back: the same app (by its ticket), then every queued request. */
@@ -261,6 +266,7 @@ static void try_reconnect(struct as_gen *g) {
     m.pid = (uint32_t)g->child;
     send_daemon(g, &m);
   }
+  as_urecv_resend_reports(g); /* who sends datagrams from where: the new daemon has no record of it */
   for (int i = 0; i < AS_PENDING_MAX && g->unsent && g->daemon_fd >= 0; i++) {
     struct as_pending *p = &g->pend[i];
     if (!p->used || !p->unsent) continue;
@@ -1090,6 +1096,18 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, m->result);
     return;
   }
+  if ((m->flags & AS_F_NOWHERE) && p->type == SOCK_DGRAM) {
+    /* the local host, nothing there: a datagram connect succeeds and leaves the socket unconnected (the kernel's UDP
+     * connect sends nothing); a send is refused as before (it is never sent) */
+    if (p->op == OP_SEND) {
+      pend_finish(g, p, -ECONNREFUSED);
+      return;
+    }
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    connect(p->sock, &unspec, sizeof(unspec));
+    pend_finish(g, p, 0);
+    return;
+  }
   /* remember destinations that are elsewhere (other hosts, and egress: no virtual peer) so that their next connects
    * carry no speculative offer */
   if (p->op == OP_CONNECT && p->type == SOCK_STREAM) hint_set(g, p, !(m->flags & AS_F_FASTPATH));
@@ -1104,9 +1122,14 @@ static void on_connect_reply(struct as_gen *g, struct as_pending *p, const struc
     pend_finish(g, p, -ENETUNREACH);
     return;
   }
-  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) as_vmap_put(g->vmap, &real, &virt);
+  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
+    if (!(p->op == OP_SEND && (m->flags & AS_F_UDP_PEER))) as_vmap_put(g->vmap, &real, &virt);
+  } else if (p->type == SOCK_DGRAM) {
+    as_urecv_sent_direct(g, &real); /* replies from there show that address */
+  }
   memcpy(p->real, &dst, (size_t)dlen);
   p->real_len = (uint32_t)dlen;
+  if (p->type == SOCK_DGRAM) as_urecv_before_send(g, p->sock, p->family); /* who sends from here, before it does */
   if (p->op == OP_SEND) {
     send_udp(g, p);
     return;
@@ -1555,6 +1578,17 @@ static void start_udp(struct as_gen *g, struct seccomp_notif *req, int s, int fa
   }
   memcpy(p->req, dst, dlen);
   p->req_len = dlen;
+  struct as_ep v, r;
+  struct sockaddr_storage rs;
+  int rl;
+  if (as_ep_from_sockaddr(dst, dlen, &v) == 0 && as_urecv_reply_path(g, &v, &r) && (rl = as_ep_to_sockaddr(&r, family, &rs)) > 0) {
+    /* a reply to a sender the daemon just named (udp_recv.c): its real endpoint is known, no round trip */
+    memcpy(p->real, &rs, (size_t)rl);
+    p->real_len = (uint32_t)rl;
+    as_urecv_before_send(g, s, family);
+    send_udp(g, p);
+    return;
+  }
   pend_send(g, p, AS_CONNECT, 0);
 }
 
@@ -1718,13 +1752,23 @@ static void on_sendmmsg_reply(struct as_gen *g, struct as_pending *p, const stru
     pend_finish(g, p, m->result);
     return;
   }
-  struct as_ep real;
+  if (m->flags & AS_F_NOWHERE) { /* the local host, nothing there: refused (see on_connect_reply) */
+    pend_finish(g, p, -ECONNREFUSED);
+    return;
+  }
+  struct as_ep real, virt;
   struct sockaddr_storage dst;
   int dl;
   if (as_ep_from_sockaddr(m->addr, m->addr_len, &real) < 0 || (dl = as_ep_to_sockaddr(&real, p->family, &dst)) < 0) {
     pend_finish(g, p, -ENETUNREACH);
     return;
   }
+  if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
+    if (!(m->flags & AS_F_UDP_PEER)) as_vmap_put(g->vmap, &real, &virt);
+  } else {
+    as_urecv_sent_direct(g, &real);
+  }
+  as_urecv_before_send(g, p->sock, p->family);
   struct iovec iov = {.iov_base = p->udp->data, .iov_len = p->udp->len};
   struct msghdr out;
   memset(&out, 0, sizeof(out));
@@ -1748,6 +1792,10 @@ static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *
   memcpy(&m, buf, sizeof(m));
   if (m.type == AS_OFFER) {
     offer_store(g, &m, fast_fd);
+    return;
+  }
+  if (m.seq & AS_SEQ_UDP) {
+    as_urecv_on_reply(g, &m);
     return;
   }
   struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
@@ -1792,6 +1840,9 @@ static void on_notif(struct as_gen *g) {
   case __NR_sendmmsg: h_send(g, req); break;
   case __NR_setsockopt: h_sockopt(g, req, 1); break;
   case __NR_getsockopt: h_sockopt(g, req, 0); break;
+  case __NR_recvfrom:
+  case __NR_recvmsg:
+  case __NR_recvmmsg: as_urecv_trap(g, req); break;
   default: reply(g, req->id, -ENOSYS);
   }
   g->cur.live = 0; /* answered (and counted), waiting in a pending entry, or its task is gone (not counted) */
@@ -1804,6 +1855,7 @@ static void reap_waits(struct as_gen *g) {
     struct as_pending *p = &g->pend[i];
     if (p->used && p->in_epoll && as_notif_id_valid(g->notif_fd, p->id) < 0) pend_done(g, p);
   }
+  as_urecv_reap(g);
 }
 
 static void on_signal(struct as_gen *g) {
@@ -1864,7 +1916,7 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
     ev.data.u64 = TAG_DAEMON;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
   }
-  return 0;
+  return as_urecv_init(g);
 }
 
 int as_gen_run(struct as_gen *g, int until_child_exits) {
@@ -1900,6 +1952,8 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         if (++g->ticks % 5 == 0 && g->ftab.count) as_ftab_gc(&g->ftab); /* forget closed fast-path sockets */
         if (g->noffers) offer_expire(g);
         claims_flush(g);
+      } else if (tag >= AS_TAG_URECV_TIMER) {
+        as_urecv_event(g, tag);
       } else if (tag >= TAG_PENDING && tag < TAG_PENDING + AS_PENDING_MAX) {
         struct as_pending *p = &g->pend[tag - TAG_PENDING];
         if (!p->used || !p->in_epoll) continue;
@@ -1920,6 +1974,7 @@ void as_gen_free(struct as_gen *g) {
     if (g->offers[i].fd >= 0) close(offer_take(g, &g->offers[i]));
   for (int i = 0; i < AS_PENDING_MAX; i++)
     if (g->pend[i].used) pend_done(g, &g->pend[i]);
+  as_urecv_free(g);
   as_pidfds_close(&g->pidfds);
   as_notif_free(&g->nc);
   free(g->vmap);

@@ -13,6 +13,7 @@
 #include "session.h"
 #include "sockopt_emul.h"
 #include "trapstats.h"
+#include "udp_recv.h"
 #include "vmap.h"
 
 #define AS_PENDING_MAX 1024
@@ -102,6 +103,7 @@ struct as_gen {
   unsigned nclaims;
   struct as_tstats tstats; /* per-syscall counts and latencies, sent to the daemon as AS_STATS */
   struct as_tmark cur;     /* the notification being handled; moves to its pending entry if it waits */
+  struct as_urecv *urecv;  /* datagram receives (udp_recv.h) */
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);
@@ -109,5 +111,8 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
  * under the filter is gone. Returns the main child's wait status. */
 int as_gen_run(struct as_gen *g, int until_child_exits);
 void as_gen_free(struct as_gen *g);
+struct as_msg;
+/* Sends a message to the daemon (nothing waits for an answer here). Returns 0, or -ENETDOWN while it is away. */
+int as_gen_send_daemon(struct as_gen *g, struct as_msg *m);
 
 #endif

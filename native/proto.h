@@ -42,7 +42,15 @@ enum as_msg_type {
   AS_CLAIMED = 13, /* gen -> daemon: offers taken by an accept (the daemon lets go of their placeholders), in a batch:
                       payload = per offer 16 bytes of address (IPv4 as ::ffff:a.b.c.d) and 2 bytes of port, network
                       order; sent when 64 are due or once a second; no reply */
+  AS_UDP_FROM = 14, /* gen -> daemon: a UDP socket of this program sends from real endpoint addr (cookie = its inode):
+                       sent once per socket, before its first datagram or connect, so that a receiver's daemon can say
+                       who the datagrams come from; no reply */
+  AS_UDP_WHO = 15,  /* gen -> daemon: who sent a datagram from real endpoint addr to this program's addr2 (real local)?
+                       reply: result 0 and addr = the sender's virtual identity (vip or link-local, and its virtual
+                       port), or result < 0: unidentified (the generator drops such datagrams). seq has AS_SEQ_UDP */
 };
+
+#define AS_SEQ_UDP 0x80000000u /* AS_UDP_WHO sequence numbers (udp_recv.c); other requests never set this bit */
 
 #define AS_F_RETRY 1u       /* AS_BIND: the previous real address was in use, pick another */
 #define AS_F_NONBLOCK 2u    /* AS_CONNECT: informational, the socket is non-blocking */
@@ -60,8 +68,14 @@ enum as_msg_type {
                                with the byte unread (the daemon had no room for the fds, MSG_CTRUNC; or nobody ever
                                accepted), the client's next read or write fails with ECONNRESET instead of an EOF that
                                would look like a clean close (unix(7): a close with unread data resets the peer) */
+#define AS_F_UDP_PEER 128u  /* AS_CONNECT reply to a datagram send: addr2 is a datagram sender's identity this app was told
+                               about (a reply path), not a service: kept out of the generator's endpoint map */
+#define AS_F_NOWHERE 256u   /* AS_CONNECT reply for a datagram socket: the local host (loopback or the unspecified address,
+                               as the kernel reads it) with no such UDP service: a connect succeeds and leaves the socket
+                               unconnected (the kernel's UDP connect sends nothing either); a send gets ECONNREFUSED and
+                               nothing leaves. Neither is logged or counted as a refusal by the daemon */
 
-#define AS_F_V6ONLY 128u    /* AS_BIND: the socket is AF_INET6 with IPV6_V6ONLY (it takes no IPv4 clients where the
+#define AS_F_V6ONLY 512u    /* AS_BIND: the socket is AF_INET6 with IPV6_V6ONLY (it takes no IPv4 clients where the
                                app serves the port on an AF_INET socket too; native/sockopt_emul.h) */
 
 struct as_msg {

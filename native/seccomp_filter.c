@@ -9,6 +9,9 @@
  *     destination: trapped; setsockopt/getsockopt only at IPPROTO_TCP, SOL_IP, SOL_IPV6 level and for SO_DOMAIN /
  *     SO_PROTOCOL (the fast path answers them for its Unix sockets);
  *     MSG_FASTOPEN (an implicit connect) is refused with EOPNOTSUPP;
+ *   - recvfrom with a source-address buffer (args[4] != NULL), recvmsg and recvmmsg: trapped, so that a datagram's
+ *     source shows as its sender's virtual identity (udp_recv.c); recv()/read() and recvfrom(..., NULL, NULL) — the
+ *     data path of TCP and connected UDP — never trap;
  *   - escapes: setns, io_uring_*, unshare/clone with CLONE_NEWNET, CLONE_NEWUSER or CLONE_NEWCGROUP: EPERM (a new
  *     user namespace would give the program every capability inside it, as container runtimes know); clone3 (flags
  *     live in memory the filter cannot read): ENOSYS, so libc falls back to clone, which the filter can judge.
@@ -39,7 +42,7 @@
 /* A tiny assembler: instructions may jump to labels; labels are resolved into forward offsets at the end. */
 enum label {
   L_NONE = 0, L_ALLOW, L_NOTIF, L_EPERM, L_ENOSYS, L_EAFNOSUPPORT, L_EOPNOTSUPP,
-  L_SOCKET, L_SOCKET_INET, L_SOCKOPT, L_SOCKOPT_SOL, L_SENDTO, L_SENDMSG, L_SENDMMSG, L_UNSHARE, L_CLONE, L_COUNT
+  L_SOCKET, L_SOCKET_INET, L_SOCKOPT, L_SOCKOPT_SOL, L_SENDTO, L_SENDMSG, L_SENDMMSG, L_RECVFROM, L_UNSHARE, L_CLONE, L_COUNT
 };
 
 #define MAX_INS 128
@@ -124,6 +127,9 @@ static void build(struct assembler *a) {
   jeq(a, __NR_sendto, L_SENDTO);
   jeq(a, __NR_sendmsg, L_SENDMSG);
   jeq(a, __NR_sendmmsg, L_SENDMMSG);
+  jeq(a, __NR_recvfrom, L_RECVFROM);
+  jeq(a, __NR_recvmsg, L_NOTIF);
+  jeq(a, __NR_recvmmsg, L_NOTIF);
   jeq(a, __NR_setsockopt, L_SOCKOPT);
   jeq(a, __NR_getsockopt, L_SOCKOPT);
   jeq(a, __NR_setns, L_EPERM);
@@ -170,6 +176,12 @@ static void build(struct assembler *a) {
   jset(a, MSG_FASTOPEN, L_EOPNOTSUPP);
   load_arg_lo(a, 4);
   emit(a, BPF_JMP | BPF_JEQ | BPF_K, 0, L_NONE, L_NOTIF); /* low word of dest != 0: trap */
+  load_arg_hi(a, 4);
+  emit(a, BPF_JMP | BPF_JEQ | BPF_K, 0, L_ALLOW, L_NOTIF);
+
+  mark(a, L_RECVFROM); /* recvfrom(fd, buf, len, flags, src, srclen): only when the caller wants the source */
+  load_arg_lo(a, 4);
+  emit(a, BPF_JMP | BPF_JEQ | BPF_K, 0, L_NONE, L_NOTIF);
   load_arg_hi(a, 4);
   emit(a, BPF_JMP | BPF_JEQ | BPF_K, 0, L_ALLOW, L_NOTIF);
 

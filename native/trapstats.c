@@ -14,7 +14,7 @@
 static const uint16_t slot_nr[AS_TSTATS_SLOTS] = {
     __NR_socket,  __NR_bind,     __NR_listen,     __NR_connect,    __NR_accept,     __NR_accept4,
     __NR_sendto,  __NR_sendmsg,  __NR_sendmmsg,   __NR_getsockname, __NR_getpeername, __NR_setsockopt,
-    __NR_getsockopt, AS_STATS_OTHER, AS_STATS_OTHER, AS_STATS_OTHER,
+    __NR_getsockopt, __NR_recvfrom, __NR_recvmsg, __NR_recvmmsg, AS_STATS_OTHER,
 };
 #define SLOT_OTHER (AS_TSTATS_SLOTS - 1)
 

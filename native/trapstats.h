@@ -7,7 +7,7 @@
 
 #include "proto.h"
 
-#define AS_TSTATS_SLOTS 16 /* the trapped syscalls; the last slot takes anything else */
+#define AS_TSTATS_SLOTS 17 /* the trapped syscalls; the last slot takes anything else */
 
 /* One notification being served: when it was received and which call it is. live = not yet counted. */
 struct as_tmark {

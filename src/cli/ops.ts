@@ -47,6 +47,7 @@ export const JSON_KEYS = {
     'denied',
     'retried',
     'unidentified',
+    'udpUnidentified',
     'pendingOffers',
     'awaitingReconnect',
     'daemonPortRefused',

@@ -113,6 +113,8 @@ export interface StatusResult extends InfoResult {
   denied: number;
   retried: number;
   unidentified: number;
+  /** Datagram senders nobody vouched for since start (their datagrams were dropped). */
+  udpUnidentified: number;
   /** Fast-path connections whose placeholder the daemon still holds (waiting for the server's accept). */
   pendingOffers: number;
   /** Apps restored after a restart whose generator has not reconnected yet. */

@@ -137,7 +137,8 @@ export class Daemon {
           return undefined;
         }
       },
-      resolvePeer: (ip, endpoint, dst) => (this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined)) : Promise.resolve(undefined)),
+      resolvePeer: (ip, endpoint, dst, proto) =>
+        this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst, undefined, proto) ?? Promise.resolve(undefined)) : Promise.resolve(undefined),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
     });
@@ -192,7 +193,7 @@ export class Daemon {
     this.peers = new PeerApi(
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
-      (ep, dst) => this.handler.identifyLocal(ep, dst),
+      (ep, dst, proto) => (proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst)),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
@@ -463,6 +464,7 @@ export class Daemon {
           denied: this.handler.stats.denied,
           retried: this.handler.stats.retried,
           unidentified: this.handler.stats.unidentified,
+          udpUnidentified: this.handler.stats.udpUnidentified,
           pendingOffers: this.handler.pendingOffers,
           awaitingReconnect: this.handler.detachedApps,
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },

@@ -29,6 +29,8 @@ export interface HandlerCounters {
   limitServices: number;
   limitOffers: number;
   limitPending: number;
+  /** Optional for callers that predate it (tests build counters by hand). */
+  udpUnidentified?: number;
 }
 
 /** Where the scrape-time values come from; each is called once per scrape. */
@@ -166,6 +168,14 @@ export class DaemonMetrics {
       registers,
       collect(): void {
         setCounter(this, [[{}, handler().refused]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_udp_unidentified_total',
+      help: 'Datagram senders no appswitch daemon vouched for (their datagrams are dropped before a program sees them)',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, handler().udpUnidentified ?? 0]]);
       },
     });
     new Counter({

@@ -6,7 +6,8 @@
  * dropped (never looked up, so it claims no client's record), counted, logged (rate-limited), and its connection
  * closed. Without keys (--gossip-plaintext only) the membership check still applies.
  *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","dst":"192.0.2.2:40001","mac":"..."}   (dst: the server's real
- *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it)
+ *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it;
+ *             "proto":"udp" asks about a datagram sender instead of a connection, and its answer carries "port")
  *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
@@ -108,7 +109,7 @@ export class PeerApi {
   constructor(
     private readonly port: number,
     keys: readonly Uint8Array[],
-    private readonly lookup: (endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>,
+    private readonly lookup: (endpoint: string, dst?: string, proto?: 'udp') => Promise<ClientIdentity | undefined>,
     private readonly log: Logger,
     private readonly isPeer: (ip: string) => boolean,
   ) {
@@ -157,9 +158,10 @@ export class PeerApi {
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peer, sock);
       if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
-      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined).then(
+      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined, m.proto === 'udp' ? 'udp' : undefined).then(
         (c) => {
           const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
+          if (c?.port !== undefined) r.port = c.port;
           if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
         },
         (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
@@ -169,7 +171,7 @@ export class PeerApi {
 
   /** Asks the daemon at peerIp who `endpoint` (connected to our `dst`) is. Undefined when unknown, unreachable or too
    * slow. */
-  whoIs(peerIp: string, endpoint: string, dst?: string, timeoutMs = 1500): Promise<ClientIdentity | undefined> {
+  whoIs(peerIp: string, endpoint: string, dst?: string, timeoutMs = 1500, proto?: 'udp'): Promise<ClientIdentity | undefined> {
     const c = this.client(peerIp);
     const id = this.nextId++;
     return new Promise((resolve) => {
@@ -184,9 +186,13 @@ export class PeerApi {
         if (m.tags && typeof m.tags === 'object') {
           for (const [k, v] of Object.entries(m.tags as Record<string, unknown>)) if (typeof v === 'string') tags[k] = v;
         }
-        resolve({ identity: m.identity, appId: m.appId, tags });
+        const who: ClientIdentity = { identity: m.identity, appId: m.appId, tags };
+        if (typeof m.port === 'number' && Number.isInteger(m.port) && m.port > 0 && m.port <= 65535) who.port = m.port;
+        resolve(who);
       });
-      c.sock.write(this.signer.sign(dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst }) + '\n');
+      const req: Msg = dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst };
+      if (proto) req.proto = proto; /* a datagram sender, not a connection (see trap/udp-identity.ts) */
+      c.sock.write(this.signer.sign(req) + '\n');
     });
   }
 

@@ -10,6 +10,8 @@ export interface ClientIdentity {
   identity: string;
   appId: string;
   tags: Record<string, string>;
+  /** A datagram sender's port as its receivers see it (its bound virtual port; see udp-identity.ts). */
+  port?: number;
 }
 
 /** Where the client socket of a connection came from, as the kernel says (see daemon/sockguard.ts): 'generator' (a trap

@@ -19,6 +19,7 @@ import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './c
 
 export type { ClientIdentity, ClientSocketOrigin } from './client-reports.js';
 import { type AppLimits, CountedMap, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
+import { UdpIdentity } from './udp-identity.js';
 import {
   AF_INET6,
   canonicalIp,
@@ -33,7 +34,7 @@ import {
 
 /** Asks the daemon of another node who a client endpoint of that node is (see daemon/peers.ts); `dst`, the server's
  * real endpoint, lets that daemon find the client's socket in its kernel. */
-export type PeerResolver = (peerIp: string, endpoint: string, dst?: string) => Promise<ClientIdentity | undefined>;
+export type PeerResolver = (peerIp: string, endpoint: string, dst?: string, proto?: 'udp') => Promise<ClientIdentity | undefined>;
 
 
 export interface HandlerConfig {
@@ -174,6 +175,8 @@ export interface HandlerStats {
   limitOffers: number;
   /** Connects refused because the client app had --max-pending-per-app connections not yet accepted. */
   limitPending: number;
+  /** Datagram senders nobody vouched for (their datagrams are dropped, see udp-identity.ts). */
+  udpUnidentified: number;
 }
 
 /** A fast-path connection waiting for the server's accept: [server's end of the socket pair, placeholder] until the
@@ -227,6 +230,7 @@ export class TrapHandler {
     limitServices: 0,
     limitOffers: 0,
     limitPending: 0,
+    udpUnidentified: 0,
   };
   readonly balancer = new Balancer();
   /** Endpoints a connect already found refusing, by app/request, so a retry picks another instance. */
@@ -251,6 +255,8 @@ export class TrapHandler {
   /** restore(): the service id each restored binding had, until its service is restored. */
   private readonly savedService = new Map<string, string>();
   private readonly limitLog: RateLimitedLog;
+  /** Who sends datagrams from where, and the return paths to them (see udp-identity.ts). */
+  readonly udp: UdpIdentity;
 
   constructor(private readonly cfg: HandlerConfig) {
     let seed = 0;
@@ -259,6 +265,7 @@ export class TrapHandler {
     this.limits = cfg.limits ?? DEFAULT_LIMITS;
     this.limitLog = new RateLimitedLog(cfg.log);
     this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin);
+    this.udp = new UdpIdentity({ app: (id) => this.apps.get(id), boundAt: (key) => this.udpBoundAt(key) });
     const stale = (): void => (this.udpEndpoints = undefined);
     cfg.table.on('added', stale);
     cfg.table.on('removed', stale);
@@ -468,6 +475,7 @@ export class TrapHandler {
       }
     }
     this.apps.delete(app.id);
+    this.udp.forgetApp(app.id);
     this.reclaimedAt.delete(app.id);
     this.detached.delete(app.id);
     for (const [ino, b] of this.bindings) if (b.appId === app.id) this.unbind(ino);
@@ -655,6 +663,8 @@ export class TrapHandler {
     const dns = this.cfg.virtualDns?.reply(dst);
     if (dns) return { reply: dns };
     const proto = protoOf(m.arg);
+    const back = proto === 'udp' ? this.udp.returnPath(app.id, dst) : undefined;
+    if (back) return { reply: { result: 0, addr: encodeSockaddr(back), addr2: encodeSockaddr(dst), flags: MsgFlag.UDP_PEER } };
     let vip: string | undefined;
     if (isLoopback(dst.ip)) vip = app.identity; /* the app's own port space, wherever its members run */
     else if (this.cfg.ranges.contains(dst.ip)) vip = dst.ip;
@@ -685,6 +695,14 @@ export class TrapHandler {
     }
     if (proto === 'tcp' && !(m.flags & MsgFlag.RETRY) && this.pendingLimited(app, where)) return { reply: { result: -Errno.ECONNREFUSED } };
     let instances = this.cfg.table.lookup({ vip, port: dst.port, proto });
+    if (instances.length === 0 && proto === 'udp' && isLoopback(dst.ip)) {
+      /* the local host (the unspecified address means it too, as in the kernel) with no such UDP service: a datagram
+       * connect succeeds there in the kernel (it sends nothing), so it is no refusal (glibc's getaddrinfo connects UDP
+       * sockets to each candidate address to sort them: every `python3 -m http.server` logged one). The generator
+       * leaves the socket unconnected; a send there gets ECONNREFUSED from it, unlogged */
+      this.cfg.log.debug({ app: app.id, client: app.identity, service: where, proto }, 'datagram to the local host: no such service, nothing sent');
+      return { reply: { result: 0, flags: MsgFlag.NOWHERE } };
+    }
     if (instances.length === 0) {
       this.stats.refused++;
       this.cfg.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
@@ -876,6 +894,47 @@ export class TrapHandler {
     return this.reports.identify(key, dst);
   }
 
+  /** The UDP binding of this node at real endpoint "ip:port" (scanned: asked once per new sender, not per datagram). */
+  private udpBoundAt(key: string): { appId: string; port: number } | undefined {
+    for (const b of this.bindings.values()) {
+      if (b.proto === 'udp' && `${b.real.ip}:${b.real.port}` === key) return { appId: b.appId, port: b.virt.port };
+    }
+    return undefined;
+  }
+
+  /** A UDP socket of the app sends from m.addr (reported before its first datagram, see UdpIdentity). */
+  udpFrom(app: AppRecord, m: TrapMsg): void {
+    const local = decodeSockaddr(m.addr);
+    if (!local) return;
+    const ip = isUnspecified(local.ip) ? this.cfg.nodeAddress : local.ip; /* it sends from the node address */
+    this.udp.report(app.id, `${ip}:${local.port}`, m.cookie.toString());
+  }
+
+  /** Who a UDP sender of this node is, for another node's question (the peer API). */
+  identifyUdpLocal(key: string): Promise<ClientIdentity | undefined> {
+    return this.udp.localWait(key);
+  }
+
+  /** A datagram from real endpoint m.addr reached this app's socket at m.addr2: answer the sender's identity (and
+   * remember the way back to it), or refuse an unidentified sender (its datagrams are dropped). */
+  async udpWho(app: AppRecord, m: TrapMsg): Promise<Reply> {
+    const src = decodeSockaddr(m.addr);
+    if (!src) return { result: -Errno.EINVAL };
+    const key = `${src.ip}:${src.port}`;
+    const local = src.ip === this.cfg.nodeAddress || isLoopback(src.ip);
+    let who: ClientIdentity | undefined;
+    if (local) who = await this.udp.localWait(key);
+    else if (this.cfg.resolvePeer) who = await this.cfg.resolvePeer(src.ip, key, endpointKey(m.addr2), 'udp');
+    if (!who) {
+      this.stats.udpUnidentified++;
+      this.limitLog.warn(`udp-unidentified/${app.id}`, { app: app.id, server: app.identity, peer: key }, 'datagrams from an unidentified sender dropped');
+      return { result: -Errno.ENOENT };
+    }
+    const seen: Endpoint = { ip: who.identity, port: who.port ?? src.port };
+    this.udp.learn(app.id, seen, src);
+    return { result: 0, addr: encodeSockaddr(seen) };
+  }
+
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
   async accept(app: AppRecord, m: TrapMsg): Promise<Reply> {
     const peer = decodeSockaddr(m.addr);
@@ -966,6 +1025,7 @@ export class TrapHandler {
    * when the sets were read: what was registered after that is not in them yet and is kept. */
   sweep(liveListeners: Set<string>, snapshotAt = Infinity, liveSockets?: Set<string>, liveLocal?: Set<string>): void {
     this.expireOffers(Date.now(), liveLocal, snapshotAt);
+    if (liveSockets) this.udp.sweep(liveSockets, snapshotAt);
     for (const [ino, b] of this.bindings) {
       if (b.proto === 'tcp' && b.serviceId) {
         if (liveListeners.has(ino) || (b.listenedAt ?? 0) >= snapshotAt) continue;

@@ -21,11 +21,13 @@ export const MsgType = {
   STATS: 11,
   OFFER: 12,
   CLAIMED: 13,
+  UDP_FROM: 14,
+  UDP_WHO: 15,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
 /** Keep in sync with native/proto.h (AS_F_*). */
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, V6ONLY: 128 } as const;
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, UDP_PEER: 128, NOWHERE: 256, V6ONLY: 512 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -191,7 +193,9 @@ export const TRAPPED_SYSCALLS: Readonly<Record<number, string>> = {
   42: 'connect',
   43: 'accept',
   44: 'sendto',
+  45: 'recvfrom',
   46: 'sendmsg',
+  47: 'recvmsg',
   49: 'bind',
   50: 'listen',
   51: 'getsockname',
@@ -199,6 +203,7 @@ export const TRAPPED_SYSCALLS: Readonly<Record<number, string>> = {
   54: 'setsockopt',
   55: 'getsockopt',
   288: 'accept4',
+  299: 'recvmmsg',
   307: 'sendmmsg',
 };
 

@@ -40,7 +40,7 @@ function uptimeTicks(): number {
 }
 
 /** Message types a program's trapped call waits on (the rest are reports). */
-const TRAPPED = new Set<number>([MsgType.BIND, MsgType.LISTEN, MsgType.CONNECT, MsgType.ACCEPT]);
+const TRAPPED = new Set<number>([MsgType.BIND, MsgType.LISTEN, MsgType.CONNECT, MsgType.ACCEPT, MsgType.UDP_WHO]);
 
 interface Outgoing {
   buf: Buffer;
@@ -325,6 +325,21 @@ export class TrapServer {
               this.log.error({ err: e, app: app.id }, 'accept reply failed');
               this.onInternalError?.('answering an accept', e);
             });
+          break;
+        case MsgType.UDP_FROM:
+          this.handler.udpFrom(app, m);
+          break;
+        case MsgType.UDP_WHO:
+          this.handler
+            .udpWho(app, m)
+            .then(
+              (r) => this.conns.has(c.fd) && this.reply(c, m, r),
+              (e: unknown) => {
+                this.log.error({ err: e, app: app.id }, 'datagram sender look-up failed');
+                if (this.conns.has(c.fd)) this.reply(c, m, { result: -2 });
+              },
+            )
+            .catch((e: unknown) => this.log.error({ err: e, app: app.id }, 'datagram sender reply failed'));
           break;
         case MsgType.STARTED:
           app.pid = m.pid;
