@@ -357,6 +357,15 @@ class Poller : public Napi::ObjectWrap<Poller> {
 // null for a mini-socket (time-wait), which keeps no cgroup.
 int g_diag_fd = -1;
 
+// Opens the kept sock_diag socket when it is not open; 0 or an errno.
+static int EnsureDiag() {
+  if (g_diag_fd >= 0) return 0;
+  int fd = as_sockdiag_open();
+  if (fd < 0) return -fd;
+  g_diag_fd = fd;
+  return 0;
+}
+
 Napi::Value TcpSocketCgroup(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsNumber())
@@ -371,14 +380,8 @@ Napi::Value TcpSocketCgroup(const Napi::CallbackInfo &info) {
     if (inet_pton(AF_INET6, src.c_str(), s) != 1 || inet_pton(AF_INET6, dst.c_str(), d) != 1)
       return ThrowErrno(env, EINVAL, "sock_diag");
   }
-  if (g_diag_fd < 0) {
-    g_diag_fd = as_sockdiag_open();
-    if (g_diag_fd < 0) {
-      int e = -g_diag_fd;
-      g_diag_fd = -1;
-      return ThrowErrno(env, e, "socket");
-    }
-  }
+  int e = EnsureDiag();
+  if (e) return ThrowErrno(env, e, "socket");
   struct as_sockdiag_result r;
   int n = as_sockdiag_tcp(g_diag_fd, family, s, static_cast<uint16_t>(sport), d, static_cast<uint16_t>(dport), &r);
   if (n < 0) { /* a fresh socket next time: no stale reply can linger */
@@ -390,7 +393,34 @@ Napi::Value TcpSocketCgroup(const Napi::CallbackInfo &info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("state", Napi::Number::New(env, r.state));
   o.Set("cgroup", r.has_cgroup ? Napi::Value(Napi::BigInt::New(env, r.cgroup)) : env.Null());
+  o.Set("inode", Napi::Number::New(env, r.inode));
   return o;
+}
+
+// udpSocketInode(ip: string, port: number): number | null — the inode of the UDP socket a datagram to ip:port would
+// reach (sockdiag.h), by one synchronous sock_diag round trip; null when none.
+Napi::Value UdpSocketInode(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) return ThrowType(env, "udpSocketInode(ip: string, port: number)");
+  std::string ip = info[0].As<Napi::String>().Utf8Value();
+  int64_t port = info[1].As<Napi::Number>().Int64Value();
+  if (port < 0 || port > 65535) return ThrowErrno(env, EINVAL, "sock_diag");
+  uint8_t a[16];
+  int family = AF_INET;
+  if (inet_pton(AF_INET, ip.c_str(), a) != 1) {
+    family = AF_INET6;
+    if (inet_pton(AF_INET6, ip.c_str(), a) != 1) return ThrowErrno(env, EINVAL, "sock_diag");
+  }
+  int e = EnsureDiag();
+  if (e) return ThrowErrno(env, e, "socket");
+  struct as_sockdiag_result r;
+  int n = as_sockdiag_udp(g_diag_fd, family, a, static_cast<uint16_t>(port), &r);
+  if (n < 0) { /* a fresh socket next time: no stale reply can linger */
+    close(g_diag_fd);
+    g_diag_fd = -1;
+    return ThrowErrno(env, -n, "sock_diag");
+  }
+  return n == 0 ? env.Null() : Napi::Number::New(env, r.inode);
 }
 
 // lockFile(path: string): {fd} | {holder} — an exclusive flock on path, held by fd for the process's life, with this
@@ -423,6 +453,7 @@ Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
+  exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));
   exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));
   exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));

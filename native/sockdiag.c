@@ -1,4 +1,4 @@
-/* One exact-tuple TCP socket lookup over NETLINK_SOCK_DIAG (see sockdiag.h). sock_diag(7), netlink(7), rtnetlink(7). */
+/* One exact socket lookup (TCP by 4-tuple, UDP by local endpoint) over NETLINK_SOCK_DIAG (see sockdiag.h). sock_diag(7), netlink(7), rtnetlink(7). */
 #define _GNU_SOURCE
 #include "sockdiag.h"
 
@@ -17,8 +17,10 @@ int as_sockdiag_open(void) {
   return fd < 0 ? -errno : fd;
 }
 
-int as_sockdiag_tcp(int nl, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
-                    struct as_sockdiag_result *out) {
+/* One request for protocol `proto`; `exact`: a reply whose remote end is not dst:dport does not count (TCP's lookup
+ * falls back to a listener). */
+static int lookup(int nl, int proto, int exact, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst,
+                  uint16_t dport, struct as_sockdiag_result *out) {
   if (family != AF_INET && family != AF_INET6) return -EAFNOSUPPORT;
   size_t alen = family == AF_INET ? 4 : 16;
   static uint32_t seq;
@@ -32,7 +34,7 @@ int as_sockdiag_tcp(int nl, int family, const uint8_t *src, uint16_t sport, cons
   req.nh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: inet_diag_find_one_icsk, a hash lookup */
   req.nh.nlmsg_seq = ++seq;
   req.r.sdiag_family = (uint8_t)family;
-  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.sdiag_protocol = (uint8_t)proto;
   req.r.idiag_states = ~0u;
   req.r.id.idiag_sport = htons(sport);
   req.r.id.idiag_dport = htons(dport);
@@ -63,9 +65,10 @@ int as_sockdiag_tcp(int nl, int family, const uint8_t *src, uint16_t sport, cons
       if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg))) return -EPROTO;
       const struct inet_diag_msg *m = NLMSG_DATA(h);
       /* inet_lookup falls back to a listener on the local port: that is not the connection asked for */
-      if (m->id.idiag_dport != htons(dport) || memcmp(m->id.idiag_dst, dst, alen)) return 0;
+      if (exact && (m->id.idiag_dport != htons(dport) || memcmp(m->id.idiag_dst, dst, alen))) return 0;
       memset(out, 0, sizeof(*out));
       out->state = m->idiag_state;
+      out->inode = m->idiag_inode;
       int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
       for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
         if (a->rta_type == INET_DIAG_CGROUP_ID && RTA_PAYLOAD(a) >= sizeof(uint64_t)) {
@@ -76,4 +79,16 @@ int as_sockdiag_tcp(int nl, int family, const uint8_t *src, uint16_t sport, cons
       return 1;
     }
   }
+}
+
+int as_sockdiag_tcp(int nl, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+                    struct as_sockdiag_result *out) {
+  return lookup(nl, IPPROTO_TCP, 1, family, src, sport, dst, dport, out);
+}
+
+int as_sockdiag_udp(int nl, int family, const uint8_t *local, uint16_t lport, struct as_sockdiag_result *out) {
+  /* udp_dump_one swaps src and dst "for historical reasons": the lookup is that of a datagram from idiag_src:sport
+   * (here the unspecified address, port 0) to idiag_dst:dport, so the local end goes in dst */
+  static const uint8_t any[16];
+  return lookup(nl, IPPROTO_UDP, 0, family, any, 0, local, lport, out);
 }

@@ -26,7 +26,7 @@ import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
-import { listenerGone, openListenerDiag } from './listener-diag.js';
+import { listenerGone, openListenerDiag, socketHeld } from './listener-diag.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
@@ -141,6 +141,7 @@ export class Daemon {
         this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst, undefined, proto) ?? Promise.resolve(undefined)) : Promise.resolve(undefined),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
+      stillHeld: socketHeld(this.log),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({

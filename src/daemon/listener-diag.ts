@@ -37,3 +37,31 @@ export function openListenerDiag(log: Logger, lookup: ListenerLookup = native.tc
     log.debug({ err: e }, 'sock_diag socket not opened at start');
   }
 }
+
+export type UdpLookup = (ip: string, port: number) => number | null;
+export type TcpLookup = (src: string, sport: number, dst: string, dport: number) => { state: number; inode: number } | null;
+
+/** Returns the handler's `stillHeld`: whether the kernel still has the very socket (same inode) of a binding whose
+ * inode a sweep missed in /proc/net/{tcp,udp}. Those files are read in pages while programs open and close sockets,
+ * and a socket that moves in the kernel's hash table between two pages can be skipped: a service must not be withdrawn
+ * on that alone (a program binding and closing sockets in a loop would otherwise take other programs' services down).
+ * A lookup that fails says true: a socket we cannot see is not a closed socket. */
+export function socketHeld(log: Logger, tcp: TcpLookup = native.tcpSocketCgroup, udp: UdpLookup = native.udpSocketInode): (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean {
+  return (ino, proto, real) => {
+    const addrs = real.ip.includes(':') ? [real.ip] : [real.ip, `::ffff:${real.ip}`];
+    try {
+      for (const ip of addrs) {
+        if (proto === 'udp') {
+          if (String(udp(ip, real.port)) === ino) return true;
+        } else {
+          const r = tcp(ip, real.port, ip.includes(':') ? '::' : '0.0.0.0', 0);
+          if (r?.state === TCP_LISTEN && String(r.inode) === ino) return true;
+        }
+      }
+      return false;
+    } catch (e) {
+      log.debug({ err: e, real, proto }, 'sock_diag socket lookup failed: the socket is taken to be there');
+      return true;
+    }
+  };
+}

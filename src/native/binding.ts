@@ -41,6 +41,8 @@ export interface Poller {
 export interface TcpSocketInfo {
   state: number;
   cgroup: bigint | null;
+  /** The socket's inode (0 for a time-wait mini-socket). */
+  inode: number;
 }
 
 /** lockFile's answer: the descriptor that holds the lock, or the pid of the process that holds it (0: unknown). */
@@ -49,6 +51,7 @@ export type LockResult = { fd: number; holder?: undefined } | { fd?: undefined; 
 interface RawBinding {
   lockFile(path: string): LockResult;
   tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
+  udpSocketInode(ip: string, port: number): number | null;
   generatorsCgroupId(): bigint;
   seqpacketListen(path: string, mode: number): number;
   seqpacketConnect(path: string): number;
@@ -133,6 +136,9 @@ export const native = {
   /** The TCP socket whose local end is src:sport and remote end dst:dport (IPv4 or IPv6 text, same family), by one
    * synchronous NETLINK_SOCK_DIAG round trip (~10 µs); null when there is none. */
   tcpSocketCgroup: wrap((src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null => raw().tcpSocketCgroup(src, sport, dst, dport)),
+  /** The inode of the UDP socket a datagram to ip:port would reach (a socket bound there or a wildcard on that port),
+   * or null: one sock_diag lookup. */
+  udpSocketInode: wrap((ip: string, port: number): number | null => raw().udpSocketInode(ip, port)),
   /** The cgroup id of <cgroup2>/appswitch/generators, where every trap generator runs (native/sockguard.h). */
   generatorsCgroupId: wrap((): bigint => raw().generatorsCgroupId()),
   /** An exclusive flock(2) on path (created 0644), held by the returned fd until it is closed or the process ends,

@@ -88,6 +88,9 @@ export interface HandlerConfig {
    * listener and binds the port again (iperf3 after each test) gets it at once instead of after the next sweep.
    * False (or missing) whenever it cannot tell. */
   listenerGone?: (real: Endpoint) => boolean;
+  /** Whether the kernel still has this binding's very socket (by inode): asked before a sweep or a reclaim withdraws a
+   * binding whose inode it did not find in /proc, which can skip a socket while others come and go (listener-diag.ts). */
+  stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -1032,6 +1035,7 @@ export class TrapHandler {
       } else if (!liveSockets || liveSockets.has(ino) || b.boundAt >= snapshotAt) {
         continue;
       }
+      if (this.cfg.stillHeld?.(ino, b.proto, b.real)) continue;
       this.unbind(ino);
     }
   }
@@ -1060,7 +1064,7 @@ export class TrapHandler {
     let gone = 0;
     for (const [ino, b] of this.bindings) {
       /* a TCP socket that is bound but neither listening nor connected is in no table: only UDP sockets and listeners */
-      if (b.appId === app.id && (b.proto === 'udp' || b.serviceId) && !snap.sockets.has(ino)) {
+      if (b.appId === app.id && (b.proto === 'udp' || b.serviceId) && !snap.sockets.has(ino) && !this.cfg.stillHeld?.(ino, b.proto, b.real)) {
         this.unbind(ino);
         gone++;
       }

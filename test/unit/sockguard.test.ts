@@ -29,29 +29,29 @@ const enoent = Object.assign(new Error('stat ENOENT'), { code: 'ENOENT' });
 
 describe('socketOrigin', () => {
   it('a full socket of the generators cgroup is a generator\'s, any other cgroup is not', () => {
-    expect(origin({ state: 1, cgroup: 101n }, 101n)(client, server)).toBe('generator');
-    expect(origin({ state: 1, cgroup: 1n }, 101n)(client, server)).toBe('other');
+    expect(origin({ state: 1, cgroup: 101n, inode: 1 }, 101n)(client, server)).toBe('generator');
+    expect(origin({ state: 1, cgroup: 1n, inode: 1 }, 101n)(client, server)).toBe('other');
   });
 
   it('no socket, or a time-wait one, is gone', () => {
     expect(origin(null, 101n)(client, server)).toBe('gone');
-    expect(origin({ state: 6, cgroup: null }, 101n)(client, server)).toBe('gone');
+    expect(origin({ state: 6, cgroup: null, inode: 1 }, 101n)(client, server)).toBe('gone');
   });
 
   it('no generators cgroup yet: no socket can be a generator\'s', () => {
-    expect(origin({ state: 1, cgroup: 5n }, enoent)(client, server)).toBe('other');
+    expect(origin({ state: 1, cgroup: 5n, inode: 1 }, enoent)(client, server)).toBe('other');
   });
 
   it('what cannot be read is never taken as proof: undefined (the caller waits as before)', () => {
     expect(origin(new Error('sock_diag EMFILE'), 101n)(client, server)).toBeUndefined();
-    expect(origin({ state: 1, cgroup: 5n }, new Error('stat EACCES'))(client, server)).toBeUndefined();
-    expect(origin({ state: 3, cgroup: null }, 101n)(client, server)).toBeUndefined();
+    expect(origin({ state: 1, cgroup: 5n, inode: 1 }, new Error('stat EACCES'))(client, server)).toBeUndefined();
+    expect(origin({ state: 3, cgroup: null, inode: 1 }, 101n)(client, server)).toBeUndefined();
   });
 
   it('reads the generators id again (at most once a second) when a socket does not match: the cgroup may be new', () => {
     let gen = 101n;
     let t = 0;
-    const o = socketOrigin(log, { tcpSocketCgroup: () => ({ state: 1, cgroup: 202n }), generatorsCgroupId: () => gen, now: () => t });
+    const o = socketOrigin(log, { tcpSocketCgroup: () => ({ state: 1, cgroup: 202n, inode: 1 }), generatorsCgroupId: () => gen, now: () => t });
     expect(o(client, server)).toBe('other');
     gen = 202n;
     expect(o(client, server)).toBe('other'); /* read less than a second ago */
