@@ -33,13 +33,37 @@ npx tsc -p tsconfig.json || exit 1
 # none of them waits for Go's first build of its standard library; a failure here is reported by those tests
 node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"
 
-rm -f test-results.json
-npx vitest run "$@"
-status=$?
+rm -f test-results.json test-results-unit.json
+if (($#)); then
+  npx vitest run "$@"
+  status=$?
+  reports=(test-results.json)
+else
+  # Two lanes at once: the unit tests (pure modules, no namespaces, no daemons: files in parallel) beside the
+  # integration and security files (one after another, see vitest.config.ts). The unit lane's output follows the
+  # other's, whole.
+  unit_log=$(mktemp)
+  npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json >"$unit_log" 2>&1 &
+  unit_pid=$!
+  npx vitest run --exclude 'test/unit/**'
+  status=$?
+  wait "$unit_pid"
+  unit_status=$?
+  echo "---- unit tests (run beside the others) ----"
+  cat "$unit_log"
+  rm -f "$unit_log"
+  ((status == 0)) && status=$unit_status
+  reports=(test-results.json test-results-unit.json)
+fi
 node -e '
   const fs = require("fs");
-  let r;
-  try { r = JSON.parse(fs.readFileSync("test-results.json", "utf8")); } catch { console.log("0 passed, 1 failed"); process.exit(0); }
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + (r.numTotalTestSuites && !r.success && !r.numFailedTests ? 1 : 0)} failed`);
-'
+  let passed = 0, failed = 0;
+  for (const f of process.argv.slice(1)) {
+    let r;
+    try { r = JSON.parse(fs.readFileSync(f, "utf8")); } catch { failed += 1; continue; } /* no report: that run failed */
+    passed += r.numPassedTests;
+    failed += r.numFailedTests + (r.numTotalTestSuites && !r.success && !r.numFailedTests ? 1 : 0);
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+' "${reports[@]}"
 exit $status
