@@ -108,8 +108,11 @@ describe.concurrent('compat: tools and small servers', () => {
           expect(rep.error, `test ${i}`).toBeUndefined();
           expect(rep.start?.connected?.[0]?.remote_port, `test ${i}`).toBe(5201);
           // the sender's count: what the receiver reports depends on when it read its socket at the end (natively
-          // too: from 0 to 1 MiB on loopback), so it is no payload to assert
-          expect(rep.end?.sum_sent?.bytes, `test ${i}`).toBe(1024 * 1024);
+          // too: from 0 to 1 MiB on loopback), so it is no payload to assert. The sender stops at the first burst
+          // that reaches 1 MiB, so it may send one 128 KiB block more (seen once over the fast path: 9 blocks)
+          const sent = rep.end?.sum_sent?.bytes ?? 0;
+          expect(sent, `test ${i}`).toBeGreaterThanOrEqual(1024 * 1024);
+          expect(sent, `test ${i}`).toBeLessThanOrEqual(1024 * 1024 + 128 * 1024);
           side.check(r);
           await srv.until(() => `iperf3 -s to log test ${i}`, async () => accepted(srv) === before + 1, 10_000);
         }
