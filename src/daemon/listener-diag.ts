@@ -10,14 +10,20 @@ const TCP_LISTEN = 10;
 
 export type ListenerLookup = (src: string, sport: number, dst: string, dport: number) => { state: number } | null;
 
+/** Where a real endpoint's socket can be found, each address with its family's wildcard (a listener's remote end):
+ * an IPv6 endpoint as it is; an IPv4 one as itself and v4-mapped, since the real socket of an AF_INET6 program socket
+ * is bound to the node's IPv4 address v4-mapped, with V6ONLY off. */
+function addressesOf(real: Endpoint): Array<[string, string]> {
+  return real.ip.includes(':') ? [[real.ip, '::']] : [[real.ip, '0.0.0.0'], [`::ffff:${real.ip}`, '::']];
+}
+
 /** Returns the handler's `listenerGone`: true only when the kernel positively has no listener at `real` (a lookup
  * that fails says false: a socket we cannot see is not a closed socket). A real socket of an AF_INET6 program socket
  * is bound to the node's IPv4 address v4-mapped, with V6ONLY off: the IPv4 lookup finds it, the v4-mapped one too. */
 export function listenerGone(log: Logger, lookup: ListenerLookup = native.tcpSocketCgroup): (real: Endpoint) => boolean {
   return (real) => {
-    const tries: Array<[string, string]> = real.ip.includes(':') ? [[real.ip, '::']] : [[real.ip, '0.0.0.0'], [`::ffff:${real.ip}`, '::']];
     try {
-      for (const [src, any] of tries) if (lookup(src, real.port, any, 0)?.state === TCP_LISTEN) return false;
+      for (const [src, any] of addressesOf(real)) if (lookup(src, real.port, any, 0)?.state === TCP_LISTEN) return false;
       return true;
     } catch (e) {
       log.debug({ err: e, real }, 'sock_diag listener lookup failed');
@@ -48,13 +54,12 @@ export type TcpLookup = (src: string, sport: number, dst: string, dport: number)
  * A lookup that fails says true: a socket we cannot see is not a closed socket. */
 export function socketHeld(log: Logger, tcp: TcpLookup = native.tcpSocketCgroup, udp: UdpLookup = native.udpSocketInode): (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean {
   return (ino, proto, real) => {
-    const addrs = real.ip.includes(':') ? [real.ip] : [real.ip, `::ffff:${real.ip}`];
     try {
-      for (const ip of addrs) {
+      for (const [ip, any] of addressesOf(real)) {
         if (proto === 'udp') {
           if (String(udp(ip, real.port)) === ino) return true;
         } else {
-          const r = tcp(ip, real.port, ip.includes(':') ? '::' : '0.0.0.0', 0);
+          const r = tcp(ip, real.port, any, 0);
           if (r?.state === TCP_LISTEN && String(r.inode) === ino) return true;
         }
       }
