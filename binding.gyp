@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "appswitch",
-      "sources": ["native/addon.cc", "native/scm_rights.c", "native/sockdiag.c", "native/sockguard.c", "native/statelock.c"],
+      "sources": ["native/addon.cc", "native/scm_rights.c", "native/sockdiag.c", "native/sockguard.c", "native/statelock.c", "native/dtab.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"]
@@ -17,7 +17,7 @@
       "sources": [
         "native/launcher.c", "native/caps.c", "native/generator.c", "native/udp_recv.c", "native/seccomp_filter.c", "native/notif.c",
         "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c",
-        "native/sockguard.c", "native/sockopt_emul.c"
+        "native/sockguard.c", "native/sockopt_emul.c", "native/dtab.c", "native/offer_chan.c"
       ],
       "cflags_c": ["-std=gnu11"]
     }

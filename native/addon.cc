@@ -21,7 +21,11 @@ extern "C" {
 #include "sockdiag.h"
 #include "sockguard.h"
 #include "statelock.h"
+#include "dtab.h"
 }
+
+#include <sys/mman.h>
+#include <map>
 
 namespace {
 
@@ -51,6 +55,7 @@ const char *ErrnoName(int e) {
   case ELOOP: return "ELOOP";
   case EROFS: return "EROFS";
   case EIO: return "EIO";
+  case E2BIG: return "E2BIG";
   default: return "EUNKNOWN";
   }
 }
@@ -451,7 +456,112 @@ Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(env, id);
 }
 
+// The decision table (dtab.h): the daemon maps each table it creates read-write, once, for its lifetime.
+std::map<int, uint8_t *> g_tables;
+
+// dtabCreate(): number — a new decision-table memfd (published by dtabPublish, handed to generators with dup()).
+Napi::Value DtabCreate(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = as_dtab_create("appswitch-decisions", AS_DTAB_SIZE);
+  if (fd < 0) return ThrowErrno(env, -fd, "memfd_create");
+  void *m = mmap(nullptr, AS_DTAB_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, e, "mmap");
+  }
+  g_tables[fd] = static_cast<uint8_t *>(m);
+  return Napi::Number::New(env, fd);
+}
+
+// dtabPublish(fd, body: Buffer): number — the new generation; E2BIG (the table is disabled) when it does not fit.
+Napi::Value DtabPublish(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBuffer()) return ThrowType(env, "dtabPublish(fd: number, body: Buffer)");
+  auto it = g_tables.find(info[0].As<Napi::Number>().Int32Value());
+  if (it == g_tables.end()) return ThrowErrno(env, EBADF, "dtabPublish");
+  auto body = info[1].As<Napi::Buffer<uint8_t>>();
+  int64_t g = as_dtab_publish(it->second, body.Data(), body.Length());
+  if (g < 0) return ThrowErrno(env, (int)-g, "dtabPublish");
+  return Napi::Number::New(env, (double)g);
+}
+
+// hostShmCreate(): { fd, counters: Buffer } — the shared counters (dtab.h struct as_hostshm), mapped read-write; the
+// Buffer is a view of the mapping for the daemon's in-flight measurements (it lives as long as the process).
+Napi::Value HostShmCreate(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = as_dtab_create("appswitch-counters", AS_SHM_SIZE);
+  if (fd < 0) return ThrowErrno(env, -fd, "memfd_create");
+  void *m = mmap(nullptr, AS_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, e, "mmap");
+  }
+  auto *shm = static_cast<struct as_hostshm *>(m);
+  shm->magic = AS_SHM_MAGIC;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, fd));
+  o.Set("counters", Napi::Buffer<uint8_t>::New(env, reinterpret_cast<uint8_t *>(shm->inflight), sizeof(shm->inflight)));
+  return o;
+}
+
+// dtabDecide(tableFd, shmFd, appId, ip16: Buffer, port, tried?: Buffer): {verdict, ip16?, port?, fast?, alternatives?,
+// serverSock?} — the generator's own decision (dtab.c), for tests of what the daemon publishes.
+Napi::Value DtabDecide(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsBuffer() || !info[4].IsNumber())
+    return ThrowType(env, "dtabDecide(tableFd, shmFd, appId, ip16, port, tried?)");
+  struct as_dtab t;
+  memset(&t, 0, sizeof(t));
+  t.app_index = -1;
+  std::string id = info[2].As<Napi::String>().Utf8Value();
+  int r = as_dtab_attach(&t, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), id.c_str());
+  if (r < 0) return ThrowErrno(env, -r, "mmap");
+  struct as_ep dst;
+  auto ip = info[3].As<Napi::Buffer<uint8_t>>();
+  if (ip.Length() != 16) return ThrowType(env, "ip16 must be 16 bytes");
+  memcpy(dst.ip, ip.Data(), 16);
+  dst.port = (uint16_t)info[4].As<Napi::Number>().Uint32Value();
+  struct as_ep tried[8];
+  int ntried = 0;
+  if (info.Length() > 5 && info[5].IsBuffer()) {
+    auto tb = info[5].As<Napi::Buffer<uint8_t>>();
+    for (size_t o = 0; o + 18 <= tb.Length() && ntried < 8; o += 18, ntried++) {
+      memcpy(tried[ntried].ip, tb.Data() + o, 16);
+      tried[ntried].port = (uint16_t)(tb.Data()[o + 16] << 8 | tb.Data()[o + 17]);
+    }
+  }
+  struct as_dt_pick out;
+  int v = as_dtab_decide(&t, &dst, 0, tried, ntried, &out);
+  as_dtab_detach(&t);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("verdict", Napi::Number::New(env, v));
+  if (v == AS_DT_PICKED) {
+    o.Set("ip16", Napi::Buffer<uint8_t>::Copy(env, out.real.ip, 16));
+    o.Set("port", Napi::Number::New(env, out.real.port));
+    o.Set("fast", Napi::Boolean::New(env, out.fast != 0));
+    o.Set("alternatives", Napi::Boolean::New(env, out.alternatives != 0));
+    o.Set("serverSock", Napi::String::New(env, out.server_sock));
+  }
+  return o;
+}
+
+// dup(fd): number — a new O_CLOEXEC descriptor for the same file (a HELLO reply's fds are closed once sent).
+Napi::Value Dup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return ThrowType(env, "dup(fd: number)");
+  int fd = fcntl(info[0].As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return ThrowErrno(env, errno, "dup");
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("dtabCreate", Napi::Function::New(env, DtabCreate));
+  exports.Set("dtabPublish", Napi::Function::New(env, DtabPublish));
+  exports.Set("hostShmCreate", Napi::Function::New(env, HostShmCreate));
+  exports.Set("dup", Napi::Function::New(env, Dup));
+  exports.Set("dtabDecide", Napi::Function::New(env, DtabDecide));
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));
   exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));

@@ -48,7 +48,32 @@ enum as_msg_type {
   AS_UDP_WHO = 15,  /* gen -> daemon: who sent a datagram from real endpoint addr to this program's addr2 (real local)?
                        reply: result 0 and addr = the sender's virtual identity (vip or link-local, and its virtual
                        port), or result < 0: unidentified (the generator drops such datagrams). seq has AS_SEQ_UDP */
+  AS_DECIDED = 16,  /* gen -> daemon: connects the generator decided itself from the decision table (dtab.h), in a
+                       batch: payload = struct as_decided records; sent when AS_DECIDED_MAX are due or AS_FLUSH_MS after
+                       the first; no reply. The daemon counts, logs and tracks them as if it had decided them */
 };
+
+/* AS_DECIDED payload record, little-endian. */
+enum as_decided_kind {
+  AS_DK_TCP = 1,        /* connected over TCP: local = the socket's real local endpoint */
+  AS_DK_FAST = 2,       /* a same-host fast-path connection: local = the placeholder's endpoint */
+  AS_DK_NO_SERVICE = 3, /* refused: no such service (ECONNREFUSED) */
+  AS_DK_DENIED = 4,     /* refused by the policy (ECONNREFUSED) */
+  AS_DK_ALL_TRIED = 5,  /* refused: every instance refused (ECONNREFUSED) */
+};
+struct as_decided {
+  uint8_t kind;
+  uint8_t retried; /* how many instances refused before this one */
+  uint16_t lport, rport, vport;
+  uint8_t lip[16], rip[16], vip[16]; /* local, real destination, virtual destination (as asked) */
+  uint32_t pid;
+  uint32_t pad;
+  uint64_t inode; /* AS_DK_FAST: the inode of the server's end of the socket pair */
+  char server_app[32];
+};
+_Static_assert(sizeof(struct as_decided) == 104, "AS_DECIDED layout is part of the wire format");
+#define AS_DECIDED_MAX 64
+#define AS_FLUSH_MS 20
 
 #define AS_SEQ_UDP 0x80000000u /* AS_UDP_WHO sequence numbers (udp_recv.c); other requests never set this bit */
 

@@ -50,6 +50,40 @@ static int build_meta(char *out, size_t cap, const char *meta, const char *ticke
 
 int as_session_hello(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
                      struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap) {
+  int fds[AS_SESSION_FDS], nfds = 0;
+  int r = as_session_hello_fds(s, meta, ticket, identity, timeout_ms, reply, ticket_out, cap, err, errcap, fds, &nfds);
+  for (int i = 0; i < nfds; i++) close(fds[i]);
+  return r;
+}
+
+int as_meta_add(char *out, size_t cap, const char *meta, const char *key, const char *value) {
+  const char *body = strchr(meta, '{');
+  if (!body) return -EINVAL;
+  body++;
+  while (*body == ' ' || *body == '\n' || *body == '\t' || *body == '\r') body++;
+  int n = snprintf(out, cap, "{\"%s\":\"%s\"%s%s", key, value, *body == '}' ? "" : ",", body);
+  return n < 0 || (size_t)n >= cap ? -E2BIG : 0;
+}
+
+static int hello(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
+                 struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap, int *fds_out,
+                 int *nfds_out);
+
+int as_session_hello_fds(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
+                         struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap, int *fds_out,
+                         int *nfds_out) {
+  *nfds_out = 0;
+  int r = hello(s, meta, ticket, identity, timeout_ms, reply, ticket_out, cap, err, errcap, fds_out, nfds_out);
+  if (r < 0 || reply->result < 0) { /* only an accepted registration hands descriptors over */
+    for (int i = 0; i < *nfds_out; i++) close(fds_out[i]);
+    *nfds_out = 0;
+  }
+  return r;
+}
+
+static int hello(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
+                 struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap, int *fds_out,
+                 int *nfds_out) {
   static uint8_t buf[AS_MSG_MAX];
   struct as_msg m;
   memset(&m, 0, sizeof(m));
@@ -71,7 +105,11 @@ int as_session_hello(int s, const char *meta, const char *ticket, const struct a
   ssize_t sent = r;
   r = as_recv_fds(s, buf, sizeof(buf), fds, &nfds, closed ? MSG_DONTWAIT : 0);
   if (closed && r <= 0) return (int)sent;
-  for (int i = 0; i < nfds; i++) close(fds[i]);
+  /* a successful reply carries the decision table and the shared counters (dtab.h); anything more is closed */
+  for (int i = 0; i < nfds; i++) {
+    if (r >= (ssize_t)sizeof(struct as_msg) && *nfds_out < AS_SESSION_FDS) fds_out[(*nfds_out)++] = fds[i];
+    else close(fds[i]);
+  }
   struct timeval zero = {0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof(zero));
   if (r < 0) return r == -EWOULDBLOCK ? -EAGAIN : (int)r;

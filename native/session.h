@@ -23,4 +23,15 @@ int as_session_connect(const char *path);
 int as_session_hello(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
                      struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap);
 
+/* As as_session_hello, and keeps the descriptors a successful reply carries (the decision table, then the shared
+ * counters: dtab.h) in fds_out, their count in *nfds_out (at most AS_SESSION_FDS); they are the caller's. */
+#define AS_SESSION_FDS 2
+int as_session_hello_fds(int s, const char *meta, const char *ticket, const struct as_ep *identity, int timeout_ms,
+                         struct as_msg *reply, char *ticket_out, size_t cap, char *err, size_t errcap, int *fds_out,
+                         int *nfds_out);
+
+/* Writes meta (a JSON object) with "key":"value" put in front of its members into out. value needs no escaping
+ * (the caller's own text). Returns 0 or -E2BIG / -EINVAL. */
+int as_meta_add(char *out, size_t cap, const char *meta, const char *key, const char *value);
+
 #endif

@@ -17,6 +17,8 @@ import { TrapServer } from '../trap/server.js';
 import { VirtualDns } from '../trap/virtual-dns.js';
 import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
+import { applyDecided } from '../trap/decided.js';
+import { DecisionTable } from '../trap/decision-table.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
@@ -74,6 +76,8 @@ export class Daemon {
   /** Who may use the control and trap sockets (root, the daemon's user, --group). */
   readonly access: AccessControl;
   readonly connections: ConnectionTracker;
+  /** What the generators decide connects from (native/dtab.h). */
+  readonly decisions: DecisionTable;
   /** Trap counts sampled every second over the last 10 s, for the trap rate in `status`. */
   private readonly trapSamples: Array<{ at: number; traps: number }> = [];
   private rateTimer?: NodeJS.Timeout;
@@ -101,6 +105,7 @@ export class Daemon {
       byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node }]));
       return byEndpoint.get(ep);
     });
+    const policy = defaultPolicy();
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
@@ -108,7 +113,7 @@ export class Daemon {
       table: this.table,
       pool: new PortPool(cfg.ports.low, cfg.ports.high),
       log: this.log,
-      policy: defaultPolicy(),
+      policy,
       lb: cfg.lb,
       nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
       directory: this.directory,
@@ -162,6 +167,28 @@ export class Daemon {
     const metrics = this.metrics;
     this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
     this.trap.onInternalError = this.internalErrors.reporter('trap');
+    this.decisions = new DecisionTable(
+      native,
+      {
+        nodeName: cfg.nodeName,
+        nodeAddress: cfg.nodeAddress,
+        vipCidrs: cfg.vipCidrs,
+        table: this.table,
+        apps: () => this.handler.apps.values(),
+        policy,
+        nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+        fastpath: cfg.fastpath,
+        lb: cfg.lb,
+      },
+      this.internalErrors.reporter('trap'),
+    );
+    this.trap.helloFds = () => this.decisions.fdsForHello();
+    this.trap.onAppsChanged = () => this.decisions.invalidate();
+    const decidedDeps = { stats: this.handler.stats, connections: this.connections, log: this.log, table: this.table };
+    this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
+    this.trap.onClaimed = (app, peers) => {
+      for (const p of peers) this.connections.markAccepted(p, app.id, cfg.nodeName);
+    };
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
     this.control.onInternalError = this.internalErrors.reporter('control');
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
@@ -189,6 +216,8 @@ export class Daemon {
     this.refreshDoors();
     this.cluster = await Cluster.start(opts);
     const cluster = this.cluster;
+    cluster.on('nodes', () => this.decisions.invalidate()); /* a node dead or back: its instances' health */
+    cluster.ml.on('change', () => this.decisions.invalidate());
     cluster.on('nodes', guarded(this.internalErrors.reporter('daemon'), 'refreshing the closed doors', () => this.refreshDoors()));
     this.refreshDoors();
     this.peers = new PeerApi(
@@ -395,6 +424,7 @@ export class Daemon {
       }
       this.handler.sweep(snap.listening, takenAt, snap.sockets, snap.liveLocal);
       this.handler.balancer.setInflight(snap.outbound);
+      this.decisions.setInflight(snap.outbound);
       const unix = this.connections.hasFastpath ? await unixInodes().catch(() => undefined) : undefined;
       const tcp = { tcpLocal: snap.liveLocal, tcpRemote: snap.liveRemote, takenAt };
       this.connections.sweep(unix ? { ...tcp, unixInodes: unix } : tcp);

@@ -48,6 +48,17 @@ export interface TcpSocketInfo {
 /** lockFile's answer: the descriptor that holds the lock, or the pid of the process that holds it (0: unknown). */
 export type LockResult = { fd: number; holder?: undefined } | { fd?: undefined; holder: number };
 
+/** A generator's decision from a published table (tests: native/dtab.c run on the daemon's memfd). verdict: 0 ask the
+ * daemon, 1 picked, 2 no such service, 3 denied by policy, 4 every instance tried. */
+export interface DtabDecision {
+  verdict: number;
+  ip16?: Buffer;
+  port?: number;
+  fast?: boolean;
+  alternatives?: boolean;
+  serverSock?: string;
+}
+
 interface RawBinding {
   lockFile(path: string): LockResult;
   tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
@@ -62,6 +73,11 @@ interface RawBinding {
   drain(fd: number, max: number): number;
   close(fd: number): void;
   execve(file: string, argv: string[], env: string[]): never;
+  dtabCreate(): number;
+  dtabPublish(fd: number, body: Buffer): number;
+  hostShmCreate(): { fd: number; counters: Buffer };
+  dup(fd: number): number;
+  dtabDecide(t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
 }
 
@@ -144,6 +160,19 @@ export const native = {
   /** An exclusive flock(2) on path (created 0644), held by the returned fd until it is closed or the process ends,
    * with this process's pid written in the file; `{ holder }` when another process holds it (native/statelock.h). */
   lockFile: wrap((p: string): LockResult => raw().lockFile(p)),
+  /** A new decision-table memfd, mapped read-write in this process (native/dtab.h). */
+  dtabCreate: wrap((): number => raw().dtabCreate()),
+  /** Publishes a compiled body (src/trap/decision-table.ts) into the table; returns its generation (E2BIG when it
+   * does not fit: the table is then disabled and generators ask the daemon). */
+  dtabPublish: wrap((fd: number, body: Buffer): number => raw().dtabPublish(fd, body)),
+  /** The host's shared counters (round-robin positions, in-flight connections), mapped read-write; `counters` views
+   * the in-flight array. */
+  hostShmCreate: wrap((): { fd: number; counters: Buffer } => raw().hostShmCreate()),
+  /** A close-on-exec duplicate of fd. */
+  dup: wrap((fd: number): number => raw().dup(fd)),
+  /** What a generator would decide for app `app` connecting to ip16:port (tried: 18-byte records of endpoints that
+   * refused), read from the table and counters by native/dtab.c itself: for tests. */
+  dtabDecide: wrap((t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision => raw().dtabDecide(t, s, app, ip, port, tried)),
   poller(fd: number, cb: (status: number, events: number) => void): Poller {
     const P = raw().Poller;
     return new P(fd, cb);

@@ -15,6 +15,9 @@ export interface AppMeta {
   /** The user on whose behalf root runs the program: `appswitch run` puts SUDO_UID here when started through sudo.
    * Taken only from a root generator (the trap socket admits no other); see AppRecord.owner. */
   owner?: number;
+  /** The generator's offer socket (an abstract Unix datagram socket, named without its leading NUL): other
+   * generators of the host hand it same-host fast-path connections directly (native/offer_chan.h). */
+  offers?: string;
 }
 
 export interface AppRecord extends AppMeta {
@@ -110,6 +113,10 @@ export function parseMeta(raw: Buffer): AppMeta | string {
   if (o.owner !== undefined) {
     if (typeof o.owner !== 'number' || !Number.isInteger(o.owner) || o.owner < 0 || o.owner >= 0xffffffff) return 'owner must be a uid';
     meta.owner = o.owner;
+  }
+  if (o.offers !== undefined) {
+    if (typeof o.offers !== 'string' || !/^appswitch-gen-[0-9a-f]{32}$/.test(o.offers)) return 'offers must be an offer socket name';
+    meta.offers = o.offers;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

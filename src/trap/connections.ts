@@ -132,6 +132,16 @@ export class ConnectionTracker {
     });
   }
 
+  /** A server of this node took a fast-path connection from `peer` (the placeholder's endpoint) straight from the
+   * client's generator (AS_CLAIMED): the connection, if tracked, is accepted. */
+  markAccepted(peer: Endpoint, serverApp: string, node: string): void {
+    const e = this.entries.get(key(peer));
+    if (!e) return;
+    e.accepted = true;
+    e.serverApp = serverApp;
+    e.serverNode = node;
+  }
+
   /** A fast-path offer was given up (no server accepted it in time): its connection is gone. */
   offerExpired(local: string): void {
     const e = this.entries.get(local);

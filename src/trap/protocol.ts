@@ -23,6 +23,7 @@ export const MsgType = {
   CLAIMED: 13,
   UDP_FROM: 14,
   UDP_WHO: 15,
+  DECIDED: 16,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 

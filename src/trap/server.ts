@@ -10,6 +10,8 @@ import { errCode, FdBudget, isFdExhaustion } from './fdbudget.js';
 import { type Reply, TrapHandler } from './handler.js';
 import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
 import { decodeWaitStatus } from './wait-status.js';
+import { decodeClaims, decodeDecided, type DecidedRecord } from './decided.js';
+import type { Endpoint } from './protocol.js';
 
 /** Receives each generator's trap counters (AS_STATS deltas). */
 export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
@@ -63,6 +65,15 @@ export class TrapServer {
   traps = 0;
   /** Told of every unexpected exception caught here (besides the log line): the daemon counts them. */
   onInternalError?: (what: string, err: unknown) => void;
+  /** Descriptors a HELLO reply hands the generator (the decision table and the shared counters, native/dtab.h);
+   * they are closed once sent. */
+  helloFds?: () => number[];
+  /** An app registered or went away (the decision table is republished). */
+  onAppsChanged?: () => void;
+  /** Connects a generator decided by itself (AS_DECIDED, decided.ts). */
+  onDecided?: (app: AppRecord, records: DecidedRecord[]) => void;
+  /** Fast-path connections a server's generator took straight from a client's generator (AS_CLAIMED). */
+  onClaimed?: (app: AppRecord, peers: Endpoint[]) => void;
 
   constructor(
     private readonly handler: TrapHandler,
@@ -306,7 +317,17 @@ export class TrapServer {
           break;
         case MsgType.CLAIMED:
           this.handler.claimed(app, m);
+          this.onClaimed?.(app, decodeClaims(m.payload));
           break;
+        case MsgType.DECIDED: {
+          const d = decodeDecided(m.payload);
+          if (d.bad) {
+            this.badMessages++;
+            this.log.warn({ app: app.id, bytes: m.payload.length }, 'malformed decided-connect records dropped');
+          }
+          this.onDecided?.(app, d.records);
+          break;
+        }
         case MsgType.CONNECTED:
           this.handler.connected(app, m, fds);
           break;
@@ -393,9 +414,17 @@ export class TrapServer {
       return;
     }
     c.app = res;
+    if (typeof meta !== 'string' && meta.offers !== undefined) res.offers = meta.offers; /* a resumed app's too */
     this.byApp.set(res.id, c);
     const ticket = Buffer.from(TrapHandler.ticketOf(res));
-    this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: ticket });
+    let fds: number[] = [];
+    try {
+      fds = this.helloFds?.() ?? [];
+    } catch (e) { /* no table for this generator: it asks the daemon for every connect, as before */
+      this.log.warn({ err: e, app: res.id }, 'decision table not handed to the generator');
+    }
+    this.reply(c, m, { result: 0, arg: 0, addr: encodeSockaddr({ ip: res.identity, port: 0 }), payload: ticket, fds });
+    this.onAppsChanged?.();
   }
 
   /** Sends an AS_OFFER to the generator of app `p.appId` (before the reply that lets the client connect, so it is
@@ -483,6 +512,9 @@ export class TrapServer {
     for (const out of c.backlog.splice(0)) for (const fd of out.fds) native.close(fd);
     c.poller.stop();
     native.close(c.fd);
-    if (c.app) this.handler.goodbye(c.app);
+    if (c.app) {
+      this.handler.goodbye(c.app);
+      this.onAppsChanged?.();
+    }
   }
 }

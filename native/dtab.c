@@ -1,0 +1,317 @@
+/* The decision table: reader (generators) and writer (the daemon's addon). Format and design: dtab.h. */
+#define _GNU_SOURCE
+#include "dtab.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* ---- mapping ---------------------------------------------------------------------------------------------------- */
+
+void as_dtab_detach(struct as_dtab *t) {
+  if (t->map) munmap((void *)t->map, AS_DTAB_SIZE);
+  if (t->shm) munmap(t->shm, AS_SHM_SIZE);
+  t->map = NULL;
+  t->shm = NULL;
+  t->app_gen = 0;
+  t->app_index = -1;
+}
+
+int as_dtab_attach(struct as_dtab *t, int table_fd, int shm_fd, const char *app_id) {
+  const uint8_t *map = NULL;
+  struct as_hostshm *shm = NULL;
+  if (table_fd >= 0) {
+    void *m = mmap(NULL, AS_DTAB_SIZE, PROT_READ, MAP_SHARED, table_fd, 0);
+    if (m == MAP_FAILED) return -errno;
+    const struct as_dtab_header *h = m;
+    if (h->magic != AS_DTAB_MAGIC || h->format != AS_DTAB_FORMAT || h->half_size != AS_DTAB_HALF) {
+      munmap(m, AS_DTAB_SIZE);
+      return -EPROTO;
+    }
+    map = m;
+  }
+  if (shm_fd >= 0) {
+    void *m = mmap(NULL, AS_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+    if (m != MAP_FAILED && ((struct as_hostshm *)m)->magic == AS_SHM_MAGIC) shm = m;
+    else if (m != MAP_FAILED) munmap(m, AS_SHM_SIZE);
+  }
+  as_dtab_detach(t);
+  t->map = map;
+  t->shm = shm;
+  if (app_id) snprintf(t->app_id, sizeof(t->app_id), "%s", app_id);
+  return 0;
+}
+
+/* ---- reading one half ------------------------------------------------------------------------------------------- */
+
+/* A view of the active half's body, with the sequence it was read at. */
+struct view {
+  const uint8_t *body;
+  uint32_t len;
+  uint32_t seq;
+  const volatile uint32_t *seqp;
+  uint64_t gen;
+};
+
+static int view_open(const struct as_dtab *t, struct view *v) {
+  const volatile struct as_dtab_header *h = (const volatile struct as_dtab_header *)t->map;
+  if (h->disabled) return -1;
+  uint32_t a = h->active & 1;
+  const uint8_t *half = t->map + AS_DTAB_HEADER + (size_t)a * AS_DTAB_HALF;
+  v->seqp = (const volatile uint32_t *)half;
+  v->seq = __atomic_load_n((const uint32_t *)half, __ATOMIC_ACQUIRE);
+  if (v->seq & 1) return -1;
+  v->gen = h->generation;
+  v->len = ((const volatile struct as_dtab_half *)half)->len;
+  if (v->len < sizeof(struct as_dt_head) || v->len > AS_DTAB_HALF - sizeof(struct as_dtab_half)) return -1;
+  v->body = half + sizeof(struct as_dtab_half);
+  return 0;
+}
+
+/* Whether what was read from the view is consistent (no writer came by meanwhile). */
+static int view_valid(const struct view *v) {
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  return *v->seqp == v->seq;
+}
+
+/* A pointer to n records of size sz at off, or NULL when they do not lie inside the body. */
+static const void *at(const struct view *v, uint32_t off, uint32_t n, size_t sz) {
+  if (off > v->len || (uint64_t)n * sz > v->len - off) return NULL;
+  return v->body + off;
+}
+
+static int in_range(const struct as_dt_range *r, const uint8_t ip[16]) {
+  unsigned bits = r->bits > 128 ? 128 : r->bits;
+  unsigned full = bits / 8, rest = bits % 8;
+  if (memcmp(r->ip, ip, full)) return 0;
+  if (!rest) return 1;
+  uint8_t mask = (uint8_t)(0xff << (8 - rest));
+  return (r->ip[full] & mask) == (ip[full] & mask);
+}
+
+static int is_loopback(const uint8_t ip[16]) {
+  static const uint8_t v6lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (!memcmp(ip, v6lo, 16)) return 1;
+  return !memcmp(ip, v4prefix, 12) && ip[12] == 127;
+}
+
+static uint32_t svc_hash(const uint8_t vip[16], uint16_t port) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 16; i++) h = (h ^ vip[i]) * 16777619u;
+  h = (h ^ (port & 0xff)) * 16777619u;
+  h = (h ^ (port >> 8)) * 16777619u;
+  return h;
+}
+
+static const struct as_dt_app *find_app(struct as_dtab *t, const struct view *v, const struct as_dt_head *hd) {
+  const struct as_dt_app *apps = at(v, hd->off_apps, hd->n_apps, sizeof(struct as_dt_app));
+  if (!apps) return NULL;
+  if (t->app_gen == v->gen && t->app_index >= 0 && (uint32_t)t->app_index < hd->n_apps &&
+      !strncmp(apps[t->app_index].id, t->app_id, AS_DTAB_ID_MAX))
+    return &apps[t->app_index];
+  for (uint32_t i = 0; i < hd->n_apps; i++) {
+    if (!strncmp(apps[i].id, t->app_id, AS_DTAB_ID_MAX)) {
+      t->app_index = (int)i;
+      t->app_gen = v->gen;
+      return &apps[i];
+    }
+  }
+  return NULL;
+}
+
+static uint32_t rnd(void) {
+  static __thread uint64_t s;
+  if (!s) s = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)&s;
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return (uint32_t)(s >> 11);
+}
+
+#define CAND_MAX 256
+
+static uint32_t load_of(const struct as_dtab *t, const struct as_dt_inst *i) {
+  return t->shm ? __atomic_load_n(&t->shm->inflight[i->ctr_slot % AS_SHM_SLOTS], __ATOMIC_RELAXED) : 0;
+}
+
+/* One decision on one view; *out is filled from the view, the caller checks the view afterwards. */
+static int decide_once(struct as_dtab *t, const struct view *v, const struct as_ep *dst, int family,
+                       const struct as_ep *tried, int ntried, struct as_dt_pick *out) {
+  const struct as_dt_head *hd = at(v, 0, 1, sizeof(*hd));
+  if (!hd) return AS_DT_ASK;
+  const struct as_dt_app *me = find_app(t, v, hd);
+  if (!me) return AS_DT_ASK; /* a table from before this app registered: the daemon knows better */
+  uint8_t vip[16];
+  if (is_loopback(dst->ip)) {
+    memcpy(vip, me->identity, 16); /* the app's own port space, wherever its members run */
+  } else {
+    const struct as_dt_range *r = at(v, hd->off_ranges, hd->n_ranges, sizeof(*r));
+    if (!r) return AS_DT_ASK;
+    uint32_t k = 0;
+    while (k < hd->n_ranges && !in_range(&r[k], dst->ip)) k++;
+    if (k == hd->n_ranges) return AS_DT_ASK; /* not virtual: egress, the daemon's doors, the virtual DNS */
+    memcpy(vip, dst->ip, 16);
+  }
+  uint32_t nb = hd->n_buckets;
+  const struct as_dt_svc *b = at(v, hd->off_svc, nb, sizeof(*b));
+  if (!b || !nb || (nb & (nb - 1))) return AS_DT_ASK;
+  const struct as_dt_svc *svc = NULL;
+  uint32_t h = svc_hash(vip, dst->port);
+  for (uint32_t probe = 0; probe < nb; probe++) {
+    const struct as_dt_svc *s = &b[(h + probe) & (nb - 1)];
+    if (!s->used) break;
+    if (s->port == dst->port && !memcmp(s->vip, vip, 16)) {
+      svc = s;
+      break;
+    }
+  }
+  if (!svc) return AS_DT_NO_SERVICE;
+  const struct as_dt_inst *inst = at(v, hd->off_inst, hd->n_inst, sizeof(*inst));
+  if (!inst || svc->first > hd->n_inst || svc->count > hd->n_inst - svc->first || svc->count > CAND_MAX) return AS_DT_ASK;
+  const uint64_t *bits = at(v, me->off_bits, hd->bits_words, sizeof(uint64_t));
+  if (!bits || (uint64_t)hd->bits_words * 64 < hd->n_inst) return AS_DT_ASK;
+
+  /* the policy, then what this connect tried already */
+  const struct as_dt_inst *cand[CAND_MAX];
+  int n = 0, allowed = 0;
+  for (uint32_t i = svc->first; i < svc->first + svc->count; i++) {
+    if (!(bits[i / 64] >> (i % 64) & 1)) continue;
+    allowed++;
+    int seen = 0;
+    for (int k = 0; k < ntried && !seen; k++) seen = tried[k].port == inst[i].port && !memcmp(tried[k].ip, inst[i].ip, 16);
+    if (!seen) cand[n++] = &inst[i];
+  }
+  if (!allowed) return AS_DT_DENIED;
+  if (!n) return AS_DT_ALL_TRIED;
+  /* a dual-stack server: each family to its own socket (src/table/family.ts preferFamily) */
+  int want = memcmp(dst->ip, v4prefix, 12) ? 6 : 4;
+  if (n > 1) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+      const struct as_dt_inst *c = cand[i];
+      int drop = 0;
+      if (c->family && c->family != want)
+        for (int k = 0; k < n && !drop; k++) drop = cand[k]->family == want && cand[k]->owner == c->owner;
+      if (!drop) cand[m++] = c;
+    }
+    n = m;
+  }
+  /* live nodes first */
+  int live = 0;
+  for (int i = 0; i < n; i++) live += (cand[i]->flags & AS_DT_ALIVE) != 0;
+  if (live && live < n) {
+    int m = 0;
+    for (int i = 0; i < n; i++)
+      if (cand[i]->flags & AS_DT_ALIVE) cand[m++] = cand[i];
+    n = m;
+  }
+  const struct as_dt_inst *pick = cand[0];
+  if (n > 1) {
+    switch (svc->lb) {
+    case AS_DT_LB_RR: {
+      uint32_t i = t->shm ? __atomic_fetch_add(&t->shm->rr[svc->rr_slot % AS_SHM_SLOTS], 1, __ATOMIC_RELAXED) : rnd();
+      pick = cand[i % (uint32_t)n];
+      break;
+    }
+    case AS_DT_LB_LEAST:
+      for (int i = 1; i < n; i++)
+        if (load_of(t, cand[i]) < load_of(t, pick)) pick = cand[i];
+      break;
+    case AS_DT_LB_P2C: {
+      const struct as_dt_inst *a = cand[rnd() % (uint32_t)n], *c = cand[rnd() % (uint32_t)(n - 1)];
+      if (c == a) c = cand[n - 1];
+      pick = load_of(t, c) < load_of(t, a) ? c : a;
+      break;
+    }
+    default: pick = cand[rnd() % (uint32_t)n];
+    }
+  }
+  memset(out, 0, sizeof(*out));
+  memcpy(out->real.ip, pick->ip, 16);
+  out->real.port = pick->port;
+  out->virt = *dst;
+  out->alternatives = n > 1;
+  const struct as_dt_app *apps = at(v, hd->off_apps, hd->n_apps, sizeof(struct as_dt_app));
+  if ((hd->flags & AS_DT_FASTPATH) && (me->flags & AS_DT_APP_FAST) && (pick->flags & AS_DT_FAST) && apps &&
+      pick->app >= 0 && (uint32_t)pick->app < hd->n_apps && (apps[pick->app].flags & AS_DT_APP_FAST) &&
+      apps[pick->app].sock[0]) {
+    out->fast = 1;
+    memcpy(out->server_sock, apps[pick->app].sock, AS_DTAB_SOCK_MAX);
+    out->server_sock[AS_DTAB_SOCK_MAX - 1] = 0;
+    memcpy(out->server_app, apps[pick->app].id, AS_DTAB_ID_MAX);
+    out->server_app[AS_DTAB_ID_MAX - 1] = 0;
+  }
+  if (t->shm) __atomic_fetch_add(&t->shm->inflight[pick->ctr_slot % AS_SHM_SLOTS], 1, __ATOMIC_RELAXED);
+  (void)family;
+  return AS_DT_PICKED;
+}
+
+int as_dtab_decide(struct as_dtab *t, const struct as_ep *dst, int family, const struct as_ep *tried, int ntried,
+                   struct as_dt_pick *out) {
+  if (!t->map) return AS_DT_ASK;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct view v;
+    if (view_open(t, &v) < 0) continue;
+    int r = decide_once(t, &v, dst, family, tried, ntried, out);
+    if (view_valid(&v)) return r;
+  }
+  return AS_DT_ASK;
+}
+
+int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]) {
+  if (!t->map) return 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct view v;
+    if (view_open(t, &v) < 0) continue;
+    const struct as_dt_head *hd = at(&v, 0, 1, sizeof(*hd));
+    int r = hd && !memcmp(hd->node_ip, ip, 16);
+    if (view_valid(&v)) return r;
+  }
+  return 0;
+}
+
+/* ---- the writer --------------------------------------------------------------------------------------------------- */
+
+int as_dtab_create(const char *name, size_t size) {
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -errno;
+  if (ftruncate(fd, (off_t)size) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+int64_t as_dtab_publish(uint8_t *map, const uint8_t *body, size_t len) {
+  struct as_dtab_header *h = (struct as_dtab_header *)map;
+  if (h->magic != AS_DTAB_MAGIC) { /* a new table: no reader has it yet */
+    h->format = AS_DTAB_FORMAT;
+    h->half_size = AS_DTAB_HALF;
+    h->active = 0;
+    h->disabled = 1;
+    __atomic_store_n(&h->magic, AS_DTAB_MAGIC, __ATOMIC_RELEASE);
+  }
+  if (len > AS_DTAB_HALF - sizeof(struct as_dtab_half)) {
+    __atomic_store_n(&h->disabled, 1, __ATOMIC_RELEASE);
+    return -E2BIG;
+  }
+  uint32_t next = (__atomic_load_n(&h->active, __ATOMIC_RELAXED) & 1) ^ 1;
+  struct as_dtab_half *half = (struct as_dtab_half *)(map + AS_DTAB_HEADER + (size_t)next * AS_DTAB_HALF);
+  uint32_t seq = __atomic_load_n(&half->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&half->seq, seq | 1, __ATOMIC_RELAXED); /* odd: being written */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  half->len = (uint32_t)len;
+  memcpy((uint8_t *)half + sizeof(*half), body, len);
+  __atomic_store_n(&half->seq, (seq | 1) + 1, __ATOMIC_RELEASE);
+  h->generation++;
+  __atomic_store_n(&h->active, next, __ATOMIC_RELEASE);
+  __atomic_store_n(&h->disabled, 0, __ATOMIC_RELEASE);
+  return (int64_t)h->generation;
+}

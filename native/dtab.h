@@ -1,0 +1,182 @@
+/* The decision table: what a generator needs to decide a TCP connect to a vip by itself, without asking the daemon.
+ *
+ * The daemon (src/trap/decision-table.ts) stays the authority: it compiles its service table, its policy and each
+ * app's settings into one body of plain records and publishes it into a memfd that every generator of the host maps
+ * read-only (the fd travels in the HELLO reply). A generator looks up the service, applies the policy the daemon
+ * compiled (a bit per (local app, instance)), prefers its own address family and live nodes, picks an instance with
+ * the service's load-balancing strategy on counters shared by all generators of the host (struct as_hostshm), and
+ * connects. The daemon learns of the connection afterwards, in a batch (AS_DECIDED).
+ *
+ * Publication: the memfd holds a header page and two halves. The writer (dtab_write.c, in the daemon) fills the half
+ * that is not active under a sequence lock (odd while writing), then makes it the active one. A reader takes the
+ * active half's sequence, decides from the half in place (every offset bounds-checked: a torn read may see garbage but
+ * never leaves the mapping), copies its result out and checks that the sequence did not move; if it did, it decides
+ * again (a writer needs two publications to come back to the same half, so that is rare). A reader never waits for
+ * the daemon: a daemon that is stopped or killed leaves the last table in place, and connects keep being decided by
+ * it (and keep obeying its policy) until a new daemon publishes a new table.
+ *
+ * All integers are little-endian (the host's); addresses are 16 bytes, IPv4 as ::ffff:a.b.c.d. */
+#ifndef APPSWITCH_DTAB_H
+#define APPSWITCH_DTAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmap.h"
+
+#ifdef __cplusplus
+#define AS_DTAB_ASSERT static_assert
+#else
+#define AS_DTAB_ASSERT _Static_assert
+#endif
+
+#define AS_DTAB_MAGIC 0x54445341u /* "ASDT" */
+#define AS_DTAB_FORMAT 1u
+#define AS_DTAB_HEADER 4096u
+#define AS_DTAB_HALF (8u << 20) /* bytes per half; a body that does not fit disables local decisions */
+#define AS_DTAB_SIZE (AS_DTAB_HEADER + 2 * AS_DTAB_HALF)
+#define AS_DTAB_ID_MAX 32   /* app id, NUL-padded */
+#define AS_DTAB_SOCK_MAX 48 /* a generator's offer socket: abstract name without the leading NUL, NUL-padded */
+
+struct as_dtab_header {
+  uint32_t magic, format;
+  uint32_t active;   /* 0 or 1: the half readers use */
+  uint32_t disabled; /* 1: decide nothing locally (ask the daemon), e.g. the body did not fit */
+  uint64_t generation;
+  uint32_t half_size, pad;
+};
+
+struct as_dtab_half {
+  uint32_t seq; /* odd while the writer fills this half */
+  uint32_t len; /* body bytes */
+  uint8_t pad[56];
+  /* body follows (64-byte aligned) */
+};
+
+/* The body: a head, then the arrays it points to (offsets from the body's start). */
+#define AS_DT_FASTPATH 1u /* head.flags: the daemon allows the same-host fast path (--no-fastpath clears it) */
+struct as_dt_head {
+  uint32_t flags;
+  uint32_t n_ranges, off_ranges; /* virtual ranges (--vip-cidr and the identity range) */
+  uint32_t n_buckets, off_svc;   /* services: an open-addressing hash table, n_buckets a power of two */
+  uint32_t n_inst, off_inst;     /* instances, grouped by service */
+  uint32_t n_apps, off_apps;     /* the apps of this host (clients and servers that have a generator here) */
+  uint32_t bits_words;           /* u64 words per app's policy bitmap (over instance indexes) */
+  uint8_t node_ip[16];           /* this node's address: where same-host real endpoints live */
+  uint32_t pad[2];
+};
+
+struct as_dt_range {
+  uint8_t ip[16];
+  uint8_t bits; /* prefix length over the 16 bytes (an IPv4 /n is 96 + n) */
+  uint8_t pad[3];
+};
+
+#define AS_DT_LB_RANDOM 0
+#define AS_DT_LB_RR 1
+#define AS_DT_LB_LEAST 2
+#define AS_DT_LB_P2C 3
+struct as_dt_svc {
+  uint8_t vip[16];
+  uint16_t port;
+  uint8_t used; /* 0: an empty bucket (ends a probe) */
+  uint8_t lb;
+  uint32_t first, count; /* instances [first, first + count) */
+  uint32_t rr_slot;      /* its round-robin counter in struct as_hostshm */
+};
+
+#define AS_DT_ALIVE 1u /* its node is alive (or is this node) */
+#define AS_DT_LOCAL 2u /* on this node */
+#define AS_DT_FAST 4u  /* on this node, and its app allows the fast path */
+struct as_dt_inst {
+  uint8_t ip[16]; /* the real endpoint */
+  uint16_t port;
+  uint8_t family; /* 4, 6, or 0 (unknown): the program's listening socket's family */
+  uint8_t flags;
+  int32_t app;      /* index of the server app in the apps array when AS_DT_LOCAL, else -1 */
+  uint32_t owner;   /* a hash of (node, app id): instances of one app on one node share it (family preference) */
+  uint32_t ctr_slot; /* its in-flight counter in struct as_hostshm */
+  uint8_t vip[16];  /* the virtual endpoint the client asked for is the service's; this is the instance's own vip */
+};
+
+#define AS_DT_APP_FAST 1u /* the app allows the fast path (not started with --no-fastpath) */
+struct as_dt_app {
+  char id[AS_DTAB_ID_MAX];
+  uint8_t identity[16];
+  uint32_t flags;
+  uint32_t off_bits; /* its policy bitmap: bit i set = it may connect to instance i */
+  char sock[AS_DTAB_SOCK_MAX];
+};
+
+AS_DTAB_ASSERT(sizeof(struct as_dtab_header) == 32, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dtab_half) == 64, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_head) == 64, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_range) == 20, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_svc) == 32, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_inst) == 48, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_app) == 104, "decision table layout");
+
+/* Counters shared by every generator of the host (a second memfd, mapped read-write): round-robin positions per
+ * service and in-flight connections per instance. The daemon refreshes the in-flight counts from its measurement;
+ * generators add the connections they hand out in between (as the daemon's own balancer did). Slots are hashed:
+ * two services that share a slot share a round-robin position, which only changes which instance comes next. */
+#define AS_SHM_MAGIC 0x4d485341u /* "ASHM" */
+#define AS_SHM_SLOTS 4096u
+struct as_hostshm {
+  uint32_t magic, pad;
+  uint32_t rr[AS_SHM_SLOTS];
+  uint32_t inflight[AS_SHM_SLOTS];
+};
+#define AS_SHM_SIZE 65536u
+AS_DTAB_ASSERT(sizeof(struct as_hostshm) <= AS_SHM_SIZE, "shared counters layout");
+
+/* ---- the reader (generators) ----------------------------------------------------------------------------------- */
+
+struct as_dtab {
+  const uint8_t *map; /* NULL: no table (every connect asks the daemon) */
+  struct as_hostshm *shm;
+  uint64_t app_gen; /* the generation app_index was found in */
+  int app_index;    /* this generator's app in the apps array (-1: not there) */
+  char app_id[AS_DTAB_ID_MAX];
+};
+
+/* Maps the table (read-only) and the shared counters (read-write) from the fds of a HELLO reply; either may be -1.
+ * Replaces a previous mapping (a new daemon publishes new memfds). Takes neither fd (the caller closes them).
+ * Returns 0 or -errno. */
+int as_dtab_attach(struct as_dtab *t, int table_fd, int shm_fd, const char *app_id);
+void as_dtab_detach(struct as_dtab *t);
+
+enum as_dt_verdict {
+  AS_DT_ASK = 0,     /* not decided here: ask the daemon (no table, not a vip, a torn read three times, ...) */
+  AS_DT_PICKED,      /* an instance was picked: *out */
+  AS_DT_NO_SERVICE,  /* a vip with no such service: ECONNREFUSED */
+  AS_DT_DENIED,      /* the policy forbids every instance: ECONNREFUSED */
+  AS_DT_ALL_TRIED,   /* every allowed instance refused already: ECONNREFUSED */
+};
+
+struct as_dt_pick {
+  struct as_ep real;    /* where to connect */
+  struct as_ep virt;    /* the virtual endpoint asked for (a loopback destination is the app's own vip) */
+  int alternatives;     /* other allowed instances exist: a refusal may be retried */
+  int fast;             /* same host, fast path allowed by the daemon and both apps */
+  char server_sock[AS_DTAB_SOCK_MAX]; /* fast: the server's generator's offer socket */
+  char server_app[AS_DTAB_ID_MAX];
+};
+
+/* Decides a TCP connect to dst (as the program named it; family = the socket's). tried: real endpoints that refused
+ * this connect already. Returns an as_dt_verdict. */
+int as_dtab_decide(struct as_dtab *t, const struct as_ep *dst, int family, const struct as_ep *tried, int ntried,
+                   struct as_dt_pick *out);
+
+/* Tells whether ip is this node's address (as the table says), for accept-side checks. */
+int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
+
+/* ---- the writer (the daemon's addon) ---------------------------------------------------------------------------- */
+
+/* Creates a memfd of `size` bytes (sealed against shrinking). Returns the fd or -errno. */
+int as_dtab_create(const char *name, size_t size);
+/* Publishes body (len bytes) into the table mapped at map. Returns the new generation, or -E2BIG (the table is marked
+ * disabled: generators ask the daemon) or -EINVAL. */
+int64_t as_dtab_publish(uint8_t *map, const uint8_t *body, size_t len);
+
+#endif

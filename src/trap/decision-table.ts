@@ -1,0 +1,246 @@
+/** The decision table the generators decide connects from (format and design: native/dtab.h). The daemon stays the
+ * authority: this module compiles its service table, its policy (one bit per local app and instance, decided by the
+ * daemon's own Policy object, so any rule it holds is what the generators apply), the apps of this host, member
+ * health and the fast-path settings into one body, and publishes it into a memfd every generator maps. A change
+ * (a service up or down, an app started or gone, a node dead or back) is published within one turn of the event loop;
+ * a safety republish runs every second for what has no event. */
+import ipaddr from 'ipaddr.js';
+import type { Policy } from '../policy/policy.js';
+import { IDENTITY_CIDR } from '../table/addresses.js';
+import type { LbStrategy } from '../table/balancer.js';
+import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
+import type { AppRecord } from './apps.js';
+
+/* layout constants: keep in sync with native/dtab.h (test/unit/decision-table.test.ts checks them against the C side) */
+export const DT = {
+  head: 64,
+  range: 20,
+  svc: 32,
+  inst: 48,
+  app: 104,
+  idMax: 32,
+  sockMax: 48,
+  slots: 4096,
+  fastpath: 1,
+  alive: 1,
+  local: 2,
+  fast: 4,
+  appFast: 1,
+} as const;
+
+const LB_CODE: Record<LbStrategy, number> = { random: 0, 'round-robin': 1, 'least-conn': 2, p2c: 3 };
+
+export interface DecisionInputs {
+  nodeName: string;
+  nodeAddress: string;
+  /** --vip-cidr ranges (the identity range is added here). */
+  vipCidrs: readonly string[];
+  table: ServiceTable;
+  apps: () => Iterable<AppRecord>;
+  policy: Policy;
+  nodeAlive: (node: string) => boolean;
+  fastpath: boolean;
+  lb: LbStrategy;
+}
+
+/** 16 bytes, IPv4 as ::ffff:a.b.c.d. */
+export function ip16(ip: string): Buffer {
+  const a = ipaddr.parse(ip);
+  const bytes = a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress().toByteArray() : a.toByteArray();
+  return Buffer.from(bytes);
+}
+
+function fnv(buf: Buffer, h = 2166136261): number {
+  for (const b of buf) h = Math.imul(h ^ b, 16777619) >>> 0;
+  return h >>> 0;
+}
+
+/** The service bucket hash (native/dtab.c svc_hash). */
+export function svcHash(vip: Buffer, port: number): number {
+  return fnv(Buffer.from([port & 0xff, port >> 8]), fnv(vip));
+}
+
+function slotOf(s: string): number {
+  return fnv(Buffer.from(s)) % DT.slots;
+}
+
+/** The in-flight counter slot of a real endpoint "ip:port" (shared with the daemon's measurement). */
+export function endpointSlot(key: string): number {
+  return slotOf(`ep/${key}`);
+}
+
+/** Compiles the inputs into a table body (pure: exported for tests). */
+export function compileDecisions(inp: DecisionInputs): Buffer {
+  const ranges: Array<{ ip: Buffer; bits: number }> = [];
+  for (const c of [...inp.vipCidrs, IDENTITY_CIDR]) {
+    const [net, bits] = ipaddr.parseCIDR(c);
+    ranges.push({ ip: ip16(net.toString()), bits: net.kind() === 'ipv4' ? 96 + bits : bits });
+  }
+  const byKey = new Map<string, ServiceEntry[]>();
+  for (const e of inp.table.all()) {
+    if (e.proto !== 'tcp') continue;
+    const k = `${e.vip}/${e.port}`;
+    const l = byKey.get(k);
+    if (l) l.push(e);
+    else byKey.set(k, [e]);
+  }
+  const apps = [...inp.apps()];
+  const appIndex = new Map(apps.map((a, i) => [a.id, i]));
+  const insts: ServiceEntry[] = [];
+  const svcs: Array<{ vip: Buffer; port: number; first: number; count: number; lb: number; slot: number }> = [];
+  for (const [k, list] of byKey) {
+    const first = insts.length;
+    insts.push(...list);
+    const e0 = list[0] as ServiceEntry;
+    svcs.push({ vip: ip16(e0.vip), port: e0.port, first, count: list.length, lb: LB_CODE[e0.lb ?? inp.lb], slot: slotOf(`svc/${k}`) });
+  }
+  let nb = 8;
+  while (nb < svcs.length * 2) nb *= 2;
+  const words = Math.max(1, Math.ceil(insts.length / 64));
+
+  const offRanges = DT.head;
+  const offSvc = offRanges + ranges.length * DT.range;
+  const offInst = offSvc + nb * DT.svc;
+  const offApps = offInst + insts.length * DT.inst;
+  const offBits = offApps + apps.length * DT.app;
+  const len = offBits + apps.length * words * 8;
+  const b = Buffer.alloc(len);
+
+  b.writeUInt32LE(inp.fastpath ? DT.fastpath : 0, 0);
+  b.writeUInt32LE(ranges.length, 4);
+  b.writeUInt32LE(offRanges, 8);
+  b.writeUInt32LE(nb, 12);
+  b.writeUInt32LE(offSvc, 16);
+  b.writeUInt32LE(insts.length, 20);
+  b.writeUInt32LE(offInst, 24);
+  b.writeUInt32LE(apps.length, 28);
+  b.writeUInt32LE(offApps, 32);
+  b.writeUInt32LE(words, 36);
+  ip16(inp.nodeAddress).copy(b, 40);
+
+  ranges.forEach((r, i) => {
+    r.ip.copy(b, offRanges + i * DT.range);
+    b.writeUInt8(r.bits, offRanges + i * DT.range + 16);
+  });
+  for (const s of svcs) {
+    let i = svcHash(s.vip, s.port) & (nb - 1);
+    while (b.readUInt8(offSvc + i * DT.svc + 18)) i = (i + 1) & (nb - 1);
+    const o = offSvc + i * DT.svc;
+    s.vip.copy(b, o);
+    b.writeUInt16LE(s.port, o + 16);
+    b.writeUInt8(1, o + 18);
+    b.writeUInt8(s.lb, o + 19);
+    b.writeUInt32LE(s.first, o + 20);
+    b.writeUInt32LE(s.count, o + 24);
+    b.writeUInt32LE(s.slot, o + 28);
+  }
+  insts.forEach((e, i) => {
+    const o = offInst + i * DT.inst;
+    ip16(e.endpoint.ip).copy(b, o);
+    b.writeUInt16LE(e.endpoint.port, o + 16);
+    b.writeUInt8(e.family ?? 0, o + 18);
+    const local = e.node === inp.nodeName;
+    const server = local ? appIndex.get(e.appId) : undefined;
+    let flags = local || inp.nodeAlive(e.node) ? DT.alive : 0;
+    if (local) flags |= DT.local;
+    if (server !== undefined && apps[server]?.fastpath !== false) flags |= DT.fast;
+    b.writeUInt8(flags, o + 19);
+    b.writeInt32LE(server ?? -1, o + 20);
+    b.writeUInt32LE(fnv(Buffer.from(`own/${e.node}/${e.appId}`)), o + 24);
+    b.writeUInt32LE(endpointSlot(`${e.endpoint.ip}:${e.endpoint.port}`), o + 28);
+    ip16(e.vip).copy(b, o + 32);
+  });
+  apps.forEach((a, i) => {
+    const o = offApps + i * DT.app;
+    b.write(a.id.slice(0, DT.idMax - 1), o, 'latin1');
+    ip16(a.identity).copy(b, o + 32);
+    b.writeUInt32LE(a.fastpath === false ? 0 : DT.appFast, o + 48);
+    const bits = offBits + i * words * 8;
+    b.writeUInt32LE(bits, o + 52);
+    if (a.offers) b.write(a.offers.slice(0, DT.sockMax - 1), o + 56, 'latin1');
+    const client = { appId: a.id, identity: a.identity, tags: a.tags };
+    insts.forEach((e, k) => {
+      if (!inp.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow) return;
+      const w = bits + Math.floor(k / 8);
+      b.writeUInt8(b.readUInt8(w) | (1 << (k % 8)), w);
+    });
+  });
+  return b;
+}
+
+export interface NativeTables {
+  dtabCreate(): number;
+  dtabPublish(fd: number, body: Buffer): number;
+  hostShmCreate(): { fd: number; counters: Buffer };
+  dup(fd: number): number;
+}
+
+/** Owns the memfds and republishes on change. */
+export class DecisionTable {
+  readonly tableFd: number;
+  readonly shmFd: number;
+  private readonly counters: Buffer;
+  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  publishes = 0;
+  lastBytes = 0;
+  /** Set when the body no longer fits (generators then ask the daemon for every connect). */
+  disabled = false;
+
+  constructor(
+    private readonly native: NativeTables,
+    private readonly inputs: DecisionInputs,
+    private readonly onError: (what: string, e: unknown) => void,
+  ) {
+    this.tableFd = native.dtabCreate();
+    const shm = native.hostShmCreate();
+    this.shmFd = shm.fd;
+    this.counters = shm.counters;
+    inputs.table.on('added', () => this.invalidate());
+    inputs.table.on('removed', () => this.invalidate());
+    this.publish();
+    this.timer = setInterval(() => this.publish(), 1000);
+    this.timer.unref();
+  }
+
+  /** Something the table depends on changed: publish at the end of this turn of the event loop (changes that come
+   * together are published together). */
+  invalidate(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.publish();
+    });
+  }
+
+  publish(): void {
+    try {
+      const body = compileDecisions(this.inputs);
+      this.lastBytes = body.length;
+      this.native.dtabPublish(this.tableFd, body);
+      this.publishes++;
+      this.disabled = false;
+    } catch (e) {
+      this.disabled = true;
+      this.onError('publishing the decision table', e);
+    }
+  }
+
+  /** Fresh in-flight measurement (endpoint "ip:port" -> open connections), as Balancer.setInflight. */
+  setInflight(counts: Map<string, number>): void {
+    const fresh = new Uint32Array(DT.slots);
+    for (const [k, v] of counts) fresh[endpointSlot(k)] = (fresh[endpointSlot(k)] ?? 0) + v;
+    for (let i = 0; i < DT.slots; i++) this.counters.writeUInt32LE(fresh[i] as number, i * 4);
+  }
+
+  /** Descriptors for one HELLO reply (they are closed once sent). */
+  fdsForHello(): number[] {
+    return [this.native.dup(this.tableFd), this.native.dup(this.shmFd)];
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
