@@ -31,11 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "offer_chan.h"
 #include "proto.h"
 #include "scm_rights.h"
 #include "sockopt_emul.h"
 
-enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_TIMER = 4, TAG_PENDING = 16 };
+enum { TAG_NOTIF = 1, TAG_DAEMON = 2, TAG_SIGNAL = 3, TAG_TIMER = 4, TAG_OCHAN = 5, TAG_FLUSH = 6, TAG_PENDING = 16 };
 enum { OP_BIND = 1, OP_LISTEN_BIND, OP_LISTEN, OP_CONNECT, OP_SEND, OP_ACCEPT_WAIT, OP_ACCEPT_ASK };
 #define BIND_TRIES 8
 #define CONNECT_TRIES 8
@@ -238,8 +239,15 @@ static void try_reconnect(struct as_gen *g) {
   if (s < 0) return; /* not listening yet */
   struct as_msg hr;
   char ticket[AS_TICKET_MAX], why[256] = "";
-  int r = as_session_hello(s, g->meta, g->ticket, g->has_identity ? &g->identity : NULL, 2000, &hr, ticket,
-                           sizeof(ticket), why, sizeof(why));
+  int hfds[AS_SESSION_FDS], nh = 0;
+  int r = as_session_hello_fds(s, g->meta, g->ticket, g->has_identity ? &g->identity : NULL, 2000, &hr, ticket,
+                               sizeof(ticket), why, sizeof(why), hfds, &nh);
+  if (r == 0 && hr.result >= 0) { /* the new daemon's table (the old one stays mapped until here: decisions went on) */
+    char id[AS_DTAB_ID_MAX];
+    snprintf(id, sizeof(id), "%.*s", (int)strcspn(ticket, "."), ticket);
+    as_dtab_attach(&g->dtab, nh > 0 ? hfds[0] : -1, nh > 1 ? hfds[1] : -1, id);
+  }
+  for (int i = 0; i < nh; i++) close(hfds[i]);
   if (r < 0 || hr.result < 0) {
     dbg(g, "new session refused: %s", r < 0 ? strerror(-r) : why);
     close(s);
@@ -357,6 +365,10 @@ static void report_connected(struct as_gen *g, struct as_pending *p) {
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
   m.pid = (uint32_t)p->pid;
+  if (p->local) { /* decided here: the daemon counts the connect too */
+    m.flags |= AS_F_DECIDED;
+    m.arg = p->ntried;
+  }
   m.addr_len = l;
   memcpy(m.addr, &loc, l);
   m.addr2_len = p->real_len;
@@ -619,6 +631,8 @@ static int take_addr(struct as_gen *g, struct seccomp_notif *req, int s, int fam
 }
 
 static void spec_prepare(struct as_gen *g, struct as_pending *p);
+static int connect_local(struct as_gen *g, struct as_pending *p);
+static void connect_retry(struct as_gen *g, struct as_pending *p);
 
 /* Files a request about socket s (ownership moves to the pending entry) and sends it to the daemon. */
 static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, int family, int type, uint64_t ino,
@@ -631,7 +645,10 @@ static void forward(struct as_gen *g, struct seccomp_notif *req, int op, int s, 
   p->pfd = (int)req->data.args[0];
   memcpy(p->req, addr, alen);
   p->req_len = alen;
-  if (op == OP_CONNECT && type == SOCK_STREAM) spec_prepare(g, p);
+  if (op == OP_CONNECT && type == SOCK_STREAM) {
+    if (connect_local(g, p)) return; /* decided from the decision table: the daemon is not asked */
+    spec_prepare(g, p);
+  }
   pend_send(g, p, msgtype, 0);
 }
 
@@ -981,7 +998,7 @@ static void fast_failed(struct as_gen *g, struct as_pending *p, int err) {
   p->fast = 0;
   spec_drop(p);
   if (err == ECONNREFUSED && p->alt && ++p->tries < CONNECT_TRIES) {
-    pend_send(g, p, AS_CONNECT, AS_F_RETRY); /* that instance is gone: ask for another */
+    connect_retry(g, p); /* that instance is gone: ask for another */
     return;
   }
   pend_finish(g, p, -err);
@@ -1201,10 +1218,187 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
     pend_unwatch(g, p);
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
     connect(p->sock, &unspec, sizeof(unspec));
-    pend_send(g, p, AS_CONNECT, AS_F_RETRY);
+    connect_retry(g, p);
     return;
   }
   pend_finish(g, p, err ? -err : 0);
+}
+
+/* ---- connects decided here, from the decision table (dtab.h) ------------------------------------------------------
+ * A TCP connect to a vip (or to loopback: the app's own vip) is decided from the table the daemon published: the
+ * service, its policy, an instance by the service's strategy. A same-host instance gets the fast path with the pair's
+ * server end sent straight to the server's generator (offer_chan.h) before the placeholder connects; anything else is
+ * a TCP connect as if the daemon had answered. The daemon hears of it afterwards: AS_CONNECTED for TCP (the server's
+ * side needs it to identify the client), an AS_DECIDED record for the fast path and for refusals. Whatever the table
+ * cannot decide (not a vip, no table, an app it does not list yet) goes to the daemon as before. */
+
+static void arm_flush(struct as_gen *g) {
+  if (g->flush_armed || g->flush_fd < 0) return;
+  struct itimerspec its = {.it_value = {.tv_nsec = AS_FLUSH_MS * 1000000L}};
+  if (timerfd_settime(g->flush_fd, 0, &its, NULL) == 0) g->flush_armed = 1;
+}
+
+static void decided_flush(struct as_gen *g) {
+  if (!g->ndecided) return;
+  if (g->daemon_fd < 0) { /* the daemon is away: what it would have counted is lost with it, the connections are not */
+    g->ndecided = 0;
+    return;
+  }
+  static uint8_t buf[sizeof(struct as_msg) + sizeof(g->decided)];
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = AS_DECIDED;
+  m.version = AS_PROTO_VERSION;
+  m.payload_len = g->ndecided * (uint32_t)sizeof(struct as_decided);
+  memcpy(buf, &m, sizeof(m));
+  memcpy(buf + sizeof(m), g->decided, m.payload_len);
+  if (as_send_fds(g->daemon_fd, buf, sizeof(m) + m.payload_len, NULL, 0, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) g->ndecided = 0;
+}
+
+static void batches_flush(struct as_gen *g) {
+  decided_flush(g);
+  claims_flush(g);
+}
+
+static void decided_note(struct as_gen *g, struct as_pending *p, int kind, const struct as_ep *local, const struct as_ep *real,
+                         uint64_t inode, const char *server_app) {
+  if (g->ndecided == AS_DECIDED_MAX) decided_flush(g);
+  if (g->ndecided == AS_DECIDED_MAX) return; /* the daemon's socket is full: a record less, not a connection less */
+  struct as_decided d;
+  memset(&d, 0, sizeof(d));
+  d.kind = (uint8_t)kind;
+  d.retried = (uint8_t)p->ntried;
+  d.pid = (uint32_t)p->pid;
+  d.inode = inode;
+  struct as_ep virt;
+  if (as_ep_from_sockaddr(p->req, p->req_len, &virt) == 0) {
+    memcpy(d.vip, virt.ip, 16);
+    d.vport = virt.port;
+  }
+  if (local) {
+    memcpy(d.lip, local->ip, 16);
+    d.lport = local->port;
+  }
+  if (real) {
+    memcpy(d.rip, real->ip, 16);
+    d.rport = real->port;
+  }
+  if (server_app) snprintf(d.server_app, sizeof(d.server_app), "%s", server_app);
+  memcpy(g->decided + g->ndecided++ * sizeof(d), &d, sizeof(d));
+  arm_flush(g);
+}
+
+/* The fast path, with the server's generator told directly: the pair, a placeholder bound (so its endpoint is known),
+ * the offer sent, then the placeholder connects (on_connect_reply, as for an offer the daemon took). Returns 0, or
+ * -errno with nothing left behind (the caller connects over TCP instead). */
+static int fast_direct(struct as_gen *g, struct as_pending *p, const struct as_dt_pick *pick) {
+  if (g->ochan < 0) return -ENOTCONN;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  int c = socket(p->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage any;
+  memset(&any, 0, sizeof(any));
+  any.ss_family = (sa_family_t)p->family;
+  socklen_t al = p->family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  static const struct linger reset = {.l_onoff = 1, .l_linger = 0}; /* see start_fast */
+  struct sockaddr_storage loc;
+  socklen_t ll = sizeof(loc);
+  struct as_ep lep;
+  int r = 0;
+  if (c < 0 || setsockopt(c, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) < 0 || bind(c, (struct sockaddr *)&any, al) < 0 ||
+      getsockname(c, (struct sockaddr *)&loc, &ll) < 0)
+    r = -errno;
+  if (!r) r = as_ep_from_sockaddr(&loc, ll, &lep);
+  static const char sentinel = 0; /* proto.h AS_F_SENTINEL: a lost server end resets the client */
+  int sent_byte = !r && send(sv[0], &sentinel, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+  struct as_ochan_msg om;
+  memset(&om, 0, sizeof(om));
+  om.magic = AS_OCHAN_MAGIC;
+  om.flags = sent_byte ? AS_OCHAN_SENTINEL : 0;
+  om.peer = pick->real;
+  om.peer.port = lep.port;
+  om.virt = g->identity;
+  om.virt.port = lep.port;
+  snprintf(om.client_app, sizeof(om.client_app), "%s", g->dtab.app_id);
+  struct stat st;
+  uint64_t inode = fstat(sv[1], &st) == 0 ? (uint64_t)st.st_ino : 0;
+  if (!r) r = as_ochan_send(g->ochan, pick->server_sock, &om, sv[1]);
+  close(sv[1]);
+  if (r < 0) {
+    if (c >= 0) close(c);
+    close(sv[0]);
+    return r;
+  }
+  p->conn = c;
+  p->spec_fd = sv[0];
+  p->spec_sent = 1;
+  struct as_ep placeholder = om.peer;
+  decided_note(g, p, AS_DK_FAST, &placeholder, &pick->real, inode, pick->server_app);
+  return 0;
+}
+
+/* Answers the pending connect from the table's pick, as on_connect_reply answers the daemon's. */
+static void connect_picked(struct as_gen *g, struct as_pending *p, const struct as_dt_pick *pick) {
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  struct sockaddr_storage ss;
+  int n = as_ep_to_sockaddr(&pick->real, AF_INET6, &ss);
+  if (n > 0) {
+    m.addr_len = (uint32_t)n;
+    memcpy(m.addr, &ss, (size_t)n);
+  }
+  n = as_ep_to_sockaddr(&pick->virt, AF_INET6, &ss);
+  if (n > 0) {
+    m.addr2_len = (uint32_t)n;
+    memcpy(m.addr2, &ss, (size_t)n);
+  }
+  if (pick->alternatives) m.flags |= AS_F_ALTERNATIVES;
+  if (pick->fast && p->ntried == 0 && may_swap(g, p) && fast_direct(g, p, pick) == 0) m.flags |= AS_F_FASTPATH | AS_F_OFFER;
+  on_connect_reply(g, p, &m);
+}
+
+/* Decides a stream connect from the table. Returns 1 when decided (the pending entry is answered or under way), 0
+ * when the daemon must be asked. */
+static int connect_local(struct as_gen *g, struct as_pending *p) {
+  struct as_ep dst;
+  if (!g->dtab.map || p->type != SOCK_STREAM || as_ep_from_sockaddr(p->req, p->req_len, &dst) < 0) return 0;
+  struct as_dt_pick pick;
+  int v = as_dtab_decide(&g->dtab, &dst, p->family, p->tried, p->ntried, &pick);
+  if (v == AS_DT_ASK) return 0;
+  p->local = 1;
+  g->stats_local_decided++;
+  if (v != AS_DT_PICKED) {
+    decided_note(g, p, v == AS_DT_NO_SERVICE ? AS_DK_NO_SERVICE : v == AS_DT_DENIED ? AS_DK_DENIED : AS_DK_ALL_TRIED, NULL, NULL, 0, NULL);
+    pend_finish(g, p, -ECONNREFUSED);
+    return 1;
+  }
+  connect_picked(g, p, &pick);
+  return 1;
+}
+
+/* The instance in p->real refused: another one, decided where the first was. */
+static void connect_retry(struct as_gen *g, struct as_pending *p) {
+  if (!p->local) {
+    pend_send(g, p, AS_CONNECT, AS_F_RETRY);
+    return;
+  }
+  struct as_ep refused;
+  if (as_ep_from_sockaddr(p->real, p->real_len, &refused) == 0 && p->ntried < (int)(sizeof(p->tried) / sizeof(p->tried[0])))
+    p->tried[p->ntried++] = refused;
+  struct as_ep dst;
+  struct as_dt_pick pick;
+  int v = as_ep_from_sockaddr(p->req, p->req_len, &dst) < 0 ? AS_DT_ASK : as_dtab_decide(&g->dtab, &dst, p->family, p->tried, p->ntried, &pick);
+  if (v == AS_DT_PICKED) {
+    connect_picked(g, p, &pick);
+    return;
+  }
+  if (v == AS_DT_ASK) { /* the table went away meanwhile: the daemon decides the rest */
+    p->local = 0;
+    pend_send(g, p, AS_CONNECT, AS_F_RETRY);
+    return;
+  }
+  decided_note(g, p, AS_DK_ALL_TRIED, NULL, NULL, 0, NULL);
+  pend_finish(g, p, -ECONNREFUSED);
 }
 
 /* ---- accept() / accept4() ---------------------------------------------------------------------------------- */
@@ -1212,10 +1406,8 @@ static void on_connect_ready(struct as_gen *g, struct as_pending *p) {
 /* Offers the daemon pushed (AS_OFFER): a small table, searched only while it holds something. */
 static void on_daemon(struct as_gen *g);
 
-static void offer_store(struct as_gen *g, const struct as_msg *m, int *fast_fd) {
-  struct as_ep peer, virt;
-  if (*fast_fd < 0 || as_ep_from_sockaddr(m->addr, m->addr_len, &peer) < 0 || as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) < 0)
-    return;
+/* Keeps an offer (takes fd): from the daemon (AS_OFFER) or straight from a client's generator (offer_chan.h). */
+static void offer_put(struct as_gen *g, const struct as_ep *peer, const struct as_ep *virt, int fd) {
   struct as_offer *slot = NULL, *oldest = NULL;
   for (int i = 0; i < AS_OFFERS_MAX && !slot; i++) {
     struct as_offer *o = &g->offers[i];
@@ -1228,12 +1420,34 @@ static void offer_store(struct as_gen *g, const struct as_msg *m, int *fast_fd) 
     g->noffers--;
     slot = oldest;
   }
-  slot->fd = *fast_fd;
-  *fast_fd = -1;
-  slot->peer = peer;
-  slot->virt = virt;
+  slot->fd = fd;
+  slot->peer = *peer;
+  slot->virt = *virt;
   slot->at_ms = now_ms();
   g->noffers++;
+}
+
+static void offer_store(struct as_gen *g, const struct as_msg *m, int *fast_fd) {
+  struct as_ep peer, virt;
+  if (*fast_fd < 0 || as_ep_from_sockaddr(m->addr, m->addr_len, &peer) < 0 || as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) < 0)
+    return;
+  offer_put(g, &peer, &virt, *fast_fd);
+  *fast_fd = -1;
+}
+
+/* Takes every offer waiting on our offer socket. The sentinel byte (proto.h AS_F_SENTINEL) in front of each stream is
+ * read here, before the program can see it; an end without it (the client's generator died half-way) is dropped. */
+static void ochan_drain(struct as_gen *g) {
+  struct as_ochan_msg om;
+  int fd;
+  while (g->ochan >= 0 && as_ochan_recv(g->ochan, &om, &fd) == 1) {
+    char b;
+    if ((om.flags & AS_OCHAN_SENTINEL) && recv(fd, &b, 1, MSG_DONTWAIT) != 1) {
+      close(fd);
+      continue;
+    }
+    offer_put(g, &om.peer, &om.virt, fd);
+  }
 }
 
 /* Sends the batch of taken offers (AS_CLAIMED payload: 16-byte address (IPv4 mapped) + 2-byte port, network order,
@@ -1248,12 +1462,13 @@ static void claims_flush(struct as_gen *g) {
   m.payload_len = g->nclaims * 18;
   memcpy(buf, &m, sizeof(m));
   memcpy(buf + sizeof(m), g->claims, m.payload_len);
-  if (as_send_fds(g->daemon_fd, buf, sizeof(m) + m.payload_len, NULL, 0, MSG_NOSIGNAL) >= 0) g->nclaims = 0;
+  if (as_send_fds(g->daemon_fd, buf, sizeof(m) + m.payload_len, NULL, 0, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) g->nclaims = 0;
 }
 
 static void claim_note(struct as_gen *g, const struct as_ep *peer) {
   if (g->nclaims == AS_CLAIMS_MAX) claims_flush(g);
   if (g->nclaims == AS_CLAIMS_MAX) return; /* the daemon is away: its copies went with it */
+  arm_flush(g);
   uint8_t *e = g->claims + g->nclaims++ * 18;
   memcpy(e, peer->ip, 16);
   e[16] = (uint8_t)(peer->port >> 8);
@@ -1335,8 +1550,12 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
       memcpy(p->real, &loc, ll);
       p->real_len = ll;
       p->op = OP_ACCEPT_ASK;
-      if (g->noffers || g->daemon_fd >= 0) {
+      {
         struct as_offer *o = offer_find(g, &peer, pl);
+        if (!o && g->ochan >= 0) { /* its offer may be waiting unread on our offer socket */
+          ochan_drain(g);
+          o = offer_find(g, &peer, pl);
+        }
         if (!o && g->daemon_fd >= 0) { /* its AS_OFFER may be waiting unread on the daemon socket */
           on_daemon(g);
           o = offer_find(g, &peer, pl);
@@ -1870,7 +2089,7 @@ static void on_signal(struct as_gen *g) {
           g->child_done = 1;
           struct as_msg m;
           memset(&m, 0, sizeof(m));
-          claims_flush(g);
+          batches_flush(g);
           m.type = AS_EXIT;
           m.arg = st;
           m.pid = (uint32_t)w;
@@ -1895,6 +2114,8 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
   g->verbose = getenv("APPSWITCH_GENERATOR_DEBUG") != NULL;
   for (int i = 0; i < AS_PENDING_MAX; i++) g->pend[i].sock = g->pend[i].conn = g->pend[i].spec_fd = g->pend[i].spec_srv = -1;
   for (int i = 0; i < AS_OFFERS_MAX; i++) g->offers[i].fd = -1;
+  g->ochan = -1;
+  g->dtab.app_index = -1;
   as_pidfds_init(&g->pidfds);
   g->vmap = calloc(1, sizeof(*g->vmap));
   if (!g->vmap) return -ENOMEM;
@@ -1912,6 +2133,10 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
   timerfd_settime(g->timer_fd, 0, &its, NULL);
   ev.data.u64 = TAG_TIMER;
   if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->timer_fd, &ev) < 0) return -errno;
+  g->flush_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (g->flush_fd < 0) return -errno;
+  ev.data.u64 = TAG_FLUSH;
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->flush_fd, &ev) < 0) return -errno;
   if (daemon_fd >= 0) {
     ev.data.u64 = TAG_DAEMON;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
@@ -1942,6 +2167,12 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         }
       } else if (tag == TAG_DAEMON) {
         on_daemon(g);
+      } else if (tag == TAG_OCHAN) {
+        ochan_drain(g);
+      } else if (tag == TAG_FLUSH) {
+        uint64_t ticks;
+        if (read(g->flush_fd, &ticks, sizeof(ticks)) == sizeof(ticks)) g->flush_armed = 0;
+        batches_flush(g);
       } else if (tag == TAG_SIGNAL) {
         on_signal(g);
       } else if (tag == TAG_TIMER) {
@@ -1968,8 +2199,20 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
   }
 }
 
+/* Starts taking fast-path offers from other generators on socket s (offer_chan.h; ours from here on). */
+int as_gen_offers(struct as_gen *g, int s) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_OCHAN};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, s, &ev) < 0) {
+    int e = errno;
+    close(s);
+    return -e;
+  }
+  g->ochan = s;
+  return 0;
+}
+
 void as_gen_free(struct as_gen *g) {
-  claims_flush(g);
+  batches_flush(g);
   for (int i = 0; i < AS_OFFERS_MAX; i++)
     if (g->offers[i].fd >= 0) close(offer_take(g, &g->offers[i]));
   for (int i = 0; i < AS_PENDING_MAX; i++)
@@ -1980,5 +2223,8 @@ void as_gen_free(struct as_gen *g) {
   free(g->vmap);
   as_ftab_free(&g->ftab);
   if (g->timer_fd >= 0) close(g->timer_fd);
+  if (g->flush_fd >= 0) close(g->flush_fd);
+  if (g->ochan >= 0) close(g->ochan);
+  as_dtab_detach(&g->dtab);
   if (g->epfd >= 0) close(g->epfd);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "dtab.h"
 #include "fastpath.h"
 #include "notif.h"
 #include "procmem.h"
@@ -15,6 +16,7 @@
 #include "trapstats.h"
 #include "udp_recv.h"
 #include "vmap.h"
+#include "proto.h"
 
 #define AS_PENDING_MAX 1024
 
@@ -52,6 +54,10 @@ struct as_pending {
    * server's end and the placeholder (conn) went to the daemon with the request */
   int spec_fd, spec_srv, spec_sent, spec_sentinel;
   struct as_tmark mark; /* trap statistics of the notification this entry answers */
+  /* connect decided here from the decision table (dtab.h): the real endpoints that refused it so far */
+  int local;
+  int ntried;
+  struct as_ep tried[8];
 };
 
 /* A fast-path connection the daemon announced (AS_OFFER) before its placeholder reaches this program's listener. */
@@ -104,6 +110,13 @@ struct as_gen {
   struct as_tstats tstats; /* per-syscall counts and latencies, sent to the daemon as AS_STATS */
   struct as_tmark cur;     /* the notification being handled; moves to its pending entry if it waits */
   struct as_urecv *urecv;  /* datagram receives (udp_recv.h) */
+  struct as_dtab dtab;     /* the decision table and shared counters the daemon published (dtab.h) */
+  int ochan;               /* our offer socket (offer_chan.h), -1: none */
+  int flush_fd;            /* one-shot timer: batches to the daemon go AS_FLUSH_MS after their first record */
+  int flush_armed;
+  uint8_t decided[AS_DECIDED_MAX * sizeof(struct as_decided)]; /* AS_DECIDED records not yet sent */
+  unsigned ndecided;
+  uint64_t stats_local_decided;
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);
@@ -111,6 +124,8 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
  * under the filter is gone. Returns the main child's wait status. */
 int as_gen_run(struct as_gen *g, int until_child_exits);
 void as_gen_free(struct as_gen *g);
+/* Starts taking fast-path offers from other generators on s (offer_chan.h); s is the generator's from then on. */
+int as_gen_offers(struct as_gen *g, int s);
 struct as_msg;
 /* Sends a message to the daemon (nothing waits for an answer here). Returns 0, or -ENETDOWN while it is away. */
 int as_gen_send_daemon(struct as_gen *g, struct as_msg *m);

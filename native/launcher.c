@@ -33,6 +33,7 @@
 
 #include "caps.h"
 #include "generator.h"
+#include "offer_chan.h"
 #include "notif.h"
 #include "proto.h"
 #include "scm_rights.h"
@@ -220,9 +221,15 @@ int main(int argc, char **argv) {
   if (!realpath(sock_path, state_dir)) die(sock_path, errno);
   *strrchr(state_dir, '/') = 0; /* realpath: absolute, so there is a '/' */
   if (!state_dir[0]) die("the trap socket is in /: refusing to hide /", EINVAL);
+  /* Our offer socket (offer_chan.h), announced in the HELLO: other generators hand us same-host connections there.
+   * Without one, the program still works; connections to it take TCP. */
+  static char ochan_name[64], meta_offers[AS_PAYLOAD_MAX];
+  int ochan = as_ochan_open(ochan_name, sizeof(ochan_name));
+  if (ochan >= 0 && as_meta_add(meta_offers, sizeof(meta_offers), meta, "offers", ochan_name) == 0) meta = meta_offers;
   struct as_msg hr;
   static char ticket[AS_TICKET_MAX];
-  int r = as_session_hello(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why));
+  int hfds[AS_SESSION_FDS], nh = 0;
+  int r = as_session_hello_fds(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why), hfds, &nh);
   if (r < 0) die("registering with the daemon", -r);
   if (hr.result < 0) {
     fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
@@ -297,6 +304,14 @@ int main(int argc, char **argv) {
     die("starting the trap generator", -r);
   }
   if (hr.addr_len && as_ep_from_sockaddr(hr.addr, hr.addr_len, &g.identity) == 0) g.has_identity = 1;
+  { /* the decision table and the shared counters (dtab.h): connects are decided here from now on */
+    char id[AS_DTAB_ID_MAX];
+    snprintf(id, sizeof(id), "%.*s", (int)strcspn(ticket, "."), ticket);
+    int ar = as_dtab_attach(&g.dtab, nh > 0 ? hfds[0] : -1, nh > 1 ? hfds[1] : -1, id);
+    if (ar < 0 && getenv("APPSWITCH_GENERATOR_DEBUG")) fprintf(stderr, "appswitch-generator: no decision table: %s\n", strerror(-ar));
+    for (int i = 0; i < nh; i++) close(hfds[i]);
+    if (ochan >= 0) as_gen_offers(&g, ochan);
+  }
   /* what a new session needs when the daemon restarts under the program */
   g.daemon_path = sock_path;
   g.meta = meta;

@@ -329,6 +329,10 @@ export class TrapServer {
           break;
         }
         case MsgType.CONNECTED:
+          if (m.flags & MsgFlag.DECIDED) { /* decided by the generator from the decision table: counted here */
+            this.handler.stats.connects++;
+            this.handler.stats.retried += Math.max(0, Math.min(m.arg, 8));
+          }
           this.handler.connected(app, m, fds);
           break;
         case MsgType.ACCEPT:
