@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -272,6 +273,76 @@ int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]) {
     const struct as_dt_head *hd = at(&v, 0, 1, sizeof(*hd));
     int r = hd && !memcmp(hd->node_ip, ip, 16);
     if (view_valid(&v)) return r;
+  }
+  return 0;
+}
+
+/* ---- the identity table (dtab.h as_ident) --------------------------------------------------------------------- */
+
+static uint64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static uint32_t ident_slot(uint16_t sport, const struct as_ep *dst) {
+  uint32_t h = svc_hash(dst->ip, dst->port);
+  h = (h ^ (sport & 0xff)) * 16777619u;
+  h = (h ^ (sport >> 8)) * 16777619u;
+  return (h % (AS_IDENT_SLOTS / AS_IDENT_WAYS)) * AS_IDENT_WAYS;
+}
+
+int as_ident_put(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, const uint8_t identity[16], const char *app) {
+  uint32_t base = ident_slot(sport, dst);
+  uint64_t now = mono_ms();
+  /* the same key's slot, else a free or expired one, else the oldest */
+  struct as_ident *best = NULL;
+  for (uint32_t w = 0; w < AS_IDENT_WAYS; w++) {
+    struct as_ident *e = &shm->ident[base + w];
+    if (e->sport == sport && e->dport == dst->port && !memcmp(e->dip, dst->ip, 16)) {
+      best = e;
+      break;
+    }
+    if (!best || e->at_ms < best->at_ms) best = e;
+  }
+  uint32_t seq = __atomic_load_n(&best->seq, __ATOMIC_RELAXED);
+  if ((seq & 1) || !__atomic_compare_exchange_n(&best->seq, &seq, seq + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return -EBUSY;
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  best->sport = sport;
+  best->dport = dst->port;
+  memcpy(best->dip, dst->ip, 16);
+  memcpy(best->identity, identity, 16);
+  memset(best->app, 0, sizeof(best->app));
+  if (app) memcpy(best->app, app, strnlen(app, sizeof(best->app)));
+  best->at_ms = now;
+  __atomic_store_n(&best->seq, seq + 2, __ATOMIC_RELEASE);
+  return 0;
+}
+
+int as_ident_get(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, uint8_t identity_out[16], char *app_out, int take) {
+  uint32_t base = ident_slot(sport, dst);
+  uint64_t now = mono_ms();
+  for (uint32_t w = 0; w < AS_IDENT_WAYS; w++) {
+    struct as_ident *e = &shm->ident[base + w];
+    for (int attempt = 0; attempt < 3; attempt++) {
+      uint32_t s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+      if (s1 & 1) continue;
+      struct as_ident c;
+      memcpy(&c, (const void *)e, sizeof(c));
+      __atomic_thread_fence(__ATOMIC_ACQUIRE);
+      if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s1) continue;
+      if (c.sport != sport || c.dport != dst->port || memcmp(c.dip, dst->ip, 16) || !c.at_ms || now - c.at_ms > AS_IDENT_TTL_MS) break;
+      memcpy(identity_out, c.identity, 16);
+      if (app_out) {
+        memset(app_out, 0, AS_DTAB_ID_MAX);
+        memcpy(app_out, c.app, sizeof(c.app));
+      }
+      if (take && __atomic_compare_exchange_n(&e->seq, &s1, s1 + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        e->at_ms = 0; /* one accept per connection: an entry never names a later one */
+        __atomic_store_n(&e->seq, s1 + 2, __ATOMIC_RELEASE);
+      }
+      return 1;
+    }
   }
   return 0;
 }

@@ -122,13 +122,34 @@ AS_DTAB_ASSERT(sizeof(struct as_dt_app) == 104, "decision table layout");
  * two services that share a slot share a round-robin position, which only changes which instance comes next. */
 #define AS_SHM_MAGIC 0x4d485341u /* "ASHM" */
 #define AS_SHM_SLOTS 4096u
+
+/* Who a same-host TCP connection comes from, written by the client's generator right after its connect() and read by
+ * the server's generator at accept(): the accept needs no question to the daemon. Keyed by (source port, real
+ * destination): among live connections to one destination a source port is unique, so an entry can only be mistaken
+ * for an older connection from the same port to the same place (one that is gone). A slot is taken by a writer with a
+ * compare-and-swap of its sequence (odd while written); readers check the sequence around their copy. An entry is
+ * trusted for AS_IDENT_TTL_MS and used up by the accept that reads it. A miss (overwritten, not written yet) falls back to the daemon. */
+#define AS_IDENT_SLOTS 16384u
+#define AS_IDENT_WAYS 4u
+#define AS_IDENT_TTL_MS 10000u
+struct as_ident {
+  uint32_t seq;
+  uint16_t sport, dport;
+  uint8_t dip[16];
+  uint8_t identity[16];
+  uint64_t at_ms;
+  char app[16]; /* the client's app id */
+};
+
 struct as_hostshm {
   uint32_t magic, pad;
   uint32_t rr[AS_SHM_SLOTS];
   uint32_t inflight[AS_SHM_SLOTS];
+  struct as_ident ident[AS_IDENT_SLOTS];
 };
-#define AS_SHM_SIZE 65536u
+#define AS_SHM_SIZE (2u << 20)
 AS_DTAB_ASSERT(sizeof(struct as_hostshm) <= AS_SHM_SIZE, "shared counters layout");
+AS_DTAB_ASSERT(sizeof(struct as_ident) == 64, "identity table layout");
 
 /* ---- the reader (generators) ----------------------------------------------------------------------------------- */
 
@@ -170,6 +191,13 @@ int as_dtab_decide(struct as_dtab *t, const struct as_ep *dst, int family, const
 
 /* Tells whether ip is this node's address (as the table says), for accept-side checks. */
 int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
+
+/* The client side: src = the connection's real local endpoint, dst = its real destination. Returns 0 or -EBUSY (the
+ * slots were being written by others: the accept will ask the daemon). */
+int as_ident_put(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, const uint8_t identity[16], const char *app);
+/* The server side: 1 and identity_out (and app_out, AS_DTAB_ID_MAX bytes, when not NULL) when known, else 0. With
+ * take, the entry is used up (the server's generator takes it at accept; the daemon only looks). */
+int as_ident_get(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, uint8_t identity_out[16], char *app_out, int take);
 
 /* ---- the writer (the daemon's addon) ---------------------------------------------------------------------------- */
 

@@ -28,6 +28,7 @@
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -356,11 +357,28 @@ static void notify_daemon(struct as_gen *g, uint16_t type, uint64_t ino, const v
 
 /* Tells the daemon which real endpoint a connection to a virtual endpoint leaves from, so the server's daemon can
  * learn the client's identity before the server's accept() returns. */
+static void decided_note(struct as_gen *g, struct as_pending *p, int kind, const struct as_ep *local, const struct as_ep *real,
+                         uint64_t inode, const char *server_app);
+
+/* A connect decided here to an instance on this host: who we are goes into the host's identity table (dtab.h
+ * as_ident) for the server's generator, and the daemon gets an AS_DECIDED record instead of AS_CONNECTED. Returns 0
+ * when that could not be done (the caller reports to the daemon as before). */
+static int report_same_host(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *loc, socklen_t l) {
+  struct as_ep real, lep;
+  if (!g->dtab.shm || !g->has_identity || as_ep_from_sockaddr(p->real, p->real_len, &real) < 0 ||
+      as_ep_from_sockaddr(loc, l, &lep) < 0 || !as_dtab_is_node(&g->dtab, real.ip))
+    return 0;
+  if (as_ident_put(g->dtab.shm, lep.port, &real, g->identity.ip, g->dtab.app_id) < 0) return 0;
+  decided_note(g, p, AS_DK_TCP, &lep, &real, 0, NULL);
+  return 1;
+}
+
 static void report_connected(struct as_gen *g, struct as_pending *p) {
   if (!p->virtual_dest || p->type != SOCK_STREAM) return;
   struct sockaddr_storage loc;
   socklen_t l = sizeof(loc);
   if (getsockname(p->sock, (struct sockaddr *)&loc, &l) < 0 || l > AS_ADDR_MAX) return;
+  if (p->local && report_same_host(g, p, &loc, l)) return; /* the server's generator reads who it is itself */
   struct as_msg m;
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
@@ -1516,6 +1534,43 @@ static void accept_offered(struct as_gen *g, struct as_pending *p, struct as_off
   if (fd >= 0) close(fd);
 }
 
+/* A same-host client whose generator decided its connect wrote who it is into the host's identity table (dtab.h
+ * as_ident) right after its connect() returned; that can be a few microseconds after our accept4() took the
+ * connection, so a miss is looked at again for up to IDENT_WAIT_US before the daemon is asked. Returns 1 when the
+ * connection was delivered (or dropped with its caller). */
+#define IDENT_WAIT_US 200
+static int accept_known(struct as_gen *g, struct as_pending *p) {
+  struct as_ep peer, local;
+  if (!g->dtab.shm || as_ep_from_sockaddr(p->req, p->req_len, &peer) < 0 || as_ep_from_sockaddr(p->real, p->real_len, &local) < 0 ||
+      !as_dtab_is_node(&g->dtab, peer.ip))
+    return 0;
+  uint8_t id[16];
+  uint64_t start = 0;
+  for (;;) {
+    if (as_ident_get(g->dtab.shm, peer.port, &local, id, NULL, 1)) break;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    uint64_t us = (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+    if (!start) start = us;
+    else if (us - start > IDENT_WAIT_US) return 0;
+    sched_yield();
+  }
+  struct as_ep virt;
+  memcpy(virt.ip, id, 16);
+  virt.port = peer.port;
+  struct as_msg m;
+  memset(&m, 0, sizeof(m));
+  struct sockaddr_storage ss;
+  int n = as_ep_to_sockaddr(&virt, AF_INET6, &ss);
+  if (n <= 0) return 0;
+  m.addr_len = (uint32_t)n;
+  memcpy(m.addr, &ss, (size_t)n);
+  claim_note(g, &peer); /* the daemon marks the connection accepted */
+  int none = -1;
+  on_accept_reply(g, p, &m, &none);
+  return 1;
+}
+
 /* The generator accepts on its duplicate of the listener (always non-blocking, so it never stalls), asks the daemon
  * who the peer is, drops connections nobody vouches for (they never reach the program), and installs the rest. */
 static void accept_next(struct as_gen *g, struct as_pending *p) {
@@ -1565,6 +1620,7 @@ static void accept_next(struct as_gen *g, struct as_pending *p) {
           return;
         }
       }
+      if (accept_known(g, p)) return;
       pend_send(g, p, AS_ACCEPT, 0);
       return;
     }

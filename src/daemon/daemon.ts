@@ -184,7 +184,7 @@ export class Daemon {
     );
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
-    const decidedDeps = { stats: this.handler.stats, connections: this.connections, log: this.log, table: this.table };
+    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, peers) => {
       for (const p of peers) this.connections.markAccepted(p, app.id, cfg.nodeName);

@@ -70,6 +70,8 @@ export function decodeClaims(payload: Buffer): Endpoint[] {
 
 export interface DecidedDeps {
   stats: HandlerStats;
+  /** Remembers a same-host TCP client for an accept that asks the daemon after all (TrapHandler.reportDecided). */
+  report: (app: AppRecord, local: Endpoint, dst: Endpoint) => void;
   connections: ConnectionTracker;
   log: Logger;
   table: ServiceTable;
@@ -92,6 +94,7 @@ export function applyDecided(d: DecidedDeps, app: AppRecord, records: DecidedRec
       case 'tcp':
         d.stats.tcpConnections++;
         d.connections.connected({ identity: app.identity, appId: app.id }, r.local, r.real, 'tcp');
+        d.report(app, r.local, r.real);
         break;
       case 'no-service':
         d.stats.refused++;

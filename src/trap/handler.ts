@@ -872,6 +872,13 @@ export class TrapHandler {
     return c;
   }
 
+  /** A same-host TCP connect its generator decided (AS_DECIDED): who it is, for an accept whose generator did not
+   * find it in the host's identity table and asks the daemon after all. */
+  reportDecided(app: AppRecord, local: Endpoint, dst: Endpoint): void {
+    this.reports.report(`${local.ip}:${local.port}`, { identity: app.identity, appId: app.id, tags: app.tags }, dst);
+    if (this.reports.count(app.id) > this.limits.pendingPerApp) this.reports.dropOldest(app.id);
+  }
+
   /** A fast-path report whose descriptors the daemon had no room for (MSG_CTRUNC): the kernel closed them, so the
    * placeholder is reset and the client's end of the pair sees ECONNRESET (the sentinel byte, see proto.h). The
    * server's accept of that placeholder is refused at once, not after waiting identityWaitMs for a report that will

@@ -11,6 +11,7 @@ import { finish, ROOT, sleep, TestHost, waitFor } from '../helpers/hosts.js';
 let h: TestHost;
 const ECHO = path.join(ROOT, 'test/helpers/echo-server.py');
 const ROUNDS = path.join(ROOT, 'test/helpers/connect-rounds.py');
+const PROBE = path.join(ROOT, 'test/helpers/connect-probe.py');
 
 beforeAll(async () => {
   h = TestHost.create('local');
@@ -71,5 +72,43 @@ describe('connects decided without the daemon', () => {
     srv.kill('SIGKILL');
     other.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('obey a change as soon as the daemon shows it: a service gone, then back with tags that deny the client', async () => {
+    await h.startDaemon(); /* the test before killed it */
+    const dir = mkdtempSync(path.join(tmpdir(), 'appswitch-probe-'));
+    try {
+      const go = path.join(dir, 'go-');
+      let srv = h.run(['--ip', '10.3.0.5', '--tag', 'grp=1'], ['python3', ECHO, '8000']);
+      await h.waitService('10.3.0.5', 8000, 20_000);
+      const cli = h.run(['--tag', 'grp=1'], ['python3', PROBE, go, '10.3.0.5', '8000', '3']);
+      let out = '';
+      cli.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+      cli.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+      const done = finish(cli, 60_000);
+      const until = (what: string): Promise<boolean> =>
+        waitFor(() => out.includes(what), 20_000).catch((e: unknown) => {
+          throw new Error(`${String(e)} waiting for "${what}": ${out}`);
+        });
+      await until('ready');
+      await sleep(200);
+      writeFileSync(`${go}1`, '');
+      await until('round 1');
+
+      srv.kill('SIGKILL'); /* the service goes: the daemon removes it when its program ends */
+      await waitFor(async () => !(await h.services()).some((s) => s.vip === '10.3.0.5'), 20_000);
+      writeFileSync(`${go}2`, ''); /* the first connect after the daemon shows the change */
+      await until('round 2');
+
+      srv = h.run(['--ip', '10.3.0.5', '--tag', 'grp=2'], ['python3', ECHO, '8000']); /* back, for another group */
+      await h.waitService('10.3.0.5', 8000, 20_000);
+      writeFileSync(`${go}3`, '');
+      const r = await done;
+      expect(r.stdout.split('\n').filter((l) => l.startsWith('round '))).toEqual(['round 1 connected', 'round 2 ECONNREFUSED', 'round 3 ECONNREFUSED']);
+      expect(h.daemonLog).toContain('connect denied by policy');
+      srv.kill('SIGKILL');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
