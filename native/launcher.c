@@ -1,5 +1,5 @@
 /* appswitch-launcher: the per-program trap generator process. Registers the program with the daemon, starts it
- * in a new, empty network namespace under the seccomp filter, then serves its notifications (generator.c).
+ * in a new, empty network namespace under the seccomp filter, then serves its notifications (gen_loop.c).
  * It is a small C process (not Node.js), so a program's overhead stays a few hundred KiB, and it does not live
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *

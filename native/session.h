@@ -1,5 +1,5 @@
 /* The generator's session with the daemon: connecting to the trap socket and the HELLO exchange, used at start
- * (launcher.c) and again after the daemon restarted (generator.c). unix(7), SOCK_SEQPACKET. */
+ * (launcher.c) and again after the daemon restarted (gen_daemon.c). unix(7), SOCK_SEQPACKET. */
 #ifndef APPSWITCH_SESSION_H
 #define APPSWITCH_SESSION_H
 

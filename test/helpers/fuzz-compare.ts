@@ -34,7 +34,7 @@ export const RULES: Rule[] = [
   },
   {
     kind: 'design',
-    reason: 'socket(): inet sockets are TCP or UDP only (EPROTONOSUPPORT for ICMP, SCTP, ...): the socket guard\'s kernel hooks see every address those two pick, not the others\' (native/generator.c h_socket)',
+    reason: 'socket(): inet sockets are TCP or UDP only (EPROTONOSUPPORT for ICMP, SCTP, ...): the socket guard\'s kernel hooks see every address those two pick, not the others\' (native/gen_names.c as_h_socket)',
     applies: (n, a) => n.syscall === 'socket' && n.info === 'i' && a.result === 'EPROTONOSUPPORT',
   },
   {
