@@ -4,7 +4,7 @@
  * (iperf3 -s after each test) gets the port at once rather than after the next sweep of /proc/net/tcp. */
 import type { Logger } from 'pino';
 import { native } from '../native/binding.js';
-import type { Endpoint } from '../trap/protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 const TCP_LISTEN = 10;
 

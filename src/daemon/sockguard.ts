@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { native } from '../native/binding.js';
 import type { ClientSocketOrigin } from '../trap/handler.js';
-import type { Endpoint } from '../trap/protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 const TCP_TIME_WAIT = 6;
 /** How often the generators cgroup id is read again when a socket's cgroup does not match it (it is recreated only

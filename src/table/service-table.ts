@@ -2,7 +2,7 @@
  * Host-local entries and, once gossip replicates them, entries of other nodes live side by side: every entry
  * names its node, and each node versions its own entries, so a replica can tell newer from older. */
 import { EventEmitter } from 'node:events';
-import type { Endpoint } from '../trap/protocol.js';
+import type { Endpoint } from './endpoint.js';
 
 export type Proto = 'tcp' | 'udp';
 

@@ -3,7 +3,7 @@
  * claims the report, so the server sees its client's identity. Also the connections whose report was lost (the
  * daemon had no room for their descriptors), refused at accept at once. Pure apart from timers: no I/O. */
 import { CountedMap } from './limits.js';
-import type { Endpoint } from './protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 /** Who is behind a client endpoint: what the accepting server will see as its peer. */
 export interface ClientIdentity {

@@ -19,7 +19,7 @@
  * Not tracked: UDP (no connection), connections to addresses outside the virtual ranges (egress), and
  * connections made while the daemon was down. At most MAX_TRACKED entries are kept; the oldest are dropped first
  * (counted in `evicted`). */
-import type { Endpoint } from './protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 /** One connection as the control API shows it (fixed keys; `null` where a value is unknown). */
 export interface ConnectionView {

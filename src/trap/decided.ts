@@ -1,72 +1,12 @@
-/** AS_DECIDED (native/proto.h): the connects a generator decided by itself from the decision table, reported in
- * batches after the fact. Decoded once here into typed records; src/trap/server.ts hands them to the handler, which
- * counts, logs and tracks them as if it had decided them. */
-import ipaddr from 'ipaddr.js';
+/** What the daemon does with the connects a generator decided by itself (AS_DECIDED, decided-wire.ts): counts, logs
+ * and tracks them as if it had decided them (the same counters and log lines as router.ts). */
 import type { Logger } from 'pino';
+import type { Endpoint } from '../table/endpoint.js';
 import type { ServiceTable } from '../table/service-table.js';
 import type { AppRecord } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
+import type { DecidedRecord } from './decided-wire.js';
 import type { HandlerStats } from './handler.js';
-import type { Endpoint } from './protocol.js';
-
-export const DECIDED_RECORD = 104;
-
-export type DecidedKind = 'tcp' | 'fastpath' | 'no-service' | 'denied' | 'all-refused';
-const KINDS: Record<number, DecidedKind> = { 1: 'tcp', 2: 'fastpath', 3: 'no-service', 4: 'denied', 5: 'all-refused' };
-
-export interface DecidedRecord {
-  kind: DecidedKind;
-  /** Instances that refused before this one. */
-  retried: number;
-  local: Endpoint;
-  real: Endpoint;
-  virt: Endpoint;
-  pid: number;
-  /** Fast path: inode of the server's end of the socket pair. */
-  inode: string | undefined;
-  serverApp: string | undefined;
-}
-
-function ip(b: Buffer, off: number): string {
-  const a = ipaddr.fromByteArray([...b.subarray(off, off + 16)]) as ipaddr.IPv6;
-  return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : a.toString();
-}
-
-/** Decodes a batch; records of an unknown kind are skipped (counted in `bad`). */
-export function decodeDecided(payload: Buffer): { records: DecidedRecord[]; bad: number } {
-  const records: DecidedRecord[] = [];
-  let bad = 0;
-  for (let o = 0; o + DECIDED_RECORD <= payload.length; o += DECIDED_RECORD) {
-    const kind = KINDS[payload.readUInt8(o)];
-    if (!kind) {
-      bad++;
-      continue;
-    }
-    const inode = payload.readBigUInt64LE(o + 64);
-    const app = payload.subarray(o + 72, o + 104);
-    const end = app.indexOf(0);
-    const serverApp = app.subarray(0, end < 0 ? app.length : end).toString('latin1');
-    records.push({
-      kind,
-      retried: payload.readUInt8(o + 1),
-      local: { ip: ip(payload, o + 8), port: payload.readUInt16LE(o + 2) },
-      real: { ip: ip(payload, o + 24), port: payload.readUInt16LE(o + 4) },
-      virt: { ip: ip(payload, o + 40), port: payload.readUInt16LE(o + 6) },
-      pid: payload.readUInt32LE(o + 56),
-      inode: inode ? inode.toString() : undefined,
-      serverApp: serverApp || undefined,
-    });
-  }
-  if (payload.length % DECIDED_RECORD) bad++;
-  return { records, bad };
-}
-
-/** AS_CLAIMED payload: per offer 16 bytes of address (IPv4 mapped) and 2 bytes of port, network order. */
-export function decodeClaims(payload: Buffer): Endpoint[] {
-  const out: Endpoint[] = [];
-  for (let o = 0; o + 18 <= payload.length; o += 18) out.push({ ip: ip(payload, o), port: payload.readUInt16BE(o + 16) });
-  return out;
-}
 
 export interface DecidedDeps {
   stats: HandlerStats;

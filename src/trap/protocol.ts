@@ -1,6 +1,11 @@
-/** Wire format of the trap socket, mirrored from native/proto.h (a unit test pins the offsets), and the
- * sockaddr_in / sockaddr_in6 encoding the generator uses. */
+/** Wire format of the trap socket, mirrored from native/proto.h (a unit test pins the offsets), the sockaddr_in /
+ * sockaddr_in6 encoding the generator uses, the typed request each message decodes into (once, at the trap server:
+ * nothing behind it sees sockaddr bytes) and the Reply the trap server encodes. Pure: no I/O. */
 import ipaddr from 'ipaddr.js';
+import { Errno } from '../errors.js';
+import { canonicalIp, type Endpoint } from '../table/endpoint.js';
+import type { Proto } from '../table/service-table.js';
+import { type DecidedRecord, decodeDecided } from './decided-wire.js';
 
 export const PROTO_VERSION = 1;
 export const HEADER_SIZE = 112;
@@ -208,19 +213,6 @@ export const TRAPPED_SYSCALLS: Readonly<Record<number, string>> = {
   307: 'sendmmsg',
 };
 
-/** An endpoint in its canonical text form: IPv4 dotted (IPv4-mapped IPv6 is unmapped), IPv6 compressed. */
-export interface Endpoint {
-  ip: string;
-  port: number;
-}
-
-/** Canonical text of an address: IPv4-mapped IPv6 becomes IPv4. Throws on anything that is not an IP. */
-export function canonicalIp(ip: string): string {
-  const a = ipaddr.parse(ip);
-  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) return (a as ipaddr.IPv6).toIPv4Address().toString();
-  return a.toString();
-}
-
 /** Decodes sockaddr_in / sockaddr_in6 bytes; undefined when not an inet address. */
 export function decodeSockaddr(b: Buffer): Endpoint | undefined {
   if (b.length < 2) return undefined;
@@ -263,4 +255,163 @@ export function encodeSockaddr(ep: Endpoint, family?: number): Buffer {
   b.writeUInt16BE(ep.port, 2);
   Buffer.from(v6.toByteArray()).copy(b, 8);
   return b;
+}
+
+/** What the daemon answers a request: a result (>= 0 or -errno) and up to two addresses. The trap server encodes it. */
+export interface Reply {
+  result: number;
+  addr?: Buffer;
+  addr2?: Buffer;
+  payload?: Buffer;
+  arg?: number;
+  flags?: number;
+  /** Descriptors sent with the reply (SCM_RIGHTS); the trap server closes its copies afterwards. */
+  fds?: number[];
+  /** Sent first, to another app's generator (AS_OFFER): see TrapHandler.connect. `sent` says whether it went out (the
+   * trap server then owns `fd`). */
+  push?: { appId: string; addr: Buffer; addr2: Buffer; fd: number; sent: (ok: boolean) => void };
+}
+
+/** One AS_CLAIMED entry: 16 bytes of IPv6 address (IPv4 as ::ffff:a.b.c.d), then 2 bytes of port, network order. */
+export const CLAIMED_ENTRY_SIZE = 18;
+
+/** A trap message decoded once, at the trap server: the modules behind it see endpoints, never sockaddr bytes.
+ * `seq` identifies a program's request (the reply carries it back); `socket` is a socket's inode (the cookie). */
+export type TrapRequest =
+  | { kind: 'hello'; payload: Buffer }
+  /** bind(2): `requested` is what the program asked for; `family` its sockaddr's (a v4-mapped AF_INET6 address is 6
+   * here though `requested.ip` shows IPv4); `retry`: the generator found the planned port taken (MsgFlag.RETRY). */
+  | { kind: 'bind'; seq: number; proto: Proto; requested: Endpoint; family: 4 | 6; v6only: boolean; retry: boolean }
+  | { kind: 'bound'; real: Endpoint; socket: string }
+  | { kind: 'unbound'; real: Endpoint }
+  | { kind: 'listen'; socket: string }
+  /** connect(2) or a datagram send: `retryFailed` is the instance that refused (MsgFlag.RETRY); `offer`, a speculative
+   * fast-path offer (MsgFlag.OFFER) whose placeholder is bound to `offer.port`. */
+  | { kind: 'connect'; seq: number; proto: Proto; dst: Endpoint; retry: boolean; retryFailed?: Endpoint; offer?: { port: number } }
+  /** A client connection left from `local` to the real `dst`; `fast`: over the fast path (fds came with it). */
+  /** `decided`: the generator decided the connect itself from the decision table (MsgFlag.DECIDED), after `retried`
+   * instances refused it. */
+  | { kind: 'connected'; local: Endpoint; dst?: Endpoint; fast: boolean; decided: boolean; retried: number }
+  /** Connects a generator decided from the decision table (decided-wire.ts); `bad`: records that did not decode. */
+  | { kind: 'decided'; records: DecidedRecord[]; bad: number; bytes: number }
+  | { kind: 'claimed'; peers: Endpoint[] }
+  /** accept(2): a connection from real `peer` reached the listener at real `listener`. */
+  | { kind: 'accept'; peer: Endpoint; listener?: Endpoint }
+  | { kind: 'udpFrom'; local: Endpoint; socket: string }
+  /** A datagram from real `src` reached the program's socket at real `local`. */
+  | { kind: 'udpWho'; src: Endpoint; local?: Endpoint }
+  | { kind: 'started'; pid: number }
+  /** `delta` undefined: the payload's lengths do not add up (`bytes` long). */
+  | { kind: 'stats'; delta: TrapStatsDelta | undefined; bytes: number }
+  | { kind: 'exit'; pid: number; status: number }
+  /** Its address is no inet sockaddr: a trapped call is answered `errno` (negated), a report (no errno) is dropped. */
+  | { kind: 'undecodable'; errno?: number }
+  | { kind: 'unknown'; type: number };
+
+/** Requests of one kind. */
+export type RequestOf<K extends TrapRequest['kind']> = Extract<TrapRequest, { kind: K }>;
+
+function protoOf(sockType: number): Proto {
+  return sockType === SOCK_DGRAM ? 'udp' : 'tcp';
+}
+
+/** The endpoint of optional sockaddr bytes (empty: absent). */
+function optional(b: Buffer): Endpoint | undefined {
+  return b.length ? decodeSockaddr(b) : undefined;
+}
+
+/** The peers of an AS_CLAIMED payload (entries that do not decode are skipped; a short tail is ignored). */
+function claimedPeers(p: Buffer): Endpoint[] {
+  const peers: Endpoint[] = [];
+  for (let i = 0; i + CLAIMED_ENTRY_SIZE <= p.length; i += CLAIMED_ENTRY_SIZE) {
+    const sa = Buffer.alloc(28);
+    sa.writeUInt16LE(AF_INET6, 0);
+    p.copy(sa, 2, i + 16, i + 18); /* port, network order */
+    p.copy(sa, 8, i, i + 16);
+    const peer = decodeSockaddr(sa);
+    if (peer) peers.push(peer);
+  }
+  return peers;
+}
+
+/** Errnos a trapped call gets when its address does not decode (what the daemon has always answered). */
+const UNDECODABLE: Readonly<Record<number, number>> = {
+  [MsgType.BIND]: Errno.EAFNOSUPPORT,
+  [MsgType.CONNECT]: Errno.EAFNOSUPPORT,
+  [MsgType.ACCEPT]: Errno.ECONNREFUSED,
+  [MsgType.UDP_WHO]: Errno.EINVAL,
+};
+
+/** Decodes a message into its request (see TrapRequest). */
+export function decodeRequest(m: TrapMsg): TrapRequest {
+  switch (m.type) {
+    case MsgType.HELLO:
+      return { kind: 'hello', payload: m.payload };
+    case MsgType.LISTEN:
+      return { kind: 'listen', socket: m.cookie.toString() };
+    case MsgType.STARTED:
+      return { kind: 'started', pid: m.pid };
+    case MsgType.STATS:
+      return { kind: 'stats', delta: decodeTrapStats(m.payload), bytes: m.payload.length };
+    case MsgType.EXIT:
+      return { kind: 'exit', pid: m.pid, status: m.arg };
+    case MsgType.CLAIMED:
+      return { kind: 'claimed', peers: claimedPeers(m.payload) };
+    case MsgType.DECIDED:
+      return { kind: 'decided', ...decodeDecided(m.payload), bytes: m.payload.length };
+    case MsgType.BIND:
+    case MsgType.BOUND:
+    case MsgType.UNBOUND:
+    case MsgType.CONNECT:
+    case MsgType.CONNECTED:
+    case MsgType.ACCEPT:
+    case MsgType.UDP_FROM:
+    case MsgType.UDP_WHO:
+      break;
+    default:
+      return { kind: 'unknown', type: m.type };
+  }
+  const addr = decodeSockaddr(m.addr);
+  if (!addr) {
+    const errno = UNDECODABLE[m.type];
+    return errno === undefined ? { kind: 'undecodable' } : { kind: 'undecodable', errno };
+  }
+  switch (m.type) {
+    case MsgType.BIND: {
+      const family = m.addr.readUInt16LE(0) === AF_INET6 ? 6 : 4;
+      return { kind: 'bind', seq: m.seq, proto: protoOf(m.arg), requested: addr, family, v6only: family === 6 && (m.flags & MsgFlag.V6ONLY) !== 0, retry: (m.flags & MsgFlag.RETRY) !== 0 };
+    }
+    case MsgType.BOUND:
+      return { kind: 'bound', real: addr, socket: m.cookie.toString() };
+    case MsgType.UNBOUND:
+      return { kind: 'unbound', real: addr };
+    case MsgType.CONNECT: {
+      const req: RequestOf<'connect'> = { kind: 'connect', seq: m.seq, proto: protoOf(m.arg), dst: addr, retry: (m.flags & MsgFlag.RETRY) !== 0 };
+      const addr2 = m.flags & (MsgFlag.RETRY | MsgFlag.OFFER) ? decodeSockaddr(m.addr2) : undefined;
+      if (req.retry && addr2) req.retryFailed = addr2;
+      if (m.flags & MsgFlag.OFFER && addr2) req.offer = { port: addr2.port };
+      return req;
+    }
+    case MsgType.CONNECTED: {
+      const decided = (m.flags & MsgFlag.DECIDED) !== 0;
+      const req: RequestOf<'connected'> = { kind: 'connected', local: addr, fast: (m.flags & MsgFlag.FASTPATH) !== 0, decided, retried: decided ? Math.max(0, Math.min(m.arg, 8)) : 0 };
+      const dst = decodeSockaddr(m.addr2);
+      if (dst) req.dst = dst;
+      return req;
+    }
+    case MsgType.ACCEPT: {
+      const req: RequestOf<'accept'> = { kind: 'accept', peer: addr };
+      const listener = optional(m.addr2);
+      if (listener) req.listener = listener;
+      return req;
+    }
+    case MsgType.UDP_FROM:
+      return { kind: 'udpFrom', local: addr, socket: m.cookie.toString() };
+    default: {
+      const req: RequestOf<'udpWho'> = { kind: 'udpWho', src: addr };
+      const local = optional(m.addr2);
+      if (local) req.local = local;
+      return req;
+    }
+  }
 }

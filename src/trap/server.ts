@@ -7,11 +7,11 @@ import { type Accepted, native, type Poller } from '../native/binding.js';
 import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
 import { errCode, FdBudget, isFdExhaustion } from './fdbudget.js';
-import { type Reply, TrapHandler } from './handler.js';
-import { decodeMsg, decodeTrapStats, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type TrapMsg, type TrapStatsDelta } from './protocol.js';
+import { TrapHandler } from './handler.js';
+import { decodeMsg, decodeRequest, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type Reply, type TrapMsg, type TrapRequest, type TrapStatsDelta } from './protocol.js';
 import { decodeWaitStatus } from './wait-status.js';
-import { decodeClaims, decodeDecided, type DecidedRecord } from './decided.js';
-import type { Endpoint } from './protocol.js';
+import type { DecidedRecord } from './decided-wire.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 /** Receives each generator's trap counters (AS_STATS deltas). */
 export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
@@ -245,13 +245,15 @@ export class TrapServer {
   }
 
   /** Handles one message; fds that arrived with it are passed on (fast-path CONNECTED) or closed here. `fdsLost`:
-   * descriptors came with it but the daemon had no room for them (see FdBudget). */
+   * descriptors came with it but the daemon had no room for them (see FdBudget). A registered app's message is
+   * decoded here, once, into its request (protocol.ts: decodeRequest). */
   private onMessage(c: Conn, data: Buffer, fds: number[] = [], fdsLost = false): void {
     if (c.refused !== undefined) {
       this.refuse(c, data, fds);
       return;
     }
     const m = decodeMsg(data);
+    const req = m !== undefined && c.app !== undefined ? decodeRequest(m) : undefined;
     const offered = m !== undefined && c.app !== undefined && m.type === MsgType.CONNECT && (m.flags & MsgFlag.OFFER) !== 0;
     const fast = m !== undefined && c.app !== undefined && ((m.type === MsgType.CONNECTED && (m.flags & MsgFlag.FASTPATH) !== 0) || offered);
     if (fds.length && !(m && c.app && (m.type === MsgType.CONNECTED || offered))) {
@@ -260,9 +262,9 @@ export class TrapServer {
     }
     if (fdsLost) {
       this.fds.fail("receiving a fast-path connection's descriptors (SCM_RIGHTS)", 'MSG_CTRUNC');
-      if (fast && !offered && c.app && m) {
+      if (fast && !offered && c.app && req) {
         this.messages++;
-        this.handler.connectedLost(c.app, m);
+        if (req.kind === 'connected') this.handler.connectedLost(c.app, req);
         return;
       }
     }
@@ -274,10 +276,10 @@ export class TrapServer {
         this.log.debug({ err: e, pid: c.pid }, 'fast-path sentinel not read');
       }
     }
-    this.onDecoded(c, data, m, fds);
+    this.onDecoded(c, data, m, req, fds);
   }
 
-  private onDecoded(c: Conn, data: Buffer, m: TrapMsg | undefined, fds: number[]): void {
+  private onDecoded(c: Conn, data: Buffer, m: TrapMsg | undefined, req: TrapRequest | undefined, fds: number[]): void {
     this.messages++;
     if (!m) {
       this.badMessages++;
@@ -285,7 +287,7 @@ export class TrapServer {
       return;
     }
     if (TRAPPED.has(m.type)) this.traps++;
-    if (!c.app) {
+    if (!c.app || !req) {
       if (m.type !== MsgType.HELLO) {
         this.badMessages++;
         this.log.warn({ pid: c.pid, type: m.type }, 'trap message before HELLO: connection dropped');
@@ -298,46 +300,48 @@ export class TrapServer {
     const app = c.app;
     let reply: Reply | undefined;
     try {
-      switch (m.type) {
-        case MsgType.BIND:
-          reply = this.handler.bind(app, m);
+      switch (req.kind) {
+        case 'undecodable': /* its address is no inet sockaddr: the call fails as it always has, a report is dropped */
+          for (const fd of fds) native.close(fd);
+          if (req.errno !== undefined) reply = { result: -req.errno };
           break;
-        case MsgType.BOUND:
-          this.handler.bound(app, m);
+        case 'bind':
+          reply = this.handler.bind(app, req);
           break;
-        case MsgType.UNBOUND:
-          this.handler.unbound(app, m);
+        case 'bound':
+          this.handler.bound(app, req);
           break;
-        case MsgType.LISTEN:
-          reply = this.handler.listen(app, m);
+        case 'unbound':
+          this.handler.unbound(app, req);
           break;
-        case MsgType.CONNECT:
-          reply = this.handler.connect(app, m, fds);
+        case 'listen':
+          reply = this.handler.listen(app, req);
+          break;
+        case 'connect':
+          reply = this.handler.connect(app, req, fds);
           if (reply.push) this.push(reply.push);
           break;
-        case MsgType.CLAIMED:
-          this.handler.claimed(app, m);
-          this.onClaimed?.(app, decodeClaims(m.payload));
+        case 'claimed':
+          this.handler.claimed(app, req);
+          this.onClaimed?.(app, req.peers);
           break;
-        case MsgType.DECIDED: {
-          const d = decodeDecided(m.payload);
-          if (d.bad) {
+        case 'decided':
+          if (req.bad) {
             this.badMessages++;
-            this.log.warn({ app: app.id, bytes: m.payload.length }, 'malformed decided-connect records dropped');
+            this.log.warn({ app: app.id, bytes: req.bytes }, 'malformed decided-connect records dropped');
           }
-          this.onDecided?.(app, d.records);
+          this.onDecided?.(app, req.records);
           break;
-        }
-        case MsgType.CONNECTED:
-          if (m.flags & MsgFlag.DECIDED) { /* decided by the generator from the decision table: counted here */
+        case 'connected':
+          if (req.decided) { /* decided by the generator from the decision table: counted here */
             this.handler.stats.connects++;
-            this.handler.stats.retried += Math.max(0, Math.min(m.arg, 8));
+            this.handler.stats.retried += req.retried;
           }
-          this.handler.connected(app, m, fds);
+          this.handler.connected(app, req, fds);
           break;
-        case MsgType.ACCEPT:
+        case 'accept':
           this.handler
-            .accept(app, m)
+            .accept(app, req)
             .then(
               (r) => this.conns.has(c.fd) && this.reply(c, m, r),
               (e: unknown) => {
@@ -351,12 +355,12 @@ export class TrapServer {
               this.onInternalError?.('answering an accept', e);
             });
           break;
-        case MsgType.UDP_FROM:
-          this.handler.udpFrom(app, m);
+        case 'udpFrom':
+          this.handler.udpFrom(app, req);
           break;
-        case MsgType.UDP_WHO:
+        case 'udpWho':
           this.handler
-            .udpWho(app, m)
+            .udpWho(app, req)
             .then(
               (r) => this.conns.has(c.fd) && this.reply(c, m, r),
               (e: unknown) => {
@@ -366,26 +370,28 @@ export class TrapServer {
             )
             .catch((e: unknown) => this.log.error({ err: e, app: app.id }, 'datagram sender reply failed'));
           break;
-        case MsgType.STARTED:
-          app.pid = m.pid;
+        case 'started':
+          app.pid = req.pid;
           break;
-        case MsgType.STATS: {
-          const d = decodeTrapStats(m.payload);
-          if (!d) {
+        case 'stats':
+          if (!req.delta) {
             this.badMessages++;
-            this.log.warn({ app: app.id, bytes: m.payload.length }, 'malformed trap statistics dropped');
+            this.log.warn({ app: app.id, bytes: req.bytes }, 'malformed trap statistics dropped');
           } else {
-            this.statsSink?.(app, d);
+            this.statsSink?.(app, req.delta);
           }
           break;
-        }
-        case MsgType.EXIT:
-          this.log.info({ app: app.id, pid: m.pid, ...decodeWaitStatus(m.arg) }, 'program exited');
+        case 'exit':
+          this.log.info({ app: app.id, pid: req.pid, ...decodeWaitStatus(req.status) }, 'program exited');
           break;
-        default:
+        case 'hello': /* a second HELLO is no message an app sends */
+        case 'unknown':
           this.badMessages++;
           this.log.warn({ app: app.id, type: m.type }, 'unknown trap message type');
           reply = { result: -22 };
+          break;
+        default:
+          req satisfies never;
       }
     } catch (e) {
       this.log.error({ err: e, app: app.id, type: m.type }, 'trap handler failed; answering EINVAL');

@@ -9,7 +9,7 @@
  *   endpoint behind it (a server answering a client that has no service of its own: an ephemeral port).
  * Pure apart from timers: no I/O. */
 import type { ClientIdentity } from './client-reports.js';
-import { type Endpoint } from './protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
 
 /** A datagram sender: its app's identity, and the port it is seen from (its bound virtual port, else its real one). */
 export interface UdpSender extends ClientIdentity {

@@ -5,7 +5,8 @@
  * never needed. Any other port of the virtual address is refused: nothing listens there. Pure: no I/O. */
 import { Errno } from '../errors.js';
 import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT } from '../table/addresses.js';
-import { encodeSockaddr, type Endpoint } from './protocol.js';
+import type { Endpoint } from '../table/endpoint.js';
+import { encodeSockaddr } from './protocol.js';
 
 /** What a connect or send to the virtual DNS address is answered: the real destination (addr) and the name the
  * program sees (addr2), or an errno. */

@@ -16,7 +16,8 @@ import { PortPool } from '../../src/table/port-pool.js';
 import { type ServiceEntry, ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { type Binding, type HandlerSnapshot, TrapHandler } from '../../src/trap/handler.js';
-import { decodeMsg, encodeMsg, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -49,7 +50,7 @@ describe('daemon doors (1a)', () => {
     const h = new TrapHandler(handlerConfig(new ServiceTable(), { forbidden: (ip, port, proto) => g.check(ip, port, proto) }));
     const app = h.hello({ tags: {}, cmd: ['x'] }, 1, 0) as AppRecord;
     const send = (port: number, type: number): number =>
-      h.connect(app, decodeMsg(encodeMsg({ type: MsgType.CONNECT, seq: 1, arg: type, addr: encodeSockaddr({ ip: '192.0.2.1', port }) }))!).result;
+      h.connect(app, request('connect', { type: MsgType.CONNECT, seq: 1, arg: type, addr: encodeSockaddr({ ip: '192.0.2.1', port }) })).result;
     expect(send(7947, SOCK_STREAM)).toBe(-Errno.ECONNREFUSED);
     expect(send(7946, SOCK_DGRAM)).toBe(-Errno.EPERM);
     expect(send(22, SOCK_STREAM)).toBe(0);
@@ -74,9 +75,7 @@ let nextPort = 50000;
 /** A connect to 10.0.0.5:80 carrying a speculative offer (two fds); pushes it as the trap server would. */
 function offer(h: TrapHandler, app: AppRecord): { result: number; fast: boolean; fds: number[] } {
   const fds = [nextFd++, nextFd++];
-  const m = decodeMsg(
-    encodeMsg({ type: MsgType.CONNECT, seq: 1, flags: MsgFlag.OFFER, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.0.0.5', port: 80 }), addr2: encodeSockaddr({ ip: '192.0.2.1', port: nextPort++ }) }),
-  )!;
+  const m = request('connect', { type: MsgType.CONNECT, seq: 1, flags: MsgFlag.OFFER, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.0.0.5', port: 80 }), addr2: encodeSockaddr({ ip: '192.0.2.1', port: nextPort++ }) });
   const r = h.connect(app, m, fds);
   r.push?.sent(true);
   return { result: r.result, fast: ((r.flags ?? 0) & MsgFlag.OFFER) !== 0, fds };
@@ -125,7 +124,7 @@ describe('fast-path offers (5a)', () => {
     const { h, client } = fastpathSetup({ servicesPerApp: 3, pendingPerApp: 1024 });
     const a = client();
     const bind = (app: AppRecord, seq: number): number =>
-      h.bind(app, decodeMsg(encodeMsg({ type: MsgType.BIND, seq, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip: '0.0.0.0', port: 0 }) }))!).result;
+      h.bind(app, request('bind', { type: MsgType.BIND, seq, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip: '0.0.0.0', port: 0 }) })).result;
     expect([1, 2, 3, 4].map((s) => bind(a, s))).toEqual([0, 0, 0, -Errno.ENOBUFS]);
     expect(bind(client(), 1)).toBe(0);
     expect(h.stats.limitServices).toBe(1);

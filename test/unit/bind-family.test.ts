@@ -13,7 +13,8 @@ import { type ServiceEntry, ServiceTable } from '../../src/table/service-table.j
 import type { AppRecord } from '../../src/trap/apps.js';
 import { type HandlerConfig, TrapHandler } from '../../src/trap/handler.js';
 import { collides } from '../../src/trap/port-space.js';
-import { AF_INET6, decodeMsg, decodeSockaddr, encodeMsg, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { AF_INET6, decodeSockaddr, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 
 function setup(over: Partial<HandlerConfig> = {}, ip = '10.0.0.5'): { h: TrapHandler; table: ServiceTable; app: AppRecord } {
   const table = new ServiceTable();
@@ -30,20 +31,20 @@ let ino = 100;
 function serve(h: TrapHandler, app: AppRecord, opts: { v6?: boolean; v6only?: boolean; port?: number; type?: number; listen?: boolean }): { result: number; real?: { ip: string; port: number }; ino: string } {
   const v6 = opts.v6 ?? false;
   const addr = encodeSockaddr({ ip: v6 ? '::' : '0.0.0.0', port: opts.port ?? 6379 }, v6 ? AF_INET6 : undefined);
-  const m = decodeMsg(encodeMsg({ type: MsgType.BIND, seq: ++seq, arg: opts.type ?? SOCK_STREAM, addr, flags: opts.v6only ? MsgFlag.V6ONLY : 0 }))!;
+  const m = request('bind', { type: MsgType.BIND, seq: ++seq, arg: opts.type ?? SOCK_STREAM, addr, flags: opts.v6only ? MsgFlag.V6ONLY : 0 });
   const r = h.bind(app, m);
   const myIno = String(++ino);
   if (r.result < 0 || !r.addr) return { result: r.result, ino: myIno };
   const real = decodeSockaddr(r.addr)!;
-  h.bound(app, decodeMsg(encodeMsg({ type: MsgType.BOUND, seq: 0, cookie: BigInt(myIno), addr: r.addr }))!);
+  h.bound(app, request('bound', { type: MsgType.BOUND, seq: 0, cookie: BigInt(myIno), addr: r.addr }));
   if (opts.listen !== false && (opts.type ?? SOCK_STREAM) === SOCK_STREAM) {
-    expect(h.listen(app, decodeMsg(encodeMsg({ type: MsgType.LISTEN, seq: ++seq, cookie: BigInt(myIno), addr: r.addr }))!).result).toBe(0);
+    expect(h.listen(app, request('listen', { type: MsgType.LISTEN, seq: ++seq, cookie: BigInt(myIno), addr: r.addr })).result).toBe(0);
   }
   return { result: r.result, real, ino: myIno };
 }
 
 function connect(h: TrapHandler, app: AppRecord, ip: string, port: number): { ip: string; port: number } | undefined {
-  const m = decodeMsg(encodeMsg({ type: MsgType.CONNECT, seq: ++seq, arg: SOCK_STREAM, addr: encodeSockaddr({ ip, port }, ip.includes(':') ? AF_INET6 : undefined) }))!;
+  const m = request('connect', { type: MsgType.CONNECT, seq: ++seq, arg: SOCK_STREAM, addr: encodeSockaddr({ ip, port }, ip.includes(':') ? AF_INET6 : undefined) });
   const r = h.connect(app, m);
   return r.addr ? decodeSockaddr(r.addr) : undefined;
 }

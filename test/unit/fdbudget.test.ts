@@ -7,7 +7,8 @@ import { Errno } from '../../src/errors.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import { FdBudget, type FdOps, isFdExhaustion } from '../../src/trap/fdbudget.js';
 import { TrapHandler } from '../../src/trap/handler.js';
-import { decodeMsg, encodeMsg, encodeSockaddr, MsgFlag, MsgType, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { encodeSockaddr, MsgFlag, MsgType, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 
 /** A process with `room` free descriptors. */
 function fakeFds(room: number): FdOps & { room: number; open: () => number } {
@@ -105,7 +106,7 @@ describe('TrapHandler while the daemon is out of descriptors', () => {
     table.upsert({ id: 'self/s/1', vip: '10.0.0.5', port: 80, proto: 'tcp', node: 'self', endpoint: { ip: '192.0.2.1', port: 40001 }, appId: server.id, tags: {}, version: 1 });
     return { h, app: h.hello({ tags: {}, cmd: ['client'] }, 2, 0), closed };
   }
-  const connectMsg = decodeMsg(encodeMsg({ type: MsgType.CONNECT, seq: 1, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.0.0.5', port: 80 }) }))!;
+  const connectMsg = request('connect', { type: MsgType.CONNECT, seq: 1, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.0.0.5', port: 80 }) });
   const local = encodeSockaddr({ ip: '192.0.2.1', port: 50000 });
   const listener = encodeSockaddr({ ip: '192.0.2.1', port: 40001 });
 
@@ -125,8 +126,8 @@ describe('TrapHandler while the daemon is out of descriptors', () => {
     const { h, app } = setup({ v: false });
     if (typeof app === 'string') throw new Error(app);
     const srv = [...h.apps.values()].find((a) => a.cmd[0] === 'srv')!;
-    const report = decodeMsg(encodeMsg({ type: MsgType.CONNECTED, flags: MsgFlag.FASTPATH, addr: local, addr2: listener }))!;
-    const accept = decodeMsg(encodeMsg({ type: MsgType.ACCEPT, seq: 7, addr: local, addr2: listener }))!;
+    const report = request('connected', { type: MsgType.CONNECTED, flags: MsgFlag.FASTPATH, addr: local, addr2: listener });
+    const accept = request('accept', { type: MsgType.ACCEPT, seq: 7, addr: local, addr2: listener });
     // report first, then the accept: no wait for a report that will never come (identityWaitMs is 5 s here)
     h.connectedLost(app, report);
     let answer: number | undefined;

@@ -5,7 +5,8 @@ import { Errno } from '../../src/errors.js';
 import { type ServiceEntry, ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { ALTERNATIVES, TrapHandler } from '../../src/trap/handler.js';
-import { decodeSockaddr, encodeMsg, decodeMsg, encodeSockaddr, MsgFlag, MsgType, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { decodeSockaddr, encodeSockaddr, MsgFlag, MsgType, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 
 function setup(alive: (n: string) => boolean = () => true): { h: TrapHandler; table: ServiceTable; app: AppRecord } {
   const table = new ServiceTable();
@@ -20,9 +21,7 @@ function entry(node: string, port: number): ServiceEntry {
 }
 
 function connect(h: TrapHandler, app: AppRecord, ip: string, port: number, seq = 1, failed?: { ip: string; port: number }) {
-  const m = decodeMsg(
-    encodeMsg({ type: MsgType.CONNECT, seq, arg: SOCK_STREAM, addr: encodeSockaddr({ ip, port }), ...(failed ? { flags: MsgFlag.RETRY, addr2: encodeSockaddr(failed) } : {}) }),
-  )!;
+  const m = request('connect', { type: MsgType.CONNECT, seq, arg: SOCK_STREAM, addr: encodeSockaddr({ ip, port }), ...(failed ? { flags: MsgFlag.RETRY, addr2: encodeSockaddr(failed) } : {}) });
   const r = h.connect(app, m);
   return { ...r, to: r.addr ? decodeSockaddr(r.addr) : undefined };
 }
@@ -67,7 +66,7 @@ describe('TrapHandler.connect', () => {
   it('refuses --ip outside the vip ranges and binds to addresses that are not the app\'s', () => {
     const { h, app } = setup();
     expect(h.hello({ ip: '192.0.2.50', tags: {}, cmd: [] }, 2, 0)).toMatch(/outside the virtual ranges/);
-    const m = decodeMsg(encodeMsg({ type: MsgType.BIND, seq: 3, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.9.9.9', port: 80 }) }))!;
+    const m = request('bind', { type: MsgType.BIND, seq: 3, arg: SOCK_STREAM, addr: encodeSockaddr({ ip: '10.9.9.9', port: 80 }) });
     expect(h.bind(app, m).result).toBe(-Errno.EADDRNOTAVAIL);
   });
 });

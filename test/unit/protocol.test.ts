@@ -1,13 +1,15 @@
 /** The trap wire format: TypeScript offsets match native/proto.h as the C compiler lays it out. */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   AF_INET,
   AF_INET6,
+  CLAIMED_ENTRY_SIZE,
   decodeMsg,
+  decodeRequest,
   decodeSockaddr,
   decodeTrapStats,
   encodeMsg,
@@ -27,8 +29,10 @@ import {
   STATS_HIST_SIZE,
   STATS_OTHER,
   TRAPPED_SYSCALLS,
+  type TrapMsg,
   type TrapStatsDelta,
 } from '../../src/trap/protocol.js';
+import { Errno } from '../../src/errors.js';
 import { ROOT } from '../helpers/hosts.js';
 
 /** C statements printing the AS_STATS constants and layout, and the syscall numbers TRAPPED_SYSCALLS names. */
@@ -252,5 +256,59 @@ int main(void) {
       }
     }
     expect(counts.size).toBe(nrs.length * (STATS_ERRNO_MAX + 1));
+  });
+});
+
+describe('trap requests (decoded once, at the trap server)', () => {
+  const msg = (m: Partial<TrapMsg> & { type: number }): TrapMsg => decodeMsg(encodeMsg(m)) as TrapMsg;
+  const bad = Buffer.from([1, 0, 0, 0]); /* AF_UNIX: no inet address */
+
+  it('answers an undecodable address as the handler always did; reports with one are dropped', () => {
+    expect(decodeRequest(msg({ type: MsgType.BIND, addr: bad }))).toEqual({ kind: 'undecodable', errno: Errno.EAFNOSUPPORT });
+    expect(decodeRequest(msg({ type: MsgType.CONNECT, addr: bad }))).toEqual({ kind: 'undecodable', errno: Errno.EAFNOSUPPORT });
+    expect(decodeRequest(msg({ type: MsgType.ACCEPT, addr: bad }))).toEqual({ kind: 'undecodable', errno: Errno.ECONNREFUSED });
+    expect(decodeRequest(msg({ type: MsgType.UDP_WHO }))).toEqual({ kind: 'undecodable', errno: Errno.EINVAL });
+    for (const type of [MsgType.BOUND, MsgType.UNBOUND, MsgType.CONNECTED, MsgType.UDP_FROM]) {
+      expect(decodeRequest(msg({ type, addr: bad }))).toEqual({ kind: 'undecodable' });
+    }
+    expect(decodeRequest(msg({ type: MsgType.OFFER }))).toEqual({ kind: 'unknown', type: MsgType.OFFER });
+    expect(decodeRequest(msg({ type: 99 }))).toEqual({ kind: 'unknown', type: 99 });
+  });
+
+  it('decodes bind with the sockaddr family (a v4-mapped address is AF_INET6) and V6ONLY', () => {
+    const r = decodeRequest(msg({ type: MsgType.BIND, seq: 4, arg: 2, flags: MsgFlag.V6ONLY | MsgFlag.RETRY, addr: encodeSockaddr({ ip: '0.0.0.0', port: 53 }, AF_INET6) }));
+    expect(r).toEqual({ kind: 'bind', seq: 4, proto: 'udp', requested: { ip: '0.0.0.0', port: 53 }, family: 6, v6only: true, retry: true });
+    const v4 = decodeRequest(msg({ type: MsgType.BIND, seq: 5, arg: 1, flags: MsgFlag.V6ONLY, addr: encodeSockaddr({ ip: '127.0.0.1', port: 80 }) }));
+    expect(v4).toMatchObject({ kind: 'bind', proto: 'tcp', family: 4, v6only: false, retry: false });
+  });
+
+  it('decodes connect: the refusing instance of a retry, the placeholder port of an offer', () => {
+    const dst = encodeSockaddr({ ip: '10.0.0.5', port: 80 });
+    const other = encodeSockaddr({ ip: '192.0.2.1', port: 40001 });
+    expect(decodeRequest(msg({ type: MsgType.CONNECT, seq: 1, arg: 1, addr: dst, addr2: other }))).toEqual({ kind: 'connect', seq: 1, proto: 'tcp', dst: { ip: '10.0.0.5', port: 80 }, retry: false });
+    expect(decodeRequest(msg({ type: MsgType.CONNECT, seq: 1, arg: 1, flags: MsgFlag.RETRY, addr: dst, addr2: other }))).toMatchObject({ retry: true, retryFailed: { ip: '192.0.2.1', port: 40001 } });
+    expect(decodeRequest(msg({ type: MsgType.CONNECT, seq: 1, arg: 1, flags: MsgFlag.OFFER, addr: dst, addr2: other }))).toMatchObject({ retry: false, offer: { port: 40001 } });
+    expect(decodeRequest(msg({ type: MsgType.CONNECT, seq: 1, arg: 1, flags: MsgFlag.OFFER, addr: dst, addr2: bad }))).not.toHaveProperty('offer');
+  });
+
+  it('decodes the peers of an AS_CLAIMED batch (IPv4 as ::ffff:a.b.c.d), ignoring a short tail', () => {
+    const p = Buffer.alloc(2 * CLAIMED_ENTRY_SIZE + 5);
+    encodeSockaddr({ ip: '192.0.2.7', port: 40002 }, AF_INET6).copy(p, 0, 8, 24);
+    p.writeUInt16BE(40002, 16);
+    encodeSockaddr({ ip: '2001:db8::9', port: 1 }).copy(p, CLAIMED_ENTRY_SIZE, 8, 24);
+    p.writeUInt16BE(1, CLAIMED_ENTRY_SIZE + 16);
+    expect(decodeRequest(msg({ type: MsgType.CLAIMED, payload: p }))).toEqual({ kind: 'claimed', peers: [{ ip: '192.0.2.7', port: 40002 }, { ip: '2001:db8::9', port: 1 }] });
+  });
+
+  it('is the only decoding: no module of src/trap but the trap server imports the raw message or sockaddr decoding', () => {
+    const dir = path.join(ROOT, 'src/trap');
+    const raw = /\b(decodeMsg|decodeSockaddr|TrapMsg)\b/;
+    const offenders: string[] = [];
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.ts') && n !== 'protocol.ts' && n !== 'server.ts')) {
+      for (const m of readFileSync(path.join(dir, f), 'utf8').matchAll(/^\s*import\b([^;]*?)from\s+'([^']+)'/gm)) {
+        if (raw.test(m[1] ?? '')) offenders.push(`${f}: ${m[2] ?? ''}`);
+      }
+    }
+    expect(offenders).toEqual([]);
   });
 });

@@ -6,13 +6,11 @@ import { Errno } from '../../src/errors.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { type PeerResolver, TrapHandler } from '../../src/trap/handler.js';
-import { decodeMsg, decodeSockaddr, encodeMsg, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, type TrapMsg } from '../../src/trap/protocol.js';
+import { decodeSockaddr, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 import { UdpIdentity } from '../../src/trap/udp-identity.js';
 import { handlerConfig } from '../helpers/handler-config.js';
 
-function msg(type: number, fields: Partial<TrapMsg> = {}): TrapMsg {
-  return decodeMsg(encodeMsg({ type, ...fields })) as TrapMsg;
-}
 
 function setup(resolvePeer?: PeerResolver): { h: TrapHandler; a: AppRecord; b: AppRecord } {
   const h = new TrapHandler(handlerConfig(new ServiceTable(), resolvePeer ? { resolvePeer } : {}));
@@ -23,15 +21,15 @@ function setup(resolvePeer?: PeerResolver): { h: TrapHandler; a: AppRecord; b: A
 }
 
 const who = (h: TrapHandler, app: AppRecord, ip: string, port: number) =>
-  h.udpWho(app, msg(MsgType.UDP_WHO, { seq: 0x80000001, addr: encodeSockaddr({ ip, port }), addr2: encodeSockaddr({ ip: '192.0.2.1', port: 40001 }) }));
+  h.udpWho(app, request('udpWho', { type: MsgType.UDP_WHO, seq: 0x80000001, addr: encodeSockaddr({ ip, port }), addr2: encodeSockaddr({ ip: '192.0.2.1', port: 40001 }) }));
 
 const send = (h: TrapHandler, app: AppRecord, ip: string, port: number) =>
-  h.connect(app, msg(MsgType.CONNECT, { seq: 5, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip, port }) }));
+  h.connect(app, request('connect', { type: MsgType.CONNECT, seq: 5, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip, port }) }));
 
 describe('UDP senders on this node', () => {
   it('a reported socket is its app (real port); a bound one shows its virtual port; the sender gets a way back', async () => {
     const { h, a, b } = setup();
-    h.udpFrom(b, msg(MsgType.UDP_FROM, { addr: encodeSockaddr({ ip: '0.0.0.0', port: 51000 }), cookie: 77n }));
+    h.udpFrom(b, request('udpFrom', { type: MsgType.UDP_FROM, addr: encodeSockaddr({ ip: '0.0.0.0', port: 51000 }), cookie: 77n }));
     const r = await who(h, a, '192.0.2.1', 51000);
     expect(r.result).toBe(0);
     expect(decodeSockaddr(r.addr as Buffer)).toEqual({ ip: '10.0.0.2', port: 51000 });
@@ -44,9 +42,9 @@ describe('UDP senders on this node', () => {
     const c = h.hello({ ip: '10.0.0.3', tags: {}, cmd: ['x'] }, 3, 0) as AppRecord;
     expect(send(h, c, '10.0.0.2', 51000).result).toBe(-Errno.ECONNREFUSED);
 
-    const plan = h.bind(b, msg(MsgType.BIND, { seq: 9, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip: '0.0.0.0', port: 6001 }) }));
+    const plan = h.bind(b, request('bind', { type: MsgType.BIND, seq: 9, arg: SOCK_DGRAM, addr: encodeSockaddr({ ip: '0.0.0.0', port: 6001 }) }));
     const real = decodeSockaddr(plan.addr as Buffer) as { ip: string; port: number };
-    h.bound(b, msg(MsgType.BOUND, { addr: plan.addr as Buffer, cookie: 78n }));
+    h.bound(b, request('bound', { type: MsgType.BOUND, addr: plan.addr as Buffer, cookie: 78n }));
     const rb = await who(h, a, real.ip, real.port);
     expect(decodeSockaddr(rb.addr as Buffer)).toEqual({ ip: '10.0.0.2', port: 6001 });
   });
@@ -59,7 +57,7 @@ describe('UDP senders on this node', () => {
     expect(Date.now() - t).toBeGreaterThanOrEqual(50);
     expect(h.stats.udpUnidentified).toBe(1);
     const pending = who(h, a, '192.0.2.1', 52001);
-    h.udpFrom(b, msg(MsgType.UDP_FROM, { addr: encodeSockaddr({ ip: '192.0.2.1', port: 52001 }), cookie: 79n }));
+    h.udpFrom(b, request('udpFrom', { type: MsgType.UDP_FROM, addr: encodeSockaddr({ ip: '192.0.2.1', port: 52001 }), cookie: 79n }));
     expect(decodeSockaddr((await pending).addr as Buffer)).toEqual({ ip: '10.0.0.2', port: 52001 });
   });
 
@@ -108,7 +106,7 @@ describe('datagrams to the local host (issue 11 item 9)', () => {
     }
     expect(h.stats.refused).toBe(0);
     /* TCP is refused as before, and a vip without a UDP service too */
-    expect(h.connect(a, msg(MsgType.CONNECT, { seq: 6, arg: 1, addr: encodeSockaddr({ ip: '::', port: 8000 }) })).result).toBe(-Errno.ECONNREFUSED);
+    expect(h.connect(a, request('connect', { type: MsgType.CONNECT, seq: 6, arg: 1, addr: encodeSockaddr({ ip: '::', port: 8000 }) })).result).toBe(-Errno.ECONNREFUSED);
     expect(send(h, a, '10.0.0.77', 8000).result).toBe(-Errno.ECONNREFUSED);
   });
 });

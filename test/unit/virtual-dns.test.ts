@@ -9,7 +9,8 @@ import { VIRTUAL_DNS_ADDRESS } from '../../src/table/addresses.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { TrapHandler } from '../../src/trap/handler.js';
-import { AF_INET6, decodeMsg, decodeSockaddr, encodeMsg, encodeSockaddr, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { AF_INET6, decodeSockaddr, encodeSockaddr, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { request } from '../helpers/trap-request.js';
 import { VirtualDns } from '../../src/trap/virtual-dns.js';
 
 function handler(dnsPort: number): { h: TrapHandler; app: AppRecord; table: ServiceTable } {
@@ -20,7 +21,7 @@ function handler(dnsPort: number): { h: TrapHandler; app: AppRecord; table: Serv
 }
 
 function connect(h: TrapHandler, app: AppRecord, ip: string, port: number, type: number, family?: number) {
-  const r = h.connect(app, decodeMsg(encodeMsg({ type: MsgType.CONNECT, seq: 1, arg: type, addr: encodeSockaddr({ ip, port }, family) }))!);
+  const r = h.connect(app, request('connect', { type: MsgType.CONNECT, seq: 1, arg: type, addr: encodeSockaddr({ ip, port }, family) }));
   return { result: r.result, real: r.addr && decodeSockaddr(r.addr), shown: r.addr2 && decodeSockaddr(r.addr2) };
 }
 
@@ -51,7 +52,7 @@ describe('virtual DNS address', () => {
     const { h, app } = handler(5353);
     const before = h.stats.tcpConnections;
     const report = (dst: { ip: string; port: number }): void =>
-      h.connected(app, decodeMsg(encodeMsg({ type: MsgType.CONNECTED, seq: 2, addr: encodeSockaddr({ ip: '192.0.2.1', port: 41000 }), addr2: encodeSockaddr(dst) }))!);
+      h.connected(app, request('connected', { type: MsgType.CONNECTED, seq: 2, addr: encodeSockaddr({ ip: '192.0.2.1', port: 41000 }), addr2: encodeSockaddr(dst) }));
     report({ ip: '192.0.2.1', port: 5353 });
     expect(h.stats.tcpConnections).toBe(before);
     report({ ip: '192.0.2.1', port: 40001 }); /* any other destination is recorded as before */
