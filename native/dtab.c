@@ -172,7 +172,7 @@ static int decide_once(struct as_dtab *t, const struct view *v, const struct as_
       break;
     }
   }
-  if (!svc) return AS_DT_NO_SERVICE;
+  if (!svc) return AS_DT_ASK; /* a new service may not be published yet: the daemon knows (and refuses, logs) */
   const struct as_dt_inst *inst = at(v, hd->off_inst, hd->n_inst, sizeof(*inst));
   if (!inst || svc->first > hd->n_inst || svc->count > hd->n_inst - svc->first || svc->count > CAND_MAX) return AS_DT_ASK;
   const uint64_t *bits = at(v, me->off_bits, hd->bits_words, sizeof(uint64_t));

@@ -170,7 +170,8 @@ void as_dtab_detach(struct as_dtab *t);
 enum as_dt_verdict {
   AS_DT_ASK = 0,     /* not decided here: ask the daemon (no table, not a vip, a torn read three times, ...) */
   AS_DT_PICKED,      /* an instance was picked: *out */
-  AS_DT_NO_SERVICE,  /* a vip with no such service: ECONNREFUSED */
+  AS_DT_NO_SERVICE,  /* a vip with no such service: not returned (a service newer than the table is the daemon's to
+                        know: AS_DT_ASK); kept for the AS_DECIDED record kinds */
   AS_DT_DENIED,      /* the policy forbids every instance: ECONNREFUSED */
   AS_DT_ALL_TRIED,   /* every allowed instance refused already: ECONNREFUSED */
 };

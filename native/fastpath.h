@@ -9,21 +9,28 @@
  *   - the inspection of the program's descriptors that decides whether its socket may be swapped at all.
  *
  * Design of a fast-path connection (client C and server S on one host; generators gC and gS; daemon D):
- *   1. C's connect() to a vip is trapped; D picks a local instance and answers with AS_F_FASTPATH.
+ *   1. C's connect() to a vip is trapped; gC decides it from the decision table D published (dtab.h): the instance
+ *      picked is on this host and both apps allow the fast path.
  *   2. gC checks that the socket may be replaced: not bound, and not registered in any epoll instance of C
  *      (replacing the fd number would silently drop that registration; nginx registers upstream sockets before
  *      connect). If it may not, the connection is plain TCP.
- *   3. gC opens a placeholder TCP connection to S's real listening endpoint. It lands in the listener's accept
- *      queue, so S wakes up exactly as for TCP (epoll, poll, select, blocking accept).
- *   4. gC creates socketpair(AF_UNIX, SOCK_STREAM) {a, b}; sends CONNECTED + AS_F_FASTPATH with fds {b,
- *      placeholder} to D, keyed by the placeholder's local endpoint; installs a at C's fd number (ADDFD SETFD).
- *   5. S's accept() is trapped; gS accepts the placeholder and asks D who it is; D answers with the client's
- *      identity, AS_F_FASTPATH and fd b; gS installs b instead of the placeholder, which is closed.
+ *   3. gC creates socketpair(AF_UNIX, SOCK_STREAM) {a, b} and a placeholder TCP socket, bound (so its endpoint is
+ *      known) but not connected; sends gS, over gS's offer socket (offer_chan.h, named in the table), one datagram:
+ *      the placeholder's endpoint as accept() will see it, C's identity, and fd b. No daemon on the way.
+ *   4. gC connects the placeholder to S's real listening endpoint. It lands in the listener's accept queue, so S
+ *      wakes up exactly as for TCP (epoll, poll, select, blocking accept); the offer is queued at gS before that.
+ *      gC installs a at C's fd number (ADDFD SETFD).
+ *   5. S's accept() is trapped; gS accepts the placeholder, finds the offer by the placeholder's endpoint (reading
+ *      its offer socket if the offer is still there), installs b instead of the placeholder, which is closed with a
+ *      reset (no TIME_WAIT). gS tells D in a batch (AS_CLAIMED), gC too (AS_DECIDED): D tracks, never waits.
  *   The data then flows over the Unix socket pair, through no process of ours.
- * In 4, gC first writes one sentinel byte into a (it waits in b's queue; D reads it when b arrives, AS_F_SENTINEL).
- * If b is closed before D took the byte (D was out of descriptors and the kernel dropped b and the placeholder with
- * MSG_CTRUNC; or D ended), C's next read or write fails with ECONNRESET, as for a TCP connection the server side
- * reset, not with an EOF that reads as a clean close. D then refuses S's accept of the (reset) placeholder at once.
+ * When D decides the connect instead (the table could not: see dtab.h), the same happens through D: gC's AS_CONNECT
+ * carries b and the placeholder (AS_F_OFFER), D pushes b to gS (AS_OFFER) before it answers; or, without an offer,
+ * gC connects first and hands b and the placeholder to D (AS_CONNECTED + AS_F_FASTPATH), and gS's AS_ACCEPT gets b.
+ * In 3, gC first writes one sentinel byte into a (it waits in b's queue; gS, or D, reads it when b arrives,
+ * AS_F_SENTINEL). If b is closed before that (gS or D out of descriptors, MSG_CTRUNC; or either ended), C's next read
+ * or write fails with ECONNRESET, as for a TCP connection the server side reset, not with an EOF that reads as a
+ * clean close. D then refuses S's accept of the (reset) placeholder at once.
  * C's connect() itself has already succeeded by then: making it wait for D's word on every fast-path connection
  * would add a round trip through the daemon to each; instead D offers no fast path while it is out of descriptors
  * (TCP needs none of D's), so only the connection that finds out pays. */

@@ -184,6 +184,7 @@ export class Daemon {
     );
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
+    this.trap.onServiceUp = () => this.decisions.flush();
     const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, peers) => {

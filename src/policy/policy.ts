@@ -24,7 +24,8 @@ export interface Decision {
   reason: string;
 }
 
-/** A connection rule. Contract: pure, fast (it runs on every connect), never throws. */
+/** A connection rule. Contract: pure, fast, never throws, and a decision depends only on the two parties' identities
+ * and tags (the decision table, src/trap/decision-table.ts, decides once per distinct pair). */
 export interface Policy {
   decide(client: Party, service: Party): Decision;
 }

@@ -3,7 +3,7 @@
  * daemon's own Policy object, so any rule it holds is what the generators apply), the apps of this host, member
  * health and the fast-path settings into one body, and publishes it into a memfd every generator maps. A change
  * (a service up or down, an app started or gone, a node dead or back) is published within one turn of the event loop;
- * a safety republish runs every second for what has no event. */
+  * a safety republish runs every 5 s for what has no event. */
 import ipaddr from 'ipaddr.js';
 import type { Policy } from '../policy/policy.js';
 import { IDENTITY_CIDR } from '../table/addresses.js';
@@ -43,11 +43,17 @@ export interface DecisionInputs {
   lb: LbStrategy;
 }
 
-/** 16 bytes, IPv4 as ::ffff:a.b.c.d. */
+const ip16Memo = new Map<string, Buffer>();
+
+/** 16 bytes, IPv4 as ::ffff:a.b.c.d (remembered: a table names the same addresses publication after publication). */
 export function ip16(ip: string): Buffer {
+  let b = ip16Memo.get(ip);
+  if (b) return b;
   const a = ipaddr.parse(ip);
-  const bytes = a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress().toByteArray() : a.toByteArray();
-  return Buffer.from(bytes);
+  b = Buffer.from(a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress().toByteArray() : a.toByteArray());
+  if (ip16Memo.size >= 65536) ip16Memo.clear();
+  ip16Memo.set(ip, b);
+  return b;
 }
 
 function fnv(buf: Buffer, h = 2166136261): number {
@@ -150,22 +156,44 @@ export function compileDecisions(inp: DecisionInputs): Buffer {
     b.writeUInt32LE(endpointSlot(`${e.endpoint.ip}:${e.endpoint.port}`), o + 28);
     ip16(e.vip).copy(b, o + 32);
   });
+  /* The policy's bits. A decision depends only on the two parties' identities and tags (the Policy contract), and a
+   * client's identity only matters where it is some instance's vip: apps alike in those share one row of bits, and
+   * each row decides once per distinct server (vip, tags). */
+  const tagKey = (t: Record<string, string>): string => JSON.stringify(Object.entries(t).sort());
+  const serverKeys = new Map<string, number>();
+  const vips = new Set<string>();
+  const instKey = insts.map((e) => {
+    vips.add(e.vip);
+    const k = `${e.vip}|${tagKey(e.tags)}`;
+    let n = serverKeys.get(k);
+    if (n === undefined) serverKeys.set(k, (n = serverKeys.size));
+    return n;
+  });
+  const firstOf: ServiceEntry[] = [];
+  insts.forEach((e, k) => (firstOf[instKey[k] as number] ??= e));
+  const rows = new Map<string, number>(); /* row key -> offset of its bits */
   apps.forEach((a, i) => {
     const o = offApps + i * DT.app;
     b.write(a.id.slice(0, DT.idMax - 1), o, 'latin1');
     ip16(a.identity).copy(b, o + 32);
     b.writeUInt32LE(a.fastpath === false ? 0 : DT.appFast, o + 48);
-    const bits = offBits + i * words * 8;
-    b.writeUInt32LE(bits, o + 52);
     if (a.offers) b.write(a.offers.slice(0, DT.sockMax - 1), o + 56, 'latin1');
-    const client = { appId: a.id, identity: a.identity, tags: a.tags };
-    insts.forEach((e, k) => {
-      if (!inp.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow) return;
-      const w = bits + Math.floor(k / 8);
-      b.writeUInt8(b.readUInt8(w) | (1 << (k % 8)), w);
-    });
+    const rk = `${vips.has(a.identity) ? a.identity : ''}|${tagKey(a.tags)}`;
+    let bits = rows.get(rk);
+    if (bits === undefined) {
+      bits = offBits + rows.size * words * 8;
+      rows.set(rk, bits);
+      const client = { appId: a.id, identity: a.identity, tags: a.tags };
+      const allowed = firstOf.map((e) => inp.policy.decide(client, { appId: e.appId, identity: e.vip, tags: e.tags }).allow);
+      for (let k = 0; k < insts.length; k++) {
+        if (!allowed[instKey[k] as number]) continue;
+        const w = bits + (k >> 3);
+        b[w] = (b[w] as number) | (1 << (k & 7));
+      }
+    }
+    b.writeUInt32LE(bits, o + 52);
   });
-  return b;
+  return rows.size < apps.length ? b.subarray(0, offBits + rows.size * words * 8) : b;
 }
 
 export interface NativeTables {
@@ -181,6 +209,7 @@ export class DecisionTable {
   readonly shmFd: number;
   private readonly counters: Buffer;
   private scheduled = false;
+  private dirty = false;
   private timer: NodeJS.Timeout | undefined;
   publishes = 0;
   lastBytes = 0;
@@ -199,22 +228,31 @@ export class DecisionTable {
     inputs.table.on('added', () => this.invalidate());
     inputs.table.on('removed', () => this.invalidate());
     this.publish();
-    this.timer = setInterval(() => this.publish(), 1000);
+    this.timer = setInterval(() => this.publish(), 5000);
     this.timer.unref();
   }
 
   /** Something the table depends on changed: publish at the end of this turn of the event loop (changes that come
    * together are published together). */
   invalidate(): void {
+    this.dirty = true;
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.publish();
+      if (this.dirty) this.publish();
     });
   }
 
+  /** Publishes now what invalidate() would publish at the end of this turn: a listen() is answered only once the
+   * generators can see its service (a program that listens and then connects, or tells its clients it is ready,
+   * must find it). */
+  flush(): void {
+    if (this.dirty) this.publish();
+  }
+
   publish(): void {
+    this.dirty = false;
     try {
       const body = compileDecisions(this.inputs);
       this.lastBytes = body.length;

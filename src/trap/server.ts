@@ -68,6 +68,8 @@ export class TrapServer {
   /** Descriptors a HELLO reply hands the generator (the decision table and the shared counters, native/dtab.h);
    * they are closed once sent. */
   helloFds?: () => number[];
+  /** A service of this node is up (a listen): the decision table is published before the listen is answered. */
+  onServiceUp?: () => void;
   /** An app registered or went away (the decision table is republished). */
   onAppsChanged?: () => void;
   /** Connects a generator decided by itself (AS_DECIDED, decided.ts). */
@@ -316,6 +318,7 @@ export class TrapServer {
           break;
         case 'listen':
           reply = this.handler.listen(app, req);
+          if (reply.result >= 0) this.onServiceUp?.(); /* before the answer: see DecisionTable.flush */
           break;
         case 'connect':
           reply = this.handler.connect(app, req, fds);

@@ -1,6 +1,6 @@
 """A client that connects in rounds, each started by a file appearing (argv: file prefix, vip, port, denied vip,
-rounds). Per round: 20 echo connections to vip:port, one connect to the denied vip, one to a port nobody serves;
-prints one line per round."""
+rounds, rounds that also try a port nobody serves (comma-separated)). Per round: 20 echo connections to vip:port, one
+connect to the denied vip, and (in the rounds named) one to a port nobody serves; prints one line per round."""
 import errno
 import os
 import socket
@@ -8,6 +8,7 @@ import sys
 import time
 
 prefix, vip, port, denied, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+nosvc_rounds = {int(r) for r in sys.argv[6].split(",")} if len(sys.argv) > 6 else set()
 print("ready", flush=True)
 
 
@@ -31,5 +32,8 @@ for r in range(1, rounds + 1):
             s.sendall(b"ping %d" % i)
             ok += s.recv(64) == b"ping %d" % i
     den, den_ms = attempt(denied, port)
-    nos, nos_ms = attempt(vip, port + 1)
-    print(f"round {r} ok={ok} denied={den} denied_ms={den_ms} nosvc={nos} nosvc_ms={nos_ms}", flush=True)
+    line = f"round {r} ok={ok} denied={den} denied_ms={den_ms}"
+    if r in nosvc_rounds:
+        nos, nos_ms = attempt(vip, port + 1)
+        line += f" nosvc={nos} nosvc_ms={nos_ms}"
+    print(line, flush=True)

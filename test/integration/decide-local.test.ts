@@ -1,7 +1,7 @@
 /** Connects decided in the generator from the decision table (native/dtab.h): with the daemon stopped (SIGSTOP) and
  * then killed (SIGKILL), programs already registered keep connecting to services already in the table, and keep
- * obeying its policy (a denied vip and a missing port are refused at once, not after a wait for the daemon). Real
- * programs under the real filter, in a namespace this file creates and removes. */
+ * obeying its policy (a denied vip is refused at once, not after a wait for the daemon). Real programs under the real
+ * filter, in a namespace this file creates and removes. */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -34,7 +34,7 @@ describe('connects decided without the daemon', () => {
     await h.waitService('10.3.0.2', 8000, 20_000);
     const dir = mkdtempSync(path.join(tmpdir(), 'appswitch-rounds-')); /* not the state directory: programs do not see it */
     const go = path.join(dir, 'go-');
-    const cli = h.run(['--tag', 'grp=1'], ['python3', ROUNDS, go, '10.3.0.1', '8000', '10.3.0.2', '3']);
+    const cli = h.run(['--tag', 'grp=1'], ['python3', ROUNDS, go, '10.3.0.1', '8000', '10.3.0.2', '3', '1']);
     let out = '';
     cli.stdout?.on('data', (b: Buffer) => (out += b.toString()));
     cli.stderr?.on('data', (b: Buffer) => (out += b.toString()));
@@ -63,11 +63,12 @@ describe('connects decided without the daemon', () => {
     expect(r.code, r.stderr).toBe(0);
     const rounds = r.stdout.split('\n').filter((l) => l.startsWith('round '));
     expect(rounds).toHaveLength(3);
+    /* a port nobody serves is the daemon's to refuse (the table may be older than a new service): tried while it runs */
+    expect(rounds[0]).toMatch(/nosvc=ECONNREFUSED/);
     for (const line of rounds) {
-      expect(line).toMatch(/ok=20 denied=ECONNREFUSED denied_ms=\d+ nosvc=ECONNREFUSED nosvc_ms=\d+/);
+      expect(line).toMatch(/ok=20 denied=ECONNREFUSED denied_ms=\d+/);
       /* refused by the generator's own table, not after waiting for a daemon that does not answer */
       expect(Number(/denied_ms=(\d+)/.exec(line)?.[1])).toBeLessThan(1000);
-      expect(Number(/nosvc_ms=(\d+)/.exec(line)?.[1])).toBeLessThan(1000);
     }
     srv.kill('SIGKILL');
     other.kill('SIGKILL');
