@@ -137,3 +137,30 @@ describe('decision table', () => {
     expect(bitsOf(1)).toBe(0b00); /* grp=2 reaches neither */
   });
 });
+
+describe('AS_DECIDED records (native/proto.h struct as_decided)', () => {
+  it('decode into typed records; unknown kinds and a torn tail are counted, not trusted', async () => {
+    const { decodeDecided, DECIDED_RECORD } = await import('../../src/trap/decided-wire.js');
+    const rec = (kind: number, lport: number) => {
+      const b = Buffer.alloc(DECIDED_RECORD);
+      b.writeUInt8(kind, 0);
+      b.writeUInt8(2, 1);
+      b.writeUInt16LE(lport, 2);
+      b.writeUInt16LE(40001, 4);
+      b.writeUInt16LE(80, 6);
+      ip16('192.0.2.1').copy(b, 8);
+      ip16('192.0.2.1').copy(b, 24);
+      ip16('fd00::5').copy(b, 40);
+      b.writeUInt32LE(1234, 56);
+      b.writeBigUInt64LE(99n, 64);
+      b.write('50000001', 72, 'latin1');
+      return b;
+    };
+    const d = decodeDecided(Buffer.concat([rec(2, 5555), rec(9, 1), rec(1, 6666), Buffer.alloc(7)]));
+    expect(d.bad).toBe(2);
+    expect(d.records).toEqual([
+      { kind: 'fastpath', retried: 2, local: { ip: '192.0.2.1', port: 5555 }, real: { ip: '192.0.2.1', port: 40001 }, virt: { ip: 'fd00::5', port: 80 }, pid: 1234, inode: '99', serverApp: '50000001' },
+      { kind: 'tcp', retried: 2, local: { ip: '192.0.2.1', port: 6666 }, real: { ip: '192.0.2.1', port: 40001 }, virt: { ip: 'fd00::5', port: 80 }, pid: 1234, inode: '99', serverApp: '50000001' },
+    ]);
+  });
+});
