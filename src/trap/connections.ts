@@ -71,12 +71,16 @@ type Entry = Omit<ConnectionView, 'since' | 'ageSeconds'> & {
 };
 
 export const MAX_TRACKED = 50_000;
+const EARLY_MAX = 4096;
+const EARLY_TTL_MS = 5_000;
 
 /** "ip:port" with the canonical ip (no brackets for IPv6), as the handler keys its clients. */
 const key = (e: Endpoint): string => `${e.ip}:${e.port}`;
 
 export class ConnectionTracker {
   private readonly entries = new Map<string, Entry>();
+  /** Accepts reported (markAccepted) before their connection: two generators' batches arrive in either order. */
+  private readonly early = new Map<string, { serverApp: string; node: string; at: number }>();
   evicted = 0;
 
   constructor(
@@ -103,6 +107,15 @@ export class ConnectionTracker {
       at: Date.now(),
     };
     if (inode !== undefined) e.inode = inode;
+    const early = this.early.get(k);
+    if (early) {
+      this.early.delete(k);
+      if (Date.now() - early.at < EARLY_TTL_MS) {
+        e.accepted = true;
+        e.serverApp = early.serverApp;
+        e.serverNode = early.node;
+      }
+    }
     this.put(k, e);
   }
 
@@ -135,8 +148,13 @@ export class ConnectionTracker {
   /** A server of this node took a fast-path connection from `peer` (the placeholder's endpoint) straight from the
    * client's generator (AS_CLAIMED): the connection, if tracked, is accepted. */
   markAccepted(peer: Endpoint, serverApp: string, node: string): void {
-    const e = this.entries.get(key(peer));
-    if (!e) return;
+    const k = key(peer);
+    const e = this.entries.get(k);
+    if (!e) { /* the server's batch came before the client's: kept a moment for connected() */
+      if (this.early.size >= EARLY_MAX) this.early.clear();
+      this.early.set(k, { serverApp, node, at: Date.now() });
+      return;
+    }
     e.accepted = true;
     e.serverApp = serverApp;
     e.serverNode = node;
