@@ -177,7 +177,12 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
           return;
         }
       }
-      if (as_accept_known(g, p)) return; /* a same-host client that said who it is (gen_decide.c) */
+      struct as_msg known;
+      if (as_accept_known(g, p, &known)) { /* a same-host client that said who it is (gen_decide.c) */
+        int none = -1;
+        as_on_accept_reply(g, p, &known, &none);
+        return;
+      }
       struct as_msg *m = as_pend_msg(p, AS_ACCEPT, 0);
       memcpy(m->addr, a->peer, a->peer_len);
       m->addr_len = a->peer_len;

@@ -92,7 +92,11 @@ void as_h_connect(struct as_gen *g, struct seccomp_notif *req) {
   memcpy(p->u.connect.dst, &a, alen);
   p->u.connect.dst_len = alen;
   if (type == SOCK_STREAM) {
-    if (as_connect_local(g, p)) return; /* decided from the decision table (gen_decide.c): the daemon is not asked */
+    struct as_msg ans;
+    int v = as_connect_local(g, p, &ans); /* decided from the decision table (gen_decide.c): the daemon is not asked */
+    if (v == AS_LOCAL_REFUSED) as_pend_finish(g, p, -ECONNREFUSED);
+    if (v == AS_LOCAL_ANSWER) as_on_connect_reply(g, p, &ans);
+    if (v != AS_LOCAL_ASK) return;
     as_spec_prepare(g, p);
   }
   struct as_msg *m = as_pend_msg(p, AS_CONNECT, 0);
@@ -103,7 +107,11 @@ void as_h_connect(struct as_gen *g, struct seccomp_notif *req) {
 
 void as_connect_retry(struct as_gen *g, struct as_pending *p) {
   struct as_p_connect *c = &p->u.connect;
-  if (as_connect_local_retry(g, p)) return;
+  struct as_msg ans;
+  int v = as_connect_local_retry(g, p, &ans);
+  if (v == AS_LOCAL_REFUSED) as_pend_finish(g, p, -ECONNREFUSED);
+  if (v == AS_LOCAL_ANSWER) as_on_connect_reply(g, p, &ans);
+  if (v != AS_LOCAL_ASK) return;
   p->msg.flags |= AS_F_RETRY;
   memcpy(p->msg.addr2, c->real, c->real_len); /* the real destination that refused */
   p->msg.addr2_len = c->real_len;

@@ -97,6 +97,12 @@ int as_daemon_send_nowait(struct as_gen *g, struct as_msg *m, const void *payloa
   return -ENETDOWN;
 }
 
+void as_arm_flush(struct as_gen *g) {
+  if (g->flush_armed || g->flush_fd < 0) return;
+  struct itimerspec its = {.it_value = {.tv_nsec = AS_FLUSH_MS * 1000000L}};
+  if (timerfd_settime(g->flush_fd, 0, &its, NULL) == 0) g->flush_armed = 1;
+}
+
 int as_gen_send_daemon(struct as_gen *g, struct as_msg *m) { return as_daemon_send(g, m, NULL, NULL, 0); }
 
 void as_daemon_notify(struct as_gen *g, uint16_t type, uint64_t ino, const void *addr, uint32_t len) {
@@ -194,6 +200,14 @@ void as_daemon_tick(struct as_gen *g) {
 
 /* ---- the daemon's messages --------------------------------------------------------------------------------- */
 
+/* Who handles the daemon's answer to each operation (as_daemon_on_reply, set by gen_loop.c): the channel itself
+ * knows no operation. */
+static as_reply_fn replies[AS_OP_COUNT];
+
+void as_daemon_on_reply(enum as_op op, as_reply_fn fn) {
+  if ((unsigned)op < AS_OP_COUNT) replies[op] = fn;
+}
+
 static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *fast_fd) {
   if (n < (ssize_t)sizeof(struct as_msg)) return;
   struct as_msg m;
@@ -209,15 +223,9 @@ static void on_daemon_msg(struct as_gen *g, const uint8_t *buf, ssize_t n, int *
   struct as_pending *p = &g->pend[m.seq % AS_PENDING_MAX];
   if (!p->used || p->seq != m.seq || !p->awaiting) return; /* a late answer to something already finished */
   p->awaiting = 0;
-  switch (p->op) {
-  case OP_BIND:
-  case OP_LISTEN_BIND: as_on_bind_reply(g, p, &m); break;
-  case OP_LISTEN: as_on_listen_reply(g, p, &m); break;
-  case OP_CONNECT: as_on_connect_reply(g, p, &m); break;
-  case OP_ACCEPT_ASK: as_on_accept_reply(g, p, &m, fast_fd); break;
-  case OP_SEND: as_on_send_reply(g, p, &m); break;
-  default: as_pend_finish(g, p, -EINVAL);
-  }
+  as_reply_fn fn = (unsigned)p->op < AS_OP_COUNT ? replies[p->op] : NULL;
+  if (fn) fn(g, p, &m, fast_fd);
+  else as_pend_finish(g, p, -EINVAL);
 }
 
 void as_on_daemon(struct as_gen *g) {

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,12 +23,6 @@
 #include "scm_rights.h"
 
 /* ---- batches to the daemon --------------------------------------------------------------------------------------- */
-
-void as_arm_flush(struct as_gen *g) {
-  if (g->flush_armed || g->flush_fd < 0) return;
-  struct itimerspec its = {.it_value = {.tv_nsec = AS_FLUSH_MS * 1000000L}};
-  if (timerfd_settime(g->flush_fd, 0, &its, NULL) == 0) g->flush_armed = 1;
-}
 
 static void decided_flush(struct as_gen *g) {
   if (!g->ndecided) return;
@@ -132,8 +125,8 @@ static int fast_direct(struct as_gen *g, struct as_pending *p, const struct as_d
 
 /* ---- deciding ------------------------------------------------------------------------------------------------------- */
 
-/* Carries the pending connect on from the table's pick, as as_on_connect_reply does from the daemon's answer. */
-static void connect_picked(struct as_gen *g, struct as_pending *p, const struct as_dt_pick *pick) {
+/* The answer the daemon would have given for the table's pick (the caller carries the connect on from it). */
+static int connect_picked(struct as_gen *g, struct as_pending *p, const struct as_dt_pick *pick, struct as_msg *out) {
   struct as_msg m;
   memset(&m, 0, sizeof(m));
   struct sockaddr_storage ss;
@@ -149,33 +142,32 @@ static void connect_picked(struct as_gen *g, struct as_pending *p, const struct 
   }
   if (pick->alternatives) m.flags |= AS_F_ALTERNATIVES;
   if (pick->fast && p->u.connect.ntried == 0 && as_may_swap(g, p) && fast_direct(g, p, pick) == 0) m.flags |= AS_F_FASTPATH | AS_F_OFFER;
-  as_on_connect_reply(g, p, &m);
+  *out = m;
+  return AS_LOCAL_ANSWER;
 }
 
 static int refuse(struct as_gen *g, struct as_pending *p, int verdict) {
   int kind = verdict == AS_DT_NO_SERVICE ? AS_DK_NO_SERVICE : verdict == AS_DT_DENIED ? AS_DK_DENIED : AS_DK_ALL_TRIED;
   decided_note(g, p, kind, NULL, NULL, 0, NULL);
-  as_pend_finish(g, p, -ECONNREFUSED);
-  return 1;
+  return AS_LOCAL_REFUSED;
 }
 
-int as_connect_local(struct as_gen *g, struct as_pending *p) {
+int as_connect_local(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
   struct as_p_connect *c = &p->u.connect;
   struct as_ep dst;
   if (!g->dtab.map || p->type != SOCK_STREAM || as_ep_from_sockaddr(c->dst, c->dst_len, &dst) < 0) return 0;
   struct as_dt_pick pick;
   int v = as_dtab_decide(&g->dtab, &dst, p->family, c->tried, c->ntried, &pick);
-  if (v == AS_DT_ASK) return 0;
+  if (v == AS_DT_ASK) return AS_LOCAL_ASK;
   c->local = 1;
   g->stats_local_decided++;
   if (v != AS_DT_PICKED) return refuse(g, p, v);
-  connect_picked(g, p, &pick);
-  return 1;
+  return connect_picked(g, p, &pick, out);
 }
 
-int as_connect_local_retry(struct as_gen *g, struct as_pending *p) {
+int as_connect_local_retry(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
   struct as_p_connect *c = &p->u.connect;
-  if (!c->local) return 0;
+  if (!c->local) return AS_LOCAL_ASK;
   struct as_ep refused, dst;
   if (as_ep_from_sockaddr(c->real, c->real_len, &refused) == 0 && c->ntried < AS_TRIED_MAX) c->tried[c->ntried++] = refused;
   struct as_dt_pick pick;
@@ -185,11 +177,10 @@ int as_connect_local_retry(struct as_gen *g, struct as_pending *p) {
     struct as_msg *m = as_pend_msg(p, AS_CONNECT, 0);
     memcpy(m->addr, c->dst, c->dst_len);
     m->addr_len = c->dst_len;
-    return 0;
+    return AS_LOCAL_ASK;
   }
   if (v != AS_DT_PICKED) return refuse(g, p, v);
-  connect_picked(g, p, &pick);
-  return 1;
+  return connect_picked(g, p, &pick, out);
 }
 
 int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *loc, socklen_t l) {
@@ -222,7 +213,7 @@ void as_ochan_drain(struct as_gen *g) {
 }
 
 #define IDENT_WAIT_US 200
-int as_accept_known(struct as_gen *g, struct as_pending *p) {
+int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
   struct as_p_accept *a = &p->u.accept;
   struct as_ep peer, local;
   if (!g->dtab.shm || as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0 ||
@@ -242,15 +233,12 @@ int as_accept_known(struct as_gen *g, struct as_pending *p) {
   struct as_ep virt;
   memcpy(virt.ip, id, 16);
   virt.port = peer.port;
-  struct as_msg m;
-  memset(&m, 0, sizeof(m));
+  memset(out, 0, sizeof(*out));
   struct sockaddr_storage ss;
   int n = as_ep_to_sockaddr(&virt, AF_INET6, &ss);
   if (n <= 0) return 0;
-  m.addr_len = (uint32_t)n;
-  memcpy(m.addr, &ss, (size_t)n);
+  out->addr_len = (uint32_t)n;
+  memcpy(out->addr, &ss, (size_t)n);
   as_claim_note(g, &peer); /* the daemon marks the connection accepted */
-  int none = -1;
-  as_on_accept_reply(g, p, &m, &none);
   return 1;
 }

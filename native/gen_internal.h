@@ -32,6 +32,7 @@ enum as_op {
   OP_SEND,        /* u.send: a datagram whose destination the daemon resolves */
   OP_ACCEPT_WAIT, /* u.accept: a blocking accept waiting for a connection */
   OP_ACCEPT_ASK,  /* u.accept: a connection waiting for the daemon's word on its peer */
+  AS_OP_COUNT
 };
 
 #define CONNECT_TRIES 8 /* instances asked for before a refusal reaches the program (AS_F_ALTERNATIVES) */
@@ -154,6 +155,11 @@ void as_daemon_notify(struct as_gen *g, uint16_t type, uint64_t ino, const void 
 struct as_msg *as_pend_msg(struct as_pending *p, uint16_t type, uint32_t flags);
 /* Sends p->msg; while the daemon is away the entry waits (queued) for a new session. */
 void as_pend_send(struct as_gen *g, struct as_pending *p);
+/* The daemon's answer to an operation: fast_fd is the descriptor it carried (-1: none), taken (set to -1) when used. */
+typedef void (*as_reply_fn)(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd);
+void as_daemon_on_reply(enum as_op op, as_reply_fn fn);
+/* Batches (AS_DECIDED, AS_CLAIMED) go AS_FLUSH_MS after their first record: arms the one-shot timer. */
+void as_arm_flush(struct as_gen *g);
 /* Reads and handles what the daemon sent (non-blocking). */
 void as_on_daemon(struct as_gen *g);
 /* The timer: reconnects while the daemon is away, expires requests that waited too long. */
@@ -230,19 +236,21 @@ void as_claims_flush(struct as_gen *g);
 void as_offer_put(struct as_gen *g, const struct as_ep *peer, const struct as_ep *virt, int fd);
 
 /* ---- gen_decide.c: connects decided from the decision table (dtab.h) ---------------------------------------------- */
-/* Decides stream connect p from the table. 1: decided (answered or under way); 0: ask the daemon. */
-int as_connect_local(struct as_gen *g, struct as_pending *p);
-/* The instance in u.connect.real refused a connect decided here: another one. 1: handled; 0: ask the daemon (p->msg
- * is ready for it). */
-int as_connect_local_retry(struct as_gen *g, struct as_pending *p);
+enum { AS_LOCAL_ASK = 0, AS_LOCAL_ANSWER, AS_LOCAL_REFUSED };
+/* Decides stream connect p from the table: AS_LOCAL_ASK (ask the daemon), AS_LOCAL_REFUSED (answer ECONNREFUSED) or
+ * AS_LOCAL_ANSWER (carry on from *out, as from the daemon's answer: as_on_connect_reply). */
+int as_connect_local(struct as_gen *g, struct as_pending *p, struct as_msg *out);
+/* The instance in u.connect.real refused a connect decided here: another one, answered as as_connect_local does
+ * (AS_LOCAL_ASK: p->msg is ready for the daemon). */
+int as_connect_local_retry(struct as_gen *g, struct as_pending *p, struct as_msg *out);
 /* After the connect() of a locally decided same-host TCP connect: who we are goes into the host's identity table and
  * the daemon gets an AS_DECIDED record. 0: not done (report to the daemon as before). */
 int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *loc, socklen_t l);
-/* An accepted connection from a same-host client whose generator wrote who it is: delivered (1), else 0. */
-int as_accept_known(struct as_gen *g, struct as_pending *p);
+/* An accepted connection from a same-host client whose generator wrote who it is: 1 and *out, the answer the daemon
+ * would have given (as_on_accept_reply), else 0. */
+int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out);
 /* Takes the offers waiting on our offer socket. */
 void as_ochan_drain(struct as_gen *g);
-void as_arm_flush(struct as_gen *g);
 void as_batches_flush(struct as_gen *g);
 
 #endif

@@ -95,7 +95,31 @@ static void on_signal(struct as_gen *g) {
   }
 }
 
+/* The daemon's answers, by operation (gen_daemon.c knows none of them: as_daemon_on_reply). */
+static void bind_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fd) {
+  (void)fd;
+  as_on_bind_reply(g, p, m);
+}
+static void listen_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fd) {
+  (void)fd;
+  as_on_listen_reply(g, p, m);
+}
+static void connect_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fd) {
+  (void)fd;
+  as_on_connect_reply(g, p, m);
+}
+static void send_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fd) {
+  (void)fd;
+  as_on_send_reply(g, p, m);
+}
+
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child) {
+  as_daemon_on_reply(OP_BIND, bind_reply);
+  as_daemon_on_reply(OP_LISTEN_BIND, bind_reply);
+  as_daemon_on_reply(OP_LISTEN, listen_reply);
+  as_daemon_on_reply(OP_CONNECT, connect_reply);
+  as_daemon_on_reply(OP_ACCEPT_ASK, as_on_accept_reply);
+  as_daemon_on_reply(OP_SEND, send_reply);
   memset(g, 0, sizeof(*g));
   g->notif_fd = notif_fd;
   g->daemon_fd = daemon_fd;

@@ -101,7 +101,8 @@ void as_pend_done(struct as_gen *g, struct as_pending *p) {
   case OP_SEND: as_udp_free(p->u.send.udp); break;
   case OP_BIND:
   case OP_LISTEN_BIND:
-  case OP_LISTEN: break;
+  case OP_LISTEN:
+  case AS_OP_COUNT: break;
   }
   memset(p, 0, sizeof(*p));
   p->sock = -1;

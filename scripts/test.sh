@@ -33,27 +33,35 @@ npx tsc -p tsconfig.json || exit 1
 # none of them waits for Go's first build of its standard library; a failure here is reported by those tests
 node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"
 
-rm -f test-results.json test-results-unit.json
+rm -f test-results.json test-results-unit.json test-results-security.json
 if (($#)); then
   npx vitest run "$@"
   status=$?
   reports=(test-results.json)
 else
-  # Two lanes at once: the unit tests (pure modules, no namespaces, no daemons: files in parallel) beside the
-  # integration and security files (one after another, see vitest.config.ts). The unit lane's output follows the
-  # other's, whole.
-  unit_log=$(mktemp)
-  npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json >"$unit_log" 2>&1 &
-  unit_pid=$!
-  npx vitest run --exclude 'test/unit/**'
+  # Two lanes at once. Lane 1: the integration files, one after another (see vitest.config.ts). Lane 2, beside it:
+  # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files and the
+  # privilege test, one after another (those two create system users: they never run at once, useradd locks
+  # /etc/passwd). Each run writes its own report; lane 2's output follows lane 1's, whole.
+  side_log=$(mktemp)
+  (
+    npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json
+    u=$?
+    npx vitest run test/security test/integration/ops-privilege.test.ts --outputFile.json=test-results-security.json
+    s=$?
+    ((u == 0)) && exit $s
+    exit $u
+  ) >"$side_log" 2>&1 &
+  side_pid=$!
+  npx vitest run --exclude 'test/unit/**' --exclude 'test/security/**' --exclude 'test/integration/ops-privilege.test.ts'
   status=$?
-  wait "$unit_pid"
-  unit_status=$?
-  echo "---- unit tests (run beside the others) ----"
-  cat "$unit_log"
-  rm -f "$unit_log"
-  ((status == 0)) && status=$unit_status
-  reports=(test-results.json test-results-unit.json)
+  wait "$side_pid"
+  side_status=$?
+  echo "---- unit and security tests (run beside the others) ----"
+  cat "$side_log"
+  rm -f "$side_log"
+  ((status == 0)) && status=$side_status
+  reports=(test-results.json test-results-unit.json test-results-security.json)
 fi
 node -e '
   const fs = require("fs");
