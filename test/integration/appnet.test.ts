@@ -48,7 +48,7 @@ describe('names and DNS', () => {
   it('--name gives an app a vip that every program under appswitch on every host resolves (curl, getent, Node)', async () => {
     const hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
     idServer(h1, ['--name', 'web'], 8000, 'named');
-    const vip = await waitFor(async () => (await request<ServiceView[]>(h2.socket, 'services')).find((x) => x.name === 'web')?.vip, 10_000);
+    const vip = await waitFor(async () => (await request<ServiceView[]>(h2.socket, 'services')).find((x) => x.name === 'web')?.vip, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     expect(vip).toMatch(/^10\./);
     const c = await h2.runToEnd([], ['curl', '-sS', '-m', '10', 'http://web:8000/']);
     expect(c.stdout, c.stderr).toMatch(/^named\|/);
@@ -98,7 +98,7 @@ describe('load balancing', () => {
     const a = idServer(h1, ['--ip', '10.0.6.1'], 8080, 'i1');
     idServer(h1, ['--ip', '10.0.6.1'], 8080, 'i2');
     idServer(h2, ['--ip', '10.0.6.1'], 8080, 'i3');
-    await waitFor(async () => (await count(h1, '10.0.6.1', 8080)) === 3 && (await count(h2, '10.0.6.1', 8080)) === 3, 10_000);
+    await waitFor(async () => (await count(h1, '10.0.6.1', 8080)) === 3 && (await count(h2, '10.0.6.1', 8080)) === 3, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     const t = await tally(h2, [], 'http://10.0.6.1:8080/', 300);
     expect(t.errors, t.raw).toBe(0);
     for (const id of ['i1', 'i2', 'i3']) expect(t.counts[id], JSON.stringify(t.counts)).toBeGreaterThanOrEqual(60);
@@ -118,7 +118,7 @@ describe('load balancing', () => {
     const closer = h.run(['--ip', '10.0.6.2'], ['python3', '-c', 'import socket,time\ns=socket.socket()\ns.bind(("0.0.0.0",8081))\ns.listen()\nprint("closing",flush=True)\ns.close()\ntime.sleep(60)']);
     started.push(closer);
     idServer(h, ['--ip', '10.0.6.2'], 8081, 'live');
-    await waitFor(async () => (await count(h, '10.0.6.2', 8081)) === 2, 10_000);
+    await waitFor(async () => (await count(h, '10.0.6.2', 8081)) === 2, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     const t = await tally(h, [], 'http://10.0.6.2:8081/', 40); // urllib: blocking connects
     expect(t.errors, t.raw).toBe(0);
     expect(t.counts.live).toBe(40);
@@ -134,7 +134,7 @@ describe('load balancing', () => {
 describe('client identity', () => {
   it("accept() and getpeername() give the client's vip, or its link-local identity, same host and cross-host", async () => {
     idServer(h1, ['--ip', '10.0.7.1'], 8000, 'who');
-    await waitFor(async () => (await count(h2, '10.0.7.1', 8000)) === 1, 10_000);
+    await waitFor(async () => (await count(h2, '10.0.7.1', 8000)) === 1, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     const cross = await h2.runToEnd(['--ip', '10.0.7.2'], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
     expect(cross.stdout).toBe('who|10.0.7.2');
     const same = await h1.runToEnd(['--ip', '10.0.7.3'], ['curl', '-sS', '-m', '5', 'http://10.0.7.1:8000/']);
@@ -144,7 +144,7 @@ describe('client identity', () => {
     // a Node server sees the same through getpeername()
     const srv = `require('net').createServer(s => s.end(s.remoteAddress + '\\n')).listen(8001)`;
     started.push(h1.run(['--ip', '10.0.7.1'], ['node', '-e', srv]));
-    await waitFor(async () => (await count(h2, '10.0.7.1', 8001)) === 1, 10_000);
+    await waitFor(async () => (await count(h2, '10.0.7.1', 8001)) === 1, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     const n = await h2.runToEnd(['--ip', '10.0.7.4'], ['nc', '-N', '10.0.7.1', '8001']);
     expect(n.stdout.trim()).toMatch(/^(::ffff:)?10\.0\.7\.4$/);
   });
@@ -171,7 +171,7 @@ describe('client identity', () => {
 describe('distributed applications (shared vip)', () => {
   it('a member reaches the member serving a port over 127.0.0.1, across hosts and on one host', async () => {
     idServer(h1, ['--ip', '10.0.0.7'], 9100, 'B');
-    await waitFor(async () => (await count(h2, '10.0.0.7', 9100)) === 1, 10_000);
+    await waitFor(async () => (await count(h2, '10.0.0.7', 9100)) === 1, 30_000); /* readiness, not speed: programs start slower while the other test lane runs */
     const cross = await h2.runToEnd(['--ip', '10.0.0.7'], ['curl', '-sS', '-m', '5', 'http://127.0.0.1:9100/']);
     expect(cross.stdout).toMatch(/^B\|/);
     const local = await h1.runToEnd(['--ip', '10.0.0.7'], ['curl', '-sS', '-m', '5', 'http://localhost:9100/']);

@@ -42,7 +42,7 @@ describe('port pool', () => {
       expect(fifth.stdout).toMatch(/^bind EADDRINUSE/);
       expect(h.daemonLog).toContain('port pool exhausted');
       killTree(servers[0] as ReturnType<TestHost['run']>, 'SIGKILL');
-      await waitFor(async () => (await h.services()).length === 3, 10_000);
+      await waitFor(async () => (await h.services()).length === 3, 30_000);
       const again = h.run(['--ip', '10.41.0.6'], [FUZZ, 'listen', '--port', '8000']);
       servers.push(again);
       expect(await firstLine(h, again)).toBe('listening 8000');

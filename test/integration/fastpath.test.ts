@@ -94,7 +94,7 @@ describe('fast path', () => {
     try {
       await h.waitService('10.1.0.6', 9000, 20_000);
       await h.waitService('10.1.0.7', 5001, 20_000);
-      await waitFor(async () => (await h.services()).some((s) => s.name === 'web'), 10_000);
+      await waitFor(async () => (await h.services()).some((s) => s.name === 'web'), 30_000);
       const c = await h.runToEnd([], ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', 'http://web:8080/']);
       expect(c.stdout, c.stderr).toBe('200');
       const n = await h.runToEnd(

@@ -131,6 +131,6 @@ describe('fuzz', () => {
       killTree(denied, 'SIGKILL');
     }
     expect(await daemonAnswers()).toBe(true);
-    await waitFor(() => daemonFds() <= fdsBefore, 10_000);
+    await waitFor(() => daemonFds() <= fdsBefore, 30_000);
   }, 200_000);
 });

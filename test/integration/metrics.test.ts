@@ -133,7 +133,7 @@ describe('metrics endpoint', () => {
       killTree(srv);
       await out;
     }
-    await waitFor(async () => val(await scrape(), 'appswitch_services{scope="local"}') === val(before, 'appswitch_services{scope="local"}'), 10_000);
+    await waitFor(async () => val(await scrape(), 'appswitch_services{scope="local"}') === val(before, 'appswitch_services{scope="local"}'), 30_000);
   });
 
   it('counts and logs a policy denial and a connect to a vip without a service, one line each with the identities', async () => {

@@ -150,12 +150,12 @@ describe('daemon restart, two hosts', () => {
   it('a restarted daemon re-announces its services: a host that had dropped them sees them again', async () => {
     const srv = a.run(['--ip', '10.0.0.7'], ['python3', '-m', 'http.server', '8000']);
     const srvDone = finish(srv, 90_000);
-    await waitFor(() => has(b, '10.0.0.7', 8000), 10_000);
+    await waitFor(() => has(b, '10.0.0.7', 8000), 30_000);
     await killDaemon(a, 'SIGKILL');
     await waitFor(async () => !(await has(b, '10.0.0.7', 8000)), 20_000); // b declared a dead and withdrew its entries
     const t0 = Date.now();
     await a.startDaemon(['--node-name', 'ra', '--join', '192.0.2.2']);
-    await waitFor(() => has(b, '10.0.0.7', 8000), 10_000).catch((e: unknown) => {
+    await waitFor(() => has(b, '10.0.0.7', 8000), 30_000).catch((e: unknown) => {
       /* seen once in several runs: say what b's gossip saw of ra (member states, records refused or waiting) */
       const lines = b.daemonLog.split('\n').filter((l) => /member state|record from gossip|gossip: dropped|joined|service/.test(l));
       process.stdout.write(`b's log (gossip) when the re-announce did not arrive:\n${lines.slice(-40).join('\n')}\n`);

@@ -141,13 +141,13 @@ describe('servers and clients by virtual address', () => {
     const echo = 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("0.0.0.0",5353))\nwhile True:\n  d,a=s.recvfrom(2048); s.sendto(d.upper(),a)';
     const srv = h.run(['--ip', '10.0.0.41'], ['python3', '-c', echo]);
     const out = finish(srv, 30_000);
-    await waitFor(async () => (await h.services()).some((x) => x.vip === '10.0.0.41' && x.port === 5353 && x.proto === 'udp'), 10_000);
+    await waitFor(async () => (await h.services()).some((x) => x.vip === '10.0.0.41' && x.port === 5353 && x.proto === 'udp'), 30_000);
     const client = 'import socket\nc=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nc.settimeout(5)\nc.sendto(b"ping-udp",("10.0.0.41",5353))\nprint(c.recvfrom(2048)[0].decode())';
     const r = await h.runToEnd([], ['python3', '-c', client]);
     expect(r.stdout.trim(), r.stderr).toBe('PING-UDP');
     killTree(srv, 'SIGKILL');
     await out;
-    await waitFor(async () => !(await h.services()).some((x) => x.vip === '10.0.0.41' && x.proto === 'udp'), 10_000);
+    await waitFor(async () => !(await h.services()).some((x) => x.vip === '10.0.0.41' && x.proto === 'udp'), 30_000);
   });
 
   it('forked processes and threads all get their connects served', async () => {
@@ -235,7 +235,7 @@ describe('virtual addresses are names, never destinations', () => {
     cap.stdout?.on('data', (d: Buffer) => (captured += d.toString()));
     let capErr = '';
     cap.stderr?.on('data', (d: Buffer) => (capErr += d.toString()));
-    await waitFor(() => capErr.includes('listening on'), 10_000);
+    await waitFor(() => capErr.includes('listening on'), 30_000);
     // the capture sees a packet that really leaves (native, outside appswitch): the check can fail
     await h.exec(['sh', '-c', 'echo x | nc -u -w1 10.77.0.1 9 || true'], 10_000);
     await waitFor(() => captured.includes('10.77.0.1'), 5000);
@@ -255,7 +255,7 @@ describe('virtual addresses are names, never destinations', () => {
     let up = '';
     echo.stdout?.on('data', (d: Buffer) => (up += d.toString()));
     tcp.stdout?.on('data', (d: Buffer) => (up += d.toString()));
-    await waitFor(() => up.split('up').length - 1 >= 2, 10_000);
+    await waitFor(() => up.split('up').length - 1 >= 2, 30_000);
     const u = await h.runToEnd([], [PROBE, 'udpecho', '192.0.2.1', '9999']);
     expect(u.stdout).toContain('ok udpecho');
     const t = await h.runToEnd([], [PROBE, 'connect', '192.0.2.1', '9998']);
@@ -289,7 +289,7 @@ describe('appswitch run behaves like the program it runs', () => {
       let out = '';
       p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       const done = finish(p);
-      await waitFor(() => out.includes('ready'), 10_000);
+      await waitFor(() => out.includes('ready'), 30_000);
       // signal the `appswitch run` process itself (ip netns exec -> node -> execve'd launcher: one pid)
       process.kill(p.pid as number, sig);
       const r = await done;

@@ -86,11 +86,11 @@ describe('UDP identities on one host', () => {
     try {
       const r = await h.runToEnd(['--ip', '10.81.0.2'], ['python3', '-c', client('10.81.0.1', 5400)]);
       expect(r.stdout, r.stderr).toMatch(/^reply ECHO hi from 10\.81\.0\.1 5400$/m);
-      await waitFor(() => /from 10\.81\.0\.2 \d+/.test(srv.out()), 10_000);
+      await waitFor(() => /from 10\.81\.0\.2 \d+/.test(srv.out()), 30_000);
       expect(srv.out()).not.toContain('192.0.2.81');
       const b = await h.runToEnd(['--ip', '10.81.0.2'], ['python3', '-c', client('10.81.0.1', 5400, { bindPort: 6001 })]);
       expect(b.stdout, b.stderr).toMatch(/^reply ECHO hi from 10\.81\.0\.1 5400$/m);
-      await waitFor(() => srv.out().includes('from 10.81.0.2 6001'), 10_000);
+      await waitFor(() => srv.out().includes('from 10.81.0.2 6001'), 30_000);
     } finally {
       killTree(srv.p, 'SIGKILL');
       await srv.done;
@@ -102,10 +102,10 @@ describe('UDP identities on one host', () => {
     try {
       const r = await h.runToEnd(['--ip', '10.81.0.4'], ['python3', '-c', client('10.81.0.3', 5401)]);
       expect(r.stdout, r.stderr).toMatch(/^reply ECHO hi from 10\.81\.0\.3 5401$/m);
-      await waitFor(() => /from 10\.81\.0\.4 \d+/.test(srv.out()), 10_000);
+      await waitFor(() => /from 10\.81\.0\.4 \d+/.test(srv.out()), 30_000);
       const c = await h.runToEnd(['--ip', '10.81.0.5'], ['python3', '-c', client('10.81.0.3', 5401, { connected: true })]);
       expect(c.stdout, c.stderr).toMatch(/^reply ECHO hi from 10\.81\.0\.3 5401$/m);
-      await waitFor(() => /from 10\.81\.0\.5 \d+/.test(srv.out()), 10_000);
+      await waitFor(() => /from 10\.81\.0\.5 \d+/.test(srv.out()), 30_000);
       expect(srv.out()).not.toContain('192.0.2.81');
     } finally {
       killTree(srv.p, 'SIGKILL');
@@ -202,7 +202,7 @@ describe('who is shown, and who is not', () => {
       expect(raw.stdout.trim()).toBe('sent 3');
       const r = await h.runToEnd(['--ip', '10.81.0.51'], ['python3', '-c', client('10.81.0.50', 5450)]);
       expect(r.stdout, r.stderr).toMatch(/^reply ECHO hi from 10\.81\.0\.50 5450$/m);
-      await waitFor(() => /from 10\.81\.0\.51 \d+/.test(srv.out()), 10_000);
+      await waitFor(() => /from 10\.81\.0\.51 \d+/.test(srv.out()), 30_000);
       expect(srv.out()).not.toContain('192.0.2.81');
       expect(srv.out().match(/^from /gm)?.length).toBe(1);
       const after = ((await request<{ udpUnidentified?: number }>(h.socket, 'status')) as { udpUnidentified?: number }).udpUnidentified ?? 0;
@@ -217,7 +217,7 @@ describe('who is shown, and who is not', () => {
     const echo = h.spawn(['python3', '-c', 'import socket\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nu.bind(("192.0.2.81",9981))\nprint("up",flush=True)\nwhile True:\n  d,a=u.recvfrom(100); u.sendto(d,a)']);
     const out = watch(echo);
     try {
-      await waitFor(() => out.text().includes('up'), 10_000);
+      await waitFor(() => out.text().includes('up'), 30_000);
       const r = await h.runToEnd([], ['python3', '-c', client('192.0.2.81', 9981)]);
       expect(r.stdout, r.stderr).toMatch(/^reply hi from 192\.0\.2\.81 9981$/m);
     } finally {
@@ -248,7 +248,7 @@ describe('the data path of connected UDP and TCP stays untrapped', () => {
       expect(t1.recvmsg - t0.recvmsg).toBe(0);
       const u = await h.runToEnd(['--ip', '10.81.0.63'], [UDP, 'rtt', '10.81.0.60', '5460', '50']);
       expect(u.stdout, u.stderr).toMatch(/^rtt \d+ \d+$/m);
-      await waitFor(async () => (await recvTraps(h)).recvfrom - t1.recvfrom >= 100, 10_000); /* 50 by the client, 50 by the server */
+      await waitFor(async () => (await recvTraps(h)).recvfrom - t1.recvfrom >= 100, 30_000); /* 50 by the client, 50 by the server */
     } finally {
       killTree(srv.p, 'SIGKILL');
       killTree(tcp, 'SIGKILL');
@@ -312,10 +312,10 @@ describe('UDP identities across hosts', () => {
       await waitFor(async () => (await b.services()).some((s) => s.vip === '10.82.0.1' && s.port === 5500 && s.proto === 'udp'), 20_000);
       const r = await b.runToEnd(['--ip', '10.82.0.2'], ['python3', '-c', client('10.82.0.1', 5500)]);
       expect(r.stdout, r.stderr).toMatch(/^reply ECHO hi from 10\.82\.0\.1 5500$/m);
-      await waitFor(() => /from 10\.82\.0\.2 \d+/.test(srv.out()), 10_000);
+      await waitFor(() => /from 10\.82\.0\.2 \d+/.test(srv.out()), 30_000);
       const s = await b.runToEnd(['--ip', '10.82.0.2'], ['python3', '-c', client('10.82.0.1', 5500, { bindPort: 6101 })]);
       expect(s.stdout, s.stderr).toMatch(/^reply ECHO hi from 10\.82\.0\.1 5500$/m);
-      await waitFor(() => srv.out().includes('from 10.82.0.2 6101'), 10_000);
+      await waitFor(() => srv.out().includes('from 10.82.0.2 6101'), 30_000);
       expect(srv.out()).not.toMatch(/192\.0\.2\./);
     } finally {
       killTree(srv.p, 'SIGKILL');
@@ -414,7 +414,7 @@ describe('stock UDP servers', () => {
       ].join('\n');
       const r = await h.runToEnd(['--ip', '10.81.0.93'], ['python3', '-c', q]);
       expect(r.stdout, r.stderr).toMatch(/^answer True from 10\.81\.0\.92 5492$/m);
-      await waitFor(() => /query\[A\] probe\.example from 10\.81\.0\.93/.test(out.text()), 10_000);
+      await waitFor(() => /query\[A\] probe\.example from 10\.81\.0\.93/.test(out.text()), 30_000);
       expect(out.text()).not.toMatch(/from 192\.0\.2\./);
     } finally {
       killTree(p, 'SIGKILL');
