@@ -77,7 +77,7 @@ describe('(a) connects that are never accepted', () => {
       expect(h.daemonLog).not.toContain('daemon out of file descriptors');
 
       killTree(attacker, 'SIGKILL');
-      await waitFor(async () => (await status(h)).apps === 1, 10_000);
+      await waitFor(async () => (await status(h)).apps === 1, 30_000);
       await waitFor(() => fdCount(pid) <= start, 15_000).catch(() => undefined);
       console.log('after the attacker exited: daemon fds', fdCount(pid), 'start', start);
       expect(fdCount(pid)).toBeLessThanOrEqual(start);
@@ -125,7 +125,7 @@ describe('(b) the socket tables cannot be read', () => {
       await waitFor(() => h.daemonLog.includes('daemon still out of file descriptors') || h.daemonLog.includes('service down'), 30_000, 200);
       expect(h.daemonLog).toContain('reading /proc/net for the sweep');
       execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:`]);
-      await waitFor(() => h.daemonLog.includes('file descriptors available again'), 10_000);
+      await waitFor(() => h.daemonLog.includes('file descriptors available again'), 30_000);
       expect(h.daemonLog).not.toContain('service down');
       expect((await h.services()).length).toBe(services);
       const c = await h.runToEnd([], [FUZZ, 'burst', '--allowed', '10.82.0.1:9000', '--iterations', '3'], 30_000);
@@ -161,7 +161,7 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       expect((await status(h)).services).toBe(1100); // alive and serving
 
       // SIGKILL, then a daemon with the default limit on the same state dir: it starts, restores what it can
-      await waitFor(() => (readFileSync(`${h.stateDir}/state.json`, 'utf8').match(/"service"/g) ?? []).length === 1100, 10_000);
+      await waitFor(() => (readFileSync(`${h.stateDir}/state.json`, 'utf8').match(/"service"/g) ?? []).length === 1100, 30_000);
       const old = h.daemon as ChildProcess;
       killTree(old, 'SIGKILL');
       await finish(old, 10_000);
@@ -190,9 +190,9 @@ describe('(c) a program holding 1,100 bound UDP sockets', () => {
       const loop = await h.runToEnd(['--ip', '10.83.0.3'], [ATTACK, 'bindclose', '1000'], 60_000);
       console.log('bind and close 1,000 times, default limit:', loop.stdout.trim());
       expect(loop.stdout).toContain('bindclose ok=1000 first=-');
-      await waitFor(async () => (await status(h)).apps === 1, 10_000);
+      await waitFor(async () => (await status(h)).apps === 1, 30_000);
       const saved = (): string[] => readFileSync(`${h.stateDir}/state.json`, 'utf8').split('\n');
-      await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 10_000).catch(async (e: unknown) => {
+      await waitFor(() => saved().filter((l) => l.startsWith('{"service"')).length === 256, 30_000).catch(async (e: unknown) => {
         /* seen once: say what the file and the daemon held instead */
         const st = await status(h).catch(() => undefined);
         process.stdout.write(`state.json held ${saved().filter((l) => l.startsWith('{"service"')).length} service lines; daemon: ${JSON.stringify(st)}\n`);

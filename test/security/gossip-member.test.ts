@@ -80,7 +80,7 @@ describe('a member with the key publishes entries that are not its own', () => {
     // the valid entry waits: the rogue's pool is not known yet
     expect((await services(h2)).map((e) => `${e.vip} ${e.endpoint}`)).toEqual([expect.stringMatching(/^10\.0\.0\.5 192\.0\.2\.1:\d+$/)]);
     rogue.stdin?.write('go\n');
-    await waitFor(() => out.includes('then'), 10_000);
+    await waitFor(() => out.includes('then'), 30_000);
     await waitFor(async () => (await services(h2)).some((e) => e.vip === '10.0.0.40'), 15_000);
     await expectRefused(['rogue/pool/1']);
     const s = await services(h2);

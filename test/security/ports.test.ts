@@ -83,10 +83,10 @@ describe("the daemons' own ports and real service endpoints", () => {
     const tcp = h2.run(['--ip', '10.72.0.2', '--tag', 'grp=1'], ['python3', '-m', 'http.server', '8000', '--bind', '0.0.0.0']);
     const tcpDone = finish(tcp, 130_000);
     try {
-      await waitFor(() => udpOut.text().includes('listening 5400'), 10_000);
+      await waitFor(() => udpOut.text().includes('listening 5400'), 30_000);
       const find = async (vip: string, port: number): Promise<ServiceView | undefined> =>
         (await request<ServiceView[]>(h1.socket, 'services')).find((s) => s.vip === vip && s.port === port);
-      const u = (await waitFor(() => find('10.72.0.1', 5400), 10_000)) as ServiceView;
+      const u = (await waitFor(() => find('10.72.0.1', 5400), 30_000)) as ServiceView;
       const t = (await waitFor(() => find('10.72.0.2', 8000), 15_000)) as ServiceView;
       const [uip, uport] = u.endpoint.split(':') as [string, string];
       const [tip, tport] = t.endpoint.split(':') as [string, string];
@@ -106,7 +106,7 @@ describe("the daemons' own ports and real service endpoints", () => {
       // an allowed client reaches the UDP service by its vip (the one door)
       const ok = await h1.runToEnd(['--tag', 'grp=1'], [ATTACK, 'send', '10.72.0.1', '5400', 'udp'], 20_000);
       expect(ok.stdout.trim()).toBe('send ok');
-      await waitFor(() => udpOut.text().includes('datagram 1'), 10_000);
+      await waitFor(() => udpOut.text().includes('datagram 1'), 30_000);
     } finally {
       killTree(udp, 'SIGKILL');
       killTree(tcp, 'SIGKILL');
@@ -118,7 +118,7 @@ describe("the daemons' own ports and real service endpoints", () => {
     const srv = h2.run(['--name', 'dnsweb'], ['python3', '-m', 'http.server', '8001']);
     const done = finish(srv, 60_000);
     try {
-      const vip = await waitFor(async () => (await request<Array<{ name?: string; ip?: string }>>(h2.socket, 'apps')).find((a) => a.name === 'dnsweb')?.ip, 10_000);
+      const vip = await waitFor(async () => (await request<Array<{ name?: string; ip?: string }>>(h2.socket, 'apps')).find((a) => a.name === 'dnsweb')?.ip, 30_000);
       const r = await waitFor(async () => {
         const g = await h1.runToEnd([], ['getent', 'hosts', 'dnsweb'], 15_000);
         return g.stdout.includes(vip as string) ? g.stdout : '';

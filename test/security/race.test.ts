@@ -61,7 +61,7 @@ beforeAll(async () => {
     out = lines.pop() ?? '';
     for (const l of lines) if (l === 'tcp' || l === 'udp') seen[l]++;
   });
-  await waitFor(() => out.includes('ready') || seen.tcp + seen.udp > 0 || undefined, 10_000).catch(() => undefined);
+  await waitFor(() => out.includes('ready') || seen.tcp + seen.udp > 0 || undefined, 30_000).catch(() => undefined);
   // the listeners answer (a plain host process may reach them: only programs under appswitch must not)
   const probe = await h.exec(['node', '-e', `require('net').connect(${TCP_PORT}, '127.0.0.1').on('connect', function () { this.destroy(); })`]);
   expect(probe.code).toBe(0);
@@ -219,7 +219,7 @@ describe('the cgroups behind the guard', () => {
     const dl = d.pid as number;
     expect((await finish(d, 10_000)).code).toBe(0);
     expect(existsSync(path.join(apps(), String(dl)))).toBe(true); /* its background child still runs there */
-    await waitFor(() => !existsSync(path.join(apps(), String(dl))) || undefined, 10_000);
+    await waitFor(() => !existsSync(path.join(apps(), String(dl))) || undefined, 30_000);
   });
 });
 

@@ -32,12 +32,12 @@ describe('sendmmsg to a UDP vip', () => {
     const srvOut = watch(srv);
     const srvDone = finish(srv, 40_000);
     try {
-      await waitFor(() => srvOut.text().includes('listening 5300'), 10_000);
+      await waitFor(() => srvOut.text().includes('listening 5300'), 30_000);
       await waitFor(async () => (await h.services()).some((s) => s.vip === '10.71.0.1' && s.port === 5300 && s.proto === 'udp'));
       const c = await h.runToEnd([], [ATTACK, 'sendmmsg', '10.71.0.1', '5300', '8']);
       console.log('client:', c.stdout.trim());
       expect(c.stdout.trim(), c.stderr).toBe('sendmmsg sent=8');
-      await waitFor(() => srvOut.text().includes('received=8'), 10_000);
+      await waitFor(() => srvOut.text().includes('received=8'), 30_000);
     } finally {
       killTree(srv, 'SIGKILL');
       await srvDone;
