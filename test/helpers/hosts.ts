@@ -62,6 +62,17 @@ export class TestBridge {
     return made;
   }
 
+  /** A host of the world outside the application network: a namespace on this segment that runs no appswitch, at
+   * `address`/24 (default 198.51.100.<n>, a subnet no appswitch host has an address in: give a gateway one with
+   * TestHost.addAddress). Tests start plain servers and clients in it (spawn, exec); it is removed with the bridge. */
+  outside(tag = 'out', address?: string): TestHost {
+    const h = TestHost.create(tag, address ?? `198.51.100.${10 + this.outsides++}`, this);
+    this.hosts.push(h);
+    return h;
+  }
+
+  private outsides = 0;
+
   /** Cuts (or heals) a host's link to the segment. */
   setLink(h: TestHost, up: boolean): void {
     if (!h.bridgePort) throw new Error('host is not on a bridge');
@@ -184,9 +195,17 @@ export class TestHost {
     }
     ip('-n', h.ns, 'addr', 'add', `${address}/24`, 'dev', 'v0');
     ip('-n', h.ns, 'link', 'set', 'v0', 'up');
-    ip('-n', h.ns, 'neigh', 'add', '192.0.2.254', 'lladdr', '02:00:00:00:00:fe', 'dev', 'v0', 'nud', 'permanent');
-    ip('-n', h.ns, 'route', 'add', '10.0.0.0/8', 'via', '192.0.2.254', 'dev', 'v0');
+    if (address.startsWith('192.0.2.')) {
+      ip('-n', h.ns, 'neigh', 'add', '192.0.2.254', 'lladdr', '02:00:00:00:00:fe', 'dev', 'v0', 'nud', 'permanent');
+      ip('-n', h.ns, 'route', 'add', '10.0.0.0/8', 'via', '192.0.2.254', 'dev', 'v0');
+    }
     return h;
+  }
+
+  /** Adds another address (`cidr`, e.g. 198.51.100.2/24) to the host's link: how a gateway host gets a foot in the
+   * outside subnet (see TestBridge.outside) while the other hosts have none, and so no route there. */
+  addAddress(cidr: string): void {
+    ip('-n', this.ns, 'addr', 'add', cidr, 'dev', 'v0');
   }
 
   /** The bridge port of this host, when it was created on a bridge. */
