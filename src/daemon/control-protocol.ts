@@ -17,6 +17,13 @@ export const METHODS = {
 export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';
 export type ControlMethod = keyof typeof METHODS;
 
+/** Methods that change the application network (the service table, exposures, virtual services): served only to
+ * root, the privilege `appswitch run` needs; the daemon's group may read but not change (ERR_PERMISSION). */
+export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>([]);
+
+/** Parameters a method cannot do without (ERR_BAD_PARAMS when one is missing). */
+export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {};
+
 /** Stable error codes of the control API (their meaning never changes):
  * - ERR_BAD_JSON: the line is not JSON (or not UTF-8 text).
  * - ERR_BAD_REQUEST: JSON, but not a request object: no string `method`, `id` not a non-negative integer, or
@@ -24,7 +31,10 @@ export type ControlMethod = keyof typeof METHODS;
  * - ERR_UNKNOWN_METHOD: `method` is not one of METHODS.
  * - ERR_BAD_PARAMS: a parameter the method does not take, or of the wrong type.
  * - ERR_TOO_LARGE: the line is longer than MAX_REQUEST_BYTES (the rest of it is skipped; the connection stays).
- * - ERR_PERMISSION: the peer is not root and not in the daemon's group (the connection is closed).
+ * - ERR_PERMISSION: the peer is not root and not in the daemon's group (the connection is closed), or a group member
+ *   called a MUTATING method (the connection stays).
+ * - ERR_NOT_FOUND: a mutating call names something that does not exist (a virtual service, an exposure).
+ * - ERR_CONFLICT: a mutating call would clash with what exists (a vip or a host port already in use).
  * - ERR_INTERNAL: the daemon failed to answer a valid request (logged). */
 export type ControlErrorCode =
   | 'ERR_BAD_JSON'
@@ -33,7 +43,20 @@ export type ControlErrorCode =
   | 'ERR_BAD_PARAMS'
   | 'ERR_TOO_LARGE'
   | 'ERR_PERMISSION'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_CONFLICT'
   | 'ERR_INTERNAL';
+
+/** What a method handler throws to answer with a stable code instead of ERR_INTERNAL (a field with a bad value:
+ * ERR_BAD_PARAMS; ERR_NOT_FOUND; ERR_CONFLICT). */
+export class ControlCallError extends Error {
+  constructor(
+    readonly code: ControlErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** Longest request line the daemon reads (bytes, without the newline). */
 export const MAX_REQUEST_BYTES = 64 * 1024;

@@ -13,12 +13,16 @@ import {
   type ControlErrorCode,
   type ControlRequest,
   type ControlResponse,
+  ControlCallError,
   MAX_REQUEST_BYTES,
   METHODS,
+  MUTATING,
   type ParamType,
+  REQUIRED,
 } from './control-protocol.js';
 
-export type ControlHandler = (req: ControlRequest) => unknown;
+/** Answers a valid request; `peer` is who sent it (undefined when the server admits everyone, in unit tests). */
+export type ControlHandler = (req: ControlRequest, peer?: PeerCredentials) => unknown;
 
 /** Decides whether a peer may use the API: undefined = yes, else the reason (sent back as ERR_PERMISSION). */
 export type ControlAdmit = (peer: PeerCredentials) => string | undefined;
@@ -66,6 +70,9 @@ export function validateRequest(v: unknown): { req: ControlRequest } | { id: num
       if (t === undefined) return { id, error: err('ERR_BAD_PARAMS', `${method} takes no parameter "${k.slice(0, 64)}"`) };
       if (!typeOk(t, val)) return { id, error: err('ERR_BAD_PARAMS', `${method}: parameter "${k}" must be a ${t}`) };
     }
+  }
+  for (const k of REQUIRED[method] ?? []) {
+    if (params?.[k] === undefined) return { id, error: err('ERR_BAD_PARAMS', `${method} needs the parameter "${k}"`) };
   }
   const req: ControlRequest = { id, method };
   if (params) req.params = params;
@@ -126,20 +133,23 @@ export class ControlServer {
     });
   }
 
-  /** Whether this peer may use the API; answers ERR_PERMISSION and closes when not. */
-  private admitted(sock: net.Socket): boolean {
-    if (!this.admit) return true;
+  /** Whether this peer may use the API (its credentials; null when there is no admission check); answers
+   * ERR_PERMISSION and closes when not (false). */
+  private admitted(sock: net.Socket): PeerCredentials | null | false {
+    if (!this.admit) return null;
     const fd = fdOf(sock);
     let why: string | undefined;
+    let peer: PeerCredentials | undefined;
     if (fd === undefined) why = 'cannot identify the peer (no descriptor)';
     else {
       try {
-        why = this.admit(native.peerCred(fd));
+        peer = native.peerCred(fd);
+        why = this.admit(peer);
       } catch (e) {
         why = `cannot identify the peer: ${(e as Error).message}`;
       }
     }
-    if (why === undefined) return true;
+    if (why === undefined && peer) return peer;
     this.stats.refusedPeers++;
     /* read and discard what the client sends until it closes: closing with its request unread would reset the
      * connection (unix(7)) before the client reads the answer */
@@ -151,7 +161,9 @@ export class ControlServer {
 
   private serve(sock: net.Socket): void {
     sock.on('error', () => sock.destroy());
-    if (!this.admitted(sock)) return;
+    const admitted = this.admitted(sock);
+    if (admitted === false) return;
+    const peer = admitted ?? undefined;
     const parts: Buffer[] = [];
     let size = 0;
     /** Skipping the rest of an over-long line. */
@@ -184,7 +196,7 @@ export class ControlServer {
         if (nl < 0) return;
         if (!skipping) {
           const line = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
-          if (line.some((b) => b !== 32 && b !== 9 && b !== 13)) send(this.answer(line));
+          if (line.some((b) => b !== 32 && b !== 9 && b !== 13)) send(this.answer(line, peer));
         }
         parts.length = 0;
         size = 0;
@@ -194,7 +206,7 @@ export class ControlServer {
     };
   }
 
-  private answer(line: Buffer): ControlResponse {
+  private answer(line: Buffer, peer: PeerCredentials | undefined): ControlResponse {
     this.stats.requests++;
     let text: string;
     try {
@@ -211,11 +223,15 @@ export class ControlServer {
     const v = validateRequest(parsed);
     if ('error' in v) return { id: v.id, error: v.error };
     const req = v.req;
+    if (MUTATING.has(req.method) && peer && peer.uid !== 0) {
+      return { id: req.id, error: err('ERR_PERMISSION', `${req.method} changes the application network: it needs root, as \`appswitch run\` does`) };
+    }
     try {
-      const result = this.handle(req);
+      const result = this.handle(req, peer);
       if (result === undefined) return { id: req.id, error: err('ERR_UNKNOWN_METHOD', `method ${req.method} is not served by this daemon`) };
       return { id: req.id, result };
     } catch (e) {
+      if (e instanceof ControlCallError) return { id: req.id, error: err(e.code, e.message) };
       this.onInternalError(`the ${req.method} request`, e);
       return { id: req.id, error: err('ERR_INTERNAL', (e as Error).message) };
     }
