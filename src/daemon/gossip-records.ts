@@ -1,12 +1,13 @@
 /** The records each node publishes in its gossip store, decoded and validated once, at the boundary, before they
  * touch the service table or the app directory:
- *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?}: the node's port pool and daemon ports
- *   `@app/<id>`    an app of the node (identity, vip?, name, tags)
+ *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, gateway?}: the node's port pool, daemon ports, gateway flag
+ *   `@app/<id>`    an app of the node (identity, vip?, name, tags, expose?: [{port, hostPort}], exposedAt?)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
  * A node is trusted only with what is its own: a service entry's endpoint must be the publishing node's gossip
  * address and a port of its pool, and never a loopback, unspecified, link-local, multicast or virtual address. Pure:
  * no I/O. */
 import ipaddr from 'ipaddr.js';
+import { decodeExposeList } from '../gateway/exposures.js';
 import { IDENTITY_CIDR, type VirtualRanges } from '../table/addresses.js';
 import type { AppEntry } from '../table/directory.js';
 import type { ServiceEntry } from '../table/service-table.js';
@@ -23,6 +24,8 @@ export interface NodeRecord {
   peerPort: number;
   dnsPort: number;
   metricsPort?: number;
+  /** Started with `appswitch daemon --gateway`: it listens for exposures (see gateway/ingress.ts). */
+  gateway?: boolean;
 }
 
 /** The outcome of validating a record: accepted, rejected (with why), or waiting for what it is checked against. */
@@ -83,6 +86,8 @@ export function decodeNodeRecord(value: Uint8Array): Checked<NodeRecord> {
   if (o.metricsPort !== undefined && !port(o.metricsPort)) return reject('node record: bad metrics port');
   const r: NodeRecord = { ports: { low: p.low, high: p.high }, gossipPort: o.gossipPort, peerPort: o.peerPort, dnsPort: o.dnsPort };
   if (o.metricsPort !== undefined) r.metricsPort = o.metricsPort;
+  if (o.gateway !== undefined && typeof o.gateway !== 'boolean') return reject('node record: bad gateway flag');
+  if (o.gateway === true) r.gateway = true;
   return { ok: true, value: r };
 }
 
@@ -154,5 +159,11 @@ export function decodeRemoteApp(node: string, key: string, value: Uint8Array, ra
   }
   const e: AppEntry = { id: o.id, node, identity, vip: o.vip, tags: tagsOf(o.tags) };
   if (str(o.name)) e.name = o.name;
+  if (o.expose !== undefined) {
+    const x = decodeExposeList(o.expose);
+    if (typeof x === 'string') return reject(`app record: ${x}`);
+    if (typeof o.exposedAt !== 'number' || !Number.isFinite(o.exposedAt)) return reject('app record: expose without exposedAt');
+    if (x.length) Object.assign(e, { expose: x, exposedAt: o.exposedAt });
+  }
   return { ok: true, value: e };
 }

@@ -8,7 +8,8 @@
  *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","dst":"192.0.2.2:40001","mac":"..."}   (dst: the server's real
  *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it;
  *             "proto":"udp" asks about a datagram sender instead of a connection, and its answer carries "port")
- *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
+ *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true}
+ *             (an exposure's outside client, answered by a gateway: "external":true, identity its real address, "port") */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -162,6 +163,7 @@ export class PeerApi {
         (c) => {
           const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
           if (c?.port !== undefined) r.port = c.port;
+          if (c?.external) r.external = true; /* an exposure's outside client, seen by this node's gateway */
           if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
         },
         (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
@@ -188,6 +190,7 @@ export class PeerApi {
         }
         const who: ClientIdentity = { identity: m.identity, appId: m.appId, tags };
         if (typeof m.port === 'number' && Number.isInteger(m.port) && m.port > 0 && m.port <= 65535) who.port = m.port;
+        if (m.external === true) who.external = true; /* judged by the accepting node (ClientIdentities.accept) */
         resolve(who);
       });
       const req: Msg = dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst };
