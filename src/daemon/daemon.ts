@@ -36,6 +36,11 @@ import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { Ingress, type GatewayNode } from '../gateway/ingress.js';
+import { NodeForwarder } from '../gateway/node-forwarder.js';
+import { IngressPicker } from '../gateway/pick.js';
+import type { ReservedPorts } from '../gateway/exposures.js';
+import { ExposureControl } from '../gateway/expose-control.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -88,6 +93,9 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
+  /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
+  readonly ingress: Ingress;
+  private readonly exposeControl: ExposureControl;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -147,7 +155,25 @@ export class Daemon {
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
+      exposeProblem: (specs) => this.ingress.exposeProblem(specs),
     });
+    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
+    const forwarder = cfg.gateway ? new NodeForwarder(new IngressPicker({ table: this.table, lb: cfg.lb, nodeAlive, balancer: this.handler.balancer })) : undefined;
+    this.ingress = new Ingress({
+      nodeName: cfg.nodeName,
+      gateway: cfg.gateway,
+      listenAddress: cfg.gatewayAddress,
+      forwarder,
+      directory: this.directory,
+      table: this.table,
+      gateways: () => this.gatewayNodes(),
+      reserved: () => this.reservedPorts(),
+      recordExternal: (from, client, to) => this.handler.recordExternal(from, client, to),
+      log: this.log.child({ module: 'ingress' }),
+      onChange: () => this.refreshDoors(),
+    });
+    this.exposeControl = new ExposureControl({ ingress: this.ingress, ranges: new VirtualRanges(cfg.vipCidrs), log: this.log.child({ module: 'ingress' }) });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
         handler: () => this.handler.stats,
@@ -159,6 +185,7 @@ export class Daemon {
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
         internalErrors: () => this.internalErrors.snapshot(),
+        ingress: () => ({ ...this.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -209,7 +236,7 @@ export class Daemon {
       table: this.table,
       directory: this.directory,
       ranges: new VirtualRanges(this.cfg.vipCidrs),
-      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
+      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort, ...(this.cfg.gateway ? { gateway: true } : {}) },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
     };
@@ -274,6 +301,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          gateway: c.gateway ? c.gatewayAddress : 'off',
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
         },
@@ -321,6 +349,7 @@ export class Daemon {
       this.state.freeze();
       this.trap.close(true);
       this.fds.close();
+      await this.ingress.close();
       await this.cluster?.stop();
       await this.peers?.close();
       await this.dns?.close();
@@ -389,7 +418,52 @@ export class Daemon {
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
+    doors.push(...this.exposureDoors());
     this.doors.set(doors);
+  }
+
+  /** The gateway nodes of the cluster (this one when it is one), left members excluded. */
+  private gatewayNodes(): GatewayNode[] {
+    const c = this.cfg;
+    const out: GatewayNode[] = [];
+    if (!this.cluster) return c.gateway ? [{ node: c.nodeName, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() }] : [];
+    for (const d of this.cluster.daemons()) {
+      if (d.state === 'left') continue;
+      if (d.node === c.nodeName) {
+        if (c.gateway) out.push({ node: d.node, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() });
+        continue;
+      }
+      if (!d.record?.gateway) continue;
+      const r = d.record;
+      const daemon = [r.gossipPort, r.peerPort, r.dnsPort, ...(r.metricsPort !== undefined ? [r.metricsPort] : [])];
+      out.push({ node: d.node, address: d.address, alive: d.state === 'alive', reserved: { pool: r.ports, daemon } });
+    }
+    return out;
+  }
+
+  /** This node's pool and daemon ports: no exposure host port may be one of them. */
+  private reservedPorts(): ReservedPorts {
+    const c = this.cfg;
+    const daemon = [c.gossipPort, c.peerPort, c.dnsPort, ...(c.metricsAddress ? [c.metricsAddress.port] : [])];
+    return { pool: c.ports, daemon };
+  }
+
+  /** The exposure host ports at every gateway's address, closed to trapped programs: a program reaching one would pass
+   * itself off as an outside client (see docs/ingress.md). This node's own gateway listens on --gateway-address (every
+   * address of the host by default). */
+  private exposureDoors(): ClosedPorts[] {
+    const ports = this.ingress?.activeHostPorts() ?? [];
+    if (!ports.length) return [];
+    const c = this.cfg;
+    const addresses = new Set<string>();
+    for (const g of this.gatewayNodes()) {
+      if (g.node !== c.nodeName) addresses.add(g.address);
+      else if (c.gatewayAddress === '0.0.0.0' || c.gatewayAddress === '::') for (const a of localAddresses()) addresses.add(a);
+      else addresses.add(c.gatewayAddress);
+    }
+    const out: ClosedPorts[] = [];
+    for (const address of addresses) for (const p of ports) out.push({ address, proto: 'tcp', low: p, high: p, kind: 'exposure' });
+    return out;
   }
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
@@ -504,12 +578,19 @@ export class Daemon {
           daemonPortRefused: this.handler.stats.daemonPortRefused,
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
+          externalRefused: this.handler.stats.externalRefused,
+          ingress: this.ingress.status(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;
       }
       case 'connections':
         return this.connections.list();
+      case 'exposures':
+        return this.ingress.list();
+      case 'expose':
+      case 'unexpose':
+        return this.exposeControl.handle(req.method, req.params ?? {});
       case 'apps':
         return [...this.handler.apps.values()].map((a): AppView => {
           const v: AppView = {

@@ -22,7 +22,7 @@ export interface DaemonPorts {
 }
 
 /** Why a destination is closed: which daemon door it is. */
-export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool';
+export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'exposure';
 
 /** One closed door: `proto` ports low..high on one address. */
 export interface ClosedPorts {
