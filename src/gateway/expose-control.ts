@@ -72,14 +72,18 @@ export class ExposureControl {
     return vip;
   }
 
+  private need(): ExposureStore {
+    if (!this.deps.store) throw new ControlCallError('ERR_INTERNAL', 'exposures through the control API need the cluster-object store, which this daemon lacks');
+    return this.deps.store;
+  }
+
   handle(method: 'expose' | 'unexpose', params: Record<string, unknown>): ExposeResult {
     const vip = this.vipParam(params.vip);
     const port = portParam(params.port, 'port');
-    const store = this.deps.store;
-    if (!store) throw new ControlCallError('ERR_INTERNAL', 'exposures through the control API need the cluster-object store, which this daemon lacks');
     const name = exposureName(vip, port);
     const { ingress, log } = this.deps;
     if (method === 'unexpose') {
+      const store = this.need();
       if (!store.delete(name)) {
         const byApp = ingress.list().some((e) => e.vip === vip && e.port === port);
         throw new ControlCallError('ERR_NOT_FOUND', byApp ? `${name} is exposed by its app's run --expose: it ends with the app` : `${name} is not exposed`);
@@ -95,6 +99,7 @@ export class ExposureControl {
     if (holder && (holder.vip !== vip || holder.port !== port)) {
       throw new ControlCallError('ERR_CONFLICT', `host port ${hostPort} is held by the exposure of ${exposureName(holder.vip, holder.port)}`);
     }
+    const store = this.need();
     const had = store.get(name);
     store.put(name, { vip, port, hostPort, since: had && had.hostPort === hostPort ? had.since : Date.now() });
     ingress.refresh();
