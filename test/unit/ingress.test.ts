@@ -258,3 +258,22 @@ describe('NodeForwarder (loopback)', () => {
     expect(f.stats().refused).toBe(2);
   });
 });
+
+describe('ingress metrics', () => {
+  it('the forwarder counts and external refusals are exported', async () => {
+    const { DaemonMetrics } = await import('../../src/daemon/metrics.js');
+    const m = new DaemonMetrics({
+      handler: () => ({ denied: 0, refused: 0, tcpConnections: 0, fastpathConnections: 0, daemonPortRefused: 0, limitServices: 0, limitOffers: 0, limitPending: 0 }),
+      services: () => ({ local: 0, remote: 0 }),
+      apps: () => 0,
+      gossip: () => undefined,
+      ingress: () => ({ accepted: 3, forwarded: 2, refused: 1, active: 1, bytes: 100, externalRefused: 4 }),
+    });
+    const text = await m.registry.metrics();
+    expect(text).toContain('appswitch_ingress_connections_total{outcome="accepted"} 3');
+    expect(text).toContain('appswitch_ingress_connections_total{outcome="forwarded"} 2');
+    expect(text).toContain('appswitch_ingress_connections_total{outcome="refused"} 1');
+    expect(text).toContain('appswitch_ingress_active_connections 1');
+    expect(text).toContain('appswitch_external_refused_total 4');
+  });
+});
