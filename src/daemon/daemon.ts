@@ -11,6 +11,7 @@ import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/a
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
+import { ClusterObjects } from '../table/cluster-objects.js';
 import { native } from '../native/binding.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
@@ -35,6 +36,7 @@ import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
+import { loadObjects, ObjectsWriter } from './objects-file.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 import { Ingress, type GatewayNode } from '../gateway/ingress.js';
 import { NodeForwarder } from '../gateway/node-forwarder.js';
@@ -62,6 +64,10 @@ export class Daemon {
   readonly log: Logger;
   readonly table = new ServiceTable();
   readonly directory = new AppDirectory();
+  /** Cluster-scoped objects (virtual services, exposures): replicated by every node, saved in objects.json. */
+  readonly objects: ClusterObjects;
+  private readonly objectsWriter: ObjectsWriter;
+  private expireTimer?: NodeJS.Timeout;
   dns?: DnsServer;
   readonly handler: TrapHandler;
   private readonly trap: TrapServer;
@@ -103,6 +109,8 @@ export class Daemon {
   ) {
     this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
     this.internalErrors = new InternalErrors(this.log);
+    this.objects = new ClusterObjects(cfg.nodeName);
+    this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -227,6 +235,7 @@ export class Daemon {
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.restoreState();
+    this.restoreObjects();
     const opts: Parameters<typeof Cluster.start>[0] = {
       nodeName: this.cfg.nodeName,
       nodeAddress: this.cfg.nodeAddress,
@@ -239,6 +248,7 @@ export class Daemon {
       node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort, ...(this.cfg.gateway ? { gateway: true } : {}) },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
+      objects: this.objects,
     };
     if (key.mode === 'key') opts.keys = key.keys;
     this.refreshDoors();
@@ -339,14 +349,28 @@ export class Daemon {
     this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
   }
 
+  /** Loads the saved cluster objects (never deleted by --clean: they are configuration), then saves on every change
+   * and drops old tombstones hourly. */
+  private restoreObjects(): void {
+    const n = loadObjects(this.cfg.stateDir, this.objects, this.log);
+    if (n) this.log.info({ objects: this.objects.size, records: n }, 'cluster objects restored');
+    const save = (): void => this.objectsWriter.schedule();
+    this.objects.on('changed', save);
+    this.objects.on('dropped', save);
+    this.expireTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'expiring tombstones', () => this.objects.expire()), 3_600_000);
+    this.expireTimer.unref();
+  }
+
   /** Stops serving; logs one line with why. The running programs keep running (and keep their connections): the
    * state is saved first and their apps are not ended, so the next daemon takes them over. */
   async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.rateTimer) clearInterval(this.rateTimer);
+    if (this.expireTimer) clearInterval(this.expireTimer);
     let err: unknown;
     try {
       this.state.freeze();
+      this.objectsWriter.flushPending();
       this.trap.close(true);
       this.fds.close();
       await this.ingress.close();

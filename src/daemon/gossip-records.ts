@@ -3,12 +3,14 @@
  *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, gateway?}: the node's port pool, daemon ports, gateway flag
  *   `@app/<id>`    an app of the node (identity, vip?, name, tags, expose?: [{port, hostPort}], exposedAt?)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
+ *   `@obj/<kind>/<name>` the node's copy of a cluster object (any node's, see table/cluster-objects.ts)
  * A node is trusted only with what is its own: a service entry's endpoint must be the publishing node's gossip
  * address and a port of its pool, and never a loopback, unspecified, link-local, multicast or virtual address. Pure:
  * no I/O. */
 import ipaddr from 'ipaddr.js';
 import { decodeExposeList } from '../gateway/exposures.js';
 import { IDENTITY_CIDR, type VirtualRanges } from '../table/addresses.js';
+import { badObjectKey, type ClusterObject } from '../table/cluster-objects.js';
 import type { AppEntry } from '../table/directory.js';
 import type { ServiceEntry } from '../table/service-table.js';
 
@@ -166,4 +168,29 @@ export function decodeRemoteApp(node: string, key: string, value: Uint8Array, ra
     if (x.length) Object.assign(e, { expose: x, exposedAt: o.exposedAt });
   }
   return { ok: true, value: e };
+}
+
+/** Prefix of cluster-object records (`@obj/<kind>/<name>`): every node publishes its copy of every object and
+ * tombstone (table/cluster-objects.ts), so an object outlives the node that made it. */
+export const OBJ_PREFIX = '@obj/';
+
+/** The gossip key of a cluster object. */
+export function objectKey(o: Pick<ClusterObject, 'kind' | 'name'>): string {
+  return `${OBJ_PREFIX}${o.kind}/${o.name}`;
+}
+
+/** Decodes a `@obj/<kind>/<name>` record into a ClusterObject whose kind and name match its key; the body is checked
+ * later, by the kind's validator (ClusterObjects.merge). */
+export function decodeObjectRecord(key: string, value: Uint8Array): Checked<ClusterObject> {
+  const o = json(value);
+  if (!o) return reject('object record is not a JSON object');
+  const bad = badObjectKey(o.kind, o.name);
+  if (bad) return reject(`object record: ${bad}`);
+  if (key !== objectKey({ kind: o.kind as string, name: o.name as string })) return reject('object record: kind/name do not match the key');
+  if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version <= 0) return reject('object record: bad version');
+  if (!str(o.origin)) return reject('object record: bad origin');
+  if (o.deleted !== undefined && o.deleted !== true) return reject('object record: bad deleted flag');
+  const r: ClusterObject = { kind: o.kind as string, name: o.name as string, version: o.version, origin: o.origin, body: o.body ?? null };
+  if (o.deleted) r.deleted = true;
+  return { ok: true, value: r };
 }
