@@ -42,7 +42,7 @@ import { Ingress, type GatewayNode } from '../gateway/ingress.js';
 import { NodeForwarder } from '../gateway/node-forwarder.js';
 import { IngressPicker } from '../gateway/pick.js';
 import type { ReservedPorts } from '../gateway/exposures.js';
-import { ExposureControl } from '../gateway/expose-control.js';
+import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -181,7 +181,18 @@ export class Daemon {
       log: this.log.child({ module: 'ingress' }),
       onChange: () => this.refreshDoors(),
     });
-    this.exposeControl = new ExposureControl({ ingress: this.ingress, ranges: new VirtualRanges(cfg.vipCidrs), log: this.log.child({ module: 'ingress' }) });
+    this.objects.register(EXPOSURE_KIND, (body) => decodeExposureBody(body));
+    const syncExposures = (): void => this.ingress.setObjectClaims(objectClaims(this.objects.list(EXPOSURE_KIND)));
+    this.objects.on('changed', (o) => {
+      if (o.kind === EXPOSURE_KIND) syncExposures();
+    });
+    syncExposures();
+    this.exposeControl = new ExposureControl({
+      ingress: this.ingress,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      log: this.log.child({ module: 'ingress' }),
+      store: exposureStore(this.objects),
+    });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
         handler: () => this.handler.stats,

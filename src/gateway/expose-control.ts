@@ -17,8 +17,12 @@ export interface ExposureBody {
   since: number;
 }
 
-/** Validates an 'exposure' object body (from the store, so from any node): the body, or why it is refused. */
-export function decodeExposureBody(name: string, v: unknown): ExposureBody | string {
+/** The kind of exposure objects in the cluster-object store. */
+export const EXPOSURE_KIND = 'exposure';
+
+/** Validates an 'exposure' object body (from the store, so from any node): the body, or why it is refused. With
+ * `name`, the object's name must be the body's VIP:PORT. */
+export function decodeExposureBody(v: unknown, name?: string): ExposureBody | string {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'exposure: not an object';
   const o = v as Record<string, unknown>;
   const okPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65535;
@@ -26,14 +30,36 @@ export function decodeExposureBody(name: string, v: unknown): ExposureBody | str
   if (!okPort(o.port) || !okPort(o.hostPort)) return 'exposure: ports must be integers 1-65535';
   if (typeof o.since !== 'number' || !Number.isFinite(o.since)) return 'exposure: since must be a time';
   const vip = ipaddr.process(o.vip).toString();
-  if (name !== exposureName(vip, o.port)) return `exposure: name ${name} is not ${exposureName(vip, o.port)}`;
+  if (name !== undefined && name !== exposureName(vip, o.port)) return `exposure: name ${name} is not ${exposureName(vip, o.port)}`;
   for (const k of Object.keys(o)) if (!['vip', 'port', 'hostPort', 'since'].includes(k)) return `exposure: unknown field ${k}`;
   return { vip, port: o.port, hostPort: o.hostPort, since: o.since };
 }
 
-/** The claims of the exposure objects, for Ingress.setObjectClaims. */
-export function objectClaims(bodies: Array<{ name: string; body: ExposureBody }>): ExposureClaim[] {
-  return bodies.map(({ name, body }) => ({ vip: body.vip, port: body.port, hostPort: body.hostPort, source: 'api', origin: name, since: body.since }));
+/** The claims of the exposure objects (each checked again, its name included), for Ingress.setObjectClaims. */
+export function objectClaims(objects: Array<{ name: string; body: unknown }>): ExposureClaim[] {
+  const out: ExposureClaim[] = [];
+  for (const { name, body } of objects) {
+    const b = decodeExposureBody(body, name);
+    if (typeof b !== 'string') out.push({ vip: b.vip, port: b.port, hostPort: b.hostPort, source: 'api', origin: name, since: b.since });
+  }
+  return out;
+}
+
+/** The exposure objects of a cluster-object store as an ExposureStore. */
+export function exposureStore(objects: {
+  put(kind: string, name: string, body: unknown): unknown;
+  delete(kind: string, name: string): unknown;
+  get(kind: string, name: string): { body: unknown } | undefined;
+}): ExposureStore {
+  return {
+    put: (name, body) => void objects.put(EXPOSURE_KIND, name, body),
+    delete: (name) => objects.delete(EXPOSURE_KIND, name) !== undefined,
+    get: (name) => {
+      const b = objects.get(EXPOSURE_KIND, name)?.body;
+      const d = b === undefined ? undefined : decodeExposureBody(b, name);
+      return typeof d === 'object' ? d : undefined;
+    },
+  };
 }
 
 /** Where exposure objects live: the cluster-object store (table/cluster-objects.ts), kind 'exposure'. */
