@@ -277,3 +277,65 @@ describe('ingress metrics', () => {
     expect(text).toContain('appswitch_external_refused_total 4');
   });
 });
+
+describe('the expose and unexpose control calls', () => {
+  async function setup(gateways: GatewayNode[]) {
+    const { ClusterObjects } = await import('../../src/table/cluster-objects.js');
+    const { ExposureControl, EXPOSURE_KIND, decodeExposureBody, exposureStore, objectClaims } = await import('../../src/gateway/expose-control.js');
+    const { VirtualRanges } = await import('../../src/table/addresses.js');
+    const objects = new ClusterObjects('self', { validators: { [EXPOSURE_KIND]: (b) => decodeExposureBody(b) } });
+    const directory = new AppDirectory();
+    const ing = new Ingress({
+      nodeName: 'self',
+      gateway: false,
+      listenAddress: '0.0.0.0',
+      directory,
+      table: new ServiceTable(),
+      gateways: () => gateways,
+      reserved: () => ({ pool: { low: 40000, high: 60000 }, daemon: [7946, 7947, 53] }),
+      recordExternal: () => undefined,
+      log,
+    });
+    objects.on('changed', () => ing.setObjectClaims(objectClaims(objects.list(EXPOSURE_KIND))));
+    const ctl = new ExposureControl({ ingress: ing, ranges: new VirtualRanges(['10.0.0.0/8']), log, store: exposureStore(objects) });
+    return { ctl, ing, objects, directory };
+  }
+  const code = (f: () => unknown): string | undefined => {
+    try {
+      f();
+    } catch (e) {
+      return `${(e as { code?: string }).code}: ${(e as Error).message}`;
+    }
+    return undefined;
+  };
+
+  it('validates every field, refuses held, pool and daemon host ports, and warns without a live gateway', async () => {
+    const { ctl, ing, directory } = await setup([]);
+    expect(code(() => ctl.handle('expose', { vip: 'nope', port: 80 }))).toMatch(/^ERR_BAD_PARAMS: vip nope is not an IP address/);
+    expect(code(() => ctl.handle('expose', { vip: '192.168.1.1', port: 80 }))).toMatch(/^ERR_BAD_PARAMS: .*outside the virtual ranges/);
+    expect(code(() => ctl.handle('expose', { vip: '10.0.0.5', port: 0 }))).toMatch(/^ERR_BAD_PARAMS: port must be/);
+    expect(code(() => ctl.handle('expose', { vip: '10.0.0.5', port: 80, hostPort: 1.5 }))).toMatch(/^ERR_BAD_PARAMS: hostPort must be/);
+    expect(code(() => ctl.handle('expose', { vip: '10.0.0.5', port: 80, hostPort: 45000 }))).toMatch(/^ERR_CONFLICT: host port 45000 is inside the port pool/);
+    expect(code(() => ctl.handle('expose', { vip: '10.0.0.5', port: 80, hostPort: 7946 }))).toMatch(/^ERR_CONFLICT: host port 7946 is a port of the appswitch daemon/);
+    const r = ctl.handle('expose', { vip: '10.0.0.5', port: 80, hostPort: 8080 });
+    expect(r.warning).toBe('no gateway node: reachable once a node runs with --gateway');
+    expect(r.exposure).toMatchObject({ vip: '10.0.0.5', port: 80, hostPort: 8080, source: 'api', state: 'no-gateway' });
+    expect(code(() => ctl.handle('expose', { vip: '10.0.0.6', port: 80, hostPort: 8080 }))).toMatch(/^ERR_CONFLICT: host port 8080 is held by the exposure of 10.0.0.5:80/);
+    expect(ctl.handle('expose', { vip: '10.0.0.5', port: 80, hostPort: 8081 }).exposure?.hostPort).toBe(8081); /* moved */
+    expect(ing.holderOf(8080)).toBeUndefined();
+    expect(code(() => ctl.handle('unexpose', { vip: '10.0.0.5', port: 80 }))).toBeUndefined();
+    expect(ing.list()).toEqual([]);
+    expect(code(() => ctl.handle('unexpose', { vip: '10.0.0.5', port: 80 }))).toBe('ERR_NOT_FOUND: 10.0.0.5:80 is not exposed');
+    directory.put({ id: 'a1', node: 'n', identity: '10.0.0.7', vip: true, tags: {}, expose: [{ port: 80, hostPort: 9090 }], exposedAt: 1 });
+    expect(code(() => ctl.handle('unexpose', { vip: '10.0.0.7', port: 80 }))).toMatch(/^ERR_NOT_FOUND: .*run --expose: it ends with the app/);
+  });
+
+  it('no warning while a gateway is alive; a forged object (name not its VIP:PORT) is not served', async () => {
+    const { ctl, ing, objects } = await setup([{ node: 'g', address: '192.0.2.9', alive: true }]);
+    expect(ctl.handle('expose', { vip: '10.0.0.5', port: 80 }).warning).toBeUndefined();
+    expect(ing.list()[0]).toMatchObject({ hostPort: 80, gateways: ['g'], state: 'active' });
+    objects.put('exposure', '10.0.0.9:1', { vip: '10.0.0.8', port: 22, hostPort: 2222, since: 1 });
+    expect(ing.list().some((e) => e.hostPort === 2222)).toBe(false);
+    expect(() => objects.put('exposure', '10.0.0.8:22', { vip: '10.0.0.8', port: 22, hostPort: 2222, since: 1, extra: 1 })).toThrow(/unknown field/);
+  });
+});
