@@ -121,7 +121,13 @@ export class NodeForwarder implements IngressForwarder {
     }
     const to: Endpoint = { ...pick.endpoint };
     tried.add(`${to.ip}:${to.port}`);
-    const up = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true });
+    let up: net.Socket;
+    try {
+      up = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true });
+    } catch {
+      this.connect(l, client, who, tried); /* an endpoint Node will not connect to: as a refusal */
+      return;
+    }
     up.setNoDelay(true);
     let connected = false;
     const timer = setTimeout(() => up.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), this.connectTimeoutMs);
@@ -129,7 +135,12 @@ export class NodeForwarder implements IngressForwarder {
      * before the connect can complete: the socket's local endpoint is known, the instance's accept is not yet possible */
     process.nextTick(() => {
       if (up.destroyed || up.localPort === undefined) return;
-      this.onConnection({ route: l.route.id, client: who, from: { ip: plain(up.localAddress), port: up.localPort }, to });
+      try {
+        this.onConnection({ route: l.route.id, client: who, from: { ip: plain(up.localAddress), port: up.localPort }, to });
+      } catch {
+        up.destroy(); /* not recorded: the instance would refuse it as unidentified anyway */
+        client.destroy();
+      }
     });
     client.once('close', () => {
       if (!connected) up.destroy();
