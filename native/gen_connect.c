@@ -130,6 +130,7 @@ static void report_connected(struct as_gen *g, struct as_pending *p) {
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
   m.pid = (uint32_t)p->pid;
+  m.cookie = p->ino; /* as in the CONNECT: the daemon pairs the two (an egress connection's asked destination) */
   if (p->u.connect.local) { /* decided here: the daemon counts the connect too */
     m.flags |= AS_F_DECIDED;
     m.arg = p->u.connect.ntried;
