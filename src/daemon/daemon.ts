@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
 import { EgressPolicy } from '../policy/egress.js';
-import { EgressProxy } from '../gateway/egress.js';
+import { discloseEgress, EgressProxy } from '../gateway/egress.js';
 import type { Endpoint } from '../table/endpoint.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
 import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
@@ -436,12 +436,9 @@ export class Daemon {
    * the report matched); to anyone else the identity alone. */
   private egressAnswer(c: ClientIdentity | undefined, dst: string | undefined, asker: string | undefined): ClientIdentity | undefined {
     if (!c || c.egress === undefined) return c;
-    const { egress, ...rest } = c;
-    const gw = asker === undefined ? undefined : this.cluster?.daemons().find((d) => d.address === asker && d.state === 'alive');
-    const r = gw?.record;
-    if (r?.egressGateway && r.egressPort !== undefined && dst === `${gw?.address}:${r.egressPort}`) return { ...rest, egress };
-    this.log.warn({ asker, dst, app: c.appId }, 'peer API: an egress destination was asked for by a node that is not its gateway; not told');
-    return rest;
+    const r = discloseEgress(c, dst, asker, this.cluster?.daemons() ?? []);
+    if (r?.egress === undefined) this.log.warn({ asker, dst, app: c.appId }, 'peer API: an egress destination was asked for by a node that is not its gateway; not told');
+    return r;
   }
 
   /** Starts the egress proxy of this egress gateway (see gateway/egress.ts). */

@@ -54,7 +54,29 @@ export function parseEgressTarget(s: string): { ip: string; port: number } | und
   const host = s.slice(0, i).replace(/^\[(.*)\]$/, '$1');
   const port = Number(s.slice(i + 1));
   if (!/^\d{1,5}$/.test(s.slice(i + 1)) || port < 1 || port > 65535 || !ipaddr.isValid(host)) return undefined;
+  if (!host.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(host)) return undefined;
   return { ip: ipaddr.process(host).toString(), port };
+}
+
+/** A node as discloseEgress needs it (cluster.ts NodeDaemon satisfies it). */
+export interface EgressNode {
+  address: string;
+  state: string;
+  record?: { egressGateway?: boolean; egressPort?: number };
+}
+
+/** What the peer API tells `asker` about a client connection `c` it asked about with `dst` (the endpoint the
+ * connection went to, which the report matched): the destination the app asked for (`egress`) only when the asker is
+ * a live egress gateway and `dst` is that gateway's egress endpoint; to anyone else the identity alone (an attacker
+ * that is a member, or a gateway asking about a connection to another one, learns no destination and so forwards
+ * nothing). Pure. */
+export function discloseEgress(c: ClientIdentity, dst: string | undefined, asker: string | undefined, nodes: readonly EgressNode[]): ClientIdentity {
+  if (c.egress === undefined) return c;
+  const { egress, ...rest } = c;
+  const gw = asker === undefined ? undefined : nodes.find((d) => d.address === asker && d.state === 'alive');
+  const r = gw?.record;
+  if (gw && r?.egressGateway && r.egressPort !== undefined && dst === `${gw.address}:${r.egressPort}`) return { ...rest, egress };
+  return rest;
 }
 
 export class EgressProxy {

@@ -42,6 +42,8 @@ type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 function parseCidr(where: string, s: string): { text: string; range: Range } {
   const t = s.trim();
   try {
+    const addr = t.split('/')[0] ?? '';
+    if (!addr.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new Error('not dotted quad'); /* no 1.2.3 */
     if (t.includes('/')) {
       const r = ipaddr.parseCIDR(t);
       const net = r[0].kind() === 'ipv6' && (r[0] as ipaddr.IPv6).isIPv4MappedAddress() ? null : r;
