@@ -172,7 +172,8 @@ void as_on_connect_reply(struct as_gen *g, struct as_pending *p, const struct as
     return;
   }
   if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
-    as_vmap_put(g->vmap, &real, &virt);
+    if (m->flags & AS_F_EGRESS) as_pmap_put(&g->pmap, as_sock_cookie(p->sock), &virt); /* its own peer, see peermap.h */
+    else as_vmap_put(g->vmap, &real, &virt);
   } else if (p->type == SOCK_DGRAM) {
     as_urecv_sent_direct(g, &real); /* replies from there show that address */
   }

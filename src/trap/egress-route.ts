@@ -11,7 +11,7 @@ import type { Proto } from '../table/service-table.js';
 import type { EgressPolicy } from '../policy/egress.js';
 import type { AppRecord } from './apps.js';
 import type { RateLimitedLog } from './limits.js';
-import { encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
+import { encodeSockaddr, MsgFlag, type Reply, type RequestOf } from './protocol.js';
 
 export type EgressMode = 'direct' | 'via-gateway';
 
@@ -125,6 +125,6 @@ export class EgressRoute {
     deps.stats.egressViaGateway++;
     deps.log.debug({ app: app.id, client: app.identity, destination: show(dst), gateway: show(gw) }, 'egress through a gateway');
     /* the gateway's egress endpoint is the real address; the program sees (getpeername) the address it asked for */
-    return { result: 0, addr: encodeSockaddr(gw), addr2: encodeSockaddr(dst), flags: 0 };
+    return { result: 0, addr: encodeSockaddr(gw), addr2: encodeSockaddr(dst), flags: MsgFlag.EGRESS };
   }
 }

@@ -14,6 +14,7 @@ let h1: TestHost;
 let h2: TestHost;
 let out: TestHost;
 let server: ChildProcess;
+let server2: ChildProcess;
 let serverLog = '';
 
 const OUTSIDE = '198.51.100.10';
@@ -44,6 +45,17 @@ except OSError as e:
     print("RECVERR", e.errno, flush=True)
 `;
 
+/** Two connections at once, to two outside destinations through the same gateway endpoint: each socket shows its own
+ * peer, before and after the other connected. */
+const TWO = `
+import socket
+a = socket.create_connection(("${OUTSIDE}", 8080), 10)
+pa = a.getpeername()
+b = socket.create_connection(("${OUTSIDE}", 8081), 10)
+print("A", pa[0], pa[1], a.getpeername()[0], a.getpeername()[1])
+print("B", b.getpeername()[0], b.getpeername()[1])
+`;
+
 /** Sends one datagram; prints OK or the errno. */
 const UDP = `
 import socket, sys
@@ -66,6 +78,8 @@ beforeAll(async () => {
   server = out.spawn(['python3', '-u', '-m', 'http.server', '8080', '--bind', OUTSIDE]);
   server.stderr?.on('data', (b: Buffer) => (serverLog += b.toString()));
   server.stdout?.on('data', (b: Buffer) => (serverLog += b.toString()));
+  server2 = out.spawn(['python3', '-u', '-m', 'http.server', '8081', '--bind', OUTSIDE]);
+  server2.stderr?.on('data', (b: Buffer) => (serverLog += b.toString()));
   await gw.startDaemon(['--node-name', 'gw', '--egress-gateway']);
   await Promise.all([
     h1.startDaemon(['--node-name', 'h1', '--join', gw.address, '--egress', 'via-gateway']),
@@ -73,7 +87,9 @@ beforeAll(async () => {
   ]);
   for (const h of [gw, h1, h2]) await waitFor(async () => (await members(h)).filter((m) => m.state === 'alive').length === 3, 20_000);
   for (const h of [h1, h2]) await waitFor(async () => (await status(h)).egress?.liveGateways === 1, 10_000);
-  await waitFor(async () => (await out.exec(['python3', '-c', `import socket; socket.create_connection(("${OUTSIDE}", 8080), 1)`])).code === 0, 10_000);
+  for (const port of [8080, 8081]) {
+    await waitFor(async () => (await out.exec(['python3', '-c', `import socket; socket.create_connection(("${OUTSIDE}", ${port}), 1)`])).code === 0, 10_000);
+  }
 }, 60_000);
 
 afterAll(async () => {
@@ -100,6 +116,12 @@ describe('egress', () => {
     const s = await status(gw);
     expect(s.egress?.proxy?.forwarded).toBeGreaterThanOrEqual(2);
     expect((await status(h1)).egress?.viaGateway).toBeGreaterThanOrEqual(2);
+  });
+
+  it('two connections through one gateway to two destinations: each socket shows its own peer', async () => {
+    const r = await h1.runToEnd([], ['python3', '-c', TWO]);
+    expect(r.stdout).toContain(`A ${OUTSIDE} 8080 ${OUTSIDE} 8080`);
+    expect(r.stdout).toContain(`B ${OUTSIDE} 8081`);
   });
 
   it('egress policy on h2: grp=pay fetches, grp=web is refused (ECONNREFUSED: curl exit 7), logged and counted', async () => {

@@ -12,7 +12,7 @@ import { ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { EgressAsked } from '../../src/trap/egress-route.js';
 import { type HandlerConfig, TrapHandler } from '../../src/trap/handler.js';
-import { decodeSockaddr, encodeSockaddr, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
+import { decodeSockaddr, encodeSockaddr, MsgFlag, MsgType, SOCK_DGRAM, SOCK_STREAM } from '../../src/trap/protocol.js';
 import { handlerConfig } from '../helpers/handler-config.js';
 import { request } from '../helpers/trap-request.js';
 
@@ -140,6 +140,7 @@ describe('egress routing (trap handler)', () => {
     expect(r.result).toBe(0);
     expect(r.to).toEqual(GW);
     expect(r.seen).toEqual({ ip: '198.51.100.10', port: 8080 });
+    expect(r.flags).toBe(MsgFlag.EGRESS); /* the generator names this socket's peer alone (native/peermap.h) */
     expect(h.stats.egressViaGateway).toBe(1);
   });
 
