@@ -83,7 +83,7 @@ beforeAll(async () => {
   await gw.startDaemon(['--node-name', 'gw', '--egress-gateway']);
   await Promise.all([
     h1.startDaemon(['--node-name', 'h1', '--join', gw.address, '--egress', 'via-gateway']),
-    h2.startDaemon(['--node-name', 'h2', '--join', gw.address, '--egress', 'via-gateway', '--egress-allow', 'grp=pay=198.51.100.0/24']),
+    h2.startDaemon(['--node-name', 'h2', '--join', gw.address, '--egress', 'via-gateway', '--egress-allow', 'grp=pay=198.51.100.0/24', '--metrics-address', '127.0.0.1:9464']),
   ]);
   for (const h of [gw, h1, h2]) await waitFor(async () => (await members(h)).filter((m) => m.state === 'alive').length === 3, 20_000);
   for (const h of [h1, h2]) await waitFor(async () => (await status(h)).egress?.liveGateways === 1, 10_000);
@@ -139,6 +139,9 @@ describe('egress', () => {
     expect(s.egressDenied).toBeGreaterThanOrEqual(1);
     const j = JSON.parse((await h2.cli(['status', '--json'])).stdout) as { egressDenied: number };
     expect(j.egressDenied).toBeGreaterThanOrEqual(1);
+    const m = await h2.exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:9464/metrics']);
+    expect(m.stdout).toMatch(/^appswitch_egress_total\{result="denied"\} [1-9]/m);
+    expect(m.stdout).toMatch(/^appswitch_egress_total\{result="via_gateway"\} [1-9]/m);
     const u = await h2.runToEnd(['--tag', 'grp=web'], ['python3', '-c', UDP, OUTSIDE, '9999']);
     expect(u.stdout.trim()).toBe('ERR 1'); /* a datagram denied by the egress policy: EPERM */
     expect(requests()).toBe(before);
@@ -150,6 +153,7 @@ describe('egress', () => {
     expect(r.stdout).not.toContain('STATUS HTTP');
     expect(r.stdout).toMatch(/STATUS EMPTY|RECVERR 104|^ERR 111/m);
     await waitFor(async () => ((await status(gw)).egress?.proxy?.refusals.unidentified ?? 0) >= 1, 5000);
+    expect(gw.daemonLog).toContain('egress proxy: connection reset: its node does not vouch for it');
     expect(requests()).toBe(before);
   });
 
