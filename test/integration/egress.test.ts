@@ -169,8 +169,11 @@ describe('egress', () => {
     const before = requests();
     const r = await h1.runToEnd([], ['python3', '-c', CLIENT, gw.address, '7949']);
     expect(r.stdout.trim()).toBe('ERR 111');
+    const own = await gw.runToEnd([], ['python3', '-c', CLIENT, gw.address, '7949']); /* on the gateway itself too */
+    expect(own.stdout.trim()).toBe('ERR 111');
     expect(requests()).toBe(before);
     expect((await status(h1)).daemonPortRefused).toBeGreaterThanOrEqual(1);
+    expect((await status(gw)).daemonPortRefused).toBeGreaterThanOrEqual(1);
   });
 
   it('a datagram to an outside address in via-gateway mode is EPERM', async () => {
