@@ -55,6 +55,11 @@ async function runDaemon(cmd: Command): Promise<void> {
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
     gateway: opts.gateway as boolean | undefined,
     gatewayAddress: opts.gatewayAddress as string | undefined,
+    egressGateway: opts.egressGateway as boolean | undefined,
+    egressPort: opts.egressPort as string | undefined,
+    egress: opts.egress as string | undefined,
+    egressAllow: opts.egressAllow as string[] | undefined,
+    egressRules: opts.egressRules as string | undefined,
   };
   let cfg;
   try {
@@ -180,6 +185,11 @@ export function buildCli(): Command {
     .option('--max-pending-per-app <n>', 'connections one app may have set up and not yet accepted (and fast-path offers per app)', '1024')
     .option('--gateway', 'listen for exposures (appswitch run --expose, appswitch expose): outside clients reach exposed services at this node')
     .option('--gateway-address <ip>', 'address where a gateway listens for exposures (default: 0.0.0.0, every address of the host)')
+    .option('--egress-gateway', "this node reaches the outside and carries other nodes' egress (its egress proxy listens on --egress-port)")
+    .option('--egress-port <port>', "TCP port of an egress gateway's egress proxy on the node address (a daemon port)", '7949')
+    .addOption(new Option('--egress <mode>', 'how apps reach addresses outside the application network').choices(['direct', 'via-gateway']).default('direct'))
+    .option('--egress-allow <k=v=cidr>', 'egress policy: apps tagged K=V (or * for every app) may reach CIDR (repeatable; no rule at all: everything allowed)', collect, [])
+    .option('--egress-rules <file>', 'egress policy rules file (YAML or JSON list of {tags, cidrs}); adds to --egress-allow')
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program

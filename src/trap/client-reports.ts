@@ -15,6 +15,9 @@ export interface ClientIdentity {
   /** An external client of an exposure (appId 'external', identity: its real address, port: its real port): recorded
    * only by a gateway daemon's ingress for its own forwarding socket, never by a generator (see gateway/ingress.ts). */
   external?: boolean;
+  /** A connection sent through an egress gateway: the destination "ip:port" the app asked for (see
+   * trap/egress-route.ts); the peer API tells it only to that gateway. */
+  egress?: string;
 }
 
 /** Where the client socket of a connection came from, as the kernel says (see daemon/sockguard.ts): 'generator' (a trap
@@ -115,6 +118,7 @@ export class ClientReports {
       this.reports.delete(key);
       const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
       if (c.external) Object.assign(who, { external: true, port: c.port });
+      if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
       return Promise.resolve(who);
     }
     if (waitMs <= 0) return Promise.resolve(undefined);

@@ -21,6 +21,7 @@ import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
 import { type OfferStats, Offers } from './offers.js';
 import { MsgFlag, type Reply, type RequestOf } from './protocol.js';
 import { Router, type RouterStats } from './router.js';
+import { EgressAsked, EgressRoute, type EgressRouteDeps, type EgressStats } from './egress-route.js';
 import { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
 
@@ -88,6 +89,9 @@ export interface HandlerConfig {
   externalCheck?: ExternalCheck;
   /** Why an app's `--expose` host ports cannot be (see AppRegistryDeps.exposeProblem). */
   exposeProblem?: (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
+  /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
+   * they are reached directly, as before egress policy. */
+  egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -100,7 +104,7 @@ export interface HandlerSnapshot {
 }
 
 /** Counters the daemon exposes (each module counts its own). */
-export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats {}
+export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats, EgressStats {}
 
 export class TrapHandler {
   readonly stats: HandlerStats = {
@@ -123,6 +127,10 @@ export class TrapHandler {
     limitPending: 0,
     udpUnidentified: 0,
     externalRefused: 0,
+    egressDenied: 0,
+    egressNoGateway: 0,
+    egressViaGateway: 0,
+    egressUdpRefused: 0,
   };
   readonly apps: Map<string, AppRecord>;
   readonly balancer: Balancer;
@@ -164,7 +172,9 @@ export class TrapHandler {
     });
     this.udp = new UdpIdentity({ app: (id) => this.apps.get(id), boundAt: (key) => this.bindings.udpBoundAt(key) });
     this.offers = new Offers({ nodeName, stats: this.stats, closeFds, reports: this.reports, connections: cfg.connections });
+    const asked = new EgressAsked();
     this.clients = new ClientIdentities({
+      egressAsked: asked,
       nodeName,
       nodeAddress,
       log,
@@ -202,6 +212,7 @@ export class TrapHandler {
       virtualDns: cfg.virtualDns,
       fastpath: cfg.fastpath,
       fdsExhausted: cfg.fdsExhausted,
+      egress: cfg.egress ? new EgressRoute({ ...cfg.egress, log, limitLog, stats: this.stats, asked }) : undefined,
     });
     this.balancer = this.router.balancer;
   }
