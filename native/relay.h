@@ -1,0 +1,106 @@
+/* appswitch-relay's shared state (one process, one thread, one epoll loop): the gateway's forwarder of external TCP
+ * connections to instances of exposed services. Design, bounds and lifecycle: docs/relay.md. One file per concern:
+ * relay_main.c (loop, timers, lifecycle), relay_wire.c (the control socket), relay_listen.c (listeners, accept),
+ * relay_connect.c (pick and connect), relay_splice.c (connection slots and splice pumping). */
+#ifndef APPSWITCH_RELAY_H
+#define APPSWITCH_RELAY_H
+
+#include <stdint.h>
+
+#include "dtab.h"
+#include "relay_proto.h"
+#include "vmap.h"
+
+#define RELAY_CTL_FD 3
+#define RELAY_TABLE_FD 4
+#define RELAY_SHM_FD 5
+
+#define RELAY_LISTENERS 1024
+#define RELAY_CONNS_MAX 65536
+#define RELAY_TRIES 8
+#define RELAY_FDS_PER_CONN 6 /* two sockets, two pipes */
+#define RELAY_PIPE_BYTES (256u << 10)
+
+/* epoll data: kind (4 bits) | generation (28 bits) | index (32 bits) */
+enum relay_kind { K_CTL = 1, K_TIMER, K_LISTEN, K_CLIENT, K_UP };
+#define RELAY_EV(kind, gen, idx) (((uint64_t)(kind) << 60) | ((uint64_t)((gen) & 0x0fffffffu) << 32) | (uint32_t)(idx))
+
+struct relay_listener {
+  int fd; /* -1: free */
+  uint32_t id;
+  uint8_t vip[16];
+  uint16_t port;
+};
+
+enum conn_state { C_FREE = 0, C_CONNECTING, C_OPEN };
+
+/* One direction of a connection: bytes from src go through the pipe to dst. */
+struct relay_dir {
+  uint32_t inpipe; /* bytes in the pipe */
+  uint8_t eof;     /* src said EOF */
+  uint8_t shut;    /* dst was shut down for writing */
+};
+
+struct relay_conn {
+  uint8_t state;
+  uint8_t ntried;
+  uint32_t gen;
+  int cfd, ufd;
+  int p_cu[2], p_uc[2]; /* pipes, kept with the slot while it is free (-1: not made yet) */
+  struct relay_dir cu, uc;
+  uint32_t route;
+  uint8_t vip[16];
+  uint16_t port;
+  struct as_ep client, to;
+  struct as_ep tried[RELAY_TRIES];
+  int next_free;
+};
+
+struct relay_stats {
+  uint64_t accepted, forwarded, refused, active, bytes;
+};
+
+struct relay {
+  int ep;    /* epoll */
+  int timer; /* 100 ms ticks: stats every 10, accept pauses */
+  struct as_dtab table;
+  struct relay_listener listeners[RELAY_LISTENERS];
+  struct relay_conn *conns;
+  int max_conns, free_head;
+  struct relay_stats st;
+  int pause_ticks;   /* >0: accepting paused (EMFILE) for this many ticks */
+  int paused;        /* listeners are out of the epoll set */
+  int ctl_blocked;   /* the control socket is full: records wait, accepting paused */
+  uint8_t *out;      /* records waiting to be sent */
+  uint32_t out_n, out_cap; /* in records */
+  uint64_t out_dropped;
+  int quit;
+};
+
+/* relay_wire.c */
+int relay_ctl_read(struct relay *r); /* 1: the daemon hung up (exit) */
+void relay_queue(struct relay *r, const void *rec);
+void relay_flush(struct relay *r);
+void relay_send_conn(struct relay *r, const struct relay_conn *c, const struct as_ep *from);
+void relay_send_refused(struct relay *r, uint32_t route, const struct as_ep *client, int reason);
+void relay_send_listen_result(struct relay *r, uint32_t id, int err);
+void relay_send_stats(struct relay *r);
+
+/* relay_listen.c */
+int relay_listen(struct relay *r, const struct as_relay_listen *m); /* 0 or -errno */
+void relay_unlisten(struct relay *r, uint32_t id);
+void relay_accept(struct relay *r, int idx);
+void relay_set_accepting(struct relay *r); /* (un)registers listeners after pause state changes */
+
+/* relay_connect.c */
+void relay_start(struct relay *r, struct relay_conn *c); /* picks, connects (or refuses and frees c) */
+void relay_connected(struct relay *r, struct relay_conn *c);
+
+/* relay_splice.c */
+int relay_conns_init(struct relay *r, int max);
+struct relay_conn *relay_conn_alloc(struct relay *r);
+void relay_conn_free(struct relay *r, struct relay_conn *c);
+void relay_pump(struct relay *r, struct relay_conn *c);
+int relay_conn_index(const struct relay *r, const struct relay_conn *c);
+
+#endif
