@@ -1,7 +1,9 @@
 /* appswitch-relay's shared state (one process, one thread, one epoll loop): the gateway's forwarder of external TCP
  * connections to instances of exposed services. Design, bounds and lifecycle: docs/relay.md. One file per concern:
  * relay_main.c (loop, timers, lifecycle), relay_wire.c (the control socket), relay_listen.c (listeners, accept),
- * relay_connect.c (pick and connect), relay_splice.c (connection slots and splice pumping). */
+ * relay_connect.c (pick and connect), relay_splice.c (connection slots and splice pumping). One worker thread per CPU
+ * (up to RELAY_WORKERS_MAX), each with its own epoll set and connections; they share the listening sockets
+ * (EPOLLEXCLUSIVE: one worker is woken per connection) and the decision table. */
 #ifndef APPSWITCH_RELAY_H
 #define APPSWITCH_RELAY_H
 
@@ -19,17 +21,23 @@
 #define RELAY_CONNS_MAX 65536
 #define RELAY_TRIES 8
 #define RELAY_FDS_PER_CONN 6 /* two sockets, two pipes */
+#define RELAY_PAUSE_MS 100   /* accepting pauses this long after EMFILE/ENFILE */
 #define RELAY_PIPE_BYTES (256u << 10)
 
 /* epoll data: kind (4 bits) | generation (28 bits) | index (32 bits) */
-enum relay_kind { K_CTL = 1, K_TIMER, K_LISTEN, K_CLIENT, K_UP };
+enum relay_kind { K_CTL = 1, K_TIMER, K_LISTEN, K_CLIENT, K_UP, K_WAKE };
 #define RELAY_EV(kind, gen, idx) (((uint64_t)(kind) << 60) | ((uint64_t)((gen) & 0x0fffffffu) << 32) | (uint32_t)(idx))
 
+/* A route's listening socket, shared by the workers (each watches it with EPOLLEXCLUSIVE in its own epoll set).
+ * Only worker 0 (the control thread) changes a slot; the others follow relay_shared.listen_gen (relay_sync). */
+enum listener_state { L_FREE = 0, L_LIVE, L_CLOSING };
 struct relay_listener {
-  int fd; /* -1: free */
+  int fd;
+  uint8_t state;
   uint32_t id;
   uint8_t vip[16];
   uint16_t port;
+  uint32_t closed_gen; /* L_CLOSING: closed for good once every worker has seen this generation */
 };
 
 enum conn_state { C_FREE = 0, C_CONNECTING, C_OPEN };
@@ -60,22 +68,39 @@ struct relay_stats {
   uint64_t accepted, forwarded, refused, active, bytes;
 };
 
+struct relay_shared;
+
+/* One worker: a thread with its own epoll set, connection slots and records queue. Worker 0 is the main thread: it
+ * also serves the control socket and the timer. */
 struct relay {
-  int ep;    /* epoll */
-  int timer; /* 100 ms ticks: stats every 10, accept pauses */
-  struct as_dtab table;
-  struct relay_listener listeners[RELAY_LISTENERS];
+  struct relay_shared *sh;
+  int index;
+  int ep;     /* epoll */
+  int wake;   /* eventfd: the listeners changed */
   struct relay_conn *conns;
   int max_conns, free_head;
   struct relay_stats st;
-  int pause_ticks;   /* >0: accepting paused (EMFILE) for this many ticks */
-  int paused;        /* listeners are out of the epoll set */
-  int ctl_blocked;   /* the control socket is full: records wait, accepting paused */
-  uint8_t *out;      /* records waiting to be sent */
-  uint32_t out_n, out_cap; /* in records */
+  uint64_t pause_until_ms; /* accepting paused until then (EMFILE) */
+  int paused;              /* this worker's listeners are out of its epoll set */
+  int ctl_blocked;         /* the control socket is full: records wait, accepting paused */
+  int ctl_watched;         /* the control socket is in this worker's epoll set */
+  uint32_t seen_gen;       /* the listeners generation this worker's epoll set matches */
+  int watching[RELAY_LISTENERS]; /* the listener fd watched per slot, -1: none */
+  uint8_t *out; /* records waiting to be sent */
+  uint32_t out_n, out_cap;
   uint64_t out_dropped;
-  int quit;
 };
+
+#define RELAY_WORKERS_MAX 8
+struct relay_shared {
+  struct as_dtab table; /* read-only mapping; readers need no lock (dtab.h) */
+  struct relay_listener listeners[RELAY_LISTENERS];
+  uint32_t listen_gen; /* bumped (atomically) by worker 0 on every listener change */
+  int nworkers;
+  struct relay workers[RELAY_WORKERS_MAX];
+};
+
+uint64_t relay_now_ms(void);
 
 /* relay_wire.c */
 int relay_ctl_read(struct relay *r); /* 1: the daemon hung up (exit) */
@@ -87,10 +112,11 @@ void relay_send_listen_result(struct relay *r, uint32_t id, int err);
 void relay_send_stats(struct relay *r);
 
 /* relay_listen.c */
-int relay_listen(struct relay *r, const struct as_relay_listen *m); /* 0 or -errno */
-void relay_unlisten(struct relay *r, uint32_t id);
+int relay_listen(struct relay *r, const struct as_relay_listen *m); /* worker 0: 0 or -errno */
+void relay_unlisten(struct relay *r, uint32_t id);                  /* worker 0 */
+void relay_reap_listeners(struct relay *r);                         /* worker 0: closes what every worker left */
+void relay_sync(struct relay *r); /* this worker's epoll set follows the listeners and its pause state */
 void relay_accept(struct relay *r, int idx);
-void relay_set_accepting(struct relay *r); /* (un)registers listeners after pause state changes */
 
 /* relay_connect.c */
 void relay_start(struct relay *r, struct relay_conn *c); /* picks, connects (or refuses and frees c) */

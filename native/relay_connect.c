@@ -69,7 +69,7 @@ static void pick_and_connect(struct relay *r, struct relay_conn *c) {
   int family = memcmp(c->client.ip, v4prefix, 12) ? 6 : 4;
   for (;;) {
     struct as_dt_pick p;
-    int v = as_dtab_pick_ingress(&r->table, c->vip, c->port, family, c->tried, c->ntried, &p);
+    int v = as_dtab_pick_ingress(&r->sh->table, c->vip, c->port, family, c->tried, c->ntried, &p);
     if (v != AS_DT_PICKED) {
       refuse(r, c, v == AS_DT_ALL_TRIED ? AS_RELAY_ALL_REFUSED : AS_RELAY_NO_INSTANCE);
       return;

@@ -13,9 +13,11 @@
 
 #define OUT_CAP 16384u /* records: 1 MiB */
 
-static void ctl_events(struct relay *r, uint32_t events) {
-  struct epoll_event ev = {.events = events, .data.u64 = RELAY_EV(K_CTL, 0, 0)};
-  epoll_ctl(r->ep, EPOLL_CTL_MOD, RELAY_CTL_FD, &ev);
+/* Worker 0 always watches the control socket for reading; a worker whose records wait also watches it for room. */
+static void ctl_watch_out(struct relay *r, int on) {
+  struct epoll_event ev = {.events = (r->index == 0 ? EPOLLIN : 0) | (on ? EPOLLOUT : 0), .data.u64 = RELAY_EV(K_CTL, 0, 0)};
+  if (r->index == 0) epoll_ctl(r->ep, EPOLL_CTL_MOD, RELAY_CTL_FD, &ev);
+  else epoll_ctl(r->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, RELAY_CTL_FD, &ev);
 }
 
 int relay_ctl_read(struct relay *r) {
@@ -33,6 +35,7 @@ int relay_ctl_read(struct relay *r) {
       if (type == AS_RELAY_LISTEN) {
         struct as_relay_listen m;
         memcpy(&m, buf + off, sizeof(m));
+        if (r->index != 0) continue; /* only worker 0 reads the control socket */
         int e = relay_listen(r, &m);
         relay_send_listen_result(r, m.id, -e);
       } else if (type == AS_RELAY_UNLISTEN) {
@@ -68,8 +71,8 @@ void relay_flush(struct relay *r) {
     if (n < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
       if (!r->ctl_blocked) {
         r->ctl_blocked = 1;
-        ctl_events(r, EPOLLIN | EPOLLOUT);
-        relay_set_accepting(r);
+        ctl_watch_out(r, 1);
+        relay_sync(r);
       }
       break;
     }
@@ -83,8 +86,8 @@ void relay_flush(struct relay *r) {
   r->out_n -= sent;
   if (!r->out_n && r->ctl_blocked) {
     r->ctl_blocked = 0;
-    ctl_events(r, EPOLLIN);
-    relay_set_accepting(r);
+    ctl_watch_out(r, 0);
+    relay_sync(r);
   }
 }
 
@@ -124,16 +127,21 @@ void relay_send_listen_result(struct relay *r, uint32_t id, int err) {
   relay_queue(r, &m);
 }
 
+/* Worker 0: the sum over the workers (each counts its own; a figure read while it moves is off by one at most). */
 void relay_send_stats(struct relay *r) {
   struct as_relay_stats m;
   memset(&m, 0, sizeof(m));
   m.type = AS_RELAY_STATS;
-  m.accepted = r->st.accepted;
-  m.forwarded = r->st.forwarded;
-  m.refused = r->st.refused;
-  m.active = r->st.active;
-  m.bytes = r->st.bytes;
-  m.max_conns = (uint32_t)r->max_conns;
-  m.paused = (uint32_t)r->paused;
+  const struct relay_shared *sh = r->sh;
+  for (int w = 0; w < sh->nworkers; w++) {
+    const volatile struct relay_stats *st = &sh->workers[w].st;
+    m.accepted += st->accepted;
+    m.forwarded += st->forwarded;
+    m.refused += st->refused;
+    m.active += st->active;
+    m.bytes += st->bytes;
+    m.max_conns += (uint32_t)sh->workers[w].max_conns;
+    m.paused += (uint32_t)sh->workers[w].paused;
+  }
   relay_queue(r, &m);
 }
