@@ -42,6 +42,8 @@ interface Row {
   target: { ip: string; port: number };
   samples: number[];
   errors: number[];
+  /** CPU seconds the proxy used during each sample. */
+  cpu: number[];
   failure?: string;
 }
 
@@ -96,12 +98,13 @@ async function main(): Promise<void> {
   let relay: RelayForwarder | undefined;
   try {
     let said = '';
-    const bg = (h: TestHost, cmd: string[]): void => {
+    const bg = (h: TestHost, cmd: string[]): number | undefined => {
       const p = h.spawn(cmd);
       const keep = (d: Buffer): void => void (said = `${said}${cmd[0]}: ${d.toString()}`.slice(-3000));
       p.stdout?.on('data', keep);
       p.stderr?.on('data', keep);
       stops.push(() => killTree(p, 'SIGKILL'));
+      return p.pid;
     };
     bg(inst, ['iperf3', '-s', '-p', String(P.iperfInst)]);
     bg(gw, ['iperf3', '-s', '-p', String(P.iperfGw)]);
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
       for (const m of ['mbits', 'cps'] as const)
         hcfg += `listen ${w}-${m}\n  bind 0.0.0.0:${FRONT.haproxy[w][m]}\n  server s1 ${hostOf[w].address}:${backend[w][m]}\n`;
     writeFileSync(cfg, hcfg);
-    bg(gw, ['haproxy', '-db', '-f', cfg]);
+    const haproxyPid = bg(gw, ['haproxy', '-db', '-f', cfg]);
 
     // the relay: a decision table with the four services, published here as the daemon would
     let id = 0;
@@ -148,13 +151,15 @@ async function main(): Promise<void> {
       for (const where of ['cross', 'local'] as const)
         for (const setup of ['native', 'haproxy', 'appswitch'] as const) {
           const target = setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] } : { ip: gw.address, port: FRONT[setup][where][measure] };
-          rows.push({ where, setup, measure, target, samples: [], errors: [] });
+          rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [] });
         }
     const t0 = Date.now();
     for (let r = 1; r <= RUNS; r++) {
       for (const row of rows) {
         process.stderr.write(`run ${r}/${RUNS}: ${row.measure} ${row.where} ${row.setup}\n`);
-        const cpu0 = cpuSeconds(relay.pid);
+        const pidOf = row.setup === 'appswitch' ? relay.pid : row.setup === 'haproxy' ? haproxyPid : undefined;
+        const cpu0 = cpuSeconds(pidOf);
+        const self0 = process.cpuUsage();
         try {
           if (row.measure === 'mbits') {
             const res = await out.exec(['iperf3', '-c', row.target.ip, '-p', String(row.target.port), '-t', String(DURATION), '-J'], CMD_TIMEOUT);
@@ -169,7 +174,12 @@ async function main(): Promise<void> {
           row.failure = (e instanceof Error ? e.message : String(e)).split('\n')[0]?.slice(0, 200);
           process.stderr.write(`  failed: ${row.failure}\n`);
         }
-        if (row.setup === 'appswitch') process.stderr.write(`  relay CPU ${(cpuSeconds(relay.pid) - cpu0).toFixed(2)} s, last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
+        if (pidOf !== undefined) {
+          const cpu = cpuSeconds(pidOf) - cpu0;
+          row.cpu.push(cpu);
+          const self = process.cpuUsage(self0);
+          process.stderr.write(`  ${row.setup} CPU ${cpu.toFixed(2)} s (this process ${((self.user + self.system) / 1e6).toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
+        }
         await sleep(500);
       }
     }

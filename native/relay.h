@@ -120,7 +120,7 @@ void relay_accept(struct relay *r, int idx);
 
 /* relay_connect.c */
 void relay_start(struct relay *r, struct relay_conn *c); /* picks, connects (or refuses and frees c) */
-void relay_connected(struct relay *r, struct relay_conn *c);
+void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events); /* epoll events of the upstream */
 
 /* relay_splice.c */
 int relay_conns_init(struct relay *r, int max);

@@ -96,21 +96,19 @@ void relay_start(struct relay *r, struct relay_conn *c) {
   pick_and_connect(r, c);
 }
 
-void relay_connected(struct relay *r, struct relay_conn *c) {
+void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
+  if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return; /* not done yet */
   int err = 0;
   socklen_t el = sizeof(err);
   if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
-  if (!err) {
-    struct sockaddr_storage ps;
-    socklen_t pl = sizeof(ps);
-    if (getpeername(c->ufd, (struct sockaddr *)&ps, &pl) < 0) {
-      if (errno == ENOTCONN) return; /* still in progress (an event from before) */
-      err = errno;
-    }
-  }
+  if (!err && !(events & EPOLLOUT)) err = ECONNRESET;
   if (err) {
     close(c->ufd);
     c->ufd = -1;
+    /* a new generation: an event of the closed socket still in this turn's batch must not be taken for the next one */
+    c->gen++;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = RELAY_EV(K_CLIENT, c->gen, relay_conn_index(r, c))};
+    epoll_ctl(r->ep, EPOLL_CTL_MOD, c->cfd, &ev);
     if (retryable(err) && c->ntried < RELAY_TRIES) {
       c->tried[c->ntried++] = c->to;
       pick_and_connect(r, c);

@@ -81,7 +81,7 @@ static void dispatch(struct relay *r, const struct epoll_event *e, int timer) {
     struct relay_conn *c = &r->conns[idx];
     if (c->state == C_FREE || (c->gen & 0x0fffffffu) != gen) break; /* an event for a connection already gone */
     if (c->state == C_CONNECTING) {
-      if (kind == K_UP) relay_connected(r, c);
+      if (kind == K_UP) relay_connected(r, c, e->events);
       /* the client's bytes wait in its socket until the upstream is there */
     } else {
       relay_pump(r, c);

@@ -70,7 +70,7 @@ static int make_pipe(int p[2]) {
 }
 
 /* Moves what src has toward dst until neither side can make progress. 0 or -errno (the connection is broken). */
-static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_dir *d) {
+static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_dir *d, const struct relay_dir *other) {
   for (;;) {
     int progress = 0;
     if (d->inpipe) {
@@ -96,7 +96,7 @@ static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_di
       }
     }
     if (d->eof && !d->inpipe && !d->shut) {
-      shutdown(dst, SHUT_WR);
+      if (!other->shut) shutdown(dst, SHUT_WR); /* else both ways are done: the close that follows sends the FIN */
       d->shut = 1;
     }
     if (!progress) return 0;
@@ -108,7 +108,7 @@ void relay_pump(struct relay *r, struct relay_conn *c) {
     relay_conn_free(r, c);
     return;
   }
-  if (pump_dir(r, c->cfd, c->ufd, c->p_cu, &c->cu) < 0 || pump_dir(r, c->ufd, c->cfd, c->p_uc, &c->uc) < 0) {
+  if (pump_dir(r, c->cfd, c->ufd, c->p_cu, &c->cu, &c->uc) < 0 || pump_dir(r, c->ufd, c->cfd, c->p_uc, &c->uc, &c->cu) < 0) {
     relay_conn_free(r, c);
     return;
   }

@@ -45,8 +45,17 @@ export function encodeUnlisten(id: number): Buffer {
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
+/** An address's canonical text; IPv4 (::ffff:a.b.c.d, nearly every record) without a parser: the daemon reads one
+ * CONN record per external connection. */
+function ipText(b: Buffer, o: number): string {
+  if (b.readUInt32LE(o) === 0 && b.readUInt32LE(o + 4) === 0 && b.readUInt32LE(o + 8) === 0xffff0000) {
+    return `${b[o + 12] as number}.${b[o + 13] as number}.${b[o + 14] as number}.${b[o + 15] as number}`;
+  }
+  return canonicalIp(ipaddr.fromByteArray([...b.subarray(o, o + 16)]).toString());
+}
+
 function ep(b: Buffer, ipOff: number, portOff: number): Endpoint {
-  return { ip: canonicalIp(ipaddr.fromByteArray([...b.subarray(ipOff, ipOff + 16)]).toString()), port: b.readUInt16LE(portOff) };
+  return { ip: ipText(b, ipOff), port: b.readUInt16LE(portOff) };
 }
 
 /** Decodes one message from the relay. `bad`: records of an unknown type or reason, or a torn tail (counted, not
