@@ -47,6 +47,7 @@ struct relay_dir {
   uint32_t inpipe; /* bytes in the pipe */
   uint8_t eof;     /* src said EOF */
   uint8_t shut;    /* dst was shut down for writing */
+  uint8_t bulk;    /* a read filled the small buffer: splice from now on */
 };
 
 struct relay_conn {

@@ -1,6 +1,6 @@
 /* appswitch-relay: connection slots (preallocated, free-listed; each keeps its two pipes between connections, so a
  * new connection costs no pipe2(2)) and the pumping: splice(2) socket -> pipe -> socket, one pipe per direction,
- * SPLICE_F_NONBLOCK | SPLICE_F_MOVE, edge-triggered epoll on both sockets. EOF one way shuts the other socket down for
+ * SPLICE_F_NONBLOCK | SPLICE_F_MOVE, edge-triggered epoll on both sockets (small exchanges by recv/send: pump_dir). EOF one way shuts the other socket down for
  * writing (half close); the connection is closed when both ways have ended, or at the first error either way. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -69,7 +69,13 @@ static int make_pipe(int p[2]) {
   return 0;
 }
 
-/* Moves what src has toward dst until neither side can make progress. 0 or -errno (the connection is broken). */
+/* Moves what src has toward dst until neither side can make progress. 0 or -errno (the connection is broken).
+ * A direction starts with recv/send through a small buffer (cheaper than two splices for a request or an answer of
+ * a few bytes); once a read fills the buffer it switches to splice for good (bulk). Bytes a send could not take go
+ * into the pipe (empty at that point, and larger than the buffer) and leave by splice. */
+#define SMALL_BYTES 16384
+static __thread uint8_t small_buf[SMALL_BYTES];
+
 static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_dir *d, const struct relay_dir *other) {
   for (;;) {
     int progress = 0;
@@ -83,7 +89,27 @@ static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_di
         return -errno;
       }
     }
-    if (!d->eof && d->inpipe < RELAY_PIPE_BYTES) {
+    if (!d->eof && !d->bulk && !d->inpipe) {
+      ssize_t n = recv(src, small_buf, SMALL_BYTES, MSG_DONTWAIT);
+      if (n > 0) {
+        ssize_t w = send(dst, small_buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN && errno != EINTR) return -errno;
+        if (w < 0) w = 0;
+        r->st.bytes += (uint64_t)w;
+        if (w < n) {
+          ssize_t k = write(p[1], small_buf + w, (size_t)(n - w));
+          if (k != n - w) return k < 0 ? -errno : -EIO;
+          d->inpipe += (uint32_t)k;
+        }
+        if (n == SMALL_BYTES) d->bulk = 1;
+        progress = 1;
+      } else if (n == 0) {
+        d->eof = 1;
+        progress = 1;
+      } else if (errno != EAGAIN && errno != EINTR) {
+        return -errno;
+      }
+    } else if (!d->eof && d->bulk && d->inpipe < RELAY_PIPE_BYTES) {
       ssize_t n = splice(src, NULL, p[1], NULL, RELAY_PIPE_BYTES - d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d->inpipe += (uint32_t)n;
