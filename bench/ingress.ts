@@ -42,8 +42,9 @@ interface Row {
   target: { ip: string; port: number };
   samples: number[];
   errors: number[];
-  /** CPU seconds the proxy used during each sample. */
+  /** CPU seconds the proxy used during each sample, and this process (the relay's record reader, as the daemon). */
   cpu: number[];
+  reader: number[];
   failure?: string;
 }
 
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
       for (const where of ['cross', 'local'] as const)
         for (const setup of ['native', 'haproxy', 'appswitch'] as const) {
           const target = setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] } : { ip: gw.address, port: FRONT[setup][where][measure] };
-          rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [] });
+          rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [] });
         }
     const t0 = Date.now();
     for (let r = 1; r <= RUNS; r++) {
@@ -178,6 +179,7 @@ async function main(): Promise<void> {
           const cpu = cpuSeconds(pidOf) - cpu0;
           row.cpu.push(cpu);
           const self = process.cpuUsage(self0);
+          row.reader.push((self.user + self.system) / 1e6);
           process.stderr.write(`  ${row.setup} CPU ${cpu.toFixed(2)} s (this process ${((self.user + self.system) / 1e6).toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
         }
         await sleep(500);
@@ -198,14 +200,16 @@ async function main(): Promise<void> {
     );
     const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: 'new connections/s (16 concurrent clients: connect, 1 byte, EOF, close)' };
     for (const m of ['mbits', 'cps'] as const) {
-      lines.push(`### ${unit[m]}`, '', '| instance | setup | median | min–max | × native | × haproxy |', '|---|---|---:|---:|---:|---:|');
+      lines.push(`### ${unit[m]}`, '', '| instance | setup | median | min–max | × native | × haproxy | proxy CPU, % of a core |', '|---|---|---:|---:|---:|---:|---:|');
       for (const row of rows.filter((x) => x.measure === m)) {
         const v = row.samples.length ? median(row.samples) : NaN;
         const range = row.samples.length > 1 ? `${fmt(Math.min(...row.samples))}–${fmt(Math.max(...row.samples))}` : '–';
         const label = { native: 'native (client → instance directly)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: 'appswitch relay on the gateway' }[row.setup];
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
-        lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} |`);
+        const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
+        const cpu = row.setup === 'native' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ ${pct(row.reader)} reading its records)` : pct(row.cpu);
+        lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} |`);
       }
       lines.push('');
     }
@@ -220,6 +224,7 @@ async function main(): Promise<void> {
     lines.push(
       '',
       `* With the instance on the gateway host, this relay still proxies (two sockets, splice through pipes); the ≥ 0.95× native target there is for the steered path that lets the client reach the program's socket directly (not this relay's part).`,
+      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for the relay, also what this script spent reading its CONN records (the daemon\'s share in production).',
       `* ${os.cpus().length} cores shared by client, proxy and server; the machine is shared with other work: read the ratios, not the absolute figures.`,
       '',
     );
