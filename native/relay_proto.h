@@ -67,8 +67,8 @@ struct as_relay_listen_err {
 struct as_relay_stats {
   uint32_t type, pad0;
   uint64_t accepted, forwarded, refused, active, bytes;
-  uint32_t max_conns, paused; /* the connection cap; accepting is paused (EMFILE, cap, control blocked) */
-  uint8_t pad[8];
+  uint32_t max_conns, paused; /* the connection cap; workers not accepting now (EMFILE, control socket full) */
+  uint64_t dropped;            /* records that did not fit in a worker's queue (a daemon that stopped reading) */
 };
 
 AS_RELAY_ASSERT(sizeof(struct as_relay_listen) == AS_RELAY_REC, "relay record layout");

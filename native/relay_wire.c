@@ -142,6 +142,7 @@ void relay_send_stats(struct relay *r) {
     m.bytes += st->bytes;
     m.max_conns += (uint32_t)sh->workers[w].max_conns;
     m.paused += (uint32_t)sh->workers[w].paused;
+    m.dropped += sh->workers[w].out_dropped;
   }
   relay_queue(r, &m);
 }

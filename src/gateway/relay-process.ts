@@ -69,6 +69,11 @@ export class RelayForwarder implements IngressForwarder {
     this.start();
   }
 
+  /** The relay's own figures from its last STATS (connection cap, paused workers, dropped records). */
+  relayStats(): RelayStats | undefined {
+    return this.last;
+  }
+
   /** The relay's pid (undefined while it is being restarted). */
   get pid(): number | undefined {
     return this.child?.pid;
@@ -195,6 +200,7 @@ export class RelayForwarder implements IngressForwarder {
               this.onListening(ev.id);
               break;
             case 'stats':
+              if (ev.stats.dropped > (this.last?.dropped ?? 0)) this.log('warn', 'relay: records dropped (the daemon did not read them in time)', { dropped: ev.stats.dropped });
               this.last = ev.stats;
           }
         } catch (e) {

@@ -13,9 +13,11 @@ const T = { listen: 1, unlisten: 2, conn: 16, refused: 17, listenErr: 18, stats:
 const REASONS: Record<number, IngressRefusal['reason']> = { 1: 'no-instance', 2: 'all-refused', 3: 'limit' };
 
 export interface RelayStats extends ForwarderStats {
-  /** The relay's connection cap, and whether accepting is paused (EMFILE, the cap, a full control socket). */
+  /** The relay's connection cap; how many of its workers are not accepting now (EMFILE, a full control socket);
+   * records it dropped because the daemon did not read them. */
   maxConns: number;
-  paused: boolean;
+  paused: number;
+  dropped: number;
 }
 
 export type RelayEvent =
@@ -94,7 +96,8 @@ export function decodeRelay(msg: Buffer): { events: RelayEvent[]; bad: number } 
             active: Number(b.readBigUInt64LE(32)),
             bytes: Number(b.readBigUInt64LE(40)),
             maxConns: b.readUInt32LE(48),
-            paused: b.readUInt32LE(52) !== 0,
+            paused: b.readUInt32LE(52),
+            dropped: Number(b.readBigUInt64LE(56)),
           },
         });
         break;

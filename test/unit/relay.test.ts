@@ -138,6 +138,8 @@ describe('appswitch-relay', () => {
     expect(conns).toHaveLength(1);
     await until(() => f.stats().bytes >= 2 * data.length && f.stats().active === 0, 4000);
     expect(f.stats()).toMatchObject({ accepted: 1, forwarded: 1, refused: 0, active: 0 });
+    expect(f.relayStats()).toMatchObject({ paused: 0, dropped: 0 });
+    expect(f.relayStats()?.maxConns).toBeGreaterThan(0);
   });
 
   it('half close: the client\'s FIN reaches the instance, which can still answer', async () => {
@@ -278,6 +280,15 @@ describe('appswitch-relay', () => {
     await f.close();
     expect(() => process.kill(second, 0)).toThrow(/ESRCH/);
     expect(f.pid).toBeUndefined();
+  });
+
+  it('refuses a malformed route before anything reaches the relay', () => {
+    const f = new RelayForwarder({ tables: dt });
+    forwarders.push(f);
+    const good = { id: 1, address: '127.0.0.1', hostPort: 8080, vip: VIP, port: 80 };
+    for (const bad of [{ id: -1 }, { id: 1.5 }, { address: 'localhost' }, { vip: '10.0.0' }, { hostPort: 0 }, { port: 65536 }, { hostPort: 80.5 }]) {
+      expect(() => f.add({ ...good, ...bad })).toThrow(expect.objectContaining({ code: 'ERR_BAD_ARGUMENT' }));
+    }
   });
 
   it('a missing binary throws at construction, with a clear error', () => {
