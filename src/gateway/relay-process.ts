@@ -22,6 +22,8 @@ export interface RelayOptions {
   binary?: string;
   /** A command to run it under (the bench: `ip netns exec NAME`). */
   prefix?: string[];
+  /** Arguments for the relay (`--workers N`). */
+  args?: string[];
   /** Restart backoff: the first delay, doubled after each quick death up to max (ms). */
   backoffMs?: { min: number; max: number };
 }
@@ -134,7 +136,7 @@ export class RelayForwarder implements IngressForwarder {
     let child: ChildProcess;
     try {
       fds = this.opts.tables.fdsForHello();
-      const cmd = [...(this.opts.prefix ?? []), this.binary];
+      const cmd = [...(this.opts.prefix ?? []), this.binary, ...(this.opts.args ?? [])];
       child = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe', theirs, fds[0] ?? 'ignore', fds[1] ?? 'ignore'] });
     } catch (e) {
       native.close(mine);

@@ -282,6 +282,40 @@ describe('appswitch-relay', () => {
     expect(f.pid).toBeUndefined();
   });
 
+  it('a flood of connections beyond its cap: REFUSED limit, those clients closed, the others served', async () => {
+    /* 200 descriptors: the relay sizes its cap to the 16-connection minimum */
+    const held: net.Socket[] = [];
+    table.upsert(entry('e1', VIP, 80, await serve((s) => {
+      held.push(s);
+      s.on('error', () => {});
+    })));
+    dt.publish();
+    const f = new RelayForwarder({ tables: dt, prefix: ['prlimit', '--nofile=200:200', '--'], args: ['--workers', '1'] });
+    forwarders.push(f);
+    const refusals: IngressRefusal[] = [];
+    f.onRefusal = (r) => refusals.push(r);
+    const hostPort = await deadPort();
+    const up = new Promise<void>((r) => (f.onListening = () => r()));
+    f.add({ id: 5, address: '127.0.0.1', hostPort, vip: VIP, port: 80 });
+    await up;
+    const clients = await Promise.all(Array.from({ length: 40 }, () => connect(hostPort)));
+    const closed = new Set<number>();
+    clients.forEach((c) => {
+      c.on('error', () => {});
+      c.on('end', () => closed.add(c.localPort as number)); /* half-open sockets: the relay's FIN is the end */
+      c.resume();
+    });
+    await until(() => refusals.length === 24 && closed.size === 24 && held.length === 16).catch((e) => {
+      throw new Error(`${String(e)}: ${refusals.length} refused, ${closed.size} closed, ${held.length} held, stats ${JSON.stringify(f.relayStats())}`);
+    });
+    expect(refusals.every((r) => r.reason === 'limit' && r.route === 5)).toBe(true);
+    expect(new Set(refusals.map((r) => r.client.port))).toEqual(closed);
+    await until(() => f.relayStats()?.active === 16, 3000);
+    expect(f.relayStats()?.maxConns).toBe(16);
+    for (const c of clients) c.destroy();
+    for (const s of held) s.destroy();
+  });
+
   it('refuses a malformed route before anything reaches the relay', () => {
     const f = new RelayForwarder({ tables: dt });
     forwarders.push(f);
