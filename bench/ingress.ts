@@ -12,6 +12,7 @@
  *   --runs N      runs per measurement (default 3)
  *   --duration S  seconds per measurement (default 5)
  *   --only T      only the mbits or the cps rows (RESULTS.md is not written)
+ *   --clients N   concurrent clients of the connection rows (default 16)
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -29,6 +30,7 @@ const smoke = args.includes('--smoke');
 const RUNS = Math.round(numOption(args, 'bench:ingress', '--runs', smoke ? 1 : 3));
 const DURATION = Math.round(numOption(args, 'bench:ingress', '--duration', smoke ? 2 : 5));
 const CMD_TIMEOUT = DURATION * 1000 + 30_000;
+const CLIENTS = Math.round(numOption(args, 'bench:ingress', '--clients', 16));
 const onlyAt = args.indexOf('--only');
 const ONLY = onlyAt >= 0 ? args[onlyAt + 1] : undefined; /* mbits or cps: only that table (nothing is written) */
 
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
             const res = await out.exec(['iperf3', '-c', row.target.ip, '-p', String(row.target.port), '-t', String(DURATION), '-J'], CMD_TIMEOUT);
             row.samples.push(iperf3Mbits(res.stdout));
           } else {
-            const res = await out.exec([netbench, 'load', row.target.ip, String(row.target.port), process.env.INGRESS_CLIENTS ?? '16', String(DURATION)], CMD_TIMEOUT);
+            const res = await out.exec([netbench, 'load', row.target.ip, String(row.target.port), String(CLIENTS), String(DURATION)], CMD_TIMEOUT);
             row.samples.push(field(res.stdout, 'conns_per_s'));
             row.errors.push(field(res.stdout, 'errors'));
             process.stderr.write(`  ${res.stdout.trim()}\n`);
@@ -198,7 +200,7 @@ async function main(): Promise<void> {
       'External client (an outside namespace, no appswitch) → gateway host → instance. `appswitch` is the gateway\'s relay (appswitch-relay: epoll + splice, instance picked from the decision table; docs/relay.md), started by RelayForwarder with a table published by this script (the daemon\'s `--gateway` wiring is H2\'s part). haproxy `mode tcp` with its defaults (threads = CPUs, no splice).',
       '',
     );
-    const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: 'new connections/s (16 concurrent clients: connect, 1 byte, EOF, close)' };
+    const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: `new connections/s (${CLIENTS} concurrent clients: connect, 1 byte, EOF, close)` };
     for (const m of ['mbits', 'cps'] as const) {
       lines.push(`### ${unit[m]}`, '', '| instance | setup | median | min–max | × native | × haproxy | proxy CPU, % of a core |', '|---|---|---:|---:|---:|---:|---:|');
       for (const row of rows.filter((x) => x.measure === m)) {
