@@ -26,6 +26,9 @@ export interface RelayOptions {
   args?: string[];
   /** Restart backoff: the first delay, doubled after each quick death up to max (ms). */
   backoffMs?: { min: number; max: number };
+  /** false: the relay starts at begin(), not in the constructor (the daemon starts it once its state directory is
+   * its own); routes added before are sent then. Default true. */
+  start?: boolean;
 }
 
 const ZERO: ForwarderStats = { accepted: 0, forwarded: 0, refused: 0, active: 0, bytes: 0 };
@@ -68,6 +71,12 @@ export class RelayForwarder implements IngressForwarder {
     if (!bin) throw new AppswitchError('ERR_NATIVE_LOAD', 'appswitch-relay not found (build it with `npx node-gyp rebuild`); ingress falls back to the Node forwarder');
     this.binary = bin;
     this.delay = opts.backoffMs?.min ?? 100;
+    if (opts.start !== false) this.start();
+  }
+
+  /** Starts the relay when the constructor was told not to (options.start false); once. */
+  begin(): void {
+    if (this.child || this.startedAt || this.closing) return;
     this.start();
   }
 
