@@ -12,6 +12,7 @@ import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
 import { addKeygenCommand } from './keygen.js';
 import { addOpsCommands } from './ops.js';
+import { addVserviceCommands } from './vservice.js';
 import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -185,6 +186,7 @@ export function buildCli(): Command {
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   addOpsCommands(program);
+  addVserviceCommands(program);
   addKeygenCommand(program);
   return program;
 }

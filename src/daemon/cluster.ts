@@ -252,6 +252,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (table.get(key)?.node === node) table.remove(key);
       return;
     }
+    if (node.startsWith('@')) return this.refuse(node, key, "a node name starting with '@' is reserved (@vservice)");
     const e = decodeRemoteEntry(node, key, value, { address: this.addressOf(node), record: this.records.get(node), ranges });
     if (e.ok) {
       const had = table.get(key);

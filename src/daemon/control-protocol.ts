@@ -12,6 +12,9 @@ export const METHODS = {
   services: {},
   members: {},
   connections: {},
+  createVservice: { name: 'string', ip: 'string', port: 'number', backends: 'string[]', lb: 'string', tags: 'string[]' },
+  deleteVservice: { name: 'string' },
+  vservices: {},
 } as const satisfies Record<string, Record<string, ParamType>>;
 
 export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';
@@ -19,10 +22,13 @@ export type ControlMethod = keyof typeof METHODS;
 
 /** Methods that change the application network (the service table, exposures, virtual services): served only to
  * root, the privilege `appswitch run` needs; the daemon's group may read but not change (ERR_PERMISSION). */
-export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>([]);
+export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['createVservice', 'deleteVservice']);
 
 /** Parameters a method cannot do without (ERR_BAD_PARAMS when one is missing). */
-export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {};
+export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {
+  createVservice: ['name', 'ip', 'port', 'backends'],
+  deleteVservice: ['name'],
+};
 
 /** Stable error codes of the control API (their meaning never changes):
  * - ERR_BAD_JSON: the line is not JSON (or not UTF-8 text).
@@ -104,6 +110,8 @@ export interface AppView {
   startedAt: string;
   services: string[];
 }
+
+export type { VserviceView } from './vservice-control.js';
 
 export interface ServiceView {
   vip: string;

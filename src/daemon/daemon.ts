@@ -37,6 +37,9 @@ import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 import { loadObjects, ObjectsWriter } from './objects-file.js';
+import { VSERVICE_KIND, VSERVICE_NODE, vserviceValidator } from '../vservice/body.js';
+import { VserviceSync } from '../vservice/table-sync.js';
+import { VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
@@ -62,6 +65,9 @@ export class Daemon {
   /** Cluster-scoped objects (virtual services, exposures): replicated by every node, saved in objects.json. */
   readonly objects: ClusterObjects;
   private readonly objectsWriter: ObjectsWriter;
+  /** Virtual services: kept in the service table (one entry per backend) and answered by name. */
+  readonly vservices: VserviceSync;
+  private readonly vserviceControl: VserviceControl;
   private expireTimer?: NodeJS.Timeout;
   dns?: DnsServer;
   readonly handler: TrapHandler;
@@ -103,6 +109,21 @@ export class Daemon {
     this.internalErrors = new InternalErrors(this.log);
     this.objects = new ClusterObjects(cfg.nodeName);
     this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
+    const ranges = new VirtualRanges(cfg.vipCidrs);
+    this.objects.register(VSERVICE_KIND, vserviceValidator(ranges));
+    this.vservices = new VserviceSync({ objects: this.objects, table: this.table, door: (ep) => this.doors.check(ep.ip, ep.port, 'tcp'), log: this.log.child({ module: 'vservice' }) });
+    this.directory.reservedBy = (ip) => {
+      const n = this.vservices.nameOf(ip);
+      return n === undefined ? undefined : `virtual service ${n}`;
+    };
+    this.vserviceControl = new VserviceControl({
+      objects: this.objects,
+      sync: this.vservices,
+      table: this.table,
+      directory: this.directory,
+      ranges,
+      door: (ip, port) => this.doors.check(ip, port, 'tcp'),
+    });
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -123,8 +144,9 @@ export class Daemon {
       log: this.log,
       policy,
       lb: cfg.lb,
-      nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+      nodeAlive: (node) => node === cfg.nodeName || node === VSERVICE_NODE || this.cluster?.ml.member(node)?.state === 'alive',
       directory: this.directory,
+      unclaimed: (dst) => this.vservices.isBackend(dst),
       fastpath: cfg.fastpath,
       fdsExhausted: () => this.fds.exhausted,
       closeFds: (fds) => {
@@ -184,7 +206,7 @@ export class Daemon {
         table: this.table,
         apps: () => this.handler.apps.values(),
         policy,
-        nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+        nodeAlive: (node) => node === cfg.nodeName || node === VSERVICE_NODE || this.cluster?.ml.member(node)?.state === 'alive',
         fastpath: cfg.fastpath,
         lb: cfg.lb,
       },
@@ -369,10 +391,10 @@ export class Daemon {
     this.dns = new DnsServer({
       source: {
         lookup: (name) => {
-          const a = dir.vipsOf(name);
+          const a = [...dir.vipsOf(name), ...this.vservices.vipsOf(name)];
           return a.length ? { a, aaaa: [] } : undefined;
         },
-        reverse: (ip) => dir.nameOf(ip),
+        reverse: (ip) => dir.nameOf(ip) ?? this.vservices.nameOf(ip),
       },
       forwarders,
       domain: this.cfg.dnsDomain,
@@ -414,6 +436,7 @@ export class Daemon {
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
     this.doors.set(doors);
+    this.vservices.refresh(); /* a backend may have become a member's door */
   }
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
@@ -554,6 +577,18 @@ export class Daemon {
         });
       case 'members':
         return this.memberViews();
+      case 'vservices':
+        return this.vserviceControl.list();
+      case 'createVservice': {
+        const r = this.vserviceControl.create(req.params ?? {});
+        this.log.info({ vservice: r.name, ip: r.ip, port: r.port, backends: r.backends, lb: r.lb, tags: r.tags, replaced: r.replaced }, r.replaced ? 'virtual service replaced' : 'virtual service created');
+        return r;
+      }
+      case 'deleteVservice': {
+        const r = this.vserviceControl.delete(req.params ?? {});
+        this.log.info({ vservice: r.name }, 'virtual service deleted');
+        return r;
+      }
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {

@@ -84,6 +84,10 @@ export interface HandlerConfig {
   /** Whether the kernel still has this binding's very socket (by inode): asked before a sweep or a reclaim withdraws a
    * binding whose inode it did not find in /proc, which can skip a socket while others come and go (listener-diag.ts). */
   stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
+  /** Whether a real destination is a server outside appswitch (a virtual service's backend): its connections are
+   * accepted by no appswitch server, so no client report is kept for them (it would wait unclaimed and count against
+   * the client's --max-pending-per-app). */
+  unclaimed?: (dst: Endpoint) => boolean;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -175,6 +179,7 @@ export class TrapHandler {
       connections: cfg.connections,
       inodeOf: cfg.inodeOf,
       virtualDns: cfg.virtualDns,
+      unclaimed: cfg.unclaimed,
     });
     this.router = new Router({
       nodeName,
