@@ -111,7 +111,20 @@ export class Daemon {
     this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
     const ranges = new VirtualRanges(cfg.vipCidrs);
     this.objects.register(VSERVICE_KIND, vserviceValidator(ranges));
-    this.vservices = new VserviceSync({ objects: this.objects, table: this.table, door: (ep) => this.doors.check(ep.ip, ep.port, 'tcp'), log: this.log.child({ module: 'vservice' }) });
+    this.vservices = new VserviceSync({
+      objects: this.objects,
+      table: this.table,
+      door: (ep) => this.doors.check(ep.ip, ep.port, 'tcp'),
+      appHolds: (ip) => (identities ??= new Set(this.directory.all().map((a) => a.identity))).has(ip),
+      log: this.log.child({ module: 'vservice' }),
+    });
+    let identities: Set<string> | undefined; /* the apps' identities, rebuilt on the first look-up after a change */
+    const appsChanged = (): void => {
+      identities = undefined;
+      this.vservices.refresh();
+    };
+    this.directory.on('added', appsChanged);
+    this.directory.on('removed', appsChanged);
     this.directory.reservedBy = (ip) => {
       const n = this.vservices.nameOf(ip);
       return n === undefined ? undefined : `virtual service ${n}`;
@@ -391,7 +404,8 @@ export class Daemon {
     this.dns = new DnsServer({
       source: {
         lookup: (name) => {
-          const a = [...dir.vipsOf(name), ...this.vservices.vipsOf(name)];
+          const apps = dir.vipsOf(name); /* an app's name wins over a virtual service's */
+          const a = apps.length ? apps : this.vservices.vipsOf(name);
           return a.length ? { a, aaaa: [] } : undefined;
         },
         reverse: (ip) => dir.nameOf(ip) ?? this.vservices.nameOf(ip),

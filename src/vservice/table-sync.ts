@@ -23,6 +23,10 @@ export interface VserviceSyncDeps {
   /** Whether a backend is a daemon's door of a member now (the port pool, a daemon port): such a backend is left out
    * of the table, logged (a member may have joined at that address since the vservice was made). */
   door?: (ep: Endpoint) => string | undefined;
+  /** Whether an app holds this address as its identity. A virtual service whose vip an app holds is not served (its
+   * entries would mix with the app's instances and take part of its traffic): a copy from gossip is not checked
+   * against apps by the node that made it only. Logged; served again once the app is gone (call refresh()). */
+  appHolds?: (ip: string) => boolean;
   log: Logger;
 }
 
@@ -31,7 +35,8 @@ const idPrefix = (name: string): string => `vservice/${name}/`;
 
 export class VserviceSync {
   private readonly byName = new Map<string, Vservice>();
-  /** Backend endpoints "ip:port" of every live virtual service (connections there are claimed by no accept). */
+  /** Backend endpoints "ip:port" served now (connections there are claimed by no accept); never a member's door,
+   * where an appswitch server's accept does wait for the client's report. */
   private backends = new Set<string>();
 
   constructor(private readonly deps: VserviceSyncDeps) {
@@ -44,18 +49,20 @@ export class VserviceSync {
     });
   }
 
-  /** Which backends are doors now, as text (refresh() re-applies only when it changes). */
+  /** Which backends are doors and which vips apps hold now, as text (refresh() re-applies only when it changes). */
   private doorSig = '';
 
   private doorsNow(): string {
-    const door = this.deps.door;
-    if (!door) return '';
+    const { door, appHolds } = this.deps;
     const out: string[] = [];
-    for (const v of this.byName.values()) for (const ep of v.backends) if (door(ep)) out.push(`${v.name}/${endpointKey(ep)}`);
+    for (const v of this.byName.values()) {
+      if (appHolds?.(v.vip)) out.push(`${v.name}@${v.vip}`);
+      if (door) for (const ep of v.backends) if (door(ep)) out.push(`${v.name}/${endpointKey(ep)}`);
+    }
     return out.join(',');
   }
 
-  /** The doors changed: re-applies the virtual services when that changes which backends are left out. */
+  /** The doors or the apps changed: re-applies the virtual services when that changes what is left out. */
   refresh(): void {
     if (this.doorsNow() === this.doorSig) return;
     for (const o of this.deps.objects.list(VSERVICE_KIND)) this.apply(o);
@@ -67,33 +74,36 @@ export class VserviceSync {
     this.byName.delete(o.name);
     if (!o.deleted) {
       const b = o.body as VserviceBody;
-      const v: Vservice = { ...b, name: o.name, origin: o.origin, version: o.version };
-      this.byName.set(o.name, v);
-      b.backends.forEach((ep, i) => {
-        const door = this.deps.door?.(ep);
-        if (door) {
-          log.warn({ vservice: o.name, backend: formatBackend(ep), door }, 'virtual service backend left out: it is an appswitch daemon port or pool port of a member');
-          return;
-        }
-        const e: ServiceEntry = {
-          id: `${idPrefix(o.name)}${i}`,
-          vip: b.vip,
-          port: b.port,
-          proto: 'tcp',
-          node: VSERVICE_NODE,
-          endpoint: { ...ep },
-          appId: vserviceAppId(o.name),
-          name: o.name,
-          tags: { ...b.tags },
-          version: o.version,
-        };
-        if (b.lb) e.lb = b.lb;
-        table.upsert(e);
-      });
+      this.byName.set(o.name, { ...b, name: o.name, origin: o.origin, version: o.version });
+      if (this.deps.appHolds?.(b.vip)) log.warn({ vservice: o.name, vip: b.vip, origin: o.origin }, 'virtual service not served: an app holds its vip');
+      else b.backends.forEach((ep, i) => this.addEntry(o, b, ep, i));
     }
-    this.backends = new Set([...this.byName.values()].flatMap((v) => v.backends.map(endpointKey)));
+    this.backends = new Set(table.all().flatMap((e) => (e.node === VSERVICE_NODE ? [endpointKey(e.endpoint)] : []))); /* served ones only */
     this.doorSig = this.doorsNow();
     log.debug({ vservice: o.name, deleted: o.deleted === true, origin: o.origin, version: o.version }, 'virtual service applied');
+  }
+
+  /** The entry of backend i, unless it is a member's door now. */
+  private addEntry(o: ClusterObject, b: VserviceBody, ep: Endpoint, i: number): void {
+    const door = this.deps.door?.(ep);
+    if (door) {
+      this.deps.log.warn({ vservice: o.name, backend: formatBackend(ep), door }, 'virtual service backend left out: it is an appswitch daemon port or pool port of a member');
+      return;
+    }
+    const e: ServiceEntry = {
+      id: `${idPrefix(o.name)}${i}`,
+      vip: b.vip,
+      port: b.port,
+      proto: 'tcp',
+      node: VSERVICE_NODE,
+      endpoint: { ...ep },
+      appId: vserviceAppId(o.name),
+      name: o.name,
+      tags: { ...b.tags },
+      version: o.version,
+    };
+    if (b.lb) e.lb = b.lb;
+    this.deps.table.upsert(e);
   }
 
   /** The live virtual services, by name. */

@@ -63,13 +63,16 @@ async function curlTimes(h: TestHost, url: string, n: number, appArgs: string[] 
   return { ok: (r.stdout.match(/code=200/g) ?? []).length, r };
 }
 
-async function restart(h: TestHost, flags: string[]): Promise<void> {
+async function stop(h: TestHost): Promise<void> {
   const d = h.daemon;
-  if (d) {
-    const done = finish(d, 10_000);
-    killTree(d, 'SIGTERM');
-    await done;
-  }
+  if (!d) return;
+  const done = finish(d, 10_000);
+  killTree(d, 'SIGTERM');
+  await done;
+}
+
+async function restart(h: TestHost, flags: string[]): Promise<void> {
+  await stop(h);
   await h.startDaemon(flags);
 }
 
@@ -166,13 +169,8 @@ describe('virtual service', () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(readFileSync(file, 'utf8')).toContain('"name":"db"');
     /* both down, then host 1 alone with --clean: the virtual services come from its file, not from a peer */
-    const d2 = h2.daemon;
-    if (d2) {
-      const done = finish(d2, 10_000);
-      killTree(d2, 'SIGTERM');
-      await done;
-    }
-    await restart(h1, [...H1, '--clean']);
+    await Promise.all([stop(h1), stop(h2)]);
+    await h1.startDaemon([...H1, '--clean']);
     expect((await vservices(h1)).map((v) => v.name).sort()).toEqual(['db', 'secret']);
     await h2.startDaemon(H2);
     await waitFor(async () => (await request<Array<{ state: string }>>(h2.socket, 'members')).filter((m) => m.state === 'alive').length === 2, 15_000);

@@ -72,10 +72,10 @@ describe('vservice body', () => {
 });
 
 describe('vservice entries in the service table', () => {
-  function setup(door?: (ep: { ip: string; port: number }) => string | undefined) {
+  function setup(door?: (ep: { ip: string; port: number }) => string | undefined, appHolds?: (ip: string) => boolean) {
     const objects = new ClusterObjects('n1', { validators: { [VSERVICE_KIND]: vserviceValidator(ranges) } });
     const table = new ServiceTable();
-    const sync = new VserviceSync({ objects, table, log, ...(door ? { door } : {}) });
+    const sync = new VserviceSync({ objects, table, log, ...(door ? { door } : {}), ...(appHolds ? { appHolds } : {}) });
     return { objects, table, sync };
   }
 
@@ -105,9 +105,25 @@ describe('vservice entries in the service table', () => {
     const { objects, table, sync } = setup((ep) => (closed && ep.ip === '198.51.100.10' ? 'pool' : undefined));
     objects.put(VSERVICE_KIND, 'db', body());
     expect(table.all().map((e) => e.endpoint.ip)).toEqual(['2001:db8::1']);
+    /* a member's door is never taken for a backend (its connections keep their client reports: the server's accept
+     * needs them), even when a gossiped vservice names it */
+    expect(sync.isBackend({ ip: '198.51.100.10', port: 8080 })).toBe(false);
     closed = false;
     sync.refresh();
     expect(table.all().map((e) => e.endpoint.ip).sort()).toEqual(['198.51.100.10', '2001:db8::1']);
+    expect(sync.isBackend({ ip: '198.51.100.10', port: 8080 })).toBe(true);
+  });
+
+  it("a copy from gossip whose vip an app holds is not served (it would take part of the app's traffic)", () => {
+    const held = new Set(['10.0.0.50']);
+    const { objects, table, sync } = setup(undefined, (ip) => held.has(ip));
+    table.upsert({ id: 'n2/a1/1', vip: '10.0.0.50', port: 80, proto: 'tcp', node: 'n2', endpoint: { ip: '192.0.2.2', port: 40001 }, appId: 'a1', tags: {}, version: 1 });
+    expect(objects.merge({ kind: VSERVICE_KIND, name: 'evil', version: 10, origin: 'n3', body: body() })).toBe(true);
+    expect(table.lookup({ vip: '10.0.0.50', port: 80, proto: 'tcp' }).map((e) => e.id)).toEqual(['n2/a1/1']);
+    expect(sync.list().map((v) => v.name)).toEqual(['evil']); /* listed, so an operator sees it */
+    held.clear();
+    sync.refresh();
+    expect(table.lookup({ vip: '10.0.0.50', port: 80, proto: 'tcp' }).length).toBe(3);
   });
 
   it('the decision table compiles them ALIVE, never LOCAL or FAST, even at this node\'s own address', () => {
