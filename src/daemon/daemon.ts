@@ -37,9 +37,9 @@ import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 import { loadObjects, ObjectsWriter } from './objects-file.js';
-import { VSERVICE_KIND, VSERVICE_NODE, vserviceValidator } from '../vservice/body.js';
-import { VserviceSync } from '../vservice/table-sync.js';
-import { VserviceControl } from './vservice-control.js';
+import { VSERVICE_NODE } from '../vservice/body.js';
+import type { VserviceSync } from '../vservice/table-sync.js';
+import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
@@ -109,34 +109,14 @@ export class Daemon {
     this.internalErrors = new InternalErrors(this.log);
     this.objects = new ClusterObjects(cfg.nodeName);
     this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
-    const ranges = new VirtualRanges(cfg.vipCidrs);
-    this.objects.register(VSERVICE_KIND, vserviceValidator(ranges));
-    this.vservices = new VserviceSync({
+    ({ sync: this.vservices, control: this.vserviceControl } = setUpVservices({
       objects: this.objects,
-      table: this.table,
-      door: (ep) => this.doors.check(ep.ip, ep.port, 'tcp'),
-      appHolds: (ip) => (identities ??= new Set(this.directory.all().map((a) => a.identity))).has(ip),
-      log: this.log.child({ module: 'vservice' }),
-    });
-    let identities: Set<string> | undefined; /* the apps' identities, rebuilt on the first look-up after a change */
-    const appsChanged = (): void => {
-      identities = undefined;
-      this.vservices.refresh();
-    };
-    this.directory.on('added', appsChanged);
-    this.directory.on('removed', appsChanged);
-    this.directory.reservedBy = (ip) => {
-      const n = this.vservices.nameOf(ip);
-      return n === undefined ? undefined : `virtual service ${n}`;
-    };
-    this.vserviceControl = new VserviceControl({
-      objects: this.objects,
-      sync: this.vservices,
       table: this.table,
       directory: this.directory,
-      ranges,
-      door: (ip, port) => this.doors.check(ip, port, 'tcp'),
-    });
+      doors: this.doors,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      log: this.log.child({ module: 'vservice' }),
+    }));
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -592,17 +572,9 @@ export class Daemon {
       case 'members':
         return this.memberViews();
       case 'vservices':
-        return this.vserviceControl.list();
-      case 'createVservice': {
-        const r = this.vserviceControl.create(req.params ?? {});
-        this.log.info({ vservice: r.name, ip: r.ip, port: r.port, backends: r.backends, lb: r.lb, tags: r.tags, replaced: r.replaced }, r.replaced ? 'virtual service replaced' : 'virtual service created');
-        return r;
-      }
-      case 'deleteVservice': {
-        const r = this.vserviceControl.delete(req.params ?? {});
-        this.log.info({ vservice: r.name }, 'virtual service deleted');
-        return r;
-      }
+      case 'createVservice':
+      case 'deleteVservice':
+        return this.vserviceControl.call(req.method, req.params ?? {});
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {

@@ -11,8 +11,10 @@ import type { AppDirectory } from '../table/directory.js';
 import type { Endpoint } from '../table/endpoint.js';
 import type { ServiceTable } from '../table/service-table.js';
 import { parseTags } from '../trap/apps.js';
-import { badBackendAddress, badVip, badVserviceName, formatBackend, MAX_BACKENDS, parseBackend, VSERVICE_KIND, VSERVICE_NODE, vserviceAppId, type VserviceBody } from '../vservice/body.js';
-import type { Vservice, VserviceSync } from '../vservice/table-sync.js';
+import { badBackendAddress, badVip, badVserviceName, formatBackend, MAX_BACKENDS, parseBackend, VSERVICE_KIND, VSERVICE_NODE, vserviceAppId, type VserviceBody, vserviceValidator } from '../vservice/body.js';
+import { type Vservice, VserviceSync } from '../vservice/table-sync.js';
+import type { Logger } from 'pino';
+import type { DaemonPortGuard } from '../policy/daemon-ports.js';
 import ipaddr from 'ipaddr.js';
 
 /** A virtual service as the control API shows it. */
@@ -38,6 +40,8 @@ export interface VserviceControlDeps {
   ranges: VirtualRanges;
   /** The kind of daemon door (a member's daemon port or pool port) `ip:port` is, or undefined. */
   door: (ip: string, port: number) => string | undefined;
+  /** Where creates and deletes are logged. */
+  log?: Logger;
 }
 
 const bad = (msg: string): ControlCallError => new ControlCallError('ERR_BAD_PARAMS', msg);
@@ -48,6 +52,19 @@ export function viewOf(v: Vservice): VserviceView {
 
 export class VserviceControl {
   constructor(private readonly deps: VserviceControlDeps) {}
+
+  /** Answers one of the three control methods (logging creates and deletes). */
+  call(method: 'vservices' | 'createVservice' | 'deleteVservice', params: Record<string, unknown>): unknown {
+    if (method === 'vservices') return this.list();
+    if (method === 'deleteVservice') {
+      const r = this.delete(params);
+      this.deps.log?.info({ vservice: r.name }, 'virtual service deleted');
+      return r;
+    }
+    const r = this.create(params);
+    this.deps.log?.info({ vservice: r.name, ip: r.ip, port: r.port, backends: r.backends, lb: r.lb, tags: r.tags, replaced: r.replaced }, r.replaced ? 'virtual service replaced' : 'virtual service created');
+    return r;
+  }
 
   list(): VserviceView[] {
     return this.deps.sync.list().map(viewOf);
@@ -123,4 +140,38 @@ export class VserviceControl {
     if (!this.deps.objects.delete(VSERVICE_KIND, name)) throw new ControlCallError('ERR_NOT_FOUND', `no virtual service named ${name}`);
     return { name, deleted: true };
   }
+}
+
+/** Wires virtual services into a daemon: the 'vservice' validator of the cluster-object store, the service-table
+ * entries (VserviceSync; re-checked when the apps or the doors change), the vips apps may not take, and the control
+ * calls. */
+export function setUpVservices(d: {
+  objects: ClusterObjects;
+  table: ServiceTable;
+  directory: AppDirectory;
+  doors: Pick<DaemonPortGuard, 'check'>;
+  ranges: VirtualRanges;
+  log: Logger;
+}): { sync: VserviceSync; control: VserviceControl } {
+  d.objects.register(VSERVICE_KIND, vserviceValidator(d.ranges));
+  let identities: Set<string> | undefined; /* the apps' identities, rebuilt on the first look-up after a change */
+  const sync = new VserviceSync({
+    objects: d.objects,
+    table: d.table,
+    door: (ep) => d.doors.check(ep.ip, ep.port, 'tcp'),
+    appHolds: (ip) => (identities ??= new Set(d.directory.all().map((a) => a.identity))).has(ip),
+    log: d.log,
+  });
+  const appsChanged = (): void => {
+    identities = undefined;
+    sync.refresh();
+  };
+  d.directory.on('added', appsChanged);
+  d.directory.on('removed', appsChanged);
+  d.directory.reservedBy = (ip) => {
+    const n = sync.nameOf(ip);
+    return n === undefined ? undefined : `virtual service ${n}`;
+  };
+  const control = new VserviceControl({ objects: d.objects, sync, table: d.table, directory: d.directory, ranges: d.ranges, door: (ip, port) => d.doors.check(ip, port, 'tcp'), log: d.log });
+  return { sync, control };
 }
