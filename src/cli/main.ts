@@ -159,7 +159,7 @@ export function buildCli(): Command {
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
     .option('--insecure-no-sockguard', 'run programs without the socket guard (cgroup v2 + BPF): they can then reach host addresses with a dup2() race; logs a warning')
-    .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
+    .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory (virtual services are kept)')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
