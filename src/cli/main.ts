@@ -52,6 +52,11 @@ async function runDaemon(cmd: Command): Promise<void> {
     group: opts.group as string | undefined,
     maxServicesPerApp: opts.maxServicesPerApp as string | undefined,
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
+    egressGateway: opts.egressGateway as boolean | undefined,
+    egressPort: opts.egressPort as string | undefined,
+    egress: opts.egress as string | undefined,
+    egressAllow: opts.egressAllow as string[] | undefined,
+    egressRules: opts.egressRules as string | undefined,
   };
   let cfg;
   try {
@@ -165,6 +170,11 @@ export function buildCli(): Command {
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
     .option('--max-services-per-app <n>', 'bound sockets (so services) one app may hold; past it bind() gets ENOBUFS', '256')
     .option('--max-pending-per-app <n>', 'connections one app may have set up and not yet accepted (and fast-path offers per app)', '1024')
+    .option('--egress-gateway', "this node reaches the outside and carries other nodes' egress (its egress proxy listens on --egress-port)")
+    .option('--egress-port <port>', "TCP port of an egress gateway's egress proxy on the node address (a daemon port)", '7949')
+    .addOption(new Option('--egress <mode>', 'how apps reach addresses outside the application network').choices(['direct', 'via-gateway']).default('direct'))
+    .option('--egress-allow <k=v=cidr>', 'egress policy: apps tagged K=V (or * for every app) may reach CIDR (repeatable; no rule at all: everything allowed)', collect, [])
+    .option('--egress-rules <file>', 'egress policy rules file (YAML or JSON list of {tags, cidrs}); adds to --egress-allow')
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program

@@ -161,6 +161,30 @@ export interface StatusResult extends InfoResult {
   limitsReached: { services: number; offers: number; pending: number };
   /** Unexpected exceptions caught since start, by module (each cost one request; see daemon/internal-errors.ts). */
   internalErrors?: Record<string, number>;
+  /** Connects and datagram sends to outside addresses denied by the egress policy since start. */
+  egressDenied?: number;
+  /** Egress mode, role and counters (docs/egress.md). */
+  egress?: EgressStatus;
+}
+
+/** The egress part of `status`. */
+export interface EgressStatus {
+  mode: 'direct' | 'via-gateway';
+  /** This node is an egress gateway. */
+  gateway: boolean;
+  /** Egress policy rules (0: everything allowed). */
+  rules: number;
+  denied: number;
+  /** Connects that found no live egress gateway (ENETUNREACH). */
+  noGateway: number;
+  /** Connects sent through an egress gateway. */
+  viaGateway: number;
+  /** Datagrams to outside addresses refused in via-gateway mode. */
+  udpRefused: number;
+  /** Live egress gateways this node sees (other than itself). */
+  liveGateways: number;
+  /** This gateway's egress proxy: connections forwarded, refused (by reason), open now. */
+  proxy?: { forwarded: number; refused: number; active: number; refusals: Record<string, number> };
 }
 
 export type { ConnectionView } from '../trap/connections.js';

@@ -6,6 +6,9 @@ import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
+import { EgressPolicy } from '../policy/egress.js';
+import { discloseEgress, EgressProxy } from '../gateway/egress.js';
+import type { Endpoint } from '../table/endpoint.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
 import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
@@ -22,9 +25,10 @@ import { applyDecided } from '../trap/decided.js';
 import { DecisionTable } from '../trap/decision-table.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
+import type { AppView, ControlRequest, EgressStatus, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
+import type { ClientIdentity } from '../trap/client-reports.js';
 import { Cluster } from './cluster.js';
-import type { NodeRecord } from './gossip-records.js';
+import { forbiddenEndpoint, type NodeRecord } from './gossip-records.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
@@ -100,6 +104,10 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
+  /** The egress policy (`--egress-allow`, `--egress-rules`; see docs/egress.md). */
+  readonly egressPolicy: EgressPolicy;
+  /** The egress proxy, on an egress gateway (`--egress-gateway`). */
+  egressProxy?: EgressProxy;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -128,7 +136,20 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
+    this.egressPolicy = new EgressPolicy(cfg.egressRules);
+    const egress =
+      this.egressPolicy.restricts || cfg.egressMode === 'via-gateway'
+        ? {
+            policy: this.egressPolicy,
+            mode: cfg.egressMode,
+            isGateway: cfg.egressGateway,
+            gateways: () => this.egressGateways(),
+            /* this node's DNS server: the resolver path programs use (resolv.conf), never judged nor carried */
+            exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
+          }
+        : undefined;
     this.handler = new TrapHandler({
+      egress,
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
@@ -182,6 +203,17 @@ export class Daemon {
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
         internalErrors: () => this.internalErrors.snapshot(),
+        egress: () => {
+          const st = this.handler.stats;
+          const p = this.egressProxy?.stats;
+          return {
+            denied: st.egressDenied,
+            noGateway: st.egressNoGateway,
+            viaGateway: st.egressViaGateway,
+            udpRefused: st.egressUdpRefused,
+            ...(p ? { proxy: { forwarded: p.forwarded, refusals: p.refusals } } : {}),
+          };
+        },
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -233,7 +265,13 @@ export class Daemon {
       table: this.table,
       directory: this.directory,
       ranges: new VirtualRanges(this.cfg.vipCidrs),
-      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
+      node: {
+        ports: { ...this.cfg.ports },
+        gossipPort: this.cfg.gossipPort,
+        peerPort: this.cfg.peerPort,
+        dnsPort: this.cfg.dnsPort,
+        ...(this.cfg.egressGateway ? { egressGateway: true, egressPort: this.cfg.egressPort } : {}),
+      },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
       objects: this.objects,
@@ -249,12 +287,14 @@ export class Daemon {
     this.peers = new PeerApi(
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
-      (ep, dst, proto) => (proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst)),
+      (ep, dst, proto, asker) =>
+        proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst).then((c) => this.egressAnswer(c, dst, asker)),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
     await this.peers.listen(this.cfg.nodeAddress);
+    if (this.cfg.egressGateway) await this.startEgressProxy();
     await this.startDns();
     openListenerDiag(this.log);
     this.trap.listen(this.cfg.trapSocket);
@@ -299,6 +339,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
         },
@@ -362,6 +403,7 @@ export class Daemon {
       this.fds.close();
       await this.cluster?.stop();
       await this.peers?.close();
+      await this.egressProxy?.close();
       await this.dns?.close();
       await this.control.close();
       await this.metricsServer?.close();
@@ -408,11 +450,55 @@ export class Daemon {
     if (r) {
       const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
       if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
+      if (r.egressGateway && r.egressPort !== undefined) p.egress = r.egressPort;
       return p;
     }
     const own: DaemonPorts = { gossip: c.gossipPort, peer: c.peerPort, dns: c.dnsPort, pool: c.ports };
     if (c.metricsAddress) own.metrics = c.metricsAddress.port;
+    if (c.egressGateway) own.egress = c.egressPort;
     return own;
+  }
+
+  /** The egress endpoints of the live egress gateways other than this node, in node-name order (see
+   * trap/egress-route.ts: round robin over them). */
+  private egressGateways(): Endpoint[] {
+    const out: Array<{ node: string; ep: Endpoint }> = [];
+    for (const d of this.cluster?.daemons() ?? []) {
+      const r = d.record;
+      if (d.node === this.cfg.nodeName || d.state !== 'alive' || !r?.egressGateway || r.egressPort === undefined) continue;
+      out.push({ node: d.node, ep: { ip: d.address, port: r.egressPort } });
+    }
+    return out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)).map((x) => x.ep);
+  }
+
+  /** What the peer API tells `asker` about a client connection: the destination its app asked for (`egress`) only
+   * when the asker is a live egress gateway and the connection went to that gateway's egress endpoint (`dst`, which
+   * the report matched); to anyone else the identity alone. */
+  private egressAnswer(c: ClientIdentity | undefined, dst: string | undefined, asker: string | undefined): ClientIdentity | undefined {
+    if (!c || c.egress === undefined) return c;
+    const r = discloseEgress(c, dst, asker, this.cluster?.daemons() ?? []);
+    if (r?.egress === undefined) this.log.warn({ asker, dst, app: c.appId }, 'peer API: an egress destination was asked for by a node that is not its gateway; not told');
+    return r;
+  }
+
+  /** Starts the egress proxy of this egress gateway (see gateway/egress.ts). */
+  private async startEgressProxy(): Promise<void> {
+    const ranges = new VirtualRanges(this.cfg.vipCidrs);
+    const proxy = new EgressProxy({
+      address: this.cfg.nodeAddress,
+      port: this.cfg.egressPort,
+      isMember: (ip) => this.isMemberAddress(ip),
+      whoIs: (ip, endpoint, dst) => this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined),
+      policy: this.egressPolicy,
+      forbidden: (ip, port) => forbiddenEndpoint(ip, ranges) ?? (this.doors.check(ip, port, 'tcp') !== undefined ? 'an appswitch daemon port or pool port' : undefined),
+      log: this.log.child({ module: 'egress' }),
+    });
+    try {
+      await proxy.listen();
+    } catch (e) {
+      throw new AppswitchError('ERR_CONFIG', `--egress-port ${this.cfg.egressPort}: ${(e as Error).message}`);
+    }
+    this.egressProxy = proxy;
   }
 
   /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. The cluster's
@@ -488,6 +574,24 @@ export class Daemon {
     else this.log.warn({ err: e }, `${which} socket error`);
   }
 
+  /** The egress part of `status` (see docs/egress.md). */
+  private egressStatus(): EgressStatus {
+    const st = this.handler.stats;
+    const s: EgressStatus = {
+      mode: this.cfg.egressMode,
+      gateway: this.cfg.egressGateway,
+      rules: this.egressPolicy.size,
+      denied: st.egressDenied,
+      noGateway: st.egressNoGateway,
+      viaGateway: st.egressViaGateway,
+      udpRefused: st.egressUdpRefused,
+      liveGateways: this.egressGateways().length,
+    };
+    const p = this.egressProxy?.stats;
+    if (p) s.proxy = { forwarded: p.forwarded, refused: p.refused, active: p.active, refusals: { ...p.refusals } };
+    return s;
+  }
+
   info(): InfoResult {
     return {
       version: VERSION,
@@ -543,6 +647,8 @@ export class Daemon {
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },
           fastpath: this.cfg.fastpath,
           daemonPortRefused: this.handler.stats.daemonPortRefused,
+          egressDenied: this.handler.stats.egressDenied,
+          egress: this.egressStatus(),
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,

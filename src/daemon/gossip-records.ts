@@ -1,6 +1,7 @@
 /** The records each node publishes in its gossip store, decoded and validated once, at the boundary, before they
  * touch the service table or the app directory:
- *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?}: the node's port pool and daemon ports
+ *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, egressGateway?, egressPort?}: the node's
+ *                  port pool and daemon ports
  *   `@app/<id>`    an app of the node (identity, vip?, name, tags)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
  *   `@obj/<kind>/<name>` the node's copy of a cluster object (any node's, see table/cluster-objects.ts)
@@ -25,6 +26,10 @@ export interface NodeRecord {
   peerPort: number;
   dnsPort: number;
   metricsPort?: number;
+  /** The node carries other nodes' egress (`--egress-gateway`), through its egress proxy at address:egressPort. */
+  egressGateway?: boolean;
+  /** Where the node's egress proxy listens (`--egress-port`), on an egress gateway. */
+  egressPort?: number;
 }
 
 /** The outcome of validating a record: accepted, rejected (with why), or waiting for what it is checked against. */
@@ -85,6 +90,11 @@ export function decodeNodeRecord(value: Uint8Array): Checked<NodeRecord> {
   if (o.metricsPort !== undefined && !port(o.metricsPort)) return reject('node record: bad metrics port');
   const r: NodeRecord = { ports: { low: p.low, high: p.high }, gossipPort: o.gossipPort, peerPort: o.peerPort, dnsPort: o.dnsPort };
   if (o.metricsPort !== undefined) r.metricsPort = o.metricsPort;
+  if (o.egressGateway !== undefined && typeof o.egressGateway !== 'boolean') return reject('node record: bad egressGateway');
+  if (o.egressPort !== undefined && !port(o.egressPort)) return reject('node record: bad egress port');
+  if (o.egressGateway === true && o.egressPort === undefined) return reject('node record: an egress gateway without an egress port');
+  if (o.egressGateway === true) r.egressGateway = true;
+  if (o.egressPort !== undefined) r.egressPort = o.egressPort;
   return { ok: true, value: r };
 }
 
@@ -118,7 +128,7 @@ export function decodeRemoteEntry(node: string, key: string, value: Uint8Array, 
   if (ctx.record === undefined) return wait('no @node record of the node yet');
   const r = ctx.record;
   if (ep.port < r.ports.low || ep.port > r.ports.high) return reject(`endpoint port ${ep.port} is outside the node's pool ${r.ports.low}-${r.ports.high}`);
-  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
+  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort, r.egressPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
   const e: ServiceEntry = {
     id: key,
     vip,

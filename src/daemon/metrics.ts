@@ -45,6 +45,17 @@ export interface MetricsSources {
   openFds?: () => number;
   /** Unexpected exceptions caught, by module (see internal-errors.ts). */
   internalErrors?: () => Readonly<Record<string, number>>;
+  /** Egress counters (docs/egress.md); `proxy` only on an egress gateway. */
+  egress?: () => EgressCounters;
+}
+
+/** What egress counts: the router's decisions and, on an egress gateway, its proxy. */
+export interface EgressCounters {
+  denied: number;
+  noGateway: number;
+  viaGateway: number;
+  udpRefused: number;
+  proxy?: { forwarded: number; refusals: Readonly<Record<string, number>> };
 }
 
 const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const;
@@ -186,6 +197,35 @@ export class DaemonMetrics {
         setCounter(this, [[{}, handler().daemonPortRefused]]);
       },
     });
+    const egress = src.egress;
+    if (egress) {
+      new Counter({
+        name: 'appswitch_egress_total',
+        help: 'Connects and datagram sends to outside addresses, by result: denied (egress policy), no_gateway (ENETUNREACH), via_gateway, udp_refused (via-gateway mode)',
+        labelNames: ['result'],
+        registers,
+        collect(): void {
+          const e = egress();
+          setCounter(this, [
+            [{ result: 'denied' }, e.denied],
+            [{ result: 'no_gateway' }, e.noGateway],
+            [{ result: 'via_gateway' }, e.viaGateway],
+            [{ result: 'udp_refused' }, e.udpRefused],
+          ]);
+        },
+      });
+      new Counter({
+        name: 'appswitch_egress_proxy_connections_total',
+        help: "Connections to this egress gateway's egress proxy, by result: forwarded, or the reason it was reset",
+        labelNames: ['result'],
+        registers,
+        collect(): void {
+          const p = egress().proxy;
+          if (!p) return;
+          setCounter(this, [[{ result: 'forwarded' }, p.forwarded], ...Object.entries(p.refusals).map(([result, n]): [{ result: string }, number] => [{ result }, n])]);
+        },
+      });
+    }
     new Counter({
       name: 'appswitch_internal_errors_total',
       help: 'Unexpected exceptions caught in a handler, by module; each dropped one request or event and the daemon kept serving',

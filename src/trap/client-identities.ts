@@ -9,6 +9,7 @@ import { type Endpoint, endpointKey } from '../table/endpoint.js';
 import type { AppRecord } from './apps.js';
 import type { ClientIdentity, ClientReports } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
+import type { EgressAsked } from './egress-route.js';
 import type { RateLimitedLog } from './limits.js';
 import type { Offers } from './offers.js';
 import { encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
@@ -49,6 +50,8 @@ export interface ClientIdentitiesDeps {
   connections?: Pick<ConnectionTracker, 'connected' | 'accepted'>;
   inodeOf?: (fd: number) => string | undefined;
   virtualDns?: Pick<VirtualDns, 'isServer'>;
+  /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
+  egressAsked?: Pick<EgressAsked, 'take'>;
   /** See HandlerConfig.unclaimed: destinations whose connections no appswitch accept claims. */
   unclaimed?: (dst: Endpoint) => boolean;
 }
@@ -69,12 +72,13 @@ export class ClientIdentities {
       return;
     }
     if (!req.fast && this.deps.virtualDns?.isServer(req.dst)) return; /* a TCP query to the virtual DNS address: no server claims it */
-    this.record(app, req.local, req.dst, req.fast, fds);
+    const asked = !req.fast && req.socket !== undefined ? this.deps.egressAsked?.take(app.id, req.socket) : undefined;
+    this.record(app, req.local, req.dst, req.fast, fds, undefined, asked);
   }
 
   /** Remembers a client connection leaving from `local` (who it is, for the server's accept) and, for the fast path,
    * its offer [server's end, placeholder]. */
-  record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string): ClientIdentity {
+  record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string, egress?: Endpoint): ClientIdentity {
     const key = endpointKey(local);
     if (fast) {
       this.deps.stats.fastpathConnections++;
@@ -83,7 +87,8 @@ export class ClientIdentities {
       this.deps.closeFds(fds);
       this.deps.stats.tcpConnections++;
     }
-    const c = { identity: app.identity, appId: app.id, tags: app.tags };
+    const c: ClientIdentity = { identity: app.identity, appId: app.id, tags: app.tags };
+    if (egress) c.egress = endpointKey(egress); /* sent through an egress gateway: where the app asked to go */
     this.deps.connections?.connected(c, local, dst, fast ? 'fastpath' : 'tcp', fast ? this.deps.inodeOf?.(fds[0] as number) : undefined);
     if (dst && this.deps.unclaimed?.(dst)) return c; /* a virtual service's backend: no accept will claim a report */
     this.deps.reports.report(key, c, dst);

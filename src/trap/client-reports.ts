@@ -12,6 +12,9 @@ export interface ClientIdentity {
   tags: Record<string, string>;
   /** A datagram sender's port as its receivers see it (its bound virtual port; see udp-identity.ts). */
   port?: number;
+  /** A connection sent through an egress gateway: the destination "ip:port" the app asked for (see
+   * trap/egress-route.ts); the peer API tells it only to that gateway. */
+  egress?: string;
 }
 
 /** Where the client socket of a connection came from, as the kernel says (see daemon/sockguard.ts): 'generator' (a trap
@@ -110,7 +113,9 @@ export class ClientReports {
     const c = this.reports.get(key);
     if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst)) {
       this.reports.delete(key);
-      return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+      const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
+      if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
+      return Promise.resolve(who);
     }
     if (waitMs <= 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {

@@ -21,6 +21,7 @@ import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
 import { type OfferStats, Offers } from './offers.js';
 import { MsgFlag, type Reply, type RequestOf } from './protocol.js';
 import { Router, type RouterStats } from './router.js';
+import { EgressAsked, EgressRoute, type EgressRouteDeps, type EgressStats } from './egress-route.js';
 import { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
 
@@ -84,6 +85,9 @@ export interface HandlerConfig {
   /** Whether the kernel still has this binding's very socket (by inode): asked before a sweep or a reclaim withdraws a
    * binding whose inode it did not find in /proc, which can skip a socket while others come and go (listener-diag.ts). */
   stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
+  /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
+   * they are reached directly, as before egress policy. */
+  egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
   /** Whether a real destination is a server outside appswitch (a virtual service's backend): its connections are
    * accepted by no appswitch server, so no client report is kept for them (it would wait unclaimed and count against
    * the client's --max-pending-per-app). */
@@ -100,7 +104,7 @@ export interface HandlerSnapshot {
 }
 
 /** Counters the daemon exposes (each module counts its own). */
-export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats {}
+export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats, EgressStats {}
 
 export class TrapHandler {
   readonly stats: HandlerStats = {
@@ -122,6 +126,10 @@ export class TrapHandler {
     limitOffers: 0,
     limitPending: 0,
     udpUnidentified: 0,
+    egressDenied: 0,
+    egressNoGateway: 0,
+    egressViaGateway: 0,
+    egressUdpRefused: 0,
   };
   readonly apps: Map<string, AppRecord>;
   readonly balancer: Balancer;
@@ -163,7 +171,9 @@ export class TrapHandler {
     });
     this.udp = new UdpIdentity({ app: (id) => this.apps.get(id), boundAt: (key) => this.bindings.udpBoundAt(key) });
     this.offers = new Offers({ nodeName, stats: this.stats, closeFds, reports: this.reports, connections: cfg.connections });
+    const asked = new EgressAsked();
     this.clients = new ClientIdentities({
+      egressAsked: asked,
       nodeName,
       nodeAddress,
       log,
@@ -201,6 +211,7 @@ export class TrapHandler {
       virtualDns: cfg.virtualDns,
       fastpath: cfg.fastpath,
       fdsExhausted: cfg.fdsExhausted,
+      egress: cfg.egress ? new EgressRoute({ ...cfg.egress, log, limitLog, stats: this.stats, asked }) : undefined,
     });
     this.balancer = this.router.balancer;
   }
