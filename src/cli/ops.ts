@@ -64,6 +64,8 @@ export const JSON_KEYS = {
     'dnsDomain',
     'trapSocket',
     'resolvConf',
+    'externalRefused',
+    'ingress',
   ],
 } as const;
 
@@ -246,6 +248,15 @@ export function addOpsCommands(program: Command): void {
             ['traps', `${s.trapsPerSecond ?? 0}/s (last 10 s), ${s.traps ?? 0} since start`],
             ['refused connects', `${s.refused} (policy: ${s.denied})`],
             ['refused (daemon ports)', String(s.daemonPortRefused ?? 0)],
+            ...(s.ingress
+              ? [
+                  [
+                    'ingress',
+                    `${s.ingress.gateway ? 'gateway' : 'not a gateway'}; ${s.ingress.exposures} exposures${s.ingress.conflicts ? ` (${s.ingress.conflicts} in conflict)` : ''}; accepted ${s.ingress.accepted}, forwarded ${s.ingress.forwarded}, refused ${s.ingress.refused}, active ${s.ingress.active}`,
+                  ] as [string, string],
+                  ['refused (external)', String(s.externalRefused ?? 0)] as [string, string],
+                ]
+              : []),
             ...egressRows(s),
             ['internal errors', internalErrorsText(s.internalErrors)],
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],

@@ -58,6 +58,9 @@ export interface DaemonConfig {
   maxServicesPerApp: number;
   /** Connections one app may have set up and not yet accepted, and fast-path offers per app (`--max-pending-per-app`). */
   maxPendingPerApp: number;
+  /** This node listens for exposures (`--gateway`), on `gatewayAddress` (`--gateway-address`, default 0.0.0.0). */
+  gateway: boolean;
+  gatewayAddress: string;
   /** This node reaches the outside and carries other nodes' egress (`--egress-gateway`; see docs/egress.md). */
   egressGateway: boolean;
   /** Where an egress gateway's egress proxy listens on the node address (`--egress-port`, default 7949). */
@@ -93,6 +96,8 @@ export interface DaemonFlags {
   group?: string;
   maxServicesPerApp?: string | number;
   maxPendingPerApp?: string | number;
+  gateway?: boolean;
+  gatewayAddress?: string;
   egressGateway?: boolean;
   egressPort?: string | number;
   egress?: string;
@@ -196,8 +201,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     dnsPort: Number(f.dnsPort ?? 53),
     dnsServers: f.dnsServers && f.dnsServers.length ? f.dnsServers.flatMap((x) => x.split(',')).filter(Boolean) : hostResolvers(),
     resolvConf: path.join(stateDir, 'resolv.conf'),
+    gateway: f.gateway ?? false,
+    gatewayAddress: '0.0.0.0',
     ...resolveEgress(f),
   };
+  if (f.gatewayAddress !== undefined) {
+    if (!ipaddr.isValid(f.gatewayAddress)) throw new AppswitchError('ERR_CONFIG', `--gateway-address ${f.gatewayAddress} is not an IP address`);
+    if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--gateway-address needs --gateway');
+    cfg.gatewayAddress = ipaddr.process(f.gatewayAddress).toString();
+  }
   if (!Number.isInteger(cfg.dnsPort) || cfg.dnsPort < 1 || cfg.dnsPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--dns-port ${String(f.dnsPort)} is not a port`);
   }

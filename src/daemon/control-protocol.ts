@@ -3,6 +3,7 @@
  *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}}
  * Only root, the daemon's own user and members of the daemon's group (`--group`, default appswitch) are served.
  * Every request is checked against METHODS before it reaches the daemon; see ControlErrorCode for the answers. */
+import type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** Methods and the parameters each accepts (name -> type); a request with another method or parameter is refused. */
 export const METHODS = {
@@ -12,6 +13,9 @@ export const METHODS = {
   services: {},
   members: {},
   connections: {},
+  expose: { vip: 'string', port: 'number', hostPort: 'number' },
+  unexpose: { vip: 'string', port: 'number' },
+  exposures: {},
   createVservice: { name: 'string', ip: 'string', port: 'number', backends: 'string[]', lb: 'string', tags: 'string[]' },
   deleteVservice: { name: 'string' },
   vservices: {},
@@ -22,10 +26,12 @@ export type ControlMethod = keyof typeof METHODS;
 
 /** Methods that change the application network (the service table, exposures, virtual services): served only to
  * root, the privilege `appswitch run` needs; the daemon's group may read but not change (ERR_PERMISSION). */
-export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['createVservice', 'deleteVservice']);
+export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['expose', 'unexpose', 'createVservice', 'deleteVservice']);
 
 /** Parameters a method cannot do without (ERR_BAD_PARAMS when one is missing). */
 export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {
+  expose: ['vip', 'port'],
+  unexpose: ['vip', 'port'],
   createVservice: ['name', 'ip', 'port', 'backends'],
   deleteVservice: ['name'],
 };
@@ -161,10 +167,21 @@ export interface StatusResult extends InfoResult {
   limitsReached: { services: number; offers: number; pending: number };
   /** Unexpected exceptions caught since start, by module (each cost one request; see daemon/internal-errors.ts). */
   internalErrors?: Record<string, number>;
+  /** Connections refused at accept whose client was said to be external when the service was not exposed or the
+   * answering node was not a live gateway (see docs/ingress.md). */
+  externalRefused?: number;
+  /** Ingress: whether this node is a gateway, its forwarder's counts, the exposures active and in conflict. */
+  ingress?: IngressStatus;
   /** Connects and datagram sends to outside addresses denied by the egress policy since start. */
   egressDenied?: number;
   /** Egress mode, role and counters (docs/egress.md). */
   egress?: EgressStatus;
+}
+
+/** The answer of `expose` and `unexpose`: the exposure's row, and a warning (no live gateway yet). */
+export interface ExposeResult {
+  exposure: ExposureView | null;
+  warning?: string;
 }
 
 /** The egress part of `status`. */
@@ -188,6 +205,7 @@ export interface EgressStatus {
 }
 
 export type { ConnectionView } from '../trap/connections.js';
+export type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** A member as this node sees it; state `conflict` is another live node using this node's name (from `address`),
  * whose incarnation is not known (null). */

@@ -45,6 +45,11 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { Ingress, type GatewayNode } from '../gateway/ingress.js';
+import { NodeForwarder } from '../gateway/node-forwarder.js';
+import { IngressPicker } from '../gateway/pick.js';
+import type { ReservedPorts } from '../gateway/exposures.js';
+import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -104,6 +109,9 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
+  /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
+  readonly ingress: Ingress;
+  private readonly exposeControl: ExposureControl;
   /** The egress policy (`--egress-allow`, `--egress-rules`; see docs/egress.md). */
   readonly egressPolicy: EgressPolicy;
   /** The egress proxy, on an egress gateway (`--egress-gateway`). */
@@ -191,6 +199,35 @@ export class Daemon {
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
+      exposeProblem: (specs) => this.ingress.exposeProblem(specs),
+    });
+    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
+    const forwarder = cfg.gateway ? new NodeForwarder(new IngressPicker({ table: this.table, lb: cfg.lb, nodeAlive, balancer: this.handler.balancer })) : undefined;
+    this.ingress = new Ingress({
+      nodeName: cfg.nodeName,
+      gateway: cfg.gateway,
+      listenAddress: cfg.gatewayAddress,
+      forwarder,
+      directory: this.directory,
+      table: this.table,
+      gateways: () => this.gatewayNodes(),
+      reserved: () => this.reservedPorts(),
+      recordExternal: (from, client, to) => this.handler.recordExternal(from, client, to),
+      log: this.log.child({ module: 'ingress' }),
+      onChange: () => this.refreshDoors(),
+    });
+    this.objects.register(EXPOSURE_KIND, (body) => decodeExposureBody(body));
+    const syncExposures = (): void => this.ingress.setObjectClaims(objectClaims(this.objects.list(EXPOSURE_KIND)));
+    this.objects.on('changed', (o) => {
+      if (o.kind === EXPOSURE_KIND) syncExposures();
+    });
+    syncExposures();
+    this.exposeControl = new ExposureControl({
+      ingress: this.ingress,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      log: this.log.child({ module: 'ingress' }),
+      store: exposureStore(this.objects),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -203,6 +240,7 @@ export class Daemon {
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
         internalErrors: () => this.internalErrors.snapshot(),
+        ingress: () => ({ ...this.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
         egress: () => {
           const st = this.handler.stats;
           const p = this.egressProxy?.stats;
@@ -271,6 +309,7 @@ export class Daemon {
         peerPort: this.cfg.peerPort,
         dnsPort: this.cfg.dnsPort,
         ...(this.cfg.egressGateway ? { egressGateway: true, egressPort: this.cfg.egressPort } : {}),
+        ...(this.cfg.gateway ? { gateway: true } : {}),
       },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
@@ -339,6 +378,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          gateway: c.gateway ? c.gatewayAddress : 'off',
           egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
@@ -401,6 +441,7 @@ export class Daemon {
       this.objectsWriter.flushPending();
       this.trap.close(true);
       this.fds.close();
+      await this.ingress.close();
       await this.cluster?.stop();
       await this.peers?.close();
       await this.egressProxy?.close();
@@ -515,8 +556,53 @@ export class Daemon {
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
+    doors.push(...this.exposureDoors());
     this.doors.set(doors);
     this.vservices.refresh(); /* a backend may have become a member's door */
+  }
+
+  /** The gateway nodes of the cluster (this one when it is one), left members excluded. */
+  private gatewayNodes(): GatewayNode[] {
+    const c = this.cfg;
+    const out: GatewayNode[] = [];
+    if (!this.cluster) return c.gateway ? [{ node: c.nodeName, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() }] : [];
+    for (const d of this.cluster.daemons()) {
+      if (d.state === 'left') continue;
+      if (d.node === c.nodeName) {
+        if (c.gateway) out.push({ node: d.node, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() });
+        continue;
+      }
+      if (!d.record?.gateway) continue;
+      const r = d.record;
+      const daemon = [r.gossipPort, r.peerPort, r.dnsPort, ...(r.metricsPort !== undefined ? [r.metricsPort] : []), ...(r.egressPort !== undefined ? [r.egressPort] : [])];
+      out.push({ node: d.node, address: d.address, alive: d.state === 'alive', reserved: { pool: r.ports, daemon } });
+    }
+    return out;
+  }
+
+  /** This node's pool and daemon ports: no exposure host port may be one of them. */
+  private reservedPorts(): ReservedPorts {
+    const c = this.cfg;
+    const daemon = [c.gossipPort, c.peerPort, c.dnsPort, ...(c.metricsAddress ? [c.metricsAddress.port] : []), ...(c.egressGateway ? [c.egressPort] : [])];
+    return { pool: c.ports, daemon };
+  }
+
+  /** The exposure host ports at every gateway's address, closed to trapped programs: a program reaching one would pass
+   * itself off as an outside client (see docs/ingress.md). This node's own gateway listens on --gateway-address (every
+   * address of the host by default). */
+  private exposureDoors(): ClosedPorts[] {
+    const ports = this.ingress?.activeHostPorts() ?? [];
+    if (!ports.length) return [];
+    const c = this.cfg;
+    const addresses = new Set<string>();
+    for (const g of this.gatewayNodes()) {
+      if (g.node !== c.nodeName) addresses.add(g.address);
+      else if (c.gatewayAddress === '0.0.0.0' || c.gatewayAddress === '::') for (const a of localAddresses()) addresses.add(a);
+      else addresses.add(c.gatewayAddress);
+    }
+    const out: ClosedPorts[] = [];
+    for (const address of addresses) for (const p of ports) out.push({ address, proto: 'tcp', low: p, high: p, kind: 'exposure' });
+    return out;
   }
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
@@ -651,12 +737,19 @@ export class Daemon {
           egress: this.egressStatus(),
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
+          externalRefused: this.handler.stats.externalRefused,
+          ingress: this.ingress.status(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
         };
         return s;
       }
       case 'connections':
         return this.connections.list();
+      case 'exposures':
+        return this.ingress.list();
+      case 'expose':
+      case 'unexpose':
+        return this.exposeControl.handle(req.method, req.params ?? {});
       case 'apps':
         return [...this.handler.apps.values()].map((a): AppView => {
           const v: AppView = {

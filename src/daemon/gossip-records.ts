@@ -1,14 +1,15 @@
 /** The records each node publishes in its gossip store, decoded and validated once, at the boundary, before they
  * touch the service table or the app directory:
- *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, egressGateway?, egressPort?}: the node's
- *                  port pool and daemon ports
- *   `@app/<id>`    an app of the node (identity, vip?, name, tags)
+ *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, egressGateway?, egressPort?, gateway?}:
+ *                  the node's port pool and daemon ports, its egress and ingress gateway flags
+ *   `@app/<id>`    an app of the node (identity, vip?, name, tags, expose?: [{port, hostPort}], exposedAt?)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
  *   `@obj/<kind>/<name>` the node's copy of a cluster object (any node's, see table/cluster-objects.ts)
  * A node is trusted only with what is its own: a service entry's endpoint must be the publishing node's gossip
  * address and a port of its pool, and never a loopback, unspecified, link-local, multicast or virtual address. Pure:
  * no I/O. */
 import ipaddr from 'ipaddr.js';
+import { decodeExposeList } from '../gateway/exposures.js';
 import { IDENTITY_CIDR, type VirtualRanges } from '../table/addresses.js';
 import { badObjectKey, type ClusterObject } from '../table/cluster-objects.js';
 import type { AppEntry } from '../table/directory.js';
@@ -26,6 +27,8 @@ export interface NodeRecord {
   peerPort: number;
   dnsPort: number;
   metricsPort?: number;
+  /** Started with `appswitch daemon --gateway`: it listens for exposures (see gateway/ingress.ts). */
+  gateway?: boolean;
   /** The node carries other nodes' egress (`--egress-gateway`), through its egress proxy at address:egressPort. */
   egressGateway?: boolean;
   /** Where the node's egress proxy listens (`--egress-port`), on an egress gateway. */
@@ -90,6 +93,8 @@ export function decodeNodeRecord(value: Uint8Array): Checked<NodeRecord> {
   if (o.metricsPort !== undefined && !port(o.metricsPort)) return reject('node record: bad metrics port');
   const r: NodeRecord = { ports: { low: p.low, high: p.high }, gossipPort: o.gossipPort, peerPort: o.peerPort, dnsPort: o.dnsPort };
   if (o.metricsPort !== undefined) r.metricsPort = o.metricsPort;
+  if (o.gateway !== undefined && typeof o.gateway !== 'boolean') return reject('node record: bad gateway flag');
+  if (o.gateway === true) r.gateway = true;
   if (o.egressGateway !== undefined && typeof o.egressGateway !== 'boolean') return reject('node record: bad egressGateway');
   if (o.egressPort !== undefined && !port(o.egressPort)) return reject('node record: bad egress port');
   if (o.egressGateway === true && o.egressPort === undefined) return reject('node record: an egress gateway without an egress port');
@@ -166,6 +171,12 @@ export function decodeRemoteApp(node: string, key: string, value: Uint8Array, ra
   }
   const e: AppEntry = { id: o.id, node, identity, vip: o.vip, tags: tagsOf(o.tags) };
   if (str(o.name)) e.name = o.name;
+  if (o.expose !== undefined) {
+    const x = decodeExposeList(o.expose);
+    if (typeof x === 'string') return reject(`app record: ${x}`);
+    if (typeof o.exposedAt !== 'number' || !Number.isFinite(o.exposedAt)) return reject('app record: expose without exposedAt');
+    if (x.length) Object.assign(e, { expose: x, exposedAt: o.exposedAt });
+  }
   return { ok: true, value: e };
 }
 

@@ -45,6 +45,9 @@ export interface MetricsSources {
   openFds?: () => number;
   /** Unexpected exceptions caught, by module (see internal-errors.ts). */
   internalErrors?: () => Readonly<Record<string, number>>;
+  /** Ingress: the gateway forwarder's counts (zero on a node that is not a gateway) and external clients refused at
+   * accept (see gateway/ingress.ts). */
+  ingress?: () => { accepted: number; forwarded: number; refused: number; active: number; bytes: number; externalRefused: number };
   /** Egress counters (docs/egress.md); `proxy` only on an egress gateway. */
   egress?: () => EgressCounters;
 }
@@ -271,6 +274,44 @@ export class DaemonMetrics {
         const s = src.services();
         this.set({ scope: 'local' }, s.local);
         this.set({ scope: 'remote' }, s.remote);
+      },
+    });
+    new Counter({
+      name: 'appswitch_ingress_connections_total',
+      help: 'External connections to exposures at this gateway, by outcome: accepted (taken), forwarded (connected to an instance), refused (no instance answered, or over the limit)',
+      labelNames: ['outcome'],
+      registers,
+      collect(): void {
+        const i = src.ingress?.();
+        setCounter(this, [
+          [{ outcome: 'accepted' }, i?.accepted ?? 0],
+          [{ outcome: 'forwarded' }, i?.forwarded ?? 0],
+          [{ outcome: 'refused' }, i?.refused ?? 0],
+        ]);
+      },
+    });
+    new Gauge({
+      name: 'appswitch_ingress_active_connections',
+      help: 'External connections this gateway is forwarding now',
+      registers,
+      collect(): void {
+        this.set(src.ingress?.().active ?? 0);
+      },
+    });
+    new Counter({
+      name: 'appswitch_ingress_bytes_total',
+      help: 'Bytes forwarded by this gateway, both directions, counted when a connection ends',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, src.ingress?.().bytes ?? 0]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_external_refused_total',
+      help: 'Connections refused at accept whose client was said to be external while the service was not exposed or the answering node was not a live gateway',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, src.ingress?.().externalRefused ?? 0]]);
       },
     });
     new Gauge({

@@ -29,7 +29,14 @@ export interface ClientStats {
   fastpathLost: number;
   /** Datagram senders nobody vouched for (their datagrams are dropped, see udp-identity.ts). */
   udpUnidentified: number;
+  /** Connections refused at accept whose client was said to be external (an exposure's outside client) when the
+   * service is not exposed, or the answering node is not a live gateway. */
+  externalRefused: number;
 }
+
+/** Why an external client identity may not reach this app's listener (undefined: it may): `via` is the node that
+ * answered for the client (its address), or 'local' when this node's own gateway did. See gateway/ingress.ts. */
+export type ExternalCheck = (app: AppRecord, listener: Endpoint | undefined, via: string | 'local') => string | undefined;
 
 export interface ClientIdentitiesDeps {
   nodeName: string;
@@ -50,6 +57,8 @@ export interface ClientIdentitiesDeps {
   connections?: Pick<ConnectionTracker, 'connected' | 'accepted'>;
   inodeOf?: (fd: number) => string | undefined;
   virtualDns?: Pick<VirtualDns, 'isServer'>;
+  /** Judges external client identities; without it every external identity is refused. */
+  externalCheck?: ExternalCheck;
   /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
   egressAsked?: Pick<EgressAsked, 'take'>;
   /** See HandlerConfig.unclaimed: destinations whose connections no appswitch accept claims. */
@@ -127,6 +136,12 @@ export class ClientIdentities {
     return this.deps.reports.identify(key, dst);
   }
 
+  /** Records an external client of an exposure, connected through this node's gateway from its own socket `from` (see
+   * gateway/ingress.ts): the instance's accept claims it, here or through the peer API. */
+  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
+    this.deps.reports.report(endpointKey(from), { identity: client.ip, port: client.port, appId: 'external', tags: {}, external: true }, to);
+  }
+
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
   async accept(app: AppRecord, req: RequestOf<'accept'>): Promise<Reply> {
     const { peer } = req;
@@ -143,8 +158,16 @@ export class ClientIdentities {
       this.deps.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
       return { result: -Errno.ECONNREFUSED };
     }
+    if (who.external) {
+      const why = this.deps.externalCheck ? this.deps.externalCheck(app, req.listener, local ? 'local' : peer.ip) : 'no ingress on this node';
+      if (why !== undefined) {
+        this.deps.stats.externalRefused++;
+        this.deps.limitLog.warn(`external/${app.id}`, { app: app.id, server: app.identity, peer: key, client: who.identity, why }, 'external client refused at accept');
+        return { result: -Errno.ECONNREFUSED };
+      }
+    }
     this.deps.connections?.accepted({ appId: app.id }, this.deps.nodeName, peer, req.listener, who);
-    const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
+    const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: who.external && who.port !== undefined ? who.port : peer.port }) };
     this.deps.offers.claimByAccept(key, reply);
     return reply;
   }

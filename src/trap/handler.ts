@@ -14,7 +14,7 @@ import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.j
 import type { AppMeta, AppRecord } from './apps.js';
 import { AppRegistry } from './app-registry.js';
 import { type Binding, type BindingStats, Bindings } from './bindings.js';
-import { ClientIdentities, type ClientStats, type PeerResolver } from './client-identities.js';
+import { ClientIdentities, type ClientStats, type ExternalCheck, type PeerResolver } from './client-identities.js';
 import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
 import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
@@ -85,6 +85,10 @@ export interface HandlerConfig {
   /** Whether the kernel still has this binding's very socket (by inode): asked before a sweep or a reclaim withdraws a
    * binding whose inode it did not find in /proc, which can skip a socket while others come and go (listener-diag.ts). */
   stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
+  /** Judges external client identities at accept (gateway/ingress.ts); without it they are refused. */
+  externalCheck?: ExternalCheck;
+  /** Why an app's `--expose` host ports cannot be (see AppRegistryDeps.exposeProblem). */
+  exposeProblem?: (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
   /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
    * they are reached directly, as before egress policy. */
   egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
@@ -126,6 +130,7 @@ export class TrapHandler {
     limitOffers: 0,
     limitPending: 0,
     udpUnidentified: 0,
+    externalRefused: 0,
     egressDenied: 0,
     egressNoGateway: 0,
     egressViaGateway: 0,
@@ -150,7 +155,7 @@ export class TrapHandler {
     const closeFds = (fds: number[]): void => {
       if (fds.length) cfg.closeFds?.(fds);
     };
-    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange });
+    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem });
     this.apps = this.registry.apps;
     this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin);
     this.bindings = new Bindings({
@@ -189,6 +194,7 @@ export class TrapHandler {
       connections: cfg.connections,
       inodeOf: cfg.inodeOf,
       virtualDns: cfg.virtualDns,
+      externalCheck: cfg.externalCheck,
       unclaimed: cfg.unclaimed,
     });
     this.router = new Router({
@@ -335,6 +341,11 @@ export class TrapHandler {
 
   /** Who a client of this node connected from `key` to `dst` is, asking the kernel first (see ClientReports.identify):
    * the peer API's look-up. */
+  /** An external client of an exposure reached an instance through this node's gateway (see ClientIdentities). */
+  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
+    this.clients.recordExternal(from, client, to);
+  }
+
   identifyLocal(key: string, dst: string | undefined): Promise<ClientIdentity | undefined> {
     return this.clients.identifyLocal(key, dst);
   }

@@ -151,7 +151,7 @@ describe('vservice entries in the service table', () => {
 describe('connections to a backend keep no client report', () => {
   it('reported connects to a backend are tracked but leave no report; others do', () => {
     const reports = new ClientReports(10);
-    const stats = { unidentified: 0, tcpConnections: 0, fastpathConnections: 0, fastpathLost: 0, udpUnidentified: 0 };
+    const stats = { unidentified: 0, tcpConnections: 0, fastpathConnections: 0, fastpathLost: 0, udpUnidentified: 0, externalRefused: 0 };
     const backend = { ip: '198.51.100.10', port: 8080 };
     const ci = new ClientIdentities({
       nodeName: 'n1',
