@@ -14,6 +14,7 @@ import { annotate, applyConfigFile } from './daemon-config.js';
 import { addKeygenCommand } from './keygen.js';
 import { addOpsCommands } from './ops.js';
 import { addIngressCommands } from './ingress.js';
+import { addVserviceCommands } from './vservice.js';
 import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -177,7 +178,7 @@ export function buildCli(): Command {
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
     .option('--insecure-no-sockguard', 'run programs without the socket guard (cgroup v2 + BPF): they can then reach host addresses with a dup2() race; logs a warning')
-    .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory')
+    .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory (virtual services are kept)')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
@@ -213,6 +214,7 @@ export function buildCli(): Command {
 
   addOpsCommands(program);
   addIngressCommands(program);
+  addVserviceCommands(program);
   addKeygenCommand(program);
   return program;
 }

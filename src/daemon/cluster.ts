@@ -42,9 +42,12 @@ export interface ClusterOptions {
   objects?: ClusterObjects;
 }
 
-/** Keys per node in the gossip store: a node's own apps and services (the gossip layer's default 1024) plus one per
- * cluster object. Every node must use the same cap (a push-pull with more keys is refused as malformed). */
-export const GOSSIP_KEYS_PER_NODE = 1024 + MAX_OBJECTS;
+/** Keys a node publishes about itself (its `@node` record, apps and services): the gossip layer's default cap, kept
+ * by publish() now that the store's cap also makes room for cluster objects. */
+export const NODE_KEYS = 1024;
+/** Keys per node in the gossip store: NODE_KEYS plus one per cluster object. Every node must use the same cap (a
+ * push-pull with more keys is refused as malformed). */
+export const GOSSIP_KEYS_PER_NODE = NODE_KEYS + MAX_OBJECTS;
 
 /** One node of the cluster as the trap side needs it: its address and the ports its daemon listens on there. */
 export interface NodeDaemon {
@@ -76,6 +79,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private refusalWindow = { at: 0, lines: 0 };
   /** Records from other nodes refused so far. */
   rejected = 0;
+  /** This node's own keys published (not cluster objects): at most NODE_KEYS. */
+  private readonly ownKeys = new Set<string>();
 
   private constructor(
     readonly ml: Memberlist,
@@ -113,9 +118,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Sets one of this node's gossip keys; a cap of the gossip store (too many keys, a value too large) is logged,
    * never thrown into the caller (an app's hello, a listen). */
   private publish(key: string, value: string | undefined): void {
+    const own = !key.startsWith(OBJ_PREFIX);
     try {
-      if (value === undefined) this.ml.deleteLocal(key);
-      else this.ml.setLocal(key, value);
+      if (value === undefined) {
+        this.ml.deleteLocal(key);
+        if (own) this.ownKeys.delete(key);
+      } else {
+        if (own && !this.ownKeys.has(key) && this.ownKeys.size >= NODE_KEYS) {
+          throw Object.assign(new Error(`this node publishes ${NODE_KEYS} keys of its own already`), { code: 'ERR_GOSSIP_TOO_MANY_KEYS' });
+        }
+        this.ml.setLocal(key, value);
+        if (own) this.ownKeys.add(key);
+      }
     } catch (e) {
       this.warn.warn(`publish:${(e as { code?: string }).code ?? 'error'}`, { key, err: e }, 'gossip refused to publish an entry of this node (it stays served here, unannounced)');
     }
@@ -252,6 +266,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (table.get(key)?.node === node) table.remove(key);
       return;
     }
+    if (node.startsWith('@')) return this.refuse(node, key, "a node name starting with '@' is reserved (@vservice)");
     const e = decodeRemoteEntry(node, key, value, { address: this.addressOf(node), record: this.records.get(node), ranges });
     if (e.ok) {
       const had = table.get(key);

@@ -170,6 +170,9 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (!Number.isInteger(sweep) || sweep < 10) throw new AppswitchError('ERR_CONFIG', `--sweep-interval must be an integer >= 10 (ms)`);
   const lb = (f.lb ?? 'p2c') as LbStrategy;
   if (!LB_STRATEGIES.includes(lb)) throw new AppswitchError('ERR_CONFIG', `--lb must be one of ${LB_STRATEGIES.join(', ')}`);
+  if (f.nodeName !== undefined && f.nodeName.startsWith('@')) {
+    throw new AppswitchError('ERR_CONFIG', `--node-name ${f.nodeName}: a node name cannot start with '@' (names such as @vservice are reserved)`);
+  }
   const cfg: DaemonConfig = {
     nodeName: f.nodeName ?? defaultNodeName(os.hostname(), ipaddr.process(nodeAddress).toString()),
     formerNodeNames: f.nodeName === undefined ? [os.hostname()] : [],

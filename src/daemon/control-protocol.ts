@@ -16,6 +16,9 @@ export const METHODS = {
   expose: { vip: 'string', port: 'number', hostPort: 'number' },
   unexpose: { vip: 'string', port: 'number' },
   exposures: {},
+  createVservice: { name: 'string', ip: 'string', port: 'number', backends: 'string[]', lb: 'string', tags: 'string[]' },
+  deleteVservice: { name: 'string' },
+  vservices: {},
 } as const satisfies Record<string, Record<string, ParamType>>;
 
 export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';
@@ -23,12 +26,14 @@ export type ControlMethod = keyof typeof METHODS;
 
 /** Methods that change the application network (the service table, exposures, virtual services): served only to
  * root, the privilege `appswitch run` needs; the daemon's group may read but not change (ERR_PERMISSION). */
-export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['expose', 'unexpose']);
+export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['expose', 'unexpose', 'createVservice', 'deleteVservice']);
 
 /** Parameters a method cannot do without (ERR_BAD_PARAMS when one is missing). */
 export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {
   expose: ['vip', 'port'],
   unexpose: ['vip', 'port'],
+  createVservice: ['name', 'ip', 'port', 'backends'],
+  deleteVservice: ['name'],
 };
 
 /** Stable error codes of the control API (their meaning never changes):
@@ -111,6 +116,8 @@ export interface AppView {
   startedAt: string;
   services: string[];
 }
+
+export type { VserviceView } from './vservice-control.js';
 
 export interface ServiceView {
   vip: string;

@@ -41,6 +41,9 @@ import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
 import { loadObjects, ObjectsWriter } from './objects-file.js';
+import { VSERVICE_NODE } from '../vservice/body.js';
+import type { VserviceSync } from '../vservice/table-sync.js';
+import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 import { Ingress, type GatewayNode } from '../gateway/ingress.js';
 import type { IngressForwarder } from '../gateway/forwarder.js';
@@ -73,6 +76,9 @@ export class Daemon {
   /** Cluster-scoped objects (virtual services, exposures): replicated by every node, saved in objects.json. */
   readonly objects: ClusterObjects;
   private readonly objectsWriter: ObjectsWriter;
+  /** Virtual services: kept in the service table (one entry per backend) and answered by name. */
+  readonly vservices: VserviceSync;
+  private readonly vserviceControl: VserviceControl;
   private expireTimer?: NodeJS.Timeout;
   dns?: DnsServer;
   readonly handler: TrapHandler;
@@ -123,6 +129,14 @@ export class Daemon {
     this.internalErrors = new InternalErrors(this.log);
     this.objects = new ClusterObjects(cfg.nodeName);
     this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
+    ({ sync: this.vservices, control: this.vserviceControl } = setUpVservices({
+      objects: this.objects,
+      table: this.table,
+      directory: this.directory,
+      doors: this.doors,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      log: this.log.child({ module: 'vservice' }),
+    }));
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -146,8 +160,9 @@ export class Daemon {
             exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
           }
         : undefined;
-    /** A node is alive: this one, or a member gossip says is alive (the handler, the decision table, the forwarder). */
-    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
+    /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
+     * is alive (the handler, the decision table, the forwarder). */
+    const nodeAlive = (node: string): boolean => node === cfg.nodeName || node === VSERVICE_NODE || this.cluster?.ml.member(node)?.state === 'alive';
     this.handler = new TrapHandler({
       egress,
       nodeName: cfg.nodeName,
@@ -160,6 +175,7 @@ export class Daemon {
       lb: cfg.lb,
       nodeAlive,
       directory: this.directory,
+      unclaimed: (dst) => this.vservices.isBackend(dst),
       fastpath: cfg.fastpath,
       fdsExhausted: () => this.fds.exhausted,
       closeFds: (fds) => {
@@ -458,10 +474,11 @@ export class Daemon {
     this.dns = new DnsServer({
       source: {
         lookup: (name) => {
-          const a = dir.vipsOf(name);
+          const apps = dir.vipsOf(name); /* an app's name wins over a virtual service's */
+          const a = apps.length ? apps : this.vservices.vipsOf(name);
           return a.length ? { a, aaaa: [] } : undefined;
         },
-        reverse: (ip) => dir.nameOf(ip),
+        reverse: (ip) => dir.nameOf(ip) ?? this.vservices.nameOf(ip),
       },
       forwarders,
       domain: this.cfg.dnsDomain,
@@ -565,6 +582,7 @@ export class Daemon {
     }
     doors.push(...this.exposureDoors());
     this.doors.set(doors);
+    this.vservices.refresh(); /* a backend may have become a member's door */
   }
 
   /** The gateway nodes of the cluster (this one when it is one), left members excluded. */
@@ -776,6 +794,10 @@ export class Daemon {
         });
       case 'members':
         return this.memberViews();
+      case 'vservices':
+      case 'createVservice':
+      case 'deleteVservice':
+        return this.vserviceControl.call(req.method, req.params ?? {});
       case 'services':
         return this.table.all().map((e): ServiceView => {
           const v: ServiceView = {

@@ -28,6 +28,9 @@ export const MAX_OBJECTS = 10_000;
 export const MAX_BODY_BYTES = 8 * 1024;
 /** How long a tombstone is kept after its version's time. */
 export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
+/** How far ahead of this node's clock a version may be: a copy further in the future is refused (it would win over
+ * every later write, and at Number.MAX_SAFE_INTEGER could never be deleted). */
+export const MAX_VERSION_AHEAD_MS = 24 * 60 * 60 * 1000;
 /** Longest object name (the gossip key `@obj/<kind>/<name>` must stay under the gossip store's 255-byte key cap). */
 export const MAX_OBJECT_NAME = 200;
 
@@ -194,6 +197,7 @@ export class ClusterObjects extends EventEmitter<ClusterObjectsEvents> {
     const bad = badObjectKey(o.kind, o.name);
     if (bad) return refuse(bad);
     if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version <= 0) return refuse('bad version');
+    if (o.version > this.now() + MAX_VERSION_AHEAD_MS) return refuse('version too far in the future (a clock ahead by more than 24 h?)');
     if (typeof o.origin !== 'string' || o.origin.length === 0 || o.origin.length > 255) return refuse('bad origin');
     if (o.deleted !== undefined && o.deleted !== true) return refuse('bad deleted flag');
     const old = this.objects.get(keyOf(o.kind, o.name));
@@ -217,7 +221,7 @@ export class ClusterObjects extends EventEmitter<ClusterObjectsEvents> {
     if ((!old || old.deleted) && this.live >= MAX_OBJECTS) return refuse(`over ${MAX_OBJECTS} objects`);
     const v: ClusterObject = { kind: o.kind, name: o.name, version: o.version, origin: o.origin, body: c.body };
     this.store(v, old);
-    this.version = Math.max(this.version, Math.min(o.version, this.now() + TOMBSTONE_TTL_MS)); /* our next write beats it (a far-future version is not followed) */
+    this.version = Math.max(this.version, o.version); /* our next write beats it */
     this.emit('changed', v);
     return true;
   }

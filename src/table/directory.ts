@@ -28,6 +28,9 @@ export interface DirectoryEvents {
 
 export class AppDirectory extends EventEmitter<DirectoryEvents> {
   private readonly apps = new Map<string, AppEntry>();
+  /** Addresses held by something that is not an app (a virtual service's vip): what holds it, else undefined. Apps
+   * may not take them (--ip is refused, vips assigned by name skip them). */
+  reservedBy: (ip: string) => string | undefined = () => undefined;
 
   put(e: AppEntry): void {
     const had = this.apps.has(e.id);
@@ -69,6 +72,7 @@ export class AppDirectory extends EventEmitter<DirectoryEvents> {
 
   /** Whether ip is taken by an app other than one named `name`. */
   takenByOther(ip: string, name?: string): boolean {
+    if (this.reservedBy(ip) !== undefined) return true;
     for (const e of this.apps.values()) if (e.identity === ip && (name === undefined || e.name !== name)) return true;
     return false;
   }

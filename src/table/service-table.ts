@@ -32,6 +32,10 @@ export interface ServiceEntry extends ServiceKey {
   socket?: string;
 }
 
+/** The node that entries of virtual services (external backends, src/vservice/) name: no member has it (a member's
+ * name cannot start with '@'); such entries are never published as a node's, nor withdrawn with a dead node. */
+export const VSERVICE_NODE = '@vservice';
+
 export function keyString(k: ServiceKey): string {
   return `${k.proto}/${k.vip}/${k.port}`;
 }

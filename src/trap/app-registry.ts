@@ -56,6 +56,8 @@ export class AppRegistry {
       }
       const edge = rangeEdge(ranges.cidrs, ip);
       if (edge) return `--ip ${ip} is the ${edge.kind} address of the virtual range ${edge.cidr}: not an app's address`;
+      const holder = directory?.reservedBy(ip);
+      if (holder !== undefined) return `--ip ${ip} is the vip of ${holder}: not an app's address`;
       meta.ip = ip;
       identity = ip;
     } else if (meta.name !== undefined) {

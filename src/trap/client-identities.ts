@@ -61,6 +61,8 @@ export interface ClientIdentitiesDeps {
   externalCheck?: ExternalCheck;
   /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
   egressAsked?: Pick<EgressAsked, 'take'>;
+  /** See HandlerConfig.unclaimed: destinations whose connections no appswitch accept claims. */
+  unclaimed?: (dst: Endpoint) => boolean;
 }
 
 /** "ip:port" of an optional endpoint (v4-mapped IPv6 shown as IPv4), or undefined. */
@@ -97,6 +99,7 @@ export class ClientIdentities {
     const c: ClientIdentity = { identity: app.identity, appId: app.id, tags: app.tags };
     if (egress) c.egress = endpointKey(egress); /* sent through an egress gateway: where the app asked to go */
     this.deps.connections?.connected(c, local, dst, fast ? 'fastpath' : 'tcp', fast ? this.deps.inodeOf?.(fds[0] as number) : undefined);
+    if (dst && this.deps.unclaimed?.(dst)) return c; /* a virtual service's backend: no accept will claim a report */
     this.deps.reports.report(key, c, dst);
     if (this.deps.reports.count(app.id) > this.deps.pendingPerApp) this.deps.reports.dropOldest(app.id); /* reports of connects under way can overshoot */
     return c;
@@ -105,6 +108,7 @@ export class ClientIdentities {
   /** A same-host TCP connect its generator decided (AS_DECIDED): remembered for an accept that asks the daemon after
    * all (the server's generator did not find it in the host's identity table). Not counted: the record was. */
   reportDecided(app: AppRecord, local: Endpoint, dst: Endpoint): void {
+    if (this.deps.unclaimed?.(dst)) return; /* a virtual service's backend: no accept will claim it */
     this.deps.reports.report(`${local.ip}:${local.port}`, { identity: app.identity, appId: app.id, tags: app.tags }, dst);
     if (this.deps.reports.count(app.id) > this.deps.pendingPerApp) this.deps.reports.dropOldest(app.id);
   }

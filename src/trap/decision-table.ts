@@ -9,6 +9,7 @@ import type { Policy } from '../policy/policy.js';
 import { IDENTITY_CIDR } from '../table/addresses.js';
 import type { LbStrategy } from '../table/balancer.js';
 import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
+import { VSERVICE_NODE } from '../table/service-table.js';
 import type { AppRecord } from './apps.js';
 
 /* layout constants: keep in sync with native/dtab.h (test/unit/decision-table.test.ts checks them against the C side) */
@@ -145,9 +146,10 @@ export function compileDecisions(inp: DecisionInputs): Buffer {
     ip16(e.endpoint.ip).copy(b, o);
     b.writeUInt16LE(e.endpoint.port, o + 16);
     b.writeUInt8(e.family ?? 0, o + 18);
-    const local = e.node === inp.nodeName;
+    const external = e.node === VSERVICE_NODE; /* a virtual service's backend: always ALIVE, never LOCAL/FAST */
+    const local = !external && e.node === inp.nodeName;
     const server = local ? appIndex.get(e.appId) : undefined;
-    let flags = local || inp.nodeAlive(e.node) ? DT.alive : 0;
+    let flags = external || local || inp.nodeAlive(e.node) ? DT.alive : 0;
     if (local) flags |= DT.local;
     if (server !== undefined && apps[server]?.fastpath !== false) flags |= DT.fast;
     b.writeUInt8(flags, o + 19);

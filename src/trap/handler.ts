@@ -92,6 +92,10 @@ export interface HandlerConfig {
   /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
    * they are reached directly, as before egress policy. */
   egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
+  /** Whether a real destination is a server outside appswitch (a virtual service's backend): its connections are
+   * accepted by no appswitch server, so no client report is kept for them (it would wait unclaimed and count against
+   * the client's --max-pending-per-app). */
+  unclaimed?: (dst: Endpoint) => boolean;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -191,6 +195,7 @@ export class TrapHandler {
       inodeOf: cfg.inodeOf,
       virtualDns: cfg.virtualDns,
       externalCheck: cfg.externalCheck,
+      unclaimed: cfg.unclaimed,
     });
     this.router = new Router({
       nodeName,

@@ -5,7 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppswitchError } from '../../src/errors.js';
-import { type ClusterObject, ClusterObjects, MAX_BODY_BYTES, MAX_OBJECTS, TOMBSTONE_TTL_MS } from '../../src/table/cluster-objects.js';
+import { type ClusterObject, ClusterObjects, MAX_BODY_BYTES, MAX_OBJECTS, MAX_VERSION_AHEAD_MS, TOMBSTONE_TTL_MS } from '../../src/table/cluster-objects.js';
 import { decodeObjectRecord, objectKey } from '../../src/daemon/gossip-records.js';
 import { encodeObjects, loadObjects, OBJECTS_FILE, ObjectsWriter } from '../../src/daemon/objects-file.js';
 
@@ -118,12 +118,16 @@ describe('ClusterObjects', () => {
     expect(s.merge({ ...obj('x', 10, 'b', undefined, true), body: { n: 1 } })).toBe(false);
     expect(s.merge({ ...obj('x', 10, 'b'), deleted: false as unknown as true })).toBe(false);
     expect(s.merge(null as unknown as ClusterObject)).toBe(false);
+    expect(s.merge(obj('future', 1_000_000 + MAX_VERSION_AHEAD_MS + 1, 'b'))).toBe(false); /* would outlive every later write */
+    expect(s.merge(obj('future', Number.MAX_SAFE_INTEGER, 'b'))).toBe(false);
+    expect(s.merge(obj('soon', 1_000_000 + MAX_VERSION_AHEAD_MS, 'b'))).toBe(true);
+    expect(s.delete('thing', 'soon')?.version).toBe(1_000_000 + MAX_VERSION_AHEAD_MS + 1); /* and a later write still beats it */
     expect(s.merge({ kind: 'blob', name: 'big', version: 10, origin: 'b', body: 'x'.repeat(MAX_BODY_BYTES) })).toBe(false);
     expect(s.merge({ kind: 'blob', name: 'fits', version: 10, origin: 'b', body: 'x'.repeat(MAX_BODY_BYTES - 2) })).toBe(true);
-    expect(s.refused).toBe(13);
-    expect(refused.length).toBe(13);
+    expect(s.refused).toBe(15);
+    expect(refused.length).toBe(15);
     expect(refused[0]).toBe('n must be a number');
-    expect(s.all().map((o) => o.name)).toEqual(['fits']);
+    expect(s.all().map((o) => o.name).sort()).toEqual(['fits', 'soon']);
     expect(() => s.put('thing', 'x', { n: 'no' })).toThrow(AppswitchError);
     expect(() => s.put('thing', 'a/b', { n: 1 })).toThrow(/bad object name/);
     expect(() => s.put('nokind', 'x', {})).toThrow(/unknown object kind/);
