@@ -15,9 +15,11 @@
 
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* SYN retries toward an instance: ~15 s before ETIMEDOUT moves on to the next one (the kernel's default is ~2 min;
- * a dead node is normally marked dead in the table before that, and skipped). */
-#define RELAY_SYNCNT 3
+/* How long a connect to an instance may go unanswered before ETIMEDOUT moves on to the next one (ms): a host cut off
+ * is marked dead in the table only after gossip's suspicion timeout, and the outside client should not wait that
+ * long (the kernel's default is ~2 min). TCP_USER_TIMEOUT bounds the SYN's retries (tcp(7)); it is set back to the
+ * kernel's default once the connection is up, so a slow peer is never cut by it. */
+#define RELAY_CONNECT_TIMEOUT_MS 3000
 
 static int retryable(int e) { return e == ECONNREFUSED || e == EHOSTUNREACH || e == ETIMEDOUT || e == ENETUNREACH; }
 static int resource(int e) { return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL; }
@@ -35,9 +37,9 @@ static int try_connect(struct relay *r, struct relay_conn *c) {
   if (sl < 0) return sl;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  int one = 1, syncnt = RELAY_SYNCNT;
+  int one = 1, timeout = RELAY_CONNECT_TIMEOUT_MS;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syncnt, sizeof(syncnt));
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
   int rc;
   do rc = connect(fd, (struct sockaddr *)&ss, (socklen_t)sl);
   while (rc < 0 && errno == EINTR);
@@ -117,6 +119,8 @@ void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
     }
     return;
   }
+  int none = 0;
+  setsockopt(c->ufd, IPPROTO_TCP, TCP_USER_TIMEOUT, &none, sizeof(none));
   c->state = C_OPEN;
   r->st.forwarded++;
   relay_pump(r, c);

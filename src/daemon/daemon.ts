@@ -204,6 +204,7 @@ export class Daemon {
       resolvePeer: (ip, endpoint, dst, proto) =>
         this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst, undefined, proto) ?? Promise.resolve(undefined)) : Promise.resolve(undefined),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
+      externalWaitMs: cfg.gateway ? 200 : 0,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
       externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),

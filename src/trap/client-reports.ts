@@ -61,6 +61,10 @@ export class ClientReports {
     private readonly waitMs: number,
     /** Where a client socket came from (undefined: unknown, so the accept waits for its report). */
     private readonly origin?: (client: Endpoint, server: Endpoint) => ClientSocketOrigin | undefined,
+    /** How long an accept of a socket no generator made waits for an outside client's report (ms): on a gateway, the
+     * relay (its own process) reports each connection right after its connect() starts, and the instance's accept
+     * may ask before the daemon has read that report. 0 elsewhere: such a socket can never be reported. */
+    private readonly externalWaitMs = 0,
   ) {}
 
   /** A client connection left from `key`: an accept already waiting claims it at once, else it is kept. */
@@ -149,7 +153,12 @@ export class ClientReports {
     const client = parseEndpoint(key);
     const server = dst === undefined ? undefined : parseEndpoint(dst);
     const origin = client && server ? this.origin?.(client, server) : undefined;
-    if (origin === 'other') return this.reports.get(key)?.external ? this.claim(key, 0, dst) : Promise.resolve(undefined); /* the gateway daemon's own forwarding socket */
+    if (origin === 'other') {
+      /* the gateway's forwarding socket (the relay's, or the daemon's own with the Node forwarder); nothing else */
+      const r = this.reports.get(key);
+      if (r && !r.external) return Promise.resolve(undefined);
+      return this.claim(key, r ? 0 : this.externalWaitMs, dst).then((c) => (c?.external ? c : undefined));
+    }
     return this.claim(key, origin === 'gone' ? Math.min(this.waitMs, GONE_WAIT_MS) : this.waitMs, dst);
   }
 

@@ -50,6 +50,9 @@ export interface HandlerConfig {
   /** Whether a client socket of this node was created by a trap generator (the socket guard, daemon/sockguard.ts);
    * undefined when unknown. Without it, every unidentified connection waits identityWaitMs. */
   clientSocketOrigin?: (client: Endpoint, server: Endpoint) => ClientSocketOrigin | undefined;
+  /** On a gateway: how long an accept waits for the report of an outside client forwarded by the relay (ms; see
+   * ClientReports). Default 0. */
+  externalWaitMs?: number;
   /** Every app in the cluster: names, vips and identities stay unique through it. */
   directory?: AppDirectory;
   /** Same-host connections may become Unix socket pairs (default true; `appswitch daemon --no-fastpath`). */
@@ -157,7 +160,7 @@ export class TrapHandler {
     };
     this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem });
     this.apps = this.registry.apps;
-    this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin);
+    this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin, cfg.externalWaitMs ?? 0);
     this.bindings = new Bindings({
       nodeName,
       nodeAddress,

@@ -111,7 +111,11 @@ describe('ingress', () => {
       }
       expect(seen.has('h3'), `answers through ${gw}: ${[...seen].join(',')}`).toBe(true); /* round-robin over 3: another node's instance too */
     }
-    const s = await status(g1);
+    /* the relay reports its counters once a second */
+    const s = await waitFor(async () => {
+      const st = await status(g1);
+      return (st.ingress?.forwarded ?? 0) >= 4 ? st : undefined;
+    }, 5000);
     expect(s.ingress?.gateway).toBe(true);
     expect(s.ingress?.forwarded).toBeGreaterThanOrEqual(4);
     expect((await status(h3)).ingress?.gateway).toBe(false);
