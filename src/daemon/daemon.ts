@@ -12,6 +12,8 @@ import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { native } from '../native/binding.js';
+import { LocalIngress } from '../gateway/local-ingress.js';
+import { Steering } from '../gateway/steering.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
 import { VirtualDns } from '../trap/virtual-dns.js';
@@ -88,6 +90,11 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
+  /** sk_lookup steering of exposures' host ports to this node's own instances (gateway/steering.ts), and what it
+   * steers (gateway/local-ingress.ts): the ingress calls localIngress.steerExposure / unsteerExposure and sets
+   * steering.view. */
+  readonly steering: Steering;
+  readonly localIngress: LocalIngress;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -106,6 +113,8 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
+    const steering = new Steering(native, this.log.child({ module: 'steering' }));
+    this.steering = steering;
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
@@ -147,6 +156,14 @@ export class Daemon {
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      steeredClient: (app, peer, local) => steering.steeredClient(app, peer, local),
+    });
+    this.localIngress = new LocalIngress({
+      nodeName: cfg.nodeName,
+      table: this.table,
+      pidOf: (id) => this.handler.apps.get(id)?.pid,
+      steering,
+      log: this.log.child({ module: 'steering' }),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -318,6 +335,7 @@ export class Daemon {
     if (this.rateTimer) clearInterval(this.rateTimer);
     let err: unknown;
     try {
+      this.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
       this.state.freeze();
       this.trap.close(true);
       this.fds.close();
@@ -505,6 +523,7 @@ export class Daemon {
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
+          steering: this.steering.status(),
         };
         return s;
       }
