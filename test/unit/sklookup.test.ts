@@ -119,6 +119,21 @@ describe('sk_lookup steering', () => {
     }
   });
 
+  it('a listener bound to one address takes connections to any local address of the steered port', async () => {
+    const c = await server(7005, 'C', '127.0.0.1');
+    const h = native.skLookupOpen(`/run/netns/${ns}`);
+    try {
+      const fd = native.pidGetFd(c.pid, c.fd);
+      native.skLookupSet(h, 7006, fd);
+      native.close(fd);
+      const r = connect('192.0.2.9', 7006);
+      expect(r.reply).toBe(`C local=192.0.2.9:7006 peer=${r.local}`);
+      expect(connect('192.0.2.9', 7005).error).toBe('ECONNREFUSED'); /* its own port: only on its own address */
+    } finally {
+      native.skLookupClose(h);
+    }
+  });
+
   it('close detaches the program: a port still steered goes back to the normal lookup', () => {
     const h = native.skLookupOpen(`/run/netns/${ns}`);
     const fd = native.pidGetFd(a.pid, a.fd);
