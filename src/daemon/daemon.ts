@@ -113,7 +113,7 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
-    const steering = new Steering(native, this.log.child({ module: 'steering' }));
+    const steering = new Steering(native, this.log.child({ module: 'steering' }), cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)');
     this.steering = steering;
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,

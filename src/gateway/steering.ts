@@ -73,10 +73,14 @@ export class Steering {
   /** Set by the daemon's ingress wiring; until then nothing steered is ever accepted. */
   view: ExposureView = NO_EXPOSURES;
 
+  /** off: the reason steering is turned off (`--no-ingress-steering`); steer then always says false. */
   constructor(
     private readonly native: SteeringNative,
     private readonly log: Logger,
-  ) {}
+    off?: string,
+  ) {
+    this.unavailable = off;
+  }
 
   /** Whether the kernel steers for us (loads the program on first use). */
   available(): boolean {

@@ -95,6 +95,15 @@ describe('Steering', () => {
     }
   });
 
+  it('turned off (--no-ingress-steering): nothing is loaded, steer says false, status says why', () => {
+    const n = new FakeNative();
+    const s = new Steering(n, log, 'turned off (--no-ingress-steering)');
+    expect(s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }], '10.0.0.5:80')).toBe(false);
+    expect(n.open).toBe(0);
+    expect(n.live.size).toBe(0);
+    expect(s.status()).toMatchObject({ available: false, reason: 'turned off (--no-ingress-steering)' });
+  });
+
   it('accept: a steered connection of an exposure on a gateway is the outside client itself', () => {
     const { s } = setup();
     s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }], '10.0.0.5:80');
