@@ -113,7 +113,10 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
-    const steering = new Steering(native, this.log.child({ module: 'steering' }), cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)');
+    const steering = new Steering(native, this.log.child({ module: 'steering' }), {
+      off: cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)',
+      origin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
+    });
     this.steering = steering;
     this.handler = new TrapHandler({
       nodeName: cfg.nodeName,

@@ -63,6 +63,19 @@ interface Steered {
   apps: Set<string>;
 }
 
+/** Where the client socket of a connection was made, by the kernel's word (daemon/sockguard.ts socketOrigin):
+ * 'generator' = a trapped program's; undefined = could not be read. */
+export type ClientOrigin = (client: Endpoint, server: Endpoint) => 'generator' | 'other' | 'gone' | undefined;
+
+export interface SteeringOptions {
+  /** Why steering is turned off (`--no-ingress-steering`); steer then always says false. */
+  off?: string;
+  /** With the socket guard: tells a trapped program of this node from an outside client. Steering takes every local
+   * address of the node, also those the relay does not listen on and the doors do not close (a second address of
+   * the gateway): without this check a trapped program could connect there and pass for an outside client. */
+  origin?: ClientOrigin;
+}
+
 const NO_EXPOSURES: ExposureView = { isGateway: () => false, serviceAt: () => undefined };
 
 export class Steering {
@@ -73,13 +86,12 @@ export class Steering {
   /** Set by the daemon's ingress wiring; until then nothing steered is ever accepted. */
   view: ExposureView = NO_EXPOSURES;
 
-  /** off: the reason steering is turned off (`--no-ingress-steering`); steer then always says false. */
   constructor(
     private readonly native: SteeringNative,
     private readonly log: Logger,
-    off?: string,
+    private readonly opts: SteeringOptions = {},
   ) {
-    this.unavailable = off;
+    this.unavailable = opts.off;
   }
 
   /** Whether the kernel steers for us (loads the program on first use). */
@@ -171,6 +183,11 @@ export class Steering {
     let why: string | undefined;
     if (!this.view.isGateway()) why = 'this node is not a gateway';
     else if (this.view.serviceAt(local.port) !== s.service) why = `host port ${local.port} is not an exposure of ${s.service}`;
+    else if (this.opts.origin) {
+      const o = this.opts.origin(peer, local); /* 'gone': no such client socket here (another host); 'other': not trapped */
+      if (o === 'generator') why = 'the client is a trapped program of this node (it may not pass for an outside client)';
+      else if (o === undefined) why = "the client socket's origin cannot be read";
+    }
     if (why !== undefined) {
       this.stats.refused++;
       return { refused: why };

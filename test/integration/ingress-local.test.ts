@@ -1,8 +1,10 @@
 /** Ingress to an instance on the gateway itself (docs/ingress-local.md): a gateway host g1 runs a trapped server
  * exposed with `run --expose 8080:80`; the outside host curls g1:8080. The kernel (BPF sk_lookup) hands the
  * connection to the program's own listening socket: the program answers, sees the outside client's real address and
- * port, and the gateway's relay counts nothing. Attack: a port steered to the same listener by hand (not an exposure)
- * is refused at accept as an unidentified peer; the program never sees it. */
+ * port, and the gateway's relay counts nothing. Attacks: a port steered to the same listener by hand (not an exposure)
+ * is refused at accept as an unidentified peer, and so is a trapped program of the gateway that connects to the host
+ * port at a second address of the gateway (steering takes every local address; the doors close only the gateway
+ * address): neither reaches the program. */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
@@ -35,6 +37,7 @@ beforeAll(async () => {
   [g1] = br.hostsOf('il', 1) as [TestHost];
   out = br.outside();
   await out.exec(['ip', 'addr', 'add', '192.0.2.200/24', 'dev', 'v0']);
+  g1.addAddress('198.51.100.2/24'); /* a second address (a foot outside), where no door is */
   await g1.startDaemon(['--node-name', 'g1', '--gateway']);
   g1.run(['--ip', VIP, '--name', 'web', '--expose', '8080:80'], ['python3', SERVER, '80', 'g1']);
   await g1.waitService(VIP, 80, 30_000);
@@ -92,6 +95,19 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
     }
     /* the exposure itself still works */
     expect((await curl('192.0.2.1', 8080)).code).toBe(0);
+  });
+
+  it('attack: a trapped program of the gateway cannot pass for an outside client through a steered port', async () => {
+    const before = await status(g1);
+    const r = await g1.runToEnd([], ['curl', '-sS', '--http0.9', '-m', '5', 'http://198.51.100.2:8080/']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toMatch(/^g1 /);
+    const after = await status(g1);
+    expect(after.steering!.refused).toBeGreaterThan(before.steering!.refused);
+    expect(after.steering!.accepted).toBe(before.steering!.accepted);
+    /* the same from a process of the host that is not under appswitch: an outside client, as through the relay */
+    const plain = await g1.exec(['curl', '-sS', '--http0.9', '-m', '5', 'http://198.51.100.2:8080/']);
+    expect(plain.stdout).toMatch(/^g1 local=\S+ peer=198\.51\.100\.2:\d+/);
   });
 
   it('when the program ends, the host port is no longer steered', async () => {

@@ -97,7 +97,7 @@ describe('Steering', () => {
 
   it('turned off (--no-ingress-steering): nothing is loaded, steer says false, status says why', () => {
     const n = new FakeNative();
-    const s = new Steering(n, log, 'turned off (--no-ingress-steering)');
+    const s = new Steering(n, log, { off: 'turned off (--no-ingress-steering)' });
     expect(s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }], '10.0.0.5:80')).toBe(false);
     expect(n.open).toBe(0);
     expect(n.live.size).toBe(0);
@@ -126,6 +126,23 @@ describe('Steering', () => {
     expect(s.steeredClient(app('a1'), peer, { ip: '192.0.2.1', port: 8080 })?.refused).toMatch(/not a gateway/);
     expect(s.stats.refused).toBe(3);
     expect(s.stats.accepted).toBe(0);
+  });
+
+  it('accept (attack): a trapped program of this node connecting to a steered port is refused; unreadable: refused too', () => {
+    let origin: 'generator' | 'other' | 'gone' | undefined = 'generator';
+    const n = new FakeNative();
+    const s = new Steering(n, log, { origin: () => origin });
+    s.view = { isGateway: () => true, serviceAt: () => '10.0.0.5:80' };
+    s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }], '10.0.0.5:80');
+    const peer = { ip: '198.51.100.2', port: 51000 };
+    const local = { ip: '198.51.100.2', port: 8080 };
+    expect(s.steeredClient(app('a1'), peer, local)?.refused).toMatch(/trapped program/);
+    origin = undefined;
+    expect(s.steeredClient(app('a1'), peer, local)?.refused).toMatch(/cannot be read/);
+    origin = 'other'; /* a process of this host not under appswitch: an outside client, as through the relay */
+    expect(s.steeredClient(app('a1'), peer, local)?.who?.identity).toBe('198.51.100.2');
+    origin = 'gone'; /* no client socket on this host: another host's */
+    expect(s.steeredClient(app('a1'), peer, local)?.who?.identity).toBe('198.51.100.2');
   });
 
   it('accept: anything not steered by us is left to the usual identification (which refuses unknown peers)', () => {
