@@ -4,7 +4,7 @@
  * port, and the gateway's relay counts nothing. Attacks: a port steered to the same listener by hand (not an exposure)
  * is refused at accept as an unidentified peer, and so is a trapped program of the gateway that connects to the host
  * port at a second address of the gateway (steering takes every local address; the doors close only the gateway
- * address, and only those known when it starts): neither reaches the program. */
+ * address; here a second address added while the daemon runs): neither reaches the program. */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
