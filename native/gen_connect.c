@@ -130,6 +130,7 @@ static void report_connected(struct as_gen *g, struct as_pending *p) {
   memset(&m, 0, sizeof(m));
   m.type = AS_CONNECTED;
   m.pid = (uint32_t)p->pid;
+  m.cookie = p->ino; /* as in the CONNECT: the daemon pairs the two (an egress connection's asked destination) */
   if (p->u.connect.local) { /* decided here: the daemon counts the connect too */
     m.flags |= AS_F_DECIDED;
     m.arg = p->u.connect.ntried;
@@ -171,7 +172,8 @@ void as_on_connect_reply(struct as_gen *g, struct as_pending *p, const struct as
     return;
   }
   if (m->addr2_len && as_ep_from_sockaddr(m->addr2, m->addr2_len, &virt) == 0) {
-    as_vmap_put(g->vmap, &real, &virt);
+    if (m->flags & AS_F_EGRESS) as_pmap_put(&g->pmap, as_sock_cookie(p->sock), &virt); /* its own peer, see peermap.h */
+    else as_vmap_put(g->vmap, &real, &virt);
   } else if (p->type == SOCK_DGRAM) {
     as_urecv_sent_direct(g, &real); /* replies from there show that address */
   }

@@ -239,6 +239,7 @@ void as_gen_free(struct as_gen *g) {
   as_notif_free(&g->nc);
   free(g->vmap);
   as_ftab_free(&g->ftab);
+  as_pmap_free(&g->pmap);
   if (g->timer_fd >= 0) close(g->timer_fd);
   if (g->flush_fd >= 0) close(g->flush_fd);
   if (g->ochan >= 0) close(g->ochan);

@@ -31,6 +31,7 @@ int as_virtual_name(struct as_gen *g, int sock, int peer, struct sockaddr_storag
   }
   if (!as_is_inet(family)) return -EAFNOSUPPORT; /* not ours: the caller lets the kernel answer */
   struct as_ep real, virt;
+  if (peer && g->pmap.slots && as_pmap_get(&g->pmap, as_sock_cookie(sock), &virt)) return as_ep_to_sockaddr(&virt, family, out);
   if (as_ep_from_sockaddr(&ss, l, &real) == 0) {
     if (as_vmap_get(g->vmap, &real, &virt)) {
       /* A connection accepted on a wildcard listener has a concrete local address; the listener itself (no peer)

@@ -16,6 +16,7 @@
 #include "trapstats.h"
 #include "udp_recv.h"
 #include "vmap.h"
+#include "peermap.h"
 #include "proto.h"
 
 #define AS_PENDING_MAX 1024
@@ -34,6 +35,7 @@ struct as_gen {
   struct as_pidfds pidfds;
   struct as_vmap *vmap;
   struct as_ftab ftab; /* fast-path sockets installed in the program */
+  struct as_pmap pmap; /* per-socket peer names of connections through an egress gateway (peermap.h) */
   struct as_oemu oemu; /* options kept for the program's real inet sockets (sockopt_emul.h) */
   unsigned ticks;
   struct as_ep identity;

@@ -8,10 +8,12 @@ import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
 import { launcherPath, native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
+import { decodeExposeList, parseExpose } from '../gateway/exposures.js';
 import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
 import { addKeygenCommand } from './keygen.js';
 import { addOpsCommands } from './ops.js';
+import { addIngressCommands } from './ingress.js';
 import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -52,6 +54,13 @@ async function runDaemon(cmd: Command): Promise<void> {
     group: opts.group as string | undefined,
     maxServicesPerApp: opts.maxServicesPerApp as string | undefined,
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
+    gateway: opts.gateway as boolean | undefined,
+    gatewayAddress: opts.gatewayAddress as string | undefined,
+    egressGateway: opts.egressGateway as boolean | undefined,
+    egressPort: opts.egressPort as string | undefined,
+    egress: opts.egress as string | undefined,
+    egressAllow: opts.egressAllow as string[] | undefined,
+    egressRules: opts.egressRules as string | undefined,
   };
   let cfg;
   try {
@@ -85,6 +94,7 @@ interface RunOptions {
   user?: string;
   capAdd: string[];
   capDrop: string[];
+  expose: string[];
 }
 
 /** Capabilities no program gets (native/caps.h AS_CAPS_FORBIDDEN; the launcher checks again). */
@@ -116,6 +126,15 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (opts.name !== undefined) meta.name = opts.name;
   if (opts.lb !== undefined) meta.lb = opts.lb;
   if (!opts.fastpath) meta.fastpath = false;
+  if (opts.expose.length) {
+    try {
+      meta.expose = opts.expose.map(parseExpose);
+    } catch (e) {
+      throw new AppswitchError('ERR_BAD_ARGUMENT', (e as Error).message);
+    }
+    const why = decodeExposeList(meta.expose);
+    if (typeof why === 'string') throw new AppswitchError('ERR_BAD_ARGUMENT', why);
+  }
   /* root through sudo: the app belongs to the user who ran sudo (whose vips and names it may share) */
   const sudoUid = process.env.SUDO_UID;
   if (process.getuid?.() === 0 && sudoUid !== undefined && /^\d{1,10}$/.test(sudoUid)) meta.owner = Number(sudoUid);
@@ -166,6 +185,13 @@ export function buildCli(): Command {
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
     .option('--max-services-per-app <n>', 'bound sockets (so services) one app may hold; past it bind() gets ENOBUFS', '256')
     .option('--max-pending-per-app <n>', 'connections one app may have set up and not yet accepted (and fast-path offers per app)', '1024')
+    .option('--gateway', 'listen for exposures (appswitch run --expose, appswitch expose): outside clients reach exposed services at this node')
+    .option('--gateway-address <ip>', 'address where a gateway listens for exposures (default: 0.0.0.0, every address of the host)')
+    .option('--egress-gateway', "this node reaches the outside and carries other nodes' egress (its egress proxy listens on --egress-port)")
+    .option('--egress-port <port>', "TCP port of an egress gateway's egress proxy on the node address (a daemon port)", '7949')
+    .addOption(new Option('--egress <mode>', 'how apps reach addresses outside the application network').choices(['direct', 'via-gateway']).default('direct'))
+    .option('--egress-allow <k=v=cidr>', 'egress policy: apps tagged K=V (or * for every app) may reach CIDR (repeatable; no rule at all: everything allowed)', collect, [])
+    .option('--egress-rules <file>', 'egress policy rules file (YAML or JSON list of {tags, cidrs}); adds to --egress-allow')
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program
@@ -182,11 +208,13 @@ export function buildCli(): Command {
     .option('--user <name[:group]>', 'run the program as this user (and group), with no capabilities')
     .option('--cap-add <cap>', "give the program this capability too (repeatable; never SYS_ADMIN, NET_ADMIN, SYS_PTRACE, BPF...)", collect, [])
     .option('--cap-drop <cap>', 'take this capability from the program (repeatable; ALL for every one)', collect, [])
+    .option('--expose <[hostport:]port>', 'reach this port of the app from outside, at HOSTPORT (default PORT) of the gateway nodes (repeatable)', collect, [])
     .argument('<cmd...>', 'program and its arguments')
     .passThroughOptions()
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   addOpsCommands(program);
+  addIngressCommands(program);
   addKeygenCommand(program);
   return program;
 }

@@ -51,6 +51,8 @@ export const JSON_KEYS = {
     'pendingOffers',
     'awaitingReconnect',
     'daemonPortRefused',
+    'egressDenied',
+    'egress',
     'limitsReached',
     'internalErrors',
     'steering',
@@ -63,6 +65,8 @@ export const JSON_KEYS = {
     'dnsDomain',
     'trapSocket',
     'resolvConf',
+    'externalRefused',
+    'ingress',
   ],
 } as const;
 
@@ -131,6 +135,21 @@ async function versionInfo(socket: string): Promise<VersionInfo> {
     () => null,
   );
   return { version: VERSION, node: process.version, kernel: rel, arch: os.arch(), userNotif, seccomp, daemon };
+}
+
+/** The egress lines of `status` (docs/egress.md): mode and policy, and on an egress gateway its proxy's counts. */
+function egressRows(s: StatusResult): Array<[string, string]> {
+  const e = s.egress;
+  if (!e) return [];
+  const rows: Array<[string, string]> = [
+    [
+      'egress',
+      `${e.mode}${e.gateway ? ', egress gateway' : ''}; ${e.rules ? `${e.rules} rule(s)` : 'no rules (all allowed)'}; denied ${e.denied}` +
+        (e.mode === 'via-gateway' && !e.gateway ? `; via gateway ${e.viaGateway}, no gateway ${e.noGateway}, live gateways ${e.liveGateways}` : ''),
+    ],
+  ];
+  if (e.proxy) rows.push(['egress proxy', `forwarded ${e.proxy.forwarded}, refused ${e.proxy.refused}, open ${e.proxy.active}`]);
+  return rows;
 }
 
 /** Asks for status, retrying until the daemon answers or `waitSeconds` pass (0: one try). */
@@ -230,6 +249,16 @@ export function addOpsCommands(program: Command): void {
             ['traps', `${s.trapsPerSecond ?? 0}/s (last 10 s), ${s.traps ?? 0} since start`],
             ['refused connects', `${s.refused} (policy: ${s.denied})`],
             ['refused (daemon ports)', String(s.daemonPortRefused ?? 0)],
+            ...(s.ingress
+              ? [
+                  [
+                    'ingress',
+                    `${s.ingress.gateway ? 'gateway' : 'not a gateway'}; ${s.ingress.exposures} exposures${s.ingress.conflicts ? ` (${s.ingress.conflicts} in conflict)` : ''}; accepted ${s.ingress.accepted}, forwarded ${s.ingress.forwarded}, refused ${s.ingress.refused}, active ${s.ingress.active}`,
+                  ] as [string, string],
+                  ['refused (external)', String(s.externalRefused ?? 0)] as [string, string],
+                ]
+              : []),
+            ...egressRows(s),
             ['internal errors', internalErrorsText(s.internalErrors)],
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],
             ['open connections', `${open.tcp} TCP, ${open.fastpath} fast path (fast path ${s.fastpath ? 'on' : 'off'})`],

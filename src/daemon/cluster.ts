@@ -3,15 +3,20 @@
  * every other node's into the local table once they pass validation (see gossip-records.ts): an entry must point at
  * its node's own address and pool. An entry that cannot be checked yet (its node's record has not arrived) waits in
  * the gossip store and is checked again when the record comes. A dead or left node's entries are withdrawn by the
- * gossip layer and so leave the table. */
+ * gossip layer and so leave the table.
+ * Cluster objects (table/cluster-objects.ts) are replicated differently: every node publishes its own copy of every
+ * object and tombstone under `@obj/<kind>/<name>` and merges what every other node publishes (last writer wins), so an
+ * object outlives the node that made it and a node that was down catches up; a node that goes away withdraws only
+ * its copies. */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { formatAddress, type MemberInfo, Memberlist, type NameConflict, type ProfileName, RateLimitedWarn, systemClock, tryParseAddress, UdpTransport } from '../gossip/index.js';
 import type { InternalErrors } from './internal-errors.js';
 import type { VirtualRanges } from '../table/addresses.js';
+import { type ClusterObject, type ClusterObjects, MAX_OBJECTS } from '../table/cluster-objects.js';
 import type { AppDirectory } from '../table/directory.js';
 import type { ServiceEntry, ServiceTable } from '../table/service-table.js';
-import { APP_PREFIX, canonicalIp, decodeNodeRecord, decodeRemoteApp, decodeRemoteEntry, NODE_KEY, type NodeRecord } from './gossip-records.js';
+import { APP_PREFIX, canonicalIp, decodeNodeRecord, decodeObjectRecord, decodeRemoteApp, decodeRemoteEntry, NODE_KEY, type NodeRecord, OBJ_PREFIX, objectKey } from './gossip-records.js';
 
 export { readKeyring } from './gossip-key.js';
 export { decodeRemoteApp, decodeRemoteEntry, type NodeRecord } from './gossip-records.js';
@@ -33,7 +38,13 @@ export interface ClusterOptions {
   log: Logger;
   /** Unexpected exceptions in gossip's socket handlers and timers (they cost that packet or round). */
   errors?: InternalErrors;
+  /** The cluster objects this node keeps (loaded from its file before the cluster starts). */
+  objects?: ClusterObjects;
 }
+
+/** Keys per node in the gossip store: a node's own apps and services (the gossip layer's default 1024) plus one per
+ * cluster object. Every node must use the same cap (a push-pull with more keys is refused as malformed). */
+export const GOSSIP_KEYS_PER_NODE = 1024 + MAX_OBJECTS;
 
 /** One node of the cluster as the trap side needs it: its address and the ports its daemon listens on there. */
 export interface NodeDaemon {
@@ -85,6 +96,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const mlOpts: ConstructorParameters<typeof Memberlist>[0] = { name: opts.nodeName, transport, profile: opts.profile, logger: opts.log };
     if (opts.errors) mlOpts.clock = opts.errors.guardClock(systemClock, 'gossip');
     if (opts.keys) mlOpts.keyring = opts.keys;
+    mlOpts.limits = { maxKeysPerNode: GOSSIP_KEYS_PER_NODE };
     const ml = new Memberlist(mlOpts);
     const c = new Cluster(ml, transport, opts);
     c.wire();
@@ -137,9 +149,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     table.on('removed', (e) => {
       if (e.node === nodeName) this.publish(e.id, undefined);
     });
+    const objects = this.opts.objects;
+    if (objects) {
+      const publishObject = (o: ClusterObject): void => this.publish(objectKey(o), JSON.stringify(o));
+      for (const o of objects.all()) publishObject(o);
+      objects.on('changed', publishObject);
+      objects.on('dropped', (o) => this.publish(objectKey(o), undefined));
+    }
     this.ml.on('change', (ev) => {
       if (ev.node === nodeName) return;
       if (ev.key === NODE_KEY) return this.onNodeRecord(ev.node, ev.value);
+      if (ev.key.startsWith(OBJ_PREFIX)) return this.onObject(ev.node, ev.key, ev.value);
       if (ev.key.startsWith(APP_PREFIX)) return this.onApp(ev.node, ev.key, ev.value);
       this.onEntry(ev.node, ev.key, ev.value);
     });
@@ -204,6 +224,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     if (directory.get(id)?.node === node) directory.remove(id);
     this.refuse(node, key, a.reason);
+  }
+
+  /** A node's copy of a cluster object: merged (last writer wins); an invalid one is refused. A copy that a node
+   * withdraws (it left, or dropped an old tombstone) changes nothing: the other copies stand. */
+  private onObject(node: string, key: string, value: Uint8Array | undefined): void {
+    const objects = this.opts.objects;
+    if (value === undefined || !objects) return;
+    const o = decodeObjectRecord(key, value);
+    if (!o.ok) return this.refuse(node, key, o.reason);
+    const before = objects.refused;
+    objects.merge(o.value);
+    if (objects.refused !== before) this.refuse(node, key, objects.lastRefusal ?? 'invalid object');
   }
 
   /** The publishing node's gossip address (IP), while it is a member that is not gone. */

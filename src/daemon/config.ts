@@ -11,6 +11,8 @@ import { isValidName } from '../trap/apps.js';
 import { LB_STRATEGIES, type LbStrategy } from '../table/balancer.js';
 import { parsePortRange } from '../table/port-pool.js';
 import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './control-protocol.js';
+import { EgressRuleError, parseEgressAllow, parseEgressRules, type SourcedRule } from '../policy/egress.js';
+import type { EgressMode } from '../trap/egress-route.js';
 
 export interface DaemonConfig {
   nodeName: string;
@@ -59,6 +61,17 @@ export interface DaemonConfig {
   maxServicesPerApp: number;
   /** Connections one app may have set up and not yet accepted, and fast-path offers per app (`--max-pending-per-app`). */
   maxPendingPerApp: number;
+  /** This node listens for exposures (`--gateway`), on `gatewayAddress` (`--gateway-address`, default 0.0.0.0). */
+  gateway: boolean;
+  gatewayAddress: string;
+  /** This node reaches the outside and carries other nodes' egress (`--egress-gateway`; see docs/egress.md). */
+  egressGateway: boolean;
+  /** Where an egress gateway's egress proxy listens on the node address (`--egress-port`, default 7949). */
+  egressPort: number;
+  /** How apps of this node reach outside addresses (`--egress direct|via-gateway`, default direct). */
+  egressMode: EgressMode;
+  /** Egress policy rules (`--egress-allow`, `--egress-rules FILE`); empty: every app may reach every address. */
+  egressRules: SourcedRule[];
 }
 
 export interface DaemonFlags {
@@ -87,6 +100,13 @@ export interface DaemonFlags {
   group?: string;
   maxServicesPerApp?: string | number;
   maxPendingPerApp?: string | number;
+  gateway?: boolean;
+  gatewayAddress?: string;
+  egressGateway?: boolean;
+  egressPort?: string | number;
+  egress?: string;
+  egressAllow?: string[];
+  egressRules?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -183,7 +203,15 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     dnsPort: Number(f.dnsPort ?? 53),
     dnsServers: f.dnsServers && f.dnsServers.length ? f.dnsServers.flatMap((x) => x.split(',')).filter(Boolean) : hostResolvers(),
     resolvConf: path.join(stateDir, 'resolv.conf'),
+    gateway: f.gateway ?? false,
+    gatewayAddress: '0.0.0.0',
+    ...resolveEgress(f),
   };
+  if (f.gatewayAddress !== undefined) {
+    if (!ipaddr.isValid(f.gatewayAddress)) throw new AppswitchError('ERR_CONFIG', `--gateway-address ${f.gatewayAddress} is not an IP address`);
+    if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--gateway-address needs --gateway');
+    cfg.gatewayAddress = ipaddr.process(f.gatewayAddress).toString();
+  }
   if (!Number.isInteger(cfg.dnsPort) || cfg.dnsPort < 1 || cfg.dnsPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--dns-port ${String(f.dnsPort)} is not a port`);
   }
@@ -203,7 +231,42 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     throw new AppswitchError('ERR_CONFIG', '--gossip-plaintext and --gossip-key exclude each other: plaintext means no key');
   }
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
+  const taken = { '--gossip-port': cfg.gossipPort, '--peer-port': cfg.peerPort, '--dns-port': cfg.dnsPort, '--metrics-address': cfg.metricsAddress?.port };
+  for (const [flag, p] of Object.entries(cfg.egressGateway ? taken : {})) {
+    if (p === cfg.egressPort) throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is also ${flag}`);
+  }
+  if (cfg.egressGateway && cfg.egressPort >= cfg.ports.low && cfg.egressPort <= cfg.ports.high) {
+    throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is inside the port pool --ports ${cfg.ports.low}-${cfg.ports.high}`);
+  }
   return cfg;
+}
+
+/** The egress flags (see docs/egress.md): gateway role, proxy port, mode, and the policy's rules (read from
+ * `--egress-rules FILE` here; errors name the flag or file:line). */
+function resolveEgress(f: DaemonFlags): Pick<DaemonConfig, 'egressGateway' | 'egressPort' | 'egressMode' | 'egressRules'> {
+  const egressPort = Number(f.egressPort ?? 7949);
+  if (!Number.isInteger(egressPort) || egressPort < 1 || egressPort > 65535) {
+    throw new AppswitchError('ERR_CONFIG', `--egress-port ${String(f.egressPort)} is not a port`);
+  }
+  const mode = f.egress ?? 'direct';
+  if (mode !== 'direct' && mode !== 'via-gateway') throw new AppswitchError('ERR_CONFIG', '--egress must be direct or via-gateway');
+  const rules: SourcedRule[] = [];
+  try {
+    for (const a of f.egressAllow ?? []) rules.push(parseEgressAllow(a));
+    if (f.egressRules !== undefined) {
+      let text;
+      try {
+        text = readFileSync(f.egressRules, 'utf8');
+      } catch (e) {
+        throw new AppswitchError('ERR_CONFIG', `--egress-rules ${f.egressRules}: ${(e as Error).message}`);
+      }
+      rules.push(...parseEgressRules(text, f.egressRules));
+    }
+  } catch (e) {
+    if (e instanceof EgressRuleError) throw new AppswitchError('ERR_CONFIG', e.message);
+    throw e;
+  }
+  return { egressGateway: f.egressGateway ?? false, egressPort, egressMode: mode, egressRules: rules };
 }
 
 /** `--metrics-address ADDR:PORT` ([v6]:PORT for IPv6): an IP address, never a host name. */

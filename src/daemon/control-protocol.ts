@@ -4,6 +4,7 @@
  * Only root, the daemon's own user and members of the daemon's group (`--group`, default appswitch) are served.
  * Every request is checked against METHODS before it reaches the daemon; see ControlErrorCode for the answers. */
 import type { SteeringStatus } from '../gateway/steering.js';
+import type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** Methods and the parameters each accepts (name -> type); a request with another method or parameter is refused. */
 export const METHODS = {
@@ -13,6 +14,9 @@ export const METHODS = {
   services: {},
   members: {},
   connections: {},
+  expose: { vip: 'string', port: 'number', hostPort: 'number' },
+  unexpose: { vip: 'string', port: 'number' },
+  exposures: {},
 } as const satisfies Record<string, Record<string, ParamType>>;
 
 export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';
@@ -20,10 +24,13 @@ export type ControlMethod = keyof typeof METHODS;
 
 /** Methods that change the application network (the service table, exposures, virtual services): served only to
  * root, the privilege `appswitch run` needs; the daemon's group may read but not change (ERR_PERMISSION). */
-export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>([]);
+export const MUTATING: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['expose', 'unexpose']);
 
 /** Parameters a method cannot do without (ERR_BAD_PARAMS when one is missing). */
-export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {};
+export const REQUIRED: Partial<Record<ControlMethod, readonly string[]>> = {
+  expose: ['vip', 'port'],
+  unexpose: ['vip', 'port'],
+};
 
 /** Stable error codes of the control API (their meaning never changes):
  * - ERR_BAD_JSON: the line is not JSON (or not UTF-8 text).
@@ -156,9 +163,45 @@ export interface StatusResult extends InfoResult {
   internalErrors?: Record<string, number>;
   /** sk_lookup steering of exposures' host ports to local instances (gateway/steering.ts). */
   steering?: SteeringStatus;
+  /** Connections refused at accept whose client was said to be external when the service was not exposed or the
+   * answering node was not a live gateway (see docs/ingress.md). */
+  externalRefused?: number;
+  /** Ingress: whether this node is a gateway, its forwarder's counts, the exposures active and in conflict. */
+  ingress?: IngressStatus;
+  /** Connects and datagram sends to outside addresses denied by the egress policy since start. */
+  egressDenied?: number;
+  /** Egress mode, role and counters (docs/egress.md). */
+  egress?: EgressStatus;
+}
+
+/** The answer of `expose` and `unexpose`: the exposure's row, and a warning (no live gateway yet). */
+export interface ExposeResult {
+  exposure: ExposureView | null;
+  warning?: string;
+}
+
+/** The egress part of `status`. */
+export interface EgressStatus {
+  mode: 'direct' | 'via-gateway';
+  /** This node is an egress gateway. */
+  gateway: boolean;
+  /** Egress policy rules (0: everything allowed). */
+  rules: number;
+  denied: number;
+  /** Connects that found no live egress gateway (ENETUNREACH). */
+  noGateway: number;
+  /** Connects sent through an egress gateway. */
+  viaGateway: number;
+  /** Datagrams to outside addresses refused in via-gateway mode. */
+  udpRefused: number;
+  /** Live egress gateways this node sees (other than itself). */
+  liveGateways: number;
+  /** This gateway's egress proxy: connections forwarded, refused (by reason), open now. */
+  proxy?: { forwarded: number; refused: number; active: number; refusals: Record<string, number> };
 }
 
 export type { ConnectionView } from '../trap/connections.js';
+export type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** A member as this node sees it; state `conflict` is another live node using this node's name (from `address`),
  * whose incarnation is not known (null). */

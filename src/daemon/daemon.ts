@@ -6,11 +6,15 @@ import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
+import { EgressPolicy } from '../policy/egress.js';
+import { discloseEgress, EgressProxy } from '../gateway/egress.js';
+import type { Endpoint } from '../table/endpoint.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
 import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
 import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
+import { ClusterObjects } from '../table/cluster-objects.js';
 import { native } from '../native/binding.js';
 import { LocalIngress } from '../gateway/local-ingress.js';
 import { Steering } from '../gateway/steering.js';
@@ -23,9 +27,10 @@ import { applyDecided } from '../trap/decided.js';
 import { DecisionTable } from '../trap/decision-table.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
+import type { AppView, ControlRequest, EgressStatus, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
+import type { ClientIdentity } from '../trap/client-reports.js';
 import { Cluster } from './cluster.js';
-import type { NodeRecord } from './gossip-records.js';
+import { forbiddenEndpoint, type NodeRecord } from './gossip-records.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
@@ -37,7 +42,13 @@ import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { guarded, InternalErrors } from './internal-errors.js';
 import { VERSION } from './version.js';
 import { clearState, loadState, StateWriter } from './state.js';
+import { loadObjects, ObjectsWriter } from './objects-file.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { Ingress, type GatewayNode } from '../gateway/ingress.js';
+import { NodeForwarder } from '../gateway/node-forwarder.js';
+import { IngressPicker } from '../gateway/pick.js';
+import type { ReservedPorts } from '../gateway/exposures.js';
+import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -59,6 +70,10 @@ export class Daemon {
   readonly log: Logger;
   readonly table = new ServiceTable();
   readonly directory = new AppDirectory();
+  /** Cluster-scoped objects (virtual services, exposures): replicated by every node, saved in objects.json. */
+  readonly objects: ClusterObjects;
+  private readonly objectsWriter: ObjectsWriter;
+  private expireTimer?: NodeJS.Timeout;
   dns?: DnsServer;
   readonly handler: TrapHandler;
   private readonly trap: TrapServer;
@@ -95,6 +110,13 @@ export class Daemon {
    * steering.view. */
   readonly steering: Steering;
   readonly localIngress: LocalIngress;
+  /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
+  readonly ingress: Ingress;
+  private readonly exposeControl: ExposureControl;
+  /** The egress policy (`--egress-allow`, `--egress-rules`; see docs/egress.md). */
+  readonly egressPolicy: EgressPolicy;
+  /** The egress proxy, on an egress gateway (`--egress-gateway`). */
+  egressProxy?: EgressProxy;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -102,6 +124,8 @@ export class Daemon {
   ) {
     this.log = log ?? createLogger(cfg.logLevel, cfg.nodeName);
     this.internalErrors = new InternalErrors(this.log);
+    this.objects = new ClusterObjects(cfg.nodeName);
+    this.objectsWriter = new ObjectsWriter(cfg.stateDir, this.objects, this.log);
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
@@ -118,7 +142,20 @@ export class Daemon {
       origin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
     });
     this.steering = steering;
+    this.egressPolicy = new EgressPolicy(cfg.egressRules);
+    const egress =
+      this.egressPolicy.restricts || cfg.egressMode === 'via-gateway'
+        ? {
+            policy: this.egressPolicy,
+            mode: cfg.egressMode,
+            isGateway: cfg.egressGateway,
+            gateways: () => this.egressGateways(),
+            /* this node's DNS server: the resolver path programs use (resolv.conf), never judged nor carried */
+            exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
+          }
+        : undefined;
     this.handler = new TrapHandler({
+      egress,
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
@@ -160,6 +197,8 @@ export class Daemon {
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
       steeredClient: (app, peer, local) => steering.steeredClient(app, peer, local),
+      externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
+      exposeProblem: (specs) => this.ingress.exposeProblem(specs),
     });
     this.localIngress = new LocalIngress({
       nodeName: cfg.nodeName,
@@ -167,6 +206,42 @@ export class Daemon {
       pidOf: (id) => this.handler.apps.get(id)?.pid,
       steering,
       log: this.log.child({ module: 'steering' }),
+    });
+    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
+    const forwarder = cfg.gateway ? new NodeForwarder(new IngressPicker({ table: this.table, lb: cfg.lb, nodeAlive, balancer: this.handler.balancer })) : undefined;
+    this.ingress = new Ingress({
+      nodeName: cfg.nodeName,
+      gateway: cfg.gateway,
+      listenAddress: cfg.gatewayAddress,
+      forwarder,
+      directory: this.directory,
+      table: this.table,
+      gateways: () => this.gatewayNodes(),
+      reserved: () => this.reservedPorts(),
+      recordExternal: (from, client, to) => this.handler.recordExternal(from, client, to),
+      log: this.log.child({ module: 'ingress' }),
+      onChange: () => this.refreshDoors(),
+      local: this.localIngress,
+    });
+    /* a steered connection is accepted only on a gateway, for the exposure that holds its host port now */
+    steering.view = {
+      isGateway: () => cfg.gateway,
+      serviceAt: (hostPort) => {
+        const e = this.ingress.holderOf(hostPort);
+        return e ? `${e.vip}:${e.port}` : undefined;
+      },
+    };
+    this.objects.register(EXPOSURE_KIND, (body) => decodeExposureBody(body));
+    const syncExposures = (): void => this.ingress.setObjectClaims(objectClaims(this.objects.list(EXPOSURE_KIND)));
+    this.objects.on('changed', (o) => {
+      if (o.kind === EXPOSURE_KIND) syncExposures();
+    });
+    syncExposures();
+    this.exposeControl = new ExposureControl({
+      ingress: this.ingress,
+      ranges: new VirtualRanges(cfg.vipCidrs),
+      log: this.log.child({ module: 'ingress' }),
+      store: exposureStore(this.objects),
     });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
@@ -179,6 +254,18 @@ export class Daemon {
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
         internalErrors: () => this.internalErrors.snapshot(),
+        ingress: () => ({ ...this.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
+        egress: () => {
+          const st = this.handler.stats;
+          const p = this.egressProxy?.stats;
+          return {
+            denied: st.egressDenied,
+            noGateway: st.egressNoGateway,
+            viaGateway: st.egressViaGateway,
+            udpRefused: st.egressUdpRefused,
+            ...(p ? { proxy: { forwarded: p.forwarded, refusals: p.refusals } } : {}),
+          };
+        },
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -220,6 +307,7 @@ export class Daemon {
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.restoreState();
+    this.restoreObjects();
     const opts: Parameters<typeof Cluster.start>[0] = {
       nodeName: this.cfg.nodeName,
       nodeAddress: this.cfg.nodeAddress,
@@ -229,9 +317,17 @@ export class Daemon {
       table: this.table,
       directory: this.directory,
       ranges: new VirtualRanges(this.cfg.vipCidrs),
-      node: { ports: { ...this.cfg.ports }, gossipPort: this.cfg.gossipPort, peerPort: this.cfg.peerPort, dnsPort: this.cfg.dnsPort },
+      node: {
+        ports: { ...this.cfg.ports },
+        gossipPort: this.cfg.gossipPort,
+        peerPort: this.cfg.peerPort,
+        dnsPort: this.cfg.dnsPort,
+        ...(this.cfg.egressGateway ? { egressGateway: true, egressPort: this.cfg.egressPort } : {}),
+        ...(this.cfg.gateway ? { gateway: true } : {}),
+      },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
+      objects: this.objects,
     };
     if (key.mode === 'key') opts.keys = key.keys;
     this.refreshDoors();
@@ -244,12 +340,14 @@ export class Daemon {
     this.peers = new PeerApi(
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
-      (ep, dst, proto) => (proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst)),
+      (ep, dst, proto, asker) =>
+        proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst).then((c) => this.egressAnswer(c, dst, asker)),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
     await this.peers.listen(this.cfg.nodeAddress);
+    if (this.cfg.egressGateway) await this.startEgressProxy();
     await this.startDns();
     openListenerDiag(this.log);
     this.trap.listen(this.cfg.trapSocket);
@@ -294,6 +392,8 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          gateway: c.gateway ? c.gatewayAddress : 'off',
+          egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
         },
@@ -331,19 +431,35 @@ export class Daemon {
     this.log.info({ apps, services: this.table.size, graceMs: this.cfg.restoreGraceMs }, 'state restored: waiting for the running programs to reconnect');
   }
 
+  /** Loads the saved cluster objects (never deleted by --clean: they are configuration), then saves on every change
+   * and drops old tombstones hourly. */
+  private restoreObjects(): void {
+    const n = loadObjects(this.cfg.stateDir, this.objects, this.log);
+    if (n) this.log.info({ objects: this.objects.size, records: n }, 'cluster objects restored');
+    const save = (): void => this.objectsWriter.schedule();
+    this.objects.on('changed', save);
+    this.objects.on('dropped', save);
+    this.expireTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'expiring tombstones', () => this.objects.expire()), 3_600_000);
+    this.expireTimer.unref();
+  }
+
   /** Stops serving; logs one line with why. The running programs keep running (and keep their connections): the
    * state is saved first and their apps are not ended, so the next daemon takes them over. */
   async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.rateTimer) clearInterval(this.rateTimer);
+    if (this.expireTimer) clearInterval(this.expireTimer);
     let err: unknown;
     try {
       this.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
       this.state.freeze();
+      this.objectsWriter.flushPending();
       this.trap.close(true);
       this.fds.close();
+      await this.ingress.close();
       await this.cluster?.stop();
       await this.peers?.close();
+      await this.egressProxy?.close();
       await this.dns?.close();
       await this.control.close();
       await this.metricsServer?.close();
@@ -389,11 +505,55 @@ export class Daemon {
     if (r) {
       const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
       if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
+      if (r.egressGateway && r.egressPort !== undefined) p.egress = r.egressPort;
       return p;
     }
     const own: DaemonPorts = { gossip: c.gossipPort, peer: c.peerPort, dns: c.dnsPort, pool: c.ports };
     if (c.metricsAddress) own.metrics = c.metricsAddress.port;
+    if (c.egressGateway) own.egress = c.egressPort;
     return own;
+  }
+
+  /** The egress endpoints of the live egress gateways other than this node, in node-name order (see
+   * trap/egress-route.ts: round robin over them). */
+  private egressGateways(): Endpoint[] {
+    const out: Array<{ node: string; ep: Endpoint }> = [];
+    for (const d of this.cluster?.daemons() ?? []) {
+      const r = d.record;
+      if (d.node === this.cfg.nodeName || d.state !== 'alive' || !r?.egressGateway || r.egressPort === undefined) continue;
+      out.push({ node: d.node, ep: { ip: d.address, port: r.egressPort } });
+    }
+    return out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)).map((x) => x.ep);
+  }
+
+  /** What the peer API tells `asker` about a client connection: the destination its app asked for (`egress`) only
+   * when the asker is a live egress gateway and the connection went to that gateway's egress endpoint (`dst`, which
+   * the report matched); to anyone else the identity alone. */
+  private egressAnswer(c: ClientIdentity | undefined, dst: string | undefined, asker: string | undefined): ClientIdentity | undefined {
+    if (!c || c.egress === undefined) return c;
+    const r = discloseEgress(c, dst, asker, this.cluster?.daemons() ?? []);
+    if (r?.egress === undefined) this.log.warn({ asker, dst, app: c.appId }, 'peer API: an egress destination was asked for by a node that is not its gateway; not told');
+    return r;
+  }
+
+  /** Starts the egress proxy of this egress gateway (see gateway/egress.ts). */
+  private async startEgressProxy(): Promise<void> {
+    const ranges = new VirtualRanges(this.cfg.vipCidrs);
+    const proxy = new EgressProxy({
+      address: this.cfg.nodeAddress,
+      port: this.cfg.egressPort,
+      isMember: (ip) => this.isMemberAddress(ip),
+      whoIs: (ip, endpoint, dst) => this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined),
+      policy: this.egressPolicy,
+      forbidden: (ip, port) => forbiddenEndpoint(ip, ranges) ?? (this.doors.check(ip, port, 'tcp') !== undefined ? 'an appswitch daemon port or pool port' : undefined),
+      log: this.log.child({ module: 'egress' }),
+    });
+    try {
+      await proxy.listen();
+    } catch (e) {
+      throw new AppswitchError('ERR_CONFIG', `--egress-port ${this.cfg.egressPort}: ${(e as Error).message}`);
+    }
+    this.egressProxy = proxy;
   }
 
   /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. The cluster's
@@ -410,7 +570,52 @@ export class Daemon {
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
+    doors.push(...this.exposureDoors());
     this.doors.set(doors);
+  }
+
+  /** The gateway nodes of the cluster (this one when it is one), left members excluded. */
+  private gatewayNodes(): GatewayNode[] {
+    const c = this.cfg;
+    const out: GatewayNode[] = [];
+    if (!this.cluster) return c.gateway ? [{ node: c.nodeName, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() }] : [];
+    for (const d of this.cluster.daemons()) {
+      if (d.state === 'left') continue;
+      if (d.node === c.nodeName) {
+        if (c.gateway) out.push({ node: d.node, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() });
+        continue;
+      }
+      if (!d.record?.gateway) continue;
+      const r = d.record;
+      const daemon = [r.gossipPort, r.peerPort, r.dnsPort, ...(r.metricsPort !== undefined ? [r.metricsPort] : []), ...(r.egressPort !== undefined ? [r.egressPort] : [])];
+      out.push({ node: d.node, address: d.address, alive: d.state === 'alive', reserved: { pool: r.ports, daemon } });
+    }
+    return out;
+  }
+
+  /** This node's pool and daemon ports: no exposure host port may be one of them. */
+  private reservedPorts(): ReservedPorts {
+    const c = this.cfg;
+    const daemon = [c.gossipPort, c.peerPort, c.dnsPort, ...(c.metricsAddress ? [c.metricsAddress.port] : []), ...(c.egressGateway ? [c.egressPort] : [])];
+    return { pool: c.ports, daemon };
+  }
+
+  /** The exposure host ports at every gateway's address, closed to trapped programs: a program reaching one would pass
+   * itself off as an outside client (see docs/ingress.md). This node's own gateway listens on --gateway-address (every
+   * address of the host by default). */
+  private exposureDoors(): ClosedPorts[] {
+    const ports = this.ingress?.activeHostPorts() ?? [];
+    if (!ports.length) return [];
+    const c = this.cfg;
+    const addresses = new Set<string>();
+    for (const g of this.gatewayNodes()) {
+      if (g.node !== c.nodeName) addresses.add(g.address);
+      else if (c.gatewayAddress === '0.0.0.0' || c.gatewayAddress === '::') for (const a of localAddresses()) addresses.add(a);
+      else addresses.add(c.gatewayAddress);
+    }
+    const out: ClosedPorts[] = [];
+    for (const address of addresses) for (const p of ports) out.push({ address, proto: 'tcp', low: p, high: p, kind: 'exposure' });
+    return out;
   }
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
@@ -468,6 +673,24 @@ export class Daemon {
     else this.log.warn({ err: e }, `${which} socket error`);
   }
 
+  /** The egress part of `status` (see docs/egress.md). */
+  private egressStatus(): EgressStatus {
+    const st = this.handler.stats;
+    const s: EgressStatus = {
+      mode: this.cfg.egressMode,
+      gateway: this.cfg.egressGateway,
+      rules: this.egressPolicy.size,
+      denied: st.egressDenied,
+      noGateway: st.egressNoGateway,
+      viaGateway: st.egressViaGateway,
+      udpRefused: st.egressUdpRefused,
+      liveGateways: this.egressGateways().length,
+    };
+    const p = this.egressProxy?.stats;
+    if (p) s.proxy = { forwarded: p.forwarded, refused: p.refused, active: p.active, refusals: { ...p.refusals } };
+    return s;
+  }
+
   info(): InfoResult {
     return {
       version: VERSION,
@@ -523,8 +746,12 @@ export class Daemon {
           connections: { tcp: this.handler.stats.tcpConnections, fastpath: this.handler.stats.fastpathConnections },
           fastpath: this.cfg.fastpath,
           daemonPortRefused: this.handler.stats.daemonPortRefused,
+          egressDenied: this.handler.stats.egressDenied,
+          egress: this.egressStatus(),
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
+          externalRefused: this.handler.stats.externalRefused,
+          ingress: this.ingress.status(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
           steering: this.steering.status(),
         };
@@ -532,6 +759,11 @@ export class Daemon {
       }
       case 'connections':
         return this.connections.list();
+      case 'exposures':
+        return this.ingress.list();
+      case 'expose':
+      case 'unexpose':
+        return this.exposeControl.handle(req.method, req.params ?? {});
       case 'apps':
         return [...this.handler.apps.values()].map((a): AppView => {
           const v: AppView = {

@@ -1,13 +1,17 @@
 /** The records each node publishes in its gossip store, decoded and validated once, at the boundary, before they
  * touch the service table or the app directory:
- *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?}: the node's port pool and daemon ports
- *   `@app/<id>`    an app of the node (identity, vip?, name, tags)
+ *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, egressGateway?, egressPort?, gateway?}:
+ *                  the node's port pool and daemon ports, its egress and ingress gateway flags
+ *   `@app/<id>`    an app of the node (identity, vip?, name, tags, expose?: [{port, hostPort}], exposedAt?)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
+ *   `@obj/<kind>/<name>` the node's copy of a cluster object (any node's, see table/cluster-objects.ts)
  * A node is trusted only with what is its own: a service entry's endpoint must be the publishing node's gossip
  * address and a port of its pool, and never a loopback, unspecified, link-local, multicast or virtual address. Pure:
  * no I/O. */
 import ipaddr from 'ipaddr.js';
+import { decodeExposeList } from '../gateway/exposures.js';
 import { IDENTITY_CIDR, type VirtualRanges } from '../table/addresses.js';
+import { badObjectKey, type ClusterObject } from '../table/cluster-objects.js';
 import type { AppEntry } from '../table/directory.js';
 import type { ServiceEntry } from '../table/service-table.js';
 
@@ -23,6 +27,12 @@ export interface NodeRecord {
   peerPort: number;
   dnsPort: number;
   metricsPort?: number;
+  /** Started with `appswitch daemon --gateway`: it listens for exposures (see gateway/ingress.ts). */
+  gateway?: boolean;
+  /** The node carries other nodes' egress (`--egress-gateway`), through its egress proxy at address:egressPort. */
+  egressGateway?: boolean;
+  /** Where the node's egress proxy listens (`--egress-port`), on an egress gateway. */
+  egressPort?: number;
 }
 
 /** The outcome of validating a record: accepted, rejected (with why), or waiting for what it is checked against. */
@@ -83,6 +93,13 @@ export function decodeNodeRecord(value: Uint8Array): Checked<NodeRecord> {
   if (o.metricsPort !== undefined && !port(o.metricsPort)) return reject('node record: bad metrics port');
   const r: NodeRecord = { ports: { low: p.low, high: p.high }, gossipPort: o.gossipPort, peerPort: o.peerPort, dnsPort: o.dnsPort };
   if (o.metricsPort !== undefined) r.metricsPort = o.metricsPort;
+  if (o.gateway !== undefined && typeof o.gateway !== 'boolean') return reject('node record: bad gateway flag');
+  if (o.gateway === true) r.gateway = true;
+  if (o.egressGateway !== undefined && typeof o.egressGateway !== 'boolean') return reject('node record: bad egressGateway');
+  if (o.egressPort !== undefined && !port(o.egressPort)) return reject('node record: bad egress port');
+  if (o.egressGateway === true && o.egressPort === undefined) return reject('node record: an egress gateway without an egress port');
+  if (o.egressGateway === true) r.egressGateway = true;
+  if (o.egressPort !== undefined) r.egressPort = o.egressPort;
   return { ok: true, value: r };
 }
 
@@ -116,7 +133,7 @@ export function decodeRemoteEntry(node: string, key: string, value: Uint8Array, 
   if (ctx.record === undefined) return wait('no @node record of the node yet');
   const r = ctx.record;
   if (ep.port < r.ports.low || ep.port > r.ports.high) return reject(`endpoint port ${ep.port} is outside the node's pool ${r.ports.low}-${r.ports.high}`);
-  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
+  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort, r.egressPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
   const e: ServiceEntry = {
     id: key,
     vip,
@@ -154,5 +171,36 @@ export function decodeRemoteApp(node: string, key: string, value: Uint8Array, ra
   }
   const e: AppEntry = { id: o.id, node, identity, vip: o.vip, tags: tagsOf(o.tags) };
   if (str(o.name)) e.name = o.name;
+  if (o.expose !== undefined) {
+    const x = decodeExposeList(o.expose);
+    if (typeof x === 'string') return reject(`app record: ${x}`);
+    if (typeof o.exposedAt !== 'number' || !Number.isFinite(o.exposedAt)) return reject('app record: expose without exposedAt');
+    if (x.length) Object.assign(e, { expose: x, exposedAt: o.exposedAt });
+  }
   return { ok: true, value: e };
+}
+
+/** Prefix of cluster-object records (`@obj/<kind>/<name>`): every node publishes its copy of every object and
+ * tombstone (table/cluster-objects.ts), so an object outlives the node that made it. */
+export const OBJ_PREFIX = '@obj/';
+
+/** The gossip key of a cluster object. */
+export function objectKey(o: Pick<ClusterObject, 'kind' | 'name'>): string {
+  return `${OBJ_PREFIX}${o.kind}/${o.name}`;
+}
+
+/** Decodes a `@obj/<kind>/<name>` record into a ClusterObject whose kind and name match its key; the body is checked
+ * later, by the kind's validator (ClusterObjects.merge). */
+export function decodeObjectRecord(key: string, value: Uint8Array): Checked<ClusterObject> {
+  const o = json(value);
+  if (!o) return reject('object record is not a JSON object');
+  const bad = badObjectKey(o.kind, o.name);
+  if (bad) return reject(`object record: ${bad}`);
+  if (key !== objectKey({ kind: o.kind as string, name: o.name as string })) return reject('object record: kind/name do not match the key');
+  if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version <= 0) return reject('object record: bad version');
+  if (!str(o.origin)) return reject('object record: bad origin');
+  if (o.deleted !== undefined && o.deleted !== true) return reject('object record: bad deleted flag');
+  const r: ClusterObject = { kind: o.kind as string, name: o.name as string, version: o.version, origin: o.origin, body: o.body ?? null };
+  if (o.deleted) r.deleted = true;
+  return { ok: true, value: r };
 }

@@ -45,6 +45,20 @@ export interface MetricsSources {
   openFds?: () => number;
   /** Unexpected exceptions caught, by module (see internal-errors.ts). */
   internalErrors?: () => Readonly<Record<string, number>>;
+  /** Ingress: the gateway forwarder's counts (zero on a node that is not a gateway) and external clients refused at
+   * accept (see gateway/ingress.ts). */
+  ingress?: () => { accepted: number; forwarded: number; refused: number; active: number; bytes: number; externalRefused: number };
+  /** Egress counters (docs/egress.md); `proxy` only on an egress gateway. */
+  egress?: () => EgressCounters;
+}
+
+/** What egress counts: the router's decisions and, on an egress gateway, its proxy. */
+export interface EgressCounters {
+  denied: number;
+  noGateway: number;
+  viaGateway: number;
+  udpRefused: number;
+  proxy?: { forwarded: number; refusals: Readonly<Record<string, number>> };
 }
 
 const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const;
@@ -186,6 +200,35 @@ export class DaemonMetrics {
         setCounter(this, [[{}, handler().daemonPortRefused]]);
       },
     });
+    const egress = src.egress;
+    if (egress) {
+      new Counter({
+        name: 'appswitch_egress_total',
+        help: 'Connects and datagram sends to outside addresses, by result: denied (egress policy), no_gateway (ENETUNREACH), via_gateway, udp_refused (via-gateway mode)',
+        labelNames: ['result'],
+        registers,
+        collect(): void {
+          const e = egress();
+          setCounter(this, [
+            [{ result: 'denied' }, e.denied],
+            [{ result: 'no_gateway' }, e.noGateway],
+            [{ result: 'via_gateway' }, e.viaGateway],
+            [{ result: 'udp_refused' }, e.udpRefused],
+          ]);
+        },
+      });
+      new Counter({
+        name: 'appswitch_egress_proxy_connections_total',
+        help: "Connections to this egress gateway's egress proxy, by result: forwarded, or the reason it was reset",
+        labelNames: ['result'],
+        registers,
+        collect(): void {
+          const p = egress().proxy;
+          if (!p) return;
+          setCounter(this, [[{ result: 'forwarded' }, p.forwarded], ...Object.entries(p.refusals).map(([result, n]): [{ result: string }, number] => [{ result }, n])]);
+        },
+      });
+    }
     new Counter({
       name: 'appswitch_internal_errors_total',
       help: 'Unexpected exceptions caught in a handler, by module; each dropped one request or event and the daemon kept serving',
@@ -231,6 +274,44 @@ export class DaemonMetrics {
         const s = src.services();
         this.set({ scope: 'local' }, s.local);
         this.set({ scope: 'remote' }, s.remote);
+      },
+    });
+    new Counter({
+      name: 'appswitch_ingress_connections_total',
+      help: 'External connections to exposures at this gateway, by outcome: accepted (taken), forwarded (connected to an instance), refused (no instance answered, or over the limit)',
+      labelNames: ['outcome'],
+      registers,
+      collect(): void {
+        const i = src.ingress?.();
+        setCounter(this, [
+          [{ outcome: 'accepted' }, i?.accepted ?? 0],
+          [{ outcome: 'forwarded' }, i?.forwarded ?? 0],
+          [{ outcome: 'refused' }, i?.refused ?? 0],
+        ]);
+      },
+    });
+    new Gauge({
+      name: 'appswitch_ingress_active_connections',
+      help: 'External connections this gateway is forwarding now',
+      registers,
+      collect(): void {
+        this.set(src.ingress?.().active ?? 0);
+      },
+    });
+    new Counter({
+      name: 'appswitch_ingress_bytes_total',
+      help: 'Bytes forwarded by this gateway, both directions, counted when a connection ends',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, src.ingress?.().bytes ?? 0]]);
+      },
+    });
+    new Counter({
+      name: 'appswitch_external_refused_total',
+      help: 'Connections refused at accept whose client was said to be external while the service was not exposed or the answering node was not a live gateway',
+      registers,
+      collect(): void {
+        setCounter(this, [[{}, src.ingress?.().externalRefused ?? 0]]);
       },
     });
     new Gauge({

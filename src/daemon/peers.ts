@@ -8,7 +8,10 @@
  *   request:  {"id":1,"t":<ms>,"who":"192.0.2.1:40312","dst":"192.0.2.2:40001","mac":"..."}   (dst: the server's real
  *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it;
  *             "proto":"udp" asks about a datagram sender instead of a connection, and its answer carries "port")
- *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true} */
+ *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true}
+ *             (an exposure's outside client, answered by a gateway: "external":true, identity its real address, "port")
+ *             (+ "egress":"ip:port", the destination the app asked for, for a connection it sent through an egress
+ *             gateway — only when the asker is that live egress gateway and dst its egress endpoint: docs/egress.md) */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -109,7 +112,7 @@ export class PeerApi {
   constructor(
     private readonly port: number,
     keys: readonly Uint8Array[],
-    private readonly lookup: (endpoint: string, dst?: string, proto?: 'udp') => Promise<ClientIdentity | undefined>,
+    private readonly lookup: (endpoint: string, dst?: string, proto?: 'udp', asker?: string) => Promise<ClientIdentity | undefined>,
     private readonly log: Logger,
     private readonly isPeer: (ip: string) => boolean,
   ) {
@@ -158,10 +161,12 @@ export class PeerApi {
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peer, sock);
       if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
-      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined, m.proto === 'udp' ? 'udp' : undefined).then(
+      void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined, m.proto === 'udp' ? 'udp' : undefined, peer).then(
         (c) => {
           const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
           if (c?.port !== undefined) r.port = c.port;
+          if (c?.external) r.external = true; /* an exposure's outside client, seen by this node's gateway */
+          if (c?.egress !== undefined) r.egress = c.egress; /* only when lookup let it through: an egress gateway asking */
           if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
         },
         (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
@@ -188,6 +193,8 @@ export class PeerApi {
         }
         const who: ClientIdentity = { identity: m.identity, appId: m.appId, tags };
         if (typeof m.port === 'number' && Number.isInteger(m.port) && m.port > 0 && m.port <= 65535) who.port = m.port;
+        if (m.external === true) who.external = true; /* judged by the accepting node (ClientIdentities.accept) */
+        if (typeof m.egress === 'string' && m.egress.length <= 64) who.egress = m.egress; /* parsed by its user (gateway/egress.ts) */
         resolve(who);
       });
       const req: Msg = dst === undefined ? { id, t: Date.now(), who: endpoint } : { id, t: Date.now(), who: endpoint, dst };

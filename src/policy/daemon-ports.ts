@@ -1,6 +1,6 @@
 /** The appswitch daemons' own doors, closed to trapped programs: which destination addresses and ports (on any node
  * of the cluster) a program may never reach directly — the daemon ports (gossip UDP+TCP, peer API TCP, metrics TCP,
- * DNS UDP+TCP) and the port pool, whose real service endpoints are reached only through a vip decision (which
+ * DNS UDP+TCP, an egress gateway's egress proxy TCP) and the port pool, whose real service endpoints are reached only through a vip decision (which
  * applies policy). The one exception is this node's own DNS server, the resolver that programs use through the
  * resolv.conf appswitch mounts for them. Pure: no I/O; the daemon feeds it the member list and each node's ports. */
 
@@ -17,12 +17,14 @@ export interface DaemonPorts {
   dns: number;
   /** Prometheus endpoint, TCP, when the node serves one. */
   metrics?: number;
+  /** Egress proxy (an egress gateway's, TCP), when the node is one. */
+  egress?: number;
   /** Real ports handed to servers under appswitch. */
   pool: { low: number; high: number };
 }
 
 /** Why a destination is closed: which daemon door it is. */
-export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool';
+export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'egress' | 'exposure';
 
 /** One closed door: `proto` ports low..high on one address. */
 export interface ClosedPorts {
@@ -39,6 +41,7 @@ export function nodeDoors(address: string, ports: DaemonPorts, self: boolean): C
   const out: ClosedPorts[] = [one('udp', ports.gossip, 'gossip'), one('tcp', ports.gossip, 'gossip'), one('tcp', ports.peer, 'peer')];
   if (!self) out.push(one('udp', ports.dns, 'dns'), one('tcp', ports.dns, 'dns'));
   if (ports.metrics !== undefined) out.push(one('tcp', ports.metrics, 'metrics'));
+  if (ports.egress !== undefined) out.push(one('tcp', ports.egress, 'egress')); /* reached only through a gateway decision */
   for (const proto of ['tcp', 'udp'] as const) out.push({ address, proto, low: ports.pool.low, high: ports.pool.high, kind: 'pool' });
   return out;
 }

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import ipaddr from 'ipaddr.js';
+import type { ExposeSpec } from '../gateway/exposures.js';
 
 export interface AppEntry {
   id: string;
@@ -14,6 +15,10 @@ export interface AppEntry {
   vip: boolean;
   name?: string;
   tags: Record<string, string>;
+  /** `appswitch run --expose`: ports of the app reached from outside at gateway host ports (see gateway/exposures.ts). */
+  expose?: ExposeSpec[];
+  /** When the app asked for them (its start, ms since the epoch): the older exposure keeps a host port. */
+  exposedAt?: number;
 }
 
 export interface DirectoryEvents {

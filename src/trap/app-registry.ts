@@ -16,6 +16,8 @@ export interface AppRegistryDeps {
   directory?: AppDirectory;
   /** See HandlerConfig.onChange. */
   onChange?: (now?: boolean) => void;
+  /** Why these `--expose` host ports cannot be (a pool or daemon port of this node), else undefined. */
+  exposeProblem?: (specs: NonNullable<AppMeta['expose']>) => string | undefined;
 }
 
 export class AppRegistry {
@@ -72,6 +74,8 @@ export class AppRegistry {
     const owner = uid === 0 && claimed !== undefined ? claimed : uid;
     const held = this.heldByOther(owner, meta.ip, meta.name);
     if (held) return held;
+    const badExpose = meta.expose ? this.deps.exposeProblem?.(meta.expose) : undefined;
+    if (badExpose) return `--expose: ${badExpose}`;
     const app: AppRecord = {
       ...plain,
       id: randomBytes(4).toString('hex'),
@@ -85,6 +89,7 @@ export class AppRegistry {
     this.apps.set(app.id, app);
     const entry: AppEntry = { id: app.id, node: nodeName, identity, vip: meta.ip !== undefined, tags: app.tags };
     if (app.name !== undefined) entry.name = app.name;
+    if (app.expose?.length) Object.assign(entry, { expose: app.expose, exposedAt: app.startedAt });
     try {
       directory?.put(entry);
     } catch (e) { /* not registered after all: nothing of it stays behind (the trap server refuses the program) */
@@ -146,6 +151,7 @@ export class AppRegistry {
         this.detached.set(app.id, deadline);
         const entry: AppEntry = { id: app.id, node: this.deps.nodeName, identity: app.identity, vip: app.ip !== undefined, tags: app.tags };
         if (app.name !== undefined) entry.name = app.name;
+    if (app.expose?.length) Object.assign(entry, { expose: app.expose, exposedAt: app.startedAt });
         this.deps.directory?.put(entry);
       });
     }

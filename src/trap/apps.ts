@@ -1,3 +1,5 @@
+import { decodeExposeList, type ExposeSpec } from '../gateway/exposures.js';
+
 /** Apps under appswitch: what `appswitch run` declared (ip, name, tags) and what the daemon gave them. */
 
 export interface AppMeta {
@@ -18,6 +20,8 @@ export interface AppMeta {
   /** The generator's offer socket (an abstract Unix datagram socket, named without its leading NUL): other
    * generators of the host hand it same-host fast-path connections directly (native/offer_chan.h). */
   offers?: string;
+  /** `appswitch run --expose [HOSTPORT:]PORT` (repeatable): reached from outside through the gateway nodes. */
+  expose?: ExposeSpec[];
 }
 
 export interface AppRecord extends AppMeta {
@@ -117,6 +121,11 @@ export function parseMeta(raw: Buffer): AppMeta | string {
   if (o.offers !== undefined) {
     if (typeof o.offers !== 'string' || !/^appswitch-gen-[0-9a-f]{32}$/.test(o.offers)) return 'offers must be an offer socket name';
     meta.offers = o.offers;
+  }
+  if (o.expose !== undefined) {
+    const x = decodeExposeList(o.expose);
+    if (typeof x === 'string') return x;
+    if (x.length) meta.expose = x;
   }
   if (o.cmd !== undefined) {
     if (!Array.isArray(o.cmd) || !o.cmd.every((c) => typeof c === 'string')) return 'cmd must be an array of strings';

@@ -9,6 +9,7 @@ import { type Endpoint, endpointKey } from '../table/endpoint.js';
 import type { AppRecord } from './apps.js';
 import type { ClientIdentity, ClientReports } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
+import type { EgressAsked } from './egress-route.js';
 import type { RateLimitedLog } from './limits.js';
 import type { Offers } from './offers.js';
 import { encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
@@ -28,6 +29,9 @@ export interface ClientStats {
   fastpathLost: number;
   /** Datagram senders nobody vouched for (their datagrams are dropped, see udp-identity.ts). */
   udpUnidentified: number;
+  /** Connections refused at accept whose client was said to be external (an exposure's outside client) when the
+   * service is not exposed, or the answering node is not a live gateway. */
+  externalRefused: number;
 }
 
 /** A connection the kernel steered to an app's listener (gateway/steering.ts): the outside client as its identity, or
@@ -36,6 +40,9 @@ export type SteeredVerdict = { who: ClientIdentity; refused?: undefined } | { re
 
 /** Judges an accepted connection whose local end `local` may be a steered host port (undefined: not steered). */
 export type SteeredCheck = (app: AppRecord, peer: Endpoint, local: Endpoint | undefined) => SteeredVerdict | undefined;
+/** Why an external client identity may not reach this app's listener (undefined: it may): `via` is the node that
+ * answered for the client (its address), or 'local' when this node's own gateway did. See gateway/ingress.ts. */
+export type ExternalCheck = (app: AppRecord, listener: Endpoint | undefined, via: string | 'local') => string | undefined;
 
 export interface ClientIdentitiesDeps {
   nodeName: string;
@@ -58,6 +65,10 @@ export interface ClientIdentitiesDeps {
   virtualDns?: Pick<VirtualDns, 'isServer'>;
   /** Connections steered by sk_lookup to a local instance of an exposure (gateway/steering.ts). */
   steeredClient?: SteeredCheck;
+  /** Judges external client identities; without it every external identity is refused. */
+  externalCheck?: ExternalCheck;
+  /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
+  egressAsked?: Pick<EgressAsked, 'take'>;
 }
 
 /** "ip:port" of an optional endpoint (v4-mapped IPv6 shown as IPv4), or undefined. */
@@ -76,12 +87,13 @@ export class ClientIdentities {
       return;
     }
     if (!req.fast && this.deps.virtualDns?.isServer(req.dst)) return; /* a TCP query to the virtual DNS address: no server claims it */
-    this.record(app, req.local, req.dst, req.fast, fds);
+    const asked = !req.fast && req.socket !== undefined ? this.deps.egressAsked?.take(app.id, req.socket) : undefined;
+    this.record(app, req.local, req.dst, req.fast, fds, undefined, asked);
   }
 
   /** Remembers a client connection leaving from `local` (who it is, for the server's accept) and, for the fast path,
    * its offer [server's end, placeholder]. */
-  record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string): ClientIdentity {
+  record(app: AppRecord, local: Endpoint, dst: Endpoint | undefined, fast: boolean, fds: number[], server?: string, egress?: Endpoint): ClientIdentity {
     const key = endpointKey(local);
     if (fast) {
       this.deps.stats.fastpathConnections++;
@@ -90,7 +102,8 @@ export class ClientIdentities {
       this.deps.closeFds(fds);
       this.deps.stats.tcpConnections++;
     }
-    const c = { identity: app.identity, appId: app.id, tags: app.tags };
+    const c: ClientIdentity = { identity: app.identity, appId: app.id, tags: app.tags };
+    if (egress) c.egress = endpointKey(egress); /* sent through an egress gateway: where the app asked to go */
     this.deps.connections?.connected(c, local, dst, fast ? 'fastpath' : 'tcp', fast ? this.deps.inodeOf?.(fds[0] as number) : undefined);
     this.deps.reports.report(key, c, dst);
     if (this.deps.reports.count(app.id) > this.deps.pendingPerApp) this.deps.reports.dropOldest(app.id); /* reports of connects under way can overshoot */
@@ -127,6 +140,12 @@ export class ClientIdentities {
     return this.deps.reports.identify(key, dst);
   }
 
+  /** Records an external client of an exposure, connected through this node's gateway from its own socket `from` (see
+   * gateway/ingress.ts): the instance's accept claims it, here or through the peer API. */
+  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
+    this.deps.reports.report(endpointKey(from), { identity: client.ip, port: client.port, appId: 'external', tags: {}, external: true }, to);
+  }
+
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
   async accept(app: AppRecord, req: RequestOf<'accept'>): Promise<Reply> {
     const { peer } = req;
@@ -151,8 +170,16 @@ export class ClientIdentities {
       this.deps.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
       return { result: -Errno.ECONNREFUSED };
     }
+    if (who.external) {
+      const why = this.deps.externalCheck ? this.deps.externalCheck(app, req.listener, local ? 'local' : peer.ip) : 'no ingress on this node';
+      if (why !== undefined) {
+        this.deps.stats.externalRefused++;
+        this.deps.limitLog.warn(`external/${app.id}`, { app: app.id, server: app.identity, peer: key, client: who.identity, why }, 'external client refused at accept');
+        return { result: -Errno.ECONNREFUSED };
+      }
+    }
     this.deps.connections?.accepted({ appId: app.id }, this.deps.nodeName, peer, req.listener, who);
-    const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: peer.port }) };
+    const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: who.external && who.port !== undefined ? who.port : peer.port }) };
     this.deps.offers.claimByAccept(key, reply);
     return reply;
   }

@@ -12,6 +12,12 @@ export interface ClientIdentity {
   tags: Record<string, string>;
   /** A datagram sender's port as its receivers see it (its bound virtual port; see udp-identity.ts). */
   port?: number;
+  /** An external client of an exposure (appId 'external', identity: its real address, port: its real port): recorded
+   * only by a gateway daemon's ingress for its own forwarding socket, never by a generator (see gateway/ingress.ts). */
+  external?: boolean;
+  /** A connection sent through an egress gateway: the destination "ip:port" the app asked for (see
+   * trap/egress-route.ts); the peer API tells it only to that gateway. */
+  egress?: string;
 }
 
 /** Where the client socket of a connection came from, as the kernel says (see daemon/sockguard.ts): 'generator' (a trap
@@ -110,7 +116,10 @@ export class ClientReports {
     const c = this.reports.get(key);
     if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst)) {
       this.reports.delete(key);
-      return Promise.resolve({ identity: c.identity, appId: c.appId, tags: c.tags });
+      const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
+      if (c.external) Object.assign(who, { external: true, port: c.port });
+      if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
+      return Promise.resolve(who);
     }
     if (waitMs <= 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
@@ -140,7 +149,7 @@ export class ClientReports {
     const client = parseEndpoint(key);
     const server = dst === undefined ? undefined : parseEndpoint(dst);
     const origin = client && server ? this.origin?.(client, server) : undefined;
-    if (origin === 'other') return Promise.resolve(undefined);
+    if (origin === 'other') return this.reports.get(key)?.external ? this.claim(key, 0, dst) : Promise.resolve(undefined); /* the gateway daemon's own forwarding socket */
     return this.claim(key, origin === 'gone' ? Math.min(this.waitMs, GONE_WAIT_MS) : this.waitMs, dst);
   }
 

@@ -14,13 +14,14 @@ import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.j
 import type { AppMeta, AppRecord } from './apps.js';
 import { AppRegistry } from './app-registry.js';
 import { type Binding, type BindingStats, Bindings } from './bindings.js';
-import { ClientIdentities, type ClientStats, type PeerResolver, type SteeredCheck } from './client-identities.js';
+import { ClientIdentities, type ClientStats, type ExternalCheck, type PeerResolver, type SteeredCheck } from './client-identities.js';
 import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
 import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
 import { type OfferStats, Offers } from './offers.js';
 import { MsgFlag, type Reply, type RequestOf } from './protocol.js';
 import { Router, type RouterStats } from './router.js';
+import { EgressAsked, EgressRoute, type EgressRouteDeps, type EgressStats } from './egress-route.js';
 import { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
 
@@ -86,6 +87,13 @@ export interface HandlerConfig {
   /** Whether the kernel still has this binding's very socket (by inode): asked before a sweep or a reclaim withdraws a
    * binding whose inode it did not find in /proc, which can skip a socket while others come and go (listener-diag.ts). */
   stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
+  /** Judges external client identities at accept (gateway/ingress.ts); without it they are refused. */
+  externalCheck?: ExternalCheck;
+  /** Why an app's `--expose` host ports cannot be (see AppRegistryDeps.exposeProblem). */
+  exposeProblem?: (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
+  /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
+   * they are reached directly, as before egress policy. */
+  egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -98,7 +106,7 @@ export interface HandlerSnapshot {
 }
 
 /** Counters the daemon exposes (each module counts its own). */
-export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats {}
+export interface HandlerStats extends BindingStats, RouterStats, ClientStats, OfferStats, EgressStats {}
 
 export class TrapHandler {
   readonly stats: HandlerStats = {
@@ -120,6 +128,11 @@ export class TrapHandler {
     limitOffers: 0,
     limitPending: 0,
     udpUnidentified: 0,
+    externalRefused: 0,
+    egressDenied: 0,
+    egressNoGateway: 0,
+    egressViaGateway: 0,
+    egressUdpRefused: 0,
   };
   readonly apps: Map<string, AppRecord>;
   readonly balancer: Balancer;
@@ -140,7 +153,7 @@ export class TrapHandler {
     const closeFds = (fds: number[]): void => {
       if (fds.length) cfg.closeFds?.(fds);
     };
-    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange });
+    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem });
     this.apps = this.registry.apps;
     this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin);
     this.bindings = new Bindings({
@@ -161,7 +174,9 @@ export class TrapHandler {
     });
     this.udp = new UdpIdentity({ app: (id) => this.apps.get(id), boundAt: (key) => this.bindings.udpBoundAt(key) });
     this.offers = new Offers({ nodeName, stats: this.stats, closeFds, reports: this.reports, connections: cfg.connections });
+    const asked = new EgressAsked();
     this.clients = new ClientIdentities({
+      egressAsked: asked,
       nodeName,
       nodeAddress,
       log,
@@ -178,6 +193,7 @@ export class TrapHandler {
       inodeOf: cfg.inodeOf,
       virtualDns: cfg.virtualDns,
       steeredClient: cfg.steeredClient,
+      externalCheck: cfg.externalCheck,
     });
     this.router = new Router({
       nodeName,
@@ -199,6 +215,7 @@ export class TrapHandler {
       virtualDns: cfg.virtualDns,
       fastpath: cfg.fastpath,
       fdsExhausted: cfg.fdsExhausted,
+      egress: cfg.egress ? new EgressRoute({ ...cfg.egress, log, limitLog, stats: this.stats, asked }) : undefined,
     });
     this.balancer = this.router.balancer;
   }
@@ -322,6 +339,11 @@ export class TrapHandler {
 
   /** Who a client of this node connected from `key` to `dst` is, asking the kernel first (see ClientReports.identify):
    * the peer API's look-up. */
+  /** An external client of an exposure reached an instance through this node's gateway (see ClientIdentities). */
+  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
+    this.clients.recordExternal(from, client, to);
+  }
+
   identifyLocal(key: string, dst: string | undefined): Promise<ClientIdentity | undefined> {
     return this.clients.identifyLocal(key, dst);
   }

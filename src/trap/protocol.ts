@@ -33,7 +33,7 @@ export const MsgType = {
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
 /** Keep in sync with native/proto.h (AS_F_*). */
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, UDP_PEER: 128, NOWHERE: 256, V6ONLY: 512, DECIDED: 1024 } as const;
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, UDP_PEER: 128, NOWHERE: 256, V6ONLY: 512, DECIDED: 1024, EGRESS: 2048 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -287,11 +287,11 @@ export type TrapRequest =
   | { kind: 'listen'; socket: string }
   /** connect(2) or a datagram send: `retryFailed` is the instance that refused (MsgFlag.RETRY); `offer`, a speculative
    * fast-path offer (MsgFlag.OFFER) whose placeholder is bound to `offer.port`. */
-  | { kind: 'connect'; seq: number; proto: Proto; dst: Endpoint; retry: boolean; retryFailed?: Endpoint; offer?: { port: number } }
+  | { kind: 'connect'; seq: number; proto: Proto; dst: Endpoint; retry: boolean; retryFailed?: Endpoint; offer?: { port: number }; socket?: string }
   /** A client connection left from `local` to the real `dst`; `fast`: over the fast path (fds came with it). */
   /** `decided`: the generator decided the connect itself from the decision table (MsgFlag.DECIDED), after `retried`
    * instances refused it. */
-  | { kind: 'connected'; local: Endpoint; dst?: Endpoint; fast: boolean; decided: boolean; retried: number }
+  | { kind: 'connected'; local: Endpoint; dst?: Endpoint; fast: boolean; decided: boolean; retried: number; socket?: string }
   /** Connects a generator decided from the decision table (decided-wire.ts); `bad`: records that did not decode. */
   | { kind: 'decided'; records: DecidedRecord[]; bad: number; bytes: number }
   | { kind: 'claimed'; peers: Endpoint[] }
@@ -390,6 +390,7 @@ export function decodeRequest(m: TrapMsg): TrapRequest {
       const addr2 = m.flags & (MsgFlag.RETRY | MsgFlag.OFFER) ? decodeSockaddr(m.addr2) : undefined;
       if (req.retry && addr2) req.retryFailed = addr2;
       if (m.flags & MsgFlag.OFFER && addr2) req.offer = { port: addr2.port };
+      if (m.cookie !== 0n) req.socket = m.cookie.toString(); /* the socket's inode: names the connection in CONNECTED */
       return req;
     }
     case MsgType.CONNECTED: {
@@ -397,6 +398,7 @@ export function decodeRequest(m: TrapMsg): TrapRequest {
       const req: RequestOf<'connected'> = { kind: 'connected', local: addr, fast: (m.flags & MsgFlag.FASTPATH) !== 0, decided, retried: decided ? Math.max(0, Math.min(m.arg, 8)) : 0 };
       const dst = decodeSockaddr(m.addr2);
       if (dst) req.dst = dst;
+      if (m.cookie !== 0n) req.socket = m.cookie.toString(); /* the socket's inode, as in its CONNECT */
       return req;
     }
     case MsgType.ACCEPT: {

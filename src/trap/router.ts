@@ -1,5 +1,5 @@
 /** The router: the decision behind a trapped connect or datagram send — the virtual DNS address, UDP return paths,
- * direct destinations (egress, or a daemon's door refused), and for a virtual endpoint the service look-up, policy,
+ * direct destinations (egress — its policy and gateways in egress-route.ts — or a daemon's door refused), and for a virtual endpoint the service look-up, policy,
  * node health, load balancing, retries of refusing instances and whether the fast path may carry it. Performs no
  * I/O. */
 import type { Logger } from 'pino';
@@ -12,6 +12,7 @@ import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.j
 import type { Policy } from '../policy/policy.js';
 import type { AppRecord } from './apps.js';
 import type { ClientReports } from './client-reports.js';
+import type { EgressRoute } from './egress-route.js';
 import type { RateLimitedLog } from './limits.js';
 import { MsgFlag, encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
 import type { UdpIdentity } from './udp-identity.js';
@@ -64,6 +65,8 @@ export interface RouterDeps {
   virtualDns?: Pick<VirtualDns, 'reply'>;
   fastpath?: boolean;
   fdsExhausted?: () => boolean;
+  /** Egress policy and gateways for outside destinations (see egress-route.ts); absent: reached directly. */
+  egress?: Pick<EgressRoute, 'route'>;
 }
 
 export class Router {
@@ -95,8 +98,10 @@ export class Router {
       if (door !== undefined && !(door === 'pool' && proto === 'udp' && this.directDatagramAllowed(app, dst))) {
         return { reply: this.refuseDoor(app, dst, proto, door) };
       }
+      const out = deps.egress?.route(app, req); /* egress policy, and the gateway in via-gateway mode */
+      if (out && out.result < 0) return { reply: out };
       deps.stats.egress++;
-      return { reply: { result: 0, addr: encodeSockaddr(dst) } };
+      return { reply: out ?? { result: 0, addr: encodeSockaddr(dst) } };
     }
     const reqKey = `${app.id}/${req.seq}`;
     let tried = this.tried.get(reqKey);

@@ -59,7 +59,7 @@ describe('trap protocol', () => {
         `printf("size %zu\\n", sizeof(struct as_msg));\n` +
         fields.map(([k, c]) => `printf("${k} %zu\\n", offsetof(struct as_msg, ${c}));`).join('\n') +
         `\nprintf("protoversion %d\\n", AS_PROTO_VERSION);\nprintf("LISTEN %d\\n", AS_LISTEN);\nprintf("STARTED %d\\n", AS_STARTED);\n` +
-        `printf("OFFER %d\\n", AS_OFFER);\nprintf("CLAIMED %d\\n", AS_CLAIMED);\nprintf("UDP_FROM %d\\n", AS_UDP_FROM);\nprintf("UDP_WHO %d\\n", AS_UDP_WHO);\nprintf("F_UDP_PEER %u\\n", AS_F_UDP_PEER);\nprintf("F_NOWHERE %u\\n", AS_F_NOWHERE);\nprintf("F_OFFER %u\\n", AS_F_OFFER);\nprintf("F_OFFERED %u\\n", AS_F_OFFERED);\nprintf("F_FASTPATH %u\\n", AS_F_FASTPATH);\nprintf("F_V6ONLY %u\\n", AS_F_V6ONLY);\n` +
+        `printf("OFFER %d\\n", AS_OFFER);\nprintf("CLAIMED %d\\n", AS_CLAIMED);\nprintf("UDP_FROM %d\\n", AS_UDP_FROM);\nprintf("UDP_WHO %d\\n", AS_UDP_WHO);\nprintf("F_UDP_PEER %u\\n", AS_F_UDP_PEER);\nprintf("F_NOWHERE %u\\n", AS_F_NOWHERE);\nprintf("F_OFFER %u\\n", AS_F_OFFER);\nprintf("F_OFFERED %u\\n", AS_F_OFFERED);\nprintf("F_FASTPATH %u\\n", AS_F_FASTPATH);\nprintf("F_V6ONLY %u\\n", AS_F_V6ONLY);\nprintf("F_EGRESS %u\\n", AS_F_EGRESS);\n` +
         STATS_PROBE +
         `return 0;}\n`,
     );
@@ -81,6 +81,7 @@ describe('trap protocol', () => {
     expect([out.F_FASTPATH, out.F_OFFER, out.F_OFFERED, out.F_V6ONLY].map(Number)).toEqual([MsgFlag.FASTPATH, MsgFlag.OFFER, MsgFlag.OFFERED, MsgFlag.V6ONLY]);
     expect([out.UDP_FROM, out.UDP_WHO].map(Number)).toEqual([MsgType.UDP_FROM, MsgType.UDP_WHO]);
     expect([out.F_UDP_PEER, out.F_NOWHERE].map(Number)).toEqual([MsgFlag.UDP_PEER, MsgFlag.NOWHERE]);
+    expect(Number(out.F_EGRESS)).toBe(MsgFlag.EGRESS);
     const bits = Object.values(MsgFlag);
     expect(bits.every((b) => b > 0 && (b & (b - 1)) === 0), 'every flag is one bit').toBe(true);
     expect(bits.reduce((a, b) => a | b, 0), 'no two flags share a bit').toBe(bits.reduce((a, b) => a + b, 0));
