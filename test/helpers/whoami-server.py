@@ -18,3 +18,11 @@ while True:
     with c:
         l, p = c.getsockname(), c.getpeername()
         c.sendall(f"{tag} local={l[0]}:{l[1]} peer={p[0]}:{p[1]}\n".encode())
+        # read what the client sent (an HTTP request from curl) until it closes: closing with unread data would reset
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(2)
+        try:
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
