@@ -22,6 +22,15 @@
         "native/sockguard.c", "native/sockopt_emul.c", "native/dtab.c", "native/offer_chan.c"
       ],
       "cflags_c": ["-std=gnu11"]
+    },
+    {
+      "target_name": "appswitch-relay",
+      "type": "executable",
+      "sources": [
+        "native/relay_main.c", "native/relay_wire.c", "native/relay_listen.c", "native/relay_connect.c",
+        "native/relay_splice.c", "native/dtab.c", "native/vmap.c"
+      ],
+      "cflags_c": ["-std=gnu11"]
     }
   ]
 }

@@ -1,6 +1,6 @@
 /** `npm run bench`: appswitch side by side with native, in one run, on one machine. First the trapped-call and
  * connect-loop rows (this file), then the network benchmark (bench/net.ts: throughput, connection set-up, HTTP,
- * beside veth+bridge and haproxy), with the same options. The UDP rows (bench/udp.ts) measure what a datagram costs. Prints tables of medians and ratios and writes
+ * beside veth+bridge and haproxy), with the same options, then the ingress rows (bench/ingress.ts). The UDP rows (bench/udp.ts) measure what a datagram costs. Prints tables of medians and ratios and writes
  * bench/RESULTS.md. Needs root (it creates network namespaces as its test hosts).
  *   --smoke      a quick pass for CI (~10 s here, well under a minute for the network part)
  *   --runs N     repetitions per measurement (default 7 here, 5 in the network part; smoke 3 and 1)
@@ -128,6 +128,11 @@ async function main(): Promise<void> {
       stdio: 'inherit',
     });
     if (r.status !== 0) process.exit(r.status ?? 1);
+    // the ingress rows (bench/ingress.ts: outside client -> gateway -> instance, beside haproxy), same options
+    const ing = spawnSync(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'ingress.js'), ...args.filter((a) => a === '--smoke' || a === '--runs' || /^\d+$/.test(a))], {
+      stdio: 'inherit',
+    });
+    if (ing.status !== 0) process.exit(ing.status ?? 1);
   }
 }
 

@@ -136,6 +136,18 @@ Napi::Value SeqpacketConnect(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, s);
 }
 
+// seqpacketPair(): [a, b] — a connected SOCK_SEQPACKET pair, both close-on-exec (a child's control socket: the
+// parent keeps a, hands b to the child as one of its stdio fds, which clears close-on-exec there).
+Napi::Value SeqpacketPair(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return ThrowErrno(env, errno, "socketpair");
+  Napi::Array a = Napi::Array::New(env, 2);
+  a.Set(static_cast<uint32_t>(0), sv[0]);
+  a.Set(static_cast<uint32_t>(1), sv[1]);
+  return a;
+}
+
 // accept(fd): { fd, pid, uid, gid } | null when none is waiting.
 Napi::Value Accept(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -692,6 +704,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
+  exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair));
   exports.Set("accept", Napi::Function::New(env, Accept));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("recv", Napi::Function::New(env, Recv));

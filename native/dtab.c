@@ -141,48 +141,35 @@ static uint32_t load_of(const struct as_dtab *t, const struct as_dt_inst *i) {
   return t->shm ? __atomic_load_n(&t->shm->inflight[i->ctr_slot % AS_SHM_SLOTS], __ATOMIC_RELAXED) : 0;
 }
 
-/* One decision on one view; *out is filled from the view, the caller checks the view afterwards. */
-static int decide_once(struct as_dtab *t, const struct view *v, const struct as_ep *dst, int family,
-                       const struct as_ep *tried, int ntried, struct as_dt_pick *out) {
-  const struct as_dt_head *hd = at(v, 0, 1, sizeof(*hd));
-  if (!hd) return AS_DT_ASK;
-  const struct as_dt_app *me = find_app(t, v, hd);
-  if (!me) return AS_DT_ASK; /* a table from before this app registered: the daemon knows better */
-  uint8_t vip[16];
-  if (is_loopback(dst->ip)) {
-    memcpy(vip, me->identity, 16); /* the app's own port space, wherever its members run */
-  } else {
-    const struct as_dt_range *r = at(v, hd->off_ranges, hd->n_ranges, sizeof(*r));
-    if (!r) return AS_DT_ASK;
-    uint32_t k = 0;
-    while (k < hd->n_ranges && !in_range(&r[k], dst->ip)) k++;
-    if (k == hd->n_ranges) return AS_DT_ASK; /* not virtual: egress, the daemon's doors, the virtual DNS */
-    memcpy(vip, dst->ip, 16);
-  }
+/* The service vip:port in the view's hash table; NULL when absent or when the table is malformed. */
+static const struct as_dt_svc *find_svc(const struct view *v, const struct as_dt_head *hd, const uint8_t vip[16], uint16_t port) {
   uint32_t nb = hd->n_buckets;
   const struct as_dt_svc *b = at(v, hd->off_svc, nb, sizeof(*b));
-  if (!b || !nb || (nb & (nb - 1))) return AS_DT_ASK;
-  const struct as_dt_svc *svc = NULL;
-  uint32_t h = svc_hash(vip, dst->port);
+  if (!b || !nb || (nb & (nb - 1))) return NULL;
+  uint32_t h = svc_hash(vip, port);
   for (uint32_t probe = 0; probe < nb; probe++) {
     const struct as_dt_svc *s = &b[(h + probe) & (nb - 1)];
     if (!s->used) break;
-    if (s->port == dst->port && !memcmp(s->vip, vip, 16)) {
-      svc = s;
-      break;
-    }
+    if (s->port == port && !memcmp(s->vip, vip, 16)) return s;
   }
-  if (!svc) return AS_DT_ASK; /* a new service may not be published yet: the daemon knows (and refuses, logs) */
+  return NULL;
+}
+
+/* The core both readers share: among the service's instances allowed by bits (NULL: every instance), not in tried,
+ * the wanted family preferred (4 or 6), live nodes first, one picked by the service's strategy on the shared counters
+ * (its in-flight counter is taken). Returns AS_DT_PICKED (*pick, *alternatives), AS_DT_DENIED, AS_DT_ALL_TRIED, or
+ * AS_DT_ASK (a malformed table). */
+static int choose(struct as_dtab *t, const struct view *v, const struct as_dt_head *hd, const struct as_dt_svc *svc,
+                  const uint64_t *bits, int want, const struct as_ep *tried, int ntried, const struct as_dt_inst **pick_out,
+                  int *alternatives) {
   const struct as_dt_inst *inst = at(v, hd->off_inst, hd->n_inst, sizeof(*inst));
   if (!inst || svc->first > hd->n_inst || svc->count > hd->n_inst - svc->first || svc->count > CAND_MAX) return AS_DT_ASK;
-  const uint64_t *bits = at(v, me->off_bits, hd->bits_words, sizeof(uint64_t));
-  if (!bits || (uint64_t)hd->bits_words * 64 < hd->n_inst) return AS_DT_ASK;
 
   /* the policy, then what this connect tried already */
   const struct as_dt_inst *cand[CAND_MAX];
   int n = 0, allowed = 0;
   for (uint32_t i = svc->first; i < svc->first + svc->count; i++) {
-    if (!(bits[i / 64] >> (i % 64) & 1)) continue;
+    if (bits && !(bits[i / 64] >> (i % 64) & 1)) continue;
     allowed++;
     int seen = 0;
     for (int k = 0; k < ntried && !seen; k++) seen = tried[k].port == inst[i].port && !memcmp(tried[k].ip, inst[i].ip, 16);
@@ -191,7 +178,6 @@ static int decide_once(struct as_dtab *t, const struct view *v, const struct as_
   if (!allowed) return AS_DT_DENIED;
   if (!n) return AS_DT_ALL_TRIED;
   /* a dual-stack server: each family to its own socket (src/table/family.ts preferFamily) */
-  int want = memcmp(dst->ip, v4prefix, 12) ? 6 : 4;
   if (n > 1) {
     int m = 0;
     for (int i = 0; i < n; i++) {
@@ -233,11 +219,44 @@ static int decide_once(struct as_dtab *t, const struct view *v, const struct as_
     default: pick = cand[rnd() % (uint32_t)n];
     }
   }
+  if (t->shm) __atomic_fetch_add(&t->shm->inflight[pick->ctr_slot % AS_SHM_SLOTS], 1, __ATOMIC_RELAXED);
+  *pick_out = pick;
+  *alternatives = n > 1;
+  return AS_DT_PICKED;
+}
+
+/* One decision on one view; *out is filled from the view, the caller checks the view afterwards. */
+static int decide_once(struct as_dtab *t, const struct view *v, const struct as_ep *dst, int family,
+                       const struct as_ep *tried, int ntried, struct as_dt_pick *out) {
+  const struct as_dt_head *hd = at(v, 0, 1, sizeof(*hd));
+  if (!hd) return AS_DT_ASK;
+  const struct as_dt_app *me = find_app(t, v, hd);
+  if (!me) return AS_DT_ASK; /* a table from before this app registered: the daemon knows better */
+  uint8_t vip[16];
+  if (is_loopback(dst->ip)) {
+    memcpy(vip, me->identity, 16); /* the app's own port space, wherever its members run */
+  } else {
+    const struct as_dt_range *r = at(v, hd->off_ranges, hd->n_ranges, sizeof(*r));
+    if (!r) return AS_DT_ASK;
+    uint32_t k = 0;
+    while (k < hd->n_ranges && !in_range(&r[k], dst->ip)) k++;
+    if (k == hd->n_ranges) return AS_DT_ASK; /* not virtual: egress, the daemon's doors, the virtual DNS */
+    memcpy(vip, dst->ip, 16);
+  }
+  /* a service the table does not list may not be published yet: the daemon knows (and refuses, logs) */
+  const struct as_dt_svc *svc = find_svc(v, hd, vip, dst->port);
+  if (!svc) return AS_DT_ASK;
+  const uint64_t *bits = at(v, me->off_bits, hd->bits_words, sizeof(uint64_t));
+  if (!bits || (uint64_t)hd->bits_words * 64 < hd->n_inst) return AS_DT_ASK;
+  const struct as_dt_inst *pick;
+  int alternatives;
+  int r = choose(t, v, hd, svc, bits, memcmp(dst->ip, v4prefix, 12) ? 6 : 4, tried, ntried, &pick, &alternatives);
+  if (r != AS_DT_PICKED) return r;
   memset(out, 0, sizeof(*out));
   memcpy(out->real.ip, pick->ip, 16);
   out->real.port = pick->port;
   out->virt = *dst;
-  out->alternatives = n > 1;
+  out->alternatives = alternatives;
   const struct as_dt_app *apps = at(v, hd->off_apps, hd->n_apps, sizeof(struct as_dt_app));
   if ((hd->flags & AS_DT_FASTPATH) && (me->flags & AS_DT_APP_FAST) && (pick->flags & AS_DT_FAST) && apps &&
       pick->app >= 0 && (uint32_t)pick->app < hd->n_apps && (apps[pick->app].flags & AS_DT_APP_FAST) &&
@@ -248,9 +267,40 @@ static int decide_once(struct as_dtab *t, const struct view *v, const struct as_
     memcpy(out->server_app, apps[pick->app].id, AS_DTAB_ID_MAX);
     out->server_app[AS_DTAB_ID_MAX - 1] = 0;
   }
-  if (t->shm) __atomic_fetch_add(&t->shm->inflight[pick->ctr_slot % AS_SHM_SLOTS], 1, __ATOMIC_RELAXED);
   (void)family;
   return AS_DT_PICKED;
+}
+
+/* One ingress pick on one view (as_dtab_pick_ingress). */
+static int ingress_once(struct as_dtab *t, const struct view *v, const uint8_t vip[16], uint16_t port, int client_family,
+                        const struct as_ep *tried, int ntried, struct as_dt_pick *out) {
+  const struct as_dt_head *hd = at(v, 0, 1, sizeof(*hd));
+  if (!hd) return AS_DT_ASK;
+  const struct as_dt_svc *svc = find_svc(v, hd, vip, port);
+  if (!svc) return AS_DT_NO_SERVICE;
+  const struct as_dt_inst *pick;
+  int alternatives;
+  int r = choose(t, v, hd, svc, NULL, client_family == 6 ? 6 : 4, tried, ntried, &pick, &alternatives);
+  if (r != AS_DT_PICKED) return r;
+  memset(out, 0, sizeof(*out));
+  memcpy(out->real.ip, pick->ip, 16);
+  out->real.port = pick->port;
+  memcpy(out->virt.ip, pick->vip, 16);
+  out->virt.port = port;
+  out->alternatives = alternatives;
+  return AS_DT_PICKED;
+}
+
+int as_dtab_pick_ingress(struct as_dtab *t, const uint8_t vip[16], uint16_t port, int client_family, const struct as_ep *tried,
+                         int ntried, struct as_dt_pick *out) {
+  if (!t->map) return AS_DT_ASK;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct view v;
+    if (view_open(t, &v) < 0) continue;
+    int r = ingress_once(t, &v, vip, port, client_family, tried, ntried, out);
+    if (view_valid(&v)) return r;
+  }
+  return AS_DT_ASK;
 }
 
 int as_dtab_decide(struct as_dtab *t, const struct as_ep *dst, int family, const struct as_ep *tried, int ntried,

@@ -190,6 +190,14 @@ struct as_dt_pick {
 int as_dtab_decide(struct as_dtab *t, const struct as_ep *dst, int family, const struct as_ep *tried, int ntried,
                    struct as_dt_pick *out);
 
+/* Picks an instance of the service vip:port for a client outside the application network (a gateway's relay,
+ * native/relay_connect.c): no per-app policy (the exposure is the policy: every instance may be picked), live nodes
+ * first, the client's family (4 or 6) preferred, the service's strategy on the shared counters, tried skipped.
+ * The core is as_dtab_decide's. Returns AS_DT_PICKED (*out: real, virt = the instance's vip and port, alternatives),
+ * AS_DT_NO_SERVICE, AS_DT_ALL_TRIED, or AS_DT_ASK (no table, or it could not be read). */
+int as_dtab_pick_ingress(struct as_dtab *t, const uint8_t vip[16], uint16_t port, int client_family, const struct as_ep *tried,
+                         int ntried, struct as_dt_pick *out);
+
 /* Tells whether ip is this node's address (as the table says), for accept-side checks. */
 int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
 

@@ -45,7 +45,9 @@ import { clearState, loadState, StateWriter } from './state.js';
 import { loadObjects, ObjectsWriter } from './objects-file.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 import { Ingress, type GatewayNode } from '../gateway/ingress.js';
+import type { IngressForwarder } from '../gateway/forwarder.js';
 import { NodeForwarder } from '../gateway/node-forwarder.js';
+import { RelayForwarder } from '../gateway/relay-process.js';
 import { IngressPicker } from '../gateway/pick.js';
 import type { ReservedPorts } from '../gateway/exposures.js';
 import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
@@ -95,6 +97,8 @@ export class Daemon {
   readonly connections: ConnectionTracker;
   /** What the generators decide connects from (native/dtab.h). */
   readonly decisions: DecisionTable;
+  /** A gateway's C relay (undefined: not a gateway, or the Node forwarder serves instead). */
+  private relay?: RelayForwarder;
   /** Trap counts sampled every second over the last 10 s, for the trap rate in `status`. */
   private readonly trapSamples: Array<{ at: number; traps: number }> = [];
   private rateTimer?: NodeJS.Timeout;
@@ -154,6 +158,8 @@ export class Daemon {
             exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
           }
         : undefined;
+    /** A node is alive: this one, or a member gossip says is alive (the handler, the decision table, the forwarder). */
+    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
     this.handler = new TrapHandler({
       egress,
       nodeName: cfg.nodeName,
@@ -164,7 +170,7 @@ export class Daemon {
       log: this.log,
       policy,
       lb: cfg.lb,
-      nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
+      nodeAlive,
       directory: this.directory,
       fastpath: cfg.fastpath,
       fdsExhausted: () => this.fds.exhausted,
@@ -207,8 +213,22 @@ export class Daemon {
       steering,
       log: this.log.child({ module: 'steering' }),
     });
-    const nodeAlive = (node: string): boolean => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive';
-    const forwarder = cfg.gateway ? new NodeForwarder(new IngressPicker({ table: this.table, lb: cfg.lb, nodeAlive, balancer: this.handler.balancer })) : undefined;
+    this.decisions = new DecisionTable(
+      native,
+      {
+        nodeName: cfg.nodeName,
+        nodeAddress: cfg.nodeAddress,
+        vipCidrs: cfg.vipCidrs,
+        table: this.table,
+        apps: () => this.handler.apps.values(),
+        policy,
+        nodeAlive,
+        fastpath: cfg.fastpath,
+        lb: cfg.lb,
+      },
+      this.internalErrors.reporter('trap'),
+    );
+    const forwarder = cfg.gateway ? this.ingressForwarder(nodeAlive) : undefined;
     this.ingress = new Ingress({
       nodeName: cfg.nodeName,
       gateway: cfg.gateway,
@@ -274,21 +294,6 @@ export class Daemon {
     const metrics = this.metrics;
     this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
     this.trap.onInternalError = this.internalErrors.reporter('trap');
-    this.decisions = new DecisionTable(
-      native,
-      {
-        nodeName: cfg.nodeName,
-        nodeAddress: cfg.nodeAddress,
-        vipCidrs: cfg.vipCidrs,
-        table: this.table,
-        apps: () => this.handler.apps.values(),
-        policy,
-        nodeAlive: (node) => node === cfg.nodeName || this.cluster?.ml.member(node)?.state === 'alive',
-        fastpath: cfg.fastpath,
-        lb: cfg.lb,
-      },
-      this.internalErrors.reporter('trap'),
-    );
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
     this.trap.onServiceUp = () => this.decisions.flush();
@@ -305,6 +310,7 @@ export class Daemon {
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
+    this.relay?.begin();
     const key = this.gossipKey();
     this.restoreState();
     this.restoreObjects();
@@ -537,6 +543,23 @@ export class Daemon {
   }
 
   /** Starts the egress proxy of this egress gateway (see gateway/egress.ts). */
+  /** A gateway's forwarder: the C relay (docs/relay.md), started by start(); the Node forwarder when the relay cannot
+   * run here (its executable missing), said once in the log. */
+  private ingressForwarder(nodeAlive: (node: string) => boolean): IngressForwarder {
+    const log = this.log.child({ module: 'relay' });
+    try {
+      this.relay = new RelayForwarder({
+        tables: { fdsForHello: () => this.decisions.fdsForHello() },
+        log: (level, msg, fields) => log[level](fields ?? {}, msg),
+        start: false,
+      });
+      return this.relay;
+    } catch (e) {
+      log.warn({ err: e }, 'the C relay cannot run: ingress goes through the Node forwarder (slower)');
+      return new NodeForwarder(new IngressPicker({ table: this.table, lb: this.cfg.lb, nodeAlive, balancer: this.handler.balancer }));
+    }
+  }
+
   private async startEgressProxy(): Promise<void> {
     const ranges = new VirtualRanges(this.cfg.vipCidrs);
     const proxy = new EgressProxy({

@@ -1,22 +1,48 @@
-/** The ingress forwarder's interface: what a gateway node runs to take external connections on exposure host ports and
- * carry them to an instance of the exposed service. Two implementations: NodeForwarder (node-forwarder.ts: Node
- * net.Server and a pipe; the fallback) and the C relay process (relay-process.ts). The daemon (ingress.ts) adds and
- * removes routes and hears every connection before its upstream connect completes, so the instance's accept finds the
- * external client's identity already recorded. */
+/** The gateway's forwarder of external TCP connections to instances of exposed services (issue 13, ingress). The
+ * daemon owns the routes; an implementation listens on each route's address:hostPort and forwards every connection
+ * to an instance of vip:port. Implementations: RelayForwarder (relay-process.ts, the C relay process: the default) and
+ * NodeForwarder (node-forwarder.ts: Node net.Server and a pipe; the fallback when the relay cannot run). */
 import type { Endpoint } from '../table/endpoint.js';
 
-export interface IngressRoute { id: number; address: string; hostPort: number; vip: string; port: number }
-export interface IngressConnection { route: number; client: Endpoint; from: Endpoint; to: Endpoint }
-//   client: the external client; from: the forwarder's own socket toward the instance (local endpoint, known right
-//   after connect() starts); to: the instance's real endpoint. Emitted BEFORE the upstream connect completes.
-export interface IngressRefusal { route: number; client: Endpoint; reason: 'no-instance' | 'all-refused' | 'limit' }
-export interface ForwarderStats { accepted: number; forwarded: number; refused: number; active: number; bytes: number }
+export interface IngressRoute {
+  id: number;
+  address: string;
+  hostPort: number;
+  vip: string;
+  port: number;
+}
+
+/** client: the external client; from: the forwarder's own socket toward the instance (local endpoint, known right
+ * after connect() starts); to: the instance's real endpoint. Sent BEFORE the upstream connect completes: the
+ * instance's node asks the gateway's daemon who `from` is, and the daemon must know it by then (it waits if not). */
+export interface IngressConnection {
+  route: number;
+  client: Endpoint;
+  from: Endpoint;
+  to: Endpoint;
+}
+
+export interface IngressRefusal {
+  route: number;
+  client: Endpoint;
+  reason: 'no-instance' | 'all-refused' | 'limit';
+}
+
+export interface ForwarderStats {
+  accepted: number;
+  forwarded: number;
+  refused: number;
+  active: number;
+  bytes: number;
+}
+
 export interface IngressForwarder {
-  add(route: IngressRoute): void;          // listen on address:hostPort and forward to an instance of vip:port
+  /** Listen on address:hostPort and forward to an instance of vip:port. */
+  add(route: IngressRoute): void;
   remove(id: number): void;
   onConnection: (c: IngressConnection) => void;
   onRefusal: (r: IngressRefusal) => void;
-  onListenError: (id: number, code: string) => void;   // EADDRINUSE, EACCES…: logged, shown in get exposures
+  onListenError: (id: number, code: string) => void;
   stats(): ForwarderStats;
   close(): Promise<void>;
 }

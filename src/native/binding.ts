@@ -66,6 +66,7 @@ interface RawBinding {
   generatorsCgroupId(): bigint;
   seqpacketListen(path: string, mode: number): number;
   seqpacketConnect(path: string): number;
+  seqpacketPair(): [number, number];
   accept(fd: number): Accepted | null;
   peerCred(fd: number): PeerCred;
   recv(fd: number): Received | null;
@@ -128,6 +129,15 @@ export function launcherPath(): string {
   throw new AppswitchError('ERR_NATIVE_LOAD', `appswitch-launcher not found; tried:\n  ${tried.join('\n  ')}`);
 }
 
+/** Path of the gateway's relay executable (native/relay_main.c), or undefined when it was not built. */
+export function relayPath(): string | undefined {
+  for (const dir of candidates) {
+    const file = path.join(dir, 'appswitch-relay');
+    if (existsSync(file)) return file;
+  }
+  return undefined;
+}
+
 function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
   return (...args: A): R => {
     try {
@@ -146,6 +156,8 @@ function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R 
 export const native = {
   seqpacketListen: wrap((p: string, mode: number): number => raw().seqpacketListen(p, mode)),
   seqpacketConnect: wrap((p: string): number => raw().seqpacketConnect(p)),
+  /** A connected SOCK_SEQPACKET pair, both close-on-exec (a child process's control socket). */
+  seqpacketPair: wrap((): [number, number] => raw().seqpacketPair()),
   accept: wrap((fd: number): Accepted | null => raw().accept(fd)),
   peerCred: wrap((fd: number): PeerCred => raw().peerCred(fd)),
   recv: wrap((fd: number): Received | null => raw().recv(fd)),

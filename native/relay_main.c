@@ -1,0 +1,187 @@
+/* appswitch-relay: start-up, the worker threads' loops (epoll(7), eventfd(2)), the timer (timerfd_create(2)) and
+ * lifecycle. Started by the daemon (src/gateway/relay-process.ts) with its control socket on fd 3 and the decision
+ * table's memfds on fds 4 and 5 (it picks instances from the table itself); it exits when fd 3 hangs up (the daemon
+ * is gone), so it never outlives the daemon that owns it.
+ *   appswitch-relay [--workers N]   N worker threads (default: one per CPU, at most RELAY_WORKERS_MAX) */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+static struct relay_shared S;
+
+uint64_t relay_now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* Raises the fd limit to its hard maximum and sizes the connection cap (all workers together) from it. */
+static int conn_cap(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  long nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 1024;
+  long cap = (nofile - 64 - RELAY_LISTENERS) / RELAY_FDS_PER_CONN;
+  if (cap > RELAY_CONNS_MAX) cap = RELAY_CONNS_MAX;
+  if (cap < 16) cap = 16;
+  return (int)cap;
+}
+
+static void on_tick(struct relay *r, int timer) {
+  uint64_t n;
+  if (read(timer, &n, sizeof(n)) != sizeof(n)) return;
+  static unsigned ticks;
+  ticks += (unsigned)n;
+  relay_reap_listeners(r);
+  if (ticks >= 10) {
+    ticks = 0;
+    relay_send_stats(r);
+  }
+}
+
+static void dispatch(struct relay *r, const struct epoll_event *e, int timer) {
+  uint64_t d = e->data.u64;
+  unsigned kind = (unsigned)(d >> 60);
+  uint32_t gen = (uint32_t)(d >> 32) & 0x0fffffffu;
+  uint32_t idx = (uint32_t)d;
+  switch (kind) {
+  case K_CTL:
+    if (e->events & EPOLLOUT) relay_flush(r);
+    if (r->index == 0 && (e->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && relay_ctl_read(r)) _exit(0); /* the daemon is gone */
+    break;
+  case K_TIMER: on_tick(r, timer); break;
+  case K_WAKE: {
+    uint64_t v;
+    if (read(r->wake, &v, sizeof(v)) < 0) { /* nothing: the sync below happens anyway */
+    }
+    break;
+  }
+  case K_LISTEN:
+    if (idx < RELAY_LISTENERS) relay_accept(r, (int)idx);
+    break;
+  case K_CLIENT:
+  case K_UP: {
+    if (idx >= (uint32_t)r->max_conns) break;
+    struct relay_conn *c = &r->conns[idx];
+    if (c->state == C_FREE || (c->gen & 0x0fffffffu) != gen) break; /* an event for a connection already gone */
+    if (c->state == C_CONNECTING) {
+      if (kind == K_UP) relay_connected(r, c, e->events);
+      /* the client's bytes wait in its socket until the upstream is there */
+    } else {
+      relay_pump(r, c);
+    }
+    break;
+  }
+  default: break;
+  }
+}
+
+static void *worker_loop(void *arg) {
+  struct relay *r = arg;
+  struct epoll_event evs[256];
+  int timer = -1;
+  if (r->index == 0) {
+    timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct itimerspec its = {.it_interval = {0, 100 * 1000 * 1000}, .it_value = {0, 100 * 1000 * 1000}};
+    timerfd_settime(timer, 0, &its, NULL);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RELAY_EV(K_TIMER, 0, 0)};
+    epoll_ctl(r->ep, EPOLL_CTL_ADD, timer, &ev);
+  }
+  for (;;) {
+    if (__atomic_load_n(&r->sh->listen_gen, __ATOMIC_ACQUIRE) != r->seen_gen || (r->pause_until_ms && relay_now_ms() >= r->pause_until_ms))
+      relay_sync(r);
+    int n = epoll_wait(r->ep, evs, 256, r->pause_until_ms ? RELAY_PAUSE_MS : -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fprintf(stderr, "appswitch-relay: epoll_wait: %s\n", strerror(errno));
+      _exit(1);
+    }
+    for (int i = 0; i < n; i++) dispatch(r, &evs[i], timer);
+    relay_flush(r);
+  }
+  return NULL;
+}
+
+static int workers_arg(int argc, char **argv) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--workers")) n = strtol(argv[i + 1], NULL, 10);
+  if (n < 1) n = 1;
+  if (n > RELAY_WORKERS_MAX) n = RELAY_WORKERS_MAX;
+  return (int)n;
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (getsockopt(RELAY_CTL_FD, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
+    fprintf(stderr, "appswitch-relay: fd 3 must be the daemon's SOCK_SEQPACKET control socket (started by the daemon only)\n");
+    return 2;
+  }
+  fcntl(RELAY_CTL_FD, F_SETFL, fcntl(RELAY_CTL_FD, F_GETFL) | O_NONBLOCK);
+  fcntl(RELAY_CTL_FD, F_SETFD, FD_CLOEXEC);
+  int big = 4 << 20;
+  setsockopt(RELAY_CTL_FD, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+
+  struct relay_shared *sh = &S;
+  sh->table.app_index = -1;
+  int e = as_dtab_attach(&sh->table, RELAY_TABLE_FD, RELAY_SHM_FD, NULL);
+  if (e < 0) {
+    fprintf(stderr, "appswitch-relay: cannot map the decision table (fd 4): %s\n", strerror(-e));
+    return 2;
+  }
+  close(RELAY_TABLE_FD); /* the mappings stay */
+  close(RELAY_SHM_FD);
+  for (int i = 0; i < RELAY_LISTENERS; i++) sh->listeners[i].fd = -1;
+  sh->nworkers = workers_arg(argc, argv);
+  int per = conn_cap() / sh->nworkers;
+  for (int w = 0; w < sh->nworkers; w++) {
+    struct relay *r = &sh->workers[w];
+    r->sh = sh;
+    r->index = w;
+    for (int i = 0; i < RELAY_LISTENERS; i++) r->watching[i] = -1;
+    r->ep = epoll_create1(EPOLL_CLOEXEC);
+    r->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->ep < 0 || r->wake < 0 || relay_conns_init(r, per) < 0) {
+      fprintf(stderr, "appswitch-relay: worker %d: %s\n", w, strerror(errno));
+      return 2;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RELAY_EV(K_WAKE, 0, 0)};
+    epoll_ctl(r->ep, EPOLL_CTL_ADD, r->wake, &ev);
+  }
+  struct relay *main_worker = &sh->workers[0];
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RELAY_EV(K_CTL, 0, 0)};
+  epoll_ctl(main_worker->ep, EPOLL_CTL_ADD, RELAY_CTL_FD, &ev);
+  main_worker->ctl_watched = 1;
+  /* the other workers take no signals: SIGTERM and the like end the process through the main thread */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  for (int w = 1; w < sh->nworkers; w++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, worker_loop, &sh->workers[w]) != 0) {
+      fprintf(stderr, "appswitch-relay: cannot start worker %d\n", w);
+      return 2;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  worker_loop(main_worker);
+  return 0;
+}
