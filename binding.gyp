@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "appswitch",
-      "sources": ["native/addon.cc", "native/scm_rights.c", "native/sockdiag.c", "native/sockguard.c", "native/statelock.c", "native/dtab.c"],
+      "sources": ["native/addon.cc", "native/scm_rights.c", "native/sockdiag.c", "native/sockguard.c", "native/statelock.c", "native/dtab.c", "native/sklookup.c", "native/taskfd.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"]

@@ -3,8 +3,9 @@
  * Rows, side by side in one run and interleaved (every row once, then again: A B A B), medians and ratios:
  *   native    the outside client connects to the instance's server directly
  *   haproxy   `mode tcp` on the gateway host (its defaults), forwarding to the instance
- *   appswitch the gateway's relay (native/relay_*.c, started by RelayForwarder) on the gateway host, picking the
- *             instance from a decision table this script publishes (as the daemon does; docs/relay.md)
+ *   appswitch `appswitch daemon --gateway` on the gateway host and the server under `appswitch run --expose`: the
+ *             relay forwards (docs/relay.md), or, with the instance on the gateway itself, the client is steered
+ *             to the program's socket (docs/ingress-local.md)
  * and the same three with the instance on the gateway host itself. Measures: throughput (iperf3 -t DURATION, one
  * stream) and new connections/s (bench/netbench.c `load`, 16 concurrent clients: connect, read 1 byte, EOF, close).
  * Writes the "## Ingress" section of bench/RESULTS.md unless --smoke.
@@ -14,14 +15,10 @@
  *   --only T      only the mbits or the cps rows (RESULTS.md is not written)
  *   --clients N   concurrent clients of the connection rows (default 16)
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { RelayForwarder } from '../src/gateway/relay-process.js';
-import { native } from '../src/native/binding.js';
-import { defaultPolicy } from '../src/policy/policy.js';
-import { ServiceTable } from '../src/table/service-table.js';
-import { DecisionTable } from '../src/trap/decision-table.js';
 import { killTree, ROOT, sleep, TestBridge, type TestHost, waitFor } from '../test/helpers/hosts.js';
 import { compileNetbench, cpuSeconds, median, numOption, replaceSection } from './ops-common.js';
 
@@ -96,9 +93,6 @@ async function main(): Promise<void> {
   const out = bridge.outside('ingout');
   await out.exec(['ip', 'addr', 'add', '192.0.2.200/24', 'dev', 'v0']); /* the outside client reaches the gateway's node address */
   const stops: Array<() => void> = [];
-  const table = new ServiceTable();
-  let dt: DecisionTable | undefined;
-  let relay: RelayForwarder | undefined;
   try {
     let said = '';
     const bg = (h: TestHost, cmd: string[]): number | undefined => {
@@ -125,28 +119,42 @@ async function main(): Promise<void> {
     writeFileSync(cfg, hcfg);
     const haproxyPid = bg(gw, ['haproxy', '-db', '-f', cfg]);
 
-    // the relay: a decision table with the four services, published here as the daemon would
-    let id = 0;
-    for (const w of ['cross', 'local'] as const)
-      for (const m of ['mbits', 'cps'] as const) {
-        const h = hostOf[w];
-        table.upsert({
-          id: `${w}-${m}`, node: w === 'local' ? 'gw' : 'inst', appId: `5000000${++id}`, vip: VIPS[w][m], port: 80, proto: 'tcp',
-          endpoint: { ip: h.address, port: backend[w][m] }, tags: {}, version: 1, family: 4,
-        });
-      }
-    dt = new DecisionTable(native, {
-      nodeName: 'gw', nodeAddress: gw.address, vipCidrs: ['10.0.0.0/16'], table, apps: () => [], policy: defaultPolicy(),
-      nodeAlive: () => true, fastpath: false, lb: 'round-robin',
-    }, (w, e) => process.stderr.write(`bench:ingress: ${w}: ${String(e)}\n`));
-    relay = new RelayForwarder({ tables: dt, prefix: ['ip', 'netns', 'exec', gw.ns], log: (l, m) => process.stderr.write(`relay ${l}: ${m}\n`) });
-    const listening = new Set<number>();
-    relay.onListening = (i) => listening.add(i);
-    relay.onListenError = (i, code) => process.stderr.write(`bench:ingress: relay route ${i}: ${code}\n`);
-    id = 0;
-    for (const w of ['cross', 'local'] as const)
-      for (const m of ['mbits', 'cps'] as const) relay.add({ id: ++id, address: '0.0.0.0', hostPort: FRONT.appswitch[w][m], vip: VIPS[w][m], port: 80 });
-    await waitFor(() => listening.size === 4, 10_000);
+    // appswitch: a daemon on each host with default flags but --gateway on the gateway host; the same servers run under
+    // appswitch with --expose (on the instance host: cross; on the gateway host: local, where the gateway steers the
+    // outside client to the program's own socket when it can, docs/ingress-local.md)
+    await gw.startDaemon(['--gateway']);
+    await inst.startDaemon(['--join', gw.address]);
+    const apps: Array<[TestHost, string, number, string[]]> = [
+      [inst, VIPS.cross.mbits, FRONT.appswitch.cross.mbits, ['iperf3', '-s', '-p', '80']],
+      [inst, VIPS.cross.cps, FRONT.appswitch.cross.cps, [netbench, 'serve', '0.0.0.0', '80', '1']],
+      [gw, VIPS.local.mbits, FRONT.appswitch.local.mbits, ['iperf3', '-s', '-p', '80']],
+      [gw, VIPS.local.cps, FRONT.appswitch.local.cps, [netbench, 'serve', '0.0.0.0', '80', '1']],
+    ];
+    for (const [h, vip, hostPort, cmd] of apps) {
+      const p = h.run(['--ip', vip, '--expose', `${hostPort}:80`], cmd);
+      const keep = (d: Buffer): void => void (said = `${said}${cmd[0]}: ${d.toString()}`.slice(-3000));
+      p.stdout?.on('data', keep);
+      p.stderr?.on('data', keep);
+      stops.push(() => killTree(p, 'SIGKILL'));
+    }
+    await waitFor(async () => {
+      const r = await gw.cli(['get', 'exposures', '--json']);
+      const rows = r.code === 0 ? (JSON.parse(r.stdout) as Array<{ hostPort: number; state: string }>) : [];
+      return apps.every(([, , hp]) => rows.some((x) => x.hostPort === hp && x.state === 'active'));
+    }, 30_000);
+    await waitFor(async () => (await gw.services()).filter((x) => x.port === 80).length >= 4, 30_000);
+    /** The gateway's relay process (none when every row is steered) and its daemon. */
+    const relayPid = (): number | undefined => {
+      const pids = execFileSync('ip', ['netns', 'pids', gw.ns]).toString().split(/\s+/).filter(Boolean);
+      return pids.map(Number).find((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'appswitch-relay';
+        } catch {
+          return false;
+        }
+      });
+    };
+    const daemonPid = gw.daemon?.pid;
     for (const [h, p] of [[inst, P.iperfInst], [gw, P.iperfGw], [inst, P.connInst], [gw, P.connGw], [gw, FRONT.haproxy.cross.cps]] as const) await waitListen(h, p, () => said);
 
     const rows: Row[] = [];
@@ -160,9 +168,9 @@ async function main(): Promise<void> {
     for (let r = 1; r <= RUNS; r++) {
       for (const row of rows) {
         process.stderr.write(`run ${r}/${RUNS}: ${row.measure} ${row.where} ${row.setup}\n`);
-        const pidOf = row.setup === 'appswitch' ? relay.pid : row.setup === 'haproxy' ? haproxyPid : undefined;
+        const pidOf = row.setup === 'appswitch' ? relayPid() : row.setup === 'haproxy' ? haproxyPid : undefined;
         const cpu0 = cpuSeconds(pidOf);
-        const self0 = process.cpuUsage();
+        const daemon0 = cpuSeconds(daemonPid);
         try {
           if (row.measure === 'mbits') {
             const res = await out.exec(['iperf3', '-c', row.target.ip, '-p', String(row.target.port), '-t', String(DURATION), '-J'], CMD_TIMEOUT);
@@ -177,12 +185,12 @@ async function main(): Promise<void> {
           row.failure = (e instanceof Error ? e.message : String(e)).split('\n')[0]?.slice(0, 200);
           process.stderr.write(`  failed: ${row.failure}\n`);
         }
-        if (pidOf !== undefined) {
-          const cpu = cpuSeconds(pidOf) - cpu0;
+        if (row.setup !== 'native') {
+          const cpu = pidOf === undefined ? 0 : cpuSeconds(pidOf) - cpu0;
           row.cpu.push(cpu);
-          const self = process.cpuUsage(self0);
-          row.reader.push((self.user + self.system) / 1e6);
-          process.stderr.write(`  ${row.setup} CPU ${cpu.toFixed(2)} s (this process ${((self.user + self.system) / 1e6).toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
+          const daemon = row.setup === 'appswitch' ? cpuSeconds(daemonPid) - daemon0 : 0;
+          row.reader.push(daemon);
+          process.stderr.write(`  ${row.setup} CPU ${cpu.toFixed(2)} s (gateway daemon ${daemon.toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
         }
         await sleep(500);
       }
@@ -197,7 +205,7 @@ async function main(): Promise<void> {
     lines.push(
       `${new Date().toISOString()} · ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}) · kernel ${os.release()} · medians of ${RUNS} run${RUNS > 1 ? 's' : ''} of ${DURATION} s${smoke ? ' (smoke)' : ''}, rows interleaved · ${Math.round((Date.now() - t0) / 1000)} s in all`,
       '',
-      'External client (an outside namespace, no appswitch) → gateway host → instance. `appswitch` is the gateway\'s relay (appswitch-relay: epoll + splice, instance picked from the decision table; docs/relay.md), started by RelayForwarder with a table published by this script (the daemon\'s `--gateway` wiring is H2\'s part). haproxy `mode tcp` with its defaults (threads = CPUs, no splice).',
+      'External client (an outside namespace, no appswitch) → gateway host → instance. `appswitch`: `appswitch daemon --gateway` on the gateway host, `appswitch daemon --join` on the instance host (default flags otherwise), the server under `appswitch run --ip VIP --expose HOSTPORT:80`; the outside client connects to the gateway\'s HOSTPORT. Instance on another host: the gateway\'s relay forwards (appswitch-relay: epoll + splice, instance picked from the decision table; docs/relay.md). Instance on the gateway host: the gateway steers the client to the program\'s own listening socket (BPF sk_lookup; docs/ingress-local.md), no proxy. haproxy `mode tcp` with its defaults (threads = CPUs, no splice).',
       '',
     );
     const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: `new connections/s (${CLIENTS} concurrent clients: connect, 1 byte, EOF, close)` };
@@ -210,7 +218,7 @@ async function main(): Promise<void> {
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
-        const cpu = row.setup === 'native' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ ${pct(row.reader)} reading its records)` : pct(row.cpu);
+        const cpu = row.setup === 'native' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
         lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} |`);
       }
       lines.push('');
@@ -225,8 +233,7 @@ async function main(): Promise<void> {
     for (const [name, x, want] of tgt) lines.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ≥ ${want.toFixed(2)} | ${Number.isFinite(x) ? (x >= want ? 'yes' : '**no**') : '–'} |`);
     lines.push(
       '',
-      `* With the instance on the gateway host, this relay still proxies (two sockets, splice through pipes); the ≥ 0.95× native target there is for the steered path that lets the client reach the program's socket directly (not this relay's part).`,
-      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for the relay, also what this script spent reading its CONN records (the daemon\'s share in production).',
+      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (reading the relay\'s records, answering the instance node\'s who-is questions).',
       `* ${os.cpus().length} cores shared by client, proxy and server; the machine is shared with other work: read the ratios, not the absolute figures.`,
       '',
     );
@@ -237,8 +244,6 @@ async function main(): Promise<void> {
       process.stdout.write('bench:ingress: wrote the "## Ingress" section of bench/RESULTS.md\n');
     }
   } finally {
-    await relay?.close();
-    dt?.close();
     for (const s of stops) s();
     await bridge.destroy();
     rmSync(tmp, { recursive: true, force: true });

@@ -22,6 +22,8 @@ extern "C" {
 #include "sockguard.h"
 #include "statelock.h"
 #include "dtab.h"
+#include "sklookup.h"
+#include "taskfd.h"
 }
 
 #include <sys/mman.h>
@@ -56,6 +58,9 @@ const char *ErrnoName(int e) {
   case EROFS: return "EROFS";
   case EIO: return "EIO";
   case E2BIG: return "E2BIG";
+  case EOPNOTSUPP: return "EOPNOTSUPP";
+  case ESRCH: return "ESRCH";
+  case ENOSPC: return "ENOSPC";
   default: return "EUNKNOWN";
   }
 }
@@ -568,7 +573,126 @@ Napi::Value Dup(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, fd);
 }
 
+// sk_lookup steering (sklookup.h): handles are small integers naming an open program + maps + link.
+std::map<int, struct as_skl> g_skl;
+int g_skl_next = 1;
+
+// skLookupOpen(netnsPath?: string): number — loads the program and links it to the daemon's network namespace, or to
+// the namespace file given (e.g. /run/netns/NAME: tests). EOPNOTSUPP: no sk_lookup in this kernel; EPERM: no
+// CAP_BPF/CAP_NET_ADMIN. The verifier's log, when it refused the program, is in the error's message.
+Napi::Value SkLookupOpen(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int ns = -1;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) return ThrowType(env, "skLookupOpen(netnsPath?: string)");
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return ThrowErrno(env, errno, "open");
+  }
+  static char log[16384];
+  struct as_skl s;
+  int r = as_skl_open_in(&s, ns, log, sizeof(log));
+  if (ns >= 0) close(ns);
+  if (r < 0) {
+    if ((r == -EACCES || r == -EINVAL) && log[0]) {  // the verifier refused the program: a bug of ours, say why
+      std::string msg = std::string("bpf ") + ErrnoName(-r) + " (" + strerror(-r) + "): verifier: " + std::string(log).substr(0, 2000);
+      Napi::Error e = Napi::Error::New(env, msg);
+      e.Set("errno", Napi::Number::New(env, r));
+      e.Set("code", Napi::String::New(env, ErrnoName(-r)));
+      e.Set("syscall", Napi::String::New(env, "bpf"));
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return ThrowErrno(env, -r, "bpf");
+  }
+  int h = g_skl_next++;
+  g_skl[h] = s;
+  return Napi::Number::New(env, h);
+}
+
+struct as_skl *SklOf(const Napi::CallbackInfo &info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) return nullptr;
+  auto it = g_skl.find(info[0].As<Napi::Number>().Int32Value());
+  return it == g_skl.end() ? nullptr : &it->second;
+}
+
+bool GetPort(const Napi::CallbackInfo &info, size_t i, unsigned *port) {
+  if (info.Length() <= i || !info[i].IsNumber()) return false;
+  int64_t v = info[i].As<Napi::Number>().Int64Value();
+  if (v < 1 || v > 65535) return false;
+  *port = static_cast<unsigned>(v);
+  return true;
+}
+
+// skLookupSet(h, port, fd | fds[]): steers new TCP connections to port (any local address) to the listening
+// socket(s) (up to 8; one is picked at random per connection). The maps keep their own references.
+Napi::Value SkLookupSet(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  unsigned port;
+  if (!GetPort(info, 1, &port) || info.Length() < 3) return ThrowType(env, "skLookupSet(handle, port 1..65535, fd | fds)");
+  struct as_skl *s = SklOf(info);
+  if (!s) return ThrowErrno(env, EBADF, "skLookupSet");
+  int fds[AS_SKL_SLOTS];
+  unsigned n = 0;
+  if (info[2].IsArray()) {
+    Napi::Array a = info[2].As<Napi::Array>();
+    if (a.Length() < 1 || a.Length() > AS_SKL_SLOTS) return ThrowType(env, "skLookupSet: 1 to 8 fds");
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value v = a.Get(i);
+      if (!v.IsNumber()) return ThrowType(env, "skLookupSet: fds must be numbers");
+      int64_t f = v.As<Napi::Number>().Int64Value();
+      if (f < 0 || f > INT32_MAX) return ThrowType(env, "skLookupSet: bad fd");
+      fds[n++] = static_cast<int>(f);
+    }
+  } else if (GetFd(info, 2, &fds[0])) {
+    n = 1;
+  } else {
+    return ThrowType(env, "skLookupSet(handle, port, fd | fds)");
+  }
+  int r = as_skl_set(s, port, fds, n);
+  if (r < 0) return ThrowErrno(env, -r, "skLookupSet");
+  return env.Undefined();
+}
+
+// skLookupDelete(h, port): stops steering port (ENOENT when it was not steered).
+Napi::Value SkLookupDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  unsigned port;
+  if (!GetPort(info, 1, &port)) return ThrowType(env, "skLookupDelete(handle, port 1..65535)");
+  struct as_skl *s = SklOf(info);
+  if (!s) return ThrowErrno(env, EBADF, "skLookupDelete");
+  int r = as_skl_del(s, port);
+  if (r < 0) return ThrowErrno(env, -r, "skLookupDelete");
+  return env.Undefined();
+}
+
+// skLookupClose(h): detaches the program and frees its maps (EBADF for an unknown handle).
+Napi::Value SkLookupClose(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return ThrowType(env, "skLookupClose(handle)");
+  auto it = g_skl.find(info[0].As<Napi::Number>().Int32Value());
+  if (it == g_skl.end()) return ThrowErrno(env, EBADF, "skLookupClose");
+  as_skl_close(&it->second);
+  g_skl.erase(it);
+  return env.Undefined();
+}
+
+// pidGetFd(pid, fd): number — an O_CLOEXEC duplicate of process pid's descriptor fd (pidfd_getfd(2), taskfd.h).
+Napi::Value PidGetFd(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int pid, fd;
+  if (!GetFd(info, 0, &pid) || pid == 0 || !GetFd(info, 1, &fd)) return ThrowType(env, "pidGetFd(pid > 0, fd >= 0)");
+  int r = as_task_dup_fd(pid, fd);
+  if (r < 0) return ThrowErrno(env, -r, "pidfd_getfd");
+  return Napi::Number::New(env, r);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("skLookupOpen", Napi::Function::New(env, SkLookupOpen));
+  exports.Set("skLookupSet", Napi::Function::New(env, SkLookupSet));
+  exports.Set("skLookupDelete", Napi::Function::New(env, SkLookupDelete));
+  exports.Set("skLookupClose", Napi::Function::New(env, SkLookupClose));
+  exports.Set("pidGetFd", Napi::Function::New(env, PidGetFd));
   exports.Set("dtabCreate", Napi::Function::New(env, DtabCreate));
   exports.Set("dtabPublish", Napi::Function::New(env, DtabPublish));
   exports.Set("hostShmCreate", Napi::Function::New(env, HostShmCreate));

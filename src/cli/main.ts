@@ -48,6 +48,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     stateDir: opts.stateDir as string | undefined,
     logLevel: opts.logLevel as string | undefined,
     fastpath: opts.fastpath as boolean | undefined,
+    ingressSteering: opts.ingressSteering as boolean | undefined,
     insecureNoSockguard: opts.insecureNoSockguard as boolean | undefined,
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
@@ -177,6 +178,7 @@ export function buildCli(): Command {
     .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
+    .option('--no-ingress-steering', 'a gateway relays every external connection, also to instances on itself (default: those get the connection directly, sk_lookup)')
     .option('--insecure-no-sockguard', 'run programs without the socket guard (cgroup v2 + BPF): they can then reach host addresses with a dup2() race; logs a warning')
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory (virtual services are kept)')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')

@@ -55,6 +55,7 @@ export const JSON_KEYS = {
     'egress',
     'limitsReached',
     'internalErrors',
+    'steering',
     'connections',
     'openConnections',
     'fastpath',
@@ -262,6 +263,7 @@ export function addOpsCommands(program: Command): void {
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],
             ['open connections', `${open.tcp} TCP, ${open.fastpath} fast path (fast path ${s.fastpath ? 'on' : 'off'})`],
             ['socket group', s.group ?? 'none (root only)'],
+            ...steeringRows(s.steering),
           ],
           { width: width(), elastic: [1] },
         ),
@@ -295,6 +297,14 @@ export function addOpsCommands(program: Command): void {
 }
 
 /** "0", or the modules that caught unexpected exceptions: "dns 2, trap 1". */
+/** The sk_lookup steering line of `status` (none until a host port was steered or steering failed). */
+function steeringRows(st: StatusResult['steering']): Array<[string, string]> {
+  if (!st || st.available === null) return [];
+  if (!st.available) return [['steering (sk_lookup)', `unavailable: ${st.reason ?? 'unknown'} (the relay serves)`]];
+  const ports = Object.entries(st.ports).map(([p, svc]) => `${p} -> ${svc}`);
+  return [['steering (sk_lookup)', `${ports.length > 0 ? ports.join(', ') : 'no port'}; accepted ${st.accepted}, refused ${st.refused}`]];
+}
+
 function internalErrorsText(counts: Readonly<Record<string, number>> | undefined): string {
   const hit = Object.entries(counts ?? {}).filter(([, n]) => n > 0);
   return hit.length ? hit.map(([m, n]) => `${m} ${n}`).join(', ') : '0';

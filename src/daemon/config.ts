@@ -44,6 +44,9 @@ export interface DaemonConfig {
   resolvConf: string;
   /** Same-host connections become Unix socket pairs (see native/fastpath.h). */
   fastpath: boolean;
+  /** A gateway steers an exposure's host port to the service's instances on the gateway itself, when it has any (BPF
+   * sk_lookup, no proxy: docs/ingress-local.md); false only with `--no-ingress-steering` (the relay serves all). */
+  ingressSteering: boolean;
   /** Programs run behind the socket guard (native/sockguard.h); false only with `--insecure-no-sockguard`. */
   sockguard: boolean;
   /** Start empty: forget the apps a previous daemon saved (`--clean`). */
@@ -90,6 +93,7 @@ export interface DaemonFlags {
   dnsPort?: string | number;
   dnsServers?: string[];
   fastpath?: boolean;
+  ingressSteering?: boolean;
   insecureNoSockguard?: boolean;
   clean?: boolean;
   metricsAddress?: string;
@@ -190,6 +194,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gossipProfile,
     lb,
     fastpath: f.fastpath ?? true,
+    ingressSteering: f.ingressSteering ?? true,
     sockguard: !(f.insecureNoSockguard ?? false),
     clean: f.clean ?? false,
     restoreGraceMs: 5000,

@@ -3,6 +3,7 @@
  *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}}
  * Only root, the daemon's own user and members of the daemon's group (`--group`, default appswitch) are served.
  * Every request is checked against METHODS before it reaches the daemon; see ControlErrorCode for the answers. */
+import type { SteeringStatus } from '../gateway/steering.js';
 import type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** Methods and the parameters each accepts (name -> type); a request with another method or parameter is refused. */
@@ -167,6 +168,8 @@ export interface StatusResult extends InfoResult {
   limitsReached: { services: number; offers: number; pending: number };
   /** Unexpected exceptions caught since start, by module (each cost one request; see daemon/internal-errors.ts). */
   internalErrors?: Record<string, number>;
+  /** sk_lookup steering of exposures' host ports to local instances (gateway/steering.ts). */
+  steering?: SteeringStatus;
   /** Connections refused at accept whose client was said to be external when the service was not exposed or the
    * answering node was not a live gateway (see docs/ingress.md). */
   externalRefused?: number;

@@ -16,6 +16,8 @@ import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { ClusterObjects } from '../table/cluster-objects.js';
 import { native } from '../native/binding.js';
+import { LocalIngress } from '../gateway/local-ingress.js';
+import { Steering } from '../gateway/steering.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
 import { VirtualDns } from '../trap/virtual-dns.js';
@@ -113,6 +115,11 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
+  /** sk_lookup steering of exposures' host ports to this node's own instances (gateway/steering.ts), and what it
+   * steers (gateway/local-ingress.ts): the ingress calls localIngress.steerExposure / unsteerExposure and sets
+   * steering.view. */
+  readonly steering: Steering;
+  readonly localIngress: LocalIngress;
   /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
   readonly ingress: Ingress;
   private readonly exposeControl: ExposureControl;
@@ -148,6 +155,11 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
+    const steering = new Steering(native, this.log.child({ module: 'steering' }), {
+      off: cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)',
+      origin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
+    });
+    this.steering = steering;
     this.egressPolicy = new EgressPolicy(cfg.egressRules);
     const egress =
       this.egressPolicy.restricts || cfg.egressMode === 'via-gateway'
@@ -207,8 +219,16 @@ export class Daemon {
       externalWaitMs: cfg.gateway ? 200 : 0,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      steeredClient: (app, peer, local) => steering.steeredClient(app, peer, local),
       externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
       exposeProblem: (specs) => this.ingress.exposeProblem(specs),
+    });
+    this.localIngress = new LocalIngress({
+      nodeName: cfg.nodeName,
+      table: this.table,
+      pidOf: (id) => this.handler.apps.get(id)?.pid,
+      steering,
+      log: this.log.child({ module: 'steering' }),
     });
     this.decisions = new DecisionTable(
       native,
@@ -238,7 +258,16 @@ export class Daemon {
       recordExternal: (from, client, to) => this.handler.recordExternal(from, client, to),
       log: this.log.child({ module: 'ingress' }),
       onChange: () => this.refreshDoors(),
+      local: this.localIngress,
     });
+    /* a steered connection is accepted only on a gateway, for the exposure that holds its host port now */
+    steering.view = {
+      isGateway: () => cfg.gateway,
+      serviceAt: (hostPort) => {
+        const e = this.ingress.holderOf(hostPort);
+        return e ? `${e.vip}:${e.port}` : undefined;
+      },
+    };
     this.objects.register(EXPOSURE_KIND, (body) => decodeExposureBody(body));
     const syncExposures = (): void => this.ingress.setObjectClaims(objectClaims(this.objects.list(EXPOSURE_KIND)));
     this.objects.on('changed', (o) => {
@@ -445,6 +474,7 @@ export class Daemon {
     if (this.expireTimer) clearInterval(this.expireTimer);
     let err: unknown;
     try {
+      this.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
       this.state.freeze();
       this.objectsWriter.flushPending();
       this.trap.close(true);
@@ -765,6 +795,7 @@ export class Daemon {
           externalRefused: this.handler.stats.externalRefused,
           ingress: this.ingress.status(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
+          steering: this.steering.status(),
         };
         return s;
       }

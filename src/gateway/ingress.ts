@@ -62,6 +62,9 @@ export interface IngressDeps {
   log: Logger;
   /** The exposures changed (the daemon recloses its doors). */
   onChange?: () => void;
+  /** On a gateway: steers each route's host port to the exposed service's instances on this node, if any (BPF
+   * sk_lookup, no proxy: gateway/local-ingress.ts); the forwarder serves what is not steered. */
+  local?: { steerExposure(hostPort: number, vip: string, port: number): boolean; unsteerExposure(hostPort: number): void };
 }
 
 interface Route {
@@ -162,6 +165,7 @@ export class Ingress {
       if (!e || e.vip !== r.route.vip || e.port !== r.route.port) {
         f.remove(r.route.id);
         this.routes.delete(hp);
+        this.deps.local?.unsteerExposure(hp);
         this.deps.log.info({ hostPort: hp, exposure: exposureName(r.route.vip, r.route.port) }, 'gateway stopped listening for an exposure');
       }
     }
@@ -170,6 +174,7 @@ export class Ingress {
       const route: IngressRoute = { id: this.nextId++, address: this.deps.listenAddress, hostPort: hp, vip: e.vip, port: e.port };
       this.routes.set(hp, { route });
       f.add(route);
+      this.deps.local?.steerExposure(hp, e.vip, e.port);
       this.deps.log.info({ address: route.address, hostPort: hp, exposure: exposureName(e.vip, e.port) }, 'gateway listening for an exposure');
     }
   }

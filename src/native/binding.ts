@@ -80,6 +80,11 @@ interface RawBinding {
   dup(fd: number): number;
   dtabDecide(t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
+  skLookupOpen(netnsPath?: string): number;
+  skLookupSet(h: number, port: number, fds: number | number[]): void;
+  skLookupDelete(h: number, port: number): void;
+  skLookupClose(h: number): void;
+  pidGetFd(pid: number, fd: number): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -185,6 +190,20 @@ export const native = {
   /** What a generator would decide for app `app` connecting to ip16:port (tried: 18-byte records of endpoints that
    * refused), read from the table and counters by native/dtab.c itself: for tests. */
   dtabDecide: wrap((t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision => raw().dtabDecide(t, s, app, ip, port, tried)),
+  /** Loads the sk_lookup steering program (native/sklookup.h) and links it to this process's network namespace, or
+   * to the namespace file netnsPath (/run/netns/NAME, /proc/PID/ns/net); returns a handle. EOPNOTSUPP: the kernel
+   * has no sk_lookup (< 5.9); EPERM: no CAP_BPF + CAP_NET_ADMIN. Callers fall back to the relay on either. */
+  skLookupOpen: wrap((netnsPath?: string): number => raw().skLookupOpen(netnsPath)),
+  /** New TCP connections to `port` on any local address go to one of the listening sockets `fds` (1..8, picked at
+   * random per connection) instead of the normal listener lookup; replaces the port's previous set. The kernel keeps
+   * its own references: the caller may close fds afterwards. EOPNOTSUPP: an fd is not a TCP listener. */
+  skLookupSet: wrap((h: number, port: number, fds: number | number[]): void => raw().skLookupSet(h, port, fds)),
+  /** Stops steering `port` (ENOENT when it was not steered). */
+  skLookupDelete: wrap((h: number, port: number): void => raw().skLookupDelete(h, port)),
+  /** Detaches the program (steered ports go back to the normal lookup) and frees its maps. EBADF: unknown handle. */
+  skLookupClose: wrap((h: number): void => raw().skLookupClose(h)),
+  /** A close-on-exec duplicate of process pid's descriptor fd (pidfd_getfd(2): CAP_SYS_PTRACE over it, as root). */
+  pidGetFd: wrap((pid: number, fd: number): number => raw().pidGetFd(pid, fd)),
   poller(fd: number, cb: (status: number, events: number) => void): Poller {
     const P = raw().Poller;
     return new P(fd, cb);

@@ -34,6 +34,12 @@ export interface ClientStats {
   externalRefused: number;
 }
 
+/** A connection the kernel steered to an app's listener (gateway/steering.ts): the outside client as its identity, or
+ * why it is refused. */
+export type SteeredVerdict = { who: ClientIdentity; refused?: undefined } | { refused: string; who?: undefined };
+
+/** Judges an accepted connection whose local end `local` may be a steered host port (undefined: not steered). */
+export type SteeredCheck = (app: AppRecord, peer: Endpoint, local: Endpoint | undefined) => SteeredVerdict | undefined;
 /** Why an external client identity may not reach this app's listener (undefined: it may): `via` is the node that
  * answered for the client (its address), or 'local' when this node's own gateway did. See gateway/ingress.ts. */
 export type ExternalCheck = (app: AppRecord, listener: Endpoint | undefined, via: string | 'local') => string | undefined;
@@ -57,6 +63,8 @@ export interface ClientIdentitiesDeps {
   connections?: Pick<ConnectionTracker, 'connected' | 'accepted'>;
   inodeOf?: (fd: number) => string | undefined;
   virtualDns?: Pick<VirtualDns, 'isServer'>;
+  /** Connections steered by sk_lookup to a local instance of an exposure (gateway/steering.ts). */
+  steeredClient?: SteeredCheck;
   /** Judges external client identities; without it every external identity is refused. */
   externalCheck?: ExternalCheck;
   /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
@@ -148,9 +156,17 @@ export class ClientIdentities {
     const key = endpointKey(peer);
     const local = peer.ip === this.deps.nodeAddress || isLoopback(peer.ip);
     if (local && this.deps.reports.takeLost(key)) return { result: -Errno.ECONNREFUSED }; /* reset already: see connectedLost */
-    let who: ClientIdentity | undefined;
+    const steered = this.deps.steeredClient?.(app, peer, req.listener);
+    if (steered?.refused !== undefined) {
+      this.deps.stats.unidentified++;
+      this.deps.limitLog.warn(`steered/${app.id}`, { app: app.id, server: app.identity, peer: key, local: keyOf(req.listener), why: steered.refused }, 'steered connection refused at accept');
+      return { result: -Errno.ECONNREFUSED };
+    }
+    let who: ClientIdentity | undefined = steered?.who; /* an outside client steered here by the kernel: no report to wait for */
     const dst = keyOf(req.listener);
-    if (local) who = await this.deps.reports.identify(key, dst);
+    if (who) {
+      /* identified */
+    } else if (local) who = await this.deps.reports.identify(key, dst);
     else if (this.deps.resolvePeer) who = await this.deps.resolvePeer(peer.ip, key, dst);
     if (!who && local && this.deps.reports.takeLost(key)) return { result: -Errno.ECONNREFUSED };
     if (!who) {

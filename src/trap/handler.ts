@@ -14,7 +14,7 @@ import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.j
 import type { AppMeta, AppRecord } from './apps.js';
 import { AppRegistry } from './app-registry.js';
 import { type Binding, type BindingStats, Bindings } from './bindings.js';
-import { ClientIdentities, type ClientStats, type ExternalCheck, type PeerResolver } from './client-identities.js';
+import { ClientIdentities, type ClientStats, type ExternalCheck, type PeerResolver, type SteeredCheck } from './client-identities.js';
 import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
 import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
@@ -77,6 +77,8 @@ export interface HandlerConfig {
   limits?: AppLimits;
   /** The virtual DNS address (see trap/virtual-dns.ts): connects and sends there reach this node's DNS server. */
   virtualDns?: VirtualDns;
+  /** Judges connections steered by sk_lookup to a local instance of an exposure (gateway/steering.ts). */
+  steeredClient?: SteeredCheck;
   /** What the kernel's socket tables say now (synchronous; undefined when they cannot be read): asked only when an app
    * reaches a per-app limit, so that sockets it closed since the last sweep do not count against it. */
   socketsNow?: () => { sockets: Set<string>; liveLocal: Set<string> } | undefined;
@@ -197,6 +199,7 @@ export class TrapHandler {
       connections: cfg.connections,
       inodeOf: cfg.inodeOf,
       virtualDns: cfg.virtualDns,
+      steeredClient: cfg.steeredClient,
       externalCheck: cfg.externalCheck,
       unclaimed: cfg.unclaimed,
     });

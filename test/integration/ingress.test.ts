@@ -70,7 +70,8 @@ beforeAll(async () => {
   chmodSync(g1.stateDir, 0o755);
   await g1.startDaemon(['--node-name', 'g1', '--gateway', '--group', GROUP]);
   await Promise.all([
-    g2.startDaemon(['--node-name', 'g2', '--gateway', '--join', '192.0.2.1']),
+    /* g1 steers to its own instance (locality first, docs/ingress-local.md); g2 relays to every instance */
+    g2.startDaemon(['--node-name', 'g2', '--gateway', '--no-ingress-steering', '--join', '192.0.2.1']),
     h3.startDaemon(['--node-name', 'h3', '--join', '192.0.2.1']),
   ]);
   for (const h of [g1, g2, h3]) await waitFor(async () => (await members(h)).filter((m) => m.state === 'alive').length === 3, 15_000);
@@ -109,15 +110,14 @@ describe('ingress', () => {
         expect(a.port).toBe(c.localPort);
         seen.add(a.name);
       }
-      expect(seen.has('h3'), `answers through ${gw}: ${[...seen].join(',')}`).toBe(true); /* round-robin over 3: another node's instance too */
+      if (gw === '192.0.2.1') expect([...seen]).toEqual(['g1']); /* g1 has an instance: steered to it, no relay */
+      else expect(seen.has('h3'), `answers through ${gw}: ${[...seen].join(',')}`).toBe(true); /* round-robin over 3: another node's instance too */
     }
-    /* the relay reports its counters once a second */
-    const s = await waitFor(async () => {
-      const st = await status(g1);
-      return (st.ingress?.forwarded ?? 0) >= 4 ? st : undefined;
-    }, 5000);
+    const s = await status(g2);
     expect(s.ingress?.gateway).toBe(true);
-    expect(s.ingress?.forwarded).toBeGreaterThanOrEqual(4);
+    /* the relay reports its counts periodically */
+    await waitFor(async () => ((await status(g2)).ingress?.forwarded ?? 0) >= 4, 5_000, 100);
+    expect((await status(g1)).steering?.accepted).toBeGreaterThanOrEqual(4);
     expect((await status(h3)).ingress?.gateway).toBe(false);
   });
 

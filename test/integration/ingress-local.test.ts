@@ -1,0 +1,119 @@
+/** Ingress to an instance on the gateway itself (docs/ingress-local.md): a gateway host g1 runs a trapped server
+ * exposed with `run --expose 8080:80`; the outside host curls g1:8080. The kernel (BPF sk_lookup) hands the
+ * connection to the program's own listening socket: the program answers, sees the outside client's real address and
+ * port, and the gateway's relay counts nothing. Attacks: a port steered to the same listener by hand (not an exposure)
+ * is refused at accept as an unidentified peer, and so is a trapped program of the gateway that connects to the host
+ * port at a second address of the gateway (steering takes every local address; the doors close only the gateway
+ * address; here a second address added while the daemon runs): neither reaches the program. */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from '../../src/cli/client.js';
+import type { AppView, ServiceView, StatusResult } from '../../src/daemon/control-protocol.js';
+import { findSocket } from '../../src/gateway/listener-fds.js';
+import { native } from '../../src/native/binding.js';
+import { ROOT, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
+
+const SERVER = `${ROOT}/test/helpers/whoami-server.py`;
+const VIP = '10.0.0.90';
+
+let br: TestBridge;
+let g1: TestHost;
+let out: TestHost;
+
+/** The relay's counters in status (gateway/ingress.ts), and steering's. */
+type Status = StatusResult & { ingress?: { gateway: boolean; accepted: number; forwarded: number } };
+const status = (h: TestHost): Promise<Status> => request<Status>(h.socket, 'status');
+
+/** curl (HTTP/0.9: whoami-server.py answers one line and closes) from the outside host; the last line is curl's local
+ * port. */
+async function curl(to: string, port: number): Promise<{ code: number | null; body: string; localPort: number }> {
+  const r = await out.exec(['curl', '-sS', '--http0.9', '-m', '10', '-w', '\n%{local_port}', `http://${to}:${port}/`], 15_000);
+  const lines = r.stdout.trim().split('\n');
+  return { code: r.code, body: lines.length > 1 ? lines.slice(0, -1).join('\n') : '', localPort: Number(lines[lines.length - 1]) };
+}
+
+beforeAll(async () => {
+  br = new TestBridge('il');
+  [g1] = br.hostsOf('il', 1) as [TestHost];
+  out = br.outside();
+  await out.exec(['ip', 'addr', 'add', '192.0.2.200/24', 'dev', 'v0']);
+  await g1.startDaemon(['--node-name', 'g1', '--gateway']);
+  g1.run(['--ip', VIP, '--name', 'web', '--expose', '8080:80'], ['python3', SERVER, '80', 'g1']);
+  await g1.waitService(VIP, 80, 30_000);
+  await waitFor(async () => Object.keys((await status(g1)).steering?.ports ?? {}).includes('8080'), 15_000, 100);
+}, 60_000);
+
+afterAll(async () => {
+  await br?.destroy();
+});
+
+describe('ingress to an instance on the gateway (sk_lookup)', () => {
+  it('the outside client reaches the program directly: answered, its real address seen, the relay counts nothing', async () => {
+    const before = await status(g1);
+    expect(before.steering).toMatchObject({ available: true, ports: { '8080': `${VIP}:80` } });
+    for (let i = 0; i < 5; i++) {
+      const c = await curl('192.0.2.1', 8080);
+      expect(c.code, c.body).toBe(0);
+      /* whoami-server.py: "TAG local=… peer=IP:PORT": the program's accept() gave the outside client's own endpoint */
+      const m = /^g1 local=\S+ peer=([\d.]+):(\d+)$/.exec(c.body.trim());
+      expect(m, c.body).not.toBeNull();
+      expect(m![1]).toBe('192.0.2.200');
+      expect(Number(m![2])).toBe(c.localPort);
+    }
+    const after = await status(g1);
+    expect(after.steering!.accepted - before.steering!.accepted).toBe(5);
+    expect(after.ingress?.gateway).toBe(true);
+    /* never passed a proxy: the relay neither accepted nor forwarded anything */
+    expect(after.ingress?.accepted ?? 0).toBe(0);
+    expect(after.ingress?.forwarded ?? 0).toBe(0);
+  });
+
+  it('attack: another port steered to the program\'s listener by hand (not an exposure) is refused at accept', async () => {
+    const apps = await request<AppView[]>(g1.socket, 'apps');
+    const app = apps.find((a) => a.identity === VIP)!;
+    const svc = (await request<ServiceView[]>(g1.socket, 'services')).find((s) => s.vip === VIP && s.port === 80)!;
+    const realPort = Number(svc.endpoint.split(':')[1]);
+    const ss = execFileSync('ip', ['netns', 'exec', g1.ns, 'ss', '-Hltne', `sport = :${realPort}`], { encoding: 'utf8' });
+    const inode = /ino:(\d+)/.exec(ss)![1]!;
+    const at = findSocket(app.pid!, inode)!;
+    expect(at).toBeDefined();
+    const h = native.skLookupOpen(`/run/netns/${g1.ns}`);
+    try {
+      const fd = native.pidGetFd(at.pid, at.fd);
+      native.skLookupSet(h, 9999, fd);
+      native.close(fd);
+      const before = await status(g1);
+      const c = await curl('192.0.2.1', 9999);
+      expect(c.code).not.toBe(0); /* the generator dropped it: no answer */
+      expect(c.body).not.toMatch(/^g1 /);
+      const after = await status(g1);
+      expect(after.unidentified).toBeGreaterThan(before.unidentified);
+      expect(after.steering!.accepted).toBe(before.steering!.accepted);
+    } finally {
+      native.skLookupClose(h);
+    }
+    /* the exposure itself still works */
+    expect((await curl('192.0.2.1', 8080)).code).toBe(0);
+  });
+
+  it('attack: a trapped program of the gateway cannot pass for an outside client through a steered port', async () => {
+    g1.addAddress('198.51.100.2/24'); /* a second address, added while the daemon runs: no door closes it */
+    const before = await status(g1);
+    const r = await g1.runToEnd([], ['curl', '-sS', '--http0.9', '-m', '5', 'http://198.51.100.2:8080/']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toMatch(/^g1 /);
+    const after = await status(g1);
+    expect(after.steering!.refused).toBeGreaterThan(before.steering!.refused);
+    expect(after.steering!.accepted).toBe(before.steering!.accepted);
+    /* the same from a process of the host that is not under appswitch: an outside client, as through the relay */
+    const plain = await g1.exec(['curl', '-sS', '--http0.9', '-m', '5', 'http://198.51.100.2:8080/']);
+    expect(plain.stdout).toMatch(/^g1 local=\S+ peer=198\.51\.100\.2:\d+/);
+  });
+
+  it('when the program ends, the host port is no longer steered', async () => {
+    const apps = await request<AppView[]>(g1.socket, 'apps');
+    const app = apps.find((a) => a.identity === VIP)!;
+    process.kill(app.pid!, 'SIGKILL');
+    await waitFor(async () => Object.keys((await status(g1)).steering?.ports ?? {}).length === 0, 15_000, 100);
+  });
+});
