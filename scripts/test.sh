@@ -27,7 +27,7 @@ if ((${#need[@]})); then
 fi
 
 [[ -d node_modules ]] || npm install || exit 1
-[[ -f build/Release/appswitch.node && -f build/Release/appswitch-launcher ]] || npx node-gyp rebuild || exit 1
+[[ -f build/Release/appswitch.node && -f build/Release/appswitch-launcher && -f build/Release/appswitch-relay ]] || npx node-gyp rebuild || exit 1
 npx tsc -p tsconfig.json || exit 1
 # the compatibility suite's static Go server (test/helpers/compat-go), built and cached before the tests so that
 # none of them waits for Go's first build of its standard library; a failure here is reported by those tests
@@ -40,20 +40,24 @@ if (($#)); then
   reports=(test-results.json)
 else
   # Two lanes at once. Lane 1: the integration files, one after another (see vitest.config.ts). Lane 2, beside it:
-  # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files and the
-  # privilege test, one after another (those two create system users: they never run at once, useradd locks
-  # /etc/passwd). Each run writes its own report; lane 2's output follows lane 1's, whole.
+  # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files, the
+  # privilege test and the gateway files (ingress, egress, virtual services), one after another (several create
+  # system users: they never run at once, useradd locks /etc/passwd). Each run writes its own report; lane 2's
+  # output follows lane 1's, whole.
+  gateway_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts)
+  gateway_excludes=()
+  for f in "${gateway_tests[@]}"; do gateway_excludes+=(--exclude "$f"); done
   side_log=$(mktemp)
   (
     npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json
     u=$?
-    npx vitest run test/security test/integration/ops-privilege.test.ts --outputFile.json=test-results-security.json
+    npx vitest run test/security test/integration/ops-privilege.test.ts "${gateway_tests[@]}" --outputFile.json=test-results-security.json
     s=$?
     ((u == 0)) && exit $s
     exit $u
   ) >"$side_log" 2>&1 &
   side_pid=$!
-  npx vitest run --exclude 'test/unit/**' --exclude 'test/security/**' --exclude 'test/integration/ops-privilege.test.ts'
+  npx vitest run --exclude 'test/unit/**' --exclude 'test/security/**' --exclude 'test/integration/ops-privilege.test.ts' "${gateway_excludes[@]}"
   status=$?
   wait "$side_pid"
   side_status=$?
