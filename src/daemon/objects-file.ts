@@ -5,8 +5,9 @@
  * JSON lines: a header `{"format":1,"kind":"appswitch-objects","savedAt":...}`, then one object (or tombstone) per
  * line. Each line goes through ClusterObjects.merge, so a damaged line (or an invalid body) loses only that record,
  * with a warning. Written atomically (temporary file + fsync + rename) shortly after each change. */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from './atomic-file.js';
 import type { Logger } from 'pino';
 import type { ClusterObject, ClusterObjects } from '../table/cluster-objects.js';
 
@@ -94,16 +95,8 @@ export class ObjectsWriter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const file = path.join(this.dir, OBJECTS_FILE);
-    const tmp = `${file}.tmp`;
     try {
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, encodeObjects(this.objects.all()));
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, file);
+      writeFileAtomic(file, encodeObjects(this.objects.all()), 0o600);
       this.writes++;
     } catch (e) {
       this.log.error({ err: e, file }, 'saving the cluster objects failed (this node would start without them; the cluster keeps them)');

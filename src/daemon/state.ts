@@ -7,8 +7,9 @@
  * (`{"app":...}`, `{"binding":[inode, binding]}`, `{"service":...}`), so that a file damaged in the middle loses only
  * the damaged records: whatever can be read is restored, with a warning, and the daemon never refuses to start over
  * its state file. Format 1 (one JSON document) is still read. */
-import { closeSync, fsyncSync, openSync, renameSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { renameSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from './atomic-file.js';
 import type { Logger } from 'pino';
 import type { AppRecord } from '../trap/apps.js';
 import type { Binding, HandlerSnapshot } from '../trap/handler.js';
@@ -196,16 +197,8 @@ export class StateWriter {
     if (this.frozen) return;
     const text = encodeState(this.node, this.snapshot());
     const file = path.join(this.dir, STATE_FILE);
-    const tmp = `${file}.tmp`;
     try {
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, text);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, file);
+      writeFileAtomic(file, text, 0o600);
       this.writes++;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -3,9 +3,10 @@
  * through either gateway, and its program sees the outside client's real address and port; what is not exposed is
  * not reachable; a trapped program cannot pass itself off as an outside client through a gateway's host port;
  * `appswitch expose`/`unexpose`; failover of an instance's host and of a gateway. */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import path from 'node:path';
+import { GroupMember, sh } from '../helpers/accounts.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { ExposureView, MemberView, ServiceView, StatusResult } from '../../src/daemon/control-protocol.js';
@@ -13,32 +14,15 @@ import { CLI, finish, ROOT, type Result, TestBridge, type TestHost, waitFor } fr
 
 const SERVER = path.join(ROOT, 'test/helpers/peer-http.py');
 const VIP = '10.0.0.80';
-const tag = (process.pid % 100000).toString();
-const GROUP = `asig${tag}`;
-const MEMBER = `asim${tag}`;
+const accounts = new GroupMember('asi');
+const GROUP = accounts.group;
+const MEMBER = accounts.member;
 
 let br: TestBridge;
 let g1: TestHost;
 let g2: TestHost;
 let h3: TestHost;
 let out: TestHost;
-
-function sh(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-}
-
-function removeAccounts(): void {
-  try {
-    sh('userdel', [MEMBER]);
-  } catch {
-    /* not there */
-  }
-  try {
-    sh('groupdel', [GROUP]);
-  } catch {
-    /* not there */
-  }
-}
 
 const members = (h: TestHost): Promise<MemberView[]> => request<MemberView[]>(h.socket, 'members');
 const exposures = (h: TestHost): Promise<ExposureView[]> => request<ExposureView[]>(h.socket, 'exposures');
@@ -60,9 +44,7 @@ function answer(body: string): { name: string; ip: string; port: number } {
 }
 
 beforeAll(async () => {
-  removeAccounts();
-  sh('groupadd', ['--system', GROUP]);
-  sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-G', GROUP, MEMBER]);
+  accounts.create();
   br = new TestBridge('in');
   [g1, g2, h3] = br.hostsOf('in', 3) as [TestHost, TestHost, TestHost];
   out = br.outside();
@@ -86,7 +68,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await br?.destroy();
-  removeAccounts();
+  accounts.remove();
 });
 
 describe('ingress', () => {

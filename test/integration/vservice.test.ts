@@ -3,17 +3,18 @@
  * listens. Apps reach the backends directly (no proxy), the dead one skipped; the tags policy applies; the virtual
  * service is replicated, survives daemon restarts (and --clean), and its deletion reaches every node; every bad field
  * of a control call is refused with a clear error, and only root may create or delete. */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { GroupMember, sh } from '../helpers/accounts.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { ServiceView, VserviceView } from '../../src/daemon/control-protocol.js';
 import { CLI, finish, killTree, type Result, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
 
-const tag = (process.pid % 100000).toString();
-const GROUP = `asvg${tag}`;
-const MEMBER = `asvm${tag}`;
+const accounts = new GroupMember('asv');
+const GROUP = accounts.group;
+const MEMBER = accounts.member;
 
 const LIVE1 = '198.51.100.10:8080';
 const LIVE2 = '198.51.100.11:8081';
@@ -24,23 +25,6 @@ let h1: TestHost;
 let h2: TestHost;
 let out: TestHost;
 const logs = { live1: '', live2: '' };
-
-function sh(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-}
-
-function removeAccounts(): void {
-  try {
-    sh('userdel', [MEMBER]);
-  } catch {
-    /* not there */
-  }
-  try {
-    sh('groupdel', [GROUP]);
-  } catch {
-    /* not there */
-  }
-}
 
 const vservices = (h: TestHost): Promise<VserviceView[]> => request<VserviceView[]>(h.socket, 'vservices');
 
@@ -76,9 +60,7 @@ const H1 = ['--node-name', 'h1', '--group', GROUP];
 const H2 = ['--node-name', 'h2', '--join', '192.0.2.1'];
 
 beforeAll(async () => {
-  removeAccounts();
-  sh('groupadd', ['--system', GROUP]);
-  sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-G', GROUP, MEMBER]);
+  accounts.create();
   br = new TestBridge('vs');
   [h1, h2] = br.hostsOf('vs', 2) as [TestHost, TestHost];
   h1.addAddress('198.51.100.1/24');
@@ -98,7 +80,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await br?.destroy();
-  removeAccounts();
+  accounts.remove();
 });
 
 describe('virtual service', () => {
