@@ -1,6 +1,6 @@
 /* appswitch-relay's shared state (one process, one thread, one epoll loop): the gateway's forwarder of external TCP
  * connections to instances of exposed services. Design, bounds and lifecycle: docs/relay.md. One file per concern:
- * relay_main.c (loop, timers, lifecycle), relay_wire.c (the control socket), relay_listen.c (listeners, accept),
+ * relay_main.c (loop, timers, lifecycle, the daemon's requests), relay_wire.c (records to the daemon), relay_listen.c (listeners, accept),
  * relay_connect.c (pick and connect), relay_splice.c (connection slots and splice pumping). One worker thread per CPU
  * (up to RELAY_WORKERS_MAX), each with its own epoll set and connections; they share the listening sockets
  * (EPOLLEXCLUSIVE: one worker is woken per connection) and the decision table. */
@@ -104,9 +104,8 @@ struct relay_shared {
 uint64_t relay_now_ms(void);
 
 /* relay_wire.c */
-int relay_ctl_read(struct relay *r); /* 1: the daemon hung up (exit) */
 void relay_queue(struct relay *r, const void *rec);
-void relay_flush(struct relay *r);
+int relay_flush(struct relay *r); /* 1: accepting must pause or resume (relay_sync): the socket filled or drained */
 void relay_send_conn(struct relay *r, const struct relay_conn *c, const struct as_ep *from);
 void relay_send_refused(struct relay *r, uint32_t route, const struct as_ep *client, int reason);
 void relay_send_listen_result(struct relay *r, uint32_t id, int err);

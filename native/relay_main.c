@@ -43,6 +43,35 @@ static int conn_cap(void) {
   return (int)cap;
 }
 
+/* Reads and acts on the daemon's requests (worker 0); 1: the daemon hung up (exit). Each record is decoded once. */
+static int ctl_read(struct relay *r) {
+  static uint8_t buf[AS_RELAY_REC * 64];
+  for (;;) {
+    ssize_t n = recv(RELAY_CTL_FD, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0) return 1;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : 1;
+    }
+    for (size_t off = 0; off + AS_RELAY_REC <= (size_t)n; off += AS_RELAY_REC) {
+      uint32_t type;
+      memcpy(&type, buf + off, 4);
+      if (type == AS_RELAY_LISTEN) {
+        struct as_relay_listen m;
+        memcpy(&m, buf + off, sizeof(m));
+        if (r->index != 0) continue; /* only worker 0 reads the control socket */
+        int e = relay_listen(r, &m);
+        relay_send_listen_result(r, m.id, -e);
+      } else if (type == AS_RELAY_UNLISTEN) {
+        struct as_relay_unlisten m;
+        memcpy(&m, buf + off, sizeof(m));
+        relay_unlisten(r, m.id);
+      }
+      /* anything else is not ours to act on: ignored (the daemon's encoder is the only writer) */
+    }
+  }
+}
+
 static void on_tick(struct relay *r, int timer) {
   uint64_t n;
   if (read(timer, &n, sizeof(n)) != sizeof(n)) return;
@@ -62,8 +91,8 @@ static void dispatch(struct relay *r, const struct epoll_event *e, int timer) {
   uint32_t idx = (uint32_t)d;
   switch (kind) {
   case K_CTL:
-    if (e->events & EPOLLOUT) relay_flush(r);
-    if (r->index == 0 && (e->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && relay_ctl_read(r)) _exit(0); /* the daemon is gone */
+    if ((e->events & EPOLLOUT) && relay_flush(r)) relay_sync(r);
+    if (r->index == 0 && (e->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && ctl_read(r)) _exit(0); /* the daemon is gone */
     break;
   case K_TIMER: on_tick(r, timer); break;
   case K_WAKE: {
@@ -113,7 +142,7 @@ static void *worker_loop(void *arg) {
       _exit(1);
     }
     for (int i = 0; i < n; i++) dispatch(r, &evs[i], timer);
-    relay_flush(r);
+    if (relay_flush(r)) relay_sync(r);
   }
   return NULL;
 }

@@ -1,5 +1,6 @@
-/* appswitch-relay: the control socket (fd 3, SOCK_SEQPACKET; records in relay_proto.h). Requests are decoded here
- * once; what the relay reports is queued as records and sent in batches at the end of each turn of the loop. A full
+/* appswitch-relay: the control socket (fd 3, SOCK_SEQPACKET; records in relay_proto.h), the sending side (the
+ * daemon's requests are read in relay_main.c): what the relay reports is queued as records and sent in batches at the
+ * end of each turn of the loop. A full
  * socket (a slow daemon) pauses accepting until it drains: a CONN record must reach the daemon before the instance's
  * node asks about it, so records are never dropped while there is room (out_cap records). */
 #define _GNU_SOURCE
@@ -20,34 +21,6 @@ static void ctl_watch_out(struct relay *r, int on) {
   else epoll_ctl(r->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, RELAY_CTL_FD, &ev);
 }
 
-int relay_ctl_read(struct relay *r) {
-  static uint8_t buf[AS_RELAY_REC * 64];
-  for (;;) {
-    ssize_t n = recv(RELAY_CTL_FD, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n == 0) return 1;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : 1;
-    }
-    for (size_t off = 0; off + AS_RELAY_REC <= (size_t)n; off += AS_RELAY_REC) {
-      uint32_t type;
-      memcpy(&type, buf + off, 4);
-      if (type == AS_RELAY_LISTEN) {
-        struct as_relay_listen m;
-        memcpy(&m, buf + off, sizeof(m));
-        if (r->index != 0) continue; /* only worker 0 reads the control socket */
-        int e = relay_listen(r, &m);
-        relay_send_listen_result(r, m.id, -e);
-      } else if (type == AS_RELAY_UNLISTEN) {
-        struct as_relay_unlisten m;
-        memcpy(&m, buf + off, sizeof(m));
-        relay_unlisten(r, m.id);
-      }
-      /* anything else is not ours to act on: ignored (the daemon's encoder is the only writer) */
-    }
-  }
-}
-
 void relay_queue(struct relay *r, const void *rec) {
   if (!r->out) {
     r->out = malloc((size_t)OUT_CAP * AS_RELAY_REC);
@@ -61,7 +34,8 @@ void relay_queue(struct relay *r, const void *rec) {
   r->out_n++;
 }
 
-void relay_flush(struct relay *r) {
+int relay_flush(struct relay *r) {
+  int was = r->ctl_blocked;
   uint32_t sent = 0;
   while (sent < r->out_n) {
     uint32_t k = r->out_n - sent;
@@ -72,7 +46,6 @@ void relay_flush(struct relay *r) {
       if (!r->ctl_blocked) {
         r->ctl_blocked = 1;
         ctl_watch_out(r, 1);
-        relay_sync(r);
       }
       break;
     }
@@ -87,8 +60,8 @@ void relay_flush(struct relay *r) {
   if (!r->out_n && r->ctl_blocked) {
     r->ctl_blocked = 0;
     ctl_watch_out(r, 0);
-    relay_sync(r);
   }
+  return r->ctl_blocked != was;
 }
 
 void relay_send_conn(struct relay *r, const struct relay_conn *c, const struct as_ep *from) {

@@ -3,6 +3,7 @@
  *   response: {"id": 1, "result": ...}  or  {"id": 1, "error": {"code": "ERR_...", "message": "..."}}
  * Only root, the daemon's own user and members of the daemon's group (`--group`, default appswitch) are served.
  * Every request is checked against METHODS before it reaches the daemon; see ControlErrorCode for the answers. */
+import type { LbStrategy } from '../table/balancer.js';
 import type { SteeringStatus } from '../gateway/steering.js';
 import type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
@@ -118,7 +119,20 @@ export interface AppView {
   services: string[];
 }
 
-export type { VserviceView } from './vservice-control.js';
+/** A virtual service as the control API shows it. */
+export interface VserviceView {
+  name: string;
+  ip: string;
+  port: number;
+  proto: 'tcp';
+  backends: string[];
+  /** Its own strategy, or null: the daemon's --lb. */
+  lb: LbStrategy | null;
+  tags: Record<string, string>;
+  /** The node that wrote this version, and when (the version is a time in ms). */
+  origin: string;
+  version: number;
+}
 
 export interface ServiceView {
   vip: string;

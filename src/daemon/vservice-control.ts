@@ -2,7 +2,7 @@
  * daemon/control-protocol.ts MUTATING) and `vservices`. Every field is checked here, before anything changes: a bad
  * value is ERR_BAD_PARAMS with a message naming the field, a clash with what exists ERR_CONFLICT, a missing name
  * ERR_NOT_FOUND. Create on an existing name replaces that virtual service (the answer says `replaced: true`). */
-import { ControlCallError } from './control-protocol.js';
+import { ControlCallError, type VserviceView } from './control-protocol.js';
 import { AppswitchError } from '../errors.js';
 import type { VirtualRanges } from '../table/addresses.js';
 import { LB_STRATEGIES, type LbStrategy } from '../table/balancer.js';
@@ -17,20 +17,6 @@ import type { Logger } from 'pino';
 import type { DaemonPortGuard } from '../policy/daemon-ports.js';
 import ipaddr from 'ipaddr.js';
 
-/** A virtual service as the control API shows it. */
-export interface VserviceView {
-  name: string;
-  ip: string;
-  port: number;
-  proto: 'tcp';
-  backends: string[];
-  /** Its own strategy, or null: the daemon's --lb. */
-  lb: LbStrategy | null;
-  tags: Record<string, string>;
-  /** The node that wrote this version, and when (the version is a time in ms). */
-  origin: string;
-  version: number;
-}
 
 export interface VserviceControlDeps {
   objects: ClusterObjects;
