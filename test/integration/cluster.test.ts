@@ -59,7 +59,7 @@ describe('cluster', () => {
     const [h1, , h3] = hosts as [TestHost, TestHost, TestHost];
     const srv = h1.run(['--ip', '10.0.0.5', '--name', 'web'], ['python3', '-m', 'http.server', '8000']);
     const out = finish(srv, 60_000);
-    await waitFor(() => has(h3, '10.0.0.5', 8000), 5000);
+    await waitFor(() => has(h3, '10.0.0.5', 8000), 30_000); /* the program's start and the replication; returns as soon as ready */
     const entry = (await services(h3)).find((s) => s.vip === '10.0.0.5');
     expect(entry?.node).toBe('h1');
     expect(entry?.endpoint).toMatch(/^192\.0\.2\.1:/);
@@ -68,7 +68,7 @@ describe('cluster', () => {
     expect(c.stdout).toContain('Directory listing');
     killTree(srv, 'SIGKILL');
     await out;
-    await waitFor(async () => !(await has(h3, '10.0.0.5', 8000)), 5000);
+    await waitFor(async () => !(await has(h3, '10.0.0.5', 8000)), 15_000);
   });
 
   it('a new entry reaches all three hosts within 1 s (median of 10)', async () => {

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { METHODS } from '../../src/daemon/control-protocol.js';
+import { type ControlMethod, METHODS, REQUIRED } from '../../src/daemon/control-protocol.js';
 import { TestHost, waitFor } from '../helpers/hosts.js';
 
 const CODES = new Set(['ERR_BAD_JSON', 'ERR_BAD_REQUEST', 'ERR_UNKNOWN_METHOD', 'ERR_BAD_PARAMS', 'ERR_TOO_LARGE']);
@@ -28,11 +28,13 @@ const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)] as T;
 const int = (n: number): number => Math.floor(rnd() * n);
 
 const METHOD_NAMES = Object.keys(METHODS);
+/** Methods a request without parameters can call (the others need some: REQUIRED). */
+const BARE_METHODS = METHOD_NAMES.filter((m) => !(REQUIRED[m as ControlMethod]?.length));
 const ODD_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, 2 ** 53, -(2 ** 60), '', 'x', [], [1], {}, { a: 1 }, 'status', '__proto__', NaN];
 const ODD_METHODS = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'STATUS', 'status ', '', 'x'.repeat(5000), 'apps\u0000'];
 
 /** What the schema accepts, written independently of the daemon's validator: an object with a known string
- * method, an id that is a non-negative integer if present, and params absent, null or {} (no method takes any). */
+ * method that needs no parameter, an id that is a non-negative integer if present, and params absent, null or {}. */
 function isValid(line: string): boolean {
   let v: unknown;
   try {
@@ -45,7 +47,7 @@ function isValid(line: string): boolean {
   const p = o.params;
   return (
     typeof o.method === 'string' &&
-    METHOD_NAMES.includes(o.method) &&
+    BARE_METHODS.includes(o.method) &&
     (o.id === undefined || (typeof o.id === 'number' && Number.isSafeInteger(o.id) && o.id >= 0)) &&
     (p === undefined || p === null || (typeof p === 'object' && !Array.isArray(p) && Object.keys(p).length === 0))
   );
@@ -55,7 +57,7 @@ function isValid(line: string): boolean {
 function requestLine(): { line: string; valid: boolean } {
   const r = rnd();
   if (r < 0.25) {
-    const req: Record<string, unknown> = { id: int(1e6), method: pick(METHOD_NAMES) };
+    const req: Record<string, unknown> = { id: int(1e6), method: pick(BARE_METHODS) };
     if (rnd() < 0.3) req.params = {};
     return { line: JSON.stringify(req), valid: true };
   }
