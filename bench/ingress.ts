@@ -9,7 +9,7 @@
  * and the same three with the instance on the gateway host itself. Measures: throughput (iperf3 -t DURATION, one
  * stream) and new connections/s (bench/netbench.c `load`, 16 concurrent clients: connect, read 1 byte, EOF, close).
  * Writes the "## Ingress" section of bench/RESULTS.md unless --smoke.
- *   --smoke       one run of 2 s per measurement
+ *   --smoke       one run of 1 s per measurement
  *   --runs N      runs per measurement (default 3)
  *   --duration S  seconds per measurement (default 5)
  *   --only T      only the mbits or the cps rows (RESULTS.md is not written)
@@ -25,7 +25,7 @@ import { compileNetbench, cpuSeconds, median, numOption, replaceSection } from '
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
 const RUNS = Math.round(numOption(args, 'bench:ingress', '--runs', smoke ? 1 : 3));
-const DURATION = Math.round(numOption(args, 'bench:ingress', '--duration', smoke ? 2 : 5));
+const DURATION = Math.round(numOption(args, 'bench:ingress', '--duration', smoke ? 1 : 5));
 const CMD_TIMEOUT = DURATION * 1000 + 30_000;
 const CLIENTS = Math.round(numOption(args, 'bench:ingress', '--clients', 16));
 const onlyAt = args.indexOf('--only');

@@ -80,6 +80,8 @@ describe('registrations only from generators', () => {
       const r = await asUser(MEMBER, [ATTACK, 'hello', trap(), '{"ip":"10.0.0.5","tags":{"team":"red"},"cmd":["forged"]}']);
       expect(r.stdout).toContain('connect ok'); /* the socket's mode lets the group in: the daemon's check decides */
       expect(r.stdout).toMatch(/reply result -1: ERR_PERMISSION: only appswitch run may register programs \(pid \d+ runs .*attack-caps, not the appswitch launcher\)/);
+      /* the daemon logs the refusal beside its answer: the line may reach us just after the answer */
+      await waitFor(() => /"uid":\d+.*"exe":".*attack-caps".*trap connection refused/.test(h.daemonLog), 5000).catch(() => undefined);
       expect(h.daemonLog).toMatch(/"uid":\d+.*"exe":".*attack-caps".*trap connection refused/);
       const now = await apps();
       expect(now.filter((a) => a.ip === '10.0.0.5')).toHaveLength(1);
