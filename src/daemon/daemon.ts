@@ -691,8 +691,13 @@ export class Daemon {
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
   /** Counts of the outside clients pushed across hosts (see IngressStatus). */
-  private pushStats(): { pushSent: number; pushAccepted: number; pushRefused: number } {
-    return { pushSent: this.pusher?.pushed ?? 0, pushAccepted: this.pushed.accepted, pushRefused: Object.values(this.pushed.refused).reduce((a, b) => a + b, 0) };
+  private pushStats(): { pushSent: number; pushAccepted: number; pushRefused: number; pushAnswered: { generator: number; daemon: number; late: number } } {
+    return {
+      pushSent: this.pusher?.pushed ?? 0,
+      pushAccepted: this.pushed.accepted,
+      pushRefused: Object.values(this.pushed.refused).reduce((a, b) => a + b, 0),
+      pushAnswered: { ...this.pushed.answered },
+    };
   }
 
   private isMemberAddress(ip: string): boolean {

@@ -91,6 +91,9 @@ export class PushedClients {
   private readonly late = new Map<string, number>();
   /** Records believed (written into the identity table and kept for the daemon's accept). */
   accepted = 0;
+  /** Accepts of pushed clients: answered by the server's generator from the identity table; by this daemon (the
+   * generator asked before the push was here); asked of the gateway after all (the push did not come in time). */
+  readonly answered = { generator: 0, daemon: 0, late: 0 };
   /** Records not believed, by reason. */
   readonly refused: Record<PushRefusal, number> = { 'not-a-gateway': 0, 'not-its-socket': 0, 'not-exposed': 0, 'table-busy': 0 };
   private readonly limitLog: RateLimitedLog;
@@ -146,9 +149,11 @@ export class PushedClients {
     const dst = listener ? endpointKey(listener) : undefined;
     const who = await this.reports.claim(key, PUSH_WAIT_MS, dst);
     if (who?.external) {
+      this.answered.daemon++;
       if (listener) this.deps.takeEntry(peer, listener); /* answered here: the table's entry must not name a later one */
       return who;
     }
+    this.answered.late++;
     this.markLate(key);
     return undefined;
   }
@@ -158,7 +163,9 @@ export class PushedClients {
   claimed(peer: Endpoint): { who: ClientIdentity; to: Endpoint | undefined } | undefined {
     if (!this.pushers.has(peer.ip)) return undefined;
     const r = this.reports.takeWithDst(endpointKey(peer));
-    return r?.who.external ? { who: r.who, to: r.dst } : undefined;
+    if (!r?.who.external) return undefined;
+    this.answered.generator++;
+    return { who: r.who, to: r.dst };
   }
 
   private markLate(key: string): void {

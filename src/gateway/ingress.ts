@@ -48,6 +48,9 @@ export interface IngressStatus extends ForwarderStats {
   pushSent?: number;
   pushAccepted?: number;
   pushRefused?: number;
+  /** Accepts of pushed outside clients on this node: answered by the generator (identity table), by the daemon, or
+   * asked of the gateway after all (the push came too late). */
+  pushAnswered?: { generator: number; daemon: number; late: number };
 }
 
 export interface IngressDeps {
