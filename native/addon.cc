@@ -475,6 +475,8 @@ Napi::Value GeneratorsCgroupId(const Napi::CallbackInfo &info) {
 
 // The decision table (dtab.h): the daemon maps each table it creates read-write, once, for its lifetime.
 std::map<int, uint8_t *> g_tables;
+// The host's shared counters and identity table, by fd (hostShmCreate), mapped read-write for the process's life.
+std::map<int, struct as_hostshm *> g_shms;
 
 // dtabCreate(): number — a new decision-table memfd (published by dtabPublish, handed to generators with dup()).
 Napi::Value DtabCreate(const Napi::CallbackInfo &info) {
@@ -517,9 +519,55 @@ Napi::Value HostShmCreate(const Napi::CallbackInfo &info) {
   }
   auto *shm = static_cast<struct as_hostshm *>(m);
   shm->magic = AS_SHM_MAGIC;
+  g_shms[fd] = shm;
   Napi::Object o = Napi::Object::New(env);
   o.Set("fd", Napi::Number::New(env, fd));
   o.Set("counters", Napi::Buffer<uint8_t>::New(env, reinterpret_cast<uint8_t *>(shm->inflight), sizeof(shm->inflight)));
+  return o;
+}
+
+// The endpoint (ip16: Buffer of 16, port) at arguments i, i + 1.
+static bool GetEp(const Napi::CallbackInfo &info, size_t i, struct as_ep *e) {
+  if (info.Length() < i + 2 || !info[i].IsBuffer() || !info[i + 1].IsNumber()) return false;
+  auto b = info[i].As<Napi::Buffer<uint8_t>>();
+  uint32_t port = info[i + 1].As<Napi::Number>().Uint32Value();
+  if (b.Length() != 16 || port > 65535) return false;
+  memcpy(e->ip, b.Data(), 16);
+  e->port = (uint16_t)port;
+  return true;
+}
+
+// identPutOutside(shmFd, srcIp16, srcPort, dstIp16, dstPort, clientIp16, clientPort): number — writes an outside
+// client's entry into the host's identity table (dtab.h as_ident, AS_IDENT_OUTSIDE): the connection src -> dst (a
+// gateway's relay socket -> an instance of this node) comes from the outside client. 0, or EBUSY (not written: the
+// accept asks the daemon).
+Napi::Value IdentPutOutside(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  struct as_ep src, dst, client;
+  if (info.Length() < 7 || !info[0].IsNumber() || !GetEp(info, 1, &src) || !GetEp(info, 3, &dst) || !GetEp(info, 5, &client))
+    return ThrowType(env, "identPutOutside(shmFd, srcIp16, srcPort, dstIp16, dstPort, clientIp16, clientPort)");
+  auto it = g_shms.find(info[0].As<Napi::Number>().Int32Value());
+  if (it == g_shms.end()) return ThrowErrno(env, EBADF, "identPutOutside");
+  int r = as_ident_put(it->second, &src, &dst, client.ip, client.port, AS_IDENT_OUTSIDE, nullptr);
+  return Napi::Number::New(env, r < 0 ? -r : 0);
+}
+
+// identGet(shmFd, srcIp16, srcPort, dstIp16, dstPort, take): { kind: 'app'|'outside', ip16, port, app } | null — the
+// entry for the connection src -> dst, as a server's generator finds it (take: used up, as an accept does).
+Napi::Value IdentGet(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  struct as_ep src, dst;
+  if (info.Length() < 6 || !info[0].IsNumber() || !GetEp(info, 1, &src) || !GetEp(info, 3, &dst) || !info[5].IsBoolean())
+    return ThrowType(env, "identGet(shmFd, srcIp16, srcPort, dstIp16, dstPort, take)");
+  auto it = g_shms.find(info[0].As<Napi::Number>().Int32Value());
+  if (it == g_shms.end()) return ThrowErrno(env, EBADF, "identGet");
+  struct as_ident_found f;
+  if (!as_ident_get(it->second, &src, &dst, &f, info[5].As<Napi::Boolean>().Value() ? 1 : 0)) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kind", Napi::String::New(env, f.kind == AS_IDENT_OUTSIDE ? "outside" : "app"));
+  o.Set("ip16", Napi::Buffer<uint8_t>::Copy(env, f.identity, 16));
+  o.Set("port", Napi::Number::New(env, f.cport));
+  o.Set("app", Napi::String::New(env, std::string(f.app, strnlen(f.app, sizeof(f.app)))));
   return o;
 }
 
@@ -697,6 +745,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dtabPublish", Napi::Function::New(env, DtabPublish));
   exports.Set("hostShmCreate", Napi::Function::New(env, HostShmCreate));
   exports.Set("dup", Napi::Function::New(env, Dup));
+  exports.Set("identPutOutside", Napi::Function::New(env, IdentPutOutside));
+  exports.Set("identGet", Napi::Function::New(env, IdentGet));
   exports.Set("dtabDecide", Napi::Function::New(env, DtabDecide));
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));

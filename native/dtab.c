@@ -342,14 +342,16 @@ static uint32_t ident_slot(uint16_t sport, const struct as_ep *dst) {
   return (h % (AS_IDENT_SLOTS / AS_IDENT_WAYS)) * AS_IDENT_WAYS;
 }
 
-int as_ident_put(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, const uint8_t identity[16], const char *app) {
+int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], uint16_t cport,
+                 int kind, const char *app) {
+  uint16_t sport = src->port;
   uint32_t base = ident_slot(sport, dst);
   uint64_t now = mono_ms();
   /* the same key's slot, else a free or expired one, else the oldest */
   struct as_ident *best = NULL;
   for (uint32_t w = 0; w < AS_IDENT_WAYS; w++) {
     struct as_ident *e = &shm->ident[base + w];
-    if (e->sport == sport && e->dport == dst->port && !memcmp(e->dip, dst->ip, 16)) {
+    if (e->sport == sport && e->dport == dst->port && !memcmp(e->dip, dst->ip, 16) && !memcmp(e->sip, src->ip, 16)) {
       best = e;
       break;
     }
@@ -361,15 +363,19 @@ int as_ident_put(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst
   best->sport = sport;
   best->dport = dst->port;
   memcpy(best->dip, dst->ip, 16);
+  memcpy(best->sip, src->ip, 16);
   memcpy(best->identity, identity, 16);
   memset(best->app, 0, sizeof(best->app));
   if (app) memcpy(best->app, app, strnlen(app, sizeof(best->app)));
+  best->cport = kind == AS_IDENT_OUTSIDE ? cport : 0;
+  best->kind = kind == AS_IDENT_OUTSIDE ? AS_IDENT_OUTSIDE : AS_IDENT_APP;
   best->at_ms = now;
   __atomic_store_n(&best->seq, seq + 2, __ATOMIC_RELEASE);
   return 0;
 }
 
-int as_ident_get(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, uint8_t identity_out[16], char *app_out, int take) {
+int as_ident_get(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, struct as_ident_found *out, int take) {
+  uint16_t sport = src->port;
   uint32_t base = ident_slot(sport, dst);
   uint64_t now = mono_ms();
   for (uint32_t w = 0; w < AS_IDENT_WAYS; w++) {
@@ -381,12 +387,14 @@ int as_ident_get(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst
       memcpy(&c, (const void *)e, sizeof(c));
       __atomic_thread_fence(__ATOMIC_ACQUIRE);
       if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s1) continue;
-      if (c.sport != sport || c.dport != dst->port || memcmp(c.dip, dst->ip, 16) || !c.at_ms || now - c.at_ms > AS_IDENT_TTL_MS) break;
-      memcpy(identity_out, c.identity, 16);
-      if (app_out) {
-        memset(app_out, 0, AS_DTAB_ID_MAX);
-        memcpy(app_out, c.app, sizeof(c.app));
-      }
+      uint64_t ttl = c.kind == AS_IDENT_OUTSIDE ? AS_IDENT_OUTSIDE_TTL_MS : AS_IDENT_TTL_MS;
+      if (c.sport != sport || c.dport != dst->port || memcmp(c.dip, dst->ip, 16) || !c.at_ms || now - c.at_ms > ttl) break;
+      if (memcmp(c.sip, src->ip, 16)) break; /* the same port and destination from another address: not this connection */
+      memcpy(out->identity, c.identity, 16);
+      out->cport = c.cport;
+      out->kind = c.kind;
+      memset(out->app, 0, sizeof(out->app));
+      memcpy(out->app, c.app, sizeof(c.app));
       if (take && __atomic_compare_exchange_n(&e->seq, &s1, s1 + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         e->at_ms = 0; /* one accept per connection: an entry never names a later one */
         __atomic_store_n(&e->seq, s1 + 2, __ATOMIC_RELEASE);

@@ -120,25 +120,50 @@ AS_DTAB_ASSERT(sizeof(struct as_dt_app) == 104, "decision table layout");
  * service and in-flight connections per instance. The daemon refreshes the in-flight counts from its measurement;
  * generators add the connections they hand out in between (as the daemon's own balancer did). Slots are hashed:
  * two services that share a slot share a round-robin position, which only changes which instance comes next. */
-#define AS_SHM_MAGIC 0x4d485341u /* "ASHM" */
+#define AS_SHM_MAGIC 0x32485341u /* "ASH2": 128-byte identity entries (a generator of an older build does not map it:
+                                     * it works without the shared counters and the identity table) */
 #define AS_SHM_SLOTS 4096u
 
-/* Who a same-host TCP connection comes from, written by the client's generator right after its connect() and read by
- * the server's generator at accept(): the accept needs no question to the daemon. Keyed by (source port, real
- * destination): among live connections to one destination a source port is unique, so an entry can only be mistaken
- * for an older connection from the same port to the same place (one that is gone). A slot is taken by a writer with a
- * compare-and-swap of its sequence (odd while written); readers check the sequence around their copy. An entry is
- * trusted for AS_IDENT_TTL_MS and used up by the accept that reads it. A miss (overwritten, not written yet) falls back to the daemon. */
+/* Who a TCP connection comes from, read by the server's generator at accept(): the accept needs no question to the
+ * daemon. Two kinds of entries:
+ *  - AS_IDENT_APP: a same-host client, written by the client's generator right after its connect(): the source is
+ *    this node, identity the client app's vip;
+ *  - AS_IDENT_OUTSIDE: an exposure's outside client relayed by a gateway on another host, written by this node's
+ *    daemon from the gateway's push (docs/ingress.md): the source is the gateway's relay socket, identity and cport
+ *    the outside client's real address and port. Only the daemon writes these (after checking the gateway and the
+ *    exposure); a generator never does.
+ * Keyed by (source port, real destination), and the source address is kept and checked at take: among live
+ * connections to one destination a (source address, source port) pair is unique, so an entry can only be mistaken
+ * for an older connection from the same place to the same place (one that is gone, and whose entry nobody took). A
+ * slot is taken by a writer with a compare-and-swap of its sequence (odd while written); readers check the sequence
+ * around their copy. An entry is trusted for AS_IDENT_TTL_MS (AS_IDENT_OUTSIDE_TTL_MS for an outside client: a
+ * gateway's relay reuses its source ports fast) and used up by the accept that reads it. A miss (overwritten, not
+ * written yet) falls back to the daemon. */
 #define AS_IDENT_SLOTS 16384u
 #define AS_IDENT_WAYS 4u
 #define AS_IDENT_TTL_MS 10000u
+#define AS_IDENT_OUTSIDE_TTL_MS 3000u
+#define AS_IDENT_APP 0u
+#define AS_IDENT_OUTSIDE 1u
 struct as_ident {
   uint32_t seq;
   uint16_t sport, dport;
   uint8_t dip[16];
-  uint8_t identity[16];
+  uint8_t sip[16];      /* the connection's source address (the accepted socket's peer) */
+  uint8_t identity[16]; /* the app's vip, or the outside client's real address */
   uint64_t at_ms;
-  char app[16]; /* the client's app id */
+  char app[16]; /* the client's app id (AS_IDENT_APP) */
+  uint16_t cport; /* AS_IDENT_OUTSIDE: the outside client's real port */
+  uint8_t kind;   /* AS_IDENT_APP or AS_IDENT_OUTSIDE */
+  uint8_t pad[45];
+};
+
+/* What an accept finds in the identity table. */
+struct as_ident_found {
+  uint8_t identity[16];
+  uint16_t cport;
+  uint8_t kind;
+  char app[AS_DTAB_ID_MAX];
 };
 
 struct as_hostshm {
@@ -147,9 +172,9 @@ struct as_hostshm {
   uint32_t inflight[AS_SHM_SLOTS];
   struct as_ident ident[AS_IDENT_SLOTS];
 };
-#define AS_SHM_SIZE (2u << 20)
+#define AS_SHM_SIZE (4u << 20)
 AS_DTAB_ASSERT(sizeof(struct as_hostshm) <= AS_SHM_SIZE, "shared counters layout");
-AS_DTAB_ASSERT(sizeof(struct as_ident) == 64, "identity table layout");
+AS_DTAB_ASSERT(sizeof(struct as_ident) == 128, "identity table layout");
 
 /* ---- the reader (generators) ----------------------------------------------------------------------------------- */
 
@@ -201,12 +226,15 @@ int as_dtab_pick_ingress(struct as_dtab *t, const uint8_t vip[16], uint16_t port
 /* Tells whether ip is this node's address (as the table says), for accept-side checks. */
 int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
 
-/* The client side: src = the connection's real local endpoint, dst = its real destination. Returns 0 or -EBUSY (the
- * slots were being written by others: the accept will ask the daemon). */
-int as_ident_put(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, const uint8_t identity[16], const char *app);
-/* The server side: 1 and identity_out (and app_out, AS_DTAB_ID_MAX bytes, when not NULL) when known, else 0. With
- * take, the entry is used up (the server's generator takes it at accept; the daemon only looks). */
-int as_ident_get(struct as_hostshm *shm, uint16_t sport, const struct as_ep *dst, uint8_t identity_out[16], char *app_out, int take);
+/* Writes an entry for the connection src -> dst (real endpoints): kind AS_IDENT_APP (identity = the app's vip, app its
+ * id; the client's generator) or AS_IDENT_OUTSIDE (identity:cport = the outside client; the daemon). Returns 0 or
+ * -EBUSY (the slots were being written by others: the accept will ask the daemon). */
+int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], uint16_t cport,
+                 int kind, const char *app);
+/* The server side: 1 and *out when an entry for src -> dst is there (its source address must be src's), else 0. With
+ * take, the entry is used up (the server's generator takes it at accept; the daemon takes an outside client's entry
+ * when it answered that accept itself). */
+int as_ident_get(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, struct as_ident_found *out, int take);
 
 /* ---- the writer (the daemon's addon) ---------------------------------------------------------------------------- */
 

@@ -178,7 +178,7 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         }
       }
       struct as_msg known;
-      if (as_accept_known(g, p, &known)) { /* a same-host client that said who it is (gen_decide.c) */
+      if (as_accept_known(g, p, &known)) { /* in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
         int none = -1;
         as_on_accept_reply(g, p, &known, &none);
         return;

@@ -189,7 +189,7 @@ int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct soc
       as_ep_from_sockaddr(p->u.connect.real, p->u.connect.real_len, &real) < 0 || as_ep_from_sockaddr(loc, l, &lep) < 0 ||
       !as_dtab_is_node(&g->dtab, real.ip))
     return 0;
-  if (as_ident_put(g->dtab.shm, lep.port, &real, g->identity.ip, g->dtab.app_id) < 0) return 0;
+  if (as_ident_put(g->dtab.shm, &lep, &real, g->identity.ip, 0, AS_IDENT_APP, g->dtab.app_id) < 0) return 0;
   decided_note(g, p, AS_DK_TCP, &lep, &real, 0, NULL);
   return 1;
 }
@@ -212,17 +212,24 @@ void as_ochan_drain(struct as_gen *g) {
   }
 }
 
+/* The connection's peer is known from the host's identity table: a same-host client (the peer is this node: its entry
+ * is written right after its connect, so it is waited for a moment) or an exposure's outside client relayed by a
+ * gateway on another host (the peer is that gateway's relay socket: the daemon wrote the entry from the gateway's
+ * push, checked; no wait, a miss asks the daemon, which has it soon or asks the gateway). The answer is what the
+ * daemon's would be: the app's vip with the connection's port, or the outside client's real address and port. The
+ * daemon hears of it in the AS_CLAIMED batch. */
 #define IDENT_WAIT_US 200
 int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
   struct as_p_accept *a = &p->u.accept;
   struct as_ep peer, local;
-  if (!g->dtab.shm || as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0 ||
-      !as_dtab_is_node(&g->dtab, peer.ip))
+  if (!g->dtab.shm || as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0)
     return 0;
-  uint8_t id[16];
+  int same_host = as_dtab_is_node(&g->dtab, peer.ip);
+  struct as_ident_found id;
   uint64_t start = 0;
   for (;;) {
-    if (as_ident_get(g->dtab.shm, peer.port, &local, id, NULL, 1)) break;
+    if (as_ident_get(g->dtab.shm, &peer, &local, &id, 1)) break;
+    if (!same_host) return 0;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     uint64_t us = (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
@@ -230,9 +237,11 @@ int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) 
     else if (us - start > IDENT_WAIT_US) return 0;
     sched_yield();
   }
+  /* an app's entry names a connection from this node only; an outside client's only one from another host */
+  if ((id.kind == AS_IDENT_OUTSIDE) == same_host) return 0;
   struct as_ep virt;
-  memcpy(virt.ip, id, 16);
-  virt.port = peer.port;
+  memcpy(virt.ip, id.identity, 16);
+  virt.port = id.kind == AS_IDENT_OUTSIDE ? id.cport : peer.port;
   memset(out, 0, sizeof(*out));
   struct sockaddr_storage ss;
   int n = as_ep_to_sockaddr(&virt, AF_INET6, &ss);

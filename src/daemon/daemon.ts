@@ -52,6 +52,8 @@ import type { IngressForwarder } from '../gateway/forwarder.js';
 import { NodeForwarder } from '../gateway/node-forwarder.js';
 import { RelayForwarder } from '../gateway/relay-process.js';
 import { IngressPicker } from '../gateway/pick.js';
+import { IngressPusher, PushedClients } from '../gateway/ingress-push.js';
+import { ip16 } from '../trap/decision-table.js';
 import type { ReservedPorts } from '../gateway/exposures.js';
 import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
 
@@ -122,6 +124,9 @@ export class Daemon {
   readonly localIngress: LocalIngress;
   /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
   readonly ingress: Ingress;
+  /** Outside clients pushed across hosts: a gateway's pusher, every node's receiver (gateway/ingress-push.ts). */
+  private readonly pusher?: IngressPusher;
+  readonly pushed: PushedClients;
   private readonly exposeControl: ExposureControl;
   /** The egress policy (`--egress-allow`, `--egress-rules`; see docs/egress.md). */
   readonly egressPolicy: EgressPolicy;
@@ -175,6 +180,20 @@ export class Daemon {
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
      * is alive (the handler, the decision table, the forwarder). */
     const nodeAlive = (node: string): boolean => node === cfg.nodeName || node === VSERVICE_NODE || this.cluster?.ml.member(node)?.state === 'alive';
+    const identEp = (e: Endpoint): [Buffer, number] => [ip16(e.ip), e.port];
+    this.pushed = new PushedClients({
+      liveGateway: (ip) => ip !== cfg.nodeAddress && this.gatewayNodes().some((g) => g.address === ip && g.alive),
+      exposedHere: (to) => this.ingress.exposedHere(to),
+      putEntry: (r) => native.identPutOutside(this.decisions.shmFd, ...identEp(r.from), ...identEp(r.to), ...identEp(r.client)) === 0,
+      takeEntry: (from, to) => void native.identGet(this.decisions.shmFd, ...identEp(from), ...identEp(to), true),
+      log: this.log.child({ module: 'ingress' }),
+    });
+    if (cfg.gateway) {
+      this.pusher = new IngressPusher({
+        isRemoteMember: (ip) => ip !== cfg.nodeAddress && this.isMemberAddress(ip),
+        send: (ip, records) => this.peers?.push(ip, records),
+      });
+    }
     this.handler = new TrapHandler({
       egress,
       nodeName: cfg.nodeName,
@@ -221,6 +240,7 @@ export class Daemon {
       stillHeld: socketHeld(this.log),
       steeredClient: (app, peer, local) => steering.steeredClient(app, peer, local),
       externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
+      pushedClient: (peer, listener) => this.pushed.claim(peer, listener),
       exposeProblem: (specs) => this.ingress.exposeProblem(specs),
     });
     this.localIngress = new LocalIngress({
@@ -255,7 +275,10 @@ export class Daemon {
       table: this.table,
       gateways: () => this.gatewayNodes(),
       reserved: () => this.reservedPorts(),
-      recordExternal: (from, client, to) => this.handler.recordExternal(from, client, to),
+      recordExternal: (from, client, to) => {
+        this.handler.recordExternal(from, client, to); /* for the whoIs path (and an instance on this node) */
+        this.pusher?.add(from, client, to); /* an instance on another node: told now, not asked later */
+      },
       log: this.log.child({ module: 'ingress' }),
       onChange: () => this.refreshDoors(),
       local: this.localIngress,
@@ -317,7 +340,12 @@ export class Daemon {
     const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, peers) => {
-      for (const p of peers) this.connections.markAccepted(p, app.id, cfg.nodeName);
+      for (const p of peers) {
+        /* an outside client a gateway pushed, answered by the server's generator from the identity table */
+        const x = p.ip !== cfg.nodeAddress ? this.pushed.claimed(p) : undefined;
+        if (x) this.connections.accepted({ appId: app.id }, cfg.nodeName, p, x.to, x.who);
+        else this.connections.markAccepted(p, app.id, cfg.nodeName);
+      }
     };
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
     this.control.onInternalError = this.internalErrors.reporter('control');
@@ -369,6 +397,7 @@ export class Daemon {
       (ip) => cluster.isPeerAddress(ip),
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
+    this.peers.onPush = (peer, records) => this.pushed.receive(peer, records);
     await this.peers.listen(this.cfg.nodeAddress);
     if (this.cfg.egressGateway) await this.startEgressProxy();
     await this.startDns();
@@ -661,6 +690,16 @@ export class Daemon {
   }
 
   /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
+  /** Counts of the outside clients pushed across hosts (see IngressStatus). */
+  private pushStats(): { pushSent: number; pushAccepted: number; pushRefused: number; pushAnswered: { generator: number; daemon: number; late: number } } {
+    return {
+      pushSent: this.pusher?.pushed ?? 0,
+      pushAccepted: this.pushed.accepted,
+      pushRefused: Object.values(this.pushed.refused).reduce((a, b) => a + b, 0),
+      pushAnswered: { ...this.pushed.answered },
+    };
+  }
+
   private isMemberAddress(ip: string): boolean {
     return this.cluster?.isPeerAddress(ip) ?? false;
   }
@@ -681,6 +720,7 @@ export class Daemon {
   private async sweep(): Promise<void> {
     try {
       this.handler.expireDetached();
+      this.pushed.expire();
       const takenAt = Date.now();
       let snap;
       try {
@@ -793,7 +833,7 @@ export class Daemon {
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
           externalRefused: this.handler.stats.externalRefused,
-          ingress: this.ingress.status(),
+          ingress: { ...this.ingress.status(), ...this.pushStats() },
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
           steering: this.steering.status(),
         };

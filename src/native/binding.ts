@@ -59,6 +59,15 @@ export interface DtabDecision {
   serverSock?: string;
 }
 
+/** An entry of the host's identity table (native/dtab.h as_ident): 'outside' carries the outside client's address
+ * (ip16) and port; 'app' a same-host app's vip and id. */
+export interface IdentEntry {
+  kind: 'app' | 'outside';
+  ip16: Buffer;
+  port: number;
+  app: string;
+}
+
 interface RawBinding {
   lockFile(path: string): LockResult;
   tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
@@ -78,6 +87,8 @@ interface RawBinding {
   dtabPublish(fd: number, body: Buffer): number;
   hostShmCreate(): { fd: number; counters: Buffer };
   dup(fd: number): number;
+  identPutOutside(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number;
+  identGet(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, take: boolean): IdentEntry | null;
   dtabDecide(t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
   skLookupOpen(netnsPath?: string): number;
@@ -187,6 +198,16 @@ export const native = {
   hostShmCreate: wrap((): { fd: number; counters: Buffer } => raw().hostShmCreate()),
   /** A close-on-exec duplicate of fd. */
   dup: wrap((fd: number): number => raw().dup(fd)),
+  /** Writes an outside client's entry (client ip16:port) for the connection srcIp:srcPort -> dstIp:dstPort into the
+   * host's identity table of hostShmCreate's fd (native/dtab.h as_ident): that accept is answered by the server's
+   * generator. 0, or EBUSY (not written). */
+  identPutOutside: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number =>
+    raw().identPutOutside(shmFd, srcIp, srcPort, dstIp, dstPort, clientIp, clientPort),
+  ),
+  /** The identity table's entry for the connection src -> dst as a server's generator finds it (take: used up). */
+  identGet: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, take: boolean): IdentEntry | null =>
+    raw().identGet(shmFd, srcIp, srcPort, dstIp, dstPort, take),
+  ),
   /** What a generator would decide for app `app` connecting to ip16:port (tried: 18-byte records of endpoints that
    * refused), read from the table and counters by native/dtab.c itself: for tests. */
   dtabDecide: wrap((t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision => raw().dtabDecide(t, s, app, ip, port, tried)),

@@ -110,6 +110,22 @@ export class ClientReports {
     this.reports.delete(key);
   }
 
+  /** The report from `key` if it is here now (claimed), as claim() without waiting. */
+  take(key: string, dst?: string): ClientIdentity | undefined {
+    return this.takeWithDst(key, dst)?.who;
+  }
+
+  /** As take(), with the server's real endpoint the report named (if it did). */
+  takeWithDst(key: string, dst?: string): { who: ClientIdentity; dst: Endpoint | undefined } | undefined {
+    const c = this.reports.get(key);
+    if (!c || Date.now() - c.at >= CLIENT_TTL_MS || (dst !== undefined && c.dst !== undefined && c.dst !== dst)) return undefined;
+    this.reports.delete(key);
+    const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
+    if (c.external) Object.assign(who, { external: true, port: c.port });
+    if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
+    return { who, dst: c.dst === undefined ? undefined : parseEndpoint(c.dst) };
+  }
+
   /** Who connected from this node's endpoint `key`, waiting up to `waitMs` for a report still on its way. The answer is
    * claimed: a report identifies one connection, and the accept it answers is the only one for that connection. A
    * report nobody claimed must not answer for a later connection that reuses the ephemeral port (at thousands of
@@ -117,14 +133,8 @@ export class ClientReports {
    * placeholder of a fast-path connection instead of its Unix socket). With `dst` (the server's real endpoint), a
    * report about a connection to somewhere else does not count either: the report for this one is still on its way. */
   claim(key: string, waitMs = this.waitMs, dst?: string): Promise<ClientIdentity | undefined> {
-    const c = this.reports.get(key);
-    if (c && Date.now() - c.at < CLIENT_TTL_MS && (dst === undefined || c.dst === undefined || c.dst === dst)) {
-      this.reports.delete(key);
-      const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
-      if (c.external) Object.assign(who, { external: true, port: c.port });
-      if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
-      return Promise.resolve(who);
-    }
+    const now = this.take(key, dst);
+    if (now) return Promise.resolve(now);
     if (waitMs <= 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let list = this.waiters.get(key);
