@@ -41,10 +41,10 @@ if (($#)); then
 else
   # Two lanes at once. Lane 1: the integration files, one after another (see vitest.config.ts). Lane 2, beside it:
   # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files, the
-  # privilege test and the gateway files (ingress, egress, virtual services), one after another (several create
+  # privilege test, the gateway files (ingress, egress, virtual services) and the bench smoke, one after another (several create
   # system users: they never run at once, useradd locks /etc/passwd). Each run writes its own report; lane 2's
   # output follows lane 1's, whole.
-  gateway_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts)
+  gateway_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-push.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts)
   gateway_excludes=()
   for f in "${gateway_tests[@]}"; do gateway_excludes+=(--exclude "$f"); done
   side_log=$(mktemp)
