@@ -66,9 +66,18 @@ void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_
     as_pend_done(g, p);
     return;
   }
-  if (m->result < 0) { /* nobody vouches for this peer: drop it and wait for the next connection */
+  if (m->result < 0) { /* nobody vouches for this peer: drop it */
     close(a->conn);
     a->conn = -1;
+    /* A non-blocking accept answers EAGAIN now, as if the connection had never come: the program asks again when the
+     * listener is readable. Taking the next connection instead would keep this accept (and the thread in it) as long
+     * as unvetted connections keep arriving faster than the daemon refuses them: a flood would starve the program. A
+     * blocking accept waits for the next connection, as the kernel's does. */
+    int fl = fcntl(p->sock, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) {
+      as_pend_finish(g, p, -EAGAIN);
+      return;
+    }
     as_accept_next(g, p);
     return;
   }
