@@ -214,7 +214,7 @@ async function main(): Promise<void> {
       for (const row of rows.filter((x) => x.measure === m)) {
         const v = row.samples.length ? median(row.samples) : NaN;
         const range = row.samples.length > 1 ? `${fmt(Math.min(...row.samples))}–${fmt(Math.max(...row.samples))}` : '–';
-        const label = { native: 'native (client → instance directly)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: 'appswitch relay on the gateway' }[row.setup];
+        const label = { native: 'native (client → instance directly)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: row.where === 'cross' ? 'appswitch gateway (relay)' : 'appswitch gateway (steered, no proxy)' }[row.setup];
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
