@@ -17,6 +17,7 @@ import { finish, killTree, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
 
 const TCP_PORT = 8111;
 const UDP_PORT = 8112;
+const ACCEPT_SECONDS = '10';
 const SECONDS = '3';
 
 let h: TestHost;
@@ -130,14 +131,15 @@ describe('the dup2 race against CONTINUE', () => {
   });
 
   it('accept(): a Unix listener judged, the app\'s own listener accepted — no unvetted connection reaches the program', async () => {
-    const p = h.run(['--ip', '10.0.0.7'], [ATTACK, 'accept', '7100', SECONDS]);
+    /* the program accepts for ACCEPT_SECONDS from its start: long enough that the attack below, which needs the
+     * listener's real endpoint from `get services` first (a CLI call can take seconds on a loaded machine), runs
+     * against a live listener for most of it */
+    const p = h.run(['--ip', '10.0.0.7'], [ATTACK, 'accept', '7100', ACCEPT_SECONDS]);
     let out = '';
     p.stdout?.on('data', (b: Buffer) => (out += b.toString()));
     p.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-    await h.waitService('10.0.0.7', 7100);
-    const svcs = await h.services();
-    const endpoint = svcs.find((s) => s.vip === '10.0.0.7' && s.port === 7100)?.endpoint as string;
-    expect(endpoint, JSON.stringify(svcs) + out + h.daemonLog.slice(-3000)).toBeDefined();
+    const endpoint = await waitFor(async () => (await h.services()).find((s) => s.vip === '10.0.0.7' && s.port === 7100)?.endpoint, 30_000);
+    expect(endpoint, out + h.daemonLog.slice(-3000)).toBeDefined();
     const [ip, port] = endpoint.split(':') as [string, string];
     // a plain host process connects straight to the listener's real endpoint: only the race could hand it over
     const atk = h.spawn(['node', '-e', `const net = require('net'); setInterval(() => { const s = net.connect(${port}, '${ip}', () => s.end('attack')); s.on('error', () => {}); }, 5);`]);
