@@ -140,7 +140,7 @@ describe('the dup2 race against CONTINUE', () => {
     p.stderr?.on('data', (b: Buffer) => (out += b.toString()));
     const endpoint = await waitFor(async () => (await h.services()).find((s) => s.vip === '10.0.0.7' && s.port === 7100)?.endpoint, 30_000);
     expect(endpoint, out + h.daemonLog.slice(-3000)).toBeDefined();
-    const [ip, port] = endpoint.split(':') as [string, string];
+    const [ip, port] = (endpoint as string).split(':') as [string, string];
     // a plain host process connects straight to the listener's real endpoint: only the race could hand it over
     const atk = h.spawn(['node', '-e', `const net = require('net'); setInterval(() => { const s = net.connect(${port}, '${ip}', () => s.end('attack')); s.on('error', () => {}); }, 5);`]);
     try {
