@@ -167,6 +167,17 @@ export class TestHost {
   daemon?: ChildProcess;
   daemonLog = '';
 
+  /** Waits until the daemon's log shows `pattern` (its output reaches the test through a pipe, so a line can arrive a
+   * little after the event that caused it); throws with the log's tail when it does not within `timeoutMs`. */
+  async waitForLog(pattern: string | RegExp, timeoutMs = 5000): Promise<void> {
+    const seen = (): boolean => (typeof pattern === 'string' ? this.daemonLog.includes(pattern) : pattern.test(this.daemonLog));
+    const end = Date.now() + timeoutMs;
+    while (!seen()) {
+      if (Date.now() > end) throw new Error(`the daemon's log does not show ${String(pattern)} after ${timeoutMs} ms; its end:\n${this.daemonLog.slice(-2000)}`);
+      await sleep(25);
+    }
+  }
+
   private constructor(
     readonly address: string,
     tag: string,

@@ -40,7 +40,7 @@ describe('port pool', () => {
       for (const s of servers) expect(await firstLine(h, s)).toBe('listening 8000');
       const fifth = await h.runToEnd(['--ip', '10.41.0.5'], [FUZZ, 'listen', '--port', '8000'], 5_000);
       expect(fifth.stdout).toMatch(/^bind EADDRINUSE/);
-      expect(h.daemonLog).toContain('port pool exhausted');
+      await h.waitForLog('port pool exhausted');
       killTree(servers[0] as ReturnType<TestHost['run']>, 'SIGKILL');
       await waitFor(async () => (await h.services()).length === 3, 30_000);
       const again = h.run(['--ip', '10.41.0.6'], [FUZZ, 'listen', '--port', '8000']);
@@ -116,7 +116,7 @@ describe('descriptor limits', () => {
       const run = await h.runToEnd([], ['true'], 15_000);
       expect(run.code).not.toBe(0);
       expect(run.stderr).toMatch(/out of file descriptors/);
-      expect(h.daemonLog).toContain('daemon out of file descriptors');
+      await h.waitForLog('daemon out of file descriptors');
 
       expect(h.daemonLog.split('\n').filter((l) => l.includes('out of file descriptors')).length).toBeLessThanOrEqual(3); // rate-limited
       writeFileSync(done, '');

@@ -86,7 +86,7 @@ describe('daemon from a config file', () => {
     expect(s.nodeAddress).toBe(host.address);
     expect(s.vipCidrs).toEqual(['10.0.0.0/8']);
     expect(s.fastpath).toBe(true);
-    expect(host.daemonLog).toContain('daemon started');
+    await host.waitForLog('daemon started');
   });
 
   it('refuses an invalid file, naming the line and the key, and does not start', async () => {

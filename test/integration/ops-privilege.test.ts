@@ -112,7 +112,7 @@ describe('a user outside the group', () => {
       expect(r.code).toBe(125);
       expect(r.stderr).toContain(`ERR_PERMISSION: permission denied: uid`);
       expect(r.stderr).toContain(`is not root and not in group ${GROUP}`);
-      expect(host.daemonLog).toMatch(/control connection refused: uid \d+ is not root/);
+      await host.waitForLog(/control connection refused: uid \d+ is not root/);
     });
 
     it('appswitch run is refused (control API)', async () => {
@@ -126,7 +126,7 @@ describe('a user outside the group', () => {
       const r = await asUser(OUTSIDER, [launcherPath(), '--socket', trap(), '--meta', '{"cmd":["true"]}', '--', 'true']);
       expect(r.code).toBe(125);
       expect(r.stderr).toContain('ERR_PERMISSION: permission denied');
-      expect(host.daemonLog).toMatch(/trap connection refused: uid \d+ is not root/);
+      await host.waitForLog(/trap connection refused: uid \d+ is not root/);
       expect((host.daemonLog.match(/app started/g) ?? []).length).toBe(before);
       const apps = JSON.parse((await host.cli(['get', 'apps', '--json'])).stdout) as unknown[];
       expect(apps).toEqual([]);

@@ -133,7 +133,7 @@ describe('the daemon refuses what reaches its sockets by another path', () => {
     const s = await attack(['hello', path.join(links, 'trap.sock'), '{"ip":"10.0.0.77","tags":{"zone":"x"},"cmd":["forged"]}']);
     expect(s.get('connect')).toBe('ok'); /* the link works: only the daemon's check stands in the way */
     expect(s.get('reply')).toMatch(/^result -1: ERR_PERMISSION: only appswitch run may register programs \(pid \d+ runs .*attack-caps, not the appswitch launcher\)/);
-    expect(h.daemonLog).toMatch(/trap connection refused: only appswitch run may register programs|trap connection refused: pid \d+ runs/);
+    await h.waitForLog(/trap connection refused: only appswitch run may register programs|trap connection refused: pid \d+ runs/);
     const apps = JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout) as Array<{ ip?: string }>;
     expect(apps.some((a) => a.ip === '10.0.0.77')).toBe(false);
   });
@@ -149,7 +149,7 @@ describe('the daemon refuses what reaches its sockets by another path', () => {
     expect(s.get('connect')).toBe('ok');
     expect(s.get('answer')).toContain('ERR_PERMISSION');
     expect(s.get('answer')).toContain('programs may not use the control API');
-    expect(h.daemonLog).toMatch(/control connection refused: pid \d+ is a program under appswitch/);
+    await h.waitForLog(/control connection refused: pid \d+ is a program under appswitch/);
     expect((await h.cli(['status', '--json'])).code).toBe(0); /* the CLI outside still works */
   });
 });

@@ -101,7 +101,7 @@ describe('gossip injection without the cluster key (default flags)', () => {
   it('a plain process in the host namespace: fake member, loopback vip, tag override and re-pointed vip are all dropped', async () => {
     await attack('plain', 'evil-plain');
     await assertTableIntact();
-    expect.soft(h2.daemonLog).toMatch(/"reason":"unencrypted"/);
+    expect.soft(await h2.waitForLog(/"reason":"unencrypted"/).then(() => true, (e: Error) => e.message), 'the refusal is logged').toBe(true);
     await assertConnectsReachRealServers();
   });
 

@@ -27,8 +27,8 @@ describe('the cluster key', () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const text = readFileSync(file, 'utf8');
     expect(readKeyring(file)).toHaveLength(1);
-    expect(h.daemonLog).toContain(`"gossipKey":"${file}"`);
-    expect(h.daemonLog).toContain('"source":"generated"');
+    await h.waitForLog(`"gossipKey":"${file}"`);
+    await h.waitForLog('"source":"generated"');
     const secret = text.split('\n').find((l) => l && !l.startsWith('#')) as string;
     expect(h.daemonLog).not.toContain(secret);
     killTree(h.daemon!, 'SIGTERM');
@@ -36,7 +36,7 @@ describe('the cluster key', () => {
     h.daemonLog = '';
     await h.startDaemon(['--node-name', 'k1']);
     expect(readFileSync(file, 'utf8')).toBe(text);
-    expect(h.daemonLog).toContain('"source":"state-dir"');
+    await h.waitForLog('"source":"state-dir"');
   });
 
   it('a node told to --join without a key refuses to start and says how to give it the key', async () => {
@@ -52,15 +52,15 @@ describe('the cluster key', () => {
   it('plaintext only when asked (flag or config key), with a warning; never together with a key', async () => {
     const h = host('gp');
     await h.startDaemon(['--node-name', 'p1', '--gossip-plaintext']);
-    expect(h.daemonLog).toMatch(/"level":40[^\n]*NOT authenticated \(--gossip-plaintext\)/);
-    expect(h.daemonLog).toContain('"gossipKey":null');
+    await h.waitForLog(/"level":40[^\n]*NOT authenticated \(--gossip-plaintext\)/);
+    await h.waitForLog('"gossipKey":null');
     killTree(h.daemon!, 'SIGTERM');
     await finish(h.daemon!, 15_000);
     const conf = path.join(h.stateDir, 'config.yaml');
     writeFileSync(conf, 'gossip-plaintext: true\njoin: [192.0.2.9]\n');
     h.daemonLog = '';
     await h.startDaemon(['--node-name', 'p1', '--config', conf]);
-    expect(h.daemonLog).toContain('NOT authenticated');
+    await h.waitForLog('NOT authenticated');
     killTree(h.daemon!, 'SIGTERM');
     await finish(h.daemon!, 15_000);
     const both = await h.exec(['node', CLI, 'daemon', '--state-dir', h.stateDir, '--gossip-plaintext', '--gossip-key', conf], 20_000);
@@ -86,6 +86,6 @@ describe('the cluster key', () => {
     // and a daemon uses it
     await h.startDaemon(['--node-name', 'g1', '--gossip-key', file, '--join', '192.0.2.9']);
     await waitFor(() => h.daemonLog.includes(`"gossipKey":"${file}"`), 5_000);
-    expect(h.daemonLog).toContain('"source":"flag"');
+    await h.waitForLog('"source":"flag"');
   });
 });

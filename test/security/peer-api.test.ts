@@ -78,6 +78,6 @@ describe('peer API attacks (default flags)', () => {
     expect.soft(same.counts, same.raw).toEqual({ 'same-host': 5 });
     expect.soft(cross.counts, cross.raw).toEqual({ 'cross-host': 5 });
     // the requests were seen and dropped: counted and logged (rate-limited), not silently lost
-    expect.soft(h1.daemonLog).toMatch(/peer API request dropped/);
+    await h1.waitForLog(/peer API request dropped/);
   });
 });

@@ -82,7 +82,7 @@ describe('registrations only from generators', () => {
       expect(r.stdout).toMatch(/reply result -1: ERR_PERMISSION: only appswitch run may register programs \(pid \d+ runs .*attack-caps, not the appswitch launcher\)/);
       /* the daemon logs the refusal beside its answer: the line may reach us just after the answer */
       await waitFor(() => /"uid":\d+.*"exe":".*attack-caps".*trap connection refused/.test(h.daemonLog), 5000).catch(() => undefined);
-      expect(h.daemonLog).toMatch(/"uid":\d+.*"exe":".*attack-caps".*trap connection refused/);
+      await h.waitForLog(/"uid":\d+.*"exe":".*attack-caps".*trap connection refused/);
       const now = await apps();
       expect(now.filter((a) => a.ip === '10.0.0.5')).toHaveLength(1);
     } finally {
@@ -139,7 +139,7 @@ describe('a vip or name belongs to the user whose app holds it', () => {
       expect(again.code, again.stderr).toBe(0);
       const other = await finish(runAs(BOB, ['--ip', '10.0.0.21'], ['true']));
       expect(other.code, other.stderr).toBe(0);
-      expect(h.daemonLog).toMatch(/EADDRINUSE: --ip 10\.0\.0\.20 is held.*app refused/);
+      await h.waitForLog(/EADDRINUSE: --ip 10\.0\.0\.20 is held.*app refused/);
     } finally {
       killTree(a, 'SIGKILL');
     }
