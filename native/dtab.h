@@ -63,7 +63,8 @@ struct as_dt_head {
   uint32_t n_apps, off_apps;     /* the apps of this host (clients and servers that have a generator here) */
   uint32_t bits_words;           /* u64 words per app's policy bitmap (over instance indexes) */
   uint8_t node_ip[16];           /* this node's address: where same-host real endpoints live */
-  uint32_t pad[2];
+  uint32_t off_ingress;          /* struct as_dt_ingress (0: none: nothing about ingress is decided here) */
+  uint32_t pad;
 };
 
 struct as_dt_range {
@@ -99,6 +100,32 @@ struct as_dt_inst {
   uint8_t vip[16];  /* the virtual endpoint the client asked for is the service's; this is the instance's own vip */
 };
 
+#define AS_DT_EXTERNAL 8u /* a virtual service's backend, outside appswitch (a relay sends it no preamble) */
+
+/* Ingress (docs/ingress.md): what a server's generator needs to answer the accept of an outside client by itself.
+ *  - Relayed: a gateway's relay opens each connection to an instance with a preamble (native/preamble.h) naming the
+ *    outside client, MACed with a key derived from the cluster key. The generator reads it from connections whose
+ *    peer is a live gateway's address, checks it with `keys`, and takes it out of the stream.
+ *  - Steered: sk_lookup hands a connection to an exposure's host port straight to a listening socket of this node's
+ *    instance (docs/ingress-local.md); its local end is the host port. Listed here only while this node is a gateway
+ *    and the exposure that holds the port is the steered service's. A peer at one of this host's addresses (`local`,
+ *    the node address, loopback) is asked of the daemon, which checks the client socket's origin. */
+#define AS_DT_INGRESS_KEYS 4
+struct as_dt_ingress {
+  uint8_t keys[AS_DT_INGRESS_KEYS][16]; /* preamble MAC keys, n_keys of them; relays sign with keys[0] */
+  uint32_t n_keys;
+  uint32_t n_gateways, off_gateways; /* live gateway nodes' addresses, 16 bytes each (this node's when it is one) */
+  uint32_t n_steered, off_steered;   /* struct as_dt_steered */
+  uint32_t n_local, off_local;       /* this host's addresses, 16 bytes each */
+  uint32_t pad;
+};
+
+struct as_dt_steered {
+  uint16_t host_port;
+  uint16_t pad;
+  int32_t app; /* the app (index in the apps array) whose listening sockets the port is steered to */
+};
+
 #define AS_DT_APP_FAST 1u /* the app allows the fast path (not started with --no-fastpath) */
 struct as_dt_app {
   char id[AS_DTAB_ID_MAX];
@@ -115,6 +142,8 @@ AS_DTAB_ASSERT(sizeof(struct as_dt_range) == 20, "decision table layout");
 AS_DTAB_ASSERT(sizeof(struct as_dt_svc) == 32, "decision table layout");
 AS_DTAB_ASSERT(sizeof(struct as_dt_inst) == 48, "decision table layout");
 AS_DTAB_ASSERT(sizeof(struct as_dt_app) == 104, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_ingress) == 96, "decision table layout");
+AS_DTAB_ASSERT(sizeof(struct as_dt_steered) == 8, "decision table layout");
 
 /* Counters shared by every generator of the host (a second memfd, mapped read-write): round-robin positions per
  * service and in-flight connections per instance. The daemon refreshes the in-flight counts from its measurement;
@@ -225,6 +254,17 @@ int as_dtab_pick_ingress(struct as_dtab *t, const uint8_t vip[16], uint16_t port
 
 /* Tells whether ip is this node's address (as the table says), for accept-side checks. */
 int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
+
+/* Ingress, read from the active half (each call its own sequence-checked read; all answer 0 when the table has no
+ * ingress section or cannot be read):
+ *  - as_dtab_is_gateway: ip is a live gateway node's address;
+ *  - as_dtab_steered_here: host_port is steered to this generator's own app (t->app_index);
+ *  - as_dtab_is_local: ip is this host's (the node address, loopback, or a listed local address);
+ *  - as_dtab_preamble_keys: copies up to max keys into keys, returns how many. */
+int as_dtab_is_gateway(struct as_dtab *t, const uint8_t ip[16]);
+int as_dtab_steered_here(struct as_dtab *t, uint16_t host_port);
+int as_dtab_is_local(struct as_dtab *t, const uint8_t ip[16]);
+int as_dtab_preamble_keys(struct as_dtab *t, uint8_t keys[][16], int max);
 
 /* Writes an entry for the connection src -> dst (real endpoints): kind AS_IDENT_APP (identity = the app's vip, app its
  * id; the client's generator) or AS_IDENT_OUTSIDE (identity:cport = the outside client; the daemon). Returns 0 or

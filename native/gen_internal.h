@@ -231,6 +231,8 @@ struct as_offer *as_offer_find(struct as_gen *g, const void *sa, uint32_t len);
 int as_offer_take(struct as_gen *g, struct as_offer *o);
 void as_offer_expire(struct as_gen *g);
 void as_claim_note(struct as_gen *g, const struct as_ep *peer);
+/* An outside client's connection answered here (how: AS_CLAIM_STEERED or AS_CLAIM_RELAYED): the daemon tracks it. */
+void as_claim_outside(struct as_gen *g, const struct as_ep *peer, unsigned how, const struct as_ep *client, uint16_t local_port);
 void as_claims_flush(struct as_gen *g);
 /* Keeps an offer (takes fd): from the daemon (AS_OFFER) or from a client's generator (offer_chan.h). */
 void as_offer_put(struct as_gen *g, const struct as_ep *peer, const struct as_ep *virt, int fd);

@@ -138,14 +138,29 @@ void as_claims_flush(struct as_gen *g) {
   else as_arm_flush(g);
 }
 
-void as_claim_note(struct as_gen *g, const struct as_ep *peer) {
+static void claim_add(struct as_gen *g, const struct as_ep *peer, unsigned kind, const struct as_ep *client, uint16_t local_port) {
   if (g->nclaims == AS_CLAIMS_MAX) as_claims_flush(g);
   if (g->nclaims == AS_CLAIMS_MAX) return; /* the daemon is away: its copies went with it */
   as_arm_flush(g); /* the daemon marks them accepted within AS_FLUSH_MS */
   uint8_t *e = g->claims + g->nclaims++ * AS_CLAIM_LEN;
+  memset(e, 0, AS_CLAIM_LEN);
   memcpy(e, peer->ip, 16);
   e[16] = (uint8_t)(peer->port >> 8);
   e[17] = (uint8_t)peer->port;
+  e[18] = (uint8_t)kind;
+  if (client) {
+    memcpy(e + 20, client->ip, 16);
+    e[36] = (uint8_t)(client->port >> 8);
+    e[37] = (uint8_t)client->port;
+  }
+  e[38] = (uint8_t)(local_port >> 8);
+  e[39] = (uint8_t)local_port;
+}
+
+void as_claim_note(struct as_gen *g, const struct as_ep *peer) { claim_add(g, peer, AS_CLAIM_APP, NULL, 0); }
+
+void as_claim_outside(struct as_gen *g, const struct as_ep *peer, unsigned how, const struct as_ep *client, uint16_t local_port) {
+  claim_add(g, peer, how, client, local_port);
 }
 
 struct as_offer *as_offer_find(struct as_gen *g, const void *sa, uint32_t len) {

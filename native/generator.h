@@ -27,7 +27,7 @@ struct as_offer;   /* a fast-path connection the daemon announced (gen_internal.
 #define AS_OFFERS_MAX 128
 #define AS_HINTS 64
 #define AS_CLAIMS_MAX 64
-#define AS_CLAIM_LEN 18 /* AS_CLAIMED payload per offer: 16 bytes of address (IPv4 mapped), 2 of port */
+#define AS_CLAIM_LEN 40 /* AS_CLAIMED payload per entry (see proto.h) */
 
 struct as_gen {
   int notif_fd, daemon_fd, epfd, sigfd, timer_fd;

@@ -39,9 +39,11 @@ enum as_msg_type {
                      from the placeholder endpoint addr (as accept() will see it); addr2 = the client's virtual
                      identity; one fd: the server's end of the Unix socket pair. Sent before the daemon answers the
                      client's AS_CONNECT, so it is here before the placeholder can reach the accept queue */
-  AS_CLAIMED = 13, /* gen -> daemon: offers taken by an accept (the daemon lets go of their placeholders), in a batch:
-                      payload = per offer 16 bytes of address (IPv4 as ::ffff:a.b.c.d) and 2 bytes of port, network
-                      order; sent when 64 are due or once a second; no reply */
+  AS_CLAIMED = 13, /* gen -> daemon: connections an accept answered without asking the daemon, in a batch (sent when
+                      64 are due or within AS_FLUSH_MS; no reply). Per entry 40 bytes: the peer's address (16, IPv4 as
+                      ::ffff:a.b.c.d) and port (2, network order); the kind (1: AS_CLAIM_*); a pad byte; for an outside
+                      client its address (16) and port (2, network order); the accepted socket's local port (2,
+                      network order). An offer taken (AS_CLAIM_APP) lets the daemon let go of its placeholder. */
   AS_UDP_FROM = 14, /* gen -> daemon: a UDP socket of this program sends from real endpoint addr (cookie = its inode):
                        sent once per socket, before its first datagram or connect, so that a receiver's daemon can say
                        who the datagrams come from; no reply */
@@ -52,6 +54,11 @@ enum as_msg_type {
                        batch: payload = struct as_decided records; sent when AS_DECIDED_MAX are due or AS_FLUSH_MS after
                        the first; no reply. The daemon counts, logs and tracks them as if it had decided them */
 };
+
+/* AS_CLAIMED entry kinds */
+#define AS_CLAIM_APP 0u     /* a same-host app's connection (identity table or fast-path offer) */
+#define AS_CLAIM_STEERED 1u /* an outside client steered to this node's instance (dtab.h, ingress) */
+#define AS_CLAIM_RELAYED 2u /* an outside client relayed by a gateway, named by its preamble (preamble.h) */
 
 /* AS_DECIDED payload record, little-endian. */
 enum as_decided_kind {

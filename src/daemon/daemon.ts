@@ -6,9 +6,6 @@ import { DnsServer, renderResolvConf } from '../dns/index.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
-import { EgressPolicy } from '../policy/egress.js';
-import { discloseEgress, EgressProxy } from '../gateway/egress.js';
-import type { Endpoint } from '../table/endpoint.js';
 import { type ClosedPorts, DaemonPortGuard, type DaemonPorts, nodeDoors } from '../policy/daemon-ports.js';
 import { VIRTUAL_DNS_ADDRESS, VIRTUAL_DNS_PORT, VirtualRanges } from '../table/addresses.js';
 import { AppDirectory } from '../table/directory.js';
@@ -16,8 +13,6 @@ import { PortPool } from '../table/port-pool.js';
 import { ServiceTable } from '../table/service-table.js';
 import { ClusterObjects } from '../table/cluster-objects.js';
 import { native } from '../native/binding.js';
-import { LocalIngress } from '../gateway/local-ingress.js';
-import { Steering } from '../gateway/steering.js';
 import { TrapHandler } from '../trap/handler.js';
 import { TrapServer } from '../trap/server.js';
 import { VirtualDns } from '../trap/virtual-dns.js';
@@ -27,10 +22,10 @@ import { applyDecided } from '../trap/decided.js';
 import { DecisionTable } from '../trap/decision-table.js';
 import { AccessControl } from './access.js';
 import type { DaemonConfig } from './config.js';
-import type { AppView, ControlRequest, EgressStatus, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
-import type { ClientIdentity } from '../trap/client-reports.js';
+import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster } from './cluster.js';
-import { forbiddenEndpoint, type NodeRecord } from './gossip-records.js';
+import type { NodeRecord } from './gossip-records.js';
+import { Gateways } from './gateways.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
@@ -47,15 +42,6 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { Ingress, type GatewayNode } from '../gateway/ingress.js';
-import type { IngressForwarder } from '../gateway/forwarder.js';
-import { NodeForwarder } from '../gateway/node-forwarder.js';
-import { RelayForwarder } from '../gateway/relay-process.js';
-import { IngressPicker } from '../gateway/pick.js';
-import { IngressPusher, PushedClients } from '../gateway/ingress-push.js';
-import { ip16 } from '../trap/decision-table.js';
-import type { ReservedPorts } from '../gateway/exposures.js';
-import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, objectClaims } from '../gateway/expose-control.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -105,8 +91,6 @@ export class Daemon {
   readonly connections: ConnectionTracker;
   /** What the generators decide connects from (native/dtab.h). */
   readonly decisions: DecisionTable;
-  /** A gateway's C relay (undefined: not a gateway, or the Node forwarder serves instead). */
-  private relay?: RelayForwarder;
   /** Trap counts sampled every second over the last 10 s, for the trap rate in `status`. */
   private readonly trapSamples: Array<{ at: number; traps: number }> = [];
   private rateTimer?: NodeJS.Timeout;
@@ -117,21 +101,8 @@ export class Daemon {
   readonly internalErrors: InternalErrors;
   /** This daemon's claim on its state directory (see state-lock.ts), from the first step of start() to stop(). */
   private lock?: StateDirLock;
-  /** sk_lookup steering of exposures' host ports to this node's own instances (gateway/steering.ts), and what it
-   * steers (gateway/local-ingress.ts): the ingress calls localIngress.steerExposure / unsteerExposure and sets
-   * steering.view. */
-  readonly steering: Steering;
-  readonly localIngress: LocalIngress;
-  /** Exposures, and on a gateway node the forwarder that serves them (see gateway/ingress.ts). */
-  readonly ingress: Ingress;
-  /** Outside clients pushed across hosts: a gateway's pusher, every node's receiver (gateway/ingress-push.ts). */
-  private readonly pusher?: IngressPusher;
-  readonly pushed: PushedClients;
-  private readonly exposeControl: ExposureControl;
-  /** The egress policy (`--egress-allow`, `--egress-rules`; see docs/egress.md). */
-  readonly egressPolicy: EgressPolicy;
-  /** The egress proxy, on an egress gateway (`--egress-gateway`). */
-  egressProxy?: EgressProxy;
+  /** Ingress and egress (see gateways.ts). */
+  readonly gateways: Gateways;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -160,42 +131,27 @@ export class Daemon {
       return byEndpoint.get(ep);
     });
     const policy = defaultPolicy();
-    const steering = new Steering(native, this.log.child({ module: 'steering' }), {
-      off: cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)',
-      origin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
-    });
-    this.steering = steering;
-    this.egressPolicy = new EgressPolicy(cfg.egressRules);
-    const egress =
-      this.egressPolicy.restricts || cfg.egressMode === 'via-gateway'
-        ? {
-            policy: this.egressPolicy,
-            mode: cfg.egressMode,
-            isGateway: cfg.egressGateway,
-            gateways: () => this.egressGateways(),
-            /* this node's DNS server: the resolver path programs use (resolv.conf), never judged nor carried */
-            exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
-          }
-        : undefined;
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
      * is alive (the handler, the decision table, the forwarder). */
     const nodeAlive = (node: string): boolean => node === cfg.nodeName || node === VSERVICE_NODE || this.cluster?.ml.member(node)?.state === 'alive';
-    const identEp = (e: Endpoint): [Buffer, number] => [ip16(e.ip), e.port];
-    this.pushed = new PushedClients({
-      liveGateway: (ip) => ip !== cfg.nodeAddress && this.gatewayNodes().some((g) => g.address === ip && g.alive),
-      exposedHere: (to) => this.ingress.exposedHere(to),
-      putEntry: (r) => native.identPutOutside(this.decisions.shmFd, ...identEp(r.from), ...identEp(r.to), ...identEp(r.client)) === 0,
-      takeEntry: (from, to) => void native.identGet(this.decisions.shmFd, ...identEp(from), ...identEp(to), true),
-      log: this.log.child({ module: 'ingress' }),
+    this.gateways = new Gateways({
+      cfg,
+      log: this.log,
+      table: this.table,
+      directory: this.directory,
+      objects: this.objects,
+      doors: this.doors,
+      connections: this.connections,
+      nodeAlive,
+      handler: () => this.handler,
+      decisions: () => this.decisions,
+      cluster: () => this.cluster,
+      peers: () => this.peers,
+      onDoorsChanged: () => this.refreshDoors(),
+      localAddresses,
     });
-    if (cfg.gateway) {
-      this.pusher = new IngressPusher({
-        isRemoteMember: (ip) => ip !== cfg.nodeAddress && this.isMemberAddress(ip),
-        send: (ip, records) => this.peers?.push(ip, records),
-      });
-    }
     this.handler = new TrapHandler({
-      egress,
+      ...this.gateways.handlerDeps(),
       nodeName: cfg.nodeName,
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
@@ -235,20 +191,8 @@ export class Daemon {
       resolvePeer: (ip, endpoint, dst, proto) =>
         this.isMemberAddress(ip) ? (this.peers?.whoIs(ip, endpoint, dst, undefined, proto) ?? Promise.resolve(undefined)) : Promise.resolve(undefined),
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
-      externalWaitMs: cfg.gateway ? 200 : 0,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
-      steeredClient: (app, peer, local) => steering.steeredClient(app, peer, local),
-      externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
-      pushedClient: (peer, listener) => this.pushed.claim(peer, listener),
-      exposeProblem: (specs) => this.ingress.exposeProblem(specs),
-    });
-    this.localIngress = new LocalIngress({
-      nodeName: cfg.nodeName,
-      table: this.table,
-      pidOf: (id) => this.handler.apps.get(id)?.pid,
-      steering,
-      log: this.log.child({ module: 'steering' }),
     });
     this.decisions = new DecisionTable(
       native,
@@ -265,44 +209,6 @@ export class Daemon {
       },
       this.internalErrors.reporter('trap'),
     );
-    const forwarder = cfg.gateway ? this.ingressForwarder(nodeAlive) : undefined;
-    this.ingress = new Ingress({
-      nodeName: cfg.nodeName,
-      gateway: cfg.gateway,
-      listenAddress: cfg.gatewayAddress,
-      forwarder,
-      directory: this.directory,
-      table: this.table,
-      gateways: () => this.gatewayNodes(),
-      reserved: () => this.reservedPorts(),
-      recordExternal: (from, client, to) => {
-        this.handler.recordExternal(from, client, to); /* for the whoIs path (and an instance on this node) */
-        this.pusher?.add(from, client, to); /* an instance on another node: told now, not asked later */
-      },
-      log: this.log.child({ module: 'ingress' }),
-      onChange: () => this.refreshDoors(),
-      local: this.localIngress,
-    });
-    /* a steered connection is accepted only on a gateway, for the exposure that holds its host port now */
-    steering.view = {
-      isGateway: () => cfg.gateway,
-      serviceAt: (hostPort) => {
-        const e = this.ingress.holderOf(hostPort);
-        return e ? `${e.vip}:${e.port}` : undefined;
-      },
-    };
-    this.objects.register(EXPOSURE_KIND, (body) => decodeExposureBody(body));
-    const syncExposures = (): void => this.ingress.setObjectClaims(objectClaims(this.objects.list(EXPOSURE_KIND)));
-    this.objects.on('changed', (o) => {
-      if (o.kind === EXPOSURE_KIND) syncExposures();
-    });
-    syncExposures();
-    this.exposeControl = new ExposureControl({
-      ingress: this.ingress,
-      ranges: new VirtualRanges(cfg.vipCidrs),
-      log: this.log.child({ module: 'ingress' }),
-      store: exposureStore(this.objects),
-    });
     if (cfg.metricsAddress) {
       this.metrics = new DaemonMetrics({
         handler: () => this.handler.stats,
@@ -314,18 +220,8 @@ export class Daemon {
         apps: () => this.handler.apps.size,
         gossip: () => this.cluster?.ml.stats(),
         internalErrors: () => this.internalErrors.snapshot(),
-        ingress: () => ({ ...this.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
-        egress: () => {
-          const st = this.handler.stats;
-          const p = this.egressProxy?.stats;
-          return {
-            denied: st.egressDenied,
-            noGateway: st.egressNoGateway,
-            viaGateway: st.egressViaGateway,
-            udpRefused: st.egressUdpRefused,
-            ...(p ? { proxy: { forwarded: p.forwarded, refusals: p.refusals } } : {}),
-          };
-        },
+        ingress: () => ({ ...this.gateways.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
+        egress: () => this.gateways.egressMetrics(),
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -339,14 +235,7 @@ export class Daemon {
     this.trap.onServiceUp = () => this.decisions.flush();
     const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
-    this.trap.onClaimed = (app, peers) => {
-      for (const p of peers) {
-        /* an outside client a gateway pushed, answered by the server's generator from the identity table */
-        const x = p.ip !== cfg.nodeAddress ? this.pushed.claimed(p) : undefined;
-        if (x) this.connections.accepted({ appId: app.id }, cfg.nodeName, p, x.to, x.who);
-        else this.connections.markAccepted(p, app.id, cfg.nodeName);
-      }
-    };
+    this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
     this.control.onInternalError = this.internalErrors.reporter('control');
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
@@ -355,7 +244,7 @@ export class Daemon {
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
-    this.relay?.begin();
+    this.gateways.beginRelay();
     const key = this.gossipKey();
     this.restoreState();
     this.restoreObjects();
@@ -373,8 +262,7 @@ export class Daemon {
         gossipPort: this.cfg.gossipPort,
         peerPort: this.cfg.peerPort,
         dnsPort: this.cfg.dnsPort,
-        ...(this.cfg.egressGateway ? { egressGateway: true, egressPort: this.cfg.egressPort } : {}),
-        ...(this.cfg.gateway ? { gateway: true } : {}),
+        ...this.gateways.nodeRecord(),
       },
       log: this.log.child({ module: 'gossip' }),
       errors: this.internalErrors,
@@ -392,14 +280,14 @@ export class Daemon {
       this.cfg.peerPort,
       key.mode === 'key' ? key.keys : [],
       (ep, dst, proto, asker) =>
-        proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst).then((c) => this.egressAnswer(c, dst, asker)),
+        proto === 'udp' ? this.handler.identifyUdpLocal(ep) : this.handler.identifyLocal(ep, dst).then((c) => this.gateways.egressAnswer(c, dst, asker)),
       this.log.child({ module: 'peers' }),
       (ip) => cluster.isPeerAddress(ip),
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
-    this.peers.onPush = (peer, records) => this.pushed.receive(peer, records);
+    this.peers.onPush = (peer, records) => this.gateways.pushed.receive(peer, records);
     await this.peers.listen(this.cfg.nodeAddress);
-    if (this.cfg.egressGateway) await this.startEgressProxy();
+    await this.gateways.start();
     await this.startDns();
     openListenerDiag(this.log);
     this.trap.listen(this.cfg.trapSocket);
@@ -445,7 +333,7 @@ export class Daemon {
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
           gateway: c.gateway ? c.gatewayAddress : 'off',
-          egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.egressPolicy.size },
+          egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.gateways.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
         },
@@ -503,15 +391,14 @@ export class Daemon {
     if (this.expireTimer) clearInterval(this.expireTimer);
     let err: unknown;
     try {
-      this.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
+      this.gateways.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
       this.state.freeze();
       this.objectsWriter.flushPending();
       this.trap.close(true);
       this.fds.close();
-      await this.ingress.close();
       await this.cluster?.stop();
       await this.peers?.close();
-      await this.egressProxy?.close();
+      await this.gateways.stop();
       await this.dns?.close();
       await this.control.close();
       await this.metricsServer?.close();
@@ -567,65 +454,6 @@ export class Daemon {
     return own;
   }
 
-  /** The egress endpoints of the live egress gateways other than this node, in node-name order (see
-   * trap/egress-route.ts: round robin over them). */
-  private egressGateways(): Endpoint[] {
-    const out: Array<{ node: string; ep: Endpoint }> = [];
-    for (const d of this.cluster?.daemons() ?? []) {
-      const r = d.record;
-      if (d.node === this.cfg.nodeName || d.state !== 'alive' || !r?.egressGateway || r.egressPort === undefined) continue;
-      out.push({ node: d.node, ep: { ip: d.address, port: r.egressPort } });
-    }
-    return out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)).map((x) => x.ep);
-  }
-
-  /** What the peer API tells `asker` about a client connection: the destination its app asked for (`egress`) only
-   * when the asker is a live egress gateway and the connection went to that gateway's egress endpoint (`dst`, which
-   * the report matched); to anyone else the identity alone. */
-  private egressAnswer(c: ClientIdentity | undefined, dst: string | undefined, asker: string | undefined): ClientIdentity | undefined {
-    if (!c || c.egress === undefined) return c;
-    const r = discloseEgress(c, dst, asker, this.cluster?.daemons() ?? []);
-    if (r?.egress === undefined) this.log.warn({ asker, dst, app: c.appId }, 'peer API: an egress destination was asked for by a node that is not its gateway; not told');
-    return r;
-  }
-
-  /** Starts the egress proxy of this egress gateway (see gateway/egress.ts). */
-  /** A gateway's forwarder: the C relay (docs/relay.md), started by start(); the Node forwarder when the relay cannot
-   * run here (its executable missing), said once in the log. */
-  private ingressForwarder(nodeAlive: (node: string) => boolean): IngressForwarder {
-    const log = this.log.child({ module: 'relay' });
-    try {
-      this.relay = new RelayForwarder({
-        tables: { fdsForHello: () => this.decisions.fdsForHello() },
-        log: (level, msg, fields) => log[level](fields ?? {}, msg),
-        start: false,
-      });
-      return this.relay;
-    } catch (e) {
-      log.warn({ err: e }, 'the C relay cannot run: ingress goes through the Node forwarder (slower)');
-      return new NodeForwarder(new IngressPicker({ table: this.table, lb: this.cfg.lb, nodeAlive, balancer: this.handler.balancer }));
-    }
-  }
-
-  private async startEgressProxy(): Promise<void> {
-    const ranges = new VirtualRanges(this.cfg.vipCidrs);
-    const proxy = new EgressProxy({
-      address: this.cfg.nodeAddress,
-      port: this.cfg.egressPort,
-      isMember: (ip) => this.isMemberAddress(ip),
-      whoIs: (ip, endpoint, dst) => this.peers?.whoIs(ip, endpoint, dst) ?? Promise.resolve(undefined),
-      policy: this.egressPolicy,
-      forbidden: (ip, port) => forbiddenEndpoint(ip, ranges) ?? (this.doors.check(ip, port, 'tcp') !== undefined ? 'an appswitch daemon port or pool port' : undefined),
-      log: this.log.child({ module: 'egress' }),
-    });
-    try {
-      await proxy.listen();
-    } catch (e) {
-      throw new AppswitchError('ERR_CONFIG', `--egress-port ${this.cfg.egressPort}: ${(e as Error).message}`);
-    }
-    this.egressProxy = proxy;
-  }
-
   /** Closes the daemon ports of every member (any state but left) and of this node to trapped programs. The cluster's
    * view of each node gives its canonical address and its record in one pass. */
   private refreshDoors(): void {
@@ -640,64 +468,9 @@ export class Daemon {
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
-    doors.push(...this.exposureDoors());
+    doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
     this.vservices.refresh(); /* a backend may have become a member's door */
-  }
-
-  /** The gateway nodes of the cluster (this one when it is one), left members excluded. */
-  private gatewayNodes(): GatewayNode[] {
-    const c = this.cfg;
-    const out: GatewayNode[] = [];
-    if (!this.cluster) return c.gateway ? [{ node: c.nodeName, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() }] : [];
-    for (const d of this.cluster.daemons()) {
-      if (d.state === 'left') continue;
-      if (d.node === c.nodeName) {
-        if (c.gateway) out.push({ node: d.node, address: c.nodeAddress, alive: true, reserved: this.reservedPorts() });
-        continue;
-      }
-      if (!d.record?.gateway) continue;
-      const r = d.record;
-      const daemon = [r.gossipPort, r.peerPort, r.dnsPort, ...(r.metricsPort !== undefined ? [r.metricsPort] : []), ...(r.egressPort !== undefined ? [r.egressPort] : [])];
-      out.push({ node: d.node, address: d.address, alive: d.state === 'alive', reserved: { pool: r.ports, daemon } });
-    }
-    return out;
-  }
-
-  /** This node's pool and daemon ports: no exposure host port may be one of them. */
-  private reservedPorts(): ReservedPorts {
-    const c = this.cfg;
-    const daemon = [c.gossipPort, c.peerPort, c.dnsPort, ...(c.metricsAddress ? [c.metricsAddress.port] : []), ...(c.egressGateway ? [c.egressPort] : [])];
-    return { pool: c.ports, daemon };
-  }
-
-  /** The exposure host ports at every gateway's address, closed to trapped programs: a program reaching one would pass
-   * itself off as an outside client (see docs/ingress.md). This node's own gateway listens on --gateway-address (every
-   * address of the host by default). */
-  private exposureDoors(): ClosedPorts[] {
-    const ports = this.ingress?.activeHostPorts() ?? [];
-    if (!ports.length) return [];
-    const c = this.cfg;
-    const addresses = new Set<string>();
-    for (const g of this.gatewayNodes()) {
-      if (g.node !== c.nodeName) addresses.add(g.address);
-      else if (c.gatewayAddress === '0.0.0.0' || c.gatewayAddress === '::') for (const a of localAddresses()) addresses.add(a);
-      else addresses.add(c.gatewayAddress);
-    }
-    const out: ClosedPorts[] = [];
-    for (const address of addresses) for (const p of ports) out.push({ address, proto: 'tcp', low: p, high: p, kind: 'exposure' });
-    return out;
-  }
-
-  /** Whether ip is the address of another cluster member (only members are asked who their clients are). */
-  /** Counts of the outside clients pushed across hosts (see IngressStatus). */
-  private pushStats(): { pushSent: number; pushAccepted: number; pushRefused: number; pushAnswered: { generator: number; daemon: number; late: number } } {
-    return {
-      pushSent: this.pusher?.pushed ?? 0,
-      pushAccepted: this.pushed.accepted,
-      pushRefused: Object.values(this.pushed.refused).reduce((a, b) => a + b, 0),
-      pushAnswered: { ...this.pushed.answered },
-    };
   }
 
   private isMemberAddress(ip: string): boolean {
@@ -720,7 +493,7 @@ export class Daemon {
   private async sweep(): Promise<void> {
     try {
       this.handler.expireDetached();
-      this.pushed.expire();
+      this.gateways.pushed.expire();
       const takenAt = Date.now();
       let snap;
       try {
@@ -753,24 +526,6 @@ export class Daemon {
     const code = errCode(e);
     if (isFdExhaustion(code)) this.fds.fail(`accepting on the ${which} socket`, code as string);
     else this.log.warn({ err: e }, `${which} socket error`);
-  }
-
-  /** The egress part of `status` (see docs/egress.md). */
-  private egressStatus(): EgressStatus {
-    const st = this.handler.stats;
-    const s: EgressStatus = {
-      mode: this.cfg.egressMode,
-      gateway: this.cfg.egressGateway,
-      rules: this.egressPolicy.size,
-      denied: st.egressDenied,
-      noGateway: st.egressNoGateway,
-      viaGateway: st.egressViaGateway,
-      udpRefused: st.egressUdpRefused,
-      liveGateways: this.egressGateways().length,
-    };
-    const p = this.egressProxy?.stats;
-    if (p) s.proxy = { forwarded: p.forwarded, refused: p.refused, active: p.active, refusals: { ...p.refusals } };
-    return s;
   }
 
   info(): InfoResult {
@@ -829,23 +584,22 @@ export class Daemon {
           fastpath: this.cfg.fastpath,
           daemonPortRefused: this.handler.stats.daemonPortRefused,
           egressDenied: this.handler.stats.egressDenied,
-          egress: this.egressStatus(),
+          egress: this.gateways.egressStatus(),
           limitsReached: { services: this.handler.stats.limitServices, offers: this.handler.stats.limitOffers, pending: this.handler.stats.limitPending },
           internalErrors: this.internalErrors.snapshot(),
           externalRefused: this.handler.stats.externalRefused,
-          ingress: { ...this.ingress.status(), ...this.pushStats() },
+          ingress: this.gateways.ingressStatus(),
           members: this.cluster?.members().filter((m) => m.state === 'alive').length ?? 1,
-          steering: this.steering.status(),
+          steering: this.gateways.steering.status(),
         };
         return s;
       }
       case 'connections':
         return this.connections.list();
       case 'exposures':
-        return this.ingress.list();
       case 'expose':
       case 'unexpose':
-        return this.exposeControl.handle(req.method, req.params ?? {});
+        return this.gateways.control(req.method, req.params ?? {});
       case 'apps':
         return [...this.handler.apps.values()].map((a): AppView => {
           const v: AppView = {

@@ -92,8 +92,9 @@ export class PushedClients {
   /** Records believed (written into the identity table and kept for the daemon's accept). */
   accepted = 0;
   /** Accepts of pushed clients: answered by the server's generator from the identity table; by this daemon (the
-   * generator asked before the push was here); asked of the gateway after all (the push did not come in time). */
-  readonly answered = { generator: 0, daemon: 0, late: 0 };
+   * generator asked before the push was here); asked of the gateway after all (the push did not come in time); by the
+   * generator from the relay's preamble (no push needed: native/preamble.h). */
+  readonly answered = { generator: 0, daemon: 0, late: 0, preamble: 0 };
   /** Records not believed, by reason. */
   readonly refused: Record<PushRefusal, number> = { 'not-a-gateway': 0, 'not-its-socket': 0, 'not-exposed': 0, 'table-busy': 0 };
   private readonly limitLog: RateLimitedLog;

@@ -49,8 +49,8 @@ export interface IngressStatus extends ForwarderStats {
   pushAccepted?: number;
   pushRefused?: number;
   /** Accepts of pushed outside clients on this node: answered by the generator (identity table), by the daemon, or
-   * asked of the gateway after all (the push came too late). */
-  pushAnswered?: { generator: number; daemon: number; late: number };
+   * asked of the gateway after all (the push came too late), or by the generator from the relay's preamble. */
+  pushAnswered?: { generator: number; daemon: number; late: number; preamble: number };
 }
 
 export interface IngressDeps {

@@ -272,8 +272,20 @@ export interface Reply {
   push?: { appId: string; addr: Buffer; addr2: Buffer; fd: number; sent: (ok: boolean) => void };
 }
 
-/** One AS_CLAIMED entry: 16 bytes of IPv6 address (IPv4 as ::ffff:a.b.c.d), then 2 bytes of port, network order. */
-export const CLAIMED_ENTRY_SIZE = 18;
+/** One AS_CLAIMED entry (native/proto.h): the peer's 16-byte address (IPv4 as ::ffff:a.b.c.d) and port (network
+ * order); the kind; a pad byte; an outside client's address and port; the accepted socket's local port. */
+export const CLAIMED_ENTRY_SIZE = 40;
+const CLAIM_KINDS = { 1: 'steered', 2: 'relayed' } as const;
+
+/** An outside client's connection that a server's generator answered by itself (see native/dtab.h, ingress):
+ * steered to it by sk_lookup, or relayed by a gateway whose preamble named the client. */
+export interface OutsideClaim {
+  peer: Endpoint;
+  client: Endpoint;
+  how: (typeof CLAIM_KINDS)[keyof typeof CLAIM_KINDS];
+  /** The accepted socket's local port: the host port (steered), the instance's port (relayed). */
+  localPort: number;
+}
 
 /** A trap message decoded once, at the trap server: the modules behind it see endpoints, never sockaddr bytes.
  * `seq` identifies a program's request (the reply carries it back); `socket` is a socket's inode (the cookie). */
@@ -294,7 +306,9 @@ export type TrapRequest =
   | { kind: 'connected'; local: Endpoint; dst?: Endpoint; fast: boolean; decided: boolean; retried: number; socket?: string }
   /** Connects a generator decided from the decision table (decided-wire.ts); `bad`: records that did not decode. */
   | { kind: 'decided'; records: DecidedRecord[]; bad: number; bytes: number }
-  | { kind: 'claimed'; peers: Endpoint[] }
+  /** Accepts a generator answered by itself: `peers`, same-host apps' connections (identity table, fast-path offers);
+   * `outside`, outside clients' (steered or relayed). */
+  | { kind: 'claimed'; peers: Endpoint[]; outside: OutsideClaim[] }
   /** accept(2): a connection from real `peer` reached the listener at real `listener`. */
   | { kind: 'accept'; peer: Endpoint; listener?: Endpoint }
   | { kind: 'udpFrom'; local: Endpoint; socket: string }
@@ -320,18 +334,32 @@ function optional(b: Buffer): Endpoint | undefined {
   return b.length ? decodeSockaddr(b) : undefined;
 }
 
-/** The peers of an AS_CLAIMED payload (entries that do not decode are skipped; a short tail is ignored). */
-function claimedPeers(p: Buffer): Endpoint[] {
-  const peers: Endpoint[] = [];
+/** 16 bytes of address then 2 of port (network order) at p[off]: an endpoint, or undefined. */
+function claimEndpoint(p: Buffer, off: number): Endpoint | undefined {
+  const sa = Buffer.alloc(28);
+  sa.writeUInt16LE(AF_INET6, 0);
+  p.copy(sa, 2, off + 16, off + 18);
+  p.copy(sa, 8, off, off + 16);
+  return decodeSockaddr(sa);
+}
+
+/** The entries of an AS_CLAIMED payload (entries that do not decode, or of an unknown kind, are skipped; a short tail
+ * is ignored). */
+function claimedEntries(p: Buffer): RequestOf<'claimed'> {
+  const out: RequestOf<'claimed'> = { kind: 'claimed', peers: [], outside: [] };
   for (let i = 0; i + CLAIMED_ENTRY_SIZE <= p.length; i += CLAIMED_ENTRY_SIZE) {
-    const sa = Buffer.alloc(28);
-    sa.writeUInt16LE(AF_INET6, 0);
-    p.copy(sa, 2, i + 16, i + 18); /* port, network order */
-    p.copy(sa, 8, i, i + 16);
-    const peer = decodeSockaddr(sa);
-    if (peer) peers.push(peer);
+    const peer = claimEndpoint(p, i);
+    if (!peer) continue;
+    const kind = p[i + 18] as number;
+    if (kind === 0) {
+      out.peers.push(peer);
+      continue;
+    }
+    const how = CLAIM_KINDS[kind as keyof typeof CLAIM_KINDS];
+    const client = claimEndpoint(p, i + 20);
+    if (how && client) out.outside.push({ peer, client, how, localPort: p.readUInt16BE(i + 38) });
   }
-  return peers;
+  return out;
 }
 
 /** Errnos a trapped call gets when its address does not decode (what the daemon has always answered). */
@@ -356,7 +384,7 @@ export function decodeRequest(m: TrapMsg): TrapRequest {
     case MsgType.EXIT:
       return { kind: 'exit', pid: m.pid, status: m.arg };
     case MsgType.CLAIMED:
-      return { kind: 'claimed', peers: claimedPeers(m.payload) };
+      return claimedEntries(m.payload);
     case MsgType.DECIDED:
       return { kind: 'decided', ...decodeDecided(m.payload), bytes: m.payload.length };
     case MsgType.BIND:

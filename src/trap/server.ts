@@ -8,10 +8,9 @@ import type { AppRecord } from './apps.js';
 import { parseMeta } from './apps.js';
 import { errCode, FdBudget, isFdExhaustion } from './fdbudget.js';
 import { TrapHandler } from './handler.js';
-import { decodeMsg, decodeRequest, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type Reply, type TrapMsg, type TrapRequest, type TrapStatsDelta } from './protocol.js';
+import { decodeMsg, decodeRequest, encodeMsg, encodeSockaddr, MsgFlag, MsgType, type Reply, type RequestOf, type TrapMsg, type TrapRequest, type TrapStatsDelta } from './protocol.js';
 import { decodeWaitStatus } from './wait-status.js';
 import type { DecidedRecord } from './decided-wire.js';
-import type { Endpoint } from '../table/endpoint.js';
 
 /** Receives each generator's trap counters (AS_STATS deltas). */
 export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
@@ -75,7 +74,7 @@ export class TrapServer {
   /** Connects a generator decided by itself (AS_DECIDED, decided.ts). */
   onDecided?: (app: AppRecord, records: DecidedRecord[]) => void;
   /** Fast-path connections a server's generator took straight from a client's generator (AS_CLAIMED). */
-  onClaimed?: (app: AppRecord, peers: Endpoint[]) => void;
+  onClaimed?: (app: AppRecord, claims: RequestOf<'claimed'>) => void;
 
   constructor(
     private readonly handler: TrapHandler,
@@ -326,7 +325,7 @@ export class TrapServer {
           break;
         case 'claimed':
           this.handler.claimed(app, req);
-          this.onClaimed?.(app, req.peers);
+          this.onClaimed?.(app, req);
           break;
         case 'decided':
           if (req.bad) {

@@ -292,13 +292,25 @@ describe('trap requests (decoded once, at the trap server)', () => {
     expect(decodeRequest(msg({ type: MsgType.CONNECT, seq: 1, arg: 1, flags: MsgFlag.OFFER, addr: dst, addr2: bad }))).not.toHaveProperty('offer');
   });
 
-  it('decodes the peers of an AS_CLAIMED batch (IPv4 as ::ffff:a.b.c.d), ignoring a short tail', () => {
-    const p = Buffer.alloc(2 * CLAIMED_ENTRY_SIZE + 5);
-    encodeSockaddr({ ip: '192.0.2.7', port: 40002 }, AF_INET6).copy(p, 0, 8, 24);
-    p.writeUInt16BE(40002, 16);
-    encodeSockaddr({ ip: '2001:db8::9', port: 1 }).copy(p, CLAIMED_ENTRY_SIZE, 8, 24);
-    p.writeUInt16BE(1, CLAIMED_ENTRY_SIZE + 16);
-    expect(decodeRequest(msg({ type: MsgType.CLAIMED, payload: p }))).toEqual({ kind: 'claimed', peers: [{ ip: '192.0.2.7', port: 40002 }, { ip: '2001:db8::9', port: 1 }] });
+  it('decodes an AS_CLAIMED batch: apps\' peers (IPv4 as ::ffff:a.b.c.d) and outside clients, skipping unknown kinds and a short tail', () => {
+    const p = Buffer.alloc(4 * CLAIMED_ENTRY_SIZE + 5);
+    const put = (i: number, at: number, ip: string, port: number): void => {
+      encodeSockaddr({ ip, port }, AF_INET6).copy(p, i * CLAIMED_ENTRY_SIZE + at, 8, 24);
+      p.writeUInt16BE(port, i * CLAIMED_ENTRY_SIZE + at + 16);
+    };
+    put(0, 0, '192.0.2.7', 40002);
+    put(1, 0, '2001:db8::9', 1);
+    put(2, 0, '192.0.2.3', 50000); /* relayed by the gateway 192.0.2.3 for 198.51.100.9:61000, to the instance's port 40100 */
+    p[2 * CLAIMED_ENTRY_SIZE + 18] = 2;
+    put(2, 20, '198.51.100.9', 61000);
+    p.writeUInt16BE(40100, 2 * CLAIMED_ENTRY_SIZE + 38);
+    put(3, 0, '192.0.2.4', 50001); /* an unknown kind */
+    p[3 * CLAIMED_ENTRY_SIZE + 18] = 9;
+    expect(decodeRequest(msg({ type: MsgType.CLAIMED, payload: p }))).toEqual({
+      kind: 'claimed',
+      peers: [{ ip: '192.0.2.7', port: 40002 }, { ip: '2001:db8::9', port: 1 }],
+      outside: [{ peer: { ip: '192.0.2.3', port: 50000 }, client: { ip: '198.51.100.9', port: 61000 }, how: 'relayed', localPort: 40100 }],
+    });
   });
 
   it('is the only decoding: no module of src/trap but the trap server imports the raw message or sockaddr decoding', () => {
