@@ -24,6 +24,7 @@ extern "C" {
 #include "dtab.h"
 #include "sklookup.h"
 #include "taskfd.h"
+#include "preamble.h"
 }
 
 #include <sys/mman.h>
@@ -552,6 +553,37 @@ Napi::Value IdentPutOutside(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, r < 0 ? -r : 0);
 }
 
+// preambleMake(key16, clientIp16, clientPort, fromIp16, fromPort, toIp16, toPort, nowMs): Buffer — the ingress preamble
+// (preamble.h) for a relayed connection from -> to on behalf of client (the Node forwarder's, and tests').
+Napi::Value PreambleMake(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  struct as_ep client, from, to;
+  if (info.Length() < 8 || !info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() != AS_MAC_KEY ||
+      !GetEp(info, 1, &client) || !GetEp(info, 3, &from) || !GetEp(info, 5, &to) || !info[7].IsNumber())
+    return ThrowType(env, "preambleMake(key16, clientIp16, clientPort, fromIp16, fromPort, toIp16, toPort, nowMs)");
+  uint8_t out[AS_PREAMBLE_LEN];
+  as_preamble_make(out, info[0].As<Napi::Buffer<uint8_t>>().Data(), &client, &from, &to, (uint64_t)info[7].As<Napi::Number>().Int64Value());
+  return Napi::Buffer<uint8_t>::Copy(env, out, sizeof(out));
+}
+
+// preambleCheck(preamble48, keys (n*16 bytes), fromIp16, fromPort, toIp16, toPort, nowMs): { ip16, port } | errno —
+// what an instance's generator concludes from a preamble (tests).
+Napi::Value PreambleCheck(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  struct as_ep from, to, client;
+  if (info.Length() < 7 || !info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() != AS_PREAMBLE_LEN || !info[1].IsBuffer() ||
+      info[1].As<Napi::Buffer<uint8_t>>().Length() % AS_MAC_KEY || !GetEp(info, 2, &from) || !GetEp(info, 4, &to) || !info[6].IsNumber())
+    return ThrowType(env, "preambleCheck(preamble48, keys, fromIp16, fromPort, toIp16, toPort, nowMs)");
+  auto keys = info[1].As<Napi::Buffer<uint8_t>>();
+  int r = as_preamble_check(info[0].As<Napi::Buffer<uint8_t>>().Data(), (const uint8_t(*)[AS_MAC_KEY])keys.Data(),
+                            (int)(keys.Length() / AS_MAC_KEY), &from, &to, (uint64_t)info[6].As<Napi::Number>().Int64Value(), &client);
+  if (r < 0) return Napi::Number::New(env, -r);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ip16", Napi::Buffer<uint8_t>::Copy(env, client.ip, 16));
+  o.Set("port", Napi::Number::New(env, client.port));
+  return o;
+}
+
 // identGet(shmFd, srcIp16, srcPort, dstIp16, dstPort, take): { kind: 'app'|'outside', ip16, port, app } | null — the
 // entry for the connection src -> dst, as a server's generator finds it (take: used up, as an accept does).
 Napi::Value IdentGet(const Napi::CallbackInfo &info) {
@@ -747,6 +779,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New(env, Dup));
   exports.Set("identPutOutside", Napi::Function::New(env, IdentPutOutside));
   exports.Set("identGet", Napi::Function::New(env, IdentGet));
+  exports.Set("preambleMake", Napi::Function::New(env, PreambleMake));
+  exports.Set("preambleCheck", Napi::Function::New(env, PreambleCheck));
   exports.Set("dtabDecide", Napi::Function::New(env, DtabDecide));
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));

@@ -288,6 +288,7 @@ static int ingress_once(struct as_dtab *t, const struct view *v, const uint8_t v
   memcpy(out->virt.ip, pick->vip, 16);
   out->virt.port = port;
   out->alternatives = alternatives;
+  out->external = (pick->flags & AS_DT_EXTERNAL) != 0;
   return AS_DT_PICKED;
 }
 

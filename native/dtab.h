@@ -235,6 +235,7 @@ struct as_dt_pick {
   struct as_ep virt;    /* the virtual endpoint asked for (a loopback destination is the app's own vip) */
   int alternatives;     /* other allowed instances exist: a refusal may be retried */
   int fast;             /* same host, fast path allowed by the daemon and both apps */
+  int external;         /* as_dtab_pick_ingress: a virtual service's backend, outside appswitch (AS_DT_EXTERNAL) */
   char server_sock[AS_DTAB_SOCK_MAX]; /* fast: the server's generator's offer socket */
   char server_app[AS_DTAB_ID_MAX];
 };

@@ -60,6 +60,23 @@ static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_e
   return 0;
 }
 
+void as_accept_drop(struct as_gen *g, struct as_pending *p) {
+  struct as_p_accept *a = &p->u.accept;
+  if (a->conn >= 0) close(a->conn);
+  a->conn = -1;
+  p->op = OP_ACCEPT_ASK;
+  /* A non-blocking accept answers EAGAIN now, as if the connection had never come: the program asks again when the
+   * listener is readable. Taking the next connection instead would keep this accept (and the thread in it) as long
+   * as unvetted connections keep arriving faster than the daemon refuses them: a flood would starve the program. A
+   * blocking accept waits for the next connection, as the kernel's does. */
+  int fl = fcntl(p->sock, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) {
+    as_pend_finish(g, p, -EAGAIN);
+    return;
+  }
+  as_accept_next(g, p);
+}
+
 void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd) {
   struct as_p_accept *a = &p->u.accept;
   if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
@@ -67,19 +84,16 @@ void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_
     return;
   }
   if (m->result < 0) { /* nobody vouches for this peer: drop it */
-    close(a->conn);
-    a->conn = -1;
-    /* A non-blocking accept answers EAGAIN now, as if the connection had never come: the program asks again when the
-     * listener is readable. Taking the next connection instead would keep this accept (and the thread in it) as long
-     * as unvetted connections keep arriving faster than the daemon refuses them: a flood would starve the program. A
-     * blocking accept waits for the next connection, as the kernel's does. */
-    int fl = fcntl(p->sock, F_GETFL);
-    if (fl >= 0 && (fl & O_NONBLOCK)) {
-      as_pend_finish(g, p, -EAGAIN);
+    as_accept_drop(g, p);
+    return;
+  }
+  if ((m->flags & AS_F_RELAYED) && !(m->flags & (AS_F_OFFERED | AS_F_FASTPATH))) {
+    int r = as_preamble_take(g, p, m); /* the relay's preamble comes out of the stream first */
+    if (r == 0) return;                /* not here yet: answered when it is */
+    if (r < 0) {
+      as_accept_drop(g, p);
       return;
     }
-    as_accept_next(g, p);
-    return;
   }
   if (m->flags & AS_F_OFFERED) { /* its socket came in an AS_OFFER (already read: it preceded this reply) */
     struct as_offer *o = as_offer_find(g, a->peer, a->peer_len);
@@ -187,7 +201,14 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         }
       }
       struct as_msg known;
-      if (as_accept_known(g, p, &known)) { /* in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
+      int pre = as_accept_preamble(g, p, &known); /* an outside client relayed by a gateway (gen_preamble.c) */
+      if (pre < 0) {
+        close(c);
+        a->conn = -1;
+        continue;
+      }
+      /* or in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
+      if (pre > 0 || as_accept_known(g, p, &known)) {
         int none = -1;
         as_on_accept_reply(g, p, &known, &none);
         return;

@@ -248,6 +248,7 @@ int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) 
   if (n <= 0) return 0;
   out->addr_len = (uint32_t)n;
   memcpy(out->addr, &ss, (size_t)n);
+  if (id.kind == AS_IDENT_OUTSIDE) out->flags = AS_F_RELAYED; /* a relay's connection: its preamble comes out first */
   as_claim_note(g, &peer); /* the daemon marks the connection accepted */
   return 1;
 }

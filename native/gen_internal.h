@@ -32,6 +32,7 @@ enum as_op {
   OP_SEND,        /* u.send: a datagram whose destination the daemon resolves */
   OP_ACCEPT_WAIT, /* u.accept: a blocking accept waiting for a connection */
   OP_ACCEPT_ASK,  /* u.accept: a connection waiting for the daemon's word on its peer */
+  OP_ACCEPT_PREAMBLE, /* u.accept: a relayed connection (the daemon said so) waiting for its preamble (gen_preamble.c) */
   AS_OP_COUNT
 };
 
@@ -76,6 +77,7 @@ struct as_p_accept { /* OP_ACCEPT_WAIT, OP_ACCEPT_ASK */
   uint32_t peer_len;
   uint8_t local[AS_ADDR_MAX]; /* the connection's real local address */
   uint32_t local_len;
+  uint64_t preamble_deadline_ms; /* OP_ACCEPT_PREAMBLE: dropped if its preamble is not here by then */
 };
 
 struct as_p_send { /* OP_SEND */
@@ -251,6 +253,22 @@ int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct soc
 /* An accepted connection from a same-host client whose generator wrote who it is: 1 and *out, the answer the daemon
  * would have given (as_on_accept_reply), else 0. */
 int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out);
+/* ---- gen_preamble.c: outside clients relayed by a gateway (preamble.h) ------------------------------------------- */
+/* At accept, before asking the daemon: a connection whose peer is a live gateway and that starts with a valid
+ * preamble. 1: answered (*out as as_on_accept_reply takes it; the preamble is out of the stream); 0: not one (ask the
+ * daemon: an app's connection from a gateway's host, or the preamble is not here yet); -EPERM: a preamble that does
+ * not check (drop the connection). */
+int as_accept_preamble(struct as_gen *g, struct as_pending *p, struct as_msg *out);
+/* The daemon answered that p's connection was relayed (AS_F_RELAYED): its preamble is taken out of the stream before
+ * the program gets it. 1: done; 0: not here yet (p waits for it, OP_ACCEPT_PREAMBLE, and is answered later); <0: the
+ * connection is dropped by the caller. */
+int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply);
+/* OP_ACCEPT_PREAMBLE: its connection became readable, or (expired) its time ran out. */
+void as_preamble_ready(struct as_gen *g, struct as_pending *p, int expired);
+/* Drops the connection of accept p (nobody vouches for it): a non-blocking accept answers EAGAIN, a blocking one
+ * waits for the next connection (gen_accept.c). */
+void as_accept_drop(struct as_gen *g, struct as_pending *p);
+
 /* Takes the offers waiting on our offer socket. */
 void as_ochan_drain(struct as_gen *g);
 void as_batches_flush(struct as_gen *g);

@@ -60,9 +60,11 @@ static void on_notif(struct as_gen *g) {
 /* Waits whose caller died (a blocked accept in a killed thread) would otherwise hold a duplicate of the listener
  * open forever; checked once a second and whenever a child exits. */
 static void reap_waits(struct as_gen *g) {
+  uint64_t now = as_now_ms();
   for (int i = 0; i < AS_PENDING_MAX; i++) {
     struct as_pending *p = &g->pend[i];
     if (p->used && p->watch_fd >= 0 && as_notif_id_valid(g->notif_fd, p->id) < 0) as_pend_done(g, p);
+    else if (p->used && p->op == OP_ACCEPT_PREAMBLE && now >= p->u.accept.preamble_deadline_ms) as_preamble_ready(g, p, 1);
   }
   as_urecv_reap(g);
 }
@@ -206,6 +208,8 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
         if (p->op == OP_ACCEPT_WAIT) {
           if (as_notif_id_valid(g->notif_fd, p->id) < 0) as_pend_done(g, p); /* the waiting thread is gone */
           else as_accept_next(g, p);
+        } else if (p->op == OP_ACCEPT_PREAMBLE) {
+          as_preamble_ready(g, p, 0);
         } else {
           as_on_connect_ready(g, p);
         }

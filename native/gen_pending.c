@@ -97,7 +97,8 @@ void as_pend_done(struct as_gen *g, struct as_pending *p) {
     close_fd(&p->u.connect.spec_srv);
     break;
   case OP_ACCEPT_WAIT:
-  case OP_ACCEPT_ASK: close_fd(&p->u.accept.conn); break;
+  case OP_ACCEPT_ASK:
+  case OP_ACCEPT_PREAMBLE: close_fd(&p->u.accept.conn); break;
   case OP_SEND: as_udp_free(p->u.send.udp); break;
   case OP_BIND:
   case OP_LISTEN_BIND:

@@ -75,6 +75,7 @@ struct as_gen {
   uint8_t decided[AS_DECIDED_MAX * sizeof(struct as_decided)]; /* AS_DECIDED records not yet sent */
   unsigned ndecided;
   uint64_t stats_local_decided;
+  uint64_t stats_preamble_ok, stats_preamble_bad; /* relayed outside clients answered from their preamble; refused */
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);

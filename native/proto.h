@@ -112,6 +112,8 @@ _Static_assert(sizeof(struct as_decided) == 104, "AS_DECIDED layout is part of t
 #define AS_F_EGRESS 2048u  /* AS_CONNECT reply: addr is an egress gateway's proxy endpoint, shared by connections to other
                                destinations: addr2 (what the program asked for) names this socket's peer alone (peermap.h),
                                not the endpoint (vmap.h) */
+#define AS_F_RELAYED 4096u /* AS_ACCEPT reply: an outside client relayed by a gateway: the connection starts with the relay's
+                             preamble (preamble.h), which the generator takes out before the program reads */
 #define AS_F_V6ONLY 512u    /* AS_BIND: the socket is AF_INET6 with IPV6_V6ONLY (it takes no IPv4 clients where the
                                app serves the port on an AF_INET socket too; native/sockopt_emul.h) */
 

@@ -61,6 +61,8 @@ struct relay_conn {
   uint8_t vip[16];
   uint16_t port;
   struct as_ep client, to;
+  struct as_ep from; /* our socket toward the instance (the preamble names it) */
+  uint8_t plain;     /* the instance is a virtual service's backend, no appswitch program: no preamble */
   struct as_ep tried[RELAY_TRIES];
   int next_free;
 };
@@ -97,6 +99,8 @@ struct relay_shared {
   struct as_dtab table; /* read-only mapping; readers need no lock (dtab.h) */
   struct relay_listener listeners[RELAY_LISTENERS];
   uint32_t listen_gen; /* bumped (atomically) by worker 0 on every listener change */
+  uint64_t key[2];     /* the preamble key (AS_RELAY_KEY), written by worker 0, read atomically word by word */
+  uint32_t have_key;
   int nworkers;
   struct relay workers[RELAY_WORKERS_MAX];
 };

@@ -11,6 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include "preamble.h"
 #include "relay.h"
 
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -20,6 +23,27 @@ static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
  * long (the kernel's default is ~2 min). TCP_USER_TIMEOUT bounds the SYN's retries (tcp(7)); it is set back to the
  * kernel's default once the connection is up, so a slow peer is never cut by it. */
 #define RELAY_CONNECT_TIMEOUT_MS 3000
+
+/* Whether this connection opens with a preamble (preamble.h): to an appswitch instance, once the daemon gave the key. */
+static int wants_preamble(const struct relay *r, const struct relay_conn *c) {
+  return !c->plain && __atomic_load_n(&r->sh->have_key, __ATOMIC_ACQUIRE);
+}
+
+/* Writes the preamble for c on its fresh upstream socket (its send buffer is empty: all 48 bytes go at once).
+ * 0 or -errno. */
+static int send_preamble(struct relay *r, struct relay_conn *c) {
+  uint64_t k[2] = {__atomic_load_n(&r->sh->key[0], __ATOMIC_RELAXED), __atomic_load_n(&r->sh->key[1], __ATOMIC_RELAXED)};
+  uint8_t key[AS_MAC_KEY], pre[AS_PREAMBLE_LEN];
+  memcpy(key, k, sizeof(key));
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  as_preamble_make(pre, key, &c->client, &c->from, &c->to, (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u);
+  ssize_t n;
+  do n = send(c->ufd, pre, sizeof(pre), MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  return n == (ssize_t)sizeof(pre) ? 0 : -EPROTO;
+}
 
 static int retryable(int e) { return e == ECONNREFUSED || e == EHOSTUNREACH || e == ETIMEDOUT || e == ENETUNREACH; }
 static int resource(int e) { return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL; }
@@ -40,6 +64,9 @@ static int try_connect(struct relay *r, struct relay_conn *c) {
   int one = 1, timeout = RELAY_CONNECT_TIMEOUT_MS;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+  /* the handshake's last ACK waits for our first data (the preamble) and goes with it: the connection reaches the
+   * instance's accept queue with its preamble already readable (tcp_rcv_synsent_state_process, rskq_defer_accept) */
+  if (wants_preamble(r, c)) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
   int rc;
   do rc = connect(fd, (struct sockaddr *)&ss, (socklen_t)sl);
   while (rc < 0 && errno == EINTR);
@@ -52,6 +79,7 @@ static int try_connect(struct relay *r, struct relay_conn *c) {
   socklen_t ll = sizeof(ls);
   struct as_ep from;
   if (getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 || as_ep_from_sockaddr(&ls, ll, &from) < 0) memset(&from, 0, sizeof(from));
+  c->from = from;
   c->ufd = fd;
   c->state = C_CONNECTING;
   relay_send_conn(r, c, &from); /* before the connect completes: the instance's node will ask who `from` is */
@@ -77,6 +105,7 @@ static void pick_and_connect(struct relay *r, struct relay_conn *c) {
       return;
     }
     c->to = p.real;
+    c->plain = (uint8_t)p.external;
     int e = try_connect(r, c);
     if (!e) return;
     if (retryable(-e) && c->ntried < RELAY_TRIES) {
@@ -104,6 +133,7 @@ void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
   socklen_t el = sizeof(err);
   if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
   if (!err && !(events & EPOLLOUT)) err = ECONNRESET;
+  if (!err && wants_preamble(r, c)) err = -send_preamble(r, c);
   if (err) {
     close(c->ufd);
     c->ufd = -1;

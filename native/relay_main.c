@@ -62,6 +62,14 @@ static int ctl_read(struct relay *r) {
         if (r->index != 0) continue; /* only worker 0 reads the control socket */
         int e = relay_listen(r, &m);
         relay_send_listen_result(r, m.id, -e);
+      } else if (type == AS_RELAY_KEY) {
+        struct as_relay_key m;
+        memcpy(&m, buf + off, sizeof(m));
+        uint64_t k[2];
+        memcpy(k, m.key, sizeof(k));
+        __atomic_store_n(&r->sh->key[0], k[0], __ATOMIC_RELAXED);
+        __atomic_store_n(&r->sh->key[1], k[1], __ATOMIC_RELAXED);
+        __atomic_store_n(&r->sh->have_key, 1, __ATOMIC_RELEASE);
       } else if (type == AS_RELAY_UNLISTEN) {
         struct as_relay_unlisten m;
         memcpy(&m, buf + off, sizeof(m));

@@ -19,6 +19,7 @@
 /* daemon -> relay */
 #define AS_RELAY_LISTEN 1u   /* struct as_relay_listen */
 #define AS_RELAY_UNLISTEN 2u /* struct as_relay_unlisten */
+#define AS_RELAY_KEY 3u      /* struct as_relay_key: the preamble key (preamble.h); sent before any LISTEN */
 /* relay -> daemon */
 #define AS_RELAY_CONN 16u       /* struct as_relay_conn: sent right after connect() starts, before it completes */
 #define AS_RELAY_REFUSED 17u    /* struct as_relay_refused */
@@ -37,6 +38,12 @@ struct as_relay_listen {
 struct as_relay_unlisten {
   uint32_t type, id;
   uint8_t pad[56];
+};
+
+struct as_relay_key {
+  uint32_t type, pad0;
+  uint8_t key[16]; /* every connection to an instance starts with a preamble MACed with it */
+  uint8_t pad[40];
 };
 
 struct as_relay_conn {
@@ -73,6 +80,7 @@ struct as_relay_stats {
 
 AS_RELAY_ASSERT(sizeof(struct as_relay_listen) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_unlisten) == AS_RELAY_REC, "relay record layout");
+AS_RELAY_ASSERT(sizeof(struct as_relay_key) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_conn) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_refused) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_listen_err) == AS_RELAY_REC, "relay record layout");

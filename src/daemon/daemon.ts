@@ -26,6 +26,7 @@ import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView,
 import { Cluster } from './cluster.js';
 import type { NodeRecord } from './gossip-records.js';
 import { Gateways } from './gateways.js';
+import { preambleKeys } from '../gateway/preamble-key.js';
 import { type GossipKey, resolveGossipKey } from './gossip-key.js';
 import { ControlServer } from './control.js';
 import { PeerApi } from './peers.js';
@@ -244,8 +245,9 @@ export class Daemon {
   async start(): Promise<void> {
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
-    this.gateways.beginRelay();
     const key = this.gossipKey();
+    this.gateways.setPreambleKeys(preambleKeys(key.mode === 'key' ? key.keys : undefined)); /* before the relay's first route */
+    this.gateways.beginRelay();
     this.restoreState();
     this.restoreObjects();
     const opts: Parameters<typeof Cluster.start>[0] = {

@@ -74,6 +74,11 @@ export class Gateways {
   private readonly exposeControl: ExposureControl;
   /** A gateway's C relay (undefined: not a gateway, or the Node forwarder serves instead). */
   private relay?: RelayForwarder;
+  /** A gateway's forwarder (the relay, or the Node forwarder). */
+  private forwarder?: IngressForwarder;
+  /** The ingress preamble's keys (gateway/preamble-key.ts): the forwarder signs with the first; this node's generators
+   * accept any (published in the decision table). */
+  private keys: Buffer[] = [];
   /** The egress policy (`--egress-allow`, `--egress-rules`). */
   readonly egressPolicy: EgressPolicy;
   /** The egress proxy, on an egress gateway (`--egress-gateway`). */
@@ -111,7 +116,7 @@ export class Gateways {
       nodeName: cfg.nodeName,
       gateway: cfg.gateway,
       listenAddress: cfg.gatewayAddress,
-      forwarder: cfg.gateway ? this.ingressForwarder() : undefined,
+      forwarder: (this.forwarder = cfg.gateway ? this.ingressForwarder() : undefined),
       directory: p.directory,
       table: p.table,
       gateways: () => this.gatewayNodes(),
@@ -174,6 +179,19 @@ export class Gateways {
   nodeRecord(): { egressGateway?: true; egressPort?: number; gateway?: true } {
     const cfg = this.p.cfg;
     return { ...(cfg.egressGateway ? { egressGateway: true as const, egressPort: cfg.egressPort } : {}), ...(cfg.gateway ? { gateway: true as const } : {}) };
+  }
+
+  /** The preamble keys, from the cluster key: set before the relay starts (its first record). */
+  setPreambleKeys(keys: Buffer[]): void {
+    this.keys = keys;
+    const first = keys[0];
+    if (first) this.forwarder?.setPreambleKey(first);
+    this.p.decisions().invalidate();
+  }
+
+  /** The preamble keys now (for the decision table). */
+  currentPreambleKeys(): Buffer[] {
+    return this.keys;
   }
 
   /** Starts the C relay's process (first step of the daemon's start, after the state directory's lock). */

@@ -37,6 +37,9 @@ export interface ForwarderStats {
 }
 
 export interface IngressForwarder {
+  /** The key of the preamble every connection to an instance starts with (native/preamble.h); given before the first
+   * route. */
+  setPreambleKey(key: Buffer): void;
   /** Listen on address:hostPort and forward to an instance of vip:port. */
   add(route: IngressRoute): void;
   remove(id: number): void;

@@ -4,7 +4,10 @@
  * does not complete in CONNECT_TIMEOUT_MS: a host gone silent) up to MAX_TRIES, then both sockets are piped. The
  * daemon hears each connection (onConnection) before the upstream connect completes. */
 import net from 'node:net';
+import { native } from '../native/binding.js';
 import type { Endpoint } from '../table/endpoint.js';
+import { VSERVICE_NODE } from '../table/service-table.js';
+import { ip16 } from '../trap/decision-table.js';
 import type { ForwarderStats, IngressConnection, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
 import { type IngressPicker, MAX_TRIES } from './pick.js';
 
@@ -39,6 +42,7 @@ export class NodeForwarder implements IngressForwarder {
   private readonly counts: ForwarderStats = { accepted: 0, forwarded: 0, refused: 0, active: 0, bytes: 0 };
   private readonly maxActive: number;
   private readonly connectTimeoutMs: number;
+  private key: Buffer | undefined;
   private closed = false;
 
   constructor(
@@ -120,6 +124,7 @@ export class NodeForwarder implements IngressForwarder {
       return;
     }
     const to: Endpoint = { ...pick.endpoint };
+    const external = pick.node === VSERVICE_NODE; /* a virtual service's backend runs no appswitch: no preamble */
     tried.add(`${to.ip}:${to.port}`);
     let up: net.Socket;
     try {
@@ -167,10 +172,18 @@ export class NodeForwarder implements IngressForwarder {
         client.destroy();
       });
       client.once('close', () => up.destroy());
+      if (this.key && !external && up.localAddress && up.localPort !== undefined) {
+        /* first on the connection: who the outside client is (native/preamble.h), for the instance's generator */
+        up.write(native.preambleMake(this.key, ip16(who.ip), who.port, ip16(plain(up.localAddress)), up.localPort, ip16(to.ip), to.port, Date.now()));
+      }
       client.pipe(up);
       up.pipe(client);
       client.resume();
     });
+  }
+
+  setPreambleKey(key: Buffer): void {
+    this.key = Buffer.from(key);
   }
 
   stats(): ForwarderStats {

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { AppswitchError } from '../errors.js';
 import { native, type Poller, relayPath } from '../native/binding.js';
 import type { ForwarderStats, IngressConnection, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
-import { decodeRelay, encodeListen, encodeUnlisten, type RelayStats } from './relay-wire.js';
+import { decodeRelay, encodeKey, encodeListen, encodeUnlisten, type RelayStats } from './relay-wire.js';
 
 export interface RelayLog {
   (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
@@ -65,6 +65,7 @@ export class RelayForwarder implements IngressForwarder {
   private delay: number;
   private startedAt = 0;
   private exited: Promise<void> = Promise.resolve();
+  private key: Buffer | undefined;
 
   constructor(private readonly opts: RelayOptions) {
     const bin = opts.binary ?? relayPath();
@@ -88,6 +89,11 @@ export class RelayForwarder implements IngressForwarder {
   /** The relay's pid (undefined while it is being restarted). */
   get pid(): number | undefined {
     return this.child?.pid;
+  }
+
+  setPreambleKey(key: Buffer): void {
+    this.key = Buffer.from(key);
+    this.send(encodeKey(this.key));
   }
 
   add(route: IngressRoute): void {
@@ -176,6 +182,7 @@ export class RelayForwarder implements IngressForwarder {
     child.on('exit', (code, sig) => end(sig ? `killed by ${sig}` : `exited with ${String(code)}`));
     this.poller = native.poller(mine, () => this.readable(mine));
     this.poller.start(1);
+    if (this.key) this.send(encodeKey(this.key)); /* before any route: every relayed connection has its preamble */
     for (const r of this.routes.values()) this.send(encodeListen(r));
   }
 

@@ -9,7 +9,7 @@ import type { ForwarderStats, IngressConnection, IngressRefusal, IngressRoute } 
 
 export const RELAY_REC = 64;
 
-const T = { listen: 1, unlisten: 2, conn: 16, refused: 17, listenErr: 18, stats: 19, listening: 20 } as const;
+const T = { listen: 1, unlisten: 2, key: 3, conn: 16, refused: 17, listenErr: 18, stats: 19, listening: 20 } as const;
 const REASONS: Record<number, IngressRefusal['reason']> = { 1: 'no-instance', 2: 'all-refused', 3: 'limit' };
 
 export interface RelayStats extends ForwarderStats {
@@ -35,6 +35,16 @@ export function encodeListen(r: IngressRoute): Buffer {
   ip16(r.vip).copy(b, 24);
   b.writeUInt16LE(r.hostPort, 40);
   b.writeUInt16LE(r.port, 42);
+  return b;
+}
+
+/** The preamble key (native/preamble.h): every connection the relay opens to an instance starts with a preamble MACed
+ * with it. */
+export function encodeKey(key: Buffer): Buffer {
+  if (key.length !== 16) throw new RangeError('a preamble key is 16 bytes');
+  const b = Buffer.alloc(RELAY_REC);
+  b.writeUInt32LE(T.key, 0);
+  key.copy(b, 8);
   return b;
 }
 

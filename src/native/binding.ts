@@ -89,6 +89,8 @@ interface RawBinding {
   dup(fd: number): number;
   identPutOutside(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number;
   identGet(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, take: boolean): IdentEntry | null;
+  preambleMake(key: Buffer, clientIp: Buffer, clientPort: number, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): Buffer;
+  preambleCheck(pre: Buffer, keys: Buffer, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): { ip16: Buffer; port: number } | number;
   dtabDecide(t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
   skLookupOpen(netnsPath?: string): number;
@@ -203,6 +205,15 @@ export const native = {
    * generator. 0, or EBUSY (not written). */
   identPutOutside: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number =>
     raw().identPutOutside(shmFd, srcIp, srcPort, dstIp, dstPort, clientIp, clientPort),
+  ),
+  /** The ingress preamble (native/preamble.h) a relay writes first on a connection from -> to for an outside client. */
+  preambleMake: wrap((key: Buffer, clientIp: Buffer, clientPort: number, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): Buffer =>
+    raw().preambleMake(key, clientIp, clientPort, fromIp, fromPort, toIp, toPort, nowMs),
+  ),
+  /** What a generator concludes from a preamble read on the connection from -> to: the outside client, or an errno
+   * (EBADMSG: not a preamble; EPERM: no key makes its MAC, or its time is off). */
+  preambleCheck: wrap((pre: Buffer, keys: Buffer, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): { ip16: Buffer; port: number } | number =>
+    raw().preambleCheck(pre, keys, fromIp, fromPort, toIp, toPort, nowMs),
   ),
   /** The identity table's entry for the connection src -> dst as a server's generator finds it (take: used up). */
   identGet: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, take: boolean): IdentEntry | null =>

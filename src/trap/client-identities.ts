@@ -12,7 +12,7 @@ import type { ConnectionTracker } from './connections.js';
 import type { EgressAsked } from './egress-route.js';
 import type { RateLimitedLog } from './limits.js';
 import type { Offers } from './offers.js';
-import { encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
+import { encodeSockaddr, MsgFlag, type Reply, type RequestOf } from './protocol.js';
 import type { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
 
@@ -190,6 +190,9 @@ export class ClientIdentities {
     }
     this.deps.connections?.accepted({ appId: app.id }, this.deps.nodeName, peer, req.listener, who);
     const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: who.external && who.port !== undefined ? who.port : peer.port }) };
+    /* an outside client not steered here came through a gateway's forwarder: its connection starts with the preamble,
+     * which the generator takes out before the program reads (native/preamble.h) */
+    if (who.external && !steered) reply.flags = MsgFlag.RELAYED;
     this.deps.offers.claimByAccept(key, reply);
     return reply;
   }

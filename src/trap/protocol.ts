@@ -33,7 +33,7 @@ export const MsgType = {
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
 /** Keep in sync with native/proto.h (AS_F_*). */
-export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, UDP_PEER: 128, NOWHERE: 256, V6ONLY: 512, DECIDED: 1024, EGRESS: 2048 } as const;
+export const MsgFlag = { RETRY: 1, NONBLOCK: 2, ALTERNATIVES: 4, FASTPATH: 8, OFFER: 16, OFFERED: 32, SENTINEL: 64, UDP_PEER: 128, NOWHERE: 256, V6ONLY: 512, DECIDED: 1024, EGRESS: 2048, RELAYED: 4096 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

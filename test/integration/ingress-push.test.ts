@@ -12,6 +12,7 @@ import { ROOT, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
 
 const SERVER = path.join(ROOT, 'test/helpers/peer-http.py');
 const FORGE = path.join(ROOT, 'test/helpers/push-forge.mjs');
+const PREAMBLE = path.join(ROOT, 'test/helpers/preamble-forge.mjs');
 const VIP = '10.0.0.81';
 
 let br: TestBridge;
@@ -73,6 +74,8 @@ describe('outside clients pushed across hosts', () => {
       expect(Number((m as RegExpExecArray)[2])).toBe(c.localPort);
     }
     expect((await status(g1)).ingress?.pushSent).toBeGreaterThanOrEqual(6);
+    /* the instance's generator answered from the relay's preamble (native/preamble.h), not from the daemon */
+    await waitFor(async () => ((await status(h2)).ingress?.pushAnswered?.preamble ?? 0) >= 1, 5_000, 100);
     const s = await status(h2);
     expect(s.ingress?.pushAccepted).toBeGreaterThanOrEqual(6);
     expect(s.ingress?.pushRefused).toBe(0);
@@ -102,5 +105,25 @@ describe('outside clients pushed across hosts', () => {
     expect(viaOther.body).not.toMatch(/203\.0\.113\.9/);
     expect(viaOther.code).not.toBe(0);
     expect((await status(h2)).ingress?.pushAccepted).toBeGreaterThanOrEqual(6); /* the real ones, unchanged in kind */
+  });
+
+  it('a preamble that does not check is dropped: made without the cluster key, replayed onto another connection, or from a host that is no gateway', async () => {
+    /* from host `from`, local port `lport`: a preamble naming 203.0.113.50:1, then a GET; what came back */
+    const send = async (from: TestHost, key: string, lport: number, macFrom?: string): Promise<string> => {
+      const r = await from.exec(['node', PREAMBLE, key, exposedEp, String(lport), '203.0.113.50:1', ...(macFrom ? [macFrom] : [])], 15_000);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    /* the control: a holder of the cluster key on a gateway's host is believed (the key is the trust) */
+    expect(await send(g1, br.keyFile, 45570)).toMatch(/h2 203\.0\.113\.50:1/);
+    const wrongKey = await send(g1, 'wrong', 45571);
+    expect(wrongKey).not.toMatch(/203\.0\.113\.50|h2 /);
+    const replayed = await send(g1, br.keyFile, 45572, `${g1.address}:45573`);
+    expect(replayed).not.toMatch(/203\.0\.113\.50|h2 /);
+    const notGateway = await send(h3, br.keyFile, 45574);
+    expect(notGateway).not.toMatch(/203\.0\.113\.50|h2 /);
+    /* and the real path still works */
+    const c = await get(out, `http://${g1.address}:8081/`);
+    expect(c.body.trim()).toMatch(/^h2 192\.0\.2\.200:\d+$/);
   });
 });

@@ -79,6 +79,10 @@ class FakeForwarder implements IngressForwarder {
   onConnection: (c: IngressConnection) => void = () => undefined;
   onRefusal: (r: IngressRefusal) => void = () => undefined;
   onListenError: (id: number, code: string) => void = () => undefined;
+  key?: Buffer;
+  setPreambleKey(key: Buffer): void {
+    this.key = key;
+  }
   add(r: IngressRoute): void {
     this.routes.set(r.id, r);
   }

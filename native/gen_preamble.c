@@ -1,0 +1,122 @@
+/* Outside clients relayed by a gateway: the relay's preamble (preamble.h) read at accept, checked and taken out of the
+ * stream before the program gets the connection. recv(2) with MSG_PEEK, epoll(7). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "gen_internal.h"
+#include "preamble.h"
+
+/* How long a connection the daemon says was relayed may take to show its preamble (the relay writes it right after
+ * connect(); the ACK of the handshake usually carries it). Checked on the generator's 1 s timer. */
+#define PREAMBLE_WAIT_MS 2000u
+
+static uint64_t wall_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* The connection's endpoints as this side sees them: the peer (the relay's socket) and the local end (the instance). */
+static int endpoints(const struct as_p_accept *a, struct as_ep *peer, struct as_ep *local) {
+  if (as_ep_from_sockaddr(a->peer, a->peer_len, peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, local) < 0) return -EINVAL;
+  return 0;
+}
+
+/* The preamble when all of it is in the receive queue: 1 (in buf), 0 (not all here yet), -errno (the connection failed). */
+static int peek(int fd, uint8_t buf[AS_PREAMBLE_LEN]) {
+  ssize_t n;
+  do n = recv(fd, buf, AS_PREAMBLE_LEN, MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n == AS_PREAMBLE_LEN) return 1;
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  if (n == 0) return -ECONNRESET; /* closed before it said who it is */
+  return 0;
+}
+
+/* Takes the peeked preamble out of the stream. */
+static int consume(int fd) {
+  uint8_t buf[AS_PREAMBLE_LEN];
+  ssize_t n;
+  do n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  return n == AS_PREAMBLE_LEN ? 0 : -EPROTO;
+}
+
+static int check(struct as_gen *g, const uint8_t buf[AS_PREAMBLE_LEN], const struct as_ep *peer, const struct as_ep *local,
+                 struct as_ep *client) {
+  uint8_t keys[AS_DT_INGRESS_KEYS][AS_MAC_KEY];
+  int nk = as_dtab_preamble_keys(&g->dtab, keys, AS_DT_INGRESS_KEYS);
+  return as_preamble_check(buf, (const uint8_t(*)[AS_MAC_KEY])keys, nk, peer, local, wall_ms(), client);
+}
+
+int as_accept_preamble(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
+  struct as_p_accept *a = &p->u.accept;
+  struct as_ep peer, local, client;
+  if (!g->dtab.map || endpoints(a, &peer, &local) < 0 || !as_dtab_is_gateway(&g->dtab, peer.ip)) return 0;
+  uint8_t buf[AS_PREAMBLE_LEN];
+  if (peek(a->conn, buf) <= 0) return 0; /* not here yet, or gone: the daemon's path decides */
+  int r = check(g, buf, &peer, &local, &client);
+  if (r == -EBADMSG) return 0; /* no preamble: an app's connection from the gateway's host */
+  if (r < 0 || consume(a->conn) < 0) {
+    g->stats_preamble_bad++;
+    as_dbg(g, "a connection from a gateway with a preamble that does not check: dropped");
+    return -EPERM;
+  }
+  struct sockaddr_storage ss;
+  int n = as_ep_to_sockaddr(&client, AF_INET6, &ss);
+  if (n <= 0) return -EPERM;
+  memset(out, 0, sizeof(*out));
+  out->addr_len = (uint32_t)n;
+  memcpy(out->addr, &ss, (size_t)n);
+  g->stats_preamble_ok++;
+  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, &client, local.port);
+  return 1;
+}
+
+int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply) {
+  struct as_p_accept *a = &p->u.accept;
+  uint8_t buf[AS_PREAMBLE_LEN];
+  int r = peek(a->conn, buf);
+  if (r < 0) return r;
+  if (r == 0) { /* wait for it, without holding anyone else */
+    if (p->op != OP_ACCEPT_PREAMBLE) {
+      p->msg = *reply;
+      p->awaiting = 0;
+      p->op = OP_ACCEPT_PREAMBLE;
+      a->preamble_deadline_ms = as_now_ms() + PREAMBLE_WAIT_MS;
+      int w = as_pend_watch(g, p, a->conn, EPOLLIN | EPOLLRDHUP | EPOLLET); /* edge: a peer that sends a few bytes cannot make us spin */
+      if (w < 0) return w;
+    }
+    return 0;
+  }
+  /* the daemon vouched for the client (a live gateway said so): the preamble must still be one, and it goes */
+  struct as_ep peer, local, client;
+  if (endpoints(a, &peer, &local) < 0 || memcmp(buf, "ASP1", 4) || consume(a->conn) < 0) {
+    g->stats_preamble_bad++;
+    return -EPROTO;
+  }
+  (void)client;
+  as_pend_unwatch(g, p);
+  p->op = OP_ACCEPT_ASK;
+  return 1;
+}
+
+void as_preamble_ready(struct as_gen *g, struct as_pending *p, int expired) {
+  if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
+    as_pend_done(g, p);
+    return;
+  }
+  struct as_msg m = p->msg;
+  if (expired) {
+    as_pend_unwatch(g, p);
+    g->stats_preamble_bad++;
+    as_accept_drop(g, p);
+    return;
+  }
+  int none = -1;
+  as_on_accept_reply(g, p, &m, &none); /* takes the preamble now (or keeps waiting) and answers */
+}
