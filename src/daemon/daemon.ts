@@ -149,6 +149,7 @@ export class Daemon {
       peers: () => this.peers,
       onDoorsChanged: () => this.refreshDoors(),
       localAddresses,
+      preambleKeys: () => [],
     });
     this.handler = new TrapHandler({
       ...this.gateways.handlerDeps(),
@@ -206,6 +207,7 @@ export class Daemon {
         nodeAlive,
         fastpath: cfg.fastpath,
         lb: cfg.lb,
+        ingress: () => this.gateways.dtabIngress(),
       },
       this.internalErrors.reporter('trap'),
     );

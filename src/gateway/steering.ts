@@ -47,6 +47,9 @@ export interface SteeringStats {
   /** Steered connections accepted as external clients / refused at accept (port no longer exposed, not a gateway). */
   accepted: number;
   refused: number;
+  /** Of the accepted, those the server's generator answered by itself from the decision table (no AS_ACCEPT to the
+   * daemon: native/gen_ingress.c); the others the daemon answered (steeredClient). */
+  decidedByGenerator: number;
 }
 
 /** What `status` shows. */
@@ -63,6 +66,13 @@ interface Steered {
   apps: Set<string>;
 }
 
+/** A host port steered now: the service it goes to, and the apps whose listeners take its connections. */
+export interface SteeredPort {
+  hostPort: number;
+  service: string;
+  apps: readonly string[];
+}
+
 /** Where the client socket of a connection was made, by the kernel's word (daemon/sockguard.ts socketOrigin):
  * 'generator' = a trapped program's; undefined = could not be read. */
 export type ClientOrigin = (client: Endpoint, server: Endpoint) => 'generator' | 'other' | 'gone' | undefined;
@@ -74,6 +84,8 @@ export interface SteeringOptions {
    * address of the node, also those the relay does not listen on and the doors do not close (a second address of
    * the gateway): without this check a trapped program could connect there and pass for an outside client. */
   origin?: ClientOrigin;
+  /** The steered ports changed (steer, unsteer, close): the decision table publishes them (trap/decision-table.ts). */
+  onChange?: () => void;
 }
 
 const NO_EXPOSURES: ExposureView = { isGateway: () => false, serviceAt: () => undefined };
@@ -82,7 +94,7 @@ export class Steering {
   private handle: number | undefined;
   private unavailable: string | undefined;
   private readonly ports = new Map<number, Steered>();
-  readonly stats: SteeringStats = { accepted: 0, refused: 0 };
+  readonly stats: SteeringStats = { accepted: 0, refused: 0, decidedByGenerator: 0 };
   /** Set by the daemon's ingress wiring; until then nothing steered is ever accepted. */
   view: ExposureView = NO_EXPOSURES;
 
@@ -139,10 +151,12 @@ export class Steering {
         this.native.skLookupSet(h, hostPort, fds);
       } catch (e) {
         this.ports.delete(hostPort); /* the native side removed the port: the normal lookup (the relay) serves */
+        this.opts.onChange?.();
         this.log.warn({ hostPort, service, err: (e as Error).message }, 'steering: port not steered');
         return false;
       }
       this.log.info({ hostPort, service, listeners: fds.length }, 'host port steered to local instances');
+      this.opts.onChange?.();
       return true;
     } finally {
       for (const fd of fds) this.native.close(fd); /* the kernel's map holds its own references */
@@ -151,7 +165,9 @@ export class Steering {
 
   /** The port goes back to the normal lookup (the relay's listener, or nothing). */
   unsteer(hostPort: number): void {
-    if (!this.ports.delete(hostPort) || this.handle === undefined) return;
+    if (!this.ports.delete(hostPort)) return;
+    this.opts.onChange?.();
+    if (this.handle === undefined) return;
     try {
       this.native.skLookupDelete(this.handle, hostPort);
     } catch (e) {
@@ -165,9 +181,16 @@ export class Steering {
     return [...this.ports.keys()];
   }
 
+  /** Host ports steered now, with their service and apps (copies: read-only). */
+  steered(): SteeredPort[] {
+    return [...this.ports].map(([hostPort, s]) => ({ hostPort, service: s.service, apps: [...s.apps] }));
+  }
+
   /** Detaches the program: every steered port goes back to the normal lookup. */
   close(): void {
+    const had = this.ports.size > 0;
     this.ports.clear();
+    if (had) this.opts.onChange?.();
     if (this.handle !== undefined) this.native.skLookupClose(this.handle);
     this.handle = undefined;
   }
