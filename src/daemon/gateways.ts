@@ -224,24 +224,15 @@ export class Gateways {
 
   /** The decision table's ingress section (native/dtab.h struct as_dt_ingress): what a server's generator needs to
    * answer an outside client's accept by itself. Steered ports only on a gateway, and only those whose exposure holds
-   * the port for the steered service now (the conditions of Steering.steeredClient); the generator still leaves a
-   * peer of this host to the daemon. Republished when steering, the exposures or the members change. */
+   * the port for the steered service now (Steering.accepting: the conditions of Steering.steeredClient); the generator
+   * still leaves a peer of this host to the daemon. Republished when steering, the exposures or the members change. */
   dtabIngress(): IngressPublish {
-    const cfg = this.p.cfg;
-    const steered: IngressPublish['steered'] = [];
-    if (cfg.gateway) {
-      for (const s of this.steering.steered()) {
-        const e = this.ingress.holderOf(s.hostPort);
-        if (!e || `${e.vip}:${e.port}` !== s.service) continue;
-        for (const appId of s.apps) steered.push({ hostPort: s.hostPort, appId });
-      }
-    }
     return {
       keys: this.p.preambleKeys(),
       gateways: this.gatewayNodes()
         .filter((g) => g.alive)
         .map((g) => g.address),
-      steered,
+      steered: this.steering.accepting(), /* through steering.view: cfg.gateway, and ingress.holderOf(port) */
       local: this.p.localAddresses(),
     };
   }

@@ -66,13 +66,6 @@ interface Steered {
   apps: Set<string>;
 }
 
-/** A host port steered now: the service it goes to, and the apps whose listeners take its connections. */
-export interface SteeredPort {
-  hostPort: number;
-  service: string;
-  apps: readonly string[];
-}
-
 /** Where the client socket of a connection was made, by the kernel's word (daemon/sockguard.ts socketOrigin):
  * 'generator' = a trapped program's; undefined = could not be read. */
 export type ClientOrigin = (client: Endpoint, server: Endpoint) => 'generator' | 'other' | 'gone' | undefined;
@@ -181,9 +174,18 @@ export class Steering {
     return [...this.ports.keys()];
   }
 
-  /** Host ports steered now, with their service and apps (copies: read-only). */
-  steered(): SteeredPort[] {
-    return [...this.ports].map(([hostPort, s]) => ({ hostPort, service: s.service, apps: [...s.apps] }));
+  /** The (host port, app) pairs whose steered connections steeredClient would accept now, but for the origin check:
+   * none unless this node is a gateway, and a port only while its exposure is the steered service's. The decision
+   * table publishes them, and the generators answer those accepts themselves (native/gen_ingress.c) when the peer is
+   * not of this host (whose origin the daemon checks). */
+  accepting(): Array<{ hostPort: number; appId: string }> {
+    if (!this.view.isGateway()) return [];
+    const out: Array<{ hostPort: number; appId: string }> = [];
+    for (const [hostPort, s] of this.ports) {
+      if (this.view.serviceAt(hostPort) !== s.service) continue;
+      for (const appId of s.apps) out.push({ hostPort, appId });
+    }
+    return out;
   }
 
   /** Detaches the program: every steered port goes back to the normal lookup. */
