@@ -644,6 +644,38 @@ Napi::Value DtabDecide(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// dtabIngressProbe(tableFd, appId, ip16: Buffer, hostPort): { isGateway, steeredHere, isLocal, keys: Buffer[] } — the
+// generators' ingress readers (dtab.c) on a published table, as app appId's generator would call them, for tests of
+// what the daemon publishes.
+Napi::Value DtabIngressProbe(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsBuffer() || !info[3].IsNumber())
+    return ThrowType(env, "dtabIngressProbe(tableFd, appId, ip16, hostPort)");
+  auto ip = info[2].As<Napi::Buffer<uint8_t>>();
+  uint32_t port = info[3].As<Napi::Number>().Uint32Value();
+  if (ip.Length() != 16 || port > 65535) return ThrowType(env, "dtabIngressProbe: ip16 must be 16 bytes and hostPort at most 65535");
+  struct as_dtab t;
+  memset(&t, 0, sizeof(t));
+  t.app_index = -1;
+  std::string id = info[1].As<Napi::String>().Utf8Value();
+  int r = as_dtab_attach(&t, info[0].As<Napi::Number>().Int32Value(), -1, id.c_str());
+  if (r < 0) return ThrowErrno(env, -r, "mmap");
+  uint8_t keys[AS_DT_INGRESS_KEYS][16];
+  int gw = as_dtab_is_gateway(&t, ip.Data());
+  int here = as_dtab_steered_here(&t, (uint16_t)port);
+  int local = as_dtab_is_local(&t, ip.Data());
+  int nkeys = as_dtab_preamble_keys(&t, keys, AS_DT_INGRESS_KEYS);
+  as_dtab_detach(&t);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isGateway", Napi::Boolean::New(env, gw != 0));
+  o.Set("steeredHere", Napi::Boolean::New(env, here != 0));
+  o.Set("isLocal", Napi::Boolean::New(env, local != 0));
+  Napi::Array ka = Napi::Array::New(env, nkeys > 0 ? nkeys : 0);
+  for (int i = 0; i < nkeys; i++) ka.Set(i, Napi::Buffer<uint8_t>::Copy(env, keys[i], 16));
+  o.Set("keys", ka);
+  return o;
+}
+
 // dup(fd): number — a new O_CLOEXEC descriptor for the same file (a HELLO reply's fds are closed once sent).
 Napi::Value Dup(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -782,6 +814,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("preambleMake", Napi::Function::New(env, PreambleMake));
   exports.Set("preambleCheck", Napi::Function::New(env, PreambleCheck));
   exports.Set("dtabDecide", Napi::Function::New(env, DtabDecide));
+  exports.Set("dtabIngressProbe", Napi::Function::New(env, DtabIngressProbe));
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));
   exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));

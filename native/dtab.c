@@ -328,6 +328,104 @@ int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]) {
   return 0;
 }
 
+/* ---- ingress (dtab.h struct as_dt_ingress) ------------------------------------------------------------------------ */
+
+/* The view's ingress section, NULL when there is none or it does not lie inside the body. */
+static const struct as_dt_ingress *ingress_of(const struct view *v, const struct as_dt_head **hd_out) {
+  const struct as_dt_head *hd = at(v, 0, 1, sizeof(*hd));
+  *hd_out = hd;
+  if (!hd) return NULL;
+  uint32_t off = hd->off_ingress;
+  if (!off || off % 4) return NULL;
+  return at(v, off, 1, sizeof(struct as_dt_ingress));
+}
+
+/* Whether ip is in the n 16-byte addresses at off (0: not there, or they do not lie inside the body). */
+static int listed(const struct view *v, uint32_t off, uint32_t n, const uint8_t ip[16]) {
+  const uint8_t *a = at(v, off, n, 16);
+  if (!a) return 0;
+  for (uint32_t i = 0; i < n; i++)
+    if (!memcmp(a + (size_t)i * 16, ip, 16)) return 1;
+  return 0;
+}
+
+/* One read of the active half by fn, retried while a writer came by (at most 3 times, then 0). */
+typedef int (*ingress_fn)(struct as_dtab *t, const struct view *v, const void *arg, void *out);
+static int ingress_read(struct as_dtab *t, ingress_fn fn, const void *arg, void *out) {
+  if (!t->map) return 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct view v;
+    if (view_open(t, &v) < 0) continue;
+    int r = fn(t, &v, arg, out);
+    if (view_valid(&v)) return r;
+  }
+  return 0;
+}
+
+static int gateway_once(struct as_dtab *t, const struct view *v, const void *ip, void *out) {
+  const struct as_dt_head *hd;
+  const struct as_dt_ingress *in = ingress_of(v, &hd);
+  return in && listed(v, in->off_gateways, in->n_gateways, ip);
+}
+
+int as_dtab_is_gateway(struct as_dtab *t, const uint8_t ip[16]) { return ingress_read(t, gateway_once, ip, NULL); }
+
+static int steered_once(struct as_dtab *t, const struct view *v, const void *port, void *out) {
+  const struct as_dt_head *hd;
+  const struct as_dt_ingress *in = ingress_of(v, &hd);
+  if (!in || !find_app(t, v, hd)) return 0; /* an app the table does not know: the daemon decides */
+  int32_t me = t->app_index;
+  uint16_t p = *(const uint16_t *)port;
+  uint32_t n = in->n_steered;
+  const struct as_dt_steered *s = at(v, in->off_steered, n, sizeof(*s));
+  if (!s || me < 0) return 0;
+  for (uint32_t i = 0; i < n; i++)
+    if (s[i].host_port == p && s[i].app == me) return 1;
+  return 0;
+}
+
+int as_dtab_steered_here(struct as_dtab *t, uint16_t host_port) { return ingress_read(t, steered_once, &host_port, NULL); }
+
+/* Loopback and the node address are this host's whatever the table says (a table without an ingress section too):
+ * an error here can only send an accept to the daemon, never let a local peer pass for an outside one. */
+static int local_once(struct as_dtab *t, const struct view *v, const void *ip, void *out) {
+  const struct as_dt_head *hd;
+  const struct as_dt_ingress *in = ingress_of(v, &hd);
+  if (hd && !memcmp(hd->node_ip, ip, 16)) return 1;
+  return in && listed(v, in->off_local, in->n_local, ip);
+}
+
+int as_dtab_is_local(struct as_dtab *t, const uint8_t ip[16]) {
+  if (is_loopback(ip)) return 1;
+  return ingress_read(t, local_once, ip, NULL);
+}
+
+struct keys_out {
+  uint8_t keys[AS_DT_INGRESS_KEYS][16];
+  int max;
+};
+
+static int keys_once(struct as_dtab *t, const struct view *v, const void *arg, void *out) {
+  struct keys_out *k = out;
+  const struct as_dt_head *hd;
+  const struct as_dt_ingress *in = ingress_of(v, &hd);
+  if (!in) return 0;
+  uint32_t n = in->n_keys;
+  if (n > AS_DT_INGRESS_KEYS) n = AS_DT_INGRESS_KEYS; /* a torn read, or a bad writer: at most the array */
+  if (n > (uint32_t)k->max) n = (uint32_t)k->max;
+  memcpy(k->keys, in->keys, (size_t)n * 16);
+  return (int)n;
+}
+
+int as_dtab_preamble_keys(struct as_dtab *t, uint8_t keys[][16], int max) {
+  if (max <= 0) return 0;
+  struct keys_out k;
+  k.max = max;
+  int n = ingress_read(t, keys_once, NULL, &k); /* copied out only once the read checked */
+  if (n > 0) memcpy(keys, k.keys, (size_t)n * 16);
+  return n;
+}
+
 /* ---- the identity table (dtab.h as_ident) --------------------------------------------------------------------- */
 
 static uint64_t mono_ms(void) {

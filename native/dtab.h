@@ -260,7 +260,8 @@ int as_dtab_is_node(struct as_dtab *t, const uint8_t ip[16]);
  * ingress section or cannot be read):
  *  - as_dtab_is_gateway: ip is a live gateway node's address;
  *  - as_dtab_steered_here: host_port is steered to this generator's own app (t->app_index);
- *  - as_dtab_is_local: ip is this host's (the node address, loopback, or a listed local address);
+ *  - as_dtab_is_local: ip is this host's (the node address, loopback, or a listed local address); loopback and the
+ *    node address answer 1 even without an ingress section (an error may only send an accept to the daemon);
  *  - as_dtab_preamble_keys: copies up to max keys into keys, returns how many. */
 int as_dtab_is_gateway(struct as_dtab *t, const uint8_t ip[16]);
 int as_dtab_steered_here(struct as_dtab *t, uint16_t host_port);

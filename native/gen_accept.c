@@ -201,6 +201,13 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         }
       }
       struct as_msg known;
+      struct as_ep speer, slocal;
+      if (as_ep_from_sockaddr(a->peer, a->peer_len, &speer) == 0 && as_ep_from_sockaddr(a->local, a->local_len, &slocal) == 0 &&
+          as_accept_steered(g, &speer, &slocal, &known)) { /* an outside client steered here by sk_lookup (gen_ingress.c) */
+        int none = -1;
+        as_on_accept_reply(g, p, &known, &none);
+        return;
+      }
       int pre = as_accept_preamble(g, p, &known); /* an outside client relayed by a gateway (gen_preamble.c) */
       if (pre < 0) {
         close(c);

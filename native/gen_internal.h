@@ -273,4 +273,11 @@ void as_accept_drop(struct as_gen *g, struct as_pending *p);
 void as_ochan_drain(struct as_gen *g);
 void as_batches_flush(struct as_gen *g);
 
+/* ---- gen_ingress.c: outside clients' accepts decided from the decision table (dtab.h, ingress) -------------------- */
+/* An accepted connection at local end `local` from `peer`: when local->port is a host port steered to this app
+ * (sk_lookup) and peer is not of this host, 1 and *out, the answer the daemon would have given (as_on_accept_reply:
+ * the program's peer is the outside client itself); the daemon hears of it in the AS_CLAIMED batch. Else 0: ask the
+ * daemon. */
+int as_accept_steered(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out);
+
 #endif

@@ -302,7 +302,7 @@ function steeringRows(st: StatusResult['steering']): Array<[string, string]> {
   if (!st || st.available === null) return [];
   if (!st.available) return [['steering (sk_lookup)', `unavailable: ${st.reason ?? 'unknown'} (the relay serves)`]];
   const ports = Object.entries(st.ports).map(([p, svc]) => `${p} -> ${svc}`);
-  return [['steering (sk_lookup)', `${ports.length > 0 ? ports.join(', ') : 'no port'}; accepted ${st.accepted}, refused ${st.refused}`]];
+  return [['steering (sk_lookup)', `${ports.length > 0 ? ports.join(', ') : 'no port'}; accepted ${st.accepted} (${st.decidedByGenerator ?? 0} by the program's generator), refused ${st.refused}`]];
 }
 
 function internalErrorsText(counts: Readonly<Record<string, number>> | undefined): string {

@@ -207,6 +207,7 @@ export class Daemon {
         nodeAlive,
         fastpath: cfg.fastpath,
         lb: cfg.lb,
+        ingress: () => this.gateways.dtabIngress(),
       },
       this.internalErrors.reporter('trap'),
     );

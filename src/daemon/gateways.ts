@@ -27,7 +27,7 @@ import type { ServiceTable } from '../table/service-table.js';
 import type { ClientIdentity } from '../trap/client-reports.js';
 import type { ConnectionTracker } from '../trap/connections.js';
 import type { OutsideClaim } from '../trap/protocol.js';
-import { type DecisionTable, ip16 } from '../trap/decision-table.js';
+import { type DecisionTable, type IngressPublish, ip16 } from '../trap/decision-table.js';
 import type { HandlerConfig, TrapHandler } from '../trap/handler.js';
 import type { Cluster } from './cluster.js';
 import type { DaemonConfig } from './config.js';
@@ -89,6 +89,7 @@ export class Gateways {
     this.steering = new Steering(native, log.child({ module: 'steering' }), {
       off: cfg.ingressSteering ? undefined : 'turned off (--no-ingress-steering)',
       origin: cfg.sockguard ? socketOrigin(log.child({ module: 'sockguard' })) : undefined,
+      onChange: () => this.republish(),
     });
     this.egressPolicy = new EgressPolicy(cfg.egressRules);
     const identEp = (e: Endpoint): [Buffer, number] => [ip16(e.ip), e.port];
@@ -126,7 +127,10 @@ export class Gateways {
         this.pusher?.add(from, client, to); /* an instance on another node: told now, not asked later */
       },
       log: log.child({ module: 'ingress' }),
-      onChange: () => p.onDoorsChanged(),
+      onChange: () => {
+        p.onDoorsChanged();
+        this.republish(); /* which exposure holds a host port: the steered ports the generators answer */
+      },
       local: this.localIngress,
     });
     /* a steered connection is accepted only on a gateway, for the exposure that holds its host port now */
@@ -189,11 +193,6 @@ export class Gateways {
     this.p.decisions().invalidate();
   }
 
-  /** The preamble keys now (for the decision table). */
-  currentPreambleKeys(): Buffer[] {
-    return this.keys;
-  }
-
   /** Starts the C relay's process (first step of the daemon's start, after the state directory's lock). */
   beginRelay(): void {
     this.relay?.begin();
@@ -225,11 +224,28 @@ export class Gateways {
       else this.p.connections.markAccepted(peer, appId, cfg.nodeName);
     }
     for (const o of claims.outside) {
-      if (o.how === 'steered') this.steering.stats.accepted++;
-      else this.pushed.answered.preamble++;
+      if (o.how === 'steered') {
+        this.steering.stats.accepted++;
+        this.steering.stats.decidedByGenerator++;
+      } else this.pushed.answered.preamble++;
       const who = { identity: o.client.ip, port: o.client.port, appId: 'external', tags: {}, external: true };
       this.p.connections.accepted({ appId }, cfg.nodeName, o.peer, undefined, who);
     }
+  }
+
+  /** The decision table's ingress section (native/dtab.h struct as_dt_ingress): what a server's generator needs to
+   * answer an outside client's accept by itself. Steered ports only on a gateway, and only those whose exposure holds
+   * the port for the steered service now (Steering.accepting: the conditions of Steering.steeredClient); the generator
+   * still leaves a peer of this host to the daemon. Republished when steering, the exposures or the members change. */
+  dtabIngress(): IngressPublish {
+    return {
+      keys: this.keys,
+      gateways: this.gatewayNodes()
+        .filter((g) => g.alive)
+        .map((g) => g.address),
+      steered: this.steering.accepting(), /* through steering.view: cfg.gateway, and ingress.holderOf(port) */
+      local: this.p.localAddresses(),
+    };
   }
 
   /** What the peer API tells `asker` about a client connection: the destination its app asked for (`egress`) only
@@ -370,5 +386,11 @@ export class Gateways {
 
   private isMemberAddress(ip: string): boolean {
     return this.p.cluster()?.isPeerAddress(ip) ?? false;
+  }
+
+  /** Something the decision table's ingress section depends on changed: it is published again (not before the
+   * daemon built the table: the constructors run first). */
+  private republish(): void {
+    (this.p.decisions() as DecisionTable | undefined)?.invalidate();
   }
 }

@@ -47,6 +47,9 @@ export interface SteeringStats {
   /** Steered connections accepted as external clients / refused at accept (port no longer exposed, not a gateway). */
   accepted: number;
   refused: number;
+  /** Of the accepted, those the server's generator answered by itself from the decision table (no AS_ACCEPT to the
+   * daemon: native/gen_ingress.c); the others the daemon answered (steeredClient). */
+  decidedByGenerator: number;
 }
 
 /** What `status` shows. */
@@ -74,6 +77,8 @@ export interface SteeringOptions {
    * address of the node, also those the relay does not listen on and the doors do not close (a second address of
    * the gateway): without this check a trapped program could connect there and pass for an outside client. */
   origin?: ClientOrigin;
+  /** The steered ports changed (steer, unsteer, close): the decision table publishes them (trap/decision-table.ts). */
+  onChange?: () => void;
 }
 
 const NO_EXPOSURES: ExposureView = { isGateway: () => false, serviceAt: () => undefined };
@@ -82,7 +87,7 @@ export class Steering {
   private handle: number | undefined;
   private unavailable: string | undefined;
   private readonly ports = new Map<number, Steered>();
-  readonly stats: SteeringStats = { accepted: 0, refused: 0 };
+  readonly stats: SteeringStats = { accepted: 0, refused: 0, decidedByGenerator: 0 };
   /** Set by the daemon's ingress wiring; until then nothing steered is ever accepted. */
   view: ExposureView = NO_EXPOSURES;
 
@@ -139,10 +144,12 @@ export class Steering {
         this.native.skLookupSet(h, hostPort, fds);
       } catch (e) {
         this.ports.delete(hostPort); /* the native side removed the port: the normal lookup (the relay) serves */
+        this.opts.onChange?.();
         this.log.warn({ hostPort, service, err: (e as Error).message }, 'steering: port not steered');
         return false;
       }
       this.log.info({ hostPort, service, listeners: fds.length }, 'host port steered to local instances');
+      this.opts.onChange?.();
       return true;
     } finally {
       for (const fd of fds) this.native.close(fd); /* the kernel's map holds its own references */
@@ -151,7 +158,9 @@ export class Steering {
 
   /** The port goes back to the normal lookup (the relay's listener, or nothing). */
   unsteer(hostPort: number): void {
-    if (!this.ports.delete(hostPort) || this.handle === undefined) return;
+    if (!this.ports.delete(hostPort)) return;
+    this.opts.onChange?.();
+    if (this.handle === undefined) return;
     try {
       this.native.skLookupDelete(this.handle, hostPort);
     } catch (e) {
@@ -165,9 +174,25 @@ export class Steering {
     return [...this.ports.keys()];
   }
 
+  /** The (host port, app) pairs whose steered connections steeredClient would accept now, but for the origin check:
+   * none unless this node is a gateway, and a port only while its exposure is the steered service's. The decision
+   * table publishes them, and the generators answer those accepts themselves (native/gen_ingress.c) when the peer is
+   * not of this host (whose origin the daemon checks). */
+  accepting(): Array<{ hostPort: number; appId: string }> {
+    if (!this.view.isGateway()) return [];
+    const out: Array<{ hostPort: number; appId: string }> = [];
+    for (const [hostPort, s] of this.ports) {
+      if (this.view.serviceAt(hostPort) !== s.service) continue;
+      for (const appId of s.apps) out.push({ hostPort, appId });
+    }
+    return out;
+  }
+
   /** Detaches the program: every steered port goes back to the normal lookup. */
   close(): void {
+    const had = this.ports.size > 0;
     this.ports.clear();
+    if (had) this.opts.onChange?.();
     if (this.handle !== undefined) this.native.skLookupClose(this.handle);
     this.handle = undefined;
   }

@@ -59,6 +59,15 @@ export interface DtabDecision {
   serverSock?: string;
 }
 
+/** What a generator's ingress readers (native/dtab.c: as_dtab_is_gateway, as_dtab_steered_here, as_dtab_is_local,
+ * as_dtab_preamble_keys) answer from a published table: for tests. */
+export interface DtabIngressProbe {
+  isGateway: boolean;
+  steeredHere: boolean;
+  isLocal: boolean;
+  keys: Buffer[];
+}
+
 /** An entry of the host's identity table (native/dtab.h as_ident): 'outside' carries the outside client's address
  * (ip16) and port; 'app' a same-host app's vip and id. */
 export interface IdentEntry {
@@ -92,6 +101,7 @@ interface RawBinding {
   preambleMake(key: Buffer, clientIp: Buffer, clientPort: number, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): Buffer;
   preambleCheck(pre: Buffer, keys: Buffer, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): { ip16: Buffer; port: number } | number;
   dtabDecide(t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision;
+  dtabIngressProbe(t: number, app: string, ip: Buffer, hostPort: number): DtabIngressProbe;
   Poller: new (fd: number, cb: (status: number, events: number) => void) => Poller;
   skLookupOpen(netnsPath?: string): number;
   skLookupSet(h: number, port: number, fds: number | number[]): void;
@@ -222,6 +232,9 @@ export const native = {
   /** What a generator would decide for app `app` connecting to ip16:port (tried: 18-byte records of endpoints that
    * refused), read from the table and counters by native/dtab.c itself: for tests. */
   dtabDecide: wrap((t: number, s: number, app: string, ip: Buffer, port: number, tried?: Buffer): DtabDecision => raw().dtabDecide(t, s, app, ip, port, tried)),
+  /** The generators' ingress readers on table t, as app `app`'s generator would call them: whether ip16 is a live
+   * gateway's address and this host's, whether hostPort is steered to the app, and the preamble keys: for tests. */
+  dtabIngressProbe: wrap((t: number, app: string, ip: Buffer, hostPort: number): DtabIngressProbe => raw().dtabIngressProbe(t, app, ip, hostPort)),
   /** Loads the sk_lookup steering program (native/sklookup.h) and links it to this process's network namespace, or
    * to the namespace file netnsPath (/run/netns/NAME, /proc/PID/ns/net); returns a handle. EOPNOTSUPP: the kernel
    * has no sk_lookup (< 5.9); EPERM: no CAP_BPF + CAP_NET_ADMIN. Callers fall back to the relay on either. */

@@ -26,7 +26,14 @@ export const DT = {
   alive: 1,
   local: 2,
   fast: 4,
+  external: 8,
   appFast: 1,
+  /** struct as_dt_ingress, struct as_dt_steered, AS_DT_INGRESS_KEYS, and the head's off_ingress */
+  ingress: 96,
+  steered: 8,
+  ingressKeys: 4,
+  keyLen: 16,
+  offIngress: 56,
 } as const;
 
 const LB_CODE: Record<LbStrategy, number> = { random: 0, 'round-robin': 1, 'least-conn': 2, p2c: 3 };
@@ -42,6 +49,22 @@ export interface DecisionInputs {
   nodeAlive: (node: string) => boolean;
   fastpath: boolean;
   lb: LbStrategy;
+  /** What a server's generator needs to answer outside clients' accepts by itself (native/dtab.h, ingress); absent or
+   * undefined: no ingress section (every such accept asks the daemon). */
+  ingress?: () => IngressPublish | undefined;
+}
+
+/** The ingress section of a publication (native/dtab.h struct as_dt_ingress). */
+export interface IngressPublish {
+  /** Preamble MAC keys, DT.keyLen bytes each, at most DT.ingressKeys (relays sign with the first). */
+  keys: Buffer[];
+  /** Addresses of the live gateway nodes (this node's when it is one). */
+  gateways: string[];
+  /** Host ports steered (sk_lookup) to an app of this host, while this node is a gateway and the exposure holding the
+   * port is the steered service's. An entry whose app is not in the publication's apps is left out. */
+  steered: Array<{ hostPort: number; appId: string }>;
+  /** Every address of this host. */
+  local: string[];
 }
 
 const ip16Memo = new Map<string, Buffer>();
@@ -150,6 +173,7 @@ export function compileDecisions(inp: DecisionInputs): Buffer {
     const local = !external && e.node === inp.nodeName;
     const server = local ? appIndex.get(e.appId) : undefined;
     let flags = external || local || inp.nodeAlive(e.node) ? DT.alive : 0;
+    if (external) flags |= DT.external;
     if (local) flags |= DT.local;
     if (server !== undefined && apps[server]?.fastpath !== false) flags |= DT.fast;
     b.writeUInt8(flags, o + 19);
@@ -195,7 +219,60 @@ export function compileDecisions(inp: DecisionInputs): Buffer {
     }
     b.writeUInt32LE(bits, o + 52);
   });
-  return rows.size < apps.length ? b.subarray(0, offBits + rows.size * words * 8) : b;
+  const core = rows.size < apps.length ? b.subarray(0, offBits + rows.size * words * 8) : b;
+  const ingress = inp.ingress?.();
+  if (!ingress) return core;
+  const offIngress = align4(core.length);
+  core.writeUInt32LE(offIngress, DT.offIngress);
+  return Buffer.concat([core, Buffer.alloc(offIngress - core.length), compileIngress(ingress, appIndex, offIngress)]);
+}
+
+function align4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+/** 16-byte addresses, each once (an address that does not parse is a caller's bug: it throws). */
+function addressList(list: readonly string[]): Buffer[] {
+  const seen = new Map<string, Buffer>();
+  for (const a of list) {
+    const b = ip16(a);
+    seen.set(b.toString('hex'), b);
+  }
+  return [...seen.values()];
+}
+
+/** The ingress section (struct as_dt_ingress, then its arrays, 4-byte aligned), placed at body offset `at`: its
+ * offsets are from the body's start. */
+function compileIngress(inp: IngressPublish, appIndex: ReadonlyMap<string, number>, at: number): Buffer {
+  const keys = inp.keys.slice(0, DT.ingressKeys);
+  for (const k of keys) if (k.length !== DT.keyLen) throw new RangeError(`a preamble key has ${k.length} bytes, not ${DT.keyLen}`);
+  const gateways = addressList(inp.gateways);
+  const local = addressList(inp.local);
+  const steered = new Map<string, { port: number; app: number }>();
+  for (const s of inp.steered) {
+    if (!Number.isInteger(s.hostPort) || s.hostPort < 1 || s.hostPort > 65535) throw new RangeError(`bad steered host port ${s.hostPort}`);
+    const app = appIndex.get(s.appId);
+    if (app !== undefined) steered.set(`${s.hostPort}/${app}`, { port: s.hostPort, app }); /* not of this host (yet): its accepts ask */
+  }
+  const offGateways = DT.ingress;
+  const offSteered = offGateways + gateways.length * 16;
+  const offLocal = offSteered + steered.size * DT.steered;
+  const b = Buffer.alloc(offLocal + local.length * 16);
+  keys.forEach((k, i) => k.copy(b, i * DT.keyLen));
+  b.writeUInt32LE(keys.length, 64);
+  b.writeUInt32LE(gateways.length, 68);
+  b.writeUInt32LE(at + offGateways, 72);
+  b.writeUInt32LE(steered.size, 76);
+  b.writeUInt32LE(at + offSteered, 80);
+  b.writeUInt32LE(local.length, 84);
+  b.writeUInt32LE(at + offLocal, 88);
+  gateways.forEach((g, i) => g.copy(b, offGateways + i * 16));
+  [...steered.values()].forEach((s, i) => {
+    b.writeUInt16LE(s.port, offSteered + i * DT.steered);
+    b.writeInt32LE(s.app, offSteered + i * DT.steered + 4);
+  });
+  local.forEach((a, i) => a.copy(b, offLocal + i * 16));
+  return b;
 }
 
 export interface NativeTables {

@@ -4,8 +4,13 @@
  * port, and the gateway's relay counts nothing. Attacks: a port steered to the same listener by hand (not an exposure)
  * is refused at accept as an unidentified peer, and so is a trapped program of the gateway that connects to the host
  * port at a second address of the gateway (steering takes every local address; the doors close only the gateway
- * address; here a second address added while the daemon runs): neither reaches the program. */
+ * address; here a second address added while the daemon runs): neither reaches the program. The steered accepts are
+ * answered by the program's generator from the decision table (no AS_ACCEPT to the daemon: steering.decidedByGenerator);
+ * the refused ones are never the generator's. */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { AppView, ServiceView, StatusResult } from '../../src/daemon/control-protocol.js';
@@ -60,8 +65,13 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
       expect(m![1]).toBe('192.0.2.200');
       expect(Number(m![2])).toBe(c.localPort);
     }
+    /* answered by the program's generator from the decision table (native/gen_ingress.c): no AS_ACCEPT went to the
+     * daemon; it hears of them in the generator's AS_CLAIMED batch (sent within a few ms), which it counts */
+    await waitFor(async () => (await status(g1)).steering!.decidedByGenerator - before.steering!.decidedByGenerator >= 5, 10_000, 50);
     const after = await status(g1);
     expect(after.steering!.accepted - before.steering!.accepted).toBe(5);
+    expect(after.steering!.decidedByGenerator - before.steering!.decidedByGenerator).toBe(5);
+    expect(after.unidentified).toBe(before.unidentified);
     expect(after.ingress?.gateway).toBe(true);
     /* never passed a proxy: the relay neither accepted nor forwarded anything */
     expect(after.ingress?.accepted ?? 0).toBe(0);
@@ -89,11 +99,14 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
       const after = await status(g1);
       expect(after.unidentified).toBeGreaterThan(before.unidentified);
       expect(after.steering!.accepted).toBe(before.steering!.accepted);
+      expect(after.steering!.decidedByGenerator).toBe(before.steering!.decidedByGenerator);
     } finally {
       native.skLookupClose(h);
     }
-    /* the exposure itself still works */
+    /* the exposure itself still works (and is counted: its claim reaches the daemon in the generator's next batch) */
+    const before = (await status(g1)).steering!.accepted;
     expect((await curl('192.0.2.1', 8080)).code).toBe(0);
+    await waitFor(async () => (await status(g1)).steering!.accepted === before + 1, 10_000, 50);
   });
 
   it('attack: a trapped program of the gateway cannot pass for an outside client through a steered port', async () => {
@@ -105,9 +118,30 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
     const after = await status(g1);
     expect(after.steering!.refused).toBeGreaterThan(before.steering!.refused);
     expect(after.steering!.accepted).toBe(before.steering!.accepted);
+    /* a peer of this host is never answered by the generator (not even at an address the table does not list yet) */
+    expect(after.steering!.decidedByGenerator).toBe(before.steering!.decidedByGenerator);
     /* the same from a process of the host that is not under appswitch: an outside client, as through the relay */
     const plain = await g1.exec(['curl', '-sS', '--http0.9', '-m', '5', 'http://198.51.100.2:8080/']);
     expect(plain.stdout).toMatch(/^g1 local=\S+ peer=198\.51\.100\.2:\d+/);
+  });
+
+  it('attack: nor can one that was running before the address came (the table does not list it yet: the generator asks the kernel)', async () => {
+    const go = path.join(mkdtempSync(path.join(tmpdir(), 'appswitch-il-')), 'go');
+    const client = g1.run([], ['sh', '-c', `while [ ! -e ${go} ]; do sleep 0.02; done; exec curl -sS --http0.9 -m 5 http://203.0.113.3:8080/`]);
+    let stdout = '';
+    client.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    const ended = new Promise<number | null>((r) => client.on('exit', (code) => r(code)));
+    /* registered: its start published the table */
+    await waitFor(async () => (await request<AppView[]>(g1.socket, 'apps')).some((a) => a.cmd.join(' ').includes(go)), 15_000, 50);
+    const before = await status(g1);
+    g1.addAddress('203.0.113.3/24'); /* now: no publication lists it until the next event or the 5 s safety publish */
+    writeFileSync(go, '');
+    expect(await ended).not.toBe(0);
+    expect(stdout).not.toMatch(/^g1 /);
+    const after = await status(g1);
+    expect(after.steering!.refused).toBeGreaterThan(before.steering!.refused);
+    expect(after.steering!.accepted).toBe(before.steering!.accepted);
+    expect(after.steering!.decidedByGenerator).toBe(before.steering!.decidedByGenerator);
   });
 
   it('when the program ends, the host port is no longer steered', async () => {

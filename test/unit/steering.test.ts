@@ -58,6 +58,45 @@ function setup(view: Partial<ExposureView> = {}): { n: FakeNative; s: Steering; 
 }
 
 describe('Steering', () => {
+  it('publishes for the generators only what steeredClient would accept: a gateway, the exposure\'s own service, its apps', () => {
+    const { s, exposed, gw } = setup();
+    s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }, { pid: 11, fd: 4, appId: 'a2' }], '10.0.0.5:80');
+    s.steer(9090, [{ pid: 10, fd: 5, appId: 'a1' }], '10.0.0.5:90'); /* no exposure holds 9090 */
+    expect(s.accepting()).toEqual([
+      { hostPort: 8080, appId: 'a1' },
+      { hostPort: 8080, appId: 'a2' },
+    ]);
+    exposed.set(8080, '10.0.0.6:80'); /* the host port went to another service's exposure */
+    expect(s.accepting()).toEqual([]);
+    exposed.set(8080, '10.0.0.5:80');
+    gw.on = false; /* no longer a gateway */
+    expect(s.accepting()).toEqual([]);
+    s.close();
+  });
+
+  it('says when what it steers changes (the decision table republishes)', () => {
+    const n = new FakeNative();
+    let changes = 0;
+    const s = new Steering(n, log, { onChange: () => changes++ });
+    s.view = { isGateway: () => true, serviceAt: (p) => `10.0.0.5:${p - 8000}` };
+    expect(s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }, { pid: 11, fd: 4, appId: 'a2' }], '10.0.0.5:80')).toBe(true);
+    expect(changes).toBe(1);
+    expect(s.accepting()).toEqual([
+      { hostPort: 8080, appId: 'a1' },
+      { hostPort: 8080, appId: 'a2' },
+    ]);
+    s.unsteer(8080);
+    expect(changes).toBe(2);
+    s.unsteer(8080); /* nothing steered there: no change */
+    expect(changes).toBe(2);
+    expect(s.steer(8081, [{ pid: 999, fd: 3, appId: 'a1' }], '10.0.0.5:81')).toBe(false); /* no listener taken */
+    expect(changes).toBe(2);
+    s.steer(8082, [{ pid: 10, fd: 3, appId: 'a1' }], '10.0.0.5:82');
+    s.close();
+    expect(changes).toBe(4);
+    expect(s.accepting()).toEqual([]);
+  });
+
   it('steer takes a duplicate of each listener, hands them to the kernel and closes them', () => {
     const { n, s } = setup();
     expect(s.steer(8080, [{ pid: 10, fd: 3, appId: 'a1' }, { pid: 11, fd: 4, appId: 'a2' }], '10.0.0.5:80')).toBe(true);

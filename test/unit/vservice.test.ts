@@ -143,7 +143,7 @@ describe('vservice entries in the service table', () => {
     });
     expect(b.readUInt32LE(20)).toBe(1);
     const inst = b.readUInt32LE(24);
-    expect(b.readUInt8(inst + 19)).toBe(DT.alive);
+    expect(b.readUInt8(inst + 19)).toBe(DT.alive | DT.external); /* a backend outside appswitch: no preamble */
     expect(b.readInt32LE(inst + 20)).toBe(-1);
   });
 });
