@@ -8,11 +8,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { ExposureView, MemberView, ServiceView, StatusResult } from '../../src/daemon/control-protocol.js';
+import { readKeyring } from '../../src/daemon/gossip-key.js';
+import { preambleKeys } from '../../src/gateway/preamble-key.js';
+import { native } from '../../src/native/binding.js';
+import { ip16 } from '../../src/trap/decision-table.js';
 import { ROOT, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
 
 const SERVER = path.join(ROOT, 'test/helpers/peer-http.py');
 const FORGE = path.join(ROOT, 'test/helpers/push-forge.mjs');
-const PREAMBLE = path.join(ROOT, 'test/helpers/preamble-forge.mjs');
+const PREAMBLE = path.join(ROOT, 'test/helpers/preamble-forge.py');
 const VIP = '10.0.0.81';
 
 let br: TestBridge;
@@ -108,19 +112,23 @@ describe('outside clients pushed across hosts', () => {
   });
 
   it('a preamble that does not check is dropped: made without the cluster key, replayed onto another connection, or from a host that is no gateway', async () => {
-    /* from host `from`, local port `lport`: a preamble naming 203.0.113.50:1, then a GET; what came back */
-    const send = async (from: TestHost, key: string, lport: number, macFrom?: string): Promise<string> => {
-      const r = await from.exec(['node', PREAMBLE, key, exposedEp, String(lport), '203.0.113.50:1', ...(macFrom ? [macFrom] : [])], 15_000);
+    const key = preambleKeys(readKeyring(br.keyFile))[0] as Buffer;
+    const [toIp, toPort] = [exposedEp.slice(0, exposedEp.lastIndexOf(':')), Number(exposedEp.slice(exposedEp.lastIndexOf(':') + 1))];
+    /* from host `from`, local port `lport`: a preamble naming 203.0.113.50:1 made with `k` for the connection from
+     * `macFrom` (default: this one), then a GET; what came back */
+    const send = async (from: TestHost, k: Buffer, lport: number, macFrom = { ip: from.address, port: lport }): Promise<string> => {
+      const pre = native.preambleMake(k, ip16('203.0.113.50'), 1, ip16(macFrom.ip), macFrom.port, ip16(toIp), toPort, Date.now());
+      const r = await from.exec(['python3', PREAMBLE, exposedEp, String(lport), pre.toString('hex')], 15_000);
       expect(r.code, r.stderr).toBe(0);
       return r.stdout;
     };
     /* the control: a holder of the cluster key on a gateway's host is believed (the key is the trust) */
-    expect(await send(g1, br.keyFile, 45570)).toMatch(/h2 203\.0\.113\.50:1/);
-    const wrongKey = await send(g1, 'wrong', 45571);
+    expect(await send(g1, key, 45570)).toMatch(/h2 203\.0\.113\.50:1/);
+    const wrongKey = await send(g1, Buffer.alloc(16, 7), 45571);
     expect(wrongKey).not.toMatch(/203\.0\.113\.50|h2 /);
-    const replayed = await send(g1, br.keyFile, 45572, `${g1.address}:45573`);
+    const replayed = await send(g1, key, 45572, { ip: g1.address, port: 45573 });
     expect(replayed).not.toMatch(/203\.0\.113\.50|h2 /);
-    const notGateway = await send(h3, br.keyFile, 45574);
+    const notGateway = await send(h3, key, 45574);
     expect(notGateway).not.toMatch(/203\.0\.113\.50|h2 /);
     /* and the real path still works */
     const c = await get(out, `http://${g1.address}:8081/`);
