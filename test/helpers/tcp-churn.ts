@@ -4,11 +4,12 @@
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 
-/** Brings lo up and widens the ephemeral port range (a per-namespace sysctl) so that one listener can take ~64k
- * client ports. */
+/** Brings lo up, widens the ephemeral port range so that one listener can take ~64k client ports, and turns off the
+ * reuse of TIME_WAIT ports by new connects (on by default for loopback: it would recycle the sockets being counted).
+ * Both sysctls are the namespace's own. */
 export function prepareNamespace(): void {
   execFileSync('ip', ['link', 'set', 'lo', 'up'], { stdio: 'pipe' });
-  execFileSync('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535'], { stdio: 'pipe' });
+  execFileSync('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535', 'net.ipv4.tcp_tw_reuse=0'], { stdio: 'pipe' });
 }
 
 /** A listener that answers each client's FIN with its own (so the client, which closed first, goes to TIME_WAIT and
