@@ -57,6 +57,13 @@ function ownSocketInodes(): string[] {
   return out;
 }
 
+/** Whether /proc/net/tcp{,6} still has other sockets than the 3 listeners, 6 pair ends and the TIME_WAIT ones. */
+function settling(): boolean {
+  const text = readFileSync('/proc/net/tcp', 'utf8') + readFileSync('/proc/net/tcp6', 'utf8');
+  const rows = text.split('\n').filter((l) => /^\s*\d+:/.test(l));
+  return rows.length - procTimeWaits(text) !== 9;
+}
+
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? '300');
   prepareNamespace();
@@ -68,7 +75,9 @@ async function main(): Promise<void> {
   keep.push(await connect('::1', portOf(v6)));
   keep.push(await connect('127.0.0.1', portOf(dual)));
   const twPorts = await timeWaits('127.0.0.1', portOf(v4), n);
-  await new Promise((r) => setTimeout(r, 300)); /* the last server sides leave LAST_ACK */
+  /* settle: the last server sides leave LAST_ACK once the client's ACK is in and this process has closed them; then
+   * the table holds the three listeners, the three pairs (six sockets) and the TIME_WAIT sockets, nothing that moves */
+  for (let waited = 0; waited < 10_000 && settling(); waited += 50) await new Promise((r) => setTimeout(r, 50));
 
   const dump = native.tcpDiagDump();
   const diag = await tcpSnapshot();
