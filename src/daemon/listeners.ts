@@ -112,12 +112,14 @@ export type ProcReader = (file: string) => Promise<string>;
 
 const readProc: ProcReader = (file) => readFile(file, 'utf8');
 
-/** The kernel's socket tables could not be read in full (`file`: the /proc file, or 'sock_diag' for the dump): the snapshot would say that sockets are gone which are not
- * (a sweep that took it for "nothing is listening" once withdrew every service of the node), so there is none. */
+/** The kernel's socket tables could not be read in full (`file`: the /proc file, or 'sock_diag' for the dump): the
+ * snapshot would say that sockets are gone which are not (a sweep that took it for "nothing is listening" once withdrew
+ * every service of the node), so there is none. */
 export class SnapshotError extends Error {
   constructor(
     readonly file: string,
-    /** The errno code (EMFILE, ENFILE, EACCES, ...) or 'EPARTIAL' for a file that was not read whole. */
+    /** The errno code (EMFILE, ENFILE, EACCES, ...; EAGAIN: a sock_diag dump that overran) or 'EPARTIAL' for a file
+     * that was not read whole. */
     readonly code: string,
     cause?: unknown,
   ) {
