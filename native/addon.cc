@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -61,6 +62,7 @@ const char *ErrnoName(int e) {
   case E2BIG: return "E2BIG";
   case EOPNOTSUPP: return "EOPNOTSUPP";
   case ESRCH: return "ESRCH";
+  case EBUSY: return "EBUSY";
   case ENOSPC: return "ENOSPC";
   default: return "EUNKNOWN";
   }
@@ -446,6 +448,37 @@ Napi::Value UdpSocketInode(const Napi::CallbackInfo &info) {
   return n == 0 ? env.Null() : Napi::Number::New(env, r.inode);
 }
 
+// tcpDiagDump(): Buffer — every TCP socket of this network namespace except TIME_WAIT ones (LISTEN included), both
+// families, as AS_SOCKDIAG_REC_SIZE-byte records (sockdiag.h), by NLM_F_DUMP on the kept sock_diag socket: the kernel
+// leaves the TIME_WAIT sockets out, so they are never formatted nor copied (the daemon's sweep, src/daemon/listeners.ts).
+// A kernel without IPv6 answers the AF_INET6 dump with EAFNOSUPPORT or ENOENT: no IPv6 sockets. Throws an errno error
+// otherwise (EAGAIN: the dump overran the socket's buffer, some sockets were lost); the socket is then reopened on the
+// next call, since a failed dump may still be running on it.
+Napi::Value TcpDiagDump(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const uint32_t states = ((1u << 12) - 2) & ~(1u << 6); /* TCP_ESTABLISHED (1) .. TCP_CLOSING (11), not TIME_WAIT (6) */
+  int e = EnsureDiag();
+  if (e) return ThrowErrno(env, e, "socket");
+  uint8_t *part[2] = {nullptr, nullptr};
+  size_t len[2] = {0, 0};
+  const int families[2] = {AF_INET, AF_INET6};
+  for (int i = 0; i < 2; i++) {
+    int n = as_sockdiag_dump_tcp(g_diag_fd, families[i], states, &part[i], &len[i]);
+    if (n == 0) continue;
+    if (families[i] == AF_INET6 && (n == -EAFNOSUPPORT || n == -ENOENT)) continue; /* no IPv6 in this kernel */
+    free(part[0]);
+    close(g_diag_fd);
+    g_diag_fd = -1;
+    return ThrowErrno(env, -n, "sock_diag");
+  }
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len[0] + len[1]);
+  if (len[0]) memcpy(out.Data(), part[0], len[0]);
+  if (len[1]) memcpy(out.Data() + len[0], part[1], len[1]);
+  free(part[0]);
+  free(part[1]);
+  return out;
+}
+
 // lockFile(path: string): {fd} | {holder} — an exclusive flock on path, held by fd for the process's life, with this
 // process's pid written in the file (statelock.h); {holder: pid} when another process holds it (0: pid unknown).
 Napi::Value LockFile(const Napi::CallbackInfo &info) {
@@ -817,6 +850,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dtabIngressProbe", Napi::Function::New(env, DtabIngressProbe));
   exports.Set("tcpSocketCgroup", Napi::Function::New(env, TcpSocketCgroup));
   exports.Set("udpSocketInode", Napi::Function::New(env, UdpSocketInode));
+  exports.Set("tcpDiagDump", Napi::Function::New(env, TcpDiagDump));
+  exports.Set("tcpDiagRecordSize", Napi::Number::New(env, AS_SOCKDIAG_REC_SIZE));
   exports.Set("generatorsCgroupId", Napi::Function::New(env, GeneratorsCgroupId));
   exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen));

@@ -1,7 +1,7 @@
 /** Whether a listening socket is still there, asked of the kernel (sock_diag, one exact lookup of the real endpoint
  * with no peer: the kernel's lookup finds the listener, native/sockdiag.h). The trap handler asks it when a bind
  * collides with a listener of the same app, so that a server that closed its listener and binds the port again
- * (iperf3 -s after each test) gets the port at once rather than after the next sweep of /proc/net/tcp. */
+ * (iperf3 -s after each test) gets the port at once rather than after the next sweep of the TCP table (listeners.ts). */
 import type { Logger } from 'pino';
 import { native } from '../native/binding.js';
 import type { Endpoint } from '../table/endpoint.js';
@@ -32,9 +32,10 @@ export function listenerGone(log: Logger, lookup: ListenerLookup = native.tcpSoc
   };
 }
 
-/** Opens the daemon's sock_diag socket now (the addon keeps one, opened at its first lookup), so that its descriptor is
- * part of the daemon's own from the start instead of appearing at the first bind that collides with a listener (it
- * would look like a descriptor leaked by that program). A lookup of nothing: the answer does not matter; a failure is
+/** Opens the daemon's sock_diag socket now (the addon keeps one for the lookups and the sweep's dump, opened at the
+ * first of them and reopened after a failure), so that its descriptor is part of the daemon's own from the start
+ * instead of appearing at the first bind that collides with a listener (it would look like a descriptor leaked by
+ * that program). A lookup of nothing: the answer does not matter; a failure is
  * logged and the socket is opened at the first real lookup instead. */
 export function openListenerDiag(log: Logger, lookup: ListenerLookup = native.tcpSocketCgroup): void {
   try {

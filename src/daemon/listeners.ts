@@ -1,9 +1,13 @@
-/** What /proc/net/tcp and /proc/net/tcp6 (proc(5)) say about this network namespace: which sockets listen (by
- * inode: the daemon notices a program closing its listening socket) and how many connections are open to each
- * remote endpoint (the in-flight counts of the load balancer). */
+/** What the kernel's TCP and UDP tables say about this network namespace: which sockets listen (by inode: the daemon
+ * notices a program closing its listening socket), which sockets exist, which endpoints are open, and how many
+ * connections are open to each remote endpoint (the in-flight counts of the load balancer). The TCP table is read with
+ * sock_diag (one dump that leaves TIME_WAIT sockets in the kernel, src/daemon/tcp-diag.ts decodes it), or, where the
+ * kernel cannot dump it, from /proc/net/tcp and tcp6 as text (proc(5)); UDP inodes from /proc/net/udp and udp6. */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import ipaddr from 'ipaddr.js';
+import { native } from '../native/binding.js';
+import { decodeDiagRecords } from './tcp-diag.js';
 
 const TCP_LISTEN = '0A';
 
@@ -15,7 +19,7 @@ export interface TcpSnapshot {
   listening: Set<string>;
   /** Inodes of every TCP and UDP socket in the namespace (a bound socket that was closed is missing here). */
   sockets: Set<string>;
-  /** "ip:port" of the remote end -> open (or opening) connections to it. */
+  /** Canonical "ip:port" of the remote end (as liveRemote) -> open (or opening) connections to it. */
   outbound: Map<string, number>;
   /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
    * (see OPEN_STATES): which tracked connections are still open (trap/connections.ts). */
@@ -86,20 +90,21 @@ function parseTcpRows(rows: readonly string[], into: TcpSnapshot): void {
     into.sockets.add(f[9] as string);
     if (f[3] === TCP_LISTEN) into.listening.add(f[9] as string);
     else if (OPEN_STATES.has(f[3] as string)) {
-      for (const [hex, set] of [
-        [f[1], into.liveLocal],
-        [f[2], into.liveRemote],
-      ] as const) {
-        const d = decodeProcAddress(hex as string);
-        const c = d && d.startsWith('[') ? canonicalEndpoint(d) : d; /* IPv4 is already canonical */
-        if (c) set.add(c);
-      }
-    }
-    if (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT) {
-      const remote = decodeProcAddress(f[2] as string);
-      if (remote) into.outbound.set(remote, (into.outbound.get(remote) ?? 0) + 1);
+      const local = procEndpoint(f[1] as string);
+      const remote = procEndpoint(f[2] as string);
+      if (local) into.liveLocal.add(local);
+      if (remote) into.liveRemote.add(remote);
+      /* ESTABLISHED and SYN_SENT are open states */
+      if (remote && (f[3] === TCP_ESTABLISHED || f[3] === TCP_SYN_SENT)) into.outbound.set(remote, (into.outbound.get(remote) ?? 0) + 1);
     }
   }
+}
+
+/** A /proc address as the canonical "ip:port" (IPv4 is decoded canonical already; IPv6 goes through ipaddr.js, as
+ * the sock_diag path does, so that both paths and the balancer's "ip:port" keys agree). */
+function procEndpoint(hex: string): string | undefined {
+  const d = decodeProcAddress(hex);
+  return d && d.startsWith('[') ? canonicalEndpoint(d) : d;
 }
 
 /** Reads one /proc file as text (readFile by default; tests inject failures). */
@@ -107,12 +112,14 @@ export type ProcReader = (file: string) => Promise<string>;
 
 const readProc: ProcReader = (file) => readFile(file, 'utf8');
 
-/** The kernel's socket tables could not be read in full: the snapshot would say that sockets are gone which are not
- * (a sweep that took it for "nothing is listening" once withdrew every service of the node), so there is none. */
+/** The kernel's socket tables could not be read in full (`file`: the /proc file, or 'sock_diag' for the dump): the
+ * snapshot would say that sockets are gone which are not (a sweep that took it for "nothing is listening" once withdrew
+ * every service of the node), so there is none. */
 export class SnapshotError extends Error {
   constructor(
     readonly file: string,
-    /** The errno code (EMFILE, ENFILE, EACCES, ...) or 'EPARTIAL' for a file that was not read whole. */
+    /** The errno code (EMFILE, ENFILE, EACCES, ...; EAGAIN: a sock_diag dump that overran) or 'EPARTIAL' for a file
+     * that was not read whole. */
     readonly code: string,
     cause?: unknown,
   ) {
@@ -148,11 +155,39 @@ function tableRows(file: string, text: string): string[] {
   return rows;
 }
 
+/** Dumps the TCP table in the addon's record format (native.tcpDiagDump); throws an error carrying the errno `code`. */
+export type TcpDump = () => Buffer;
+
+const diagDump: TcpDump = () => native.tcpDiagDump();
+
+/** Codes of a dump failure that the /proc text would not cure: no descriptor for the sock_diag socket (the text read
+ * would need one too), or a dump that overran and lost sockets (EAGAIN; the next sweep tries again). */
+const DIAG_FATAL = new Set(['EMFILE', 'ENFILE', 'EAGAIN']);
+
+function emptySnapshot(): TcpSnapshot {
+  return { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
+}
+
+/** The TCP table from one sock_diag dump, into `into`: true when it was read, false when this kernel cannot dump it
+ * (no inet_diag, any other error, or records that do not decode) and the /proc text must be read instead. Throws
+ * SnapshotError for the DIAG_FATAL codes. */
+function tcpFromDiag(dump: TcpDump, into: TcpSnapshot): boolean {
+  let buf: Buffer;
+  try {
+    buf = dump();
+  } catch (e) {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && DIAG_FATAL.has(code)) throw new SnapshotError('sock_diag', code, e);
+    return false;
+  }
+  return decodeDiagRecords(buf, into);
+}
+
 /** The same snapshot as tcpSnapshot, read now and synchronously: for the rare moment an app reaches one of its limits
  * (bound sockets, connections not yet accepted), so that sockets it closed since the last sweep stop counting at once.
- * Throws SnapshotError as tcpSnapshot does. */
-export function snapshotNow(): TcpSnapshot {
-  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
+ * Throws SnapshotError as tcpSnapshot does. `dump` null: the /proc text only. */
+export function snapshotNow(dump: TcpDump | null = diagDump): TcpSnapshot {
+  const out = emptySnapshot();
   const rows = (file: string, optional: boolean): string[] => {
     let text: string;
     try {
@@ -162,20 +197,24 @@ export function snapshotNow(): TcpSnapshot {
     }
     return tableRows(file, text);
   };
-  parseTcpRows([...rows('/proc/net/tcp', false), ...rows('/proc/net/tcp6', true)], out);
+  if (!dump || !tcpFromDiag(dump, out)) parseTcpRows([...rows('/proc/net/tcp', false), ...rows('/proc/net/tcp6', true)], out);
   for (const line of [...rows('/proc/net/udp', false), ...rows('/proc/net/udp6', true)]) out.sockets.add(line.trim().split(/\s+/)[9] as string);
   return out;
 }
 
-/** Reads the TCP and UDP tables of this namespace. Throws SnapshotError when any of them cannot be read whole: the
- * caller must then judge nothing (a socket missing from a failed read is not a closed socket). */
-export async function tcpSnapshot(read: ProcReader = readProc): Promise<TcpSnapshot> {
-  const out: TcpSnapshot = { listening: new Set(), sockets: new Set(), outbound: new Map(), liveLocal: new Set(), liveRemote: new Set() };
-  for (const [file, optional] of [
-    ['/proc/net/tcp', false],
-    ['/proc/net/tcp6', true],
-  ] as const) {
-    parseTcpRows(await readTable(read, file, optional), out);
+/** Reads the TCP and UDP tables of this namespace: TCP with one sock_diag dump (`dump`; null: the /proc text only),
+ * falling back to /proc/net/tcp{,6} once when the dump fails for another reason than those of DIAG_FATAL; UDP from
+ * /proc/net/udp{,6} through `read`. Throws SnapshotError when any of them cannot be read whole: the caller must then
+ * judge nothing (a socket missing from a failed read is not a closed socket). */
+export async function tcpSnapshot(read: ProcReader = readProc, dump: TcpDump | null = diagDump): Promise<TcpSnapshot> {
+  const out = emptySnapshot();
+  if (!dump || !tcpFromDiag(dump, out)) {
+    for (const [file, optional] of [
+      ['/proc/net/tcp', false],
+      ['/proc/net/tcp6', true],
+    ] as const) {
+      parseTcpRows(await readTable(read, file, optional), out);
+    }
   }
   for (const [file, optional] of [
     ['/proc/net/udp', false],

@@ -81,6 +81,8 @@ interface RawBinding {
   lockFile(path: string): LockResult;
   tcpSocketCgroup(src: string, sport: number, dst: string, dport: number): TcpSocketInfo | null;
   udpSocketInode(ip: string, port: number): number | null;
+  tcpDiagDump(): Buffer;
+  tcpDiagRecordSize: number;
   generatorsCgroupId(): bigint;
   seqpacketListen(path: string, mode: number): number;
   seqpacketConnect(path: string): number;
@@ -195,6 +197,13 @@ export const native = {
   /** The inode of the UDP socket a datagram to ip:port would reach (a socket bound there or a wildcard on that port),
    * or null: one sock_diag lookup. */
   udpSocketInode: wrap((ip: string, port: number): number | null => raw().udpSocketInode(ip, port)),
+  /** Every TCP socket of this process's network namespace except TIME_WAIT ones (LISTEN included), IPv4 and IPv6, as
+   * fixed records (native/sockdiag.h as_sockdiag_rec; decoded by src/daemon/tcp-diag.ts), by one sock_diag dump on the
+   * socket the lookups above keep open. EMFILE/ENFILE: no descriptor for that socket; EAGAIN: the dump overran and
+   * lost sockets; ENOENT (or another code): this kernel has no inet_diag for TCP. */
+  tcpDiagDump: wrap((): Buffer => raw().tcpDiagDump()),
+  /** The size of one tcpDiagDump record (AS_SOCKDIAG_REC_SIZE). */
+  tcpDiagRecordSize: (): number => raw().tcpDiagRecordSize,
   /** The cgroup id of <cgroup2>/appswitch/generators, where every trap generator runs (native/sockguard.h). */
   generatorsCgroupId: wrap((): bigint => raw().generatorsCgroupId()),
   /** An exclusive flock(2) on path (created 0644), held by the returned fd until it is closed or the process ends,

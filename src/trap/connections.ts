@@ -9,8 +9,8 @@
  * An AS_ACCEPT for a connection already tracked (both ends on this node) marks it accepted.
  *
  * When an entry goes away (sweep(), every --sweep-interval):
- * - TCP "out": when /proc/net/tcp{,6} of the daemon's namespace no longer lists the client's socket (its local
- *   endpoint = the key) in SYN_SENT, SYN_RECV, ESTABLISHED or CLOSE_WAIT: the client closed it (or it died);
+ * - TCP "out": when the TCP table of the daemon's namespace (daemon/listeners.ts) no longer lists the client's
+ *   socket (its local endpoint = the key) in SYN_SENT, SYN_RECV, ESTABLISHED or CLOSE_WAIT: the client closed it (or it died);
  * - TCP "in": likewise for the server's socket (its remote endpoint = the key): the server closed it;
  * - fast path: when the inode of the server's end of the socket pair is no longer in /proc/net/unix (the server
  *   closed it; a client that closed its end while the server keeps its end open still shows), or when the

@@ -157,7 +157,7 @@ const err = (code: string): NodeJS.ErrnoException => Object.assign(new Error(cod
 
 describe('socket tables (5b)', () => {
   it('a whole read lists the listeners; a missing IPv6 table is empty', async () => {
-    const s = await tcpSnapshot(reader({ '/proc/net/tcp': TCP_HEAD + ROW, '/proc/net/udp': UDP_HEAD }));
+    const s = await tcpSnapshot(reader({ '/proc/net/tcp': TCP_HEAD + ROW, '/proc/net/udp': UDP_HEAD }), null); /* null: the /proc text path */
     expect([...s.listening]).toEqual(['4242']);
   });
 
@@ -169,7 +169,7 @@ describe('socket tables (5b)', () => {
     ['EPARTIAL', { '/proc/net/tcp': TCP_HEAD + ROW.slice(0, 40), '/proc/net/udp': UDP_HEAD }], // cut in a row
     ['EPARTIAL', { '/proc/net/tcp': '', '/proc/net/udp': UDP_HEAD }], // nothing read, not even the header
   ] as const)('any failure (%s) is an error, never "nothing is listening"', async (code, files) => {
-    const p = tcpSnapshot(reader(files as Record<string, string | NodeJS.ErrnoException>));
+    const p = tcpSnapshot(reader(files as Record<string, string | NodeJS.ErrnoException>), null);
     await expect(p).rejects.toBeInstanceOf(SnapshotError);
     await expect(p).rejects.toMatchObject({ code });
   });
