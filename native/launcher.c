@@ -71,18 +71,23 @@ static int loopback_up(void) {
 }
 
 /* The program's private mount namespace (host mounts still propagate in: rslave). mount_namespaces(7).
- * resolv_fd (-1: none): the daemon's resolv.conf (opened by as_caller_open_resolv), bound over /etc/resolv.conf
- * without touching the host's file. state_dir: the daemon's state directory (control and trap sockets), covered with
+ * resolv (may be NULL): the daemon's resolv.conf, opened here, in the new namespace (a bind mount's source must be
+ * in it), with the caller's checks (as_caller_open_resolv), and bound over /etc/resolv.conf without touching the
+ * host's file. state_dir: the daemon's state directory (control and trap sockets), covered with
  * an empty read-only tmpfs, so the program cannot connect to either socket by path; the cwd is looked up again (with
  * the caller's filesystem rights: root must not lead a setuid caller into a directory it could not reach), in case
  * it was in there. */
-static int private_mounts(int resolv_fd, const char *state_dir, const struct as_caller *caller) {
+static int private_mounts(const char *resolv, const char *state_dir, const struct as_caller *caller) {
   if (unshare(CLONE_NEWNS) < 0) return -errno;
   if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) return -errno;
-  if (resolv_fd >= 0 && access("/etc/resolv.conf", F_OK) == 0) {
+  if (resolv && access("/etc/resolv.conf", F_OK) == 0) {
+    int fd = as_caller_open_resolv(caller, resolv, NULL, 0);
+    if (fd < 0) return fd;
     char src[64];
-    snprintf(src, sizeof(src), "/proc/self/fd/%d", resolv_fd); /* the file opened and checked, not a path again */
-    if (mount(src, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) return -errno;
+    snprintf(src, sizeof(src), "/proc/self/fd/%d", fd); /* the file opened and checked, not its path again */
+    int r = mount(src, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0 ? -errno : 0;
+    close(fd);
+    if (r < 0) return r;
   }
   if (strcmp(state_dir, "/") == 0) return -EINVAL;
   if (mount("appswitch", state_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=2,mode=0555") < 0) return -errno;
@@ -95,7 +100,7 @@ static int private_mounts(int resolv_fd, const char *state_dir, const struct as_
 
 /* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
 
-static void child_main(int chan, char **cmd, const sigset_t *orig, int resolv_fd, const char *state_dir,
+static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv, const char *state_dir,
                        const struct as_cred_plan *cred, const struct as_guard *guard, pid_t launcher,
                        const struct as_caller *caller) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -110,11 +115,10 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, int resolv_fd
     fprintf(stderr, "appswitch: socket guard: %s: %s\n", step, strerror(-r));
     _exit(EXIT_APPSWITCH);
   }
-  if ((r = private_mounts(resolv_fd, state_dir, caller)) < 0) {
-    fprintf(stderr, "appswitch: private mounts (resolv.conf %s, hiding %s): %s\n", resolv_fd >= 0 ? "replaced" : "kept", state_dir, strerror(-r));
+  if ((r = private_mounts(resolv, state_dir, caller)) < 0) {
+    fprintf(stderr, "appswitch: private mounts (resolv.conf %s, hiding %s): %s\n", resolv ? resolv : "kept", state_dir, strerror(-r));
     _exit(EXIT_APPSWITCH);
   }
-  if (resolv_fd >= 0) close(resolv_fd);
   r = loopback_up();
   if (r < 0) {
     fprintf(stderr, "appswitch: bringing up lo: %s\n", strerror(-r));
@@ -249,13 +253,14 @@ int main(int argc, char **argv) {
     else fprintf(stderr, "appswitch: %s: %s\n", sock_path, strerror(-r));
     return EXIT_APPSWITCH;
   }
-  int resolv_fd = -1;
   why[0] = 0;
-  if (resolv && (resolv_fd = as_caller_open_resolv(&caller, resolv, why, sizeof(why))) < 0) {
+  int resolv_fd = resolv ? as_caller_open_resolv(&caller, resolv, why, sizeof(why)) : -1; /* checked again in the child */
+  if (resolv_fd < 0 && resolv) {
     if (why[0]) fprintf(stderr, "appswitch: %s\n", why);
     else fprintf(stderr, "appswitch: --resolv %s: %s\n", resolv, strerror(-resolv_fd));
     return EXIT_APPSWITCH;
   }
+  if (resolv_fd >= 0) close(resolv_fd);
   /* Our offer socket (offer_chan.h), announced in the HELLO: other generators hand us same-host connections there.
    * Without one, the program still works; connections to it take TCP. */
   static char ochan_name[64], meta_offers[AS_PAYLOAD_MAX];
@@ -303,10 +308,9 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig, resolv_fd, state_dir, &cred, sockguard ? &guard : NULL, launcher, &caller);
+    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred, sockguard ? &guard : NULL, launcher, &caller);
   }
   close(chan[1]);
-  if (resolv_fd >= 0) close(resolv_fd);
   /* Before the first notification is served, hence before the program's first socket is created. */
   if (sockguard && (r = as_guard_join_generators(&guard)) < 0) {
     kill(child, SIGKILL);
