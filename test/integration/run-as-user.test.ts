@@ -78,6 +78,10 @@ async function apps(): Promise<App[]> {
   return JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout) as App[];
 }
 
+async function fastpathConnections(): Promise<number> {
+  return (JSON.parse((await h.cli(['status', '--json'])).stdout) as { connections: { fastpath: number } }).connections.fastpath;
+}
+
 const started = (): number => (h.daemonLog.match(/app started/g) ?? []).length;
 
 beforeAll(async () => {
@@ -161,9 +165,11 @@ describe('a member of the group runs programs as itself', () => {
     const server = spawnAs(MEMBER, ['node', CLI, 'run', '--ip', '10.0.0.50', '--name', 'mweb', '--', 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', dir]);
     try {
       await h.waitService('10.0.0.50', 8080, 15_000);
+      const before = await fastpathConnections();
       const c = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50:8080/index.html']);
       expect(c.code, c.stderr).toBe(0);
       expect(c.stdout).toBe('hello from the member\n');
+      expect(await fastpathConnections()).toBeGreaterThan(before); /* generator to generator, as for root's programs */
       const byName = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://mweb:8080/index.html']);
       expect(byName.stdout, byName.stderr).toBe('hello from the member\n');
       const tcp = await runAs(MEMBER, ['--no-fastpath'], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50:8080/index.html']);
