@@ -160,21 +160,21 @@ describe('a member of the group runs programs as itself', () => {
     expect(field('Uid').split(/\s+/)).toEqual([uid, uid, uid, uid]);
   });
 
-  it('works on the application network: a server under --ip reached by vip from another run of the same user; get apps shows the owner', async () => {
+  it("works on the application network: a server under --ip on virtual port 80 (no privilege: its real port is the pool's) reached by vip and name; get apps shows the owner", async () => {
     writeFileSync(path.join(dir, 'index.html'), 'hello from the member\n');
-    const server = spawnAs(MEMBER, ['node', CLI, 'run', '--ip', '10.0.0.50', '--name', 'mweb', '--', 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', dir]);
+    const server = spawnAs(MEMBER, ['node', CLI, 'run', '--ip', '10.0.0.50', '--name', 'mweb', '--', 'python3', '-m', 'http.server', '80', '--bind', '0.0.0.0', '--directory', dir]);
     try {
-      await h.waitService('10.0.0.50', 8080, 15_000);
+      await h.waitService('10.0.0.50', 80, 15_000);
       const before = await fastpathConnections();
-      const c = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50:8080/index.html']);
+      const c = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']);
       expect(c.code, c.stderr).toBe(0);
       expect(c.stdout).toBe('hello from the member\n');
       expect(await fastpathConnections()).toBeGreaterThan(before); /* generator to generator, as for root's programs */
-      const byName = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://mweb:8080/index.html']);
+      const byName = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://mweb/index.html']);
       expect(byName.stdout, byName.stderr).toBe('hello from the member\n');
-      const tcp = await runAs(MEMBER, ['--no-fastpath'], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50:8080/index.html']);
+      const tcp = await runAs(MEMBER, ['--no-fastpath'], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']);
       expect(tcp.stdout, tcp.stderr).toBe('hello from the member\n');
-      const root = await h.runToEnd([], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50:8080/index.html']);
+      const root = await h.runToEnd([], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']);
       expect(root.stdout, root.stderr).toBe('hello from the member\n');
       const app = (await apps()).find((a) => a.ip === '10.0.0.50');
       expect(app?.owner).toBe(uidOf(MEMBER));
