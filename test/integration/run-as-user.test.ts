@@ -184,6 +184,29 @@ describe('a member of the group runs programs as itself', () => {
   });
 });
 
+describe('a daemon restart under a member\'s program', () => {
+  it('its generator opens a new session, checked as the first, and gets its app back, still the member\'s', async () => {
+    writeFileSync(path.join(dir, 'restart.html'), 'still here\n');
+    const server = spawnAs(MEMBER, ['node', CLI, 'run', '--ip', '10.0.0.70', '--', 'python3', '-m', 'http.server', '8000', '--bind', '0.0.0.0', '--directory', dir]);
+    try {
+      await h.waitService('10.0.0.70', 8000, 15_000);
+      const d = h.daemon;
+      await new Promise<void>((resolve) => {
+        d?.once('exit', () => resolve());
+        d?.kill('SIGTERM');
+      });
+      await h.startDaemon(['--group', GROUP]);
+      await h.waitForLog('app resumed after a daemon restart', 15_000);
+      await h.waitService('10.0.0.70', 8000, 15_000);
+      expect((await apps()).find((a) => a.ip === '10.0.0.70')?.owner).toBe(uidOf(MEMBER));
+      const c = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.70:8000/restart.html']);
+      expect(c.stdout, c.stderr).toBe('still here\n');
+    } finally {
+      killTree(server, 'SIGKILL');
+    }
+  });
+});
+
 describe('attacks', () => {
   it('a user outside the group cannot execute the launcher (EACCES)', async () => {
     const r = await as(OUTSIDER, [launcher, '--socket', trap(), '--', 'id', '-u']);
