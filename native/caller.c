@@ -89,10 +89,16 @@ int as_caller_check_options(const struct as_caller *c, int user, uint64_t cap_ad
   return 0;
 }
 
-void as_caller_fs_enter(const struct as_caller *c) {
-  if (!c->setuid) return;
+int as_caller_fs_enter(const struct as_caller *c) {
+  if (!c->setuid) return 0;
   setfsgid(c->gid);
   setfsuid(c->uid); /* from 0 to another uid: the filesystem capabilities leave the effective set too */
+  /* setfsuid(2) reports no error: read both back (an invalid id changes nothing and returns the current one) */
+  if ((uid_t)setfsuid((uid_t)-1) != c->uid || (gid_t)setfsgid((gid_t)-1) != c->gid) {
+    as_caller_fs_leave(c);
+    return -EPERM;
+  }
+  return 0;
 }
 
 void as_caller_fs_leave(const struct as_caller *c) {
@@ -109,9 +115,8 @@ int as_caller_connect(const struct as_caller *c, const char *path, char *why, si
   strcpy(sun.sun_path, path);
   int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (s < 0) return -errno;
-  int r = 0;
-  as_caller_fs_enter(c);
-  if (c->setuid) {
+  int r = as_caller_fs_enter(c);
+  if (r == 0 && c->setuid) {
     struct stat st;
     if (stat(path, &st) < 0) {
       r = -errno;
@@ -140,12 +145,14 @@ int as_caller_connect(const struct as_caller *c, const char *path, char *why, si
 }
 
 int as_caller_open_resolv(const struct as_caller *c, const char *path, char *why, size_t whylen) {
-  as_caller_fs_enter(c);
+  int r = as_caller_fs_enter(c);
+  if (r < 0) return r;
   int fd = open(path, O_RDONLY | O_CLOEXEC | (c->setuid ? O_NOFOLLOW : 0));
   int e = errno;
   as_caller_fs_leave(c);
   if (fd < 0) return -e;
   struct stat st;
+  memset(&st, 0, sizeof(st));
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (c->setuid && st.st_uid != 0)) {
     say(why, whylen, "--resolv %s: refused: not a regular file owned by root (uid %ld)", path, (long)st.st_uid);
     close(fd);
@@ -156,7 +163,8 @@ int as_caller_open_resolv(const struct as_caller *c, const char *path, char *why
 
 int as_caller_state_dir(const struct as_caller *c, const char *sock_path, char *out, size_t cap, char *why, size_t whylen) {
   char buf[PATH_MAX];
-  as_caller_fs_enter(c);
+  int r = as_caller_fs_enter(c);
+  if (r < 0) return r;
   char *real = realpath(sock_path, buf);
   int e = errno;
   as_caller_fs_leave(c);

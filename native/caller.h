@@ -41,8 +41,9 @@ int as_caller_open_resolv(const struct as_caller *c, const char *path, char *why
  * setuid caller resolved with its filesystem rights and owned by root. 0 or -errno. */
 int as_caller_state_dir(const struct as_caller *c, const char *sock_path, char *out, size_t cap, char *why, size_t whylen);
 
-/* Path lookups as the caller (setuid: fsuid/fsgid = the real ids) or back as root; nothing for a root caller. */
-void as_caller_fs_enter(const struct as_caller *c);
+/* Path lookups as the caller (setuid: fsuid/fsgid = the real ids; 0, or -EPERM when the switch did not take) or
+ * back as root; nothing for a root caller. */
+int as_caller_fs_enter(const struct as_caller *c);
 void as_caller_fs_leave(const struct as_caller *c);
 
 #endif

@@ -92,8 +92,9 @@ static int private_mounts(const char *resolv, const char *state_dir, const struc
   if (strcmp(state_dir, "/") == 0) return -EINVAL;
   if (mount("appswitch", state_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=2,mode=0555") < 0) return -errno;
   char cwd[PATH_MAX];
-  as_caller_fs_enter(caller);
-  int r = getcwd(cwd, sizeof(cwd)) && chdir(cwd) < 0 && chdir("/") < 0 ? -errno : 0;
+  int r = as_caller_fs_enter(caller);
+  if (r < 0) return r;
+  r = getcwd(cwd, sizeof(cwd)) && chdir(cwd) < 0 && chdir("/") < 0 ? -errno : 0;
   as_caller_fs_leave(caller);
   return r;
 }
