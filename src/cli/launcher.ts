@@ -11,8 +11,13 @@ const HOW = 'install appswitch with `sudo scripts/install.sh` (it installs the l
 /** The launcher to exec for a caller with this real uid; throws ERR_PERMISSION with what to do when an ordinary
  * user cannot use it. */
 export function runnableLauncher(uid: number | undefined = process.getuid?.()): string {
-  const launcher = launcherPath();
-  if (uid === 0 || uid === undefined) return launcher;
+  if (uid === 0 || uid === undefined) return launcherPath();
+  let launcher: string;
+  try {
+    launcher = launcherPath();
+  } catch (e) {
+    throw new AppswitchError('ERR_PERMISSION', `appswitch run as an ordinary user (uid ${uid}) needs the installed setuid launcher: ${(e as Error).message}\n${HOW}`);
+  }
   const st = statSync(launcher);
   if (st.uid !== 0 || (st.mode & 0o4000) === 0) {
     throw new AppswitchError('ERR_PERMISSION', `appswitch run as an ordinary user (uid ${uid}) needs the installed setuid launcher, and ${launcher} is not setuid root: ${HOW}`);

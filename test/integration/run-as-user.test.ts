@@ -232,7 +232,7 @@ describe('attacks', () => {
     expect(started()).toBe(before);
   });
 
-  it('a launcher that is not setuid root says what to do', async () => {
+  it('a launcher that is not setuid root, or none, says what to do', async () => {
     const r = await as(MEMBER, [plain, '--socket', trap(), '--', 'true']);
     expect(r.code).toBe(125);
     expect(r.stderr).toContain('is not setuid root');
@@ -240,6 +240,9 @@ describe('attacks', () => {
     const cli = await as(MEMBER, ['node', CLI, 'run', '--', 'true'], { env: { APPSWITCH_LAUNCHER: plain } });
     expect(cli.code).toBe(125);
     expect(cli.stderr).toMatch(/needs the installed setuid launcher.*sudo scripts\/install\.sh.*appswitch group/);
+    const missing = await as(MEMBER, ['node', CLI, 'run', '--', 'true'], { env: { APPSWITCH_LAUNCHER: path.join(dir, 'nonexistent') } });
+    expect(missing.code).toBe(125);
+    expect(missing.stderr).toMatch(/needs the installed setuid launcher: appswitch-launcher not found[^]*sudo scripts\/install\.sh/);
   });
 
   it('--user root, --cap-add, --cap-drop (but ALL) and --no-sockguard are refused for a member', async () => {
