@@ -172,9 +172,11 @@ describe('a member of the group runs programs as itself', () => {
       expect(await fastpathConnections()).toBeGreaterThan(before); /* generator to generator, as for root's programs */
       const byName = await runAs(MEMBER, [], ['curl', '-sS', '--max-time', '10', 'http://mweb/index.html']);
       expect(byName.stdout, byName.stderr).toBe('hello from the member\n');
-      const tcp = await runAs(MEMBER, ['--no-fastpath'], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']);
+      const [tcp, root] = await Promise.all([
+        runAs(MEMBER, ['--no-fastpath'], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']),
+        h.runToEnd([], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']),
+      ]);
       expect(tcp.stdout, tcp.stderr).toBe('hello from the member\n');
-      const root = await h.runToEnd([], ['curl', '-sS', '--max-time', '10', 'http://10.0.0.50/index.html']);
       expect(root.stdout, root.stderr).toBe('hello from the member\n');
       const app = (await apps()).find((a) => a.ip === '10.0.0.50');
       expect(app?.owner).toBe(uidOf(MEMBER));
@@ -247,16 +249,18 @@ describe('attacks', () => {
 
   it('--user root, --cap-add, --cap-drop (but ALL) and --no-sockguard are refused for a member', async () => {
     const before = started();
-    for (const [args, text] of [
+    const cases = [
       [['--user', 'root'], '--user: only root may choose'],
       [['--cap-add', 'NET_RAW'], '--cap-add: only root may choose'],
       [['--cap-drop', 'NET_RAW'], '--cap-drop: only root may choose'],
-    ] as const) {
-      const r = await runAs(MEMBER, [...args], ['id', '-u']);
+    ] as const;
+    const results = await Promise.all(cases.map(([args]) => runAs(MEMBER, [...args], ['id', '-u'])));
+    cases.forEach(([args, text], i) => {
+      const r = results[i] as Result;
       expect(r.code, args.join(' ')).toBe(125);
       expect(r.stderr).toContain(text);
       expect(r.stdout).toBe('');
-    }
+    });
     const ns = await as(MEMBER, [launcher, '--socket', trap(), '--no-sockguard', '--', 'id', '-u']);
     expect(ns.code).toBe(125);
     expect(ns.stderr).toContain('only root may run a program without the socket guard');
