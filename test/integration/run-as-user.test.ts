@@ -234,6 +234,29 @@ describe('attacks', () => {
     expect(started()).toBe(before);
   });
 
+  it("a launcher installed with another group than the daemon's: the daemon checks the real uid against --group", async () => {
+    /* a second daemon (--group GROUP) whose launcher is root:OUTSIDER's own group: the launcher lets the outsider in,
+     * the daemon must not (through a trap socket made world-writable, so that only the daemon's check decides) */
+    const other = path.join(dir, 'appswitch-launcher-other-group');
+    copyFileSync(launcher, other);
+    chownSync(other, 0, Number(sh('id', ['-g', OUTSIDER]).trim()));
+    chmodSync(other, 0o4750);
+    const h2 = TestHost.create('suid2');
+    try {
+      chmodSync(h2.stateDir, 0o755);
+      process.env.APPSWITCH_LAUNCHER = other;
+      await h2.startDaemon(['--group', GROUP]);
+      chmodSync(path.join(h2.stateDir, 'trap.sock'), 0o666);
+      const r = await as(OUTSIDER, [other, '--socket', path.join(h2.stateDir, 'trap.sock'), '--meta', '{"cmd":["id"]}', '--', 'id', '-u']);
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(new RegExp(`ERR_PERMISSION: only appswitch run may register programs \\(pid \\d+ runs for uid ${uidOf(OUTSIDER)}, which is not in group ${GROUP}\\)`));
+      expect(r.stdout).toBe('');
+    } finally {
+      process.env.APPSWITCH_LAUNCHER = launcher;
+      await h2.destroy();
+    }
+  });
+
   it('a launcher that is not setuid root, or none, says what to do', async () => {
     const r = await as(MEMBER, [plain, '--socket', trap(), '--', 'true']);
     expect(r.code).toBe(125);
