@@ -151,6 +151,19 @@ int as_cred_plan_init(struct as_cred_plan *p, const char *user, uint64_t add, ui
     return -EPERM;
   }
   p->keep = root ? AS_CAPS_DEFAULT : 0;
+  if (!root) { /* a member through the setuid launcher (caller.h): the program runs as the caller, exactly */
+    p->switch_user = 1;
+    p->keep_env = 1;
+    p->uid = getuid();
+    p->gid = getgid();
+    int n = getgroups(AS_MAX_GROUPS, p->groups);
+    if (n < 0) {
+      snprintf(why, whylen, "uid %ld is a member of more than %d groups", (long)p->uid, AS_MAX_GROUPS);
+      return -E2BIG;
+    }
+    p->ngroups = n;
+    snprintf(p->home, sizeof(p->home), "/");
+  }
   if (user) {
     int r = resolve_user(p, user, why, whylen);
     if (r < 0) return r;
@@ -181,7 +194,7 @@ static int cap_set(uint64_t permitted, uint64_t effective, uint64_t inheritable)
 
 int as_cred_apply(const struct as_cred_plan *p, const char **what) {
   pid_t parent = getppid();
-  int root = getuid() == 0;
+  int root = geteuid() == 0; /* root, or the setuid launcher (caller.h): every drop below must succeed */
   int last = last_cap();
   *what = "dropping capabilities from the bounding set (PR_CAPBSET_DROP)";
   for (int c = 0; c <= last; c++) {
@@ -201,7 +214,7 @@ int as_cred_apply(const struct as_cred_plan *p, const char **what) {
     if (setresgid(p->gid, p->gid, p->gid) < 0) return -errno;
     *what = "setresuid";
     if (setresuid(p->uid, p->uid, p->uid) < 0) return -errno; /* to a non-root uid: permitted/effective emptied */
-    if (setenv("HOME", p->home, 1) < 0 || setenv("USER", p->user, 1) < 0 || setenv("LOGNAME", p->user, 1) < 0) return -ENOMEM;
+    if (!p->keep_env && (setenv("HOME", p->home, 1) < 0 || setenv("USER", p->user, 1) < 0 || setenv("LOGNAME", p->user, 1) < 0)) return -ENOMEM;
     /* keep the cwd when the user may enter it, else its home, else / */
     if (access(".", X_OK) < 0 && chdir(p->home) < 0 && chdir("/") < 0) {
       *what = "chdir";

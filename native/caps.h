@@ -31,7 +31,8 @@
  * child just before execve. */
 struct as_cred_plan {
   uint64_t keep;   /* bounding = permitted = effective; inheritable and ambient are empty */
-  int switch_user; /* --user given: the ids below replace root's */
+  int switch_user; /* --user given, or the setuid launcher's caller: the ids below replace root's */
+  int keep_env;    /* the setuid launcher's caller: HOME, USER, LOGNAME stay as the caller gave them */
   uid_t uid;
   gid_t gid;
   int ngroups;
@@ -46,7 +47,8 @@ int as_cap_parse(const char *name, int all_ok, uint64_t *mask);
 /* The name of capability c ("NET_RAW"), or "?" */
 const char *as_cap_name(int c);
 
-/* Builds the plan: started by root (ruid 0) the default set, else none; then `user` ("NAME[:GROUP]", a name or a
+/* Builds the plan: started by root (ruid 0) the default set; by a member through the setuid launcher (caller.h) its
+ * own real uid, gid and supplementary groups and no capabilities; then `user` ("NAME[:GROUP]", a name or a
  * number; NULL to stay), then add and drop. Returns 0, or -errno with a message for the user in why
  * (-EPERM: a forbidden capability was asked for, or a non-root launcher asked for --user/--cap-add). */
 int as_cred_plan_init(struct as_cred_plan *p, const char *user, uint64_t add, uint64_t drop, char *why, size_t whylen);

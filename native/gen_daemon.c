@@ -142,8 +142,8 @@ void as_pend_send(struct as_gen *g, struct as_pending *p) {
 
 /* A new session with a daemon that came back: the same app (by its ticket), then every queued request. */
 static void try_reconnect(struct as_gen *g) {
-  int s = as_session_connect(g->daemon_path);
-  if (s < 0) return; /* not listening yet */
+  int s = as_caller_connect(g->caller, g->daemon_path, NULL, 0); /* for a setuid caller: a root daemon only */
+  if (s < 0) return; /* not listening yet, or not a root daemon */
   struct as_msg hr;
   char ticket[AS_TICKET_MAX], why[256] = "";
   int hfds[AS_SESSION_FDS], nh = 0;

@@ -127,7 +127,7 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
   g->daemon_fd = daemon_fd;
   g->sigfd = sigfd;
   g->child = child;
-  g->verbose = getenv("APPSWITCH_GENERATOR_DEBUG") != NULL;
+  g->verbose = secure_getenv("APPSWITCH_GENERATOR_DEBUG") != NULL; /* never for a setuid launcher (caller.h) */
   g->epfd = g->timer_fd = g->flush_fd = g->ochan = -1;
   g->dtab.app_index = -1;
   as_pidfds_init(&g->pidfds);

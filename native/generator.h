@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "caller.h"
 #include "dtab.h"
 #include "fastpath.h"
 #include "notif.h"
@@ -47,6 +48,7 @@ struct as_gen {
   uint64_t stats_notifs, stats_local, stats_forwarded, stats_fast, stats_fast_declined;
   /* a new session after the daemon went away (NULL daemon_path: none; requests then fail at once with ENETDOWN) */
   const char *daemon_path;
+  const struct as_caller *caller; /* who started the launcher: a new session is checked as the first (caller.h) */
   const char *meta;
   char ticket[AS_TICKET_MAX];
   int wait_ms;       /* how long a request waits for the daemon to come back */

@@ -8,6 +8,10 @@
  * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
  * --no-sockguard: run without the kernel-side socket guard (sockguard.h); only for a real uid 0 caller (who could
  *   detach the guard's BPF programs anyway), given by `appswitch run` when the daemon runs --insecure-no-sockguard
+ * Started by an ordinary user, it must be the installation's setuid-root copy and the user a member of its group
+ * (caller.h): then --user, --cap-add, --cap-drop (but ALL) and --no-sockguard are refused, --socket must lead to a
+ * root daemon and --resolv to a root-owned file, the environment is not read (glibc's secure mode: secure_getenv), and
+ * the program runs as that user, with its groups, environment and cwd, and no capabilities (caps.c).
  * exit status: the program's (128+N when killed by signal N); 125 when appswitch itself failed; 126/127 as a
  * shell would when CMD cannot be executed / found. */
 #define _GNU_SOURCE
@@ -31,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "caller.h"
 #include "caps.h"
 #include "generator.h"
 #include "offer_chan.h"
@@ -66,24 +71,39 @@ static int loopback_up(void) {
 }
 
 /* The program's private mount namespace (host mounts still propagate in: rslave). mount_namespaces(7).
- * resolv (may be NULL): the daemon's resolv.conf, bound over /etc/resolv.conf without touching the host's file.
- * state_dir: the daemon's state directory (control and trap sockets), covered with an empty read-only tmpfs, so the
- * program cannot connect to either socket by path; the cwd is looked up again, in case it was in there. */
-static int private_mounts(const char *resolv, const char *state_dir) {
+ * resolv (may be NULL): the daemon's resolv.conf, opened here, in the new namespace (a bind mount's source must be
+ * in it), with the caller's checks (as_caller_open_resolv), and bound over /etc/resolv.conf without touching the
+ * host's file. state_dir: the daemon's state directory (control and trap sockets), covered with
+ * an empty read-only tmpfs, so the program cannot connect to either socket by path; the cwd is looked up again (with
+ * the caller's filesystem rights: root must not lead a setuid caller into a directory it could not reach), in case
+ * it was in there. */
+static int private_mounts(const char *resolv, const char *state_dir, const struct as_caller *caller) {
   if (unshare(CLONE_NEWNS) < 0) return -errno;
   if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) return -errno;
-  if (resolv && access("/etc/resolv.conf", F_OK) == 0 && mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) return -errno;
+  if (resolv && access("/etc/resolv.conf", F_OK) == 0) {
+    int fd = as_caller_open_resolv(caller, resolv, NULL, 0);
+    if (fd < 0) return fd;
+    char src[64];
+    snprintf(src, sizeof(src), "/proc/self/fd/%d", fd); /* the file opened and checked, not its path again */
+    int r = mount(src, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0 ? -errno : 0;
+    close(fd);
+    if (r < 0) return r;
+  }
   if (strcmp(state_dir, "/") == 0) return -EINVAL;
   if (mount("appswitch", state_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=2,mode=0555") < 0) return -errno;
   char cwd[PATH_MAX];
-  if (getcwd(cwd, sizeof(cwd)) && chdir(cwd) < 0 && chdir("/") < 0) return -errno;
-  return 0;
+  int r = as_caller_fs_enter(caller);
+  if (r < 0) return r;
+  r = getcwd(cwd, sizeof(cwd)) && chdir(cwd) < 0 && chdir("/") < 0 ? -errno : 0;
+  as_caller_fs_leave(caller);
+  return r;
 }
 
 /* In the child: new network namespace, filter, hand the listener to the parent, exec. Never returns. */
 
 static void child_main(int chan, char **cmd, const sigset_t *orig, const char *resolv, const char *state_dir,
-                       const struct as_cred_plan *cred, const struct as_guard *guard, pid_t launcher) {
+                       const struct as_cred_plan *cred, const struct as_guard *guard, pid_t launcher,
+                       const struct as_caller *caller) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
@@ -96,7 +116,7 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
     fprintf(stderr, "appswitch: socket guard: %s: %s\n", step, strerror(-r));
     _exit(EXIT_APPSWITCH);
   }
-  if ((r = private_mounts(resolv, state_dir)) < 0) {
+  if ((r = private_mounts(resolv, state_dir, caller)) < 0) {
     fprintf(stderr, "appswitch: private mounts (resolv.conf %s, hiding %s): %s\n", resolv ? resolv : "kept", state_dir, strerror(-r));
     _exit(EXIT_APPSWITCH);
   }
@@ -187,9 +207,16 @@ int main(int argc, char **argv) {
   }
   char **cmd = argv + i;
   static struct as_cred_plan cred;
+  static struct as_caller caller;
   char why[512];
   if (!sockguard && getuid() != 0) {
     fprintf(stderr, "appswitch: --no-sockguard: only root may run a program without the socket guard\n");
+    return EXIT_APPSWITCH;
+  }
+  /* root, or a member of the launcher's group through the setuid bit: nothing privileged happens before this */
+  if (as_caller_init(&caller, why, sizeof(why)) < 0 ||
+      as_caller_check_options(&caller, user != NULL, cap_add, cap_drop, sockguard, why, sizeof(why)) < 0) {
+    fprintf(stderr, "appswitch: %s\n", why);
     return EXIT_APPSWITCH;
   }
   if (as_cred_plan_init(&cred, user, cap_add, cap_drop, why, sizeof(why)) < 0) {
@@ -212,15 +239,29 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd", errno);
   prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of the program come back to us and are reaped */
 
-  int dfd = as_session_connect(sock_path);
+  why[0] = 0;
+  int dfd = as_caller_connect(&caller, sock_path, why, sizeof(why));
   if (dfd < 0) {
-    fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
+    if (why[0]) fprintf(stderr, "appswitch: %s\n", why);
+    else fprintf(stderr, "appswitch: cannot reach the daemon at %s: %s\n", sock_path, strerror(-dfd));
     return EXIT_APPSWITCH;
   }
   char state_dir[PATH_MAX]; /* the daemon's state directory, hidden from the program */
-  if (!realpath(sock_path, state_dir)) die(sock_path, errno);
-  *strrchr(state_dir, '/') = 0; /* realpath: absolute, so there is a '/' */
-  if (!state_dir[0]) die("the trap socket is in /: refusing to hide /", EINVAL);
+  int r;
+  why[0] = 0;
+  if ((r = as_caller_state_dir(&caller, sock_path, state_dir, sizeof(state_dir), why, sizeof(why))) < 0) {
+    if (why[0]) fprintf(stderr, "appswitch: %s\n", why);
+    else fprintf(stderr, "appswitch: %s: %s\n", sock_path, strerror(-r));
+    return EXIT_APPSWITCH;
+  }
+  why[0] = 0;
+  int resolv_fd = resolv ? as_caller_open_resolv(&caller, resolv, why, sizeof(why)) : -1; /* checked again in the child */
+  if (resolv_fd < 0 && resolv) {
+    if (why[0]) fprintf(stderr, "appswitch: %s\n", why);
+    else fprintf(stderr, "appswitch: --resolv %s: %s\n", resolv, strerror(-resolv_fd));
+    return EXIT_APPSWITCH;
+  }
+  if (resolv_fd >= 0) close(resolv_fd);
   /* Our offer socket (offer_chan.h), announced in the HELLO: other generators hand us same-host connections there.
    * Without one, the program still works; connections to it take TCP. */
   static char ochan_name[64], meta_offers[AS_PAYLOAD_MAX];
@@ -229,7 +270,7 @@ int main(int argc, char **argv) {
   struct as_msg hr;
   static char ticket[AS_TICKET_MAX];
   int hfds[AS_SESSION_FDS], nh = 0;
-  int r = as_session_hello_fds(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why), hfds, &nh);
+  r = as_session_hello_fds(dfd, meta, NULL, NULL, 10000, &hr, ticket, sizeof(ticket), why, sizeof(why), hfds, &nh);
   if (r < 0) die("registering with the daemon", -r);
   if (hr.result < 0) {
     fprintf(stderr, "appswitch: %s\n", why[0] ? why : strerror(-hr.result));
@@ -268,7 +309,7 @@ int main(int argc, char **argv) {
     close(chan[0]);
     close(dfd);
     close(sigfd);
-    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred, sockguard ? &guard : NULL, launcher);
+    child_main(chan[1], cmd, &orig, resolv, state_dir, &cred, sockguard ? &guard : NULL, launcher, &caller);
   }
   close(chan[1]);
   /* Before the first notification is served, hence before the program's first socket is created. */
@@ -295,7 +336,7 @@ int main(int argc, char **argv) {
   }
   close(cpidfd);
   int sync_rc = as_notif_set_sync_wakeup(lfd); /* kernels before 6.6 lack it: slower, not wrong */
-  if (getenv("APPSWITCH_GENERATOR_DEBUG")) fprintf(stderr, "appswitch-generator: sync wake-up: %s\n", sync_rc ? strerror(-sync_rc) : "on");
+  if (secure_getenv("APPSWITCH_GENERATOR_DEBUG") /* NULL when setuid */) fprintf(stderr, "appswitch-generator: sync wake-up: %s\n", sync_rc ? strerror(-sync_rc) : "on");
 
   static struct as_gen g;
   r = as_gen_init(&g, lfd, dfd, sigfd, child);
@@ -308,12 +349,13 @@ int main(int argc, char **argv) {
     char id[AS_DTAB_ID_MAX];
     snprintf(id, sizeof(id), "%.*s", (int)strcspn(ticket, "."), ticket);
     int ar = as_dtab_attach(&g.dtab, nh > 0 ? hfds[0] : -1, nh > 1 ? hfds[1] : -1, id);
-    if (ar < 0 && getenv("APPSWITCH_GENERATOR_DEBUG")) fprintf(stderr, "appswitch-generator: no decision table: %s\n", strerror(-ar));
+    if (ar < 0 && secure_getenv("APPSWITCH_GENERATOR_DEBUG") /* NULL when setuid */) fprintf(stderr, "appswitch-generator: no decision table: %s\n", strerror(-ar));
     for (int i = 0; i < nh; i++) close(hfds[i]);
     if (ochan >= 0) as_gen_offers(&g, ochan);
   }
   /* what a new session needs when the daemon restarts under the program */
   g.daemon_path = sock_path;
+  g.caller = &caller; /* a new session is checked as this one was */
   g.meta = meta;
   g.wait_ms = wait_ms;
   snprintf(g.ticket, sizeof(g.ticket), "%s", ticket);

@@ -44,7 +44,7 @@ int as_ochan_send(int s, const char *to, const struct as_ochan_msg *m, int fd) {
   struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
   union {
     struct cmsghdr h;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
   } c;
   memset(&c, 0, sizeof(c));
   struct msghdr mh = {.msg_name = &a, .msg_namelen = al, .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof(c.buf)};
@@ -53,6 +53,15 @@ int as_ochan_send(int s, const char *to, const struct as_ochan_msg *m, int fd) {
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  /* Our effective ids, said explicitly: the kernel's default is the real uid, which for the setuid launcher of a
+   * member (caller.h) is the member's, and the receiver wants its own effective uid (root). The kernel lets a sender
+   * name only its own real, effective or saved ids (unix(7)), so the member's own processes still cannot pass. */
+  cm = CMSG_NXTHDR(&mh, cm);
+  struct ucred me = {.pid = getpid(), .uid = geteuid(), .gid = getegid()};
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_CREDENTIALS;
+  cm->cmsg_len = CMSG_LEN(sizeof(me));
+  memcpy(CMSG_DATA(cm), &me, sizeof(me));
   return sendmsg(s, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 

@@ -7,7 +7,9 @@
 # What it does, each step only when needed:
 #   1. copies the built package (package.json, bin/, dist/src/, the addon and the launcher, production
 #      node_modules) to $LIBDIR (/opt/appswitch), owned by root, and links $PREFIX/bin/appswitch to it;
-#   2. creates the `appswitch` system group (members may use the daemon's sockets);
+#   2. creates the `appswitch` system group (members may use the daemon's sockets), and makes the installed launcher
+#      setuid root, owned root:appswitch, mode 4750: only root and the group's members can execute it, and a member
+#      runs programs as itself through it (docs/security.md, "Running as yourself");
 #   3. installs scripts/appswitch.service to $UNITDIR, and, only when systemd is PID 1, runs
 #      `systemctl daemon-reload` and `systemctl enable appswitch`;
 #   4. creates the cluster key $SYSCONFDIR/appswitch/gossip.key (32 random bytes, base64, mode 0600) only if there
@@ -95,6 +97,25 @@ elif getent group "$GROUP" >/dev/null; then
 else
   groupadd --system "$GROUP"
   say "group: created $GROUP (add operators with: usermod -aG $GROUP USER)"
+fi
+
+# the launcher: setuid root, executable by root and the group only (4750); chown first, it clears the setuid bit
+launcher=$target/build/Release/appswitch-launcher
+if [[ -n $DESTDIR ]]; then
+  gid=$(awk -F: -v g="$GROUP" '$1 == g { print $3 }' "$DESTDIR/etc/group")
+else
+  gid=$(getent group "$GROUP" | cut -d: -f3)
+fi
+[[ -n $gid ]] || die "group $GROUP has no gid"
+if [[ $(stat -c '%u:%g %a' "$launcher") == "0:$gid 4750" ]]; then
+  say "launcher: $LIBDIR/build/Release/appswitch-launcher is setuid root, root:$GROUP 4750"
+else
+  chown "0:$gid" "$launcher"
+  chmod 4750 "$launcher"
+  say "launcher: $LIBDIR/build/Release/appswitch-launcher made setuid root, root:$GROUP 4750 (members of $GROUP run programs as themselves)"
+fi
+if findmnt -n -o OPTIONS -T "$launcher" 2>/dev/null | grep -qw nosuid; then
+  say "launcher: WARNING: $LIBDIR is on a nosuid mount: members of $GROUP cannot run programs (root still can); install to another LIBDIR"
 fi
 
 # ---- 3. the unit -------------------------------------------------------------------------------------------------

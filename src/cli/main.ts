@@ -6,12 +6,13 @@ import { Daemon } from '../daemon/daemon.js';
 import { installProcessGuards } from '../daemon/internal-errors.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
-import { launcherPath, native } from '../native/binding.js';
+import { native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
 import { decodeExposeList, parseExpose } from '../gateway/exposures.js';
 import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
 import { addKeygenCommand } from './keygen.js';
+import { runnableLauncher } from './launcher.js';
 import { addOpsCommands } from './ops.js';
 import { addIngressCommands } from './ingress.js';
 import { addVserviceCommands } from './vservice.js';
@@ -141,7 +142,7 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (process.getuid?.() === 0 && sudoUid !== undefined && /^\d{1,10}$/.test(sudoUid)) meta.owner = Number(sudoUid);
   const creds = credentialArgs(opts);
   const info = await request<InfoResult>(resolveSocket(opts.socket), 'info');
-  const launcher = launcherPath();
+  const launcher = runnableLauncher(); /* an ordinary user: the installed setuid launcher, or what to do */
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
   const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];

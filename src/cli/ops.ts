@@ -13,7 +13,7 @@ import { age, fixedKeys, table, tagsText } from './format.js';
 
 /** The keys of each `--json` row, in order. Adding a key is allowed; removing or renaming one is not. */
 export const JSON_KEYS = {
-  apps: ['id', 'pid', 'ip', 'identity', 'name', 'tags', 'cmd', 'startedAt', 'services'],
+  apps: ['id', 'pid', 'ip', 'identity', 'name', 'tags', 'cmd', 'startedAt', 'services', 'owner'],
   services: ['vip', 'port', 'proto', 'name', 'endpoint', 'node', 'app', 'tags'],
   members: ['name', 'address', 'state', 'incarnation'],
   connections: [

@@ -3,7 +3,8 @@
  * every connection's SO_PEERCRED is checked again here, so a socket file with looser permissions (or a connect
  * in the moment between bind and chmod) still admits no one else. On top of that, the trap socket admits only real
  * generators (the launcher's executable, not under a seccomp filter, CAP_SYS_ADMIN in the daemon's user namespace:
- * `appswitch run` started by root), and the control socket refuses programs under appswitch. proc(5) for
+ * `appswitch run` started by root, or by a member of the group through the setuid launcher, whose real uid then owns
+ * the app), and the control socket refuses programs under appswitch. proc(5) for
  * /proc/PID/{status,stat,exe,ns}, capabilities(7). */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, constants, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
@@ -20,6 +21,10 @@ export interface ProcessFacts {
   /** /proc/PID/status Seccomp: 0 none, 1 strict, 2 filter. */
   seccomp: number;
   capEff: bigint;
+  /** /proc/PID/status Uid: the real uid (SO_PEERCRED gives the effective one: 0 for the setuid launcher). */
+  realUid: number;
+  /** Its real gid and supplementary groups (/proc/PID/status Gid, first field, and Groups). */
+  groups: number[];
   userNs: number;
   netNs: number;
   /** When it started, in clock ticks since boot (/proc/PID/stat field 22). */
@@ -46,6 +51,8 @@ export function readProcess(pid: number, bornBy?: number): ProcessFacts | string
     const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
     if (!Number.isFinite(startTicks) || (bornBy !== undefined && startTicks > bornBy)) return undefined;
     const field = (name: string): string => new RegExp(`^${name}:\\s*(\\S*)`, 'm').exec(status)?.[1] ?? '';
+    const list = (name: string): number[] =>
+      (new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
     let exe: ProcessFacts['exe'];
     let exePath = '?';
     try {
@@ -60,6 +67,8 @@ export function readProcess(pid: number, bornBy?: number): ProcessFacts | string
       exePath,
       seccomp: Number(field('Seccomp') || '-1'),
       capEff: BigInt(`0x${field('CapEff') || '0'}`),
+      realUid: Number(field('Uid') || '-1'),
+      groups: [...list('Gid').slice(0, 1), ...list('Groups')],
       userNs: statSync(`${base}/ns/user`).ino,
       netNs: statSync(`${base}/ns/net`).ino,
       startTicks,
@@ -175,6 +184,14 @@ export class AccessControl {
    * trapped program that execs the launcher is), and CAP_SYS_ADMIN effective in the daemon's user namespace (what
    * creating the program's network namespace takes: `appswitch run` started by root). */
   checkGenerator(peer: PeerCredentials): string | undefined {
+    const g = this.generator(peer);
+    return typeof g === 'string' ? g : undefined;
+  }
+
+  /** checkGenerator's facts: why not, or who the generator runs for. A generator started by an ordinary user (the
+   * setuid launcher: real uid not 0) must be in the daemon's group by its real ids too, so a launcher installed with
+   * another group than the daemon's --group admits no one the daemon would not. */
+  private generator(peer: PeerCredentials): string | { realUid: number } {
     const p = readProcess(peer.pid, peer.acceptedAt);
     if (typeof p === 'string') return `the daemon cannot check pid ${peer.pid} now (${p}); try again later`;
     if (!p) return `pid ${peer.pid} is gone or is not the process that connected`;
@@ -189,7 +206,11 @@ export class AccessControl {
     if (p.seccomp !== 0) return `pid ${peer.pid} is under a seccomp filter (a program under appswitch, or a sandbox)`;
     if (p.userNs !== this.ns.user) return `pid ${peer.pid} is in another user namespace`;
     if (!(p.capEff & (1n << CAP_SYS_ADMIN))) return `pid ${peer.pid} lacks CAP_SYS_ADMIN (appswitch run must be started by root)`;
-    return undefined;
+    if (!Number.isInteger(p.realUid) || p.realUid < 0) return `pid ${peer.pid}: its real uid cannot be read`;
+    if (p.realUid !== 0 && p.realUid !== this.self && (this.gid === undefined || !p.groups.includes(this.gid))) {
+      return `pid ${peer.pid} runs for uid ${p.realUid}, which is not in group ${this.group}`;
+    }
+    return { realUid: p.realUid };
   }
 
   /** Undefined unless the control socket's peer is a program under appswitch: under a seccomp filter (mode 2) and in
@@ -202,6 +223,21 @@ export class AccessControl {
     if (!p) return undefined; /* gone: its connection ends with it */
     if (p.seccomp === 2 && p.netNs !== this.ns.net) return `pid ${peer.pid} is a program under appswitch (seccomp filter, network namespace of its own): programs may not use the control API`;
     return undefined;
+  }
+
+  /** The trap socket's admission (admit(peer, 'trap')), and when admitted, the uid the app belongs to: the
+   * generator's real uid (a member through the setuid launcher; root's `appswitch run` is 0), never SO_PEERCRED's
+   * effective uid, which is 0 for every generator. */
+  admitGenerator(peer: PeerCredentials): string | { uid: number } {
+    const denied = this.check(peer);
+    if (denied !== undefined) {
+      this.log.warn({ socket: 'trap', pid: peer.pid, uid: peer.uid, gid: peer.gid, group: this.group }, `trap connection refused: ${denied}`);
+      return `permission denied: ${denied}`;
+    }
+    const g = this.generator(peer);
+    if (typeof g !== 'string') return { uid: g.realUid };
+    this.log.warn({ socket: 'trap', pid: peer.pid, uid: peer.uid, gid: peer.gid, exe: readlinkSafe(`/proc/${peer.pid}/exe`) }, `trap connection refused: ${g}`);
+    return `only appswitch run may register programs (${g})`;
   }
 
   /** check() and, per socket, checkGenerator() / checkNotTrapped(), logging a refusal. For the trap socket the

@@ -117,6 +117,9 @@ export interface AppView {
   cmd: string[];
   startedAt: string;
   services: string[];
+  /** The uid the app belongs to (its vip and name): who ran `appswitch run` (a member through the setuid launcher,
+   * or SUDO_UID under sudo; 0 for root). */
+  owner: number;
 }
 
 /** A virtual service as the control API shows it. */

@@ -230,7 +230,7 @@ export class Daemon {
     this.state = new StateWriter(cfg.stateDir, cfg.nodeName, () => this.handler.snapshot(), this.log);
     this.state.onNoDescriptor = (code) => this.fds.fail('saving the state file', code);
     const metrics = this.metrics;
-    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admit(peer, 'trap'), this.fds);
+    this.trap = new TrapServer(this.handler, this.log, metrics ? (_app, d) => metrics.foldTrapStats(d) : undefined, (peer) => this.access.admitGenerator(peer), this.fds);
     this.trap.onInternalError = this.internalErrors.reporter('trap');
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
@@ -615,6 +615,7 @@ export class Daemon {
               .all()
               .filter((e) => e.appId === a.id)
               .map((e) => `${e.vip}:${e.port}/${e.proto}`),
+            owner: a.owner ?? a.uid,
           };
           if (a.pid !== undefined) v.pid = a.pid;
           if (a.ip !== undefined) v.ip = a.ip;

@@ -143,8 +143,14 @@ function raw(): RawBinding {
   return cached;
 }
 
-/** Path of the trap generator executable. */
+/** Path of the trap generator executable: APPSWITCH_LAUNCHER when set (tests and packagers: the daemon admits only
+ * that file, and the CLI execs it), else the one built beside this package. */
 export function launcherPath(): string {
+  const chosen = process.env.APPSWITCH_LAUNCHER;
+  if (chosen) {
+    if (!existsSync(chosen)) throw new AppswitchError('ERR_NATIVE_LOAD', `appswitch-launcher not found at APPSWITCH_LAUNCHER=${chosen}`);
+    return path.resolve(chosen);
+  }
   const tried: string[] = [];
   for (const dir of candidates) {
     const file = path.join(dir, 'appswitch-launcher');

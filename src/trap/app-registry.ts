@@ -73,7 +73,11 @@ export class AppRegistry {
       identity = this.identities.allocate();
     }
     const { resume: _resume, identity: _hint, owner: claimed, ...plain } = meta;
+    /* uid is the generator's real uid: a member's setuid launcher (effective uid 0) claims no other owner */
     const owner = uid === 0 && claimed !== undefined ? claimed : uid;
+    if (uid !== 0 && meta.expose?.length) {
+      return `ERR_PERMISSION: --expose needs root (uid ${uid} may run programs, not open ports on the gateways; appswitch expose needs root too)`;
+    }
     const held = this.heldByOther(owner, meta.ip, meta.name);
     if (held) return held;
     const badExpose = meta.expose ? this.deps.exposeProblem?.(meta.expose) : undefined;

@@ -15,7 +15,7 @@ export interface AppMeta {
   /** With resume: the identity the program has been using (kept when the daemon lost its state). */
   identity?: string;
   /** The user on whose behalf root runs the program: `appswitch run` puts SUDO_UID here when started through sudo.
-   * Taken only from a root generator (the trap socket admits no other); see AppRecord.owner. */
+   * Taken only from a generator whose real uid is 0 (a member's setuid launcher is ignored); see AppRecord.owner. */
   owner?: number;
   /** The generator's offer socket (an abstract Unix datagram socket, named without its leading NUL): other
    * generators of the host hand it same-host fast-path connections directly (native/offer_chan.h). */
@@ -29,9 +29,10 @@ export interface AppRecord extends AppMeta {
   /** The vip when --ip was given, else a link-local identity. */
   identity: string;
   launcherPid: number;
-  /** The generator's uid (SO_PEERCRED). */
+  /** The generator's real uid (/proc/PID/status: the user who ran `appswitch run`, also through the setuid
+   * launcher; SO_PEERCRED's effective uid when the daemon did not say, as in unit tests). */
   uid: number;
-  /** Who holds the app's vip and name on this node: AppMeta.owner when the generator is root, else uid. Another
+  /** Who holds the app's vip and name on this node: AppMeta.owner when the generator's real uid is 0, else uid. Another
    * owner's HELLO for the same vip or name is refused. Absent in states saved before it existed (then uid). */
   owner?: number;
   pid?: number;

@@ -18,6 +18,7 @@ export type TrapStatsSink = (app: AppRecord, delta: TrapStatsDelta) => void;
 interface Conn {
   fd: number;
   pid: number;
+  /** Who the generator runs for: its real uid when the admission said (the app's owner), else SO_PEERCRED's. */
   uid: number;
   poller: Poller;
   app?: AppRecord;
@@ -80,8 +81,10 @@ export class TrapServer {
     private readonly handler: TrapHandler,
     private readonly log: Logger,
     private readonly statsSink?: TrapStatsSink,
-    /** Checks a connecting generator's peer credentials: undefined = admitted, else why not (sent to it). */
-    private readonly admit?: (peer: TrapPeer) => string | undefined,
+    /** Checks a connecting generator's peer credentials: a string is why not (sent to it); undefined or { uid } =
+     * admitted, with uid (when given) the user the generator runs for — its real uid, which owns the app — in place
+     * of SO_PEERCRED's effective uid. */
+    private readonly admit?: (peer: TrapPeer) => string | { uid: number } | undefined,
     /** The daemon's descriptors (shared with whatever else in the daemon needs them). */
     readonly fds: FdBudget = new FdBudget(log),
   ) {
@@ -199,8 +202,9 @@ export class TrapServer {
 
   private open(a: Accepted): void {
     const conn: Conn = { fd: a.fd, pid: a.pid, uid: a.uid, backlog: [], poller: undefined as unknown as Poller };
-    const refused = this.admit?.({ pid: a.pid, uid: a.uid, gid: a.gid, acceptedAt: uptimeTicks() });
-    if (refused !== undefined) conn.refused = refused;
+    const verdict = this.admit?.({ pid: a.pid, uid: a.uid, gid: a.gid, acceptedAt: uptimeTicks() });
+    if (typeof verdict === 'string') conn.refused = verdict;
+    else if (verdict !== undefined) conn.uid = verdict.uid;
     conn.poller = native.poller(a.fd, (status, events) => this.guard('serving a generator', () => this.onReady(conn, status, events), conn.pid));
     conn.poller.start(1);
     this.conns.set(a.fd, conn);

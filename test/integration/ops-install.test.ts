@@ -71,7 +71,12 @@ describe('install.sh into a DESTDIR', () => {
     expect(readKeyring(key)).toHaveLength(1);
     expect(conf).toMatch(/^gossip-key: \/etc\/appswitch\/gossip\.key /m);
     expect(first).toContain('key: generated /etc/appswitch/gossip.key');
-    for (const p of tree.keys()) if (p.startsWith('opt/')) expect(tree.get(p), p).toMatch(/^(link|(dir|file) \d+ 0:0)/);
+    const launcher = 'opt/appswitch/build/Release/appswitch-launcher';
+    for (const p of tree.keys()) if (p.startsWith('opt/') && p !== launcher) expect(tree.get(p), p).toMatch(/^(link|(dir|file) \d+ 0:0)/);
+    /* setuid root, executable by root and the group only: members run programs as themselves (run-as-user.test.ts) */
+    const gid = /^appswitch:x:(\d+):/m.exec(readFileSync(path.join(dest, 'etc/group'), 'utf8'))?.[1];
+    expect(tree.get(launcher)).toMatch(new RegExp(`^file 4750 0:${gid} `));
+    expect(first).toContain('launcher: /opt/appswitch/build/Release/appswitch-launcher made setuid root, root:appswitch 4750');
     expect(first).toContain('systemctl not run');
     /* the installed copy runs on its own (the addon and its dependencies found inside it) */
     const v = execFileSync('node', [path.join(lib, 'bin/appswitch.js'), 'version', '--json', '--socket', '/nonexistent']).toString();
@@ -97,6 +102,7 @@ describe('install.sh into a DESTDIR', () => {
     expect(r.out).toContain('package: /opt/appswitch is up to date');
     expect(r.out).toContain('command: /usr/local/bin/appswitch is in place');
     expect(r.out).toContain('group: appswitch exists');
+    expect(r.out).toContain('launcher: /opt/appswitch/build/Release/appswitch-launcher is setuid root, root:appswitch 4750');
     expect(r.out).toContain('unit: /etc/systemd/system/appswitch.service is up to date');
     expect(r.out).toContain('config: /etc/appswitch/config.yaml exists (kept)');
     expect(snapshot(dest)).toEqual(edited);

@@ -1,13 +1,14 @@
 /** Privilege: the control and trap sockets are 0660 root:GROUP, and the daemon checks SO_PEERCRED on every
  * connection, so a user outside the group can neither use the control API nor register or run an app, even
  * through a socket file with looser permissions; a user in the group can use the control API, but registering an
- * app takes a real generator started by root (test/security/register.test.ts). The group and both
+ * app takes a real generator: started by root, or by a member through the installed setuid launcher
+ * (test/security/register.test.ts, test/integration/run-as-user.test.ts). The group and both
  * users are temporary (created here, removed afterwards), so a real `appswitch` group is never touched. */
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, finish, type Result, TestHost } from '../helpers/hosts.js';
+import { CLI, compileHelper, finish, type Result, TestHost } from '../helpers/hosts.js';
 import { launcherPath } from '../../src/native/binding.js';
 
 const tag = (process.pid % 100000).toString();
@@ -121,11 +122,14 @@ describe('a user outside the group', () => {
       expect(r.stderr).toContain('ERR_PERMISSION');
     });
 
-    it('a generator cannot register an app (trap socket): the launcher prints ERR_PERMISSION', async () => {
+    it('a generator cannot register an app (trap socket): the daemon answers ERR_PERMISSION', async () => {
       const before = (host.daemonLog.match(/app started/g) ?? []).length;
-      const r = await asUser(OUTSIDER, [launcherPath(), '--socket', trap(), '--meta', '{"cmd":["true"]}', '--', 'true']);
-      expect(r.code).toBe(125);
-      expect(r.stderr).toContain('ERR_PERMISSION: permission denied');
+      /* a HELLO of its own (the launcher, not setuid here, refuses an ordinary user before connecting: register.test.ts) */
+      const attack = compileHelper('attack-caps');
+      chmodSync(path.dirname(attack), 0o755);
+      const r = await asUser(OUTSIDER, [attack, 'hello', trap(), '{"cmd":["true"]}']);
+      expect(r.stdout).toContain('connect ok');
+      expect(r.stdout).toContain('ERR_PERMISSION: permission denied: uid');
       await host.waitForLog(/trap connection refused: uid \d+ is not root/);
       expect((host.daemonLog.match(/app started/g) ?? []).length).toBe(before);
       const apps = JSON.parse((await host.cli(['get', 'apps', '--json'])).stdout) as unknown[];
@@ -144,12 +148,17 @@ describe('a user in the group', () => {
     expect(a.stdout).toMatch(/^VIP\s+PORT/);
   });
 
-  it("passes the group check but not the generator check: registering takes appswitch run started by root", async () => {
+  it("passes the group check but not the generator check: registering takes the launcher, root's or the setuid one", async () => {
     const before = (host.daemonLog.match(/app started/g) ?? []).length;
-    const r = await asUser(MEMBER, [launcherPath(), '--socket', trap(), '--meta', '{"cmd":["true"]}', '--', 'true']);
-    expect(r.code).toBe(125);
-    expect(r.stderr).not.toContain('permission denied: uid'); /* the group check let it in */
-    expect(r.stderr).toMatch(/ERR_PERMISSION: only appswitch run may register programs \(pid \d+ lacks CAP_SYS_ADMIN/);
+    const attack = compileHelper('attack-caps');
+    chmodSync(path.dirname(attack), 0o755);
+    const r = await asUser(MEMBER, [attack, 'hello', trap(), '{"cmd":["true"]}']);
+    expect(r.stdout).toContain('connect ok');
+    expect(r.stdout).not.toContain('permission denied: uid'); /* the group check let it in */
+    expect(r.stdout).toMatch(/ERR_PERMISSION: only appswitch run may register programs \(pid \d+ runs .*attack-caps, not the appswitch launcher\)/);
+    const l = await asUser(MEMBER, [launcherPath(), '--socket', trap(), '--meta', '{"cmd":["true"]}', '--', 'true']);
+    expect(l.code).toBe(125);
+    expect(l.stderr).toContain('is not setuid root'); /* the launcher as a checkout builds it */
     expect((host.daemonLog.match(/app started/g) ?? []).length).toBe(before);
   });
 });

@@ -1,7 +1,8 @@
 /** Issue 10, item 3: only a real generator may register a program, and a user may not take another user's vip or
  * name. Attacks: a member of the daemon's group, outside any trap, sends a HELLO with a forged app (another app's
  * vip and tags) on the trap socket — before the fix it was registered and could read that app's data; the same
- * member runs the launcher itself; root's own non-launcher process sends garbage and a HELLO. The group and the
+ * member runs a launcher that is not setuid (the launcher refuses itself), and root runs the launcher without
+ * CAP_SYS_ADMIN (the daemon refuses it); root's own non-launcher process sends garbage and a HELLO. The group and the
  * users are temporary (created here, removed afterwards). Real daemon, in a namespace this file creates. */
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync } from 'node:fs';
@@ -90,9 +91,17 @@ describe('registrations only from generators', () => {
     }
   });
 
-  it('a group member running the launcher itself is refused (no CAP_SYS_ADMIN: not started by root)', async () => {
+  it('a group member running a launcher that is not setuid root is refused by the launcher, before the daemon', async () => {
     const before = (h.daemonLog.match(/app started/g) ?? []).length;
     const r = await asUser(MEMBER, [launcherPath(), '--socket', trap(), '--meta', '{"ip":"10.0.0.6","cmd":["true"]}', '--', 'true']);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/appswitch-launcher is not setuid root \(real and effective uid \d+\)/);
+    expect((h.daemonLog.match(/app started/g) ?? []).length).toBe(before);
+  });
+
+  it('the launcher without CAP_SYS_ADMIN (root, with it out of the bounding set) is refused by the daemon', async () => {
+    const before = (h.daemonLog.match(/app started/g) ?? []).length;
+    const r = await h.exec(['setpriv', '--bounding-set', '-sys_admin', '--', launcherPath(), '--socket', trap(), '--meta', '{"ip":"10.0.0.6","cmd":["true"]}', '--', 'true']);
     expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/ERR_PERMISSION: only appswitch run may register programs \(pid \d+ lacks CAP_SYS_ADMIN/);
     expect((h.daemonLog.match(/app started/g) ?? []).length).toBe(before);
