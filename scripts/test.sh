@@ -33,7 +33,7 @@ npx tsc -p tsconfig.json || exit 1
 # none of them waits for Go's first build of its standard library; a failure here is reported by those tests
 node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"
 
-rm -f test-results.json test-results-unit.json test-results-security.json
+rm -f test-results.json test-results-unit.json test-results-security.json test-results-alone.json
 if (($#)); then
   npx vitest run "$@"
   status=$?
@@ -43,7 +43,9 @@ else
   # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files, the
   # privilege tests (ops-privilege, run-as-user), the gateway files (ingress, egress, virtual services) and the bench smoke, one after another (several create
   # system users: they never run at once, useradd locks /etc/passwd). Each run writes its own report; lane 2's
-  # output follows lane 1's, whole.
+  # output follows lane 1's, whole. Then, alone: the tests that change host-wide state for a moment (a cgroup limit
+  # every appswitch run on the machine shares), which would make the lanes' programs fail beside them.
+  alone_tests=(test/security/cgroup-limit.test.ts)
   gateway_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-push.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts)
   gateway_excludes=()
   for f in "${gateway_tests[@]}"; do gateway_excludes+=(--exclude "$f"); done
@@ -51,7 +53,7 @@ else
   (
     npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json
     u=$?
-    npx vitest run test/security test/integration/ops-privilege.test.ts test/integration/run-as-user.test.ts "${gateway_tests[@]}" --outputFile.json=test-results-security.json
+    npx vitest run test/security test/integration/ops-privilege.test.ts test/integration/run-as-user.test.ts "${gateway_tests[@]}" --exclude "${alone_tests[0]}" --outputFile.json=test-results-security.json
     s=$?
     ((u == 0)) && exit $s
     exit $u
@@ -65,7 +67,11 @@ else
   cat "$side_log"
   rm -f "$side_log"
   ((status == 0)) && status=$side_status
-  reports=(test-results.json test-results-unit.json test-results-security.json)
+  echo "---- alone: tests that change host-wide state ----"
+  npx vitest run "${alone_tests[@]}" --outputFile.json=test-results-alone.json
+  alone_status=$?
+  ((status == 0)) && status=$alone_status
+  reports=(test-results.json test-results-unit.json test-results-security.json test-results-alone.json)
 fi
 node -e '
   const fs = require("fs");
