@@ -281,3 +281,20 @@ void as_h_accept(struct as_gen *g, struct seccomp_notif *req) {
   a->ulenp = req->data.args[2];
   as_accept_next(g, p);
 }
+
+/* OP_ACCEPT_PREAMBLE (gen_preamble.c): the relayed connection became readable, or (expired) its time ran out. */
+void as_preamble_ready(struct as_gen *g, struct as_pending *p, int expired) {
+  if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
+    as_pend_done(g, p);
+    return;
+  }
+  struct as_msg m = p->msg;
+  if (expired) {
+    as_pend_unwatch(g, p);
+    g->stats_preamble_bad++;
+    as_accept_drop(g, p);
+    return;
+  }
+  int none = -1;
+  as_on_accept_reply(g, p, &m, &none); /* takes the preamble now (or keeps waiting) and answers */
+}

@@ -263,7 +263,7 @@ int as_accept_preamble(struct as_gen *g, struct as_pending *p, struct as_msg *ou
  * the program gets it. 1: done; 0: not here yet (p waits for it, OP_ACCEPT_PREAMBLE, and is answered later); <0: the
  * connection is dropped by the caller. */
 int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply);
-/* OP_ACCEPT_PREAMBLE: its connection became readable, or (expired) its time ran out. */
+/* OP_ACCEPT_PREAMBLE (gen_accept.c): its connection became readable, or (expired) its time ran out. */
 void as_preamble_ready(struct as_gen *g, struct as_pending *p, int expired);
 /* Drops the connection of accept p (nobody vouches for it): a non-blocking accept answers EAGAIN, a blocking one
  * waits for the next connection (gen_accept.c). */

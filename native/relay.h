@@ -8,6 +8,7 @@
 #define APPSWITCH_RELAY_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "dtab.h"
 #include "relay_proto.h"
@@ -105,7 +106,12 @@ struct relay_shared {
   struct relay workers[RELAY_WORKERS_MAX];
 };
 
-uint64_t relay_now_ms(void);
+/* CLOCK_MONOTONIC in ms. */
+static inline uint64_t relay_now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
 
 /* relay_wire.c */
 void relay_queue(struct relay *r, const void *rec);

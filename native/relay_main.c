@@ -23,12 +23,6 @@
 
 static struct relay_shared S;
 
-uint64_t relay_now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
 /* Raises the fd limit to its hard maximum and sizes the connection cap (all workers together) from it. */
 static int conn_cap(void) {
   struct rlimit rl;

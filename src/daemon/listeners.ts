@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import ipaddr from 'ipaddr.js';
+import type { TcpSnapshot } from './tcp-diag.js';
 import { native } from '../native/binding.js';
 import { decodeDiagRecords } from './tcp-diag.js';
 
@@ -15,17 +16,7 @@ const TCP_ESTABLISHED = '01';
 const TCP_SYN_SENT = '02';
 const TCP_TIME_WAIT = '06';
 
-export interface TcpSnapshot {
-  listening: Set<string>;
-  /** Inodes of every TCP and UDP socket in the namespace (a bound socket that was closed is missing here). */
-  sockets: Set<string>;
-  /** Canonical "ip:port" of the remote end (as liveRemote) -> open (or opening) connections to it. */
-  outbound: Map<string, number>;
-  /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
-   * (see OPEN_STATES): which tracked connections are still open (trap/connections.ts). */
-  liveLocal: Set<string>;
-  liveRemote: Set<string>;
-}
+export type { TcpSnapshot } from './tcp-diag.js';
 
 /** States of a socket whose own side has not closed (include/net/tcp_states.h): SYN_SENT, SYN_RECV, ESTABLISHED
  * and CLOSE_WAIT (the peer closed, this side still holds it). FIN_WAIT*, CLOSING, LAST_ACK, TIME_WAIT: closed. */

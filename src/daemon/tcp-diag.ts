@@ -1,7 +1,19 @@
 /** Decodes the TCP table that the addon's tcpDiagDump reads with sock_diag (native/sockdiag.h as_sockdiag_rec) into
  * the sweep's TcpSnapshot, once, at the native boundary: nothing behind it sees a record. Does no I/O. */
 import ipaddr from 'ipaddr.js';
-import type { TcpSnapshot } from './listeners.js';
+
+/** What the kernel's TCP table (and the UDP inodes) say about this network namespace (see listeners.ts). */
+export interface TcpSnapshot {
+  listening: Set<string>;
+  /** Inodes of every TCP and UDP socket in the namespace (a bound socket that was closed is missing here). */
+  sockets: Set<string>;
+  /** Canonical "ip:port" of the remote end (as liveRemote) -> open (or opening) connections to it. */
+  outbound: Map<string, number>;
+  /** Local and remote "ip:port" (canonical ip, no brackets) of every socket its own side has not closed
+   * (see OPEN_STATES): which tracked connections are still open (trap/connections.ts). */
+  liveLocal: Set<string>;
+  liveRemote: Set<string>;
+}
 
 /** Bytes per record: AS_SOCKDIAG_REC_SIZE (native/sockdiag.h; the addon's tcpDiagRecordSize, pinned by a test). */
 export const DIAG_RECORD_SIZE = 44;
