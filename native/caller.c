@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "caps.h"
+#include "session.h"
 
 #define INSTALL_HINT "install appswitch with sudo scripts/install.sh and be in its group (sudo usermod -aG appswitch USER, then log in again)"
 
@@ -109,12 +110,8 @@ void as_caller_fs_leave(const struct as_caller *c) {
 
 int as_caller_connect(const struct as_caller *c, const char *path, char *why, size_t whylen) {
   struct sockaddr_un sun;
-  if (strlen(path) >= sizeof(sun.sun_path)) return -ENAMETOOLONG;
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  strcpy(sun.sun_path, path);
-  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (s < 0) return -errno;
+  int s = as_session_socket(path, &sun);
+  if (s < 0) return s;
   int r = as_caller_fs_enter(c);
   if (r == 0 && c->setuid) {
     struct stat st;

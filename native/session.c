@@ -13,14 +13,19 @@
 
 #include "scm_rights.h"
 
+int as_session_socket(const char *path, struct sockaddr_un *sun) {
+  if (strlen(path) >= sizeof(sun->sun_path)) return -ENAMETOOLONG;
+  memset(sun, 0, sizeof(*sun));
+  sun->sun_family = AF_UNIX;
+  strcpy(sun->sun_path, path);
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  return s < 0 ? -errno : s;
+}
+
 int as_session_connect(const char *path) {
   struct sockaddr_un sun;
-  if (strlen(path) >= sizeof(sun.sun_path)) return -ENAMETOOLONG;
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  strcpy(sun.sun_path, path);
-  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (s < 0) return -errno;
+  int s = as_session_socket(path, &sun);
+  if (s < 0) return s;
   if (connect(s, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
     int e = errno;
     close(s);

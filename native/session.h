@@ -13,6 +13,9 @@
 
 /* Connects a SOCK_SEQPACKET socket (O_CLOEXEC) to the daemon's trap socket. Returns the fd or -errno. */
 int as_session_connect(const char *path);
+/* A SOCK_SEQPACKET socket (O_CLOEXEC) and the address of path, not yet connected. Returns the fd or -errno. */
+struct sockaddr_un;
+int as_session_socket(const char *path, struct sockaddr_un *sun);
 
 /* Registers the app: sends HELLO with `meta` (a JSON object). With `ticket` (resume), the JSON also carries the
  * ticket and, when `identity` is set, the identity the program has been using, so a daemon that restarted hands the

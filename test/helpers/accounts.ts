@@ -6,6 +6,17 @@ export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
+/** Removes the test's system users, then their group (each may be missing: an earlier run was killed, or made none). */
+export function removeAccounts(users: readonly string[], group: string): void {
+  for (const [cmd, name] of [...users.map((u) => ['userdel', u] as const), ['groupdel', group] as const]) {
+    try {
+      sh(cmd, [name]);
+    } catch {
+      /* not there */
+    }
+  }
+}
+
 export class GroupMember {
   readonly group: string;
   readonly member: string;
@@ -24,12 +35,6 @@ export class GroupMember {
   }
 
   remove(): void {
-    for (const [cmd, name] of [['userdel', this.member], ['groupdel', this.group]] as const) {
-      try {
-        sh(cmd, [name]);
-      } catch {
-        /* not there */
-      }
-    }
+    removeAccounts([this.member], this.group);
   }
 }

@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeAccounts as removeAccountsOf, sh } from '../helpers/accounts.js';
 import { CLI, compileHelper, finish, type Result, TestHost } from '../helpers/hosts.js';
 import { launcherPath } from '../../src/native/binding.js';
 
@@ -19,23 +20,9 @@ const MEMBER = `asm${tag}`;
 let host: TestHost;
 let gid = -1;
 
-function sh(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-}
 
 function removeAccounts(): void {
-  for (const u of [OUTSIDER, MEMBER]) {
-    try {
-      sh('userdel', [u]);
-    } catch {
-      /* not there */
-    }
-  }
-  try {
-    sh('groupdel', [GROUP]);
-  } catch {
-    /* not there */
-  }
+  removeAccountsOf([OUTSIDER, MEMBER], GROUP);
 }
 
 /** Runs a command as `user` (its own uid, primary gid and supplementary groups). */

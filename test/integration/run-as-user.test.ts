@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launcherPath } from '../../src/native/binding.js';
-import { sh } from '../helpers/accounts.js';
+import { removeAccounts as removeAccountsOf, sh } from '../helpers/accounts.js';
 import { CLI, finish, killTree, type Result, TestHost, waitFor } from '../helpers/hosts.js';
 
 const tag = (process.pid % 100000).toString();
@@ -33,18 +33,7 @@ const uidOf = (u: string): number => Number(sh('id', ['-u', u]).trim());
 const trap = (): string => path.join(h.stateDir, 'trap.sock');
 
 function removeAccounts(): void {
-  for (const u of [MEMBER, OTHER, OUTSIDER]) {
-    try {
-      sh('userdel', [u]);
-    } catch {
-      /* not there */
-    }
-  }
-  try {
-    sh('groupdel', [GROUP]);
-  } catch {
-    /* not there */
-  }
+  removeAccountsOf([MEMBER, OTHER, OUTSIDER], GROUP);
 }
 
 /** Starts a command as `user` (uid, primary gid, supplementary groups: a login's), in the test's namespace, with an

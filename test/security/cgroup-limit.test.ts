@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cgroup2Mount } from '../helpers/cgroup.js';
 import { launcherPath } from '../../src/native/binding.js';
 import { finish, TestHost } from '../helpers/hosts.js';
 
@@ -15,14 +16,6 @@ const AS_NOBODY = ['setpriv', '--reuid', 'nobody', '--regid', 'nogroup', '--clea
 
 let h: TestHost;
 
-/** The cgroup2 mount point of this (the host's) mount namespace. */
-function cgroup2Mount(): string {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [pre, post] = line.split(' - ');
-    if (post?.startsWith('cgroup2 ') && pre?.split(' ')[3] === '/') return pre.split(' ')[4] as string;
-  }
-  throw new Error('no cgroup2 mount');
-}
 
 beforeAll(async () => {
   h = TestHost.create('cglimit');

@@ -11,6 +11,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cgroup2Mount } from '../helpers/cgroup.js';
 import { spawn } from 'node:child_process';
 import { launcherPath } from '../../src/native/binding.js';
 import { finish, killTree, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
@@ -81,14 +82,6 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** The cgroup2 mount point of this (the host's) mount namespace. */
-function cgroup2Mount(): string {
-  for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [pre, post] = l.split(' - ');
-    if (post?.startsWith('cgroup2 ') && pre?.split(' ')[3] === '/') return pre.split(' ')[4] as string;
-  }
-  throw new Error('no cgroup2 mount');
-}
 
 const AS_NOBODY = ['setpriv', '--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', '--'];
 

@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeAccounts as removeAccountsOf, sh } from '../helpers/accounts.js';
 import { launcherPath, native } from '../../src/native/binding.js';
 import { compileHelper, finish, killTree, type Result, TestHost, waitFor } from '../helpers/hosts.js';
 
@@ -20,23 +21,9 @@ const BOB = `asrb${tag}`;
 let h: TestHost;
 let ATTACK: string;
 
-function sh(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-}
 
 function removeAccounts(): void {
-  for (const u of [MEMBER, ALICE, BOB]) {
-    try {
-      sh('userdel', [u]);
-    } catch {
-      /* not there */
-    }
-  }
-  try {
-    sh('groupdel', [GROUP]);
-  } catch {
-    /* not there */
-  }
+  removeAccountsOf([MEMBER, ALICE, BOB], GROUP);
 }
 
 const uidOf = (u: string): string => sh('id', ['-u', u]).trim();
