@@ -60,6 +60,16 @@ static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_e
   return 0;
 }
 
+int as_accept_answer(struct as_msg *out, const struct as_ep *who) {
+  memset(out, 0, sizeof(*out));
+  struct sockaddr_storage ss;
+  int n = as_ep_to_sockaddr(who, AF_INET6, &ss);
+  if (n <= 0) return -EINVAL;
+  out->addr_len = (uint32_t)n;
+  memcpy(out->addr, &ss, (size_t)n);
+  return 0;
+}
+
 void as_accept_drop(struct as_gen *g, struct as_pending *p) {
   struct as_p_accept *a = &p->u.accept;
   if (a->conn >= 0) close(a->conn);
@@ -201,21 +211,18 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         }
       }
       struct as_msg known;
-      struct as_ep speer, slocal;
-      if (as_ep_from_sockaddr(a->peer, a->peer_len, &speer) == 0 && as_ep_from_sockaddr(a->local, a->local_len, &slocal) == 0 &&
-          as_accept_steered(g, &speer, &slocal, &known)) { /* an outside client steered here by sk_lookup (gen_ingress.c) */
-        int none = -1;
-        as_on_accept_reply(g, p, &known, &none);
-        return;
-      }
-      int pre = as_accept_preamble(g, p, &known); /* an outside client relayed by a gateway (gen_preamble.c) */
+      struct as_ep rpeer, rlocal; /* the connection's real endpoints, for the answers found here */
+      int eps = as_ep_from_sockaddr(a->peer, a->peer_len, &rpeer) == 0 && as_ep_from_sockaddr(a->local, a->local_len, &rlocal) == 0;
+      /* an outside client steered here by sk_lookup (gen_ingress.c), or relayed by a gateway (gen_preamble.c) */
+      int pre = 0;
+      if (eps) pre = as_accept_steered(g, &rpeer, &rlocal, &known) ? 1 : as_accept_preamble(g, p, &rpeer, &rlocal, &known);
       if (pre < 0) {
         close(c);
         a->conn = -1;
         continue;
       }
       /* or in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
-      if (pre > 0 || as_accept_known(g, p, &known)) {
+      if (pre > 0 || (eps && as_accept_known(g, &rpeer, &rlocal, &known))) {
         int none = -1;
         as_on_accept_reply(g, p, &known, &none);
         return;

@@ -219,16 +219,13 @@ void as_ochan_drain(struct as_gen *g) {
  * daemon's would be: the app's vip with the connection's port, or the outside client's real address and port. The
  * daemon hears of it in the AS_CLAIMED batch. */
 #define IDENT_WAIT_US 200
-int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
-  struct as_p_accept *a = &p->u.accept;
-  struct as_ep peer, local;
-  if (!g->dtab.shm || as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0)
-    return 0;
-  int same_host = as_dtab_is_node(&g->dtab, peer.ip);
+int as_accept_known(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
+  if (!g->dtab.shm) return 0;
+  int same_host = as_dtab_is_node(&g->dtab, peer->ip);
   struct as_ident_found id;
   uint64_t start = 0;
   for (;;) {
-    if (as_ident_get(g->dtab.shm, &peer, &local, &id, 1)) break;
+    if (as_ident_get(g->dtab.shm, peer, local, &id, 1)) break;
     if (!same_host) return 0;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -241,14 +238,9 @@ int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out) 
   if ((id.kind == AS_IDENT_OUTSIDE) == same_host) return 0;
   struct as_ep virt;
   memcpy(virt.ip, id.identity, 16);
-  virt.port = id.kind == AS_IDENT_OUTSIDE ? id.cport : peer.port;
-  memset(out, 0, sizeof(*out));
-  struct sockaddr_storage ss;
-  int n = as_ep_to_sockaddr(&virt, AF_INET6, &ss);
-  if (n <= 0) return 0;
-  out->addr_len = (uint32_t)n;
-  memcpy(out->addr, &ss, (size_t)n);
+  virt.port = id.kind == AS_IDENT_OUTSIDE ? id.cport : peer->port;
+  if (as_accept_answer(out, &virt) < 0) return 0;
   if (id.kind == AS_IDENT_OUTSIDE) out->flags = AS_F_RELAYED; /* a relay's connection: its preamble comes out first */
-  as_claim_note(g, &peer); /* the daemon marks the connection accepted */
+  as_claim_note(g, peer); /* the daemon marks the connection accepted */
   return 1;
 }

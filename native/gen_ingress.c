@@ -40,12 +40,7 @@ int as_accept_steered(struct as_gen *g, const struct as_ep *peer, const struct a
   if (!g->dtab.map || !g->dtab.shm) return 0;
   if (!as_dtab_steered_here(&g->dtab, local->port)) return 0;
   if (as_dtab_is_local(&g->dtab, peer->ip) || host_address(peer->ip)) return 0;
-  memset(out, 0, sizeof(*out));
-  struct sockaddr_storage ss;
-  int n = as_ep_to_sockaddr(peer, AF_INET6, &ss); /* the program sees the outside client itself */
-  if (n <= 0) return 0;
-  out->addr_len = (uint32_t)n;
-  memcpy(out->addr, &ss, (size_t)n);
+  if (as_accept_answer(out, peer) < 0) return 0; /* the program sees the outside client itself */
   as_claim_outside(g, peer, AS_CLAIM_STEERED, peer, local->port); /* the daemon counts and tracks it */
   return 1;
 }

@@ -252,13 +252,15 @@ int as_connect_local_retry(struct as_gen *g, struct as_pending *p, struct as_msg
 int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *loc, socklen_t l);
 /* An accepted connection from a same-host client whose generator wrote who it is: 1 and *out, the answer the daemon
  * would have given (as_on_accept_reply), else 0. */
-int as_accept_known(struct as_gen *g, struct as_pending *p, struct as_msg *out);
+int as_accept_known(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out);
+/* The answer to an accept whose peer the program sees as `who` (as the daemon's reply would carry it): 0, or -EINVAL. */
+int as_accept_answer(struct as_msg *out, const struct as_ep *who);
 /* ---- gen_preamble.c: outside clients relayed by a gateway (preamble.h) ------------------------------------------- */
 /* At accept, before asking the daemon: a connection whose peer is a live gateway and that starts with a valid
  * preamble. 1: answered (*out as as_on_accept_reply takes it; the preamble is out of the stream); 0: not one (ask the
  * daemon: an app's connection from a gateway's host, or the preamble is not here yet); -EPERM: a preamble that does
  * not check (drop the connection). */
-int as_accept_preamble(struct as_gen *g, struct as_pending *p, struct as_msg *out);
+int as_accept_preamble(struct as_gen *g, struct as_pending *p, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out);
 /* The daemon answered that p's connection was relayed (AS_F_RELAYED): its preamble is taken out of the stream before
  * the program gets it. 1: done; 0: not here yet (p waits for it, OP_ACCEPT_PREAMBLE, and is answered later); <0: the
  * connection is dropped by the caller. */

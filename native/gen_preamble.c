@@ -5,7 +5,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "gen_internal.h"
 #include "preamble.h"
@@ -13,18 +12,6 @@
 /* How long a connection the daemon says was relayed may take to show its preamble (the relay writes it right after
  * connect(); the ACK of the handshake usually carries it). Checked on the generator's 1 s timer. */
 #define PREAMBLE_WAIT_MS 2000u
-
-static uint64_t wall_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
-/* The connection's endpoints as this side sees them: the peer (the relay's socket) and the local end (the instance). */
-static int endpoints(const struct as_p_accept *a, struct as_ep *peer, struct as_ep *local) {
-  if (as_ep_from_sockaddr(a->peer, a->peer_len, peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, local) < 0) return -EINVAL;
-  return 0;
-}
 
 /* The preamble when all of it is in the receive queue: 1 (in buf), 0 (not all here yet), -errno (the connection failed). */
 static int peek(int fd, uint8_t buf[AS_PREAMBLE_LEN]) {
@@ -50,30 +37,25 @@ static int check(struct as_gen *g, const uint8_t buf[AS_PREAMBLE_LEN], const str
                  struct as_ep *client) {
   uint8_t keys[AS_DT_INGRESS_KEYS][AS_MAC_KEY];
   int nk = as_dtab_preamble_keys(&g->dtab, keys, AS_DT_INGRESS_KEYS);
-  return as_preamble_check(buf, (const uint8_t(*)[AS_MAC_KEY])keys, nk, peer, local, wall_ms(), client);
+  return as_preamble_check(buf, (const uint8_t(*)[AS_MAC_KEY])keys, nk, peer, local, as_preamble_now_ms(), client);
 }
 
-int as_accept_preamble(struct as_gen *g, struct as_pending *p, struct as_msg *out) {
+int as_accept_preamble(struct as_gen *g, struct as_pending *p, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
   struct as_p_accept *a = &p->u.accept;
-  struct as_ep peer, local, client;
-  if (!g->dtab.map || endpoints(a, &peer, &local) < 0 || !as_dtab_is_gateway(&g->dtab, peer.ip)) return 0;
+  struct as_ep client;
+  if (!g->dtab.map || !as_dtab_is_gateway(&g->dtab, peer->ip)) return 0;
   uint8_t buf[AS_PREAMBLE_LEN];
   if (peek(a->conn, buf) <= 0) return 0; /* not here yet, or gone: the daemon's path decides */
-  int r = check(g, buf, &peer, &local, &client);
+  int r = check(g, buf, peer, local, &client);
   if (r == -EBADMSG) return 0; /* no preamble: an app's connection from the gateway's host */
   if (r < 0 || consume(a->conn) < 0) {
     g->stats_preamble_bad++;
     as_dbg(g, "a connection from a gateway with a preamble that does not check: dropped");
     return -EPERM;
   }
-  struct sockaddr_storage ss;
-  int n = as_ep_to_sockaddr(&client, AF_INET6, &ss);
-  if (n <= 0) return -EPERM;
-  memset(out, 0, sizeof(*out));
-  out->addr_len = (uint32_t)n;
-  memcpy(out->addr, &ss, (size_t)n);
+  if (as_accept_answer(out, &client) < 0) return -EPERM;
   g->stats_preamble_ok++;
-  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, &client, local.port);
+  as_claim_outside(g, peer, AS_CLAIM_RELAYED, &client, local->port);
   return 1;
 }
 
@@ -94,12 +76,10 @@ int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg
     return 0;
   }
   /* the daemon vouched for the client (a live gateway said so): the preamble must still be one, and it goes */
-  struct as_ep peer, local, client;
-  if (endpoints(a, &peer, &local) < 0 || memcmp(buf, "ASP1", 4) || consume(a->conn) < 0) {
+  if (memcmp(buf, "ASP1", 4) || consume(a->conn) < 0) {
     g->stats_preamble_bad++;
     return -EPROTO;
   }
-  (void)client;
   as_pend_unwatch(g, p);
   p->op = OP_ACCEPT_ASK;
   return 1;

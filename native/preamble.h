@@ -19,12 +19,21 @@
 #define APPSWITCH_PREAMBLE_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "mac.h"
 #include "vmap.h"
 
 #define AS_PREAMBLE_LEN 48
 #define AS_PREAMBLE_SKEW_MS 60000u
+
+/* The time a preamble carries and is checked against: CLOCK_REALTIME in ms (the relay's and the generator's hosts
+ * share it, within AS_PREAMBLE_SKEW_MS). */
+static inline uint64_t as_preamble_now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
 
 /* Writes the preamble for a connection from `from` (the relay's socket) to `to` (the instance) on behalf of `client`. */
 void as_preamble_make(uint8_t out[AS_PREAMBLE_LEN], const uint8_t key[AS_MAC_KEY], const struct as_ep *client,

@@ -11,8 +11,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <time.h>
-
 #include "preamble.h"
 #include "relay.h"
 
@@ -35,9 +33,7 @@ static int send_preamble(struct relay *r, struct relay_conn *c) {
   uint64_t k[2] = {__atomic_load_n(&r->sh->key[0], __ATOMIC_RELAXED), __atomic_load_n(&r->sh->key[1], __ATOMIC_RELAXED)};
   uint8_t key[AS_MAC_KEY], pre[AS_PREAMBLE_LEN];
   memcpy(key, k, sizeof(key));
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  as_preamble_make(pre, key, &c->client, &c->from, &c->to, (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u);
+  as_preamble_make(pre, key, &c->client, &c->from, &c->to, as_preamble_now_ms());
   ssize_t n;
   do n = send(c->ufd, pre, sizeof(pre), MSG_NOSIGNAL | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);

@@ -35,23 +35,30 @@ static int send_request(int nl, const void *req, size_t len) {
   return n < 0 ? -errno : 0;
 }
 
+/* An inet_diag request for `family` and `proto` (SOCK_DIAG_BY_FAMILY, a fresh sequence number); the caller sets the
+ * rest. */
+struct diag_req {
+  struct nlmsghdr nh;
+  struct inet_diag_req_v2 r;
+};
+static void diag_req_init(struct diag_req *req, uint16_t flags, int family, int proto) {
+  memset(req, 0, sizeof(*req));
+  req->nh.nlmsg_len = sizeof(*req);
+  req->nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req->nh.nlmsg_flags = flags;
+  req->nh.nlmsg_seq = next_seq();
+  req->r.sdiag_family = (uint8_t)family;
+  req->r.sdiag_protocol = (uint8_t)proto;
+}
+
 /* One request for protocol `proto`; `exact`: a reply whose remote end is not dst:dport does not count (TCP's lookup
  * falls back to a listener). */
 static int lookup(int nl, int proto, int exact, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst,
                   uint16_t dport, struct as_sockdiag_result *out) {
   if (family != AF_INET && family != AF_INET6) return -EAFNOSUPPORT;
   size_t alen = family == AF_INET ? 4 : 16;
-  struct {
-    struct nlmsghdr nh;
-    struct inet_diag_req_v2 r;
-  } req;
-  memset(&req, 0, sizeof(req));
-  req.nh.nlmsg_len = sizeof(req);
-  req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: inet_diag_find_one_icsk, a hash lookup */
-  req.nh.nlmsg_seq = next_seq();
-  req.r.sdiag_family = (uint8_t)family;
-  req.r.sdiag_protocol = (uint8_t)proto;
+  struct diag_req req;
+  diag_req_init(&req, NLM_F_REQUEST, family, proto); /* no NLM_F_DUMP: inet_diag_find_one_icsk, a hash lookup */
   req.r.idiag_states = ~0u;
   req.r.id.idiag_sport = htons(sport);
   req.r.id.idiag_dport = htons(dport);
@@ -166,17 +173,8 @@ int as_sockdiag_dump_tcp(int nl, int family, uint32_t states, uint8_t **buf, siz
   *buf = NULL;
   *len = 0;
   if (family != AF_INET && family != AF_INET6) return -EAFNOSUPPORT;
-  struct {
-    struct nlmsghdr nh;
-    struct inet_diag_req_v2 r;
-  } req;
-  memset(&req, 0, sizeof(req));
-  req.nh.nlmsg_len = sizeof(req);
-  req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.nh.nlmsg_seq = next_seq();
-  req.r.sdiag_family = (uint8_t)family;
-  req.r.sdiag_protocol = IPPROTO_TCP;
+  struct diag_req req;
+  diag_req_init(&req, NLM_F_REQUEST | NLM_F_DUMP, family, IPPROTO_TCP);
   req.r.idiag_states = states; /* the kernel filters: a TIME_WAIT socket left out is never formatted nor copied */
   req.r.idiag_ext = 0;         /* no extensions: the fixed inet_diag_msg is all the sweep reads */
   __attribute__((cleanup(free_bytes))) uint8_t *rx = malloc(DUMP_RX_SIZE);
