@@ -8,9 +8,11 @@ import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
 import { native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
+import { projectLabelProblem } from '../daemon/project-resolv.js';
 import { decodeExposeList, parseExpose } from '../gateway/exposures.js';
 import { request, resolveSocket } from './client.js';
 import { annotate, applyConfigFile } from './daemon-config.js';
+import { addComposeCommands } from './compose.js';
 import { addKeygenCommand } from './keygen.js';
 import { runnableLauncher } from './launcher.js';
 import { addOpsCommands } from './ops.js';
@@ -97,6 +99,25 @@ interface RunOptions {
   capAdd: string[];
   capDrop: string[];
   expose: string[];
+  project?: string;
+}
+
+/** `--project P`: the app's name becomes NAME.P, it is tagged project=P (apps of one project may talk to each
+ * other, and not to other projects' unless they share another tag), and its resolv.conf searches P.DOMAIN first, so
+ * a bare name resolves inside the project. `appswitch up` runs every service this way. */
+function applyProject(meta: Record<string, unknown>, tags: Record<string, string>, opts: RunOptions): void {
+  const p = opts.project;
+  if (p === undefined) return;
+  const why = projectLabelProblem(p);
+  if (why) throw new AppswitchError('ERR_BAD_ARGUMENT', `--project: ${why}`);
+  if (tags.project !== undefined && tags.project !== p) {
+    throw new AppswitchError('ERR_BAD_ARGUMENT', `--tag project=${tags.project} contradicts --project ${p}`);
+  }
+  tags.project = p;
+  if (opts.name !== undefined) {
+    if (opts.name.includes('.')) throw new AppswitchError('ERR_BAD_ARGUMENT', `--name ${opts.name}: with --project, give the bare name (it becomes NAME.${p})`);
+    meta.name = `${opts.name}.${p}`;
+  }
 }
 
 /** Capabilities no program gets (native/caps.h AS_CAPS_FORBIDDEN; the launcher checks again). */
@@ -123,9 +144,11 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   }
   if (!/^\d{1,8}$/.test(opts.daemonWait)) throw new AppswitchError('ERR_BAD_ARGUMENT', '--daemon-wait must be a number of milliseconds');
   if (cmd.length === 0) throw new AppswitchError('ERR_BAD_ARGUMENT', 'run: no command given (appswitch run [options] -- CMD [ARGS...])');
-  const meta: Record<string, unknown> = { tags: parseTags(opts.tag), cmd };
+  const tags = parseTags(opts.tag);
+  const meta: Record<string, unknown> = { tags, cmd };
   if (opts.ip !== undefined) meta.ip = opts.ip;
   if (opts.name !== undefined) meta.name = opts.name;
+  applyProject(meta, tags, opts);
   if (opts.lb !== undefined) meta.lb = opts.lb;
   if (!opts.fastpath) meta.fastpath = false;
   if (opts.expose.length) {
@@ -141,7 +164,7 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   const sudoUid = process.env.SUDO_UID;
   if (process.getuid?.() === 0 && sudoUid !== undefined && /^\d{1,10}$/.test(sudoUid)) meta.owner = Number(sudoUid);
   const creds = credentialArgs(opts);
-  const info = await request<InfoResult>(resolveSocket(opts.socket), 'info');
+  const info = await request<InfoResult>(resolveSocket(opts.socket), 'info', opts.project === undefined ? undefined : { project: opts.project });
   const launcher = runnableLauncher(); /* an ordinary user: the installed setuid launcher, or what to do */
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
@@ -210,6 +233,7 @@ export function buildCli(): Command {
     .option('--user <name[:group]>', 'run the program as this user (and group), with no capabilities')
     .option('--cap-add <cap>', "give the program this capability too (repeatable; never SYS_ADMIN, NET_ADMIN, SYS_PTRACE, BPF...)", collect, [])
     .option('--cap-drop <cap>', 'take this capability from the program (repeatable; ALL for every one)', collect, [])
+    .option('--project <name>', 'run as part of an `appswitch up` project: the name becomes NAME.PROJECT, tag project=PROJECT, bare names resolve inside the project first')
     .option('--expose <[hostport:]port>', 'reach this port of the app from outside, at HOSTPORT (default PORT) of the gateway nodes (repeatable)', collect, [])
     .argument('<cmd...>', 'program and its arguments')
     .passThroughOptions()
@@ -219,6 +243,9 @@ export function buildCli(): Command {
   addIngressCommands(program);
   addVserviceCommands(program);
   addKeygenCommand(program);
+  addComposeCommands(program, (p) =>
+    p.then((code) => process.exit(typeof code === 'number' ? code : 0)).catch(fail),
+  );
   return program;
 }
 

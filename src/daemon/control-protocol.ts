@@ -9,7 +9,8 @@ import type { ExposureView, IngressStatus } from '../gateway/ingress.js';
 
 /** Methods and the parameters each accepts (name -> type); a request with another method or parameter is refused. */
 export const METHODS = {
-  info: {},
+  /** project: the resolv.conf of that `appswitch up` project (see Daemon.projectResolvConf). */
+  info: { project: 'string' },
   status: {},
   apps: {},
   services: {},
@@ -99,7 +100,8 @@ export interface InfoResult {
   trapSocket: string;
   vipCidrs: string[];
   ports: string;
-  /** The resolv.conf `appswitch run` mounts over the program's /etc/resolv.conf. */
+  /** The resolv.conf `appswitch run` mounts over the program's /etc/resolv.conf; with `project`, that project's
+   * (its search list starts with PROJECT.DOMAIN, so a bare name resolves inside the project first). */
   resolvConf: string;
   dnsDomain: string;
   /** false when the daemon runs --insecure-no-sockguard: `appswitch run` then starts programs without the socket

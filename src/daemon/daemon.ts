@@ -2,7 +2,9 @@
  * table, port pool, control API, sweeper). */
 import { fstatSync, mkdirSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import path from 'node:path';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
+import { ProjectResolvFiles } from './project-resolv.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { defaultPolicy } from '../policy/policy.js';
@@ -72,6 +74,8 @@ export class Daemon {
   private readonly vserviceControl: VserviceControl;
   private expireTimer?: NodeJS.Timeout;
   dns?: DnsServer;
+  /** Each `appswitch up` project's resolv.conf (info {project}). */
+  private projectResolv?: ProjectResolvFiles;
   readonly handler: TrapHandler;
   private readonly trap: TrapServer;
   /** The daemon's own file descriptors: what ran out, and when they are back (see FdBudget). */
@@ -439,6 +443,8 @@ export class Daemon {
     });
     await this.dns.start();
     writeFileSync(this.cfg.resolvConf, renderResolvConf(programsNameserver(this.cfg), this.cfg.dnsDomain), { mode: 0o644 });
+    this.projectResolv = new ProjectResolvFiles(path.join(this.cfg.stateDir, 'resolv.d'), programsNameserver(this.cfg), this.cfg.dnsDomain);
+    this.projectResolv.reset();
   }
 
   /** The daemon ports of a node: its `@node` record from gossip (validated, see gossip-records.ts), else — this node,
@@ -531,7 +537,7 @@ export class Daemon {
     else this.log.warn({ err: e }, `${which} socket error`);
   }
 
-  info(): InfoResult {
+  info(project?: string): InfoResult {
     return {
       version: VERSION,
       node: this.cfg.nodeName,
@@ -539,7 +545,7 @@ export class Daemon {
       trapSocket: this.cfg.trapSocket,
       vipCidrs: this.cfg.vipCidrs,
       ports: `${this.cfg.ports.low}-${this.cfg.ports.high}`,
-      resolvConf: this.cfg.resolvConf,
+      resolvConf: project === undefined || !this.projectResolv ? this.cfg.resolvConf : this.projectResolv.pathFor(project),
       dnsDomain: this.cfg.dnsDomain,
       sockguard: this.cfg.sockguard,
     };
@@ -559,7 +565,7 @@ export class Daemon {
   private onControl(req: ControlRequest): unknown {
     switch (req.method) {
       case 'info':
-        return this.info();
+        return this.info(req.params?.project as string | undefined);
       case 'status': {
         const members = this.memberViews();
         const memberStates: Record<string, number> = {};

@@ -27,17 +27,18 @@ export function readResolvConf(text: string): string[] {
 /**
  * The resolv.conf a program under appswitch sees: one `nameserver` (the appswitch DNS server; resolv.conf cannot
  * name a port, so it must listen on 53), `search <domain> <searchExtra...>` (duplicates dropped) and
- * `options ndots:1`, so a bare app name ("web") is first tried as "web.<domain>".
+ * `options ndots:1`, so a bare app name ("web") is first tried as "web.<domain>". `searchFirst` entries come
+ * before `domain` (a project's own domain, see daemon/project-resolv.ts).
  * @throws DnsError ERR_DNS_BAD_ADDRESS when `server` is not an IP literal;
  *         ERR_DNS_BAD_CONFIG when `domain` or a search entry is not a valid name
  */
-export function renderResolvConf(server: string, domain: string, searchExtra: string[] = []): string {
+export function renderResolvConf(server: string, domain: string, searchExtra: string[] = [], searchFirst: string[] = []): string {
   if (typeof server !== 'string' || net.isIP(server) === 0) {
     throw new DnsError('ERR_DNS_BAD_ADDRESS', `nameserver ${JSON.stringify(server)} is not an IP address`);
   }
-  const search = [validateDomain(domain)];
-  for (const s of searchExtra) {
-    const n = typeof s === 'string' ? normalizeName(s.trim()) : '';
+  const search: string[] = [];
+  for (const s of [...searchFirst, domain, ...searchExtra]) {
+    const n = s === domain ? validateDomain(domain) : typeof s === 'string' ? normalizeName(s.trim()) : '';
     if (!isValidName(n)) throw new DnsError('ERR_DNS_BAD_CONFIG', `search domain ${JSON.stringify(s)} is not a valid name`);
     if (!search.includes(n)) search.push(n);
   }
