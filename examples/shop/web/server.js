@@ -31,27 +31,32 @@ function getJson(url) {
   });
 }
 
-/** Sends one redis command (RESP array of bulk strings) on a fresh connection; resolves with an integer reply. */
+/** Sends one redis command (RESP array of bulk strings) on a fresh connection; resolves with an integer reply.
+ * The reply is judged when the connection closes: a server that refuses (redis' protected mode writes an error and
+ * hangs up) may make our write fail with EPIPE first, and its own message is the one worth showing. */
 function redisInteger(...args) {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: CACHE_HOST, port: CACHE_PORT });
     let reply = '';
+    let failure = null;
+    sock.setEncoding('utf8');
     sock.setTimeout(TIMEOUT_MS, () => sock.destroy(new Error(`no answer in ${TIMEOUT_MS} ms`)));
     sock.on('connect', () => {
       sock.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
     });
-    sock.setEncoding('utf8');
     sock.on('data', (d) => {
       reply += d;
+      if (reply.includes('\r\n')) sock.end(); // one reply line is all we wait for
+    });
+    sock.on('error', (e) => (failure = e));
+    sock.on('close', () => {
       const end = reply.indexOf('\r\n');
-      if (end < 0) return; // the reply line is not complete yet
-      const line = reply.slice(0, end);
-      sock.end();
+      const line = end < 0 ? '' : reply.slice(0, end);
       if (line[0] === ':') resolve(Number(line.slice(1)));
       else if (line[0] === '-') reject(new Error(`redis: ${line.slice(1)}`));
-      else reject(new Error(`redis: unexpected reply ${JSON.stringify(line)}`));
+      else if (line) reject(new Error(`redis: unexpected reply ${JSON.stringify(line.slice(0, 80))}`));
+      else reject(failure ?? new Error('the connection closed before a reply'));
     });
-    sock.on('error', reject);
   });
 }
 
