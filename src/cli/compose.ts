@@ -2,11 +2,11 @@
  * one appswitch.yaml, like docker compose, with appswitch's names and vips instead of a network. The supervisor is
  * src/compose/; this file is its command line. */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
-import type { InfoResult } from '../daemon/control-protocol.js';
+import type { AppView, InfoResult } from '../daemon/control-protocol.js';
 import { AppswitchError } from '../errors.js';
 import { callSupervisor, type StatusView } from '../compose/control.js';
 import { findProjectFile, loadProject } from '../compose/file.js';
@@ -14,7 +14,9 @@ import { decodeLogLine, LinePrinter, type LogLine, readLog, useColor } from '../
 import { baseRoot, ensurePrivateDir, type ProjectPaths, projectPaths, projectsBase } from '../compose/paths.js';
 import { printLine, runProject } from '../compose/project-run.js';
 import type { InstanceRow } from '../compose/supervisor.js';
+import { parentOf } from '../compose/readiness.js';
 import type { ProjectSpec } from '../compose/types.js';
+import { projectLabelProblem } from '../daemon/project-resolv.js';
 import { request, resolveSocket } from './client.js';
 import { age, table } from './format.js';
 
@@ -47,7 +49,11 @@ function knownProjects(): string[] {
 /** The project a command other than `up` means: -p NAME; else the file's (-f, or appswitch.yaml here); else the
  * only project that is up. */
 function projectName(o: ProjectOpts): string {
-  if (o.projectName !== undefined && o.file === undefined) return o.projectName;
+  if (o.projectName !== undefined && o.file === undefined) {
+    const why = projectLabelProblem(o.projectName); /* it names a directory that `down` removes */
+    if (why) throw new AppswitchError('ERR_BAD_ARGUMENT', `-p: ${why}`);
+    return o.projectName;
+  }
   try {
     return loadSpec(o).name;
   } catch (e) {
@@ -69,10 +75,20 @@ async function supervisorUp(p: ProjectPaths): Promise<StatusView | undefined> {
 }
 
 /** The daemon `up` runs the project on: it must answer. */
-async function daemonSocket(o: ProjectOpts): Promise<string> {
+async function daemonSocket(o: ProjectOpts): Promise<{ socket: string; info: InfoResult }> {
   const socket = resolveSocket(o.socket);
-  await request<InfoResult>(socket, 'info');
-  return socket;
+  return { socket, info: await request<InfoResult>(socket, 'info') };
+}
+
+/** `ports:` become exposures (`run --expose`), which change the cluster: a system daemon takes them from root only
+ * (README, "Privilege"). For anyone else they are left out, with a warning, rather than failing every service. */
+function portsAllowed(spec: ProjectSpec, info: InfoResult, warn: (s: string) => void): ProjectSpec {
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0 || (info as InfoResult & { private?: boolean }).private === true) return spec;
+  const with_ = spec.services.filter((s) => s.ports.length > 0).map((s) => s.name);
+  if (with_.length === 0) return spec;
+  warn(`appswitch: ports of ${with_.join(', ')} are not exposed: on a system daemon only root may expose a port (sudo appswitch expose VIP:PORT --port HOSTPORT)\n`);
+  return { ...spec, services: spec.services.map((s) => ({ ...s, ports: [] })) };
 }
 
 function stateText(r: InstanceRow): string {
@@ -90,8 +106,9 @@ export function psTable(rows: InstanceRow[], width = process.stdout.columns ?? 1
 }
 
 async function up(o: ProjectOpts & { detach?: boolean; supervise?: boolean }): Promise<number> {
-  const spec = loadSpec(o);
-  const socket = await daemonSocket(o);
+  const loaded = loadSpec(o);
+  const { socket, info } = await daemonSocket(o);
+  const spec = portsAllowed(loaded, info, (t) => void process.stderr.write(t));
   const base = projectsBase();
   const paths = projectPaths(spec.name, base);
   ensurePrivateDir(paths.dir, baseRoot(base));
@@ -202,7 +219,12 @@ async function down(o: ProjectOpts): Promise<void> {
   const p = projectPaths(name);
   const s = await supervisorUp(p);
   if (!s) {
-    process.stdout.write(`project ${name} is not up\n`);
+    /* what a stopped (Ctrl-C) or killed supervisor left: its logs, a stale socket, and (killed) its programs */
+    const orphans = await killOrphans(name, o);
+    const left = existsSync(p.dir);
+    rmSync(p.dir, { recursive: true, force: true });
+    const what = [orphans ? `${orphans} programs its supervisor left are stopped` : '', left ? 'its logs are removed' : ''].filter(Boolean);
+    process.stdout.write(`project ${name} is not up${what.length ? ` (${what.join('; ')})` : ''}\n`);
     return;
   }
   await callSupervisor(p.socket, 'down');
@@ -216,6 +238,35 @@ async function down(o: ProjectOpts): Promise<void> {
     }
   }
   process.stdout.write(`project ${name} is down\n`);
+}
+
+/** Programs of the project that the daemon still knows, owned by the caller, with no supervisor (it was killed):
+ * their launchers get SIGTERM, then SIGKILL after 10 s. Returns how many there were. */
+async function killOrphans(project: string, o: ProjectOpts): Promise<number> {
+  let apps: AppView[];
+  try {
+    apps = await request<AppView[]>(resolveSocket(o.socket), 'apps');
+  } catch {
+    return 0; /* no daemon: its programs are gone with it, or it cannot tell */
+  }
+  const uid = process.getuid?.() ?? 0;
+  const launchers = apps
+    .filter((a) => a.tags.project === project && (uid === 0 || a.owner === uid) && a.pid !== undefined)
+    .map((a) => parentOf(a.pid as number))
+    .filter((p): p is number => p !== undefined && p > 1);
+  const signal = (sig: NodeJS.Signals): number =>
+    launchers.filter((pid) => {
+      try {
+        process.kill(pid, sig);
+        return true;
+      } catch {
+        return false;
+      }
+    }).length;
+  if (signal('SIGTERM') === 0) return 0;
+  for (let i = 0; i < 100 && signal(0 as unknown as NodeJS.Signals) > 0; i++) await sleep(100);
+  signal('SIGKILL');
+  return launchers.length;
 }
 
 function collectNames(c: Command): string[] {

@@ -2,6 +2,8 @@
  * service has ended. In the foreground it prints the project's log with name prefixes; detached (`up -d` starts
  * `up --supervise` in a new session) it only writes the log file. */
 import { rmSync, writeFileSync } from 'node:fs';
+import { request } from '../cli/client.js';
+import type { ExposureView } from '../gateway/ingress.js';
 import { type StatusView, serveSupervisor } from './control.js';
 import type { CliRef } from './instance.js';
 import { LinePrinter, LogBook, type LogLine } from './logbook.js';
@@ -80,6 +82,7 @@ export async function runProject(o: RunProjectOptions): Promise<number> {
   process.on('SIGHUP', onSignal);
 
   const ok = await sup.up();
+  await noteExposures(spec, new Set(sup.rows().map((r) => r.vip)), o.cli.socket, logs);
   if (phase === 'starting') {
     phase = 'up';
     logs.note(ok ? `project ${spec.name} is up: ${spec.services.length} services ready` : `project ${spec.name}: some services did not start (appswitch ps)`);
@@ -100,6 +103,20 @@ export async function runProject(o: RunProjectOptions): Promise<number> {
   rmSync(paths.pidFile, { force: true });
   if (removeDir) rmSync(paths.dir, { recursive: true, force: true });
   return sup.failed ? 1 : 0;
+}
+
+/** Says where each `ports:` entry is reached, or why it is not (no gateway node, a host port in conflict...). */
+async function noteExposures(spec: ProjectSpec, vips: Set<string | null>, socket: string, logs: LogBook): Promise<void> {
+  if (!spec.services.some((s) => s.ports.length)) return;
+  try {
+    const views = await request<ExposureView[]>(socket, 'exposures');
+    for (const v of views.filter((x) => vips.has(x.vip))) {
+      const where = v.gateways.length ? ` at ${v.gateways.join(', ')}` : '';
+      logs.note(`port ${v.hostPort} -> ${v.vip}:${v.port}: ${v.state}${where}${v.detail ? ` (${v.detail})` : ''}`);
+    }
+  } catch (e) {
+    logs.note(`ports: could not ask the daemon about exposures: ${(e as Error).message}`);
+  }
 }
 
 function tryKill(pidOrGroup: number): void {

@@ -24,7 +24,7 @@ export interface ProbeResult {
 
 /** The parent of `pid`, from /proc (the daemon knows a program by its own pid; the supervisor started its
  * launcher, the program's parent). */
-function parentOf(pid: number): number | undefined {
+export function parentOf(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

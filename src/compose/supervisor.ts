@@ -130,11 +130,13 @@ export class Supervisor {
     const interval = ready?.intervalMs ?? 200;
     let detail = 'not ready';
     let registeredYet = false;
+    const restarts = run.instances.map((i) => i.restarts);
     for (;;) {
       if (gen !== run.generation || this.stopping) return false;
-      const dead = run.instances.filter((i) => !i.alive && run.spec.restart === 'no');
-      if (dead.length) {
-        run.detail = `${dead.map((i) => `${i.label} exited ${i.last?.signal ?? i.last?.code}`).join(', ')} before it was ready`;
+      /* an instance that ended before the service was ready fails this start (its restart policy goes on) */
+      const ended = run.instances.filter((i, n) => !i.alive || i.restarts !== restarts[n]);
+      if (ended.length) {
+        run.detail = `${ended.map((i) => `${i.label} ${i.last?.signal ? `was killed by ${i.last.signal}` : `exited with code ${i.last?.code ?? '?'}`}`).join(', ')} before it was ready`;
         return false;
       }
       try {
