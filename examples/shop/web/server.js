@@ -8,7 +8,15 @@ const PORT = Number(process.env.PORT || 8080);
 const API_URL = process.env.API_URL || 'http://api:8080/items';
 const CACHE_HOST = process.env.CACHE_HOST || 'cache';
 const CACHE_PORT = Number(process.env.CACHE_PORT || 6379);
-const TIMEOUT_MS = 3000;
+// longer than a name lookup that falls through to an unreachable upstream resolver (2 s per try), so that a service
+// that is down shows as a name that does not resolve rather than as a timeout
+const TIMEOUT_MS = 5000;
+
+/** The message of a failed call: a name that does not resolve says so in words (the service is down, or misnamed). */
+function why(e) {
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return `the name ${e.hostname ?? ''} does not resolve (is the service up?): ${e.code}`;
+  return e.message;
+}
 
 /** GETs url and resolves with its parsed JSON body; rejects on a network error, a non-200 answer or bad JSON. */
 function getJson(url) {
@@ -69,8 +77,8 @@ function send(res, status, body) {
 async function home(res) {
   const [api, visits] = await Promise.allSettled([getJson(API_URL), redisInteger('INCR', 'visits')]);
   const failed = [];
-  if (api.status === 'rejected') failed.push(`api (${API_URL}): ${api.reason.message}`);
-  if (visits.status === 'rejected') failed.push(`cache (${CACHE_HOST}:${CACHE_PORT}): ${visits.reason.message}`);
+  if (api.status === 'rejected') failed.push(`api (${API_URL}): ${why(api.reason)}`);
+  if (visits.status === 'rejected') failed.push(`cache (${CACHE_HOST}:${CACHE_PORT}): ${why(visits.reason)}`);
   if (failed.length) {
     res.problem = failed.join('; ');
     return send(res, 502, { error: res.problem });
