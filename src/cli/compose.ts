@@ -3,6 +3,7 @@
  * src/compose/; this file is its command line. */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
@@ -92,7 +93,12 @@ function portsAllowed(spec: ProjectSpec, info: InfoResult, warn: (s: string) => 
 }
 
 function stateText(r: InstanceRow): string {
-  if (r.state === 'crashed' || r.state === 'exited') return `${r.state} (${r.signal ?? `code ${r.exitCode}`})`;
+  if (r.state === 'crashed' || r.state === 'exited') {
+    /* `appswitch run` exits 128+N when its program was killed by signal N */
+    const sig = r.exitCode !== null && r.exitCode > 128 && r.exitCode < 160 ? os.constants.signals : undefined;
+    const name = sig ? Object.entries(sig).find(([, n]) => n === (r.exitCode as number) - 128)?.[0] : undefined;
+    return `${r.state} (${r.signal ?? `code ${r.exitCode}${name ? `: killed by ${name}` : ''}`})`;
+  }
   if ((r.state === 'failed' || r.state === 'blocked') && r.detail) return `${r.state}: ${r.detail}`;
   return r.state;
 }

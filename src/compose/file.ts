@@ -109,7 +109,7 @@ export function parseProject(text: string, file: string, opts: { projectName?: s
   if (read === undefined) r.fail(1, 'services: is missing: the file needs at least one service');
   const order = startOrder(read);
   if (!Array.isArray(order)) r.fail(order.line, order.message);
-  if (name === undefined && opts.projectName !== undefined) {
+  if (opts.projectName !== undefined) {
     const why = projectNameOk(opts.projectName);
     if (why !== undefined) throw new AppswitchError('ERR_BAD_ARGUMENT', `project name ${q(opts.projectName)} ${why}`);
     name = opts.projectName;
