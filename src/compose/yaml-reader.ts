@@ -1,0 +1,160 @@
+/** Reading an appswitch.yaml's YAML: parses the text once with the `yaml` package (positions kept) and hands the
+ * checkers typed views of its nodes, each with its 1-based line, so that every complaint is `FILE:LINE: message`.
+ * Any YAML error or warning is the first complaint. Does no I/O. */
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
+import { ComposeFileError, q } from './file-error.js';
+
+/** One key of a map: its name, the value (aliases followed; null when empty) and where each is. */
+export interface Entry {
+  key: string;
+  keyLine: number;
+  value: YamlNode | null;
+  /** The value's line, or the key's when the value is empty. */
+  line: number;
+}
+
+/** A parsed file and the means to complain about any of its nodes. */
+export class YamlReader {
+  private constructor(
+    readonly file: string,
+    private readonly doc: Document.Parsed,
+    private readonly lines: LineCounter,
+    private readonly text: string,
+  ) {}
+
+  /** Parses `text`; throws ComposeFileError at the first YAML error (syntax, duplicate key, ...) or warning. */
+  static parse(text: string, file: string): YamlReader {
+    const lines = new LineCounter();
+    let doc: Document.Parsed;
+    try {
+      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+    } catch (e) {
+      /* the yaml package reports its own exhaustion as errors; this is a second line for anything it throws */
+      throw new ComposeFileError(file, 1, `YAML: cannot parse the file (${(e as Error).message})`);
+    }
+    const reader = new YamlReader(file, doc, lines, text);
+    const first = doc.errors[0] ?? doc.warnings[0];
+    if (first) {
+      const line = lines.linePos(first.pos[0]).line;
+      const msg = first.message.replace(/\s+/g, ' ').trim();
+      if (first.code === 'DUPLICATE_KEY') reader.fail(line, `duplicate key${reader.plainKeyAt(first.pos[0])} (YAML: ${msg})`);
+      reader.fail(line, `YAML: ${msg}`);
+    }
+    return reader;
+  }
+
+  /** The document's top node (null for an empty file). */
+  get root(): YamlNode | null {
+    return this.resolve(this.doc.contents as YamlNode | null, 1);
+  }
+
+  /** The 1-based line where `n` starts, or `fallback` when it has no position. */
+  line(n: unknown, fallback: number): number {
+    const r = (n as { range?: [number, number, number] | null } | null)?.range;
+    return r ? this.lines.linePos(r[0]).line : fallback;
+  }
+
+  /** Throws ComposeFileError for a node (its line) or a line number. */
+  fail(at: YamlNode | number, msg: string): never {
+    throw new ComposeFileError(this.file, typeof at === 'number' ? at : this.line(at, 1), msg);
+  }
+
+  /** Follows an alias to its anchored node; an alias that names no anchor is an error. */
+  resolve(n: unknown, line: number): YamlNode | null {
+    if (n === null || n === undefined) return null;
+    if (isAlias(n)) {
+      const target = n.resolve(this.doc);
+      if (!target) this.fail(this.line(n, line), `alias *${n.source} names no anchor defined before it`);
+      /* an anchor sits on a scalar or a collection, never on an alias (the parser refuses that) */
+      return target as YamlNode;
+    }
+    return n as YamlNode;
+  }
+
+  /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). */
+  entries(map: YAMLMap, where: string): Entry[] {
+    const mapLine = this.line(map, 1);
+    return map.items.map((pair) => {
+      const keyNode = this.resolve(pair.key, mapLine);
+      const keyLine = this.line(keyNode, mapLine);
+      const key = isScalar(keyNode) ? plainText(keyNode.value, keyNode.source) : undefined;
+      if (key === undefined) this.fail(keyLine, `a key ${where} must be a name, not ${describe(keyNode)}`);
+      const value = this.resolve(pair.value, keyLine);
+      const empty = value === null || (isScalar(value) && value.value === null);
+      return { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
+    });
+  }
+
+  /** Refuses keys not in `known`, suggesting the nearest one (edit distance at most 2). */
+  onlyKeys(entries: Entry[], known: readonly string[], where: string): void {
+    for (const e of entries) {
+      if (known.includes(e.key)) continue;
+      const near = nearest(e.key, known);
+      const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
+      this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
+    }
+  }
+
+  /** ` "KEY"` for the plain key written at `offset`, or '' (the parser's duplicate-key error gives only a position). */
+  private plainKeyAt(offset: number): string {
+    const m = /^[A-Za-z0-9_.\-/]{1,60}(?=\s*:)/.exec(this.text.slice(offset, offset + 64));
+    return m ? ` ${q(m[0])}` : '';
+  }
+}
+
+/** A scalar's text when it is a string, or a number or boolean as written in the file ("0x10" stays "0x10");
+ * undefined for null and anything else (binary data, ...). */
+export function plainText(value: unknown, source: string | undefined): string | undefined {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return source ?? String(value);
+  return undefined;
+}
+
+/** The text of a scalar node (see plainText), or undefined. */
+export function scalarText(n: YamlNode | null): string | undefined {
+  return isScalar(n) ? plainText(n.value, n.source) : undefined;
+}
+
+/** What a node is, for messages: `a map`, `a list`, `a string ("x")`, `a number (5)`, `nothing`. */
+export function describe(n: YamlNode | null | undefined): string {
+  if (n === null || n === undefined) return 'nothing';
+  if (isMap(n)) return 'a map';
+  if (isSeq(n)) return 'a list';
+  if (isScalar(n)) {
+    const v = n.value;
+    if (v === null) return 'nothing';
+    if (typeof v === 'string') return `a string (${q(v)})`;
+    if (typeof v === 'number' || typeof v === 'bigint') return `a number (${n.source ?? String(v)})`;
+    if (typeof v === 'boolean') return `a boolean (${String(v)})`;
+    return 'a tagged value';
+  }
+  return 'an alias';
+}
+
+/** Levenshtein distance between two short strings. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length] as number;
+}
+
+/** The candidate nearest to `word` when it is at most 2 edits away (the first such in `candidates` order). */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  if (word.length > 64) return undefined;
+  let best: string | undefined;
+  let bestD = 3;
+  for (const c of candidates) {
+    const d = distance(word, c);
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return best;
+}
