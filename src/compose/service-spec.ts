@@ -183,7 +183,8 @@ function readEnv(r: YamlReader, e: Entry, svc: string): Record<string, string> {
     if (!ENV_NAME_RE.test(k)) r.fail(line, `${what}: ${q(k)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`);
     if (v.includes('\0')) r.fail(line, `${what}: the value of ${k} holds a NUL character`);
     if (Object.hasOwn(env, k)) r.fail(line, `${what}: ${k} is given twice`);
-    env[k] = v;
+    /* defined, not assigned: a variable named __proto__ is a variable, not the object's prototype */
+    Object.defineProperty(env, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return env;
 }
@@ -290,9 +291,11 @@ function readDependsOn(r: YamlReader, e: Entry, svc: string, name: string): { na
   const what = `${svc}: depends_on`;
   const names: string[] = [];
   const lines: number[] = [];
+  const seen = new Set<string>();
   const add = (dep: string, line: number): void => {
     if (dep === name) r.fail(line, `service ${q(name)} depends on itself`);
-    if (names.includes(dep)) r.fail(line, `${what}: ${q(dep)} is given twice`);
+    if (seen.has(dep)) r.fail(line, `${what}: ${q(dep)} is given twice`);
+    seen.add(dep);
     names.push(dep);
     lines.push(line);
   };

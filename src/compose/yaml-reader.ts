@@ -1,6 +1,6 @@
 /** Reading an appswitch.yaml's YAML: parses the text once with the `yaml` package (positions kept) and hands the
  * checkers typed views of its nodes, each with its 1-based line, so that every complaint is `FILE:LINE: message`.
- * Any YAML error or warning is the first complaint. Does no I/O. */
+ * Any YAML error or warning is the first complaint; a duplicate key is found when its map is read. Does no I/O. */
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { ComposeFileError, q } from './file-error.js';
 
@@ -19,27 +19,22 @@ export class YamlReader {
     readonly file: string,
     private readonly doc: Document.Parsed,
     private readonly lines: LineCounter,
-    private readonly text: string,
   ) {}
 
-  /** Parses `text`; throws ComposeFileError at the first YAML error (syntax, duplicate key, ...) or warning. */
+  /** Parses `text`; throws ComposeFileError at the first YAML error (syntax, escape, ...) or warning. */
   static parse(text: string, file: string): YamlReader {
     const lines = new LineCounter();
     let doc: Document.Parsed;
     try {
-      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+      /* duplicate keys are found by entries(): the parser's own check (uniqueKeys) is quadratic in a map's size */
+      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: false, prettyErrors: false });
     } catch (e) {
       /* the yaml package reports its own exhaustion as errors; this is a second line for anything it throws */
       throw new ComposeFileError(file, 1, `YAML: cannot parse the file (${(e as Error).message})`);
     }
-    const reader = new YamlReader(file, doc, lines, text);
+    const reader = new YamlReader(file, doc, lines);
     const first = doc.errors[0] ?? doc.warnings[0];
-    if (first) {
-      const line = lines.linePos(first.pos[0]).line;
-      const msg = first.message.replace(/\s+/g, ' ').trim();
-      if (first.code === 'DUPLICATE_KEY') reader.fail(line, `duplicate key${reader.plainKeyAt(first.pos[0])} (YAML: ${msg})`);
-      reader.fail(line, `YAML: ${msg}`);
-    }
+    if (first) reader.fail(lines.linePos(first.pos[0]).line, `YAML: ${first.message.replace(/\s+/g, ' ').trim()}`);
     return reader;
   }
 
@@ -74,11 +69,15 @@ export class YamlReader {
   /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). */
   entries(map: YAMLMap, where: string): Entry[] {
     const mapLine = this.line(map, 1);
+    const seen = new Map<string, number>();
     return map.items.map((pair) => {
       const keyNode = this.resolve(pair.key, mapLine);
       const keyLine = this.line(keyNode, mapLine);
       const key = isScalar(keyNode) ? plainText(keyNode.value, keyNode.source) : undefined;
       if (key === undefined) this.fail(keyLine, `a key ${where} must be a name, not ${describe(keyNode)}`);
+      const before = seen.get(key);
+      if (before !== undefined) this.fail(keyLine, `duplicate key ${q(key)} ${where} (first on line ${before})`);
+      seen.set(key, keyLine);
       const value = this.resolve(pair.value, keyLine);
       const empty = value === null || (isScalar(value) && value.value === null);
       return { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
@@ -93,12 +92,6 @@ export class YamlReader {
       const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
       this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
     }
-  }
-
-  /** ` "KEY"` for the plain key written at `offset`, or '' (the parser's duplicate-key error gives only a position). */
-  private plainKeyAt(offset: number): string {
-    const m = /^[A-Za-z0-9_.\-/]{1,60}(?=\s*:)/.exec(this.text.slice(offset, offset + 64));
-    return m ? ` ${q(m[0])}` : '';
   }
 }
 
@@ -148,7 +141,8 @@ function distance(a: string, b: string): number {
 export function nearest(word: string, candidates: readonly string[]): string | undefined {
   if (word.length > 64) return undefined;
   let best: string | undefined;
-  let bestD = 3;
+  /* and fewer edits than the word has characters: "db" is not a typo of "web" */
+  let bestD = Math.min(3, word.length);
   for (const c of candidates) {
     const d = distance(word, c);
     if (d < bestD) {
