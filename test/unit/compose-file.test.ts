@@ -94,7 +94,7 @@ services:
 describe('a valid file', () => {
   it('becomes the expected ProjectSpec: defaults filled in, cwd resolved, dependencies first, ties in file order', () => {
     const p = parseProject(FULL, FILE);
-    const base = { tags: {}, env: {}, cwd: dir, replicas: 1, ports: [], dependsOn: [], restart: 'no', stopTimeoutMs: 10_000 };
+    const base = { tags: {}, env: {}, cwd: dir, replicas: 1, ports: [], dependsOn: [], restart: 'no' as const, stopTimeoutMs: 10_000 };
     const expected: ProjectSpec = {
       name: 'shop',
       file: FILE,
