@@ -1,7 +1,7 @@
 /** src/compose/file.ts: appswitch.yaml into a ProjectSpec, or one `FILE:LINE: message` error (the first in the
  * file), and never anything else — whatever the input (the fuzz at the end). */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -147,6 +147,16 @@ describe('a valid file', () => {
       ],
     };
     expect(p).toEqual(expected);
+  });
+
+  it('the example of docs/compose-file.md is valid and starts cache, api, web', () => {
+    const doc = readFileSync(join(import.meta.dirname, '../../docs/compose-file.md'), 'utf8');
+    const block = /## An example\n\n((?: {4}.*\n|\n)+)/.exec(doc)?.[1] ?? '';
+    const text = block.replace(/^ {4}/gm, '');
+    expect(text).toMatch(/^services:$/m);
+    const p = parseProject(text, FILE);
+    expect(p.name).toBe('shop');
+    expect(p.services.map((s) => `${s.name}x${s.replicas}`)).toEqual(['cachex1', 'apix1', 'webx2']);
   });
 
   it('loadProject reads the same from disk', () => {
