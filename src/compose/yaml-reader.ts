@@ -1,7 +1,7 @@
 /** Reading an appswitch.yaml's YAML: parses the text once with the `yaml` package (positions kept) and hands the
  * checkers typed views of its nodes, each with its 1-based line, so that every complaint is `FILE:LINE: message`.
  * Any YAML error or warning is the first complaint; a duplicate key is found when its map is read. Does no I/O. */
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Alias, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { ComposeFileError, q } from './file-error.js';
 
 /** One key of a map: its name, the value (aliases followed; null when empty) and where each is. */
@@ -15,6 +15,9 @@ export interface Entry {
 
 /** A parsed file and the means to complain about any of its nodes. */
 export class YamlReader {
+  /** What each alias of the document stands for (undefined: no anchor of its name before it); made on first use. */
+  private aliasTargets: Map<Alias, YamlNode | undefined> | undefined;
+
   private constructor(
     readonly file: string,
     private readonly doc: Document.Parsed,
@@ -58,12 +61,35 @@ export class YamlReader {
   resolve(n: unknown, line: number): YamlNode | null {
     if (n === null || n === undefined) return null;
     if (isAlias(n)) {
-      const target = n.resolve(this.doc);
+      const target = this.aliases().get(n);
       if (!target) this.fail(this.line(n, line), `alias *${n.source} names no anchor defined before it`);
-      /* an anchor sits on a scalar or a collection, never on an alias (the parser refuses that) */
-      return target as YamlNode;
+      return target;
     }
     return n as YamlNode;
+  }
+
+  /** Every alias and the node it stands for: the last node anchored with its name before it, in document order
+   * (YAML's rule, as Alias.resolve applies it; that one walks the whole document for each alias, so a file of many
+   * aliases would take quadratic time). One walk, without recursion. */
+  private aliases(): Map<Alias, YamlNode | undefined> {
+    if (this.aliasTargets) return this.aliasTargets;
+    const targets = new Map<Alias, YamlNode | undefined>();
+    const anchors = new Map<string, YamlNode>();
+    const stack: unknown[] = [this.doc.contents];
+    while (stack.length > 0) {
+      const n = stack.pop();
+      if (isAlias(n)) {
+        targets.set(n, anchors.get(n.source));
+        continue;
+      }
+      /* an anchor sits on a scalar or a collection, never on an alias (the parser refuses that) */
+      if (isNode(n) && n.anchor) anchors.set(n.anchor, n);
+      /* pushed in reverse, so that they come off the stack in document order: a key before its value */
+      if (isMap(n)) for (let i = n.items.length - 1; i >= 0; i--) stack.push(n.items[i]?.value, n.items[i]?.key);
+      else if (isSeq(n)) for (let i = n.items.length - 1; i >= 0; i--) stack.push(n.items[i]);
+    }
+    this.aliasTargets = targets;
+    return targets;
   }
 
   /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). */

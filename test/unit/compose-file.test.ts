@@ -181,6 +181,12 @@ describe('a valid file', () => {
     expect(s.restart).toBe('no');
     const text = 'services:\n  a:\n    command: x\n    env: &common {LOG: debug}\n  b:\n    command: y\n    env: *common\n';
     expect(svc(text, 'b').env).toEqual({ LOG: 'debug' });
+    /* the last anchor of a name before the alias wins (YAML's rule) */
+    expect(svc('services:\n  a:\n    command: [&v a, &v b, *v]\n').command).toEqual(['a', 'b', 'b']);
+    /* many aliases: resolved in one walk of the document */
+    const argv = svc(`services:\n  a:\n    command: [&w echo${', *w'.repeat(30_000)}]\n`).command;
+    expect(argv).toHaveLength(30_001);
+    expect(new Set(argv)).toEqual(new Set(['echo']));
   });
 
   it('an IPv6 vip, an absolute cwd, empty env and tags, depends_on given as names with no condition', () => {
@@ -256,6 +262,8 @@ describe('errors name the file and the line', () => {
     expect(fails('services:\n  a: {command: x}\n---\nb: 1\n')).toMatch(new RegExp(`^${FILE}:3: YAML: Source contains multiple documents`));
     expect(fails('services:\n  a:\n    command: !custom x\n')).toBe(at(3, 'YAML: Unresolved tag: !custom'));
     expect(fails('services:\n  a:\n    command: x\n    env: *nothing\n')).toBe(at(4, 'alias *nothing names no anchor defined before it'));
+    expect(fails('services:\n  a:\n    command: *x\n    env: &x {A: 1}\n')).toBe(at(3, 'alias *x names no anchor defined before it'));
+    expect(fails('services:\n  a:\n    command: &x [ls, *x]\n')).toBe(at(3, 'service "a": command: item 2 must be a string, not a list'));
     expect(fails('['.repeat(20_000))).toMatch(new RegExp(`^${FILE}:1: YAML: `));
   });
 
