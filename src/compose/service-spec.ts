@@ -47,13 +47,12 @@ export function readService(r: YamlReader, name: string, line: number, node: Yam
     r.fail(line, `service name ${q(name)} is not valid: 1 to 40 lower-case letters, digits or '-', starting and ending with a letter or digit (no dots: appswitch up names it NAME.PROJECT)`);
   }
   if (!isMap(node)) r.fail(node ?? line, `${svc} must be a map of keys (command: ..., and more), not ${describe(node)}`);
-  const entries = r.entries(node, `in ${svc}`);
-  r.onlyKeys(entries, SERVICE_KEYS, `in ${svc}`);
   const spec: ServiceSpec = { name, command: [], tags: {}, env: {}, cwd: dir, replicas: 1, ports: [], dependsOn: [], restart: 'no', stopTimeoutMs: 10_000, line };
   let dependsOnLines: number[] = [];
   let hasCommand = false;
   const at = (e: Entry): string => `${svc}: ${e.key}`;
-  for (const e of entries) {
+  for (const e of r.entries(node, `in ${svc}`)) {
+    r.knownKey(e, SERVICE_KEYS, `in ${svc}`);
     switch (e.key as (typeof SERVICE_KEYS)[number]) {
       case 'command':
         spec.command = readCommand(r, e, at(e));
@@ -138,12 +137,14 @@ function readIp(r: YamlReader, e: Entry, what: string, name: string, claims: Fil
  * an empty value is written "". */
 function pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): { k: string; v: string; line: number }[] {
   if (isMap(e.value)) {
-    return r.entries(e.value, `in ${what}`).map((p) => {
+    const out: { k: string; v: string; line: number }[] = [];
+    for (const p of r.entries(e.value, `in ${what}`)) {
       if (p.value === null) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} has no value (write "" for an empty one)`);
       const v = scalarText(p.value);
       if (v === undefined) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} must be a string, number or boolean, not ${describe(p.value)}`);
-      return { k: p.key, v, line: p.line };
-    });
+      out.push({ k: p.key, v, line: p.line });
+    }
+    return out;
   }
   if (isSeq(e.value)) {
     return e.value.items.map((item) => {
@@ -239,13 +240,12 @@ function readPort(r: YamlReader, e: Entry, what: string): number {
 function readReady(r: YamlReader, e: Entry, svc: string): Ready {
   const what = `${svc}: ready`;
   if (!isMap(e.value)) r.fail(e.line, `${what} must be a map with one of tcp, http or command (and interval, timeout), not ${describe(e.value)}`);
-  const entries = r.entries(e.value, `in ${what}`);
-  r.onlyKeys(entries, READY_KEYS, `in ${what}`);
   let check: ReadyCheck | undefined;
   let kindKey: string | undefined;
   let path: { value: string; keyLine: number } | undefined;
   const ready: Ready = { check: { kind: 'tcp', port: 0 }, intervalMs: 500, timeoutMs: 60_000 };
-  for (const p of entries) {
+  for (const p of r.entries(e.value, `in ${what}`)) {
+    r.knownKey(p, READY_KEYS, `in ${what}`);
     const at = `${what}.${p.key}`;
     if ((READY_KINDS as readonly string[]).includes(p.key)) {
       if (kindKey !== undefined) r.fail(p.keyLine, `${what} has both ${kindKey} and ${p.key}: give exactly one of tcp, http or command`);
@@ -311,9 +311,8 @@ function readDependsOn(r: YamlReader, e: Entry, svc: string, name: string): { na
       if (dep.value !== null) {
         if (!isMap(dep.value)) r.fail(dep.line, `${what}: ${q(dep.key)} must be {condition: ready} or {condition: started}, not ${describe(dep.value)}`);
         const where = `in ${what} ${q(dep.key)}`;
-        const cond = r.entries(dep.value, where);
-        r.onlyKeys(cond, ['condition'], where);
-        for (const c of cond) {
+        for (const c of r.entries(dep.value, where)) {
+          r.knownKey(c, ['condition'], where);
           const v = isScalar(c.value) ? c.value.value : undefined;
           if (v !== 'ready' && v !== 'started') r.fail(c.line, `${what}: the condition of ${q(dep.key)} must be ready or started, not ${describe(c.value)}`);
         }

@@ -92,11 +92,13 @@ export class YamlReader {
     return targets;
   }
 
-  /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). */
-  entries(map: YAMLMap, where: string): Entry[] {
+  /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). Each
+   * is checked (a name, not a duplicate, its alias resolved) only when it is reached, so that a caller checking
+   * values as it goes reports the earliest problem in the file. */
+  *entries(map: YAMLMap, where: string): Generator<Entry, void, undefined> {
     const mapLine = this.line(map, 1);
     const seen = new Map<string, number>();
-    return map.items.map((pair) => {
+    for (const pair of map.items) {
       const keyNode = this.resolve(pair.key, mapLine);
       const keyLine = this.line(keyNode, mapLine);
       const key = isScalar(keyNode) ? plainText(keyNode.value, keyNode.source) : undefined;
@@ -106,18 +108,17 @@ export class YamlReader {
       seen.set(key, keyLine);
       const value = this.resolve(pair.value, keyLine);
       const empty = value === null || (isScalar(value) && value.value === null);
-      return { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
-    });
+      yield { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
+    }
   }
 
-  /** Refuses keys not in `known`, suggesting the nearest one (edit distance at most 2). */
-  onlyKeys(entries: Entry[], known: readonly string[], where: string): void {
-    for (const e of entries) {
-      if (known.includes(e.key)) continue;
-      const near = nearest(e.key, known);
-      const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
-      this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
-    }
+  /** Refuses a key not in `known`, suggesting the nearest one (edit distance at most 2). Called for each entry as it
+   * is read, so that the earliest problem in the file is the one reported. */
+  knownKey(e: Entry, known: readonly string[], where: string): void {
+    if (known.includes(e.key)) return;
+    const near = nearest(e.key, known);
+    const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
+    this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
   }
 }
 

@@ -450,9 +450,14 @@ describe('errors name the file and the line', () => {
 
   it('the first problem in the file wins', () => {
     const text = 'services:\n  a:\n    replicas: 0\n    comand: x\n  b:\n    command: y\n    depends_on: [zz]\n    ports: [0]\n';
-    expect(fails(text)).toBe(at(4, 'unknown key "comand" in service "a": did you mean "command"? (known: command, ip, tags, env, cwd, replicas, ports, ready, depends_on, restart, stop_timeout)'));
-    const later = 'services:\n  a:\n    command: x\n    replicas: 0\n    ip: nope\n';
-    expect(fails(later)).toMatch(new RegExp(`^${FILE}:4: `));
+    expect(fails(text)).toBe(at(3, 'service "a": replicas must be an integer from 1 to 32, not a number (0)'));
+    const typo = 'services:\n  a:\n    comand: x\n    replicas: 0\n';
+    expect(fails(typo)).toMatch(new RegExp(`^${FILE}:3: unknown key "comand"`));
+    expect(fails('services:\n  a:\n    command: x\n    replicas: 0\n    command: y\n')).toMatch(new RegExp(`^${FILE}:4: service "a": replicas`));
+    expect(fails('services:\n  a:\n    command: x\n    ip: nope\n    env: *undefined\n')).toMatch(new RegExp(`^${FILE}:4: service "a": ip`));
+    /* per service, then across services: an unknown dependency is known only once every service is read */
+    const deps = 'services:\n  a:\n    command: x\n    depends_on: [zz]\n  b:\n    command: y\n    ports: [0]\n';
+    expect(fails(deps)).toMatch(new RegExp(`^${FILE}:7: service "b": ports`));
   });
 });
 
