@@ -126,37 +126,39 @@ function readIp(r: YamlReader, e: Entry, what: string, name: string, claims: Fil
   if (s === undefined || isIP(s) === 0 || s.includes('%')) {
     r.fail(e.line, `${what} must be an IPv4 or IPv6 address (a vip, without a zone), not ${describe(e.value)}`);
   }
-  const norm = ipaddr.process(s).toNormalizedString();
+  let norm: string;
+  try {
+    norm = ipaddr.process(s).toNormalizedString();
+  } catch {
+    norm = s.toLowerCase(); /* net.isIP accepted it; ipaddr.js should too, but a spelling is still a key */
+  }
   const other = claims.ips.get(norm);
   if (other !== undefined) r.fail(e.line, `${what} ${s} is already the ip of service ${q(other)}`);
   claims.ips.set(norm, name);
   return s;
 }
 
-/** KEY: VALUE pairs of a map, or "KEY=VALUE" items of a list, with the line of each. Null values are refused:
- * an empty value is written "". */
-function pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): { k: string; v: string; line: number }[] {
+/** KEY: VALUE pairs of a map, or "KEY=VALUE" items of a list, with the line of each, one at a time (so that the
+ * caller's checks of an earlier pair come first). Null values are refused: an empty value is written "". */
+function* pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): Generator<{ k: string; v: string; line: number }, void, undefined> {
   if (isMap(e.value)) {
-    const out: { k: string; v: string; line: number }[] = [];
     for (const p of r.entries(e.value, `in ${what}`)) {
       if (p.value === null) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} has no value (write "" for an empty one)`);
       const v = scalarText(p.value);
       if (v === undefined) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} must be a string, number or boolean, not ${describe(p.value)}`);
-      out.push({ k: p.key, v, line: p.line });
+      yield { k: p.key, v, line: p.line };
     }
-    return out;
-  }
-  if (isSeq(e.value)) {
-    return e.value.items.map((item) => {
+  } else if (isSeq(e.value)) {
+    for (const item of e.value.items) {
       const n = r.resolve(item, e.line);
       const s = isScalar(n) && typeof n.value === 'string' ? n.value : undefined;
       const i = s === undefined ? -1 : s.indexOf('=');
       if (s === undefined || i < 0) r.fail(n ?? e.line, `${what}: each item must be a string "KEY=VALUE", not ${describe(n)}`);
-      return { k: s.slice(0, i), v: s.slice(i + 1), line: r.line(n, e.line) };
-    });
+      yield { k: s.slice(0, i), v: s.slice(i + 1), line: r.line(n, e.line) };
+    }
+  } else if (e.value !== null) {
+    r.fail(e.line, `${what} must be a map (KEY: VALUE) or a list of "KEY=VALUE", not ${describe(e.value)}`);
   }
-  if (e.value === null) return [];
-  r.fail(e.line, `${what} must be a map (KEY: VALUE) or a list of "KEY=VALUE", not ${describe(e.value)}`);
 }
 
 function readTags(r: YamlReader, e: Entry, svc: string): Record<string, string> {

@@ -349,6 +349,7 @@ describe('errors name the file and the line', () => {
   it('env: names [A-Za-z_][A-Za-z0-9_]*, scalar values, no null, no NUL', () => {
     expect(fails(one('    env: {1X: a}\n'))).toBe(at(4, 'service "a": env: "1X" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)'));
     expect(fails(one('    env:\n      A-B: 1\n'))).toBe(at(5, 'service "a": env: "A-B" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)'));
+    expect(fails(one('    env:\n      1X: a\n      B:\n'))).toBe(at(5, 'service "a": env: "1X" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)'));
     expect(fails(one('    env:\n      A: 1\n      B:\n'))).toBe(at(6, 'service "a": env: variable "B" has no value (write "" for an empty one)'));
     expect(fails(one('    env: {A: [1]}\n'))).toBe(at(4, 'service "a": env: variable "A" must be a string, number or boolean, not a list'));
     expect(fails(one('    env: {A: "x\\0y"}\n'))).toBe(at(4, 'service "a": env: the value of A holds a NUL character'));
