@@ -140,9 +140,9 @@ function readIp(r: YamlReader, e: Entry, what: string, name: string, claims: Fil
 
 /** KEY: VALUE pairs of a map, or "KEY=VALUE" items of a list, with the line of each, one at a time (so that the
  * caller's checks of an earlier pair come first). Null values are refused: an empty value is written "". */
-function* pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): Generator<{ k: string; v: string; line: number }, void, undefined> {
+function* pairsOf(r: YamlReader, e: Entry, what: string, where: string, itemWhat: string): Generator<{ k: string; v: string; line: number }, void, undefined> {
   if (isMap(e.value)) {
-    for (const p of r.entries(e.value, `in ${what}`)) {
+    for (const p of r.entries(e.value, where)) {
       if (p.value === null) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} has no value (write "" for an empty one)`);
       const v = scalarText(p.value);
       if (v === undefined) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} must be a string, number or boolean, not ${describe(p.value)}`);
@@ -164,7 +164,7 @@ function* pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): Gene
 function readTags(r: YamlReader, e: Entry, svc: string): Record<string, string> {
   const what = `${svc}: tags`;
   const tags: Record<string, string> = {};
-  for (const { k, v, line } of pairsOf(r, e, what, 'tag')) {
+  for (const { k, v, line } of pairsOf(r, e, what, `in tags of ${svc}`, 'tag')) {
     if (k === RESERVED_TAG) r.fail(line, `${what}: the tag ${q(k)} is reserved (appswitch up sets project=NAME on every service)`);
     let parsed: Record<string, string> = {};
     try {
@@ -182,7 +182,7 @@ function readTags(r: YamlReader, e: Entry, svc: string): Record<string, string> 
 function readEnv(r: YamlReader, e: Entry, svc: string): Record<string, string> {
   const what = `${svc}: env`;
   const env: Record<string, string> = {};
-  for (const { k, v, line } of pairsOf(r, e, what, 'variable')) {
+  for (const { k, v, line } of pairsOf(r, e, what, `in env of ${svc}`, 'variable')) {
     if (!ENV_NAME_RE.test(k)) r.fail(line, `${what}: ${q(k)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`);
     if (v.includes('\0')) r.fail(line, `${what}: the value of ${k} holds a NUL character`);
     if (Object.hasOwn(env, k)) r.fail(line, `${what}: ${k} is given twice`);
@@ -246,8 +246,8 @@ function readReady(r: YamlReader, e: Entry, svc: string): Ready {
   let kindKey: string | undefined;
   let path: { value: string; keyLine: number } | undefined;
   const ready: Ready = { check: { kind: 'tcp', port: 0 }, intervalMs: 500, timeoutMs: 60_000 };
-  for (const p of r.entries(e.value, `in ${what}`)) {
-    r.knownKey(p, READY_KEYS, `in ${what}`);
+  for (const p of r.entries(e.value, `in ready of ${svc}`)) {
+    r.knownKey(p, READY_KEYS, `in ready of ${svc}`);
     const at = `${what}.${p.key}`;
     if ((READY_KINDS as readonly string[]).includes(p.key)) {
       if (kindKey !== undefined) r.fail(p.keyLine, `${what} has both ${kindKey} and ${p.key}: give exactly one of tcp, http or command`);
@@ -309,10 +309,10 @@ function readDependsOn(r: YamlReader, e: Entry, svc: string, name: string): { na
       add(s, r.line(n, e.line));
     }
   } else if (isMap(e.value)) {
-    for (const dep of r.entries(e.value, `in ${what}`)) {
+    for (const dep of r.entries(e.value, `in depends_on of ${svc}`)) {
       if (dep.value !== null) {
         if (!isMap(dep.value)) r.fail(dep.line, `${what}: ${q(dep.key)} must be {condition: ready} or {condition: started}, not ${describe(dep.value)}`);
-        const where = `in ${what} ${q(dep.key)}`;
+        const where = `in depends_on ${q(dep.key)} of ${svc}`;
         for (const c of r.entries(dep.value, where)) {
           r.knownKey(c, ['condition'], where);
           const v = isScalar(c.value) ? c.value.value : undefined;

@@ -250,7 +250,7 @@ describe('the project name', () => {
 describe('errors name the file and the line', () => {
   it('YAML syntax errors and duplicate keys, with the YAML message on one line', () => {
     expect(fails('services:\n  a:\n    command: x\n    command: y\n')).toBe(at(4, 'duplicate key "command" in service "a" (first on line 3)'));
-    expect(fails('services:\n  a: {command: x, env: {A: 1, "A": 2}}\n')).toBe(at(2, 'duplicate key "A" in service "a": env (first on line 2)'));
+    expect(fails('services:\n  a: {command: x, env: {A: 1, "A": 2}}\n')).toBe(at(2, 'duplicate key "A" in env of service "a" (first on line 2)'));
     expect(fails('services:\n  a: {command: x}\nservices:\n  b: {command: y}\n')).toBe(at(3, 'duplicate key "services" at the top level (first on line 1)'));
     /* found in one pass: the yaml package's own check is quadratic in the size of a map */
     let many = 'services:\n';
@@ -274,10 +274,10 @@ describe('errors name the file and the line', () => {
     expect(fails('version: "3"\nservices:\n  a:\n    command: x\n')).toBe(at(1, 'unknown key "version" at the top level (known: name, services)'));
     expect(fails('servics:\n  a:\n    command: x\n')).toBe(at(1, 'unknown key "servics" at the top level: did you mean "services"? (known: name, services)'));
     expect(fails(one('    ready:\n      tcp: 1\n      intervl: 1s\n'))).toBe(
-      at(6, 'unknown key "intervl" in service "a": ready: did you mean "interval"? (known: tcp, http, path, command, interval, timeout)'),
+      at(6, 'unknown key "intervl" in ready of service "a": did you mean "interval"? (known: tcp, http, path, command, interval, timeout)'),
     );
     expect(fails('services:\n  a:\n    command: x\n    depends_on: {b: {conditon: ready}}\n  b:\n    command: y\n')).toBe(
-      at(4, 'unknown key "conditon" in service "a": depends_on "b": did you mean "condition"? (known: condition)'),
+      at(4, 'unknown key "conditon" in depends_on "b" of service "a": did you mean "condition"? (known: condition)'),
     );
     expect(fails('services:\n  a:\n    command: x\n    "bad\\nkey": 1\n')).toBe(at(4, `unknown key "bad\\nkey" in service "a" (known: ${known})`));
     expect(fails('services:\n  a:\n    command: x\n    ? [1, 2]\n    : 3\n')).toBe(at(4, 'a key in service "a" must be a name, not a list'));
@@ -578,5 +578,27 @@ describe('fuzz: any input gives a ProjectSpec or one ComposeFileError line', () 
     /* both ends are exercised: some mutations stay valid, most do not */
     expect(ok).toBeGreaterThan(50);
     expect(errors).toBeGreaterThan(500);
+  });
+});
+
+describe('the loader\'s dependencies', () => {
+  /** The loader only reads a file: it never reaches the daemon, the CLI or the native addon (the supervisor does). */
+  const LOADER = ['types.ts', 'file.ts', 'file-error.ts', 'yaml-reader.ts', 'service-spec.ts', 'start-order.ts', 'durations.ts'];
+  const ALLOWED = new RegExp(`^(node:[a-z_/]+|yaml|ipaddr\\.js|\\.\\./errors\\.js|\\.\\./trap/apps\\.js|\\.\\./gateway/exposures\\.js|\\./(${LOADER.map((f) => f.replace('.ts', '').replace('.', '\\.')).join('|')})\\.js)$`);
+
+  it('imports only node built-ins, yaml, ipaddr.js, errors, the tag and port rules, and itself', () => {
+    const bad: string[] = [];
+    let seen = 0;
+    for (const f of LOADER) {
+      const text = readFileSync(join(import.meta.dirname, '../../src/compose', f), 'utf8');
+      for (const m of text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+'([^']+)'/gm)) {
+        seen++;
+        if (!ALLOWED.test(m[1] ?? '')) bad.push(`${f}: ${m[1]}`);
+      }
+    }
+    expect(seen).toBeGreaterThan(15);
+    expect(bad).toEqual([]);
+    expect(ALLOWED.test('../daemon/daemon.js')).toBe(false);
+    expect(ALLOWED.test('./supervisor.js')).toBe(false);
   });
 });
