@@ -87,11 +87,10 @@ export function parseProject(text: string, file: string, opts: { projectName?: s
   const root = r.root;
   if (root === null || (isScalar(root) && root.value === null)) r.fail(1, 'the file is empty: it needs a services: map');
   if (!isMap(root)) r.fail(root, `the file must be a map with services: (and name:, if you like), not ${describe(root)}`);
-  const top = r.entries(root, 'at the top level');
-  r.onlyKeys(top, TOP_KEYS, 'at the top level');
   let name: string | undefined;
   let read: ReadService[] | undefined;
-  for (const e of top) {
+  for (const e of r.entries(root, 'at the top level')) {
+    r.knownKey(e, TOP_KEYS, 'at the top level');
     if (e.key === 'name') {
       const s = isScalar(e.value) && typeof e.value.value === 'string' ? e.value.value : undefined;
       if (s === undefined) r.fail(e.line, `name must be the project name, a string, not ${describe(e.value)}`);
@@ -100,16 +99,16 @@ export function parseProject(text: string, file: string, opts: { projectName?: s
       name = s;
     } else {
       if (!isMap(e.value)) r.fail(e.line, `services must be a map of service names to services, not ${describe(e.value)}`);
-      const entries = r.entries(e.value, 'in services');
-      if (entries.length === 0) r.fail(e.line, 'services is empty: give at least one service');
+      if (e.value.items.length === 0) r.fail(e.line, 'services is empty: give at least one service');
       const claims: FileClaims = { ips: new Map(), hostPorts: new Map() };
-      read = entries.map((s) => readService(r, s.key, s.keyLine, s.value, dir, claims));
+      read = [];
+      for (const s of r.entries(e.value, 'in services')) read.push(readService(r, s.key, s.keyLine, s.value, dir, claims));
     }
   }
   if (read === undefined) r.fail(1, 'services: is missing: the file needs at least one service');
   const order = startOrder(read);
   if (!Array.isArray(order)) r.fail(order.line, order.message);
-  if (opts.projectName !== undefined) {
+  if (name === undefined && opts.projectName !== undefined) {
     const why = projectNameOk(opts.projectName);
     if (why !== undefined) throw new AppswitchError('ERR_BAD_ARGUMENT', `project name ${q(opts.projectName)} ${why}`);
     name = opts.projectName;

@@ -47,13 +47,12 @@ export function readService(r: YamlReader, name: string, line: number, node: Yam
     r.fail(line, `service name ${q(name)} is not valid: 1 to 40 lower-case letters, digits or '-', starting and ending with a letter or digit (no dots: appswitch up names it NAME.PROJECT)`);
   }
   if (!isMap(node)) r.fail(node ?? line, `${svc} must be a map of keys (command: ..., and more), not ${describe(node)}`);
-  const entries = r.entries(node, `in ${svc}`);
-  r.onlyKeys(entries, SERVICE_KEYS, `in ${svc}`);
   const spec: ServiceSpec = { name, command: [], tags: {}, env: {}, cwd: dir, replicas: 1, ports: [], dependsOn: [], restart: 'no', stopTimeoutMs: 10_000, line };
   let dependsOnLines: number[] = [];
   let hasCommand = false;
   const at = (e: Entry): string => `${svc}: ${e.key}`;
-  for (const e of entries) {
+  for (const e of r.entries(node, `in ${svc}`)) {
+    r.knownKey(e, SERVICE_KEYS, `in ${svc}`);
     switch (e.key as (typeof SERVICE_KEYS)[number]) {
       case 'command':
         spec.command = readCommand(r, e, at(e));
@@ -127,41 +126,45 @@ function readIp(r: YamlReader, e: Entry, what: string, name: string, claims: Fil
   if (s === undefined || isIP(s) === 0 || s.includes('%')) {
     r.fail(e.line, `${what} must be an IPv4 or IPv6 address (a vip, without a zone), not ${describe(e.value)}`);
   }
-  const norm = ipaddr.process(s).toNormalizedString();
+  let norm: string;
+  try {
+    norm = ipaddr.process(s).toNormalizedString();
+  } catch {
+    norm = s.toLowerCase(); /* net.isIP accepted it; ipaddr.js should too, but a spelling is still a key */
+  }
   const other = claims.ips.get(norm);
   if (other !== undefined) r.fail(e.line, `${what} ${s} is already the ip of service ${q(other)}`);
   claims.ips.set(norm, name);
   return s;
 }
 
-/** KEY: VALUE pairs of a map, or "KEY=VALUE" items of a list, with the line of each. Null values are refused:
- * an empty value is written "". */
-function pairsOf(r: YamlReader, e: Entry, what: string, itemWhat: string): { k: string; v: string; line: number }[] {
+/** KEY: VALUE pairs of a map, or "KEY=VALUE" items of a list, with the line of each, one at a time (so that the
+ * caller's checks of an earlier pair come first). Null values are refused: an empty value is written "". */
+function* pairsOf(r: YamlReader, e: Entry, what: string, where: string, itemWhat: string): Generator<{ k: string; v: string; line: number }, void, undefined> {
   if (isMap(e.value)) {
-    return r.entries(e.value, `in ${what}`).map((p) => {
+    for (const p of r.entries(e.value, where)) {
       if (p.value === null) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} has no value (write "" for an empty one)`);
       const v = scalarText(p.value);
       if (v === undefined) r.fail(p.line, `${what}: ${itemWhat} ${q(p.key)} must be a string, number or boolean, not ${describe(p.value)}`);
-      return { k: p.key, v, line: p.line };
-    });
-  }
-  if (isSeq(e.value)) {
-    return e.value.items.map((item) => {
+      yield { k: p.key, v, line: p.line };
+    }
+  } else if (isSeq(e.value)) {
+    for (const item of e.value.items) {
       const n = r.resolve(item, e.line);
       const s = isScalar(n) && typeof n.value === 'string' ? n.value : undefined;
       const i = s === undefined ? -1 : s.indexOf('=');
       if (s === undefined || i < 0) r.fail(n ?? e.line, `${what}: each item must be a string "KEY=VALUE", not ${describe(n)}`);
-      return { k: s.slice(0, i), v: s.slice(i + 1), line: r.line(n, e.line) };
-    });
+      yield { k: s.slice(0, i), v: s.slice(i + 1), line: r.line(n, e.line) };
+    }
+  } else if (e.value !== null) {
+    r.fail(e.line, `${what} must be a map (KEY: VALUE) or a list of "KEY=VALUE", not ${describe(e.value)}`);
   }
-  if (e.value === null) return [];
-  r.fail(e.line, `${what} must be a map (KEY: VALUE) or a list of "KEY=VALUE", not ${describe(e.value)}`);
 }
 
 function readTags(r: YamlReader, e: Entry, svc: string): Record<string, string> {
   const what = `${svc}: tags`;
   const tags: Record<string, string> = {};
-  for (const { k, v, line } of pairsOf(r, e, what, 'tag')) {
+  for (const { k, v, line } of pairsOf(r, e, what, `in tags of ${svc}`, 'tag')) {
     if (k === RESERVED_TAG) r.fail(line, `${what}: the tag ${q(k)} is reserved (appswitch up sets project=NAME on every service)`);
     let parsed: Record<string, string> = {};
     try {
@@ -179,11 +182,12 @@ function readTags(r: YamlReader, e: Entry, svc: string): Record<string, string> 
 function readEnv(r: YamlReader, e: Entry, svc: string): Record<string, string> {
   const what = `${svc}: env`;
   const env: Record<string, string> = {};
-  for (const { k, v, line } of pairsOf(r, e, what, 'variable')) {
+  for (const { k, v, line } of pairsOf(r, e, what, `in env of ${svc}`, 'variable')) {
     if (!ENV_NAME_RE.test(k)) r.fail(line, `${what}: ${q(k)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)`);
     if (v.includes('\0')) r.fail(line, `${what}: the value of ${k} holds a NUL character`);
     if (Object.hasOwn(env, k)) r.fail(line, `${what}: ${k} is given twice`);
-    env[k] = v;
+    /* defined, not assigned: a variable named __proto__ is a variable, not the object's prototype */
+    Object.defineProperty(env, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return env;
 }
@@ -238,13 +242,12 @@ function readPort(r: YamlReader, e: Entry, what: string): number {
 function readReady(r: YamlReader, e: Entry, svc: string): Ready {
   const what = `${svc}: ready`;
   if (!isMap(e.value)) r.fail(e.line, `${what} must be a map with one of tcp, http or command (and interval, timeout), not ${describe(e.value)}`);
-  const entries = r.entries(e.value, `in ${what}`);
-  r.onlyKeys(entries, READY_KEYS, `in ${what}`);
   let check: ReadyCheck | undefined;
   let kindKey: string | undefined;
   let path: { value: string; keyLine: number } | undefined;
   const ready: Ready = { check: { kind: 'tcp', port: 0 }, intervalMs: 500, timeoutMs: 60_000 };
-  for (const p of entries) {
+  for (const p of r.entries(e.value, `in ready of ${svc}`)) {
+    r.knownKey(p, READY_KEYS, `in ready of ${svc}`);
     const at = `${what}.${p.key}`;
     if ((READY_KINDS as readonly string[]).includes(p.key)) {
       if (kindKey !== undefined) r.fail(p.keyLine, `${what} has both ${kindKey} and ${p.key}: give exactly one of tcp, http or command`);
@@ -290,9 +293,11 @@ function readDependsOn(r: YamlReader, e: Entry, svc: string, name: string): { na
   const what = `${svc}: depends_on`;
   const names: string[] = [];
   const lines: number[] = [];
+  const seen = new Set<string>();
   const add = (dep: string, line: number): void => {
     if (dep === name) r.fail(line, `service ${q(name)} depends on itself`);
-    if (names.includes(dep)) r.fail(line, `${what}: ${q(dep)} is given twice`);
+    if (seen.has(dep)) r.fail(line, `${what}: ${q(dep)} is given twice`);
+    seen.add(dep);
     names.push(dep);
     lines.push(line);
   };
@@ -304,13 +309,12 @@ function readDependsOn(r: YamlReader, e: Entry, svc: string, name: string): { na
       add(s, r.line(n, e.line));
     }
   } else if (isMap(e.value)) {
-    for (const dep of r.entries(e.value, `in ${what}`)) {
+    for (const dep of r.entries(e.value, `in depends_on of ${svc}`)) {
       if (dep.value !== null) {
         if (!isMap(dep.value)) r.fail(dep.line, `${what}: ${q(dep.key)} must be {condition: ready} or {condition: started}, not ${describe(dep.value)}`);
-        const where = `in ${what} ${q(dep.key)}`;
-        const cond = r.entries(dep.value, where);
-        r.onlyKeys(cond, ['condition'], where);
-        for (const c of cond) {
+        const where = `in depends_on ${q(dep.key)} of ${svc}`;
+        for (const c of r.entries(dep.value, where)) {
+          r.knownKey(c, ['condition'], where);
           const v = isScalar(c.value) ? c.value.value : undefined;
           if (v !== 'ready' && v !== 'started') r.fail(c.line, `${what}: the condition of ${q(dep.key)} must be ready or started, not ${describe(c.value)}`);
         }

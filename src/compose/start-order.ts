@@ -18,7 +18,7 @@ export function startOrder(read: ReadService[]): ServiceSpec[] | OrderProblem {
   for (const s of read) {
     for (const [j, dep] of s.spec.dependsOn.entries()) {
       if (index.has(dep)) continue;
-      const near = nearest(dep, names);
+      const near = nearest(dep, names.filter((n) => n !== s.spec.name));
       const hint = near === undefined ? '' : ` (did you mean ${q(near)}?)`;
       return { line: s.dependsOnLines[j] as number, message: `service ${q(s.spec.name)} depends on ${q(dep)}, which is not a service in this file${hint}` };
     }

@@ -1,7 +1,7 @@
 /** Reading an appswitch.yaml's YAML: parses the text once with the `yaml` package (positions kept) and hands the
  * checkers typed views of its nodes, each with its 1-based line, so that every complaint is `FILE:LINE: message`.
- * Any YAML error or warning is the first complaint. Does no I/O. */
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
+ * Any YAML error or warning is the first complaint; a duplicate key is found when its map is read. Does no I/O. */
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Alias, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { ComposeFileError, q } from './file-error.js';
 
 /** One key of a map: its name, the value (aliases followed; null when empty) and where each is. */
@@ -15,31 +15,29 @@ export interface Entry {
 
 /** A parsed file and the means to complain about any of its nodes. */
 export class YamlReader {
+  /** What each alias of the document stands for (undefined: no anchor of its name before it); made on first use. */
+  private aliasTargets: Map<Alias, YamlNode | undefined> | undefined;
+
   private constructor(
     readonly file: string,
     private readonly doc: Document.Parsed,
     private readonly lines: LineCounter,
-    private readonly text: string,
   ) {}
 
-  /** Parses `text`; throws ComposeFileError at the first YAML error (syntax, duplicate key, ...) or warning. */
+  /** Parses `text`; throws ComposeFileError at the first YAML error (syntax, escape, ...) or warning. */
   static parse(text: string, file: string): YamlReader {
     const lines = new LineCounter();
     let doc: Document.Parsed;
     try {
-      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+      /* duplicate keys are found by entries(): the parser's own check (uniqueKeys) is quadratic in a map's size */
+      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: false, prettyErrors: false });
     } catch (e) {
       /* the yaml package reports its own exhaustion as errors; this is a second line for anything it throws */
       throw new ComposeFileError(file, 1, `YAML: cannot parse the file (${(e as Error).message})`);
     }
-    const reader = new YamlReader(file, doc, lines, text);
+    const reader = new YamlReader(file, doc, lines);
     const first = doc.errors[0] ?? doc.warnings[0];
-    if (first) {
-      const line = lines.linePos(first.pos[0]).line;
-      const msg = first.message.replace(/\s+/g, ' ').trim();
-      if (first.code === 'DUPLICATE_KEY') reader.fail(line, `duplicate key${reader.plainKeyAt(first.pos[0])} (YAML: ${msg})`);
-      reader.fail(line, `YAML: ${msg}`);
-    }
+    if (first) reader.fail(lines.linePos(first.pos[0]).line, `YAML: ${first.message.replace(/\s+/g, ' ').trim()}`);
     return reader;
   }
 
@@ -63,42 +61,64 @@ export class YamlReader {
   resolve(n: unknown, line: number): YamlNode | null {
     if (n === null || n === undefined) return null;
     if (isAlias(n)) {
-      const target = n.resolve(this.doc);
+      const target = this.aliases().get(n);
       if (!target) this.fail(this.line(n, line), `alias *${n.source} names no anchor defined before it`);
-      /* an anchor sits on a scalar or a collection, never on an alias (the parser refuses that) */
-      return target as YamlNode;
+      return target;
     }
     return n as YamlNode;
   }
 
-  /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). */
-  entries(map: YAMLMap, where: string): Entry[] {
+  /** Every alias and the node it stands for: the last node anchored with its name before it, in document order
+   * (YAML's rule, as Alias.resolve applies it; that one walks the whole document for each alias, so a file of many
+   * aliases would take quadratic time). One walk, without recursion. */
+  private aliases(): Map<Alias, YamlNode | undefined> {
+    if (this.aliasTargets) return this.aliasTargets;
+    const targets = new Map<Alias, YamlNode | undefined>();
+    const anchors = new Map<string, YamlNode>();
+    const stack: unknown[] = [this.doc.contents];
+    while (stack.length > 0) {
+      const n = stack.pop();
+      if (isAlias(n)) {
+        targets.set(n, anchors.get(n.source));
+        continue;
+      }
+      /* an anchor sits on a scalar or a collection, never on an alias (the parser refuses that) */
+      if (isNode(n) && n.anchor) anchors.set(n.anchor, n);
+      /* pushed in reverse, so that they come off the stack in document order: a key before its value */
+      if (isMap(n)) for (let i = n.items.length - 1; i >= 0; i--) stack.push(n.items[i]?.value, n.items[i]?.key);
+      else if (isSeq(n)) for (let i = n.items.length - 1; i >= 0; i--) stack.push(n.items[i]);
+    }
+    this.aliasTargets = targets;
+    return targets;
+  }
+
+  /** The entries of a map node, in file order; keys are names (strings, or numbers and booleans as written). Each
+   * is checked (a name, not a duplicate, its alias resolved) only when it is reached, so that a caller checking
+   * values as it goes reports the earliest problem in the file. */
+  *entries(map: YAMLMap, where: string): Generator<Entry, void, undefined> {
     const mapLine = this.line(map, 1);
-    return map.items.map((pair) => {
+    const seen = new Map<string, number>();
+    for (const pair of map.items) {
       const keyNode = this.resolve(pair.key, mapLine);
       const keyLine = this.line(keyNode, mapLine);
       const key = isScalar(keyNode) ? plainText(keyNode.value, keyNode.source) : undefined;
       if (key === undefined) this.fail(keyLine, `a key ${where} must be a name, not ${describe(keyNode)}`);
+      const before = seen.get(key);
+      if (before !== undefined) this.fail(keyLine, `duplicate key ${q(key)} ${where} (first on line ${before})`);
+      seen.set(key, keyLine);
       const value = this.resolve(pair.value, keyLine);
       const empty = value === null || (isScalar(value) && value.value === null);
-      return { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
-    });
-  }
-
-  /** Refuses keys not in `known`, suggesting the nearest one (edit distance at most 2). */
-  onlyKeys(entries: Entry[], known: readonly string[], where: string): void {
-    for (const e of entries) {
-      if (known.includes(e.key)) continue;
-      const near = nearest(e.key, known);
-      const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
-      this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
+      yield { key, keyLine, value: empty ? null : value, line: empty ? keyLine : this.line(value, keyLine) };
     }
   }
 
-  /** ` "KEY"` for the plain key written at `offset`, or '' (the parser's duplicate-key error gives only a position). */
-  private plainKeyAt(offset: number): string {
-    const m = /^[A-Za-z0-9_.\-/]{1,60}(?=\s*:)/.exec(this.text.slice(offset, offset + 64));
-    return m ? ` ${q(m[0])}` : '';
+  /** Refuses a key not in `known`, suggesting the nearest one (edit distance at most 2). Called for each entry as it
+   * is read, so that the earliest problem in the file is the one reported. */
+  knownKey(e: Entry, known: readonly string[], where: string): void {
+    if (known.includes(e.key)) return;
+    const near = nearest(e.key, known);
+    const hint = near === undefined ? '' : `: did you mean ${q(near)}?`;
+    this.fail(e.keyLine, `unknown key ${q(e.key)} ${where}${hint} (known: ${known.join(', ')})`);
   }
 }
 
@@ -148,7 +168,8 @@ function distance(a: string, b: string): number {
 export function nearest(word: string, candidates: readonly string[]): string | undefined {
   if (word.length > 64) return undefined;
   let best: string | undefined;
-  let bestD = 3;
+  /* and fewer edits than the word has characters: "db" is not a typo of "web" */
+  let bestD = Math.min(3, word.length);
   for (const c of candidates) {
     const d = distance(word, c);
     if (d < bestD) {
