@@ -76,7 +76,8 @@ export function loadProject(file: string, opts: { projectName?: string } = {}): 
 
 /**
  * Parses and checks the text of project file `file` (named in messages as given; relative paths in it are
- * resolved against its directory). The project name is the file's `name:`, else opts.projectName, else one made
+ * resolved against its directory). The project name is opts.projectName (`-p`, as in compose), else the file's
+ * `name:`, else one made
  * from the file's directory (projectNameFromDir). Throws ComposeFileError for the first problem of the file, and
  * AppswitchError ERR_BAD_ARGUMENT when opts.projectName is used and is not a good name.
  */
@@ -108,7 +109,7 @@ export function parseProject(text: string, file: string, opts: { projectName?: s
   if (read === undefined) r.fail(1, 'services: is missing: the file needs at least one service');
   const order = startOrder(read);
   if (!Array.isArray(order)) r.fail(order.line, order.message);
-  if (name === undefined && opts.projectName !== undefined) {
+  if (opts.projectName !== undefined) {
     const why = projectNameOk(opts.projectName);
     if (why !== undefined) throw new AppswitchError('ERR_BAD_ARGUMENT', `project name ${q(opts.projectName)} ${why}`);
     name = opts.projectName;

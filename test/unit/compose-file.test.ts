@@ -221,7 +221,8 @@ describe('the project name', () => {
 
   it('the file name wins, then opts.projectName, then the directory', () => {
     const body = 'services:\n  a:\n    command: x\n';
-    expect(parseProject(`name: blog\n${body}`, FILE, { projectName: 'other' }).name).toBe('blog');
+    expect(parseProject(`name: blog\n${body}`, FILE, { projectName: 'other' }).name).toBe('other'); /* -p wins, as compose's */
+    expect(parseProject(`name: blog\n${body}`, FILE).name).toBe('blog');
     expect(parseProject(body, FILE, { projectName: 'other' }).name).toBe('other');
     expect(parseProject(body, FILE).name).toBe('my-shop');
   });
