@@ -45,6 +45,7 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { preparePrivateStateDir } from './private-mode.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -125,7 +126,7 @@ export class Daemon {
       ranges: new VirtualRanges(cfg.vipCidrs),
       log: this.log.child({ module: 'vservice' }),
     }));
-    this.access = new AccessControl(cfg.group, this.log);
+    this.access = new AccessControl(cfg.group, this.log, cfg.private);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
     const stale = (): void => (byEndpoint = undefined);
@@ -248,7 +249,8 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    if (this.cfg.private) preparePrivateStateDir(this.cfg.stateDir); /* 0700, the user's own, or refused */
+    else mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.gateways.setPreambleKeys(preambleKeys(key.mode === 'key' ? key.keys : undefined)); /* before the relay's first route */
@@ -343,10 +345,17 @@ export class Daemon {
           egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.gateways.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
+          ...(c.private ? { private: true } : {}),
         },
       },
       'daemon started',
     );
+    if (c.private) {
+      this.log.info(
+        { owner: process.getuid?.(), stateDir: c.stateDir },
+        'private daemon: only this user (and root) may use it; no socket guard (it needs root; the programs run as this user anyway), no cluster (gossip on loopback only), programs in user namespaces of their launchers (docs/private-daemon.md)',
+      );
+    }
   }
 
   /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
@@ -548,6 +557,7 @@ export class Daemon {
       resolvConf: project === undefined || !this.projectResolv ? this.cfg.resolvConf : this.projectResolv.pathFor(project),
       dnsDomain: this.cfg.dnsDomain,
       sockguard: this.cfg.sockguard,
+      ...(this.cfg.private ? { private: true, owner: process.getuid?.() ?? 0 } : {}),
     };
   }
 
