@@ -67,6 +67,8 @@ export const JSON_KEYS = {
     'resolvConf',
     'externalRefused',
     'ingress',
+    'private',
+    'owner',
   ],
 } as const;
 
@@ -242,6 +244,7 @@ export function addOpsCommands(program: Command): void {
           [
             ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
             ['node', `${s.node} (${s.nodeAddress})`],
+            ...(s.private ? [['private', `the private daemon of uid ${s.owner} (docs/private-daemon.md)`] as [string, string]] : []),
             ...conflicts,
             ['members', s.memberStates ? statesText(s.memberStates) : `${s.members} alive`],
             ['apps', String(s.apps)],

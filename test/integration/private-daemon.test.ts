@@ -1,0 +1,204 @@
+/** Issue 14, "Better still": an ordinary user (not root, not in the appswitch group, no system daemon) runs apps under
+ * a private daemon of its own (`appswitch daemon --private`, started by hand or by ensureDaemon), and `appswitch
+ * run` finds it with no --socket. The program runs as the user with no capabilities, in a user namespace of the
+ * launcher's; apps talk by name; an unmapped vip gets an errno. Attacks: a state directory prepared by someone else
+ * (another owner, a loose mode, a symlink) is refused; another user's control request and `appswitch run` are
+ * refused; the control socket is 0600. Everything runs in a network namespace of the test's (the daemon uses
+ * 127.0.0.1 there), as throwaway users removed afterwards; nothing of the user is left running. */
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeAccounts, sh } from '../helpers/accounts.js';
+import { CLI, finish, killTree, ROOT, type Result, TestHost, waitFor } from '../helpers/hosts.js';
+
+const tag = (process.pid % 100000).toString();
+const USER = `aspu${tag}`;
+const OTHER = `aspo${tag}`;
+const NOGROUP = `aspg${tag}`; /* removeAccounts wants a group name: none is made */
+
+let h: TestHost;
+let base: string; /* 0755 */
+let xdg: string; /* the user's XDG_RUNTIME_DIR, 0700 */
+let xdgOther: string;
+let work: string; /* the user's working directory */
+let uid = -1;
+let daemon: ChildProcess | undefined;
+
+const uidOf = (u: string): number => Number(sh('id', ['-u', u]).trim());
+const stateDir = (): string => path.join(xdg, 'appswitch');
+const controlSocket = (): string => path.join(stateDir(), 'appswitch.sock');
+
+/** A command as `user` in the test's namespace, with a login's ids and a clean environment (no APPSWITCH_SOCKET: the
+ * CLI must find the private daemon itself). */
+function spawnAs(user: string, cmd: string[], env: Record<string, string> = {}): ChildProcess {
+  const vars = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/', XDG_RUNTIME_DIR: user === USER ? xdg : xdgOther, ...env };
+  return h.spawn(['setpriv', '--reuid', user, '--regid', sh('id', ['-g', user]).trim(), '--init-groups', '--', 'env', '-i', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), ...cmd], { cwd: work });
+}
+
+const as = (user: string, cmd: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<Result> => finish(spawnAs(user, cmd, env), timeoutMs);
+const runAs = (user: string, appArgs: string[], cmd: string[]): Promise<Result> => as(user, ['node', CLI, 'run', ...appArgs, '--', ...cmd]);
+
+/** A node -e script that calls src/cli/private-daemon.ts (compiled) and prints its answer as JSON. */
+function privateApi(call: string): string[] {
+  const mod = path.join(ROOT, 'dist/src/cli/private-daemon.js');
+  return ['node', '--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); const r = await ${call}; console.log(JSON.stringify(r));`];
+}
+
+/** The user's processes, as `pgrep -u` sees them (none: []). */
+function processesOf(user: string): string[] {
+  try {
+    return sh('pgrep', ['-u', user, '-a']).trim().split('\n').filter(Boolean);
+  } catch {
+    return []; /* pgrep: exit 1, none */
+  }
+}
+
+function killUser(user: string): void {
+  for (const line of processesOf(user)) {
+    try {
+      process.kill(Number(line.split(' ')[0]), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+beforeAll(() => {
+  removeAccounts([USER, OTHER], NOGROUP);
+  for (const u of [USER, OTHER]) sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', u]);
+  uid = uidOf(USER);
+  base = mkdtempSync(path.join(tmpdir(), 'appswitch-private-'));
+  chmodSync(base, 0o755);
+  for (const [name, u] of [
+    ['xdg', USER],
+    ['xdg-other', OTHER],
+    ['work', USER],
+  ] as const) {
+    const d = path.join(base, name);
+    mkdirSync(d, { mode: 0o700 });
+    chownSync(d, uidOf(u), Number(sh('id', ['-g', u]).trim()));
+  }
+  xdg = path.join(base, 'xdg');
+  xdgOther = path.join(base, 'xdg-other');
+  work = path.join(base, 'work');
+  h = TestHost.create('pd');
+});
+
+afterAll(async () => {
+  if (daemon) killTree(daemon, 'SIGKILL');
+  killUser(USER);
+  killUser(OTHER);
+  await h?.destroy();
+  removeAccounts([USER, OTHER], NOGROUP);
+  if (base) rmSync(base, { recursive: true, force: true });
+});
+
+describe('a private daemon for an ordinary user', () => {
+  it('refuses a state directory it did not make for itself: another owner, a loose mode, a symlink', async () => {
+    const bad = path.join(base, 'bad');
+    mkdirSync(bad, { mode: 0o755 });
+    chownSync(bad, uid, uid);
+    const cases: Array<[string, () => void, RegExp]> = [
+      ['owner', () => mkdirSync(path.join(bad, 'appswitch'), { mode: 0o700 }) /* root's */, /belongs to uid 0/],
+      ['mode', () => (chownSync(path.join(bad, 'appswitch'), uid, uid), chmodSync(path.join(bad, 'appswitch'), 0o755)), /mode is 0755/],
+      ['symlink', () => (rmSync(path.join(bad, 'appswitch'), { recursive: true }), symlinkSync(xdg, path.join(bad, 'appswitch'))), /not a directory/],
+    ];
+    for (const [what, make, why] of cases) {
+      make();
+      const r = await as(USER, ['node', CLI, 'daemon', '--private'], { XDG_RUNTIME_DIR: bad });
+      expect(r.code, `${what}: ${r.stderr}`).not.toBe(0);
+      expect(r.stderr, what).toMatch(why);
+    }
+    expect(processesOf(USER)).toEqual([]);
+  });
+
+  it('ensureDaemon starts one detached for the user, and finds it running the second time', async () => {
+    const first = await as(USER, privateApi('m.ensureDaemon({ log: (l) => console.error(l) })'));
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toEqual({ socket: controlSocket(), started: true, private: true });
+    expect(first.stderr).toMatch(/starting a private daemon/);
+    const again = await as(USER, privateApi('m.ensureDaemon({ log: (l) => console.error(l) })'));
+    expect(JSON.parse(again.stdout)).toEqual({ socket: controlSocket(), started: false, private: true });
+    /* its state: the user's own, 0700; the control socket 0600 */
+    const st = statSync(stateDir());
+    expect([st.uid, st.mode & 0o777]).toEqual([uid, 0o700]);
+    const sock = statSync(controlSocket());
+    expect([sock.uid, sock.mode & 0o777]).toEqual([uid, 0o600]);
+    expect(existsSync(path.join(stateDir(), 'daemon.log'))).toBe(true);
+    const info = JSON.parse((await as(USER, ['node', CLI, 'status', '--json'])).stdout) as { private?: boolean; owner?: number; nodeAddress: string };
+    expect(info).toMatchObject({ private: true, owner: uid, nodeAddress: '127.0.0.1' });
+  });
+
+  it('runs a program as the user, with no capabilities; its files are the user\'s', async () => {
+    const r = await runAs(USER, [], ['sh', '-c', 'id -u; id -g; touch made-here; grep -E "^Cap(Eff|Prm|Bnd|Amb)" /proc/self/status']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.slice(0, 2)).toEqual([String(uid), sh('id', ['-g', USER]).trim()]);
+    for (const cap of ['CapEff', 'CapPrm', 'CapBnd', 'CapAmb']) expect(r.stdout).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
+    expect(statSync(path.join(work, 'made-here')).uid).toBe(uid);
+  });
+
+  it('two apps talk by name; a vip that maps to nothing gets ECONNREFUSED', async () => {
+    const server = spawnAs(USER, ['node', CLI, 'run', '--name', 'srv', '--', 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', work]);
+    try {
+      const client = await waitFor(async () => {
+        const r = await runAs(USER, [], ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://srv:8080/made-here']);
+        return r.stdout === '200' ? r : undefined;
+      }, 20_000, 300);
+      expect(client?.stdout).toBe("200");
+      const none = await runAs(USER, [], ['python3', '-c', 'import socket\ntry:\n socket.create_connection(("10.77.0.9", 80), 5)\nexcept OSError as e:\n print(e.errno)']);
+      expect(none.stdout.trim()).toBe('111'); /* ECONNREFUSED */
+    } finally {
+      killTree(server, 'SIGTERM');
+      await finish(server, 5000);
+    }
+  });
+
+  it("refuses another user's control request and program, even with the socket file opened up", async () => {
+    /* the directory and socket modes would stop the other user first: open them up so the daemon's own check runs */
+    chmodSync(xdg, 0o711);
+    chmodSync(stateDir(), 0o711);
+    chmodSync(controlSocket(), 0o666);
+    chmodSync(path.join(stateDir(), 'trap.sock'), 0o666);
+    try {
+      const status = await as(OTHER, ['node', CLI, 'status', '--json', '--socket', controlSocket()]);
+      expect(status.code).not.toBe(0);
+      expect(status.stderr).toMatch(new RegExp(`ERR_PERMISSION.*uid ${uidOf(OTHER)} is not root and not uid ${uid}`));
+      const run = await as(OTHER, ['node', CLI, 'run', '--socket', controlSocket(), '--', 'id', '-u']);
+      expect(run.code).not.toBe(0);
+      expect(run.stdout).toBe('');
+    } finally {
+      chmodSync(xdg, 0o700);
+      chmodSync(stateDir(), 0o700);
+      chmodSync(controlSocket(), 0o600);
+      chmodSync(path.join(stateDir(), 'trap.sock'), 0o600);
+    }
+  });
+
+  it('stops, and leaves no process and no socket behind', async () => {
+    const r = await as(USER, privateApi('m.stopPrivateDaemon()'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('true');
+    await waitFor(() => processesOf(USER).length === 0, 10_000);
+    expect(existsSync(controlSocket())).toBe(false);
+    const again = await as(USER, privateApi('m.stopPrivateDaemon()'));
+    expect(again.stdout.trim()).toBe('false');
+  });
+
+  it('appswitch daemon --private by hand; run finds it with no --socket; root gets no private daemon', async () => {
+    daemon = spawnAs(USER, ['node', CLI, 'daemon', '--private']);
+    await waitFor(async () => (await as(USER, ['node', CLI, 'status', '--json'])).code === 0, 15_000, 200);
+    const r = await runAs(USER, [], ['id', '-u']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(String(uid));
+    const root = await h.exec(['node', CLI, 'daemon', '--private']);
+    expect(root.code).not.toBe(0);
+    expect(root.stderr).toMatch(/--private is for an ordinary user/);
+    killTree(daemon, 'SIGTERM');
+    await finish(daemon, 10_000);
+    daemon = undefined;
+    await waitFor(() => processesOf(USER).length === 0, 10_000);
+  });
+});
