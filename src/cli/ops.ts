@@ -265,7 +265,7 @@ export function addOpsCommands(program: Command): void {
             ['internal errors', internalErrorsText(s.internalErrors)],
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],
             ['open connections', `${open.tcp} TCP, ${open.fastpath} fast path (fast path ${s.fastpath ? 'on' : 'off'})`],
-            ['socket group', s.group ?? 'none (root only)'],
+            ['socket group', s.group ?? (s.private ? `none (uid ${s.owner} and root only)` : 'none (root only)')],
             ...steeringRows(s.steering),
           ],
           { width: width(), elastic: [1] },

@@ -45,7 +45,7 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { preparePrivateStateDir } from './private-mode.js';
+import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -162,6 +162,7 @@ export class Daemon {
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
       table: this.table,
+      ...(cfg.private ? privateHandlerDeps(this.gateways.handlerDeps().exposeProblem) : {}),
       pool: new PortPool(cfg.ports.low, cfg.ports.high),
       log: this.log,
       policy,
@@ -243,7 +244,7 @@ export class Daemon {
     const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
-    this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
+    this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'), cfg.private ? process.getuid?.() : undefined);
     this.control.onInternalError = this.internalErrors.reporter('control');
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
   }

@@ -1,10 +1,11 @@
 /** `appswitch daemon --private`: an ordinary user's own daemon, with no root and no system daemon
  * (docs/private-daemon.md). It runs as the user, in the host's namespaces, on 127.0.0.1, with its state under
  * `$XDG_RUNTIME_DIR/appswitch` (else `/tmp/appswitch-UID`), its DNS, gossip and peer ports picked free above 1024,
- * gossip on loopback only (profile local, no joins), no socket guard (it needs root; the daemon, the generators and
+ * gossip on loopback only (profile local, no joins), a gateway on 127.0.0.1 through the relay (exposed ports reach
+ * apps at localhost:HOSTPORT, above 1024), no socket guard (it needs root; the daemon, the generators and
  * the programs are one user anyway), and sockets only the user (and root) may use. The launcher makes a user
  * namespace of its own for each program (native/caller.h as_caller_private_ns). */
-import { lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
@@ -102,6 +103,11 @@ export async function privateFlags(f: DaemonFlags, given: (attr: keyof DaemonFla
   if (!given('nodeAddress')) out.nodeAddress = PRIVATE_NODE_ADDRESS;
   if (!given('gossipProfile')) out.gossipProfile = 'local';
   out.insecureNoSockguard = true; /* the guard's cgroup BPF programs need root */
+  /* a gateway on loopback: `run --expose HOSTPORT:PORT` (appswitch.yaml `ports:`) reaches the app at
+   * localhost:HOSTPORT through the C relay; steering (BPF sk_lookup) needs CAP_BPF and CAP_NET_ADMIN */
+  if (!given('gateway')) out.gateway = true;
+  if (!given('gatewayAddress') && out.gateway) out.gatewayAddress = out.nodeAddress ?? PRIVATE_NODE_ADDRESS;
+  if (!given('ingressSteering')) out.ingressSteering = false;
   const want: Array<['gossipPort' | 'peerPort' | 'dnsPort', boolean]> = [
     ['gossipPort', true],
     ['peerPort', false],
@@ -117,4 +123,30 @@ export async function privateFlags(f: DaemonFlags, given: (attr: keyof DaemonFla
     }
   }
   return out;
+}
+
+/** The lowest port an ordinary user may bind (net.ipv4.ip_unprivileged_port_start; 1024 when it cannot be read). */
+export function unprivilegedPortStart(): number {
+  try {
+    const n = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim());
+    return Number.isInteger(n) && n >= 0 ? n : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+type ExposeProblem = (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
+
+/** What a private daemon's trap handler gets on top of the usual: its user may `--expose` (adminUid), and an exposure
+ * whose host port the daemon cannot bind as that user is refused at `appswitch run`, not left failing in the
+ * gateway (then `gateway`'s own checks). */
+export function privateHandlerDeps(gateway: ExposeProblem | undefined, uid: number = process.getuid?.() ?? 0, start = unprivilegedPortStart()): { adminUid: number; exposeProblem: ExposeProblem } {
+  return {
+    adminUid: uid,
+    exposeProblem: (specs) => {
+      const low = specs.find((s) => s.hostPort < start);
+      if (low) return `host port ${low.hostPort} is below ${start}, which a private daemon (an ordinary user) cannot open`;
+      return gateway?.(specs);
+    },
+  };
 }

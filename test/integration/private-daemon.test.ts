@@ -156,6 +156,24 @@ describe('a private daemon for an ordinary user', () => {
     }
   });
 
+  it('exposes an app on localhost:HOSTPORT through the relay (a gateway on 127.0.0.1)', async () => {
+    const server = spawnAs(USER, ['node', CLI, 'run', '--name', 'pub', '--expose', '18080:8080', '--', 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', work]);
+    try {
+      /* from the user's shell, not under appswitch: the outside world of a private daemon is this host's loopback */
+      const r = await waitFor(async () => {
+        const c = await as(USER, ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:18080/made-here']);
+        return c.stdout === '200' ? c : undefined;
+      }, 20_000, 300);
+      expect(r?.stdout).toBe('200');
+      const below = await runAs(USER, ['--expose', '80:8080'], ['true']);
+      expect(below.code).not.toBe(0);
+      expect(below.stderr).toMatch(/host port 80 is below 1024/);
+    } finally {
+      killTree(server, 'SIGTERM');
+      await finish(server, 5000);
+    }
+  });
+
   it("refuses another user's control request and program, even with the socket file opened up", async () => {
     /* the directory and socket modes would stop the other user first: open them up so the daemon's own check runs */
     chmodSync(xdg, 0o711);
