@@ -2,21 +2,23 @@
  * a private daemon of its own (`appswitch daemon --private`, started by hand or by ensureDaemon), and `appswitch
  * run` finds it with no --socket. The program runs as the user with no capabilities, in a user namespace of the
  * launcher's; apps talk by name; an unmapped vip gets an errno. Attacks: a state directory prepared by someone else
- * (another owner, a loose mode, a symlink) is refused; another user's control request and `appswitch run` are
- * refused; the control socket is 0600. Everything runs in a network namespace of the test's (the daemon uses
+ * (another owner, a loose mode, a symlink) is refused; another user's control request, `appswitch run` and launcher
+ * are refused; the control socket is 0600; programs cannot see the state directory; a process of the user that is
+ * not the launcher cannot register. Everything runs in a network namespace of the test's (the daemon uses
  * 127.0.0.1 there), as throwaway users removed afterwards; nothing of the user is left running. */
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launcherPath } from '../../src/native/binding.js';
 import { removeAccounts, sh } from '../helpers/accounts.js';
 import { CLI, finish, killTree, ROOT, type Result, TestHost, waitFor } from '../helpers/hosts.js';
 
 const tag = (process.pid % 100000).toString();
 const USER = `aspu${tag}`;
 const OTHER = `aspo${tag}`;
-const NOGROUP = `aspg${tag}`; /* removeAccounts wants a group name: none is made */
+const GROUP = `aspg${tag}`; /* a supplementary group of USER's (not the appswitch group) */
 
 let h: TestHost;
 let base: string; /* 0755 */
@@ -66,8 +68,10 @@ function killUser(user: string): void {
 }
 
 beforeAll(() => {
-  removeAccounts([USER, OTHER], NOGROUP);
-  for (const u of [USER, OTHER]) sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', u]);
+  removeAccounts([USER, OTHER], GROUP);
+  sh('groupadd', ['--system', GROUP]);
+  sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-G', GROUP, USER]);
+  sh('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', OTHER]);
   uid = uidOf(USER);
   base = mkdtempSync(path.join(tmpdir(), 'appswitch-private-'));
   chmodSync(base, 0o755);
@@ -91,7 +95,7 @@ afterAll(async () => {
   killUser(USER);
   killUser(OTHER);
   await h?.destroy();
-  removeAccounts([USER, OTHER], NOGROUP);
+  removeAccounts([USER, OTHER], GROUP);
   if (base) rmSync(base, { recursive: true, force: true });
 });
 
@@ -138,6 +142,27 @@ describe('a private daemon for an ordinary user', () => {
     expect(lines.slice(0, 2)).toEqual([String(uid), sh('id', ['-g', USER]).trim()]);
     for (const cap of ['CapEff', 'CapPrm', 'CapBnd', 'CapAmb']) expect(r.stdout).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
     expect(statSync(path.join(work, 'made-here')).uid).toBe(uid);
+  });
+
+  it('keeps the supplementary groups for access checks, shown as nogroup (setgroups is denied in the user namespace)', async () => {
+    const file = path.join(base, 'group-only');
+    writeFileSync(file, 'for the group\n');
+    chownSync(file, 0, Number(sh('getent', ['group', GROUP]).split(':')[2]));
+    chmodSync(file, 0o640);
+    const r = await runAs(USER, [], ['sh', '-c', `id -G; cat ${file}`]);
+    expect(r.code, r.stderr).toBe(0);
+    const [groups, text] = r.stdout.split('\n');
+    expect(groups?.split(' ')).toEqual([sh('id', ['-g', USER]).trim(), '65534']);
+    expect(text).toBe('for the group');
+  });
+
+  it('hides the state directory from programs; the trap socket refuses a process of the user that is not the launcher', async () => {
+    const r = await runAs(USER, [], ['sh', '-c', `ls -A ${stateDir()}; echo end`]);
+    expect(r.stdout).toBe('end\n');
+    const py = `import socket, time\ns = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\ns.connect(${JSON.stringify(path.join(stateDir(), 'trap.sock'))})\ntime.sleep(0.3)`;
+    const probe = await as(USER, ['python3', '-c', py]);
+    expect(probe.code, probe.stderr).toBe(0);
+    await waitFor(() => /trap connection refused: pid \d+ runs \S*python3\S*, not the appswitch launcher/.test(readFileSync(path.join(stateDir(), 'daemon.log'), 'utf8')), 5000);
   });
 
   it('two apps talk by name; a vip that maps to nothing gets ECONNREFUSED', async () => {
@@ -187,6 +212,11 @@ describe('a private daemon for an ordinary user', () => {
       const run = await as(OTHER, ['node', CLI, 'run', '--socket', controlSocket(), '--', 'id', '-u']);
       expect(run.code).not.toBe(0);
       expect(run.stdout).toBe('');
+      /* the other user's own launcher, --private, at this daemon's trap socket: not its own daemon */
+      const direct = await as(OTHER, [launcherPath(), '--private', '--socket', path.join(stateDir(), 'trap.sock'), '--', 'id', '-u']);
+      expect(direct.code).toBe(125);
+      expect(direct.stdout).toBe('');
+      expect(direct.stderr).toMatch(/is not your private daemon's trap socket/);
     } finally {
       chmodSync(xdg, 0o700);
       chmodSync(stateDir(), 0o700);
