@@ -173,6 +173,9 @@ describe('a private daemon for an ordinary user', () => {
         return r.stdout === '200' ? r : undefined;
       }, 20_000, 300);
       expect(client?.stdout).toBe("200");
+      /* same host: the fast path (a Unix socket pair) works in private mode too */
+      const st = JSON.parse((await as(USER, ['node', CLI, 'status', '--json'])).stdout) as { connections: { fastpath: number } };
+      expect(st.connections.fastpath).toBeGreaterThan(0);
       const none = await runAs(USER, [], ['python3', '-c', 'import socket\ntry:\n socket.create_connection(("10.77.0.9", 80), 5)\nexcept OSError as e:\n print(e.errno)']);
       expect(none.stdout.trim()).toBe('111'); /* ECONNREFUSED */
     } finally {
@@ -222,6 +225,23 @@ describe('a private daemon for an ordinary user', () => {
       chmodSync(stateDir(), 0o700);
       chmodSync(controlSocket(), 0o600);
       chmodSync(path.join(stateDir(), 'trap.sock'), 0o600);
+    }
+  });
+
+  it('restarts under a running program: its generator comes back to the new daemon, which serves it by name', async () => {
+    const server = spawnAs(USER, ['node', CLI, 'run', '--name', 'kept', '--', 'python3', '-m', 'http.server', '8081', '--bind', '0.0.0.0', '--directory', work]);
+    const get = async (): Promise<string> => (await runAs(USER, [], ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', 'http://kept:8081/made-here'])).stdout;
+    try {
+      await waitFor(async () => (await get()) === '200', 20_000, 300);
+      const stop = await as(USER, privateApi('m.stopPrivateDaemon()'));
+      expect(stop.stdout.trim()).toBe('true');
+      const start = await as(USER, privateApi('m.ensureDaemon({ log: () => {} })'));
+      expect(JSON.parse(start.stdout)).toMatchObject({ started: true, private: true });
+      expect(await waitFor(async () => (await get()) === '200', 20_000, 300)).toBe(true);
+      expect(server.exitCode).toBeNull();
+    } finally {
+      killTree(server, 'SIGTERM');
+      await finish(server, 5000);
     }
   });
 
