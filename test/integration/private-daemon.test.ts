@@ -149,11 +149,14 @@ describe('a private daemon for an ordinary user', () => {
     writeFileSync(file, 'for the group\n');
     chownSync(file, 0, Number(sh('getent', ['group', GROUP]).split(':')[2]));
     chmodSync(file, 0o640);
-    const r = await runAs(USER, [], ['sh', '-c', `id -G; cat ${file}`]);
+    const mine = path.join(work, 'mine');
+    const r = await runAs(USER, [], ['sh', '-c', `id -G; cat ${file}; touch ${mine}; chgrp ${GROUP} ${mine} || echo no chgrp`]);
     expect(r.code, r.stderr).toBe(0);
-    const [groups, text] = r.stdout.split('\n');
+    const [groups, text, chgrp] = r.stdout.split('\n');
     expect(groups?.split(' ')).toEqual([sh('id', ['-g', USER]).trim(), '65534']);
     expect(text).toBe('for the group');
+    expect(chgrp).toBe('no chgrp');
+    expect(statSync(mine).gid).toBe(Number(sh('id', ['-g', USER]).trim()));
   });
 
   it('hides the state directory from programs; the trap socket refuses a process of the user that is not the launcher', async () => {
@@ -165,11 +168,11 @@ describe('a private daemon for an ordinary user', () => {
     await waitFor(() => /trap connection refused: pid \d+ runs \S*python3\S*, not the appswitch launcher/.test(readFileSync(path.join(stateDir(), 'daemon.log'), 'utf8')), 5000);
   });
 
-  it('two apps talk by name; a vip that maps to nothing gets ECONNREFUSED', async () => {
-    const server = spawnAs(USER, ['node', CLI, 'run', '--name', 'srv', '--', 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', work]);
+  it('two apps talk by name (a server on virtual port 80, no privilege needed); a vip that maps to nothing gets ECONNREFUSED', async () => {
+    const server = spawnAs(USER, ['node', CLI, 'run', '--name', 'srv', '--', 'python3', '-m', 'http.server', '80', '--bind', '0.0.0.0', '--directory', work]);
     try {
       const client = await waitFor(async () => {
-        const r = await runAs(USER, [], ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://srv:8080/made-here']);
+        const r = await runAs(USER, [], ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://srv/made-here']);
         return r.stdout === '200' ? r : undefined;
       }, 20_000, 300);
       expect(client?.stdout).toBe("200");
