@@ -7,7 +7,7 @@
  * not the launcher cannot register. Everything runs in a network namespace of the test's (the daemon uses
  * 127.0.0.1 there), as throwaway users removed afterwards; nothing of the user is left running. */
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -142,6 +142,19 @@ describe('a private daemon for an ordinary user', () => {
     expect(lines.slice(0, 2)).toEqual([String(uid), sh('id', ['-g', USER]).trim()]);
     for (const cap of ['CapEff', 'CapPrm', 'CapBnd', 'CapAmb']) expect(r.stdout).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
     expect(statSync(path.join(work, 'made-here')).uid).toBe(uid);
+  });
+
+  it('a setuid launcher (an installation\'s, for its group) gives up root first: the program is the user\'s all the same', async () => {
+    const setuid = path.join(base, 'setuid-launcher');
+    copyFileSync(launcherPath(), setuid);
+    chownSync(setuid, 0, Number(sh('getent', ['group', GROUP]).split(':')[2]));
+    chmodSync(setuid, 0o4750);
+    const r = await as(USER, ['node', CLI, 'run', '--', 'sh', '-c', 'grep -E "^(Uid|Gid|CapEff|CapPrm|CapBnd):" /proc/self/status'], { APPSWITCH_LAUNCHER: setuid });
+    expect(r.code, r.stderr).toBe(0);
+    const gid = sh('id', ['-g', USER]).trim();
+    expect(r.stdout).toMatch(new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^Gid:\\s+${gid}\\s+${gid}\\s+${gid}\\s+${gid}$`, 'm'));
+    for (const cap of ['CapEff', 'CapPrm', 'CapBnd']) expect(r.stdout).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
   });
 
   it('keeps the supplementary groups for access checks, shown as nogroup (setgroups is denied in the user namespace)', async () => {
