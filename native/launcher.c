@@ -174,13 +174,10 @@ int main(int argc, char **argv) {
   static struct as_caller caller;
   char why[512];
   for (int k = 1; k < argc && strcmp(argv[k], "--"); k++) private_ |= !strcmp(argv[k], "--private");
-  if (private_ && getuid() != 0) { /* before the next step: the maps are written through /proc/self */
-    if (as_caller_private_ns(&caller, why, sizeof(why)) < 0) {
-      fprintf(stderr, "appswitch: %s\n", why);
-      return EXIT_APPSWITCH;
-    }
-  } else {
-    private_ = 0; /* root: the ordinary path (--private is for an ordinary user) */
+  if (private_ && as_caller_private_ns(&caller, why, sizeof(why)) < 0) { /* before the next step: the maps are
+                                                                          * written through /proc/self */
+    fprintf(stderr, "appswitch: %s\n", why);
+    return EXIT_APPSWITCH;
   }
   /* first: neither the program nor the invoking user may ptrace this process, pidfd_getfd(2) its daemon session
    * and seccomp listener, or read its memory (process_vm_readv, /proc/PID/mem); fork keeps it, execve resets it */

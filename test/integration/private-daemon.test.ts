@@ -261,6 +261,19 @@ describe('a private daemon for an ordinary user', () => {
     }
   });
 
+  it('after a crash (SIGKILL: its sockets are left behind), ensureDaemon starts a new one', async () => {
+    const pid = Number(readFileSync(path.join(stateDir(), 'lock'), 'utf8').trim());
+    expect(processesOf(USER).some((l) => l.startsWith(`${pid} `))).toBe(true);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !processesOf(USER).some((l) => l.startsWith(`${pid} `)), 5000);
+    expect(existsSync(controlSocket())).toBe(true); /* stale */
+    const start = await as(USER, privateApi('m.ensureDaemon({ log: () => {} })'));
+    expect(start.code, start.stderr).toBe(0);
+    expect(JSON.parse(start.stdout)).toMatchObject({ started: true, private: true });
+    const r = await runAs(USER, [], ['id', '-u']);
+    expect(r.stdout.trim()).toBe(String(uid));
+  });
+
   it('stops, and leaves no process and no socket behind', async () => {
     const r = await as(USER, privateApi('m.stopPrivateDaemon()'));
     expect(r.code, r.stderr).toBe(0);
@@ -280,6 +293,9 @@ describe('a private daemon for an ordinary user', () => {
     const root = await h.exec(['node', CLI, 'daemon', '--private']);
     expect(root.code).not.toBe(0);
     expect(root.stderr).toMatch(/--private is for an ordinary user/);
+    const rootLauncher = await h.exec([launcherPath(), '--private', '--socket', path.join(stateDir(), 'trap.sock'), '--', 'id', '-u']);
+    expect([rootLauncher.code, rootLauncher.stdout]).toEqual([125, '']);
+    expect(rootLauncher.stderr).toMatch(/--private is for an ordinary user's own daemon/);
     killTree(daemon, 'SIGTERM');
     await finish(daemon, 10_000);
     daemon = undefined;
