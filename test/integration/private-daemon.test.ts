@@ -192,6 +192,18 @@ describe('a private daemon for an ordinary user', () => {
       /* same host: the fast path (a Unix socket pair) works in private mode too */
       const st = JSON.parse((await as(USER, ['node', CLI, 'status', '--json'])).stdout) as { connections: { fastpath: number } };
       expect(st.connections.fastpath).toBeGreaterThan(0);
+      /* `appswitch up`'s way: --project; a bare name resolves inside the project (its resolv.conf is the user's) */
+      const inProject = spawnAs(USER, ['node', CLI, 'run', '--project', 'demo', '--name', 'api', '--', 'python3', '-m', 'http.server', '8082', '--bind', '0.0.0.0', '--directory', work]);
+      try {
+        const viaProject = await waitFor(async () => {
+          const r = await runAs(USER, ['--project', 'demo'], ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', 'http://api:8082/made-here']);
+          return r.stdout === '200' ? r : undefined;
+        }, 20_000, 300);
+        expect(viaProject?.stdout).toBe('200');
+      } finally {
+        killTree(inProject, 'SIGTERM');
+        await finish(inProject, 5000);
+      }
       const none = await runAs(USER, [], ['python3', '-c', 'import socket\ntry:\n socket.create_connection(("10.77.0.9", 80), 5)\nexcept OSError as e:\n print(e.errno)']);
       expect(none.stdout.trim()).toBe('111'); /* ECONNREFUSED */
     } finally {
