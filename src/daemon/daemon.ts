@@ -162,7 +162,7 @@ export class Daemon {
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
       table: this.table,
-      ...(cfg.private ? privateHandlerDeps(this.gateways.handlerDeps().exposeProblem) : {}),
+      ...(cfg.private ? privateHandlerDeps() : {}),
       pool: new PortPool(cfg.ports.low, cfg.ports.high),
       log: this.log,
       policy,

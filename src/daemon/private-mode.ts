@@ -135,18 +135,8 @@ export function unprivilegedPortStart(): number {
   }
 }
 
-type ExposeProblem = (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
-
-/** What a private daemon's trap handler gets on top of the usual: its user may `--expose` (adminUid), and an exposure
- * whose host port the daemon cannot bind as that user is refused at `appswitch run`, not left failing in the
- * gateway (then `gateway`'s own checks). */
-export function privateHandlerDeps(gateway: ExposeProblem | undefined, uid: number = process.getuid?.() ?? 0, start = unprivilegedPortStart()): { adminUid: number; exposeProblem: ExposeProblem } {
-  return {
-    adminUid: uid,
-    exposeProblem: (specs) => {
-      const low = specs.find((s) => s.hostPort < start);
-      if (low) return `host port ${low.hostPort} is below ${start}, which a private daemon (an ordinary user) cannot open`;
-      return gateway?.(specs);
-    },
-  };
+/** What a private daemon's trap handler gets on top of the usual: its user may `--expose` (AppRegistryDeps.adminUid);
+ * host ports below the unprivileged start are refused by the gateway (IngressDeps.minHostPort). */
+export function privateHandlerDeps(uid: number = process.getuid?.() ?? 0): { adminUid: number } {
+  return { adminUid: uid };
 }

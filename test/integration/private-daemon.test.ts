@@ -221,9 +221,23 @@ describe('a private daemon for an ordinary user', () => {
         return c.stdout === '200' ? c : undefined;
       }, 20_000, 300);
       expect(r?.stdout).toBe('200');
+      /* changes through the control API (root's on a system daemon) are the user's on its private daemon */
+      const apps = JSON.parse((await as(USER, ['node', CLI, 'get', 'apps', '--json'])).stdout) as Array<{ name: string | null; ip: string | null }>;
+      const vip = apps.find((a) => a.name === 'pub')?.ip;
+      expect(vip).toBeTruthy();
+      const exposed = await as(USER, ['node', CLI, 'expose', `${vip}:8080`, '--port', '18081']);
+      expect(exposed.code, exposed.stderr).toBe(0);
+      const second = await waitFor(async () => {
+        const c = await as(USER, ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:18081/made-here']);
+        return c.stdout === '200' ? c : undefined;
+      }, 20_000, 300);
+      expect(second?.stdout).toBe('200');
       const below = await runAs(USER, ['--expose', '80:8080'], ['true']);
       expect(below.code).not.toBe(0);
       expect(below.stderr).toMatch(/host port 80 is below 1024/);
+      const belowApi = await as(USER, ['node', CLI, 'expose', `${vip}:8080`, '--port', '80']);
+      expect(belowApi.code).not.toBe(0);
+      expect(belowApi.stderr).toMatch(/host port 80 is below 1024/);
     } finally {
       killTree(server, 'SIGTERM');
       await finish(server, 5000);
