@@ -310,6 +310,31 @@ describe('a private daemon for an ordinary user', () => {
     expect(again.stdout.trim()).toBe('false');
   });
 
+  it('appswitch up with no daemon running: starts the private one, runs the shop as the user, ports on localhost, down', async () => {
+    const shop = path.join(ROOT, 'examples/shop');
+    const up = await finish(spawnAs(USER, ['sh', '-c', `cd ${shop} && exec node ${CLI} up -d`], { NO_COLOR: '1' }), 120_000);
+    expect(up.code, up.stdout + up.stderr).toBe(0);
+    expect(up.stderr).toMatch(/starting a private daemon for uid/);
+    expect(up.stdout).toMatch(/project shop is up/);
+    /* every program of the project is the user's */
+    const rows = JSON.parse((await as(USER, ['node', CLI, 'ps', '-p', 'shop', '--json'])).stdout) as Array<{ name: string; state: string; pid: number }>;
+    expect(rows.map((r) => `${r.name}:${r.state}`).sort()).toEqual(['api-1:ready', 'api-2:ready', 'cache:ready', 'web:ready']);
+    for (const r of rows) expect(statSync(`/proc/${r.pid}`).uid).toBe(uid);
+    /* from the project, by name; and from the host (not under appswitch) at the exposed port, through the relay */
+    const inside = await runAs(USER, ['--project', 'shop'], ['curl', '-s', '-m', '5', '-f', 'http://web:8080/']);
+    expect(inside.code, inside.stderr).toBe(0);
+    expect(JSON.parse(inside.stdout)).toMatchObject({ visits: 1 });
+    const outside = await h.exec(['curl', '-s', '-m', '5', '-f', 'http://127.0.0.1:18080/']);
+    expect(outside.code, outside.stderr).toBe(0);
+    expect(JSON.parse(outside.stdout)).toMatchObject({ visits: 2 });
+    const down = await as(USER, ['node', CLI, 'down', '-p', 'shop'], {}, 60_000);
+    expect(down.code, down.stderr).toBe(0);
+    for (const r of rows) expect(existsSync(`/proc/${r.pid}`)).toBe(false);
+    const stop = await as(USER, privateApi('m.stopPrivateDaemon()'));
+    expect(stop.stdout.trim()).toBe('true');
+    await waitFor(() => processesOf(USER).length === 0, 10_000);
+  });
+
   it('appswitch daemon --private by hand; run finds it with no --socket; root gets no private daemon', async () => {
     daemon = spawnAs(USER, ['node', CLI, 'daemon', '--private']);
     await waitFor(async () => (await as(USER, ['node', CLI, 'status', '--json'])).code === 0, 15_000, 200);
