@@ -311,7 +311,7 @@ describe('attacks', () => {
       expect(r2.code).toBe(125);
       expect(r2.stderr).toContain(`its listener runs as uid ${uidOf(MEMBER)}, not root`);
       /* one connection (the second try; the first never connected), closed with nothing sent */
-      await waitFor(() => /closed|nothing|received/.test(out), 10_000);
+      await waitFor(() => /(closed|received) \d+\n|nothing\n/.test(out), 10_000); /* a whole line: the pipe may bring it in pieces */
       expect(out.trim().split('\n')).toEqual(['listening', 'closed 0']);
     } finally {
       killTree(fake, 'SIGKILL');
