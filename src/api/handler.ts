@@ -61,12 +61,15 @@ function sendError(res: ServerResponse, e: ApiError, close = false): void {
   sendJson(res, e.status, errorBody(e.code, e.message), e.headers, close);
 }
 
-/** The request's body, at most MAX_BODY_BYTES (413 beyond: the rest is not read, the connection closes). */
-function readBody(req: IncomingMessage): Promise<Buffer> {
+/** The request's body, at most MAX_BODY_BYTES (413 beyond: the rest is not read, the connection closes). A client
+ * that waits for `100 Continue` (curl does, for bodies over 1 KiB) gets it only now, when the body will be read:
+ * refused earlier, it never sends the body at all. */
+function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) {
     return Promise.reject(new ApiError('ERR_TOO_LARGE', `the body is longer than ${MAX_BODY_BYTES} bytes`));
   }
+  if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue();
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let size = 0;
@@ -151,7 +154,7 @@ export function createApiHandler(src: ApiSources, opts: ApiHandlerOptions): ApiH
       authorize(m, peer);
       let body: Buffer | undefined;
       if (m.route.body) {
-        body = await readBody(req);
+        body = await readBody(req, res);
         bodyLeft = false;
       }
       const r = decodeRequest(m, body, req.headers.accept);

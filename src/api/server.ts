@@ -47,6 +47,8 @@ export class ApiServer {
   ) {
     this.http = createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: limits.headersTimeoutMs, requireHostHeader: false });
     this.http.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
+    /* `Expect: 100-continue`: the handler sends the 100 when it reads the body (handler.ts readBody) */
+    this.http.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
     this.http.on('clientError', (e: NodeJS.ErrnoException, sock: net.Socket) => this.onClientError(e, sock));
   }
 

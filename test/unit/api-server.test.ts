@@ -251,6 +251,23 @@ describe('limits: nothing a client sends stops the server serving others', () =>
     expect(chunked.closed).toBe(true);
   });
 
+  it('Expect: 100-continue: a body over the limit is refused before it is sent; a good one is asked for', async () => {
+    const big = await raw(sockPath('control.sock'), ['POST /v1/exposures HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n'], 1000);
+    expect(big.out).toMatch(/^HTTP\/1\.1 413 /);
+    expect(big.out).not.toContain('100 Continue');
+    expect(big.closed).toBe(true);
+    const body = '{"vip":"10.0.0.5","port":80}';
+    const s = net.createConnection(sockPath('control.sock'));
+    let out = '';
+    s.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('100 Continue') && !out.includes('200 OK') && !s.writableEnded) s.end(body);
+    });
+    s.write(`POST /v1/exposures HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`);
+    await new Promise((r) => s.on('close', r));
+    expect(out).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
+  });
+
   it('headers over 16 KiB: 431 and close; a bad request line: 400 and close', async () => {
     const huge = await raw(sockPath('control.sock'), [`GET /v1/apps HTTP/1.1\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`], 1000);
     expect(huge.out).toMatch(/^HTTP\/1\.1 431/);
