@@ -189,16 +189,22 @@ export class ControlServer {
       sock.end(JSON.stringify({ id: 0, error: err('ERR_PERMISSION', `permission denied: ${why}`) }) + '\n');
       setTimeout(() => sock.destroy(), 2000).unref();
     };
+    /* the answer in the client's protocol: HTTP once its first bytes say so; newline JSON for anything else, and
+     * for a client that says nothing within 2 s (as before HTTP, when the answer went out at once) */
     if (!http) refuseJson();
-    else this.sniff(sock, (proto) => (proto === 'http' ? http.refuse(sock, why ?? 'refused') : refuseJson()));
+    else this.sniff(sock, (proto) => (proto === 'http' ? http.refuse(sock, why ?? 'refused') : refuseJson()), 2000, refuseJson);
     return false;
   }
 
   /** Reads until the first bytes tell the protocol (see sniffProtocol), then hands them back (unshifted, paused)
-   * and calls `then`; a connection silent for FIRST_BYTES_TIMEOUT_MS is closed. */
-  private sniff(sock: net.Socket, then: (proto: 'http' | 'json', head: Buffer) => void): void {
+   * and calls `then`; a connection silent for `timeoutMs` is closed (or given to `silent`). */
+  private sniff(sock: net.Socket, then: (proto: 'http' | 'json', head: Buffer) => void, timeoutMs = FIRST_BYTES_TIMEOUT_MS, silent?: () => void): void {
     let head: Buffer = Buffer.alloc(0);
-    const timer = setTimeout(() => sock.destroy(), FIRST_BYTES_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      done();
+      if (silent) silent();
+      else sock.destroy();
+    }, timeoutMs);
     timer.unref();
     const done = (): void => {
       clearTimeout(timer);
