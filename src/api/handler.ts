@@ -32,6 +32,8 @@ export interface ApiHandlerOptions {
    * (only with readOnly). */
   auth: 'peer' | 'token' | 'none';
   token?: string;
+  /** With auth 'peer': a uid besides root that may make changes (a private daemon's own user). */
+  adminUid?: number;
   /** Told when an event stream opens and closes (the count of open streams, the log). */
   streams?: StreamHooks;
   /** An unexpected exception answering a request (it answers ERR_INTERNAL). */
@@ -115,7 +117,7 @@ export function createApiHandler(src: ApiSources, opts: ApiHandlerOptions): ApiH
     if (!m.route.mutating) return;
     const what = `${m.route.method} ${m.route.path}`;
     if (opts.readOnly) throw new ApiError('ERR_PERMISSION', `${what} changes the application network: this listener is read-only (use the control socket, or --api-address with its token)`);
-    if (opts.auth === 'peer' && peer && peer.uid !== 0) {
+    if (opts.auth === 'peer' && peer && peer.uid !== 0 && peer.uid !== opts.adminUid) {
       const method = 'control' in m.route.target ? m.route.target.control : what;
       throw new ApiError('ERR_PERMISSION', `${method} changes the application network: it needs root, as \`appswitch run\` does`);
     }

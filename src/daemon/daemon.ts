@@ -388,6 +388,7 @@ export class Daemon {
       readOnly: false,
       auth,
       ...(token === undefined ? {} : { token }),
+      ...(this.cfg.private ? { adminUid: process.getuid?.() ?? 0 } : {}), /* as the newline protocol's ControlServer adminUid */
       onInternalError: this.internalErrors.reporter('control'),
       streams: {
         opened: () => log.debug({ streams: ++open, listener: auth === 'peer' ? 'socket' : 'tcp' }, 'event stream opened'),

@@ -302,6 +302,8 @@ describe('privilege', () => {
     const n = calls.length;
     expect((await call({ socketPath: root }, 'POST', '/v1/exposures', { body })).status).toBe(200);
     expect(calls.slice(n)).toEqual([{ method: 'expose', params: { vip: '10.0.0.5', port: 80 }, peer: ROOT }]);
+    const own = await httpSocket('private.sock', newApi({ readOnly: false, auth: 'peer', adminUid: MEMBER.uid }), MEMBER);
+    expect((await call({ socketPath: own }, 'POST', '/v1/exposures', { body })).status).toBe(200); /* a private daemon's own user */
   });
 
   it('a read-only listener refuses every mutating route with 403 and serves the rest', async () => {
