@@ -477,9 +477,10 @@ export class Daemon {
       await this.peers?.close();
       await this.gateways.stop();
       await this.dns?.close();
-      await this.control.close();
-      await this.api.close();
+      const controlClosed = this.control.close(); /* stops accepting; resolves when its connections are gone */
+      await this.api.close(); /* ends the HTTP ones (event streams never end by themselves) */
       await this.apiTcp?.close();
+      await controlClosed;
       await this.metricsServer?.close();
     } catch (e) {
       err = e;
