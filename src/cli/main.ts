@@ -66,6 +66,8 @@ async function runDaemon(cmd: Command): Promise<void> {
     egress: opts.egress as string | undefined,
     egressAllow: opts.egressAllow as string[] | undefined,
     egressRules: opts.egressRules as string | undefined,
+    apiAddress: opts.apiAddress as string | undefined,
+    apiTokenFile: opts.apiTokenFile as string | undefined,
   };
   let cfg;
   try {
@@ -223,6 +225,8 @@ export function buildCli(): Command {
     .option('--egress-allow <k=v=cidr>', 'egress policy: apps tagged K=V (or * for every app) may reach CIDR (repeatable; no rule at all: everything allowed)', collect, [])
     .option('--egress-rules <file>', 'egress policy rules file (YAML or JSON list of {tags, cidrs}); adds to --egress-allow')
     .option('--private', "an ordinary user's own daemon, no root needed: state in $XDG_RUNTIME_DIR/appswitch, node address 127.0.0.1, free ports above 1024, no cluster, no socket guard (docs/private-daemon.md)")
+    .option('--api-address <addr:port>', 'serve the HTTP control API over TCP too, token-authenticated, with root\'s privilege (default: off; e.g. 127.0.0.1:6463; see docs/api.md)')
+    .option('--api-token-file <file>', 'bearer token of --api-address (default: STATE-DIR/api.token, generated on the first start; required for a non-loopback address)')
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program

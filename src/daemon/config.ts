@@ -75,6 +75,10 @@ export interface DaemonConfig {
   /** An ordinary user's own daemon (`--private`, src/daemon/private-mode.ts): only its user (and root) may use its
    * sockets, programs run in a user namespace of the launcher's, no socket guard, no cluster. */
   private: boolean;
+  /** Where the HTTP API listens over TCP (`--api-address`, token-authenticated; docs/api.md); absent: no listener. */
+  apiAddress?: { host: string; port: number };
+  /** The TCP API's bearer token file (`--api-token-file`); absent: STATE-DIR/api.token, generated when missing. */
+  apiTokenFile?: string;
 }
 
 export interface DaemonFlags {
@@ -112,6 +116,8 @@ export interface DaemonFlags {
   egressRules?: string;
   /** `--private` (the other private defaults are filled in by private-mode.ts privateFlags). */
   private?: boolean;
+  apiAddress?: string;
+  apiTokenFile?: string;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -242,6 +248,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     throw new AppswitchError('ERR_CONFIG', '--gossip-plaintext and --gossip-key exclude each other: plaintext means no key');
   }
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
+  Object.assign(cfg, resolveApiListener(f));
   const taken = { '--gossip-port': cfg.gossipPort, '--peer-port': cfg.peerPort, '--dns-port': cfg.dnsPort, '--metrics-address': cfg.metricsAddress?.port };
   for (const [flag, p] of Object.entries(cfg.egressGateway ? taken : {})) {
     if (p === cfg.egressPort) throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is also ${flag}`);
@@ -287,4 +294,30 @@ export function parseMetricsAddress(s: string): { host: string; port: number } {
     throw new AppswitchError('ERR_CONFIG', `--metrics-address ${s} is not ADDR:PORT (e.g. 127.0.0.1:9464, [::1]:9464)`);
   }
   return { host: ipaddr.process(hp.host).toString(), port: hp.port };
+}
+
+/** `--api-address ADDR:PORT` and `--api-token-file FILE` (docs/api.md): a listener on a non-loopback address needs
+ * a token file the operator made (a token generated into the state directory, often a tmpfs, would change at every
+ * reboot, and remote tools would then be handed a new secret each time: exposing the API off the host must be a
+ * deliberate act); a token file without a listener is a mistake. */
+export function resolveApiListener(f: Pick<DaemonFlags, 'apiAddress' | 'apiTokenFile'>): Pick<DaemonConfig, 'apiAddress' | 'apiTokenFile'> {
+  const out: Pick<DaemonConfig, 'apiAddress' | 'apiTokenFile'> = {};
+  if (f.apiTokenFile !== undefined) {
+    if (f.apiAddress === undefined) throw new AppswitchError('ERR_CONFIG', '--api-token-file needs --api-address (the token guards the TCP listener)');
+    out.apiTokenFile = path.resolve(f.apiTokenFile);
+  }
+  if (f.apiAddress === undefined) return out;
+  const hp = tryParseAddress(f.apiAddress);
+  if (!hp || !ipaddr.isValid(hp.host)) {
+    throw new AppswitchError('ERR_CONFIG', `--api-address ${f.apiAddress} is not ADDR:PORT (e.g. 127.0.0.1:6463, [::1]:6463)`);
+  }
+  const host = ipaddr.process(hp.host).toString();
+  if (ipaddr.parse(host).range() !== 'loopback' && out.apiTokenFile === undefined) {
+    throw new AppswitchError(
+      'ERR_CONFIG',
+      `--api-address ${f.apiAddress} is not a loopback address: give the token with --api-token-file FILE (make one: openssl rand -hex 32 > FILE; chmod 600 FILE), see docs/api.md`,
+    );
+  }
+  out.apiAddress = { host, port: hp.port };
+  return out;
 }

@@ -27,6 +27,32 @@ export type ControlHandler = (req: ControlRequest, peer?: PeerCredentials) => un
 /** Decides whether a peer may use the API: undefined = yes, else the reason (sent back as ERR_PERMISSION). */
 export type ControlAdmit = (peer: PeerCredentials) => string | undefined;
 
+/** Serves the connections that speak HTTP (src/api/server.ts ApiServer): `serve` once the first bytes showed an
+ * HTTP request line (`head`: those bytes, read again by the parser), `refuse` for a peer admission refused. */
+export interface HttpTakeover {
+  serve(sock: net.Socket, head: Buffer, peer?: PeerCredentials): void;
+  refuse(sock: net.Socket, why: string): void;
+}
+
+/** A connection that has sent nothing to tell its protocol by within this time is closed. */
+export const FIRST_BYTES_TIMEOUT_MS = 30_000;
+/** Request methods that make a connection HTTP (the first bytes `METHOD `); anything else is newline JSON. */
+const HTTP_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS', 'CONNECT', 'TRACE'].map((m) => Buffer.from(`${m} `));
+
+/** What a connection's first bytes say, leading white space skipped: 'http' (an HTTP request line starts), 'json'
+ * (anything else: today's protocol, which answers garbage with its errors), or undefined (too few bytes yet). */
+export function sniffProtocol(head: Buffer): 'http' | 'json' | undefined {
+  let i = 0;
+  while (i < head.length && (head[i] === 32 || head[i] === 9 || head[i] === 10 || head[i] === 13)) i++;
+  const rest = head.subarray(i);
+  if (rest.length === 0) return undefined;
+  for (const m of HTTP_METHODS) {
+    const n = Math.min(m.length, rest.length);
+    if (rest.subarray(0, n).equals(m.subarray(0, n))) return n === m.length ? 'http' : undefined;
+  }
+  return 'json';
+}
+
 /** Control connections served at once; more are closed at accept. */
 const MAX_CONNECTIONS = 256;
 /** Stop reading a client's requests while this much of our output to it is unread. */
@@ -94,6 +120,8 @@ export class ControlServer {
   onInternalError: InternalErrorReporter = (what, e) => this.log.error({ err: e }, `control: ${what} failed`);
   /** Requests answered and requests refused, since start. */
   readonly stats = { requests: 0, errors: 0, refusedPeers: 0 };
+  /** Who serves the connections that speak HTTP; without it every connection is newline JSON (as before HTTP). */
+  http?: HttpTakeover;
 
   constructor(
     private readonly handle: ControlHandler,
@@ -153,12 +181,47 @@ export class ControlServer {
     }
     if (why === undefined && peer) return peer;
     this.stats.refusedPeers++;
-    /* read and discard what the client sends until it closes: closing with its request unread would reset the
-     * connection (unix(7)) before the client reads the answer */
-    sock.resume();
-    sock.end(JSON.stringify({ id: 0, error: err('ERR_PERMISSION', `permission denied: ${why}`) }) + '\n');
-    setTimeout(() => sock.destroy(), 2000).unref();
+    const http = this.http;
+    const refuseJson = (): void => {
+      /* read and discard what the client sends until it closes: closing with its request unread would reset the
+       * connection (unix(7)) before the client reads the answer */
+      sock.resume();
+      sock.end(JSON.stringify({ id: 0, error: err('ERR_PERMISSION', `permission denied: ${why}`) }) + '\n');
+      setTimeout(() => sock.destroy(), 2000).unref();
+    };
+    /* the answer in the client's protocol: HTTP once its first bytes say so; newline JSON for anything else, and
+     * for a client that says nothing within 2 s (as before HTTP, when the answer went out at once) */
+    if (!http) refuseJson();
+    else this.sniff(sock, (proto) => (proto === 'http' ? http.refuse(sock, why ?? 'refused') : refuseJson()), 2000, refuseJson);
     return false;
+  }
+
+  /** Reads until the first bytes tell the protocol (see sniffProtocol), then hands them back (unshifted, paused)
+   * and calls `then`; a connection silent for `timeoutMs` is closed (or given to `silent`). */
+  private sniff(sock: net.Socket, then: (proto: 'http' | 'json', head: Buffer) => void, timeoutMs = FIRST_BYTES_TIMEOUT_MS, silent?: () => void): void {
+    let head: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      done();
+      if (silent) silent();
+      else sock.destroy();
+    }, timeoutMs);
+    timer.unref();
+    const done = (): void => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.off('close', onClose);
+    };
+    const onClose = (): void => done();
+    const onData = (chunk: Buffer): void => {
+      head = head.length ? Buffer.concat([head, chunk]) : chunk;
+      const proto = sniffProtocol(head);
+      if (proto === undefined && head.length < 64 * 1024) return; /* only white space (or a method's first letters) yet */
+      done();
+      sock.pause();
+      then(proto ?? 'json', head);
+    };
+    sock.on('data', onData);
+    sock.on('close', onClose);
   }
 
   private serve(sock: net.Socket): void {
@@ -166,6 +229,19 @@ export class ControlServer {
     const admitted = this.admitted(sock);
     if (admitted === false) return;
     const peer = admitted ?? undefined;
+    const http = this.http;
+    if (!http) {
+      this.serveJson(sock, peer, undefined);
+      return;
+    }
+    this.sniff(sock, (proto, head) => {
+      if (proto === 'http') http.serve(sock, head, peer);
+      else this.serveJson(sock, peer, head);
+    });
+  }
+
+  /** Today's protocol: newline-delimited JSON requests, one answer per line. `head`: bytes already read. */
+  private serveJson(sock: net.Socket, peer: PeerCredentials | undefined, head: Buffer | undefined): void {
     const parts: Buffer[] = [];
     let size = 0;
     /** Skipping the rest of an over-long line. */
@@ -206,6 +282,10 @@ export class ControlServer {
         start = nl + 1;
       }
     };
+    if (head) {
+      guard(this.onInternalError, 'reading a control request', () => onData(head), () => sock.destroy());
+      sock.resume();
+    }
   }
 
   private answer(line: Buffer, peer: PeerCredentials | undefined): ControlResponse {

@@ -22,7 +22,7 @@ import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { applyDecided } from '../trap/decided.js';
 import { DecisionTable } from '../trap/decision-table.js';
-import { AccessControl } from './access.js';
+import { AccessControl, type PeerCredentials } from './access.js';
 import type { DaemonConfig } from './config.js';
 import type { AppView, ControlRequest, InfoResult, MemberView, NameConflictView, ServiceView, StatusResult } from './control-protocol.js';
 import { Cluster } from './cluster.js';
@@ -46,6 +46,10 @@ import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
 import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
+import { type ApiSources, createApiHandler } from '../api/handler.js';
+import { ApiServer } from '../api/server.js';
+import { resolveApiToken } from '../api/token.js';
+import { unavailableEdges, unavailableEvents } from '../api/unavailable.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -109,6 +113,15 @@ export class Daemon {
   private lock?: StateDirLock;
   /** Ingress and egress (see gateways.ts). */
   readonly gateways: Gateways;
+  /** What the HTTP API serves (src/api): the control calls, events and edges. The events and edges are stand-ins
+   * (unavailable*) until the daemon has an event bus and edge table. */
+  readonly apiSources: ApiSources;
+  /** HTTP on the control socket (handed over by the control server). */
+  private readonly api: ApiServer;
+  /** The TCP API listener (`--api-address`), once started. */
+  private apiTcp?: ApiServer;
+  /** Where the TCP API listens ("host:port"), once started. */
+  apiAddress?: string;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -246,6 +259,13 @@ export class Daemon {
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'), cfg.private ? process.getuid?.() : undefined);
     this.control.onInternalError = this.internalErrors.reporter('control');
+    this.apiSources = {
+      control: (method, params, peer) => this.onControl({ id: 0, method, params }, peer),
+      events: unavailableEvents(),
+      edges: unavailableEdges(cfg.nodeName),
+    };
+    this.api = this.apiServer('peer');
+    this.control.http = this.api;
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
   }
 
@@ -304,6 +324,7 @@ export class Daemon {
     this.access.secure(this.cfg.trapSocket);
     await this.control.listen(this.cfg.controlSocket, (p) => this.access.secure(p));
     this.control.onError = (e) => this.serverError('control', e);
+    await this.startApiListener();
     this.peers.onError = (e) => this.serverError('peer API', e);
     this.sweepTimer = setInterval(() => void this.sweep().catch((e: unknown) => this.internalErrors.report('daemon', 'the sweep', e)), this.cfg.sweepIntervalMs);
     this.sweepTimer.unref();
@@ -357,6 +378,45 @@ export class Daemon {
         'private daemon: only this user (and root) may use it; no socket guard (it needs root; the programs run as this user anyway), no cluster (gossip on loopback only), programs in user namespaces of their launchers (docs/private-daemon.md)',
       );
     }
+  }
+
+  /** An HTTP API server for the control socket ('peer': SO_PEERCRED decides) or the TCP listener ('token'). */
+  private apiServer(auth: 'peer' | 'token', token?: string): ApiServer {
+    const log = this.log.child({ module: 'api' });
+    let open = 0;
+    const handler = createApiHandler(this.apiSources, {
+      readOnly: false,
+      auth,
+      ...(token === undefined ? {} : { token }),
+      ...(this.cfg.private ? { adminUid: process.getuid?.() ?? 0 } : {}), /* as the newline protocol's ControlServer adminUid */
+      onInternalError: this.internalErrors.reporter('control'),
+      streams: {
+        opened: () => log.debug({ streams: ++open, listener: auth === 'peer' ? 'socket' : 'tcp' }, 'event stream opened'),
+        closed: (why) => log.debug({ streams: --open, listener: auth === 'peer' ? 'socket' : 'tcp', why }, 'event stream closed'),
+      },
+    });
+    return new ApiServer(handler, log);
+  }
+
+  /** `--api-address`: the HTTP API over TCP, with the bearer token (logged by file, never by value). */
+  private async startApiListener(): Promise<void> {
+    const at = this.cfg.apiAddress;
+    if (!at) return;
+    const t = resolveApiToken(this.cfg);
+    const how = { flag: 'from --api-token-file', 'state-dir': 'from the state directory', generated: 'generated on this first start' }[t.source];
+    this.log.info({ apiTokenFile: t.file, source: t.source }, `API token ${how}`);
+    if (t.looseMode) this.log.warn({ apiTokenFile: t.file, mode: t.looseMode }, 'the API token file is readable by other users: chmod 600 it');
+    this.apiTcp = this.apiServer('token', t.token);
+    this.apiTcp.onError = (e) => this.serverError('API', e);
+    const shown = at.host.includes(':') ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
+    try {
+      this.apiAddress = await this.apiTcp.listenTcp(at.host, at.port);
+    } catch (e) {
+      throw new AppswitchError('ERR_CONFIG', `--api-address ${shown}: ${(e as Error).message}`);
+    }
+    const loopback = at.host === '::1' || at.host.startsWith('127.');
+    this.log.info({ apiAddress: this.apiAddress }, 'HTTP API listening over TCP (bearer token; root\'s privilege)');
+    if (!loopback) this.log.warn({ apiAddress: this.apiAddress }, 'the TCP API is plain HTTP: the token crosses the network readable; reach it through an SSH tunnel or a TLS proxy');
   }
 
   /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
@@ -417,7 +477,10 @@ export class Daemon {
       await this.peers?.close();
       await this.gateways.stop();
       await this.dns?.close();
-      await this.control.close();
+      const controlClosed = this.control.close(); /* stops accepting; resolves when its connections are gone */
+      await this.api.close(); /* ends the HTTP ones (event streams never end by themselves) */
+      await this.apiTcp?.close();
+      await controlClosed;
       await this.metricsServer?.close();
     } catch (e) {
       err = e;
@@ -486,6 +549,11 @@ export class Daemon {
     if (metrics && metrics.host !== c.nodeAddress) { /* the metrics endpoint may listen on another address of this host */
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
+    }
+    const api = c.apiAddress; /* the TCP API (token or not, programs have no business there) */
+    if (api) {
+      const hosts = api.host === '0.0.0.0' || api.host === '::' ? localAddresses() : [api.host];
+      for (const address of hosts) doors.push({ address, proto: 'tcp', low: api.port, high: api.port, kind: 'api' });
     }
     doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
@@ -573,7 +641,7 @@ export class Daemon {
     return (this.cluster?.conflicts() ?? []).map((c) => ({ address: c.otherAddress, since: new Date(c.since).toISOString() }));
   }
 
-  private onControl(req: ControlRequest): unknown {
+  private onControl(req: ControlRequest, _peer?: PeerCredentials): unknown {
     switch (req.method) {
       case 'info':
         return this.info(req.params?.project as string | undefined);
