@@ -45,6 +45,15 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { EventBus, isEventType } from '../events/bus.js';
+import { EdgeStore } from '../events/edges.js';
+import { ClusterEdges } from '../events/edge-cluster.js';
+import { MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
+import { SeriesTable } from '../events/edge-series.js';
+import { appRef, DecisionRecorder } from '../events/recorder.js';
+import { pipeEvents } from '../events/stream.js';
+import { ControlStream } from './control.js';
+import { ControlCallError } from './control-protocol.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -108,6 +117,14 @@ export class Daemon {
   private lock?: StateDirLock;
   /** Ingress and egress (see gateways.ts). */
   readonly gateways: Gateways;
+  /** Every decision as an event (src/events/bus.ts): the EventSource of the HTTP API and the control socket. */
+  readonly events: EventBus;
+  /** This node's edges (src/events/edges.ts), and the EdgeSource over the cluster (edge-cluster.ts). */
+  readonly edgeStore: EdgeStore;
+  readonly edges: ClusterEdges;
+  /** Turns decisions into events and edge counts (the trap side's ConnectObserver). */
+  private readonly recorder: DecisionRecorder;
+  private edgeTimer?: NodeJS.Timeout;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -127,14 +144,16 @@ export class Daemon {
     }));
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
+    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.setUpEvents());
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
     const stale = (): void => (byEndpoint = undefined);
     this.table.on('added', stale);
     this.table.on('removed', stale);
     this.connections = new ConnectionTracker((ep) => {
-      byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node }]));
+      byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node, vip: e.vip, port: e.port }]));
       return byEndpoint.get(ep);
     });
+    this.connections.observer = this.recorder;
     const policy = defaultPolicy();
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
      * is alive (the handler, the decision table, the forwarder). */
@@ -198,6 +217,7 @@ export class Daemon {
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      observer: this.recorder,
     });
     this.decisions = new DecisionTable(
       native,
@@ -228,6 +248,10 @@ export class Daemon {
         internalErrors: () => this.internalErrors.snapshot(),
         ingress: () => ({ ...this.gateways.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
         egress: () => this.gateways.egressMetrics(),
+        edges: () => {
+          this.refreshActive();
+          return this.edgeStore.series();
+        },
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -239,12 +263,50 @@ export class Daemon {
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
     this.trap.onServiceUp = () => this.decisions.flush();
-    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
+    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table, observer: this.recorder };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
     this.control.onInternalError = this.internalErrors.reporter('control');
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
+  }
+
+  /** The event bus, the edges and the recorder that feeds both from the decisions (src/events); the app directory,
+   * the service table and (once up) the cluster report to it. */
+  private setUpEvents(): { events: EventBus; edgeStore: EdgeStore; edges: ClusterEdges; recorder: DecisionRecorder } {
+    const node = this.cfg.nodeName;
+    const events = new EventBus(node);
+    const serviceName = (vip: string, port: number): string | null =>
+      this.table.lookup({ vip, port, proto: 'tcp' })[0]?.name ?? this.table.lookup({ vip, port, proto: 'udp' })[0]?.name ?? this.directory.nameOf(vip) ?? this.vservices.nameOf(vip) ?? null;
+    const edgeStore = new EdgeStore({
+      client: (appId) => {
+        const a = this.directory.get(appId) ?? this.handler?.apps.get(appId);
+        return a ? appRef({ id: appId, node, identity: a.identity, name: a.name }) : undefined;
+      },
+      serviceName,
+      series: new SeriesTable(this.cfg.metricsMaxSeries),
+    });
+    const recorder = new DecisionRecorder({ node, bus: events, edges: edgeStore, app: (id) => this.directory.get(id), serviceName });
+    this.directory.on('added', (a) => recorder.appStarted(a));
+    this.directory.on('removed', (a) => recorder.appEnded(a));
+    this.table.on('added', (e) => recorder.serviceUp(e));
+    this.table.on('removed', (e) => recorder.serviceDown(e));
+    const edges = new ClusterEdges({
+      node,
+      local: (limit) => {
+        this.refreshActive();
+        return edgeStore.views(Date.now(), limit);
+      },
+      members: () =>
+        (this.cluster?.daemons() ?? []).filter((d) => d.node !== node && (d.state === 'alive' || d.state === 'suspect')).map((d) => ({ name: d.node, address: d.address })),
+      ask: (address, member, timeoutMs) => this.peers?.edges(address, member, timeoutMs) ?? Promise.resolve(undefined),
+    });
+    return { events, edgeStore, edges, recorder };
+  }
+
+  /** Sets the edges' open connections from the connection tracker. */
+  private refreshActive(): void {
+    this.edgeStore.setActive((visit) => this.connections.forEachOut(visit));
   }
 
   async start(): Promise<void> {
@@ -282,6 +344,7 @@ export class Daemon {
     cluster.on('nodes', () => this.decisions.invalidate()); /* a node dead or back: its instances' health */
     cluster.ml.on('change', () => this.decisions.invalidate());
     cluster.on('nodes', guarded(this.internalErrors.reporter('daemon'), 'refreshing the closed doors', () => this.refreshDoors()));
+    cluster.on('member', (m) => this.recorder.memberState(m));
     this.refreshDoors();
     this.peers = new PeerApi(
       this.cfg.peerPort,
@@ -293,6 +356,10 @@ export class Daemon {
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
     this.peers.onPush = (peer, records) => this.gateways.pushed.receive(peer, records);
+    this.peers.onEdges = () => {
+      this.refreshActive();
+      return this.edgeStore.views(Date.now(), MAX_EDGES_PER_ANSWER);
+    };
     await this.peers.listen(this.cfg.nodeAddress);
     await this.gateways.start();
     await this.startDns();
@@ -317,6 +384,14 @@ export class Daemon {
     }
     this.rateTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => this.sampleTraps()), 1000);
     this.rateTimer.unref();
+    this.edgeTimer = setInterval(
+      guarded(this.internalErrors.reporter('daemon'), 'forgetting idle edges', () => {
+        this.refreshActive();
+        this.edgeStore.prune(Date.now());
+      }),
+      60_000,
+    );
+    this.edgeTimer.unref();
     const c = this.cfg;
     this.log.info(
       {
@@ -396,6 +471,8 @@ export class Daemon {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.rateTimer) clearInterval(this.rateTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);
+    if (this.edgeTimer) clearInterval(this.edgeTimer);
+    this.events.closeAll();
     let err: unknown;
     try {
       this.gateways.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
@@ -479,6 +556,7 @@ export class Daemon {
     }
     doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
+    if (this.gateways) this.recorder.exposures(this.gateways.ingress.list()); /* exposure.changed events */
     this.vservices.refresh(); /* a backend may have become a member's door */
   }
 
@@ -604,7 +682,20 @@ export class Daemon {
         return s;
       }
       case 'connections':
-        return this.connections.list();
+        return this.connections.list().map((c) => ({ ...c, clientName: this.directory.get(c.clientApp)?.name ?? null, serverName: c.serverApp ? (this.directory.get(c.serverApp)?.name ?? null) : null }));
+      case 'edges': {
+        const scope = req.params?.scope ?? 'cluster';
+        if (scope !== 'node' && scope !== 'cluster') throw new ControlCallError('ERR_BAD_PARAMS', 'edges: "scope" must be node or cluster');
+        return this.edges.edges(scope);
+      }
+      case 'events': {
+        const p = req.params ?? {};
+        const types = p.types as string[] | undefined;
+        const bad = types?.find((t) => !isEventType(t));
+        if (bad !== undefined) throw new ControlCallError('ERR_BAD_PARAMS', `events: unknown event type "${bad.slice(0, 64)}"`);
+        const opts = { app: p.app as string | undefined, types: types?.filter(isEventType), maxBuffered: p.maxBuffered as number | undefined };
+        return new ControlStream('events', (sock) => pipeEvents(this.events.subscribe(opts), sock));
+      }
       case 'exposures':
       case 'expose':
       case 'unexpose':
