@@ -16,6 +16,7 @@ import { addComposeCommands } from './compose.js';
 import { addKeygenCommand } from './keygen.js';
 import { runnableLauncher } from './launcher.js';
 import { addOpsCommands } from './ops.js';
+import { addEventsCommand } from './events.js';
 import { addIngressCommands } from './ingress.js';
 import { addVserviceCommands } from './vservice.js';
 import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
@@ -242,6 +243,7 @@ export function buildCli(): Command {
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   addOpsCommands(program);
+  addEventsCommand(program);
   addIngressCommands(program);
   addVserviceCommands(program);
   addKeygenCommand(program);
