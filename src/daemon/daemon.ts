@@ -295,7 +295,7 @@ export class Daemon {
       node,
       local: (limit) => {
         this.refreshActive();
-        return edgeStore.views(Date.now(), limit);
+        return edgeStore.views(limit);
       },
       members: () =>
         (this.cluster?.daemons() ?? []).filter((d) => d.node !== node && (d.state === 'alive' || d.state === 'suspect')).map((d) => ({ name: d.node, address: d.address })),
@@ -304,8 +304,9 @@ export class Daemon {
     return { events, edgeStore, edges, recorder };
   }
 
-  /** Sets the edges' open connections from the connection tracker. */
+  /** Brings the edges' clock to now and sets their open connections from the connection tracker. */
   private refreshActive(): void {
+    this.edgeStore.tick(Date.now());
     this.edgeStore.setActive((visit) => this.connections.forEachOut(visit));
   }
 
@@ -358,7 +359,7 @@ export class Daemon {
     this.peers.onPush = (peer, records) => this.gateways.pushed.receive(peer, records);
     this.peers.onEdges = () => {
       this.refreshActive();
-      return this.edgeStore.views(Date.now(), MAX_EDGES_PER_ANSWER);
+      return this.edgeStore.views(MAX_EDGES_PER_ANSWER);
     };
     await this.peers.listen(this.cfg.nodeAddress);
     await this.gateways.start();
@@ -382,12 +383,18 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
-    this.rateTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => this.sampleTraps()), 1000);
+    this.rateTimer = setInterval(
+      guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => {
+        this.sampleTraps();
+        this.edgeStore.tick(Date.now()); /* the edges' clock: their hot path reads no clock of its own */
+      }),
+      1000,
+    );
     this.rateTimer.unref();
     this.edgeTimer = setInterval(
       guarded(this.internalErrors.reporter('daemon'), 'forgetting idle edges', () => {
         this.refreshActive();
-        this.edgeStore.prune(Date.now());
+        this.edgeStore.prune();
       }),
       60_000,
     );

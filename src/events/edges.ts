@@ -2,14 +2,16 @@
  * Each node owns the edges of its own clients (a connect is decided, and counted, on the client's node), so the
  * cluster's edges are the union of every node's, with nothing counted twice (see edge-cluster.ts).
  *
- * The hot path (record*) costs no system call and no allocation on an edge that exists: the edge is found through
- * nested Maps keyed by values the caller already holds (the app id, the service's vip string and port number), its
- * counters are numbers and its per-second rate buckets typed arrays. Objects are built only the first time an edge is
- * seen, and when a view is asked for.
+ * The hot path (connected, refused, denied) costs no system call and no allocation on an edge that exists: the edge is
+ * found through nested Maps keyed by values the caller already holds (the app id, the service's vip string and port
+ * number), its counters are small integers and its per-second rate buckets typed arrays, and it reads no clock: the
+ * store keeps whole seconds since it was made, advanced by tick() (the daemon calls it every second), so no time value
+ * (a double, which V8 would box) is made per connection. Objects are built only the first time an edge is seen, and
+ * when a view is asked for.
  *
  * Bounds: at most `maxEdges` edges (default 10000); past it, a new (client, service) pair is counted in one `other`
  * edge per client app (service vip "other", port 0). An edge idle for `idleMs` (default 10 min) with no connection
- * open is forgotten. Pure: the clock is passed in. */
+ * open is forgotten. Pure: the time comes through tick(). */
 import { type EdgeSeries, OTHER, SeriesTable } from './edge-series.js';
 import type { AppRef, EdgeView, ServiceRef } from './types.js';
 
@@ -30,6 +32,8 @@ export interface EdgeStoreDeps {
   idleMs?: number;
   /** Prometheus series (bounded: see edge-series.ts); default: a table of DEFAULT_MAX_SERIES. */
   series?: SeriesTable;
+  /** The time now (ms since the epoch), read once: the store's seconds count from it. Default Date.now. */
+  now?: () => number;
 }
 
 /** One edge. Counters only grow; `active` is recomputed from the open connections when a view is built. */
@@ -40,27 +44,27 @@ export class Edge {
   denied = 0;
   fastpath = 0;
   tcp = 0;
+  /** The store's second (see EdgeStore.tick) when it was last counted. */
   lastSeen: number;
   /** Allowed connections per second, in a ring of RATE_SECONDS buckets, each stamped with its second. */
   private readonly buckets = new Uint32Array(RATE_SECONDS);
-  private readonly bucketSecond = new Float64Array(RATE_SECONDS).fill(-1);
+  private readonly bucketSecond = new Int32Array(RATE_SECONDS).fill(-1);
 
   constructor(
     readonly client: AppRef,
     readonly service: ServiceRef,
     readonly series: EdgeSeries,
-    now: number,
+    sec: number,
   ) {
-    this.lastSeen = now;
+    this.lastSeen = sec;
   }
 
-  connected(fast: boolean, now: number): void {
+  connected(fast: boolean, sec: number): void {
     this.connections++;
     if (fast) this.fastpath++;
     else this.tcp++;
     this.series.connections++;
-    this.lastSeen = now;
-    const sec = Math.floor(now / 1000);
+    this.lastSeen = sec;
     const i = sec % RATE_SECONDS;
     if (this.bucketSecond[i] !== sec) {
       this.bucketSecond[i] = sec;
@@ -69,21 +73,20 @@ export class Edge {
     this.buckets[i] = (this.buckets[i] as number) + 1;
   }
 
-  refusedOne(now: number): void {
+  refusedOne(sec: number): void {
     this.refused++;
     this.series.refused++;
-    this.lastSeen = now;
+    this.lastSeen = sec;
   }
 
-  deniedOne(now: number): void {
+  deniedOne(sec: number): void {
     this.denied++;
     this.series.denied++;
-    this.lastSeen = now;
+    this.lastSeen = sec;
   }
 
   /** New connections per second over the last RATE_SECONDS seconds (the current one included). */
-  rate(now: number): number {
-    const sec = Math.floor(now / 1000);
+  rate(sec: number): number {
     let n = 0;
     for (let i = 0; i < RATE_SECONDS; i++) {
       const s = this.bucketSecond[i] as number;
@@ -92,18 +95,19 @@ export class Edge {
     return Math.round((n / RATE_SECONDS) * 100) / 100;
   }
 
-  view(now: number): EdgeView {
+  /** The view at the store's second `sec`; `base` is the store's second 0 in ms since the epoch. */
+  view(sec: number, base: number): EdgeView {
     return {
       client: { ...this.client },
       service: { ...this.service },
       connections: this.connections,
       active: this.active,
-      ratePerSecond: this.rate(now),
+      ratePerSecond: this.rate(sec),
       refused: this.refused,
       denied: this.denied,
       fastpath: this.fastpath,
       tcp: this.tcp,
-      lastSeen: new Date(this.lastSeen).toISOString(),
+      lastSeen: new Date(base + this.lastSeen * 1000).toISOString(),
     };
   }
 }
@@ -125,10 +129,26 @@ export class EdgeStore {
   /** New pairs counted in an `other` edge because the table was full. */
   overflowed = 0;
 
+  /** Second 0 of the store, in ms since the epoch; and the current second since then (tick()). */
+  private readonly base: number;
+  private sec = 0;
+
   constructor(private readonly deps: EdgeStoreDeps) {
     this.maxEdges = Math.max(1, deps.maxEdges ?? DEFAULT_MAX_EDGES);
     this.idleMs = deps.idleMs ?? DEFAULT_IDLE_MS;
     this.seriesTable = deps.series ?? new SeriesTable();
+    this.base = Math.floor((deps.now ?? Date.now)() / 1000) * 1000;
+  }
+
+  /** Advances the store's clock to `nowMs` (never back): the daemon calls it every second, views call it first. */
+  tick(nowMs: number): void {
+    const s = Math.floor((nowMs - this.base) / 1000);
+    if (s > this.sec) this.sec = s;
+  }
+
+  /** The store's current second (since it was made). */
+  get second(): number {
+    return this.sec;
   }
 
   /** Edges held (the `other` edges included). */
@@ -138,13 +158,14 @@ export class EdgeStore {
 
   /** The edge of (appId -> vip:port), created the first time (or the client's `other` edge past the cap); undefined
    * when the client app is unknown. */
-  private edge(appId: string, vip: string, port: number, now: number): Edge | undefined {
+  private edge(appId: string, vip: string, port: number): Edge | undefined {
     const e = this.byApp.get(appId)?.get(vip)?.get(port);
     if (e) return e;
-    return this.create(appId, vip, port, now);
+    return this.create(appId, vip, port);
   }
 
-  private create(appId: string, vip: string, port: number, now: number): Edge | undefined {
+  private create(appId: string, vip: string, port: number): Edge | undefined {
+    const now = this.sec;
     const full = this.count >= this.maxEdges;
     const other = full ? this.others.get(appId) : undefined;
     if (other) { /* the common case past the cap: no look-up, nothing built */
@@ -176,18 +197,18 @@ export class EdgeStore {
   }
 
   /** A connection of client app `appId` to vip:port was set up (over the fast path or TCP). */
-  connected(appId: string, vip: string, port: number, fast: boolean, now: number): void {
-    this.edge(appId, vip, port, now)?.connected(fast, now);
+  connected(appId: string, vip: string, port: number, fast: boolean): void {
+    this.edge(appId, vip, port)?.connected(fast, this.sec);
   }
 
   /** A connect of `appId` to vip:port was refused (no instance answered, or none serves it). */
-  refused(appId: string, vip: string, port: number, now: number): void {
-    this.edge(appId, vip, port, now)?.refusedOne(now);
+  refused(appId: string, vip: string, port: number): void {
+    this.edge(appId, vip, port)?.refusedOne(this.sec);
   }
 
   /** A connect of `appId` to vip:port was denied by policy. */
-  denied(appId: string, vip: string, port: number, now: number): void {
-    this.edge(appId, vip, port, now)?.deniedOne(now);
+  denied(appId: string, vip: string, port: number): void {
+    this.edge(appId, vip, port)?.deniedOne(this.sec);
   }
 
   /** Sets every edge's `active` from the open connections (`forEach` visits each: client app id, "vip:port"). */
@@ -201,10 +222,10 @@ export class EdgeStore {
     });
   }
 
-  /** Forgets edges idle for idleMs with no connection open (call setActive first). Returns how many went. */
-  prune(now: number): number {
+  /** Forgets edges idle for idleMs with no connection open (call tick and setActive first). Returns how many went. */
+  prune(): number {
     let n = 0;
-    const old = now - this.idleMs;
+    const old = this.sec - Math.ceil(this.idleMs / 1000);
     for (const [appId, byVip] of this.byApp) {
       for (const [vip, byPort] of byVip) {
         for (const [port, e] of byPort) {
@@ -233,11 +254,11 @@ export class EdgeStore {
   }
 
   /** Views of the edges, most recently seen first, at most `limit`; `truncated` when some were left out. */
-  views(now: number, limit = Infinity): { edges: EdgeView[]; truncated: boolean } {
+  views(limit = Infinity): { edges: EdgeView[]; truncated: boolean } {
     const all = [...this.edges()];
     all.sort((a, b) => b.lastSeen - a.lastSeen);
     const kept = all.length > limit ? all.slice(0, limit) : all;
-    return { edges: kept.map((e) => e.view(now)), truncated: kept.length < all.length };
+    return { edges: kept.map((e) => e.view(this.sec, this.base)), truncated: kept.length < all.length };
   }
 
   /** The Prometheus series, with `active` summed from the edges (call setActive first). */

@@ -52,7 +52,6 @@ export interface RecorderDeps {
   app: (appId: string) => AppInfo | undefined;
   /** A service's name: its app's, or its virtual service's; null when it has none. */
   serviceName: (vip: string, port: number) => string | null;
-  now?: () => number;
 }
 
 const REFUSED_DETAIL: Record<RefusedWhy, string> = {
@@ -66,13 +65,10 @@ export function appRef(a: AppInfo): AppRef {
 }
 
 export class DecisionRecorder implements ConnectObserver {
-  private readonly now: () => number;
   /** Exposures as last seen ("vip:port/hostPort" -> state), to tell what changed. */
   private exposuresSeen = new Map<string, ExposureInfo>();
 
-  constructor(private readonly deps: RecorderDeps) {
-    this.now = deps.now ?? Date.now;
-  }
+  constructor(private readonly deps: RecorderDeps) {}
 
   private clientOf(app: AppRecord): AppRef {
     return { app: app.id, name: app.name ?? null, identity: app.identity, node: this.deps.node };
@@ -83,7 +79,7 @@ export class DecisionRecorder implements ConnectObserver {
   }
 
   allowed(appId: string, identity: string, vip: string, port: number, path: 'tcp' | 'fastpath', endpoint: string): void {
-    this.deps.edges.connected(appId, vip, port, path === 'fastpath', this.now());
+    this.deps.edges.connected(appId, vip, port, path === 'fastpath');
     if (!this.deps.bus.hasSubscribers) return;
     const a = this.deps.app(appId);
     const client = a ? appRef(a) : { app: appId, name: null, identity, node: this.deps.node };
@@ -91,13 +87,13 @@ export class DecisionRecorder implements ConnectObserver {
   }
 
   refused(app: AppRecord, vip: string, port: number, why: RefusedWhy): void {
-    this.deps.edges.refused(app.id, vip, port, this.now());
+    this.deps.edges.refused(app.id, vip, port);
     if (!this.deps.bus.hasSubscribers) return;
     this.deps.bus.emit({ type: 'connect.refused', client: this.clientOf(app), service: this.serviceRef(vip, port), detail: REFUSED_DETAIL[why] });
   }
 
   denied(app: AppRecord, vip: string, port: number): void {
-    this.deps.edges.denied(app.id, vip, port, this.now());
+    this.deps.edges.denied(app.id, vip, port);
     if (!this.deps.bus.hasSubscribers) return;
     this.deps.bus.emit({ type: 'connect.denied', client: this.clientOf(app), service: this.serviceRef(vip, port), detail: 'policy' });
   }
