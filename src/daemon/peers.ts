@@ -250,7 +250,8 @@ export class PeerApi {
     if (!chunks.length) chunks.push([]);
     chunks.forEach((list, i) => {
       const last = i === chunks.length - 1;
-      sock.write(this.signer.sign({ id, t: Date.now(), edges: list, more: !last, truncated: truncated || kept.length < edges.length }) + '\n');
+      const cut = last && (truncated || kept.length < edges.length);
+      sock.write(this.signer.sign({ id, t: Date.now(), edges: list, more: !last, truncated: cut }) + '\n');
     });
   }
 
@@ -274,8 +275,8 @@ export class PeerApi {
           this.edgesMalformed++;
           return done(undefined);
         }
-        if (m.truncated === true) answer.truncated = true;
-        if (m.more === true && !answer.truncated) return true; /* more lines to come */
+        if (m.more === true && !answer.truncated) return true; /* more lines to come (unless this side's cap is reached) */
+        if (m.truncated === true) answer.truncated = true; /* the answering node cut its list */
         done(answer);
         return undefined;
       });
