@@ -60,7 +60,7 @@ export function eventLine(e: AppswitchEvent): string {
     default:
       body = e.detail ?? '';
   }
-  return `${clock(e.time)} ${String(e.type).padEnd(15)} ${body}`.replace(/[\u0000-\u0009\u000b-\u001f\u007f]+/g, ' ');
+  return `${clock(e.time)} ${String(e.type).padEnd(15)} ${body}`.replace(/[\u0000-\u001f\u007f]+/g, ' ');
 }
 
 /** --type values (repeatable, or comma-separated) as event types; an unknown one is an error naming the valid ones. */
