@@ -45,13 +45,13 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { EventBus, isEventType } from '../events/bus.js';
+import { EventBus } from '../events/bus.js';
 import { EdgeStore } from '../events/edges.js';
 import { ClusterEdges } from '../events/edge-cluster.js';
 import { MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
 import { SeriesTable } from '../events/edge-series.js';
 import { appRef, DecisionRecorder } from '../events/recorder.js';
-import { pipeEvents } from '../events/stream.js';
+import { pipeEvents, subscribeOptions } from '../events/stream.js';
 import { ControlStream } from './control.js';
 import { ControlCallError } from './control-protocol.js';
 
@@ -696,11 +696,8 @@ export class Daemon {
         return this.edges.edges(scope);
       }
       case 'events': {
-        const p = req.params ?? {};
-        const types = p.types as string[] | undefined;
-        const bad = types?.find((t) => !isEventType(t));
-        if (bad !== undefined) throw new ControlCallError('ERR_BAD_PARAMS', `events: unknown event type "${bad.slice(0, 64)}"`);
-        const opts = { app: p.app as string | undefined, types: types?.filter(isEventType), maxBuffered: p.maxBuffered as number | undefined };
+        const opts = subscribeOptions(req.params ?? {});
+        if (typeof opts === 'string') throw new ControlCallError('ERR_BAD_PARAMS', `events: ${opts}`);
         return new ControlStream('events', (sock) => pipeEvents(this.events.subscribe(opts), sock));
       }
       case 'exposures':

@@ -4,7 +4,8 @@
  * reports them as events.lost; the stream's own buffer holds at most one batch beyond its high-water mark. An empty
  * line every `keepAliveMs` finds a reader that vanished. The subscription is closed when the stream closes. */
 import type { Writable } from 'node:stream';
-import type { Subscription } from './types.js';
+import { isEventType } from './bus.js';
+import type { SubscribeOptions, Subscription } from './types.js';
 
 export const KEEPALIVE_MS = 15_000;
 
@@ -49,4 +50,25 @@ export function pipeEvents(sub: Subscription, out: Writable, keepAliveMs = KEEPA
     stop();
   };
   void loop();
+}
+
+/** The `events` request's parameters (already checked for their JSON types) as subscription options, or what is wrong
+ * with them. */
+export function subscribeOptions(p: { app?: unknown; types?: unknown; maxBuffered?: unknown }): SubscribeOptions | string {
+  const o: SubscribeOptions = {};
+  if (p.app !== undefined) {
+    if (typeof p.app !== 'string' || p.app.length > 253) return '"app" must be a name of at most 253 characters';
+    o.app = p.app;
+  }
+  if (p.types !== undefined) {
+    if (!Array.isArray(p.types)) return '"types" must be a list of event types';
+    const bad = (p.types as unknown[]).find((t) => !isEventType(t));
+    if (bad !== undefined) return `unknown event type "${String(bad).slice(0, 64)}"`;
+    o.types = p.types.filter(isEventType);
+  }
+  if (p.maxBuffered !== undefined) {
+    if (typeof p.maxBuffered !== 'number' || !Number.isInteger(p.maxBuffered) || p.maxBuffered < 1) return '"maxBuffered" must be a positive integer';
+    o.maxBuffered = p.maxBuffered;
+  }
+  return o;
 }
