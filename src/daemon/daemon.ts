@@ -144,15 +144,16 @@ export class Daemon {
     }));
     this.access = new AccessControl(cfg.group, this.log);
     this.fds = new FdBudget(this.log);
-    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.setUpEvents());
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
     const stale = (): void => (byEndpoint = undefined);
     this.table.on('added', stale);
     this.table.on('removed', stale);
-    this.connections = new ConnectionTracker((ep) => {
+    const serviceAt = (ep: string): ServiceInfo | undefined => {
       byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node, vip: e.vip, port: e.port }]));
       return byEndpoint.get(ep);
-    });
+    };
+    this.connections = new ConnectionTracker(serviceAt);
+    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.setUpEvents(serviceAt));
     this.connections.observer = this.recorder;
     const policy = defaultPolicy();
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
@@ -273,7 +274,7 @@ export class Daemon {
 
   /** The event bus, the edges and the recorder that feeds both from the decisions (src/events); the app directory,
    * the service table and (once up) the cluster report to it. */
-  private setUpEvents(): { events: EventBus; edgeStore: EdgeStore; edges: ClusterEdges; recorder: DecisionRecorder } {
+  private setUpEvents(serviceAt: (endpoint: string) => ServiceInfo | undefined): { events: EventBus; edgeStore: EdgeStore; edges: ClusterEdges; recorder: DecisionRecorder } {
     const node = this.cfg.nodeName;
     const events = new EventBus(node);
     const serviceName = (vip: string, port: number): string | null =>
@@ -286,7 +287,7 @@ export class Daemon {
       serviceName,
       series: new SeriesTable(this.cfg.metricsMaxSeries),
     });
-    const recorder = new DecisionRecorder({ node, bus: events, edges: edgeStore, app: (id) => this.directory.get(id), serviceName });
+    const recorder = new DecisionRecorder({ node, bus: events, edges: edgeStore, app: (id) => this.directory.get(id), serviceName, serviceAt });
     this.directory.on('added', (a) => recorder.appStarted(a));
     this.directory.on('removed', (a) => recorder.appEnded(a));
     this.table.on('added', (e) => recorder.serviceUp(e));

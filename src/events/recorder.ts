@@ -52,6 +52,8 @@ export interface RecorderDeps {
   app: (appId: string) => AppInfo | undefined;
   /** A service's name: its app's, or its virtual service's; null when it has none. */
   serviceName: (vip: string, port: number) => string | null;
+  /** The service whose instance listens at a real endpoint "ip:port" (the server side of an unidentified accept). */
+  serviceAt?: (endpoint: string) => { vip?: string; port?: number } | undefined;
 }
 
 const REFUSED_DETAIL: Record<RefusedWhy, string> = {
@@ -98,14 +100,17 @@ export class DecisionRecorder implements ConnectObserver {
     this.deps.bus.emit({ type: 'connect.denied', client: this.clientOf(app), service: this.serviceRef(vip, port), detail: 'policy' });
   }
 
-  /** The server side is the event's `service` when its listener is a known service instance; `client` is left out
-   * (nobody vouched for it: only its address is known, in `peer`). */
+  /** The server side is the event's `service`: the service whose instance listens there, else the server app's
+   * identity (port 0: unknown); `client` is left out (nobody vouched for it: only its address is known, in `peer`). */
   unidentified(app: AppRecord, peer: Endpoint, listener: Endpoint | undefined): void {
     if (!this.deps.bus.hasSubscribers) return;
     const server = `${app.name ?? app.identity} (app ${app.id})`;
+    const at = listener ? this.deps.serviceAt?.(`${listener.ip.replace(/^::ffff:/i, '')}:${listener.port}`) : undefined;
+    const service: ServiceRef =
+      at?.vip !== undefined && at.port !== undefined ? this.serviceRef(at.vip, at.port) : { vip: app.identity, port: 0, name: app.name ?? null };
     this.deps.bus.emit({
       type: 'accept.unidentified',
-      service: { vip: app.identity, port: listener?.port ?? 0, name: app.name ?? null },
+      service,
       peer: `${peer.ip}:${peer.port}`,
       detail: `dropped at accept by ${server}${listener ? ` on ${listener.ip}:${listener.port}` : ''}: no daemon vouched for the client`,
     });

@@ -122,3 +122,23 @@ describe('EventBus', () => {
     expect(bus.hasSubscribers).toBe(false);
   });
 });
+
+describe('src/events dependencies', () => {
+  it('imports node built-ins, itself, and types of the trap and table only (never the daemon, the CLI, the API or the UI)', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const dir = join(import.meta.dirname, '../../src/events');
+    const ALLOWED = /^(node:[a-z_/]+|\.\/[a-z-]+\.js|\.\.\/trap\/(apps|observer)\.js|\.\.\/table\/endpoint\.js)$/;
+    const bad: string[] = [];
+    const files = readdirSync(dir).filter((f) => f.endsWith('.ts'));
+    expect(files).toContain('bus.ts');
+    for (const f of files) {
+      for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/^\s*(?:import|export)\b([^;]*?)from\s+'([^']+)'/gm)) {
+        const spec = m[2] ?? '';
+        if (!ALLOWED.test(spec)) bad.push(`${f}: ${spec}`);
+        else if (spec.startsWith('../') && !/^\s*(import|export) type\b/.test(m[0].trimStart())) bad.push(`${f}: ${spec} (types only)`);
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+});

@@ -202,7 +202,9 @@ describe('EdgeStore hot path', () => {
       for (let i = 0; i < 100_000; i++) if (kept.push({ i }) > 1) kept.pop();
     });
     expect(control).toBeGreaterThan(1_000_000);
-    expect(grew).toBeLessThan(64 * 1024);
+    /* the smallest object V8 makes (a HeapNumber) takes 12 bytes: one per call would be 1.2 MB here. What the bound
+     * leaves room for is the test process's own background (vitest's messages, compiled code), not the loop's */
+    expect(grew).toBeLessThan(512 * 1024);
     expect(s.views().edges.reduce((n, e) => n + e.connections, 0)).toBe(301_000);
   });
 });

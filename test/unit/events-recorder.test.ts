@@ -91,9 +91,16 @@ describe('DecisionRecorder', () => {
     const sub = bus.subscribe({ app: 'web' });
     rec.unidentified(web, { ip: '192.0.2.9', port: 1234 }, { ip: '192.0.2.1', port: 40001 });
     const [e] = await drain(sub);
-    expect(e).toMatchObject({ type: 'accept.unidentified', peer: '192.0.2.9:1234', service: { vip: '10.0.0.7', port: 40001, name: 'web' } });
+    expect(e).toMatchObject({ type: 'accept.unidentified', peer: '192.0.2.9:1234', service: { vip: '10.0.0.7', port: 0, name: 'web' } });
     expect(e?.client).toBeUndefined();
     sub.close();
+    /* with the table's answer for the listener: the service it serves */
+    const { bus: bus2, edges } = setUp();
+    const rec2 = new DecisionRecorder({ node: 'n1', bus: bus2, edges, app: (id) => directory[id], serviceName: () => 'api.shop', serviceAt: (ep) => (ep === '192.0.2.1:40001' ? { vip: '10.0.0.5', port: 8080 } : undefined) });
+    const sub2 = bus2.subscribe();
+    rec2.unidentified(web, { ip: '192.0.2.9', port: 1234 }, { ip: '::ffff:192.0.2.1', port: 40001 });
+    expect((await drain(sub2))[0]?.service).toEqual({ vip: '10.0.0.5', port: 8080, name: 'api.shop' });
+    sub2.close();
   });
 
   it('apps, services and members', async () => {
