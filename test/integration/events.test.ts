@@ -5,6 +5,7 @@
  * names, names in `get connections` (and --watch), and that a subscriber that never reads does not make the daemon
  * grow while 20k events flow (its queue is bounded: what it missed is reported as events.lost). */
 import type { ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -134,6 +135,27 @@ async function firstLine(p: ChildProcess, timeoutMs = 30_000): Promise<string> {
   });
 }
 
+/** The edges through the control socket's newline-JSON protocol (`edges` method; the HTTP API's GET /v1/edges serves
+ * the same view). */
+function edges(h: TestHost, scope?: 'node' | 'cluster'): Promise<EdgesView> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(h.socket);
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(JSON.stringify({ id: 1, method: 'edges', params: scope ? { scope } : {} }) + '\n'));
+    s.on('data', (d: string) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      s.destroy();
+      const r = JSON.parse(buf.slice(0, i)) as { result?: EdgesView; error?: { message: string } };
+      if (r.result) resolve(r.result);
+      else reject(new Error(r.error?.message ?? 'no answer'));
+    });
+    s.on('error', reject);
+  });
+}
+
 const edgeOf = (v: EdgesView, client: string, port: number): EdgeView | undefined =>
   v.edges.find((e) => (e.client.name ?? e.client.identity) === client && e.service.vip === API && e.service.port === port);
 
@@ -187,7 +209,7 @@ describe('events and edges, two nodes', () => {
     expect(await firstLine(web)).toBe(`ok=5 ${API}:9999=ECONNREFUSED`);
     /* its edge at once (the generator's batch comes within 20 ms): six connections (one still open), a rate */
     const early = await waitFor(async () => {
-      const e = edgeOf(await request<EdgesView>(h1.socket, 'edges', { scope: 'node' }), 'web', 8080);
+      const e = edgeOf(await edges(h1, 'node'), 'web', 8080);
       return e?.connections === 6 ? e : undefined;
     }, 10_000);
     expect(early?.ratePerSecond).toBeGreaterThan(0);
@@ -220,18 +242,18 @@ describe('events and edges, two nodes', () => {
     expect(textOut).not.toMatch(/client web /);
 
     /* edges: node scope on e1 has e1's clients; cluster scope adds e2's */
-    const node = await request<EdgesView>(h1.socket, 'edges', { scope: 'node' });
+    const node = await edges(h1, 'node');
     expect(node.scope).toBe('node');
     expect(edgeOf(node, 'web', 8080)).toMatchObject({ connections: 6, fastpath: 6, tcp: 0, active: 1, refused: 0, denied: 0, service: { name: 'api' }, client: { node: 'e1' } });
     expect(edgeOf(node, 'web', 9999)).toMatchObject({ connections: 0, refused: 1 });
     expect(edgeOf(node, 'webtcp', 8080)).toMatchObject({ connections: 3, tcp: 3, fastpath: 0, active: 0 });
     expect(edgeOf(node, 'intruder', 8080)).toMatchObject({ connections: 0, denied: 1 });
     expect(edgeOf(node, 'remote', 8080)).toBeUndefined();
-    const cluster = await request<EdgesView>(h1.socket, 'edges', {});
+    const cluster = await edges(h1);
     expect(cluster).toMatchObject({ scope: 'cluster', node: 'e1', missing: [], truncated: [] });
     expect(edgeOf(cluster, 'remote', 8080)).toMatchObject({ connections: 4, tcp: 4, client: { node: 'e2' }, service: { name: 'api' } });
     expect(edgeOf(cluster, 'web', 8080)?.connections).toBe(6);
-    const fromE2 = await request<EdgesView>(h2.socket, 'edges', { scope: 'cluster' });
+    const fromE2 = await edges(h2, 'cluster');
     expect(edgeOf(fromE2, 'web', 8080)?.connections).toBe(6);
 
     /* Prometheus on e1: names as labels */
@@ -271,7 +293,7 @@ describe('events and edges, two nodes', () => {
     const flood = await h1.runToEnd(['--name', 'flood', '--tag', 'zone=shop'], ['python3', '-c', FLOOD, '20000'], 50_000);
     expect(flood.stdout, flood.stderr).toContain('refused=20000');
     const floodRefused = async (): Promise<number> =>
-      (await request<EdgesView>(h1.socket, 'edges', { scope: 'node' })).edges.filter((e) => e.client.name === 'flood' && e.service.port === 9998).reduce((n, e) => n + e.refused, 0);
+      (await edges(h1, 'node')).edges.filter((e) => e.client.name === 'flood' && e.service.port === 9998).reduce((n, e) => n + e.refused, 0);
     await waitFor(async () => (await floodRefused()) === 22_000, 10_000);
     const after = rssKb(pid);
     expect(after - before, `VmRSS ${before} kB -> ${after} kB`).toBeLessThan(96 * 1024);
