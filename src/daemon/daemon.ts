@@ -1,6 +1,7 @@
 /** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
  * table, port pool, control API, sweeper). */
 import { fstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
@@ -125,6 +126,9 @@ export class Daemon {
   /** Turns decisions into events and edge counts (the trap side's ConnectObserver). */
   private readonly recorder: DecisionRecorder;
   private edgeTimer?: NodeJS.Timeout;
+  /** Control connections that carry an event stream: ended when the daemon stops (the control server waits for its
+   * connections to close). */
+  private readonly streams = new Set<Socket>();
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -481,6 +485,7 @@ export class Daemon {
     if (this.expireTimer) clearInterval(this.expireTimer);
     if (this.edgeTimer) clearInterval(this.edgeTimer);
     this.events.closeAll();
+    for (const s of this.streams) s.destroy();
     let err: unknown;
     try {
       this.gateways.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
@@ -699,7 +704,11 @@ export class Daemon {
       case 'events': {
         const opts = subscribeOptions(req.params ?? {});
         if (typeof opts === 'string') throw new ControlCallError('ERR_BAD_PARAMS', `events: ${opts}`);
-        return new ControlStream('events', (sock) => pipeEvents(this.events.subscribe(opts), sock));
+        return new ControlStream('events', (sock) => {
+          this.streams.add(sock);
+          sock.once('close', () => this.streams.delete(sock));
+          pipeEvents(this.events.subscribe(opts), sock);
+        });
       }
       case 'exposures':
       case 'expose':

@@ -30,7 +30,8 @@ export function pipeEvents(sub: Subscription, out: Writable, keepAliveMs = KEEPA
       try {
         batch = await sub.next();
       } catch {
-        break; /* closed */
+        if (!closed) out.end(); /* the subscription was ended on the daemon's side (it stops): so is the stream */
+        break;
       }
       if (closed || out.destroyed) break;
       let text = '';

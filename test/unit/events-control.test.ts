@@ -143,6 +143,16 @@ describe('control socket: edges and events', () => {
     c.sock.destroy();
   });
 
+  it('a subscription ended on the daemon side (it stops) ends its stream', async () => {
+    const c = open({ id: 1, method: 'events' });
+    await until(() => c.lines.length >= 1);
+    let ended = false;
+    c.sock.on('end', () => (ended = true));
+    bus.closeAll();
+    await until(() => ended);
+    c.sock.destroy();
+  });
+
   it('subscribeOptions checks what the JSON types cannot', () => {
     expect(subscribeOptions({ app: 'web', types: ['app.started'], maxBuffered: 10 })).toEqual({ app: 'web', types: ['app.started'], maxBuffered: 10 });
     expect(subscribeOptions({ maxBuffered: 0 })).toMatch(/positive integer/);
