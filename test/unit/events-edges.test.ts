@@ -196,7 +196,8 @@ describe('EdgeStore hot path', () => {
       f();
       return process.memoryUsage().heapUsed - before;
     };
-    const grew = measure(() => run(100_000));
+    /* the least of three runs: a per-call allocation shows in every run, the process's background in some */
+    const grew = Math.min(...[0, 1, 2].map(() => measure(() => run(100_000))));
     const kept: unknown[] = [];
     const control = measure(() => {
       for (let i = 0; i < 100_000; i++) if (kept.push({ i }) > 1) kept.pop();
@@ -205,6 +206,6 @@ describe('EdgeStore hot path', () => {
     /* the smallest object V8 makes (a HeapNumber) takes 12 bytes: one per call would be 1.2 MB here. What the bound
      * leaves room for is the test process's own background (vitest's messages, compiled code), not the loop's */
     expect(grew).toBeLessThan(512 * 1024);
-    expect(s.views().edges.reduce((n, e) => n + e.connections, 0)).toBe(301_000);
+    expect(s.views().edges.reduce((n, e) => n + e.connections, 0)).toBe(501_000);
   });
 });
