@@ -46,12 +46,12 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { EventBus } from '../events/bus.js';
-import { EdgeStore } from '../events/edges.js';
-import { ClusterEdges } from '../events/edge-cluster.js';
+import type { EventBus } from '../events/bus.js';
+import type { EdgeStore } from '../events/edges.js';
+import type { ClusterEdges } from '../events/edge-cluster.js';
 import { MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
-import { SeriesTable } from '../events/edge-series.js';
-import { appRef, DecisionRecorder } from '../events/recorder.js';
+import type { DecisionRecorder } from '../events/recorder.js';
+import { type EventWiring, setUpEvents } from './events-setup.js';
 import { pipeEvents, subscribeOptions } from '../events/stream.js';
 import { ControlStream } from './control.js';
 import { ControlCallError } from './control-protocol.js';
@@ -126,6 +126,7 @@ export class Daemon {
   readonly edges: ClusterEdges;
   /** Turns decisions into events and edge counts (the trap side's ConnectObserver). */
   private readonly recorder: DecisionRecorder;
+  private readonly eventWiring: EventWiring;
   private edgeTimer?: NodeJS.Timeout;
   /** Control connections that carry an event stream: ended when the daemon stops (the control server waits for its
    * connections to close). */
@@ -158,7 +159,19 @@ export class Daemon {
       return byEndpoint.get(ep);
     };
     this.connections = new ConnectionTracker(serviceAt);
-    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.setUpEvents(serviceAt));
+    this.eventWiring = setUpEvents({
+      nodeName: cfg.nodeName,
+      maxSeries: cfg.metricsMaxSeries,
+      table: this.table,
+      directory: this.directory,
+      vserviceName: (ip) => this.vservices.nameOf(ip),
+      localApp: (id) => this.handler?.apps.get(id),
+      serviceAt,
+      openConnections: (visit) => this.connections.forEachOut(visit),
+      cluster: () => this.cluster,
+      peers: () => this.peers,
+    });
+    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.eventWiring);
     this.connections.observer = this.recorder;
     const policy = defaultPolicy();
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
@@ -278,43 +291,9 @@ export class Daemon {
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
   }
 
-  /** The event bus, the edges and the recorder that feeds both from the decisions (src/events); the app directory,
-   * the service table and (once up) the cluster report to it. */
-  private setUpEvents(serviceAt: (endpoint: string) => ServiceInfo | undefined): { events: EventBus; edgeStore: EdgeStore; edges: ClusterEdges; recorder: DecisionRecorder } {
-    const node = this.cfg.nodeName;
-    const events = new EventBus(node);
-    const serviceName = (vip: string, port: number): string | null =>
-      this.table.lookup({ vip, port, proto: 'tcp' })[0]?.name ?? this.table.lookup({ vip, port, proto: 'udp' })[0]?.name ?? this.directory.nameOf(vip) ?? this.vservices.nameOf(vip) ?? null;
-    const edgeStore = new EdgeStore({
-      client: (appId) => {
-        const a = this.directory.get(appId) ?? this.handler?.apps.get(appId);
-        return a ? appRef({ id: appId, node, identity: a.identity, name: a.name }) : undefined;
-      },
-      serviceName,
-      series: new SeriesTable(this.cfg.metricsMaxSeries),
-    });
-    const recorder = new DecisionRecorder({ node, bus: events, edges: edgeStore, app: (id) => this.directory.get(id), serviceName, serviceAt });
-    this.directory.on('added', (a) => recorder.appStarted(a));
-    this.directory.on('removed', (a) => recorder.appEnded(a));
-    this.table.on('added', (e) => recorder.serviceUp(e));
-    this.table.on('removed', (e) => recorder.serviceDown(e));
-    const edges = new ClusterEdges({
-      node,
-      local: (limit) => {
-        this.refreshActive();
-        return edgeStore.views(limit);
-      },
-      members: () =>
-        (this.cluster?.daemons() ?? []).filter((d) => d.node !== node && (d.state === 'alive' || d.state === 'suspect')).map((d) => ({ name: d.node, address: d.address })),
-      ask: (address, member, timeoutMs) => this.peers?.edges(address, member, timeoutMs) ?? Promise.resolve(undefined),
-    });
-    return { events, edgeStore, edges, recorder };
-  }
-
   /** Brings the edges' clock to now and sets their open connections from the connection tracker. */
   private refreshActive(): void {
-    this.edgeStore.tick(Date.now());
-    this.edgeStore.setActive((visit) => this.connections.forEachOut(visit));
+    this.eventWiring.refreshActive();
   }
 
   async start(): Promise<void> {
