@@ -189,7 +189,11 @@ beforeAll(async () => {
   });
   textFollower = h1.spawn(['node', CLI, 'events', '--app', 'intruder', '--type', 'connect.denied,connect.allowed']);
   textFollower.stdout?.on('data', (d: Buffer) => (textOut += d.toString()));
-  /* the followers are subscribed once the first of them sees the server's service come up */
+  /* the followers are subscribed once they see an app start (a program that ends at once) */
+  await waitFor(async () => {
+    await h1.runToEnd(['--name', 'hello'], ['true'], 10_000);
+    return seen.some((e) => e.type === 'app.started' && e.client?.name === 'hello');
+  }, 20_000, 100);
   const api = h1.run(['--ip', API, '--name', 'api', '--tag', 'zone=shop'], ['python3', ECHO, '8080']);
   servers.push(api);
   await h2.waitService(API, 8080, 20_000);
