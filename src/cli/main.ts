@@ -17,6 +17,7 @@ import { addKeygenCommand } from './keygen.js';
 import { runnableLauncher } from './launcher.js';
 import { privateFlags } from '../daemon/private-mode.js';
 import { addOpsCommands } from './ops.js';
+import { addEventsCommand } from './events.js';
 import { addIngressCommands } from './ingress.js';
 import { addVserviceCommands } from './vservice.js';
 import { configureUsage, EXIT_APPSWITCH, usageExitCode } from './usage.js';
@@ -56,6 +57,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     insecureNoSockguard: opts.insecureNoSockguard as boolean | undefined,
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
+    metricsMaxSeries: opts.metricsMaxSeries as string | undefined,
     group: opts.group as string | undefined,
     maxServicesPerApp: opts.maxServicesPerApp as string | undefined,
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
@@ -213,6 +215,7 @@ export function buildCli(): Command {
     .option('--insecure-no-sockguard', 'run programs without the socket guard (cgroup v2 + BPF): they can then reach host addresses with a dup2() race; logs a warning')
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory (virtual services are kept)')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
+    .option('--metrics-max-series <n>', 'per-edge metrics: at most this many (client_app, service) label pairs; the rest are counted under client_app=other, service=other', '200')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
     .option('--max-services-per-app <n>', 'bound sockets (so services) one app may hold; past it bind() gets ENOBUFS', '256')
@@ -250,6 +253,7 @@ export function buildCli(): Command {
     .action((cmd: string[], opts: RunOptions) => runApp(cmd, opts).catch(fail));
 
   addOpsCommands(program);
+  addEventsCommand(program);
   addIngressCommands(program);
   addVserviceCommands(program);
   addKeygenCommand(program);

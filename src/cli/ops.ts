@@ -29,6 +29,8 @@ export const JSON_KEYS = {
     'accepted',
     'since',
     'ageSeconds',
+    'clientName',
+    'serverName',
   ],
   status: [
     'version',
@@ -173,6 +175,39 @@ function statesText(states: Record<string, number>): string {
   return keys.map((k) => `${states[k]} ${k}`).join(', ') || '-';
 }
 
+/** The client of a connection: its app's name and identity when the name is known. */
+function connClient(c: ConnectionView): string {
+  return c.clientName ? `${c.clientName} (${c.client})` : c.client;
+}
+
+function connServer(c: ConnectionView): string {
+  return c.serverName ?? c.serverApp ?? '-';
+}
+
+/** `get connections --watch`: asks every second; prints when the connections changed (ages aside). On a terminal the
+ * screen is redrawn in place every second (ages move); otherwise a new table follows a blank line, only on a change,
+ * so a log of it stays readable. Ends with Ctrl-C; a daemon that stops answering is said once, and waited for. */
+async function watchConnections(socket: string, show: (cs: ConnectionView[]) => string): Promise<never> {
+  const tty = !!process.stdout.isTTY;
+  let last: string | undefined;
+  let down = false;
+  for (;;) {
+    try {
+      const cs = await request<ConnectionView[]>(socket, 'connections', undefined, 2000);
+      down = false;
+      const sig = JSON.stringify(cs.map(({ ageSeconds: _a, since: _s, ...rest }) => rest));
+      if (tty) process.stdout.write(`\x1b[H\x1b[2J${new Date().toLocaleTimeString()}  ${cs.length} connection(s)\n${show(cs)}\n`);
+      else if (sig !== last) print(`${last === undefined ? '' : '\n'}${show(cs)}`);
+      last = sig;
+    } catch (e) {
+      if (e instanceof AppswitchError && e.code === 'ERR_PERMISSION') fail(e);
+      if (!down) process.stderr.write(`appswitch: ${e instanceof Error ? e.message : String(e)} (retrying)\n`);
+      down = true;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 /** Adds get, status and version to the program. */
 export function addOpsCommands(program: Command): void {
   const get = program.command('get').description('show apps, services, members or connections (--json for scripts)');
@@ -210,18 +245,24 @@ export function addOpsCommands(program: Command): void {
     );
   });
 
-  withSocket(get.command('connections').description('open connections this node set up (client -> service -> real endpoint)')).action(
-    async (o: CommonOpts) => {
-      const cs = await request<ConnectionView[]>(resolveSocket(o.socket), 'connections').catch(fail);
-      printRows(!!o.json, cs, JSON_KEYS.connections, () =>
-        table(
-          ['DIR', 'PATH', 'CLIENT', 'SERVICE', 'ENDPOINT', 'SERVER', 'AGE'],
-          cs.map((c) => [c.direction, c.path, c.client, c.service ?? '-', c.endpoint, c.serverApp ?? '-', age(c.ageSeconds)]),
-          { width: width(), elastic: [2, 4, 3] },
-        ),
-      );
-    },
-  );
+  withSocket(get.command('connections').description('open connections this node set up (client -> service -> real endpoint)'))
+    .option('--watch', 'keep showing them: the table again every second while they change (a terminal: redrawn in place)')
+    .action(async (o: CommonOpts & { watch?: boolean }) => {
+      const socket = resolveSocket(o.socket);
+      const show = (cs: ConnectionView[]): string =>
+        o.json
+          ? JSON.stringify(cs.map((r) => fixedKeys(r, JSON_KEYS.connections)), null, o.watch ? undefined : 2)
+          : table(
+              ['DIR', 'PATH', 'CLIENT', 'SERVICE', 'ENDPOINT', 'SERVER', 'AGE'],
+              cs.map((c) => [c.direction, c.path, connClient(c), c.service ?? '-', c.endpoint, connServer(c), age(c.ageSeconds)]),
+              { width: width(), elastic: [2, 4, 3] },
+            );
+      if (!o.watch) {
+        print(show(await request<ConnectionView[]>(socket, 'connections').catch(fail)));
+        return;
+      }
+      await watchConnections(socket, show);
+    });
 
   withSocket(program.command('status').description("the daemon's state: node, members, apps, services, trap rate"))
     .option('--wait <seconds>', 'retry until the daemon answers, for at most this long (readiness checks)', '0')

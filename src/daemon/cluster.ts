@@ -65,6 +65,8 @@ export interface NodeDaemon {
 export interface ClusterEvents {
   /** The set of nodes, an address or a node record changed (see daemons()). */
   nodes: [];
+  /** A member's state changed (the same changes the `member state` log line reports). */
+  member: [{ name: string; address: string; state: string; previous?: string }];
 }
 
 /** Refusal lines logged per 10 s before they are rate-limited. */
@@ -190,6 +192,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return;
       }
       this.opts.log.info({ member: m.name, address: m.address, state: m.state, previous: prev?.state ?? 'new', incarnation: m.incarnation }, 'member state');
+      this.emit('member', { name: m.name, address: m.address, state: m.state, previous: prev?.state ?? 'new' });
     });
   }
 

@@ -55,6 +55,9 @@ export interface DaemonConfig {
   restoreGraceMs: number;
   /** Where the Prometheus endpoint (/metrics) listens; absent: no endpoint. */
   metricsAddress?: { host: string; port: number };
+  /** (client_app, service) label pairs the per-edge metrics may have; the rest count under "other"
+   * (`--metrics-max-series`, default 200; see docs/events.md). */
+  metricsMaxSeries?: number;
   /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
   group: string;
   /** Bound sockets (so services) one app may hold (`--max-services-per-app`). */
@@ -104,6 +107,7 @@ export interface DaemonFlags {
   insecureNoSockguard?: boolean;
   clean?: boolean;
   metricsAddress?: string;
+  metricsMaxSeries?: string | number;
   group?: string;
   maxServicesPerApp?: string | number;
   maxPendingPerApp?: string | number;
@@ -249,6 +253,11 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   }
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
   Object.assign(cfg, resolveApiListener(f));
+  if (f.metricsMaxSeries !== undefined) {
+    const n = Number(f.metricsMaxSeries);
+    if (!Number.isInteger(n) || n < 0 || n > 100_000) throw new AppswitchError('ERR_CONFIG', `--metrics-max-series must be an integer from 0 to 100000`);
+    cfg.metricsMaxSeries = n;
+  }
   const taken = { '--gossip-port': cfg.gossipPort, '--peer-port': cfg.peerPort, '--dns-port': cfg.dnsPort, '--metrics-address': cfg.metricsAddress?.port };
   for (const [flag, p] of Object.entries(cfg.egressGateway ? taken : {})) {
     if (p === cfg.egressPort) throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is also ${flag}`);

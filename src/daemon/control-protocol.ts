@@ -22,6 +22,11 @@ export const METHODS = {
   createVservice: { name: 'string', ip: 'string', port: 'number', backends: 'string[]', lb: 'string', tags: 'string[]' },
   deleteVservice: { name: 'string' },
   vservices: {},
+  /** This node's or the cluster's edges (src/events/edge-cluster.ts; default scope cluster). */
+  edges: { scope: 'string' },
+  /** Follows the event stream: after the response {"result":{"stream":"events"}}, one event (JSON) per line, an empty
+   * line every 15 s, until the client closes (src/events/stream.ts). */
+  events: { app: 'string', types: 'string[]', maxBuffered: 'number' },
 } as const satisfies Record<string, Record<string, ParamType>>;
 
 export type ParamType = 'string' | 'number' | 'boolean' | 'string[]';

@@ -21,8 +21,18 @@ import {
   REQUIRED,
 } from './control-protocol.js';
 
-/** Answers a valid request; `peer` is who sent it (undefined when the server admits everyone, in unit tests). */
+/** Answers a valid request; `peer` is who sent it (undefined when the server admits everyone, in unit tests). The
+ * result may be a Promise (answered when it settles), or a ControlStream (the connection then carries that stream). */
 export type ControlHandler = (req: ControlRequest, peer?: PeerCredentials) => unknown;
+
+/** A result that turns the connection into a one-way stream: the server answers {"id":N,"result":{"stream":KIND}},
+ * reads no more requests from it, and hands the socket to `start` (which ends it, or is ended by the client). */
+export class ControlStream {
+  constructor(
+    readonly kind: string,
+    readonly start: (sock: net.Socket) => void,
+  ) {}
+}
 
 /** Decides whether a peer may use the API: undefined = yes, else the reason (sent back as ERR_PERMISSION). */
 export type ControlAdmit = (peer: PeerCredentials) => string | undefined;
@@ -246,6 +256,8 @@ export class ControlServer {
     let size = 0;
     /** Skipping the rest of an over-long line. */
     let skipping = false;
+    /** The connection carries a stream now (ControlStream): nothing more is read as requests. */
+    let streaming = false;
     const send = (r: ControlResponse): void => {
       if (r.error) this.stats.errors++;
       if (sock.destroyed || !sock.writable) return;
@@ -256,6 +268,7 @@ export class ControlServer {
     };
     sock.on('data', (chunk: Buffer) => guard(this.onInternalError, 'reading a control request', () => onData(chunk), () => sock.destroy()));
     const onData = (chunk: Buffer): void => {
+      if (streaming) return;
       let start = 0;
       for (;;) {
         const nl = chunk.indexOf(10, start);
@@ -274,7 +287,16 @@ export class ControlServer {
         if (nl < 0) return;
         if (!skipping) {
           const line = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
-          if (line.some((b) => b !== 32 && b !== 9 && b !== 13)) send(this.answer(line, peer));
+          if (line.some((b) => b !== 32 && b !== 9 && b !== 13)) {
+            const out = this.answer(line, peer);
+            if (out instanceof Promise) out.then(send, (e: unknown) => this.onInternalError('answering a control request', e));
+            else if ('stream' in out) {
+              streaming = true;
+              send({ id: out.id, result: { stream: out.stream.kind } });
+              out.stream.start(sock);
+              return;
+            } else send(out);
+          }
         }
         parts.length = 0;
         size = 0;
@@ -288,7 +310,7 @@ export class ControlServer {
     }
   }
 
-  private answer(line: Buffer, peer: PeerCredentials | undefined): ControlResponse {
+  private answer(line: Buffer, peer: PeerCredentials | undefined): ControlResponse | Promise<ControlResponse> | { id: number; stream: ControlStream } {
     this.stats.requests++;
     let text: string;
     try {
@@ -310,12 +332,22 @@ export class ControlServer {
     }
     try {
       const result = this.handle(req, peer);
-      if (result === undefined) return { id: req.id, error: err('ERR_UNKNOWN_METHOD', `method ${req.method} is not served by this daemon`) };
-      return { id: req.id, result };
+      if (result instanceof ControlStream) return { id: req.id, stream: result };
+      if (result instanceof Promise) return result.then((r: unknown) => this.resultOf(req, r), (e: unknown) => this.failure(req, e));
+      return this.resultOf(req, result);
     } catch (e) {
-      if (e instanceof ControlCallError) return { id: req.id, error: err(e.code, e.message) };
-      this.onInternalError(`the ${req.method} request`, e);
-      return { id: req.id, error: err('ERR_INTERNAL', (e as Error).message) };
+      return this.failure(req, e);
     }
+  }
+
+  private resultOf(req: ControlRequest, result: unknown): ControlResponse {
+    if (result === undefined) return { id: req.id, error: err('ERR_UNKNOWN_METHOD', `method ${req.method} is not served by this daemon`) };
+    return { id: req.id, result };
+  }
+
+  private failure(req: ControlRequest, e: unknown): ControlResponse {
+    if (e instanceof ControlCallError) return { id: req.id, error: err(e.code, e.message) };
+    this.onInternalError(`the ${req.method} request`, e);
+    return { id: req.id, error: err('ERR_INTERNAL', (e as Error).message) };
   }
 }

@@ -1,6 +1,7 @@
 /** The per-host daemon: the single place where the pieces are wired together (trap server + handler, service
  * table, port pool, control API, sweeper). */
 import { fstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { DnsServer, renderResolvConf } from '../dns/index.js';
@@ -45,11 +46,19 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import type { EventBus } from '../events/bus.js';
+import type { EdgeStore } from '../events/edges.js';
+import type { ClusterEdges } from '../events/edge-cluster.js';
+import { MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
+import type { DecisionRecorder } from '../events/recorder.js';
+import { type EventWiring, setUpEvents } from './events-setup.js';
+import { pipeEvents, subscribeOptions } from '../events/stream.js';
+import { ControlStream } from './control.js';
+import { ControlCallError } from './control-protocol.js';
 import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
 import { type ApiSources, createApiHandler } from '../api/handler.js';
 import { ApiServer } from '../api/server.js';
 import { resolveApiToken } from '../api/token.js';
-import { unavailableEdges, unavailableEvents } from '../api/unavailable.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -113,8 +122,7 @@ export class Daemon {
   private lock?: StateDirLock;
   /** Ingress and egress (see gateways.ts). */
   readonly gateways: Gateways;
-  /** What the HTTP API serves (src/api): the control calls, events and edges. The events and edges are stand-ins
-   * (unavailable*) until the daemon has an event bus and edge table. */
+  /** What the HTTP API serves (src/api): the control calls, the event bus and the cluster's edges. */
   readonly apiSources: ApiSources;
   /** HTTP on the control socket (handed over by the control server). */
   private readonly api: ApiServer;
@@ -122,6 +130,18 @@ export class Daemon {
   private apiTcp?: ApiServer;
   /** Where the TCP API listens ("host:port"), once started. */
   apiAddress?: string;
+  /** Every decision as an event (src/events/bus.ts): the EventSource of the HTTP API and the control socket. */
+  readonly events: EventBus;
+  /** This node's edges (src/events/edges.ts), and the EdgeSource over the cluster (edge-cluster.ts). */
+  readonly edgeStore: EdgeStore;
+  readonly edges: ClusterEdges;
+  /** Turns decisions into events and edge counts (the trap side's ConnectObserver). */
+  private readonly recorder: DecisionRecorder;
+  private readonly eventWiring: EventWiring;
+  private edgeTimer?: NodeJS.Timeout;
+  /** Control connections that carry an event stream: ended when the daemon stops (the control server waits for its
+   * connections to close). */
+  private readonly streams = new Set<Socket>();
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -145,10 +165,25 @@ export class Daemon {
     const stale = (): void => (byEndpoint = undefined);
     this.table.on('added', stale);
     this.table.on('removed', stale);
-    this.connections = new ConnectionTracker((ep) => {
-      byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node }]));
+    const serviceAt = (ep: string): ServiceInfo | undefined => {
+      byEndpoint ??= new Map(this.table.all().map((e) => [`${e.endpoint.ip}:${e.endpoint.port}`, { service: `${e.vip}:${e.port}`, app: e.appId, node: e.node, vip: e.vip, port: e.port }]));
       return byEndpoint.get(ep);
+    };
+    this.connections = new ConnectionTracker(serviceAt);
+    this.eventWiring = setUpEvents({
+      nodeName: cfg.nodeName,
+      maxSeries: cfg.metricsMaxSeries,
+      table: this.table,
+      directory: this.directory,
+      vserviceName: (ip) => this.vservices.nameOf(ip),
+      localApp: (id) => this.handler?.apps.get(id),
+      serviceAt,
+      openConnections: (visit) => this.connections.forEachOut(visit),
+      cluster: () => this.cluster,
+      peers: () => this.peers,
     });
+    ({ events: this.events, edgeStore: this.edgeStore, edges: this.edges, recorder: this.recorder } = this.eventWiring);
+    this.connections.observer = this.recorder;
     const policy = defaultPolicy();
     /** A node is alive: this one, the virtual services' (their backends are judged by refusals), or a member gossip says
      * is alive (the handler, the decision table, the forwarder). */
@@ -213,6 +248,7 @@ export class Daemon {
       clientSocketOrigin: cfg.sockguard ? socketOrigin(this.log.child({ module: 'sockguard' })) : undefined,
       listenerGone: listenerGone(this.log),
       stillHeld: socketHeld(this.log),
+      observer: this.recorder,
     });
     this.decisions = new DecisionTable(
       native,
@@ -243,6 +279,10 @@ export class Daemon {
         internalErrors: () => this.internalErrors.snapshot(),
         ingress: () => ({ ...this.gateways.ingress.status(), externalRefused: this.handler.stats.externalRefused }),
         egress: () => this.gateways.egressMetrics(),
+        edges: () => {
+          this.refreshActive();
+          return this.edgeStore.series();
+        },
       });
       this.metricsServer = new MetricsServer(this.metrics, this.log.child({ module: 'metrics' }));
     }
@@ -254,19 +294,24 @@ export class Daemon {
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
     this.trap.onServiceUp = () => this.decisions.flush();
-    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
+    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table, observer: this.recorder };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'), cfg.private ? process.getuid?.() : undefined);
     this.control.onInternalError = this.internalErrors.reporter('control');
     this.apiSources = {
       control: (method, params, peer) => this.onControl({ id: 0, method, params }, peer),
-      events: unavailableEvents(),
-      edges: unavailableEdges(cfg.nodeName),
+      events: this.events,
+      edges: this.edges,
     };
     this.api = this.apiServer('peer');
     this.control.http = this.api;
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
+  }
+
+  /** Brings the edges' clock to now and sets their open connections from the connection tracker. */
+  private refreshActive(): void {
+    this.eventWiring.refreshActive();
   }
 
   async start(): Promise<void> {
@@ -305,6 +350,7 @@ export class Daemon {
     cluster.on('nodes', () => this.decisions.invalidate()); /* a node dead or back: its instances' health */
     cluster.ml.on('change', () => this.decisions.invalidate());
     cluster.on('nodes', guarded(this.internalErrors.reporter('daemon'), 'refreshing the closed doors', () => this.refreshDoors()));
+    cluster.on('member', (m) => this.recorder.memberState(m));
     this.refreshDoors();
     this.peers = new PeerApi(
       this.cfg.peerPort,
@@ -316,6 +362,10 @@ export class Daemon {
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
     this.peers.onPush = (peer, records) => this.gateways.pushed.receive(peer, records);
+    this.peers.onEdges = () => {
+      this.refreshActive();
+      return this.edgeStore.views(MAX_EDGES_PER_ANSWER);
+    };
     await this.peers.listen(this.cfg.nodeAddress);
     await this.gateways.start();
     await this.startDns();
@@ -339,8 +389,22 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
-    this.rateTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => this.sampleTraps()), 1000);
+    this.rateTimer = setInterval(
+      guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => {
+        this.sampleTraps();
+        this.edgeStore.tick(Date.now()); /* the edges' clock: their hot path reads no clock of its own */
+      }),
+      1000,
+    );
     this.rateTimer.unref();
+    this.edgeTimer = setInterval(
+      guarded(this.internalErrors.reporter('daemon'), 'forgetting idle edges', () => {
+        this.refreshActive();
+        this.edgeStore.prune();
+      }),
+      60_000,
+    );
+    this.edgeTimer.unref();
     const c = this.cfg;
     this.log.info(
       {
@@ -466,6 +530,9 @@ export class Daemon {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.rateTimer) clearInterval(this.rateTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);
+    if (this.edgeTimer) clearInterval(this.edgeTimer);
+    this.events.closeAll();
+    for (const s of this.streams) s.destroy();
     let err: unknown;
     try {
       this.gateways.localIngress.close(); /* detaches the sk_lookup program: host ports go back to the normal lookup */
@@ -557,6 +624,7 @@ export class Daemon {
     }
     doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
+    if (this.gateways) this.recorder.exposures(this.gateways.ingress.list()); /* exposure.changed events */
     this.vservices.refresh(); /* a backend may have become a member's door */
   }
 
@@ -683,7 +751,21 @@ export class Daemon {
         return s;
       }
       case 'connections':
-        return this.connections.list();
+        return this.connections.list().map((c) => ({ ...c, clientName: this.directory.get(c.clientApp)?.name ?? null, serverName: c.serverApp ? (this.directory.get(c.serverApp)?.name ?? null) : null }));
+      case 'edges': {
+        const scope = req.params?.scope ?? 'cluster';
+        if (scope !== 'node' && scope !== 'cluster') throw new ControlCallError('ERR_BAD_PARAMS', 'edges: "scope" must be node or cluster');
+        return this.edges.edges(scope);
+      }
+      case 'events': {
+        const opts = subscribeOptions(req.params ?? {});
+        if (typeof opts === 'string') throw new ControlCallError('ERR_BAD_PARAMS', `events: ${opts}`);
+        return new ControlStream('events', (sock) => {
+          this.streams.add(sock);
+          sock.once('close', () => this.streams.delete(sock));
+          pipeEvents(this.events.subscribe(opts), sock);
+        });
+      }
       case 'exposures':
       case 'expose':
       case 'unexpose':

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { guard, type InternalErrorReporter } from './internal-errors.js';
+import type { EdgeSeries } from '../events/edge-series.js';
 import { STATS_BOUNDS_NS, STATS_BUCKETS, STATS_OTHER, TRAPPED_SYSCALLS, type TrapStatsDelta } from '../trap/protocol.js';
 
 /** What the gossip layer counts, as the metrics read it (`Memberlist.stats()` satisfies it). */
@@ -50,6 +51,8 @@ export interface MetricsSources {
   ingress?: () => { accepted: number; forwarded: number; refused: number; active: number; bytes: number; externalRefused: number };
   /** Egress counters (docs/egress.md); `proxy` only on an egress gateway. */
   egress?: () => EgressCounters;
+  /** Per-edge series with bounded labels (src/events/edge-series.ts): at most --metrics-max-series pairs and "other". */
+  edges?: () => EdgeSeries[];
 }
 
 /** What egress counts: the router's decisions and, on an egress gateway, its proxy. */
@@ -362,6 +365,41 @@ export class DaemonMetrics {
         ]);
       },
     });
+    const edges = src.edges;
+    if (edges) {
+      /* one read of the edges per scrape, shared by the four metrics (prom-client collects them one after another) */
+      let cached: { at: number; list: EdgeSeries[] } | undefined;
+      const series = (): EdgeSeries[] => {
+        const now = Date.now();
+        if (!cached || now - cached.at > 100) cached = { at: now, list: edges() };
+        return cached.list;
+      };
+      const labels = (s: EdgeSeries): { client_app: string; service: string } => ({ client_app: s.clientApp, service: s.service });
+      const edgeCounter = (name: string, help: string, pick: (s: EdgeSeries) => number): void => {
+        new Counter({
+          name,
+          help,
+          labelNames: ['client_app', 'service'],
+          registers,
+          collect(): void {
+            setCounter(this, series().map((s) => [labels(s), pick(s)]));
+          },
+        });
+      };
+      edgeCounter('appswitch_edge_connections_total', 'Connections set up from a client app of this node to a service (label pairs past --metrics-max-series count as other)', (s) => s.connections);
+      edgeCounter('appswitch_edge_refused_total', 'Connects from a client app of this node to a service refused because no instance served or answered', (s) => s.refused);
+      edgeCounter('appswitch_edge_denied_total', 'Connects from a client app of this node to a service denied by policy', (s) => s.denied);
+      new Gauge({
+        name: 'appswitch_edge_active',
+        help: 'Connections open now from a client app of this node to a service',
+        labelNames: ['client_app', 'service'],
+        registers,
+        collect(): void {
+          this.reset();
+          for (const s of series()) this.set(labels(s), s.active);
+        },
+      });
+    }
     const fds = src.openFds ?? countOpenFds;
     new Gauge({
       name: 'appswitch_daemon_open_fds',

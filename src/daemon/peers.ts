@@ -15,7 +15,10 @@
  *   push:     {"id":2,"t":<ms>,"push":["FROM","TO","CLIENT",...],"mac":".."}   (one way, no answer: a gateway tells the
  *             instance's node about the outside clients it just relayed there, three "ip:port" per connection — its
  *             own socket, the instance, the outside client; judged by gateway/ingress-push.ts. A line stays under
- *             MAX_LINE: a big batch is several lines) */
+ *             MAX_LINE: a big batch is several lines)
+ *   edges:    {"id":3,"t":<ms>,"edges":1,"mac":".."}   (this node's edges, for `edges('cluster')`: src/events/edge-cluster.ts)
+ *             answered by one or more lines {"id":3,"t":..,"edges":[[...],...],"more":true|false,"truncated":bool,"mac":..}
+ *             (each under MAX_LINE; at most MAX_EDGES_PER_ANSWER edges in all; decoded by src/events/edge-wire.ts) */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -24,6 +27,8 @@ import type { PushRecord } from '../gateway/ingress-push.js';
 import { canonicalIp, type Endpoint, endpointKey } from '../table/endpoint.js';
 import type { ClientIdentity } from '../trap/handler.js';
 import { guard, type InternalErrorReporter } from './internal-errors.js';
+import { chunkEdges, EdgeAnswer, encodeEdge, MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
+import type { EdgeView } from '../events/types.js';
 
 /** Why a peer API message was dropped (the keys of PeerApi.drops). */
 export type PeerDropReason = 'not-a-member' | 'unauthenticated' | 'malformed' | 'too-many-connections';
@@ -33,6 +38,11 @@ const MAX_SKEW_MS = 60_000;
 const MAX_CONNS = 256;
 /** A push line's records take at most this many characters (the rest of the line, with its mac, stays under MAX_LINE). */
 const PUSH_BODY_MAX = 3600;
+/** An edges answer is not written while this much output to that peer is still unsent (a member that asks and does
+ * not read cannot make this daemon buffer without bound). */
+const MAX_PENDING_ANSWER = 4 * 1024 * 1024;
+/** A pending request's callback: true keeps it for the next line of a multi-line answer. */
+type Pending = (m: Msg | undefined) => boolean | void;
 
 /** "ip:port" (IPv6 without brackets) into a canonical endpoint, or undefined. */
 function parsePushEndpoint(v: unknown): Endpoint | undefined {
@@ -132,7 +142,7 @@ export class PeerApi {
   /** An unexpected exception in a handler (it costs that connection). Default: logged. */
   onInternalError: InternalErrorReporter = (what, e) => this.log.error({ err: e }, `peer API: ${what} failed`);
   private readonly signer: Signer;
-  private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> }>();
+  private readonly clients = new Map<string, { sock: net.Socket; pending: Map<number, Pending> }>();
   private nextId = 1;
   private conns = 0;
   /** Connections this server serves (closed by close()). */
@@ -143,6 +153,11 @@ export class PeerApi {
   onPush: (peer: string, records: PushRecord[]) => void = () => {};
   /** Pushed records whose endpoints did not parse (left out of an otherwise good message). */
   pushMalformed = 0;
+  /** This node's edges for another node's `edges` request (at most MAX_EDGES_PER_ANSWER; see src/events). Default:
+   * none. */
+  onEdges: () => { edges: EdgeView[]; truncated: boolean } = () => ({ edges: [], truncated: false });
+  /** Edges in other nodes' answers that did not decode (dropped), and answers that were not answers at all. */
+  edgesMalformed = 0;
   private readonly warn: RateLimitedWarn;
 
   /**
@@ -211,6 +226,7 @@ export class PeerApi {
         if (p.records.length) this.onPush(peer, p.records);
         return;
       }
+      if (m.edges !== undefined) return this.answerEdges(sock, m.id as number);
       if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
       void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined, m.proto === 'udp' ? 'udp' : undefined, peer).then(
         (c) => {
@@ -223,6 +239,49 @@ export class PeerApi {
         (e: unknown) => this.log.warn({ err: e, peer }, 'peer API lookup failed'),
       );
     }, () => this.drop('malformed', peer, sock));
+  }
+
+  /** Answers an `edges` request: this node's edges, in lines under MAX_LINE. */
+  private answerEdges(sock: net.Socket, id: number): void {
+    if (sock.destroyed || sock.writableLength > MAX_PENDING_ANSWER) return;
+    const { edges, truncated } = this.onEdges();
+    const kept = edges.length > MAX_EDGES_PER_ANSWER ? edges.slice(0, MAX_EDGES_PER_ANSWER) : edges;
+    const chunks = chunkEdges(kept.map(encodeEdge), PUSH_BODY_MAX);
+    if (!chunks.length) chunks.push([]);
+    chunks.forEach((list, i) => {
+      const last = i === chunks.length - 1;
+      const cut = last && (truncated || kept.length < edges.length);
+      sock.write(this.signer.sign({ id, t: Date.now(), edges: list, more: !last, truncated: cut }) + '\n');
+    });
+  }
+
+  /** Asks the daemon at peerIp (the member `node`) for its edges: decoded (see src/events/edge-wire.ts), or undefined
+   * when it does not answer in time, or answers something that is not an edges answer. */
+  edges(peerIp: string, node: string, timeoutMs = 1000): Promise<EdgeAnswer | undefined> {
+    const c = this.client(peerIp);
+    const id = this.nextId++;
+    const answer = new EdgeAnswer(node);
+    return new Promise((resolve) => {
+      const done = (a: EdgeAnswer | undefined): void => {
+        clearTimeout(t);
+        c.pending.delete(id);
+        if (a) this.edgesMalformed += a.malformed;
+        resolve(a);
+      };
+      const t = setTimeout(() => done(undefined), timeoutMs);
+      c.pending.set(id, (m) => {
+        if (!m) return done(undefined);
+        if (!answer.add(m.edges)) {
+          this.edgesMalformed++;
+          return done(undefined);
+        }
+        if (m.more === true && !answer.truncated) return true; /* more lines to come (unless this side's cap is reached) */
+        if (m.truncated === true) answer.truncated = true; /* the answering node cut its list */
+        done(answer);
+        return undefined;
+      });
+      c.sock.write(this.signer.sign({ id, t: Date.now(), edges: 1 }) + '\n');
+    });
   }
 
   /** Asks the daemon at peerIp who `endpoint` (connected to our `dst`) is. Undefined when unknown, unreachable or too
@@ -275,12 +334,12 @@ export class PeerApi {
     send();
   }
 
-  private client(peerIp: string): { sock: net.Socket; pending: Map<number, (m: Msg | undefined) => void> } {
+  private client(peerIp: string): { sock: net.Socket; pending: Map<number, Pending> } {
     const have = this.clients.get(peerIp);
     if (have && !have.sock.destroyed) return have;
     const sock = net.createConnection({ host: peerIp, port: this.port });
     sock.setNoDelay(true);
-    const entry = { sock, pending: new Map<number, (m: Msg | undefined) => void>() };
+    const entry = { sock, pending: new Map<number, Pending>() };
     this.clients.set(peerIp, entry);
     const fail = (): void => {
       if (this.clients.get(peerIp) === entry) this.clients.delete(peerIp);
@@ -293,10 +352,7 @@ export class PeerApi {
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peerIp);
       const cb = entry.pending.get(m.id as number);
-      if (cb) {
-        entry.pending.delete(m.id as number);
-        cb(m);
-      }
+      if (cb && cb(m) !== true) entry.pending.delete(m.id as number);
     }, () => {
       this.drop('malformed', peerIp);
       sock.destroy();

@@ -12,6 +12,7 @@ import type { ConnectionTracker } from './connections.js';
 import type { EgressAsked } from './egress-route.js';
 import type { RateLimitedLog } from './limits.js';
 import type { Offers } from './offers.js';
+import type { ConnectObserver } from './observer.js';
 import { encodeSockaddr, MsgFlag, type Reply, type RequestOf } from './protocol.js';
 import type { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
@@ -74,6 +75,8 @@ export interface ClientIdentitiesDeps {
   egressAsked?: Pick<EgressAsked, 'take'>;
   /** See HandlerConfig.unclaimed: destinations whose connections no appswitch accept claims. */
   unclaimed?: (dst: Endpoint) => boolean;
+  /** Told of connections dropped at accept because nobody vouched for them. */
+  observer?: Pick<ConnectObserver, 'unidentified'>;
 }
 
 /** "ip:port" of an optional endpoint (v4-mapped IPv6 shown as IPv4), or undefined. */
@@ -178,6 +181,7 @@ export class ClientIdentities {
     if (!who) {
       this.deps.stats.unidentified++;
       this.deps.log.warn({ app: app.id, server: app.identity, peer: key }, 'unidentified connection dropped at accept');
+      this.deps.observer?.unidentified(app, peer, req.listener);
       return { result: -Errno.ECONNREFUSED };
     }
     if (who.external) {

@@ -20,6 +20,7 @@
  * connections made while the daemon was down. At most MAX_TRACKED entries are kept; the oldest are dropped first
  * (counted in `evicted`). */
 import type { Endpoint } from '../table/endpoint.js';
+import type { ConnectObserver } from './observer.js';
 
 /** One connection as the control API shows it (fixed keys; `null` where a value is unknown). */
 export interface ConnectionView {
@@ -41,6 +42,9 @@ export interface ConnectionView {
   serverNode: string | null;
   /** Whether the server's accept() returned it. */
   accepted: boolean;
+  /** The client's and the server's app names, where known (filled in by the daemon from its app directory). */
+  clientName?: string | null;
+  serverName?: string | null;
   /** When it was reported (ISO 8601) and how long ago (seconds). */
   since: string;
   ageSeconds: number;
@@ -61,6 +65,9 @@ export interface ServiceInfo {
   service: string;
   app: string;
   node: string;
+  /** The service's vip and port (what `service` spells): the observer's edge is keyed by them. */
+  vip?: string;
+  port?: number;
 }
 
 /** A tracked connection: the view's fields, with the report's time instead of its rendering. */
@@ -82,6 +89,8 @@ export class ConnectionTracker {
   /** Accepts reported (markAccepted) before their connection: two generators' batches arrive in either order. */
   private readonly early = new Map<string, { serverApp: string; node: string; at: number }>();
   evicted = 0;
+  /** Told of every connection set up to a known service (the event bus and edges, src/events). */
+  observer?: Pick<ConnectObserver, 'allowed'>;
 
   constructor(
     /** The service behind a real server endpoint "ip:port", if the table knows it. */
@@ -107,6 +116,7 @@ export class ConnectionTracker {
       at: Date.now(),
     };
     if (inode !== undefined) e.inode = inode;
+    if (this.observer && svc?.vip !== undefined && svc.port !== undefined) this.observer.allowed(client.appId, client.identity, svc.vip, svc.port, path, endpoint);
     const early = this.early.get(k);
     if (early) {
       this.early.delete(k);
@@ -195,6 +205,11 @@ export class ConnectionTracker {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Calls `visit` for every open connection of a client of this node to a known service ("vip:port"). */
+  forEachOut(visit: (clientApp: string, service: string) => void): void {
+    for (const e of this.entries.values()) if (e.direction === 'out' && e.service !== null) visit(e.clientApp, e.service);
   }
 
   /** Counts by path. */

@@ -7,6 +7,7 @@ import type { AppRecord } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
 import type { DecidedRecord } from './decided-wire.js';
 import type { HandlerStats } from './handler.js';
+import type { ConnectObserver } from './observer.js';
 
 export interface DecidedDeps {
   stats: HandlerStats;
@@ -15,6 +16,8 @@ export interface DecidedDeps {
   connections: ConnectionTracker;
   log: Logger;
   table: ServiceTable;
+  /** Told of refusals and policy denials (connections set up reach it through the tracker). */
+  observer?: Pick<ConnectObserver, 'refused' | 'denied'>;
 }
 
 const where = (e: Endpoint): string => (e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`);
@@ -39,10 +42,12 @@ export function applyDecided(d: DecidedDeps, app: AppRecord, records: DecidedRec
       case 'no-service':
         d.stats.refused++;
         d.log.info(base, 'connect refused: no such service');
+        d.observer?.refused(app, r.virt.ip, r.virt.port, 'no-service');
         break;
       case 'all-refused':
         d.stats.refused++;
         d.log.info(base, 'connect refused: every instance refused');
+        d.observer?.refused(app, r.virt.ip, r.virt.port, 'all-refused');
         break;
       case 'denied': {
         d.stats.denied++;
@@ -52,6 +57,7 @@ export function applyDecided(d: DecidedDeps, app: AppRecord, records: DecidedRec
           { ...base, clientTags: app.tags, serviceApp: sample?.appId, serviceName: sample?.name, serviceTags: sample?.tags },
           'connect denied by policy',
         );
+        d.observer?.denied(app, vip, r.virt.port);
         break;
       }
     }

@@ -24,6 +24,7 @@ import { Router, type RouterStats } from './router.js';
 import { EgressAsked, EgressRoute, type EgressRouteDeps, type EgressStats } from './egress-route.js';
 import { UdpIdentity } from './udp-identity.js';
 import type { VirtualDns } from './virtual-dns.js';
+import type { ConnectObserver } from './observer.js';
 
 export type { ClientIdentity, ClientSocketOrigin } from './client-reports.js';
 export type { Binding } from './bindings.js';
@@ -105,6 +106,9 @@ export interface HandlerConfig {
    * accepted by no appswitch server, so no client report is kept for them (it would wait unclaimed and count against
    * the client's --max-pending-per-app). */
   unclaimed?: (dst: Endpoint) => boolean;
+  /** Told of refusals, policy denials and unidentified accepts as they are decided (the daemon's event bus and edges;
+   * connections set up reach them through the ConnectionTracker). */
+  observer?: ConnectObserver;
 }
 
 /** What the daemon saves under its state directory and restores after a restart (see Daemon): the apps (with their
@@ -207,6 +211,7 @@ export class TrapHandler {
       externalCheck: cfg.externalCheck,
       pushedClient: cfg.pushedClient,
       unclaimed: cfg.unclaimed,
+      observer: cfg.observer,
     });
     this.router = new Router({
       nodeName,
@@ -229,6 +234,7 @@ export class TrapHandler {
       fastpath: cfg.fastpath,
       fdsExhausted: cfg.fdsExhausted,
       egress: cfg.egress ? new EgressRoute({ ...cfg.egress, log, limitLog, stats: this.stats, asked }) : undefined,
+      observer: cfg.observer,
     });
     this.balancer = this.router.balancer;
   }

@@ -13,6 +13,7 @@ import type { Policy } from '../policy/policy.js';
 import type { AppRecord } from './apps.js';
 import type { ClientReports } from './client-reports.js';
 import type { EgressRoute } from './egress-route.js';
+import type { ConnectObserver } from './observer.js';
 import type { RateLimitedLog } from './limits.js';
 import { MsgFlag, encodeSockaddr, type Reply, type RequestOf } from './protocol.js';
 import type { UdpIdentity } from './udp-identity.js';
@@ -67,6 +68,8 @@ export interface RouterDeps {
   fdsExhausted?: () => boolean;
   /** Egress policy and gateways for outside destinations (see egress-route.ts); absent: reached directly. */
   egress?: Pick<EgressRoute, 'route'>;
+  /** Told of refusals and policy denials (the event bus and edges, src/events). */
+  observer?: Pick<ConnectObserver, 'refused' | 'denied'>;
 }
 
 export class Router {
@@ -120,7 +123,10 @@ export class Router {
       this.tried.delete(reqKey);
       tried = undefined;
     }
-    if (proto === 'tcp' && !req.retry && this.pendingLimited(app, where)) return { reply: { result: -Errno.ECONNREFUSED } };
+    if (proto === 'tcp' && !req.retry && this.pendingLimited(app, where)) {
+      deps.observer?.refused(app, vip, dst.port, 'pending-limit');
+      return { reply: { result: -Errno.ECONNREFUSED } };
+    }
     let instances = deps.table.lookup({ vip, port: dst.port, proto });
     if (instances.length === 0 && proto === 'udp' && isLoopback(dst.ip)) {
       /* the local host (the unspecified address means it too, as in the kernel) with no such UDP service: a datagram
@@ -133,6 +139,7 @@ export class Router {
     if (instances.length === 0) {
       deps.stats.refused++;
       deps.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
+      deps.observer?.refused(app, vip, dst.port, 'no-service');
       return { reply: { result: -Errno.ECONNREFUSED } };
     }
     const client = { appId: app.id, identity: app.identity, tags: app.tags };
@@ -154,6 +161,7 @@ export class Router {
         },
         'connect denied by policy',
       );
+      deps.observer?.denied(app, vip, dst.port);
       return { reply: { result: -Errno.ECONNREFUSED } };
     }
     instances = allowed.filter((e) => !tried?.endpoints.has(endpointKey(e.endpoint)));
@@ -165,6 +173,7 @@ export class Router {
       deps.stats.refused++;
       this.tried.delete(reqKey);
       deps.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: every instance refused');
+      deps.observer?.refused(app, vip, dst.port, 'all-refused');
       return { reply: { result: -Errno.ECONNREFUSED } };
     }
     this.balancer.noteConnect(pick);
