@@ -55,6 +55,10 @@ export interface DaemonConfig {
   restoreGraceMs: number;
   /** Where the Prometheus endpoint (/metrics) listens; absent: no endpoint. */
   metricsAddress?: { host: string; port: number };
+  /** Where the live view (src/ui) listens; absent: no live view (`--ui-address`). A non-loopback address needs
+   * `--ui-allow-remote` (uiAllowRemote): the view serves, without authentication, what `appswitch get` shows. */
+  uiAddress?: { host: string; port: number };
+  uiAllowRemote?: boolean;
   /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
   group: string;
   /** Bound sockets (so services) one app may hold (`--max-services-per-app`). */
@@ -97,6 +101,8 @@ export interface DaemonFlags {
   insecureNoSockguard?: boolean;
   clean?: boolean;
   metricsAddress?: string;
+  uiAddress?: string;
+  uiAllowRemote?: boolean;
   group?: string;
   maxServicesPerApp?: string | number;
   maxPendingPerApp?: string | number;
@@ -234,6 +240,8 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     throw new AppswitchError('ERR_CONFIG', '--gossip-plaintext and --gossip-key exclude each other: plaintext means no key');
   }
   if (f.metricsAddress !== undefined) cfg.metricsAddress = parseMetricsAddress(f.metricsAddress);
+  if (f.uiAddress !== undefined) cfg.uiAddress = parseUiAddress(f.uiAddress);
+  if (f.uiAllowRemote) cfg.uiAllowRemote = true;
   const taken = { '--gossip-port': cfg.gossipPort, '--peer-port': cfg.peerPort, '--dns-port': cfg.dnsPort, '--metrics-address': cfg.metricsAddress?.port };
   for (const [flag, p] of Object.entries(cfg.egressGateway ? taken : {})) {
     if (p === cfg.egressPort) throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is also ${flag}`);
@@ -278,5 +286,13 @@ export function parseMetricsAddress(s: string): { host: string; port: number } {
   if (!hp || !ipaddr.isValid(hp.host)) {
     throw new AppswitchError('ERR_CONFIG', `--metrics-address ${s} is not ADDR:PORT (e.g. 127.0.0.1:9464, [::1]:9464)`);
   }
+  return { host: ipaddr.process(hp.host).toString(), port: hp.port };
+}
+
+/** `--ui-address ADDR:PORT`: an IP address, never a host name. (Whether a non-loopback one is allowed, with
+ * `--ui-allow-remote`, is checked when the view starts: see src/ui/mount.ts.) */
+export function parseUiAddress(s: string): { host: string; port: number } {
+  const hp = tryParseAddress(s);
+  if (!hp || !ipaddr.isValid(hp.host)) throw new AppswitchError('ERR_CONFIG', `--ui-address ${s} is not ADDR:PORT (e.g. 127.0.0.1:6664, [::1]:6664)`);
   return { host: ipaddr.process(hp.host).toString(), port: hp.port };
 }

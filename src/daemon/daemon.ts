@@ -45,6 +45,8 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { startLiveView, type LiveView } from '../ui/mount.js';
+import { ConnectionSampledEdges, silentEvents } from '../ui/edges-standin.js'; /* STAND-INS until H14's events and edges */
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -108,6 +110,10 @@ export class Daemon {
   private lock?: StateDirLock;
   /** Ingress and egress (see gateways.ts). */
   readonly gateways: Gateways;
+  /** The live view (`--ui-address`, src/ui), once started; uiAddress: where it listens ("host:port"). */
+  private liveView?: LiveView;
+  uiAddress?: string;
+  private uiEdges?: ConnectionSampledEdges;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -315,6 +321,7 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
+    if (this.cfg.uiAddress) await this.startLiveView(this.cfg.uiAddress);
     this.rateTimer = setInterval(guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => this.sampleTraps()), 1000);
     this.rateTimer.unref();
     const c = this.cfg;
@@ -339,6 +346,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          ui: this.uiAddress ?? 'off',
           gateway: c.gateway ? c.gatewayAddress : 'off',
           egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.gateways.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
@@ -347,6 +355,34 @@ export class Daemon {
       },
       'daemon started',
     );
+  }
+
+  /** The live view (src/ui): the API read-only behind a page. STAND-INS: events and edges come from
+   * src/ui/edges-standin.ts until H14's EventSource and EdgeSource are merged. */
+  private async startLiveView(address: { host: string; port: number }): Promise<void> {
+    this.uiEdges = new ConnectionSampledEdges({
+      node: this.cfg.nodeName,
+      connections: () => this.connections.list(),
+      app: (id) => {
+        const a = this.handler.apps.get(id);
+        return a ? { name: a.name ?? null, identity: a.identity } : undefined;
+      },
+      serviceName: (service) => {
+        const i = service.lastIndexOf(':');
+        return this.table.lookup({ vip: service.slice(0, i), port: Number(service.slice(i + 1)), proto: 'tcp' })[0]?.name ?? null;
+      },
+    });
+    this.uiEdges.start();
+    this.liveView = await startLiveView({
+      address,
+      allowRemote: this.cfg.uiAllowRemote ?? false,
+      sources: { control: (method, params) => this.onControl({ id: 0, method, params }), events: silentEvents, edges: this.uiEdges },
+      log: this.log.child({ module: 'ui' }),
+      onInternalError: this.internalErrors.reporter('ui'),
+      onError: (e) => this.serverError('ui', e),
+    });
+    this.uiAddress = this.liveView.address;
+    this.refreshDoors();
   }
 
   /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
@@ -409,6 +445,8 @@ export class Daemon {
       await this.dns?.close();
       await this.control.close();
       await this.metricsServer?.close();
+      this.uiEdges?.stop();
+      await this.liveView?.close();
     } catch (e) {
       err = e;
       throw e;
@@ -477,6 +515,8 @@ export class Daemon {
       const hosts = metrics.host === '0.0.0.0' || metrics.host === '::' ? localAddresses() : [metrics.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: metrics.port, high: metrics.port, kind: 'metrics' });
     }
+    const ui = c.uiAddress; /* the live view shows every app's command line: closed to programs like the metrics */
+    if (ui) for (const address of ui.host === '0.0.0.0' || ui.host === '::' ? localAddresses() : [ui.host]) doors.push({ address, proto: 'tcp', low: ui.port, high: ui.port, kind: 'ui' });
     doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
     this.vservices.refresh(); /* a backend may have become a member's door */

@@ -24,7 +24,7 @@ export interface DaemonPorts {
 }
 
 /** Why a destination is closed: which daemon door it is. */
-export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'egress' | 'exposure';
+export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'egress' | 'exposure' | 'ui';
 
 /** One closed door: `proto` ports low..high on one address. */
 export interface ClosedPorts {
