@@ -45,7 +45,7 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { startLiveView, type LiveView } from '../ui/mount.js';
+import { checkUiAddress, startLiveView, type LiveView } from '../ui/mount.js';
 import { ConnectionSampledEdges, silentEvents } from '../ui/edges-standin.js'; /* STAND-INS until H14's events and edges */
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
@@ -254,6 +254,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    if (this.cfg.uiAddress) checkUiAddress(this.cfg.uiAddress, this.cfg.uiAllowRemote ?? false); /* before anything starts */
     mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();

@@ -27,16 +27,24 @@ export function isLoopback(host: string): boolean {
   return ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback';
 }
 
+/** Throws ERR_CONFIG for a non-loopback address without `--ui-allow-remote` (the daemon checks this before it starts
+ * anything else, and again here). */
+export function checkUiAddress(address: { host: string; port: number }, allowRemote: boolean): void {
+  const { host, port } = address;
+  if (!allowRemote && !isLoopback(host)) {
+    throw new AppswitchError(
+      'ERR_CONFIG',
+      `--ui-address ${shown(host, port)} is not a loopback address: the live view has no authentication and shows every app, its command line and tags to whoever reaches it. Use 127.0.0.1 and an SSH tunnel (docs/live-view.md), or add --ui-allow-remote`,
+    );
+  }
+}
+
+const shown = (host: string, port: number): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+
 /** Listens; throws ERR_CONFIG for a non-loopback address without allowRemote, or when the address cannot be bound. */
 export async function startLiveView(o: LiveViewOptions): Promise<LiveView> {
   const { host, port } = o.address;
-  const shown = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  if (!o.allowRemote && !isLoopback(host)) {
-    throw new AppswitchError(
-      'ERR_CONFIG',
-      `--ui-address ${shown} is not a loopback address: the live view has no authentication and shows every app, its command line and tags to whoever reaches it. Use 127.0.0.1 and an SSH tunnel (docs/live-view.md), or add --ui-allow-remote`,
-    );
-  }
+  checkUiAddress(o.address, o.allowRemote);
   const api = createApiHandler(o.sources, { readOnly: true, auth: 'none' });
   const server = new UiServer((req, res) => api(req, res), o.log);
   if (o.onInternalError) server.onInternalError = o.onInternalError;
@@ -45,7 +53,7 @@ export async function startLiveView(o: LiveViewOptions): Promise<LiveView> {
   try {
     address = await server.listen(host, port);
   } catch (e) {
-    throw new AppswitchError('ERR_CONFIG', `--ui-address ${shown}: ${(e as Error).message}`);
+    throw new AppswitchError('ERR_CONFIG', `--ui-address ${shown(host, port)}: ${(e as Error).message}`);
   }
   if (!isLoopback(host)) {
     o.log.warn({ uiAddress: address }, 'the live view listens on a non-loopback address (--ui-allow-remote): anyone who reaches it sees the apps, their command lines and tags, the services and the members');
