@@ -21,6 +21,8 @@ export interface ApiHandlerOptions {
   readOnly: boolean;
   auth: 'peer' | 'token' | 'none';
   token?: string;
+  /** An unexpected exception answering a request (it answers ERR_INTERNAL), as H13's handler takes it. */
+  onInternalError?: (what: string, e: unknown) => void;
 }
 
 export type ApiHandler = (req: IncomingMessage, res: ServerResponse, peer?: PeerCredentials) => void;
@@ -90,7 +92,10 @@ export function createApiHandler(src: ApiSources, opts: ApiHandlerOptions): ApiH
     }
     answer.then(
       (v) => sendJson(res, 200, v ?? null),
-      (e: unknown) => sendError(res, 500, 'ERR_INTERNAL', e instanceof Error ? e.message : String(e)),
+      (e: unknown) => {
+        opts.onInternalError?.(`the ${route} request`, e);
+        sendError(res, 500, 'ERR_INTERNAL', e instanceof Error ? e.message : String(e));
+      },
     );
   };
 }

@@ -45,7 +45,7 @@ const shown = (host: string, port: number): string => (host.includes(':') ? `[${
 export async function startLiveView(o: LiveViewOptions): Promise<LiveView> {
   const { host, port } = o.address;
   checkUiAddress(o.address, o.allowRemote);
-  const api = createApiHandler(o.sources, { readOnly: true, auth: 'none' });
+  const api = createApiHandler(o.sources, { readOnly: true, auth: 'none', ...(o.onInternalError ? { onInternalError: o.onInternalError } : {}) });
   const server = new UiServer((req, res) => api(req, res), o.log);
   if (o.onInternalError) server.onInternalError = o.onInternalError;
   if (o.onError) server.onError = o.onError;
