@@ -9,7 +9,11 @@
   const POLL_MS = 1500;
   const RECENT_MS = 10_000;
   const W = 1000;
-  const H = 560;
+  /** The drawing's height: at least MIN_H, more when a column holds more nodes than fit (see place). */
+  const MIN_H = 560;
+  let H = MIN_H;
+  /** Vertical room per node in a column (its label included). */
+  const ROW = 78;
   const SVG = 'http://www.w3.org/2000/svg';
   const NODE_COLORS = ['#3a6fd8', '#2e9d8f', '#8e5bd8', '#d8793a', '#c2477a', '#5b8c2e', '#2e7fb3', '#a0782a'];
 
@@ -80,6 +84,8 @@
 
   const svcKey = (/** @type {{ vip: string, port: number }} */ s) => `${s.vip}:${s.port}`;
   const edgeKey = (/** @type {EdgeView} */ e) => `${e.client.app}>${svcKey(e.service)}`;
+  /** A rate for people: 0.7, 4.2, 12, 130. @param {number} r */
+  const rate = (r) => (r < 10 ? (Math.round(r * 10) / 10).toString() : Math.round(r).toString());
   const tagList = (/** @type {Record<string, string>} */ t) => Object.entries(t ?? {}).map(([k, v]) => `${k}=${v}`);
 
   // ---- data ------------------------------------------------------------------------------------------------------
@@ -232,6 +238,15 @@
     const key = [...m.nodes.keys()].sort().join('|') + '#' + [...m.edges.map((x) => x.from + '>' + x.to), ...m.serves.map((x) => x.from + '>' + x.to)].sort().join('|');
     const nodes = [...m.nodes.values()];
     const maxRank = Math.max(1, ...nodes.map((n) => n.rank));
+    /** @type {Map<number, number>} */
+    const perRank = new Map();
+    for (const n of nodes) perRank.set(n.rank, (perRank.get(n.rank) ?? 0) + 1);
+    const height = Math.max(MIN_H, 80 + ROW * Math.max(0, ...perRank.values()));
+    if (height !== H) {
+      H = height;
+      layoutKey = ''; /* lay out again in the new room */
+      document.getElementById('graph')?.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    }
     const colX = (/** @type {number} */ r) => 110 + (r * (W - 220)) / maxRank;
     for (const n of nodes) {
       const old = layout.get(n.id);
@@ -245,7 +260,8 @@
     if (key !== layoutKey) {
       layoutKey = key;
       const links = [...m.edges, ...m.serves].map((l) => [m.nodes.get(l.from), m.nodes.get(l.to)]).filter((p) => p[0] && p[1]);
-      for (let step = 0, t = 1; step < 300; step++, t *= 0.985) {
+      const steps = Math.max(30, Math.min(300, Math.floor(4e6 / Math.max(1, nodes.length * nodes.length))));
+      for (let step = 0, t = 1; step < steps; step++, t *= 0.985) {
         for (const n of nodes) ((n.vx = 0), (n.vy = 0));
         for (let i = 0; i < nodes.length; i++) {
           for (let j = i + 1; j < nodes.length; j++) {
@@ -269,7 +285,24 @@
           n.y = Math.max(40, Math.min(H - 40, n.y + Math.max(-20, Math.min(20, n.vy)) * t));
         }
       }
+      /* fewer crossings: each node moves to the mean height of its neighbours (the barycentre heuristic of layered
+       * drawings), a column at a time, then the columns are spread again */
+      /** @type {Map<string, GNode[]>} */
+      const nbrs = new Map();
+      for (const [a, b] of links) {
+        if (!a || !b) continue;
+        nbrs.set(a.id, [...(nbrs.get(a.id) ?? []), b]);
+        nbrs.set(b.id, [...(nbrs.get(b.id) ?? []), a]);
+      }
       spreadColumns(nodes);
+      for (let sweep = 0; sweep < 4; sweep++) {
+        for (const n of nodes) {
+          const ns = nbrs.get(n.id);
+          if (ns?.length) n.y = 0.5 * n.y + 0.5 * (ns.reduce((s, o) => s + o.y, 0) / ns.length);
+        }
+        spreadColumns(nodes);
+      }
+      for (const n of nodes) n.x = colX(n.rank);
     }
     layout.clear();
     for (const n of nodes) layout.set(n.id, n);
@@ -277,7 +310,7 @@
 
   /** Keeps the simulation's order in each column but at least MIN_GAP apart (labels never overlap), centred. */
   function spreadColumns(/** @type {GNode[]} */ nodes) {
-    const MIN_GAP = 78;
+    const MIN_GAP = ROW;
     /** @type {Map<number, GNode[]>} */
     const cols = new Map();
     for (const n of nodes) {
@@ -287,7 +320,7 @@
     }
     for (const col of cols.values()) {
       col.sort((a, b) => a.y - b.y);
-      const gap = Math.min(Math.max(MIN_GAP, 0), (H - 80) / Math.max(1, col.length - 1));
+      const gap = Math.min(MIN_GAP, (H - 80) / Math.max(1, col.length - 1));
       for (let i = 1; i < col.length; i++) {
         const prev = /** @type {GNode} */ (col[i - 1]), n = /** @type {GNode} */ (col[i]);
         if (n.y < prev.y + gap) n.y = prev.y + gap;
@@ -330,7 +363,7 @@
     $('count-apps').textContent = String([...m.nodes.values()].filter((n) => n.kind === 'app').length);
     $('count-services').textContent = String(m.services.size);
     $('count-edges').textContent = String(data.edges.length);
-    $('count-rate').textContent = data.edges.reduce((s, e) => s + e.ratePerSecond, 0).toFixed(1);
+    $('count-rate').textContent = rate(data.edges.reduce((s, e) => s + e.ratePerSecond, 0));
     $('count-traps').textContent = String(data.trapsPerSecond);
   }
 
@@ -365,11 +398,11 @@
         'data-client': e.client.app, 'data-service': svcKey(e.service), 'data-rate': String(e.ratePerSecond), 'data-state': state,
       });
       const title = svg('title');
-      title.textContent = `${a.label} → ${b.label}: ${e.ratePerSecond}/s, ${e.active} active, ${e.connections} total, ${e.refused} refused, ${e.denied} denied`;
+      title.textContent = `${a.label} → ${b.label}: ${rate(e.ratePerSecond)}/s, ${e.active} active, ${e.connections} total, ${e.refused} refused, ${e.denied} denied`;
       path.appendChild(title);
       edgeKids.push(path);
       const label = svg('text', { class: `edge-label ${state}`, x: p.lx.toFixed(1), y: (p.ly - 5).toFixed(1), 'text-anchor': 'middle' });
-      label.textContent = state === 'denied' ? `denied ×${e.denied}` : state === 'refused' ? `refused ×${e.refused}` : `${e.ratePerSecond}/s`;
+      label.textContent = state === 'denied' ? `denied ×${e.denied}` : state === 'refused' ? `refused ×${e.refused}` : `${rate(e.ratePerSecond)}/s`;
       edgeKids.push(label);
     }
     replace(/** @type {Node} */ (document.getElementById('layer-edges')), edgeKids);
@@ -448,7 +481,8 @@
       tr.appendChild(client);
       tr.appendChild(el('td', { class: 'muted' }, e.client.node || '—'));
       tr.appendChild(el('td', { class: 'mono' }, e.service.name ? `${e.service.name} (${svcKey(e.service)})` : svcKey(e.service)));
-      for (const v of [e.ratePerSecond, e.active, e.connections, e.fastpath, e.tcp, e.refused, e.denied]) tr.appendChild(el('td', { class: 'num' }, String(v)));
+      tr.appendChild(el('td', { class: 'num' }, rate(e.ratePerSecond)));
+      for (const v of [e.active, e.connections, e.fastpath, e.tcp, e.refused, e.denied]) tr.appendChild(el('td', { class: 'num' }, String(v)));
       tr.appendChild(el('td', { class: 'muted' }, ago(e.lastSeen)));
       edgeRows.push(tr);
     }
