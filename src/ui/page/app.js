@@ -105,6 +105,7 @@
       return;
     }
     polling = true;
+    lastPoll = Date.now();
     try {
       const [info, status, members, apps, services, edges] = await Promise.all([
         get('/v1/info'), get('/v1/status'), get('/v1/members'), get('/v1/apps'), get('/v1/services'), get('/v1/edges?scope=cluster'),
@@ -546,14 +547,24 @@
     connState.className = s;
   }
 
+  /** A poll soon after an event, but at most one a second (a denied client that retries in a loop must not turn
+   * the page into a load on the daemon). */
   let soon = 0;
+  let lastPoll = 0;
   function pollSoon() {
     if (soon) return;
-    soon = window.setTimeout(() => ((soon = 0), void poll()), 150);
+    soon = window.setTimeout(() => ((soon = 0), void poll()), Math.max(150, lastPoll + 1000 - Date.now()));
   }
 
-  const EVENT_TYPES = ['app.started', 'app.ended', 'service.up', 'service.down', 'member.state', 'connect.allowed', 'connect.refused',
+  /** The events the page listens to: all but connect.allowed, one per connection (the edges' rates, polled, say
+   * that), so that a busy network costs the page and the daemon nothing per connection. */
+  const EVENT_TYPES = ['app.started', 'app.ended', 'service.up', 'service.down', 'member.state', 'connect.refused',
     'connect.denied', 'accept.unidentified', 'exposure.changed', 'events.lost'];
+
+  /** Events not drawn yet in the list (at most the last EVENTS_SHOWN), drawn at most every 500 ms. @type {any[]} */
+  let unshown = [];
+  const EVENTS_SHOWN = 12;
+  let drawTimer = 0;
 
   /** @param {any} ev */
   function onEvent(ev) {
@@ -561,21 +572,32 @@
     if ((ev.type === 'connect.denied' || ev.type === 'connect.refused') && ev.client && ev.service) {
       flagged.set(`${ev.client.app}>${ev.service.vip}:${ev.service.port}`, { state: ev.type === 'connect.denied' ? 'denied' : 'refused', until: Date.now() + RECENT_MS });
     }
+    unshown.push(ev);
+    if (unshown.length > EVENTS_SHOWN) unshown = unshown.slice(-EVENTS_SHOWN);
+    if (!drawTimer) drawTimer = window.setTimeout(drawEvents, 500);
+    pollSoon();
+  }
+
+  function drawEvents() {
+    drawTimer = 0;
     const list = $('events');
-    const who = ev.client ? (ev.client.name ?? ev.client.identity) : ev.member ? ev.member.name : '';
-    const what = ev.service ? (ev.service.name ?? `${ev.service.vip}:${ev.service.port}`) : ev.peer ?? ev.detail ?? '';
-    const li = el('li', { class: ev.type.replace('.', '-') });
-    li.appendChild(el('span', { class: 't' }, new Date(ev.time ?? Date.now()).toLocaleTimeString()));
-    li.appendChild(document.createTextNode(`${ev.type} ${who}${what ? ` → ${what}` : ''}${ev.type === 'events.lost' ? ` (${ev.lost})` : ''}`));
-    list.insertBefore(li, list.firstChild);
-    while (list.childNodes.length > 12) list.removeChild(/** @type {Node} */ (list.lastChild));
-    if (ev.type !== 'connect.allowed' || !data.edges.length) pollSoon();
+    for (const ev of unshown) {
+      const who = ev.client ? (ev.client.name ?? ev.client.identity) : ev.member ? ev.member.name : '';
+      const what = ev.service ? (ev.service.name ?? `${ev.service.vip}:${ev.service.port}`) : ev.member ? ev.member.state : ev.peer ?? ev.detail ?? '';
+      const li = el('li', { class: ev.type.replace('.', '-') });
+      li.appendChild(el('span', { class: 't' }, new Date(ev.time ?? Date.now()).toLocaleTimeString()));
+      li.appendChild(document.createTextNode(`${ev.type} ${who}${what ? ` → ${what}` : ''}${ev.type === 'events.lost' ? ` (${ev.lost})` : ''}`));
+      li.title = li.textContent ?? '';
+      list.insertBefore(li, list.firstChild);
+    }
+    unshown = [];
+    while (list.childNodes.length > EVENTS_SHOWN) list.removeChild(/** @type {Node} */ (list.lastChild));
   }
 
   /** @type {EventSource | undefined} */
   let stream;
   function connect() {
-    stream = new EventSource('/v1/events');
+    stream = new EventSource(`/v1/events?type=${EVENT_TYPES.join(',')}`);
     stream.onopen = () => {
       setConn('live');
       pollSoon();
