@@ -2,7 +2,7 @@
  * time (dist/ui/page.html: one file, its script and style inlined, see build-page.ts), and `GET /v1/<route>` for the
  * read-only routes the page reads is passed to the API handler (mounted read-only, no auth). Nothing else is served.
  *
- * Defences (docs/live-view.md, "Security"): only GET and HEAD; a Host header that is not an IP literal or
+ * Defences (docs/live-view.md, "Security"): only GET (and HEAD of the page); a Host header that is not an IP literal or
  * `localhost` is refused (a web page elsewhere cannot read the view through DNS rebinding); no CORS headers (other
  * origins cannot read the answers); a Content-Security-Policy that allows only the page's own inline script and style
  * and requests to itself; bounded connections, header size and time to send a request. */
@@ -126,6 +126,11 @@ export class UiServer {
       const m = /^\/v1\/([a-z]+)$/.exec(path);
       if (!m || !UI_ROUTES.has(m[1] as string)) {
         fail(res, 404, 'ERR_NOT_FOUND', `no route ${path.slice(0, 100)}`);
+        return;
+      }
+      if (req.method !== 'GET') { /* HEAD of an event stream would hold a subscription that sends nothing */
+        res.setHeader('allow', 'GET');
+        fail(res, 405, 'ERR_BAD_REQUEST', 'the API routes answer GET only');
         return;
       }
       for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);

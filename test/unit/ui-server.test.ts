@@ -87,6 +87,7 @@ describe('UiServer', () => {
       expect(r.status, method).toBe(405);
       expect(r.headers.allow).toBe('GET, HEAD');
     }
+    expect((await get(port, '/v1/events', { method: 'HEAD' })).status).toBe(405);
     expect(seen.length).toBe(before);
   });
 
