@@ -1,12 +1,11 @@
-/** The live view's stand-ins until H13's handler and H14's sources are merged: the read-only API (lists, edges,
- * the event stream with its one subscription per request, released when the client goes, and backpressure) and the
- * edges sampled from the connection tracker. */
+/** The live view's stand-in for H13's API handler (src/ui/api-standin.ts; deleted with it at merge): the read-only
+ * lists, edges, and the event stream with its one subscription per request, released when the client goes, and
+ * backpressure. */
 import { createServer, request, type Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AppswitchEvent, EventSource, SubscribeOptions, Subscription } from '../../src/events/types.js';
-import type { ConnectionView } from '../../src/trap/connections.js';
 import { createApiHandler } from '../../src/ui/api-standin.js';
-import { ConnectionSampledEdges, silentEvents } from '../../src/ui/edges-standin.js';
+import { silentEvents } from '../../src/ui/edges-standin.js';
 
 /** An EventSource whose subscriptions the test feeds and watches. */
 class FakeEvents implements EventSource {
@@ -143,33 +142,5 @@ describe('api stand-in', () => {
     await expect.poll(() => (events.subs[0]?.queue.length ?? 0) > 0).toBe(true);
     req.destroy();
     await expect.poll(() => events.subs[0]?.closed).toBe(true);
-  });
-});
-
-describe('ConnectionSampledEdges (stand-in)', () => {
-  const conn = (endpoint: string, since: string, service: string | null, path: 'tcp' | 'fastpath' = 'tcp'): ConnectionView => ({
-    direction: 'out', path, client: '10.0.0.9', clientApp: 'c1', clientEndpoint: endpoint, service, endpoint: '192.0.2.2:40000',
-    serverApp: 's1', serverNode: 'n2', accepted: true, since, ageSeconds: 0,
-  });
-
-  it('counts each connection once per appearance, active ones, the path, and a rate over 10 s', async () => {
-    let open: ConnectionView[] = [];
-    const edges = new ConnectionSampledEdges({ node: 'n1', connections: () => open, app: () => ({ name: 'client', identity: '10.0.0.9' }), serviceName: () => 'web' });
-    const t0 = Date.now();
-    open = [conn('192.0.2.1:1000', 'a', '10.0.0.5:80'), conn('192.0.2.1:1001', 'a', '10.0.0.5:80', 'fastpath'), conn('192.0.2.1:1002', 'a', null)];
-    edges.sample(t0);
-    edges.sample(t0 + 200); /* the same connections: not counted again */
-    open = [conn('192.0.2.1:1000', 'b', '10.0.0.5:80')]; /* the port reused by a new connection */
-    edges.sample(t0 + 400);
-    const v = await edges.edges('node');
-    expect(v.edges).toHaveLength(1);
-    const e = v.edges[0];
-    expect(e?.client).toEqual({ app: 'c1', name: 'client', identity: '10.0.0.9', node: 'n1' });
-    expect(e?.service).toEqual({ vip: '10.0.0.5', port: 80, name: 'web' });
-    expect(e).toMatchObject({ connections: 3, fastpath: 1, tcp: 2, active: 1, refused: 0, denied: 0 });
-    expect(e?.ratePerSecond).toBe(0.3);
-    open = [];
-    edges.sample(t0 + 600);
-    expect((await edges.edges('cluster')).edges[0]).toMatchObject({ active: 0, connections: 3 });
   });
 });
