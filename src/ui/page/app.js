@@ -145,6 +145,7 @@
       while (h.length > 1 && (h[1]?.at ?? now) <= now - RECENT_MS) h.shift();
     }
     for (const k of [...countsSeen.keys()]) if (!seen.has(k)) countsSeen.delete(k);
+    for (const [k, f] of [...flagged]) if (f.until <= now) flagged.delete(k);
   }
 
   /** ok, refused or denied: denials (else refusals) that grew over the last RECENT_MS (against the oldest look kept,
