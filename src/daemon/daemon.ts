@@ -45,7 +45,7 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
-import { checkUiAddress, startLiveView, type LiveView } from '../ui/mount.js';
+import { checkUiAddress, isLoopback, startLiveView, type LiveView } from '../ui/mount.js';
 import { ConnectionSampledEdges, silentEvents } from '../ui/edges-standin.js'; /* STAND-INS until H14's events and edges */
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
@@ -383,6 +383,10 @@ export class Daemon {
       onError: (e) => this.serverError('ui', e),
     });
     this.uiAddress = this.liveView.address;
+    if (!isLoopback(address.host)) { /* reachable from other nodes: their programs must find it closed too */
+      const served = Number(/:(\d+)$/.exec(this.uiAddress)?.[1]);
+      if (served > 0) this.cluster?.updateNode({ uiPort: served });
+    }
     this.refreshDoors();
   }
 
@@ -493,6 +497,7 @@ export class Daemon {
     if (r) {
       const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
       if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
+      if (r.uiPort !== undefined) p.ui = r.uiPort;
       if (r.egressGateway && r.egressPort !== undefined) p.egress = r.egressPort;
       return p;
     }

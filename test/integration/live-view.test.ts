@@ -164,10 +164,13 @@ describe.skipIf(!chromiumPath())('live view in Chromium (needs the chromium pack
     await page.screenshot(path.join(ARTIFACTS, 'after-restart.png'));
   });
 
-  it('is closed to programs under appswitch on its node (a daemon port, as the metrics are)', async () => {
+  it('is closed to programs under appswitch on every node (a daemon port, as the metrics are)', async () => {
     const probe = `import socket\ntry:\n    socket.create_connection(("${ui.address}", ${UI_PORT}), timeout=3)\n    print("connected")\nexcept OSError as e:\n    print("refused", e.errno)`;
     const r = await ui.runToEnd([], ['python3', '-c', probe]);
     expect(r.stdout.trim()).toBe('refused 111');
+    /* and on the other node, which learns the port from the UI node's @node record (--ui-allow-remote) */
+    const there = await other.runToEnd([], ['python3', '-c', probe]);
+    expect(there.stdout.trim()).toBe('refused 111');
   });
 
   it('will not start on a non-loopback address without --ui-allow-remote', async () => {

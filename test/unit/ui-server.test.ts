@@ -6,6 +6,8 @@ import net from 'node:net';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseUiAddress } from '../../src/daemon/config.js';
+import { decodeNodeRecord } from '../../src/daemon/gossip-records.js';
+import { nodeDoors } from '../../src/policy/daemon-ports.js';
 import { AppswitchError } from '../../src/errors.js';
 import { isLoopback, startLiveView } from '../../src/ui/mount.js';
 import { cspFor, hostAllowed, UI_ROUTES, UiServer, type UiPage } from '../../src/ui/server.js';
@@ -157,5 +159,21 @@ describe('--ui-address', () => {
     const v = await startLiveView({ address: { host: '127.0.0.1', port: 0 }, allowRemote: false, sources, log });
     expect(v.address).toMatch(/^127\.0\.0\.1:\d+$/);
     await v.close();
+  });
+});
+
+describe("the live view's port on other nodes", () => {
+  const enc = (o: unknown): Uint8Array => Buffer.from(JSON.stringify(o));
+  const base = { ports: { low: 40000, high: 60000 }, gossipPort: 7946, peerPort: 7947, dnsPort: 53 };
+
+  it('travels in the @node record, checked', () => {
+    expect(decodeNodeRecord(enc({ ...base, uiPort: 6664 }))).toEqual({ ok: true, value: { ...base, uiPort: 6664 } });
+    for (const uiPort of [0, 70000, '6664', -1]) expect(decodeNodeRecord(enc({ ...base, uiPort })).ok, String(uiPort)).toBe(false);
+  });
+
+  it('is a closed door of that node, TCP', () => {
+    const doors = nodeDoors('192.0.2.7', { gossip: 7946, peer: 7947, dns: 53, pool: { low: 40000, high: 60000 }, ui: 6664 }, false);
+    expect(doors).toContainEqual({ address: '192.0.2.7', proto: 'tcp', low: 6664, high: 6664, kind: 'ui' });
+    expect(nodeDoors('192.0.2.7', { gossip: 7946, peer: 7947, dns: 53, pool: { low: 40000, high: 60000 } }, false).some((d) => d.kind === 'ui')).toBe(false);
   });
 });
