@@ -157,7 +157,7 @@ describe.skipIf(!chromiumPath())('live view in Chromium (needs the chromium pack
     });
     await page.waitFor(`document.getElementById('conn-state').textContent === 'reconnecting'`, 15_000);
     await page.screenshot(path.join(ARTIFACTS, 'reconnecting.png'));
-    await ui.startDaemon(uiFlags());
+    await ui.startDaemon([...uiFlags(), '--join', other.address]); /* it left the cluster on SIGTERM: it joins again */
     await page.waitFor(`document.getElementById('conn-state').textContent === 'live'`, 30_000);
     await page.waitFor(`!!document.querySelector('#graph g.node[data-app="${ids.client}"]')`, 20_000);
     await page.waitFor(`!!document.querySelector('#graph path.edge[data-client="${ids.client}"][data-service="${webService}"]')`, 30_000);
