@@ -162,6 +162,11 @@ describe.skipIf(!chromiumPath())('live view in Chromium (needs the chromium pack
     await page.waitFor(`!!document.querySelector('#graph g.node[data-app="${ids.client}"]')`, 20_000);
     await page.waitFor(`!!document.querySelector('#graph path.edge[data-client="${ids.client}"][data-service="${webService}"]')`, 30_000);
     await page.screenshot(path.join(ARTIFACTS, 'after-restart.png'));
+    /* the picture for docs/live-view.png: once the rate over the last 10 s has built up (not a test: on a slow
+     * machine the picture just shows a lower rate) */
+    const steady = `Number(document.querySelector('#graph path.edge[data-client="${ids.client}"]')?.dataset.rate ?? 0) >= 1`;
+    await page.waitFor(steady, 12_000).catch(() => undefined);
+    await page.screenshot(path.join(ARTIFACTS, 'overview.png'));
   });
 
   it('is closed to programs under appswitch on every node (a daemon port, as the metrics are)', async () => {
