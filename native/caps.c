@@ -194,7 +194,8 @@ static int cap_set(uint64_t permitted, uint64_t effective, uint64_t inheritable)
 
 int as_cred_apply(const struct as_cred_plan *p, const char **what) {
   pid_t parent = getppid();
-  int root = geteuid() == 0; /* root, or the setuid launcher (caller.h): every drop below must succeed */
+  int root = geteuid() == 0 || p->in_userns; /* root, the setuid launcher or a private caller's user namespace
+                                                 * (caller.h): every drop below must succeed */
   int last = last_cap();
   *what = "dropping capabilities from the bounding set (PR_CAPBSET_DROP)";
   for (int c = 0; c <= last; c++) {
@@ -209,7 +210,7 @@ int as_cred_apply(const struct as_cred_plan *p, const char **what) {
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return -errno;
   if (p->switch_user) {
     *what = "setgroups";
-    if (setgroups((size_t)p->ngroups, p->groups) < 0) return -errno;
+    if (!p->in_userns && setgroups((size_t)p->ngroups, p->groups) < 0) return -errno;
     *what = "setresgid";
     if (setresgid(p->gid, p->gid, p->gid) < 0) return -errno;
     *what = "setresuid";

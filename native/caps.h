@@ -33,6 +33,8 @@ struct as_cred_plan {
   uint64_t keep;   /* bounding = permitted = effective; inheritable and ambient are empty */
   int switch_user; /* --user given, or the setuid launcher's caller: the ids below replace root's */
   int keep_env;    /* the setuid launcher's caller: HOME, USER, LOGNAME stay as the caller gave them */
+  int in_userns;   /* a private caller (caller.h as_caller_private_ns): setgroups(2) is denied in its user namespace,
+                    * so the supplementary groups stay as the caller had them; every capability drop must succeed */
   uid_t uid;
   gid_t gid;
   int ngroups;

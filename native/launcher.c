@@ -4,7 +4,10 @@
  * in the daemon, so the daemon can restart under running programs. unshare(2), seccomp(2), signalfd(2).
  *
  * usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]
- *                           [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] -- CMD [ARG...]
+ *                           [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] [--private] -- CMD [ARG...]
+ * --private: the daemon is an ordinary user's own (`appswitch daemon --private`, docs/private-daemon.md): the launcher
+ *   first makes a user namespace of its own (caller.h as_caller_private_ns), where it has the capabilities the
+ *   program's namespaces take; the program runs as the user with none, and without the socket guard (it needs root)
  * --daemon-wait: how long a trapped call waits for a daemon that went away to come back (default 10000 ms)
  * --no-sockguard: run without the kernel-side socket guard (sockguard.h); only for a real uid 0 caller (who could
  *   detach the guard's BPF programs anyway), given by `appswitch run` when the daemon runs --insecure-no-sockguard
@@ -49,7 +52,7 @@
 #define EXIT_APPSWITCH 125
 #define USAGE                                                                                                    \
   "usage: appswitch-launcher --socket PATH [--meta JSON] [--resolv FILE] [--daemon-wait MS] [--user NAME[:GROUP]]" \
-  " [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] -- CMD [ARG...]\n"
+   " [--cap-add CAP]... [--cap-drop CAP|ALL]... [--no-sockguard] [--private] -- CMD [ARG...]\n"
 
 static void die(const char *what, int err) {
   fprintf(stderr, "appswitch: %s: %s\n", what, strerror(err));
@@ -106,6 +109,10 @@ static void child_main(int chan, char **cmd, const sigset_t *orig, const char *r
                        const struct as_caller *caller) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) _exit(EXIT_APPSWITCH);
+  /* A private caller (caller.h): our memory belongs to the host's user namespace, where the launcher has no
+   * CAP_SYS_PTRACE, so it can take the seccomp listener (pidfd_getfd) only from a dumpable child of its own uid.
+   * Nothing here is secret from the user, and the program (dumpable after execve anyway) does not exist yet. */
+  if (caller->private_ && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) _exit(EXIT_APPSWITCH);
   if (unshare(CLONE_NEWNET) < 0) {
     fprintf(stderr, "appswitch: unshare(CLONE_NEWNET): %s (appswitch run needs CAP_SYS_ADMIN)\n", strerror(errno));
     _exit(EXIT_APPSWITCH);
@@ -163,7 +170,15 @@ static int exit_code(int status) {
 int main(int argc, char **argv) {
   const char *sock_path = NULL, *meta = "{}", *resolv = NULL, *user = NULL;
   uint64_t cap_add = 0, cap_drop = 0;
-  int wait_ms = 10000, sockguard = 1;
+  int wait_ms = 10000, sockguard = 1, private_ = 0;
+  static struct as_caller caller;
+  char why[512];
+  for (int k = 1; k < argc && strcmp(argv[k], "--"); k++) private_ |= !strcmp(argv[k], "--private");
+  if (private_ && as_caller_private_ns(&caller, why, sizeof(why)) < 0) { /* before the next step: the maps are
+                                                                          * written through /proc/self */
+    fprintf(stderr, "appswitch: %s\n", why);
+    return EXIT_APPSWITCH;
+  }
   /* first: neither the program nor the invoking user may ptrace this process, pidfd_getfd(2) its daemon session
    * and seccomp listener, or read its memory (process_vm_readv, /proc/PID/mem); fork keeps it, execve resets it */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die("PR_SET_DUMPABLE", errno);
@@ -188,6 +203,8 @@ int main(int argc, char **argv) {
       }
     } else if (!strcmp(argv[i], "--no-sockguard")) {
       sockguard = 0;
+    } else if (!strcmp(argv[i], "--private")) {
+      sockguard = 0; /* the socket guard's cgroup BPF programs need root in the host's namespaces */
     } else if (!strcmp(argv[i], "--daemon-wait") && i + 1 < argc) {
       char *end;
       long v = strtol(argv[++i], &end, 10);
@@ -207,14 +224,12 @@ int main(int argc, char **argv) {
   }
   char **cmd = argv + i;
   static struct as_cred_plan cred;
-  static struct as_caller caller;
-  char why[512];
-  if (!sockguard && getuid() != 0) {
+  if (!sockguard && getuid() != 0 && !private_) {
     fprintf(stderr, "appswitch: --no-sockguard: only root may run a program without the socket guard\n");
     return EXIT_APPSWITCH;
   }
   /* root, or a member of the launcher's group through the setuid bit: nothing privileged happens before this */
-  if (as_caller_init(&caller, why, sizeof(why)) < 0 ||
+  if ((!private_ && as_caller_init(&caller, why, sizeof(why)) < 0) ||
       as_caller_check_options(&caller, user != NULL, cap_add, cap_drop, sockguard, why, sizeof(why)) < 0) {
     fprintf(stderr, "appswitch: %s\n", why);
     return EXIT_APPSWITCH;
@@ -223,6 +238,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "appswitch: %s\n", why);
     return EXIT_APPSWITCH;
   }
+  cred.in_userns = private_;
 
   /* Whoever exec'd us (Node ignores SIGPIPE) may have left dispositions the program must not inherit. */
   for (int sig = 1; sig < NSIG; sig++) {
@@ -295,7 +311,7 @@ int main(int argc, char **argv) {
     if (guard.enabled_nsdelegate)
       fprintf(stderr, "appswitch: turned on nsdelegate on the cgroup v2 hierarchy (cgroup namespaces become delegation "
                       "boundaries, as systemd mounts it), so that programs cannot leave their cgroup\n");
-  } else {
+  } else if (!private_) {
     fprintf(stderr, "appswitch: warning: running without the socket guard (--insecure-no-sockguard): the program can "
                     "bypass appswitch with a dup2() race\n");
   }

@@ -1,12 +1,13 @@
 /** Control API client used by the CLI. */
 import net from 'node:net';
-import path from 'node:path';
 import { AppswitchError } from '../errors.js';
-import { CONTROL_SOCKET_NAME, type ControlMethod, type ControlResponse, DEFAULT_STATE_DIR } from '../daemon/control-protocol.js';
+import type { ControlMethod, ControlResponse } from '../daemon/control-protocol.js';
+import { defaultSocket } from './private-daemon.js';
 
-/** --socket, else $APPSWITCH_SOCKET, else the default state dir's control socket. */
+/** --socket, else $APPSWITCH_SOCKET, else the system daemon's control socket when it exists and the caller may use
+ * it, else the caller's private daemon's when there is one (private-daemon.ts), else the system daemon's. */
 export function resolveSocket(flag?: string): string {
-  return flag ?? process.env.APPSWITCH_SOCKET ?? path.join(DEFAULT_STATE_DIR, CONTROL_SOCKET_NAME);
+  return flag ?? process.env.APPSWITCH_SOCKET ?? defaultSocket();
 }
 
 const LOOK = ' (out of file descriptors? see its log)';

@@ -19,6 +19,7 @@ import { parentOf } from '../compose/readiness.js';
 import type { ProjectSpec } from '../compose/types.js';
 import { projectLabelProblem } from '../daemon/project-resolv.js';
 import { request, resolveSocket } from './client.js';
+import { ensureDaemon } from './private-daemon.js';
 import { age, table } from './format.js';
 
 interface ProjectOpts {
@@ -75,9 +76,10 @@ async function supervisorUp(p: ProjectPaths): Promise<StatusView | undefined> {
   }
 }
 
-/** The daemon `up` runs the project on: it must answer. */
+/** The daemon `up` runs the project on: the one named (--socket, APPSWITCH_SOCKET), else the system daemon, else,
+ * for an ordinary user, a private daemon of the user's own, started now if none runs (docs/private-daemon.md). */
 async function daemonSocket(o: ProjectOpts): Promise<{ socket: string; info: InfoResult }> {
-  const socket = resolveSocket(o.socket);
+  const { socket } = await ensureDaemon({ ...(o.socket === undefined ? {} : { socket: o.socket }), log: (l) => void process.stderr.write(`appswitch: ${l}\n`) });
   return { socket, info: await request<InfoResult>(socket, 'info') };
 }
 
@@ -117,7 +119,7 @@ async function up(o: ProjectOpts & { detach?: boolean; supervise?: boolean }): P
   const spec = portsAllowed(loaded, info, (t) => void process.stderr.write(t));
   const base = projectsBase();
   const paths = projectPaths(spec.name, base);
-  ensurePrivateDir(paths.dir, baseRoot(base));
+  ensurePrivateDir(paths.dir, baseRoot());
   const running = await supervisorUp(paths);
   if (running && running.pid !== process.pid) {
     throw new AppswitchError('ERR_BAD_ARGUMENT', `project ${spec.name} is already up (supervisor pid ${running.pid}); appswitch down -p ${spec.name} first`);

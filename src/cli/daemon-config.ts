@@ -6,8 +6,9 @@ import { type ConfigKey, type ConfigFileValues, parseConfigText } from '../daemo
 import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
 import { AppswitchError } from '../errors.js';
 
-/** Options that make no sense inside the file. */
-const NOT_IN_FILE = new Set(['config', 'help', 'version']);
+/** Options that make no sense inside the file (`private`: a mode of the command line, which picks the defaults of
+ * other keys; `appswitch up` starts it so, docs/private-daemon.md). */
+const NOT_IN_FILE = new Set(['config', 'help', 'version', 'private']);
 
 /** The file key of an option: its long name without dashes, and without `no-` for a negated boolean. */
 export function keyOf(o: Option): string | undefined {

@@ -6,7 +6,7 @@ import { Daemon } from '../daemon/daemon.js';
 import { installProcessGuards } from '../daemon/internal-errors.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
-import { native } from '../native/binding.js';
+import { launcherPath, native } from '../native/binding.js';
 import { parseTags } from '../trap/apps.js';
 import { projectLabelProblem } from '../daemon/project-resolv.js';
 import { decodeExposeList, parseExpose } from '../gateway/exposures.js';
@@ -15,6 +15,7 @@ import { annotate, applyConfigFile } from './daemon-config.js';
 import { addComposeCommands } from './compose.js';
 import { addKeygenCommand } from './keygen.js';
 import { runnableLauncher } from './launcher.js';
+import { privateFlags } from '../daemon/private-mode.js';
 import { addOpsCommands } from './ops.js';
 import { addIngressCommands } from './ingress.js';
 import { addVserviceCommands } from './vservice.js';
@@ -32,7 +33,7 @@ function fail(e: unknown): never {
 
 async function runDaemon(cmd: Command): Promise<void> {
   const { opts, file, values } = applyConfigFile(cmd);
-  const flags: DaemonFlags = {
+  let flags: DaemonFlags = {
     nodeAddress: opts.nodeAddress as string | undefined,
     nodeName: opts.nodeName as string | undefined,
     ports: opts.ports as string | undefined,
@@ -70,6 +71,7 @@ async function runDaemon(cmd: Command): Promise<void> {
   };
   let cfg;
   try {
+    if (opts.private === true) flags = await privateFlags(flags, (attr) => !['default', undefined].includes(cmd.getOptionValueSource(attr)));
     cfg = resolveConfig(flags);
   } catch (e) {
     throw annotate(e, file, values);
@@ -77,7 +79,7 @@ async function runDaemon(cmd: Command): Promise<void> {
   const d = new Daemon(cfg);
   installProcessGuards(process, d.internalErrors); /* what escapes every handler is logged and counted, see internal-errors.ts */
   await d.start();
-  if (!cfg.sockguard) d.log.warn('running without the socket guard (--insecure-no-sockguard): programs can bypass appswitch with a dup2() race');
+  if (!cfg.sockguard && !cfg.private) d.log.warn('running without the socket guard (--insecure-no-sockguard): programs can bypass appswitch with a dup2() race');
   let stopping = false;
   const stop = (sig: NodeJS.Signals): void => {
     if (stopping) return;
@@ -167,11 +169,14 @@ async function runApp(cmd: string[], opts: RunOptions): Promise<void> {
   if (process.getuid?.() === 0 && sudoUid !== undefined && /^\d{1,10}$/.test(sudoUid)) meta.owner = Number(sudoUid);
   const creds = credentialArgs(opts);
   const info = await request<InfoResult>(resolveSocket(opts.socket), 'info', opts.project === undefined ? undefined : { project: opts.project });
-  const launcher = runnableLauncher(); /* an ordinary user: the installed setuid launcher, or what to do */
+  /* an ordinary user: the installed setuid launcher, or what to do; against the user's own private daemon, any
+   * launcher of this installation (it makes a user namespace of its own: --private) */
+  const own = info.private === true && info.owner === process.getuid?.() && info.owner !== 0;
+  const launcher = own ? launcherPath() : runnableLauncher();
   const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
   // Replace this Node process with the small C generator: the program's overhead is then ~1 MB, not ~40.
   const resolv = opts.dnsOverride === 'true' ? ['--resolv', info.resolvConf] : [];
-  const guard = info.sockguard === false ? ['--no-sockguard'] : []; /* the daemon's operator opted out for the host */
+  const guard = own ? ['--private'] : info.sockguard === false ? ['--no-sockguard'] : []; /* the daemon's operator opted out for the host */
   native.execve(launcher, [launcher, '--socket', info.trapSocket, '--meta', JSON.stringify(meta), '--daemon-wait', opts.daemonWait, ...resolv, ...creds, ...guard, '--', ...cmd], env);
 }
 
@@ -221,6 +226,7 @@ export function buildCli(): Command {
     .addOption(new Option('--egress <mode>', 'how apps reach addresses outside the application network').choices(['direct', 'via-gateway']).default('direct'))
     .option('--egress-allow <k=v=cidr>', 'egress policy: apps tagged K=V (or * for every app) may reach CIDR (repeatable; no rule at all: everything allowed)', collect, [])
     .option('--egress-rules <file>', 'egress policy rules file (YAML or JSON list of {tags, cidrs}); adds to --egress-allow')
+    .option('--private', "an ordinary user's own daemon, no root needed: state in $XDG_RUNTIME_DIR/appswitch, node address 127.0.0.1, free ports above 1024, no cluster, no socket guard (docs/private-daemon.md)")
     .action((_opts: Record<string, unknown>, cmd: Command) => Promise.resolve(cmd).then(runDaemon).catch(fail));
 
   program

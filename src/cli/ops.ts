@@ -67,6 +67,8 @@ export const JSON_KEYS = {
     'resolvConf',
     'externalRefused',
     'ingress',
+    'private',
+    'owner',
   ],
 } as const;
 
@@ -242,6 +244,7 @@ export function addOpsCommands(program: Command): void {
           [
             ['daemon', `up ${s.uptimeSeconds}s, version ${s.version}`],
             ['node', `${s.node} (${s.nodeAddress})`],
+            ...(s.private ? [['private', `the private daemon of uid ${s.owner} (docs/private-daemon.md)`] as [string, string]] : []),
             ...conflicts,
             ['members', s.memberStates ? statesText(s.memberStates) : `${s.members} alive`],
             ['apps', String(s.apps)],
@@ -262,7 +265,7 @@ export function addOpsCommands(program: Command): void {
             ['internal errors', internalErrorsText(s.internalErrors)],
             ['app limits reached', s.limitsReached ? `services ${s.limitsReached.services}, offers ${s.limitsReached.offers}, pending ${s.limitsReached.pending}` : '0'],
             ['open connections', `${open.tcp} TCP, ${open.fastpath} fast path (fast path ${s.fastpath ? 'on' : 'off'})`],
-            ['socket group', s.group ?? 'none (root only)'],
+            ['socket group', s.group ?? (s.private ? `none (uid ${s.owner} and root only)` : 'none (root only)')],
             ...steeringRows(s.steering),
           ],
           { width: width(), elastic: [1] },

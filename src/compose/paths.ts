@@ -33,11 +33,11 @@ export function projectPaths(project: string, base = projectsBase()): ProjectPat
   };
 }
 
-/** The directory below which projectsBase() creates its own levels. */
-export function baseRoot(base: string): string {
-  if (base.startsWith('/run/appswitch-projects')) return '/run';
-  const marker = base.indexOf('/appswitch');
-  return marker > 0 ? base.slice(0, marker) : path.dirname(base);
+/** The existing directory below which projectsBase() makes its own levels (/run, $XDG_RUNTIME_DIR or /tmp). */
+export function baseRoot(uid = process.getuid?.() ?? 0, env: NodeJS.ProcessEnv = process.env): string {
+  if (uid === 0) return '/run';
+  const xdg = env.XDG_RUNTIME_DIR;
+  return xdg && path.isAbsolute(xdg) ? xdg : '/tmp';
 }
 
 /** Makes each level of `dir` below `root` a 0700 directory, checking those that exist: a directory (not a link),

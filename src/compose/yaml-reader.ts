@@ -3,6 +3,7 @@
  * Any YAML error or warning is the first complaint; a duplicate key is found when its map is read. Does no I/O. */
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Alias, type Document, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { ComposeFileError, q } from './file-error.js';
+import { editDistance as distance } from '../edit-distance.js';
 
 /** One key of a map: its name, the value (aliases followed; null when empty) and where each is. */
 export interface Entry {
@@ -151,18 +152,6 @@ export function describe(n: YamlNode | null | undefined): string {
   return 'an alias';
 }
 
-/** Levenshtein distance between two short strings. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length] as number;
-}
 
 /** The candidate nearest to `word` when it is at most 2 edits away (the first such in `candidates` order). */
 export function nearest(word: string, candidates: readonly string[]): string | undefined {

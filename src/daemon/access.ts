@@ -25,6 +25,9 @@ export interface ProcessFacts {
   realUid: number;
   /** Its real gid and supplementary groups (/proc/PID/status Gid, first field, and Groups). */
   groups: number[];
+  /** Inodes of its user and network namespaces; -1 when the daemon may not look (EACCES: a non-dumpable process
+   * whose memory belongs to a user namespace the daemon has no CAP_SYS_PTRACE in, such as a private daemon's
+   * launcher, see generator()). */
   userNs: number;
   netNs: number;
   /** When it started, in clock ticks since boot (/proc/PID/stat field 22). */
@@ -69,14 +72,24 @@ export function readProcess(pid: number, bornBy?: number): ProcessFacts | string
       capEff: BigInt(`0x${field('CapEff') || '0'}`),
       realUid: Number(field('Uid') || '-1'),
       groups: [...list('Gid').slice(0, 1), ...list('Groups')],
-      userNs: statSync(`${base}/ns/user`).ino,
-      netNs: statSync(`${base}/ns/net`).ino,
+      userNs: nsInode(`${base}/ns/user`),
+      netNs: nsInode(`${base}/ns/net`),
       startTicks,
     };
   } catch (e) {
     return lookError(e);
   } finally {
     closeSync(dir);
+  }
+}
+
+/** The inode of a /proc/PID/ns link, -1 when ptrace access is refused (EACCES); other errors are thrown. */
+function nsInode(p: string): number {
+  try {
+    return statSync(p).ino;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EACCES') return -1;
+    throw e;
   }
 }
 
@@ -147,12 +160,15 @@ export class AccessControl {
   /** The daemon's own namespaces (inodes of /proc/self/ns/*). */
   private readonly ns = { user: statSync('/proc/self/ns/user').ino, net: statSync('/proc/self/ns/net').ino };
 
+  /** privateMode: a private daemon (`--private`): no group at all (root and the daemon's user only), sockets 0600,
+   * and generators in a user namespace of their own (the launcher's, native/caller.h as_caller_private_ns). */
   constructor(
     readonly group: string,
     private readonly log: Logger,
+    readonly privateMode = false,
   ) {
-    this.gid = lookupGroup(group);
-    if (this.gid === undefined) {
+    this.gid = privateMode ? undefined : lookupGroup(group);
+    if (this.gid === undefined && !privateMode) {
       this.log.warn({ group }, 'group does not exist: the control and trap sockets are for root only (create it: groupadd --system appswitch)');
     }
   }
@@ -176,6 +192,7 @@ export class AccessControl {
       /* the pid must still be the connecting user's process (not a reused pid) */
       if (p && p.uid === peer.uid && p.groups.includes(this.gid)) return undefined;
     }
+    if (this.privateMode) return `uid ${peer.uid} is not root and not uid ${this.self}, whose private daemon this is`;
     return `uid ${peer.uid} is not root and not in group ${this.group}${this.gid === undefined ? ' (which does not exist)' : ''}`;
   }
 
@@ -202,10 +219,18 @@ export class AccessControl {
     } catch (e) {
       return `the launcher cannot be found (${(e as Error).message})`;
     }
-    if (!p.exe || p.exe.dev !== launcher.dev || p.exe.ino !== launcher.ino) return `pid ${peer.pid} runs ${p.exePath}, not the appswitch launcher`;
     if (p.seccomp !== 0) return `pid ${peer.pid} is under a seccomp filter (a program under appswitch, or a sandbox)`;
-    if (p.userNs !== this.ns.user) return `pid ${peer.pid} is in another user namespace`;
-    if (!(p.capEff & (1n << CAP_SYS_ADMIN))) return `pid ${peer.pid} lacks CAP_SYS_ADMIN (appswitch run must be started by root)`;
+    /* A private daemon cannot look at its launchers' executables: a launcher makes a user namespace of its own and is
+     * not dumpable, and the daemon has no CAP_SYS_PTRACE over memory that belongs to the host's user namespace. It
+     * admits, then, any process of its own user that is not under a seccomp filter (so never a program under
+     * appswitch): that is the user, whom a private daemon serves anyway (docs/private-daemon.md). */
+    const hiddenOwn = this.privateMode && p.realUid === this.self && !p.exe && p.userNs === -1;
+    if (hiddenOwn) return { realUid: p.realUid };
+    if (!p.exe || p.exe.dev !== launcher.dev || p.exe.ino !== launcher.ino) return `pid ${peer.pid} runs ${p.exePath}, not the appswitch launcher`;
+    /* a private daemon's generator has made a user namespace of its own, where it has CAP_SYS_ADMIN (/proc shows
+     * its capabilities there); it runs as the daemon's user, who could do the same without appswitch */
+    if (p.userNs !== this.ns.user && !(this.privateMode && p.realUid === this.self)) return `pid ${peer.pid} is in another user namespace`;
+    if (!(p.capEff & (1n << CAP_SYS_ADMIN))) return `pid ${peer.pid} lacks CAP_SYS_ADMIN (appswitch run must be started by root${this.privateMode ? ', or by this private daemon\'s user' : ''})`;
     if (!Number.isInteger(p.realUid) || p.realUid < 0) return `pid ${peer.pid}: its real uid cannot be read`;
     if (p.realUid !== 0 && p.realUid !== this.self && (this.gid === undefined || !p.groups.includes(this.gid))) {
       return `pid ${peer.pid} runs for uid ${p.realUid}, which is not in group ${this.group}`;

@@ -3,6 +3,7 @@
  * The keys are not listed here: the CLI derives them from the `daemon` command's options (one source of truth). */
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { AppswitchError } from '../errors.js';
+import { editDistance as distance } from '../edit-distance.js';
 
 /** One key the file may hold: a daemon flag's long name without `--` (`--no-fastpath` -> `fastpath`). */
 export interface ConfigKey {
@@ -35,18 +36,6 @@ function fail(file: string, line: number, msg: string): never {
   throw new AppswitchError('ERR_CONFIG', `${file}:${line}: ${msg}`);
 }
 
-/** Edit distance, for "did you mean" on an unknown key. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length] as number;
-}
 
 function describe(n: YamlNode | null | undefined): string {
   if (n === null || n === undefined) return 'nothing';

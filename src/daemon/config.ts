@@ -76,6 +76,9 @@ export interface DaemonConfig {
   egressMode: EgressMode;
   /** Egress policy rules (`--egress-allow`, `--egress-rules FILE`); empty: every app may reach every address. */
   egressRules: SourcedRule[];
+  /** An ordinary user's own daemon (`--private`, src/daemon/private-mode.ts): only its user (and root) may use its
+   * sockets, programs run in a user namespace of the launcher's, no socket guard, no cluster. */
+  private: boolean;
 }
 
 export interface DaemonFlags {
@@ -113,6 +116,8 @@ export interface DaemonFlags {
   egress?: string;
   egressAllow?: string[];
   egressRules?: string;
+  /** `--private` (the other private defaults are filled in by private-mode.ts privateFlags). */
+  private?: boolean;
 }
 
 export const DEFAULT_VIP_CIDRS = ['10.0.0.0/8'];
@@ -215,7 +220,10 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     gateway: f.gateway ?? false,
     gatewayAddress: '0.0.0.0',
     ...resolveEgress(f),
+    private: f.private ?? false,
   };
+  if (cfg.private && cfg.joins.length) throw new AppswitchError('ERR_CONFIG', '--private: --join is refused: a private daemon gossips on loopback only (no cluster)');
+  if (cfg.private && cfg.sockguard) throw new AppswitchError('ERR_CONFIG', '--private: a private daemon has no socket guard (it needs root)');
   if (f.gatewayAddress !== undefined) {
     if (!ipaddr.isValid(f.gatewayAddress)) throw new AppswitchError('ERR_CONFIG', `--gateway-address ${f.gatewayAddress} is not an IP address`);
     if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--gateway-address needs --gateway');

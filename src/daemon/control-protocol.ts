@@ -107,6 +107,10 @@ export interface InfoResult {
   /** false when the daemon runs --insecure-no-sockguard: `appswitch run` then starts programs without the socket
    * guard (native/sockguard.h). Absent from older daemons: the guard is on. */
   sockguard?: boolean;
+  /** A private daemon (`appswitch daemon --private`): `appswitch run` passes --private to the launcher, which then
+   * makes a user namespace of its own; owner: the uid it runs as, the only user (besides root) it admits. */
+  private?: boolean;
+  owner?: number;
 }
 
 export interface AppView {

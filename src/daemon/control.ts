@@ -99,6 +99,8 @@ export class ControlServer {
     private readonly handle: ControlHandler,
     private readonly log: Logger,
     private readonly admit?: ControlAdmit,
+    /** A uid besides root that may make changes (MUTATING methods): a private daemon's own user. */
+    private readonly adminUid?: number,
   ) {}
 
   /** Listens at path; `secure` then sets the file's owner and mode (see AccessControl.secure). */
@@ -223,7 +225,7 @@ export class ControlServer {
     const v = validateRequest(parsed);
     if ('error' in v) return { id: v.id, error: v.error };
     const req = v.req;
-    if (MUTATING.has(req.method) && peer && peer.uid !== 0) {
+    if (MUTATING.has(req.method) && peer && peer.uid !== 0 && peer.uid !== this.adminUid) {
       return { id: req.id, error: err('ERR_PERMISSION', `${req.method} changes the application network: it needs root, as \`appswitch run\` does`) };
     }
     try {

@@ -45,6 +45,7 @@ import { VSERVICE_NODE } from '../vservice/body.js';
 import type { VserviceSync } from '../vservice/table-sync.js';
 import { setUpVservices, type VserviceControl } from './vservice-control.js';
 import { lockStateDir, type StateDirLock } from './state-lock.js';
+import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
 import { checkUiAddress, isLoopback, startLiveView, type LiveView } from '../ui/mount.js';
 import { ConnectionSampledEdges, silentEvents } from '../ui/edges-standin.js'; /* STAND-INS until H14's events and edges */
 
@@ -131,7 +132,7 @@ export class Daemon {
       ranges: new VirtualRanges(cfg.vipCidrs),
       log: this.log.child({ module: 'vservice' }),
     }));
-    this.access = new AccessControl(cfg.group, this.log);
+    this.access = new AccessControl(cfg.group, this.log, cfg.private);
     this.fds = new FdBudget(this.log);
     let byEndpoint: Map<string, ServiceInfo> | undefined; /* rebuilt on the first look-up after a table change */
     const stale = (): void => (byEndpoint = undefined);
@@ -167,6 +168,7 @@ export class Daemon {
       nodeAddress: cfg.nodeAddress,
       ranges: new VirtualRanges(cfg.vipCidrs),
       table: this.table,
+      ...(cfg.private ? privateHandlerDeps() : {}),
       pool: new PortPool(cfg.ports.low, cfg.ports.high),
       log: this.log,
       policy,
@@ -248,14 +250,15 @@ export class Daemon {
     const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, table: this.table };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
-    this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'));
+    this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'), cfg.private ? process.getuid?.() : undefined);
     this.control.onInternalError = this.internalErrors.reporter('control');
     if (this.metricsServer) this.metricsServer.onInternalError = this.internalErrors.reporter('metrics');
   }
 
   async start(): Promise<void> {
     if (this.cfg.uiAddress) checkUiAddress(this.cfg.uiAddress, this.cfg.uiAllowRemote ?? false); /* before anything starts */
-    mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
+    if (this.cfg.private) preparePrivateStateDir(this.cfg.stateDir); /* 0700, the user's own, or refused */
+    else mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
     const key = this.gossipKey();
     this.gateways.setPreambleKeys(preambleKeys(key.mode === 'key' ? key.keys : undefined)); /* before the relay's first route */
@@ -352,10 +355,17 @@ export class Daemon {
           egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.gateways.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
           logLevel: c.logLevel,
+          ...(c.private ? { private: true } : {}),
         },
       },
       'daemon started',
     );
+    if (c.private) {
+      this.log.info(
+        { owner: process.getuid?.(), stateDir: c.stateDir },
+        'private daemon: only this user (and root) may use it; no socket guard (it needs root; the programs run as this user anyway), no cluster (gossip on loopback only), programs in user namespaces of their launchers (docs/private-daemon.md)',
+      );
+    }
   }
 
   /** The live view (src/ui): the API read-only behind a page. STAND-INS: events and edges come from
@@ -594,6 +604,7 @@ export class Daemon {
       resolvConf: project === undefined || !this.projectResolv ? this.cfg.resolvConf : this.projectResolv.pathFor(project),
       dnsDomain: this.cfg.dnsDomain,
       sockguard: this.cfg.sockguard,
+      ...(this.cfg.private ? { private: true, owner: process.getuid?.() ?? 0 } : {}),
     };
   }
 

@@ -3,6 +3,7 @@
  * gateways, the egress proxy on one). The daemon builds it before the trap handler and hands it lazy hooks for what is
  * built later (the handler, the decision table, the cluster, the peer API); nothing here runs before start(). See
  * docs/ingress.md, docs/relay.md, docs/ingress-local.md and docs/egress.md. */
+import { unprivilegedPortStart } from './private-mode.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { discloseEgress, EgressProxy } from '../gateway/egress.js';
@@ -122,6 +123,7 @@ export class Gateways {
       table: p.table,
       gateways: () => this.gatewayNodes(),
       reserved: () => this.reservedPorts(),
+      ...(cfg.private ? { minHostPort: unprivilegedPortStart() } : {}),
       recordExternal: (from, client, to) => {
         p.handler().recordExternal(from, client, to); /* for the whoIs path (and an instance on this node) */
         this.pusher?.add(from, client, to); /* an instance on another node: told now, not asked later */

@@ -73,6 +73,9 @@ export interface IngressDeps {
   /** On a gateway: steers each route's host port to the exposed service's instances on this node, if any (BPF
    * sk_lookup, no proxy: gateway/local-ingress.ts); the forwarder serves what is not steered. */
   local?: { steerExposure(hostPort: number, vip: string, port: number): boolean; unsteerExposure(hostPort: number): void };
+  /** The lowest host port this gateway may open: a private daemon's (an ordinary user's) unprivileged port start,
+   * so an exposure below it is refused when asked for, not left failing in the forwarder. Absent: any. */
+  minHostPort?: number;
 }
 
 interface Route {
@@ -257,6 +260,8 @@ export class Ingress {
 
   /** Why `hostPort` cannot be a host port here or at a known gateway (a pool or daemon port), else undefined. */
   hostPortProblem(hostPort: number): string | undefined {
+    const min = this.deps.minHostPort;
+    if (min !== undefined && hostPort < min) return `host port ${hostPort} is below ${min}, which a private daemon (an ordinary user) cannot open`;
     const own = hostPortProblem(hostPort, this.deps.reserved());
     if (own) return own;
     for (const g of this.deps.gateways()) {

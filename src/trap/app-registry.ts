@@ -18,6 +18,9 @@ export interface AppRegistryDeps {
   onChange?: (now?: boolean) => void;
   /** Why these `--expose` host ports cannot be (a pool or daemon port of this node), else undefined. */
   exposeProblem?: (specs: NonNullable<AppMeta['expose']>) => string | undefined;
+  /** A uid besides root that may `--expose`: a private daemon's own user (its gateway is on loopback, its ports its
+   * user's; docs/private-daemon.md). */
+  adminUid?: number;
 }
 
 export class AppRegistry {
@@ -75,7 +78,7 @@ export class AppRegistry {
     const { resume: _resume, identity: _hint, owner: claimed, ...plain } = meta;
     /* uid is the generator's real uid: a member's setuid launcher (effective uid 0) claims no other owner */
     const owner = uid === 0 && claimed !== undefined ? claimed : uid;
-    if (uid !== 0 && meta.expose?.length) {
+    if (uid !== 0 && uid !== this.deps.adminUid && meta.expose?.length) {
       return `ERR_PERMISSION: --expose needs root (uid ${uid} may run programs, not open ports on the gateways; appswitch expose needs root too)`;
     }
     const held = this.heldByOther(owner, meta.ip, meta.name);

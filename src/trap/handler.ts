@@ -96,6 +96,8 @@ export interface HandlerConfig {
   pushedClient?: ClientIdentitiesDeps['pushedClient'];
   /** Why an app's `--expose` host ports cannot be (see AppRegistryDeps.exposeProblem). */
   exposeProblem?: (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
+  /** See AppRegistryDeps.adminUid. */
+  adminUid?: number;
   /** Egress policy and gateways for destinations outside the application network (see egress-route.ts); absent:
    * they are reached directly, as before egress policy. */
   egress?: Omit<EgressRouteDeps, 'log' | 'limitLog' | 'stats' | 'asked'>;
@@ -162,7 +164,7 @@ export class TrapHandler {
     const closeFds = (fds: number[]): void => {
       if (fds.length) cfg.closeFds?.(fds);
     };
-    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem });
+    this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem, adminUid: cfg.adminUid });
     this.apps = this.registry.apps;
     this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin, cfg.externalWaitMs ?? 0);
     this.bindings = new Bindings({

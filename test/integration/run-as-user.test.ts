@@ -390,4 +390,33 @@ describe('attacks', () => {
       killTree(p, 'SIGKILL');
     }
   });
+  it('brings a project up as a member (appswitch up -d): its programs are the member\'s, ports are left out with a warning, down', async () => {
+    const proj = path.join(userDir, 'proj');
+    await as(MEMBER, ['mkdir', '-p', proj]);
+    const yaml = ['name: mine', 'services:', '  web:', '    command: python3 -m http.server 8080', '    ports: ["18088:8080"]', '    ready: {tcp: 8080}', ''].join('\n');
+    writeFileSync(path.join(proj, 'index.html'), 'member page\n');
+    writeFileSync(path.join(proj, 'appswitch.yaml'), yaml);
+    chownSync(path.join(proj, 'index.html'), uidOf(MEMBER), Number(sh('id', ['-g', MEMBER]).trim()));
+    chownSync(path.join(proj, 'appswitch.yaml'), uidOf(MEMBER), Number(sh('id', ['-g', MEMBER]).trim()));
+    const up = await as(MEMBER, ['node', CLI, 'up', '-d'], { cwd: proj, env: { NO_COLOR: '1' } }, 60_000);
+    try {
+      expect(up.code, up.stdout + up.stderr).toBe(0);
+      expect(up.stderr).toMatch(/ports of web are not exposed: on a system daemon only root may expose a port/);
+      const rows = JSON.parse((await as(MEMBER, ['node', CLI, 'ps', '-p', 'mine', '--json'])).stdout) as Array<{ pid: number; state: string }>;
+      expect(rows.map((r) => r.state)).toEqual(['ready']);
+      const app = (await apps()).find((a) => a.owner === uidOf(MEMBER) && a.cmd.join(' ').includes('http.server'));
+      expect(app?.pid).toBeTypeOf('number');
+      expect(statSync(`/proc/${app?.pid as number}`).uid).toBe(uidOf(MEMBER));
+      const got = await runAs(MEMBER, ['--project', 'mine'], ['curl', '-s', '-m', '5', 'http://web:8080/index.html']);
+      expect(got.stdout).toBe('member page\n');
+      /* the supervisor's directory is the member's own, 0700 */
+      const st = statSync(`/tmp/appswitch-${uidOf(MEMBER)}/projects/mine`);
+      expect([st.uid, st.mode & 0o777]).toEqual([uidOf(MEMBER), 0o700]);
+    } finally {
+      const down = await as(MEMBER, ['node', CLI, 'down', '-p', 'mine'], { cwd: proj }, 60_000);
+      rmSync(`/tmp/appswitch-${uidOf(MEMBER)}`, { recursive: true, force: true });
+      expect(down.code, down.stderr).toBe(0);
+    }
+    expect((await apps()).filter((a) => a.owner === uidOf(MEMBER))).toEqual([]);
+  }, 90_000);
 });

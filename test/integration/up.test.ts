@@ -5,7 +5,7 @@
  * a foreground `up` streams prefixed (and, on a terminal, coloured) logs and stops everything on Ctrl-C with an
  * exit status that tells whether a service failed; two projects with the same service names do not collide; a
  * malformed appswitch.yaml is one line of error with file and line. Real daemon in a namespace, real programs. */
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -63,6 +63,14 @@ function processesIn(namespaces: Set<string>): number[] {
 }
 
 const alive = (pid: number): boolean => existsSync(`/proc/${pid}`);
+
+/** A project directory under the test's work dir with an appswitch.yaml of `lines`; returns its path. */
+function projectDir(name: string, lines: string[]): string {
+  const dir = path.join(work, name);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  writeFileSync(path.join(dir, 'appswitch.yaml'), [...lines, ''].join('\n'));
+  return dir;
+}
 
 async function shopGet(project: string): Promise<{ visits: number; api_instance: string }> {
   const r = await h.runToEnd(['--project', project], ['curl', '-s', '-m', '5', '-f', 'http://web:8080/']);
@@ -168,24 +176,17 @@ describe('appswitch up, the shop example', () => {
 
 describe('appswitch up, readiness and failures', () => {
   it('does not start a service whose dependency is not ready, and says so in its exit status', async () => {
-    const dir = path.join(work, 'dep');
-    rmSync(dir, { recursive: true, force: true });
     const marker = path.join(work, `started-${tag}`);
-    await import('node:fs').then((fs) => fs.mkdirSync(dir, { mode: 0o755 }));
-    writeFileSync(
-      path.join(dir, 'appswitch.yaml'),
-      [
-        `name: dep${tag}`,
-        'services:',
-        '  db:',
-        '    command: sleep 300',
-        '    ready: {tcp: 5432, timeout: 3s, interval: 200ms}',
-        '  app:',
-        `    command: touch ${marker}; sleep 300`,
-        '    depends_on: [db]',
-        '',
-      ].join('\n'),
-    );
+    const dir = projectDir('dep', [
+      `name: dep${tag}`,
+      'services:',
+      '  db:',
+      '    command: sleep 300',
+      '    ready: {tcp: 5432, timeout: 3s, interval: 200ms}',
+      '  app:',
+      `    command: touch ${marker}; sleep 300`,
+      '    depends_on: [db]',
+    ]);
     const r = await up(['up', '-d'], dir);
     expect(r.code, r.stdout + r.stderr).toBe(1);
     const rows = await ps(`dep${tag}`);
@@ -200,20 +201,14 @@ describe('appswitch up, readiness and failures', () => {
   }, 90_000);
 
   it('runs in the foreground with prefixed logs; Ctrl-C stops every service, exit 1 when one failed', async () => {
-    const dir = path.join(work, 'fg');
-    await import('node:fs').then((fs) => fs.mkdirSync(dir, { recursive: true, mode: 0o755 }));
-    writeFileSync(
-      path.join(dir, 'appswitch.yaml'),
-      [
-        `name: fg${tag}`,
-        'services:',
-        '  talker:',
-        '    command: while true; do echo "tick $$"; sleep 0.3; done',
-        '  quitter:',
-        '    command: echo leaving; exit 3',
-        '',
-      ].join('\n'),
-    );
+    const dir = projectDir('fg', [
+      `name: fg${tag}`,
+      'services:',
+      '  talker:',
+      '    command: while true; do echo "tick $$"; sleep 0.3; done',
+      '  quitter:',
+      '    command: echo leaving; exit 3',
+    ]);
     for (const color of [false, true]) {
       const p = h.spawn(['node', CLI, 'up'], { cwd: dir, env: color ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' } });
       let out = '';
@@ -245,13 +240,8 @@ describe('appswitch up, readiness and failures', () => {
 describe('appswitch up, projects side by side', () => {
   it('scopes names per project: the bare name resolves inside its own project, NAME.PROJECT from anywhere', async () => {
     for (const p of ['pa', 'pb']) {
-      const dir = path.join(work, p);
-      await import('node:fs').then((fs) => fs.mkdirSync(dir, { recursive: true, mode: 0o755 }));
+      const dir = projectDir(p, [`name: ${p}${tag}`, 'services:', '  api:', '    command: python3 -m http.server 8080', '    ready: {http: 8080}']);
       writeFileSync(path.join(dir, 'index.html'), `this is ${p}\n`);
-      writeFileSync(
-        path.join(dir, 'appswitch.yaml'),
-        [`name: ${p}${tag}`, 'services:', '  api:', '    command: python3 -m http.server 8080', '    ready: {http: 8080}', ''].join('\n'),
-      );
       const r = await up(['up', '-d'], dir);
       expect(r.code, r.stdout + r.stderr).toBe(0);
     }
@@ -291,9 +281,7 @@ describe('appswitch up, projects side by side', () => {
   });
 
   it('refuses a malformed appswitch.yaml with one line naming the file and line', async () => {
-    const dir = path.join(work, 'bad');
-    await import('node:fs').then((fs) => fs.mkdirSync(dir, { recursive: true, mode: 0o755 }));
-    writeFileSync(path.join(dir, 'appswitch.yaml'), ['services:', '  api:', '    command: python3 app.py', '    replicaz: 2', ''].join('\n'));
+    const dir = projectDir('bad', ['services:', '  api:', '    command: python3 app.py', '    replicaz: 2']);
     const r = await up(['up', '-d'], dir);
     expect(r.code).toBe(125);
     expect(r.stdout).toBe('');

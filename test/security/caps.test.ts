@@ -132,8 +132,11 @@ describe('the daemon refuses what reaches its sockets by another path', () => {
   it('a program forging a registration on the trap socket is refused (not the launcher)', async () => {
     const s = await attack(['hello', path.join(links, 'trap.sock'), '{"ip":"10.0.0.77","tags":{"zone":"x"},"cmd":["forged"]}']);
     expect(s.get('connect')).toBe('ok'); /* the link works: only the daemon's check stands in the way */
-    expect(s.get('reply')).toMatch(/^result -1: ERR_PERMISSION: only appswitch run may register programs \(pid \d+ runs .*attack-caps, not the appswitch launcher\)/);
-    await h.waitForLog(/trap connection refused: only appswitch run may register programs|trap connection refused: pid \d+ runs/);
+    /* the program is under the seccomp filter and is not the launcher: the first check that fails names it */
+    expect(s.get('reply')).toMatch(
+      /^result -1: ERR_PERMISSION: only appswitch run may register programs \(pid \d+ (runs .*attack-caps, not the appswitch launcher|is under a seccomp filter \(a program under appswitch, or a sandbox\))\)/,
+    );
+    await h.waitForLog(/trap connection refused: only appswitch run may register programs|trap connection refused: pid \d+ (runs|is under a seccomp filter)/);
     const apps = JSON.parse((await h.cli(['get', 'apps', '--json'])).stdout) as Array<{ ip?: string }>;
     expect(apps.some((a) => a.ip === '10.0.0.77')).toBe(false);
   });
