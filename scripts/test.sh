@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # compatibility suite's (test/integration/compat): real servers with their stock clients.
 need=()
 for pair in iperf:iperf curl:curl nc:netcat-openbsd tcpdump:tcpdump ip:iproute2 gcc:gcc python3:python3 useradd:passwd setpriv:util-linux haproxy:haproxy wrk:wrk nginx:nginx \
-  redis-server:redis-server redis-cli:redis-tools apache2:apache2 lighttpd:lighttpd iperf3:iperf3 memcached:memcached mosquitto:mosquitto mosquitto_pub:mosquitto-clients mariadbd:mariadb-server mariadb:mariadb-client '/usr/lib/postgresql/*/bin/postgres:postgresql' psql:postgresql-client sshd:openssh-server ssh-keygen:openssh-client go:golang-go socat:socat dnsmasq:dnsmasq-base dig:bind9-dnsutils /usr/bin/python3:python3 runuser:util-linux; do
+  redis-server:redis-server redis-cli:redis-tools apache2:apache2 lighttpd:lighttpd iperf3:iperf3 memcached:memcached mosquitto:mosquitto mosquitto_pub:mosquitto-clients mariadbd:mariadb-server mariadb:mariadb-client '/usr/lib/postgresql/*/bin/postgres:postgresql' psql:postgresql-client sshd:openssh-server ssh-keygen:openssh-client go:golang-go socat:socat dnsmasq:dnsmasq-base dig:bind9-dnsutils /usr/bin/python3:python3 runuser:util-linux chromium:chromium; do
   what=${pair%:*}
   if [[ $what == /* ]]; then compgen -G "$what" >/dev/null && continue; else command -v "$what" >/dev/null 2>&1 && continue; fi
   [[ " ${need[*]-} " == *" ${pair##*:} "* ]] || need+=("${pair##*:}")
@@ -29,6 +29,7 @@ fi
 [[ -d node_modules ]] || npm install || exit 1
 [[ -f build/Release/appswitch.node && -f build/Release/appswitch-launcher && -f build/Release/appswitch-relay ]] || npx node-gyp rebuild || exit 1
 npx tsc -p tsconfig.json || exit 1
+node dist/src/ui/build-page.js || exit 1 # the live view's page (dist/ui/page.html)
 # the compatibility suite's static Go server (test/helpers/compat-go), built and cached before the tests so that
 # none of them waits for Go's first build of its standard library; a failure here is reported by those tests
 node -e 'import("./dist/test/helpers/compat.js").then((m) => m.buildGoServer())' || echo "building test/helpers/compat-go failed: the compat tests will fail and say why"

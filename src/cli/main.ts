@@ -58,6 +58,8 @@ async function runDaemon(cmd: Command): Promise<void> {
     clean: opts.clean as boolean | undefined,
     metricsAddress: opts.metricsAddress as string | undefined,
     metricsMaxSeries: opts.metricsMaxSeries as string | undefined,
+    uiAddress: opts.uiAddress as string | undefined,
+    uiAllowRemote: opts.uiAllowRemote as boolean | undefined,
     group: opts.group as string | undefined,
     maxServicesPerApp: opts.maxServicesPerApp as string | undefined,
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
@@ -216,6 +218,8 @@ export function buildCli(): Command {
     .option('--clean', 'start empty: forget the running apps a previous daemon saved in the state directory (virtual services are kept)')
     .option('--metrics-address <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; e.g. 127.0.0.1:9464)')
     .option('--metrics-max-series <n>', 'per-edge metrics: at most this many (client_app, service) label pairs; the rest are counted under client_app=other, service=other', '200')
+    .option('--ui-address <addr:port>', 'serve the live view (a web page of the application network) at http://ADDR:PORT/ (default: off; e.g. 127.0.0.1:6664)')
+    .option('--ui-allow-remote', 'allow a non-loopback --ui-address (the view has no authentication; see docs/live-view.md)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .option('--group <name>', 'group whose members may use the control and trap sockets (besides root)', 'appswitch')
     .option('--max-services-per-app <n>', 'bound sockets (so services) one app may hold; past it bind() gets ENOBUFS', '256')

@@ -298,7 +298,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (!hp || address === undefined) return undefined;
     const record = name === this.opts.nodeName ? this.opts.node : this.records.get(name);
     const ports = record
-      ? [record.gossipPort, record.peerPort, record.dnsPort, ...(record.metricsPort !== undefined ? [record.metricsPort] : [])]
+      ? [record.gossipPort, record.peerPort, record.dnsPort, ...(record.metricsPort !== undefined ? [record.metricsPort] : []), ...(record.uiPort !== undefined ? [record.uiPort] : [])]
       : [hp.port, this.opts.node.peerPort];
     const d: NodeDaemon = { node: name, address, ports: [...new Set(ports)], state: m.state };
     if (record) d.record = { ...record, ports: { ...record.ports } };

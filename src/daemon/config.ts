@@ -58,6 +58,10 @@ export interface DaemonConfig {
   /** (client_app, service) label pairs the per-edge metrics may have; the rest count under "other"
    * (`--metrics-max-series`, default 200; see docs/events.md). */
   metricsMaxSeries?: number;
+  /** Where the live view (src/ui) listens; absent: no live view (`--ui-address`). A non-loopback address needs
+   * `--ui-allow-remote` (uiAllowRemote): the view serves, without authentication, what `appswitch get` shows. */
+  uiAddress?: { host: string; port: number };
+  uiAllowRemote?: boolean;
   /** Group whose members may use the control and trap sockets besides root (`--group`, default appswitch). */
   group: string;
   /** Bound sockets (so services) one app may hold (`--max-services-per-app`). */
@@ -108,6 +112,8 @@ export interface DaemonFlags {
   clean?: boolean;
   metricsAddress?: string;
   metricsMaxSeries?: string | number;
+  uiAddress?: string;
+  uiAllowRemote?: boolean;
   group?: string;
   maxServicesPerApp?: string | number;
   maxPendingPerApp?: string | number;
@@ -258,6 +264,8 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     if (!Number.isInteger(n) || n < 0 || n > 100_000) throw new AppswitchError('ERR_CONFIG', `--metrics-max-series must be an integer from 0 to 100000`);
     cfg.metricsMaxSeries = n;
   }
+  if (f.uiAddress !== undefined) cfg.uiAddress = parseUiAddress(f.uiAddress);
+  if (f.uiAllowRemote) cfg.uiAllowRemote = true;
   const taken = { '--gossip-port': cfg.gossipPort, '--peer-port': cfg.peerPort, '--dns-port': cfg.dnsPort, '--metrics-address': cfg.metricsAddress?.port };
   for (const [flag, p] of Object.entries(cfg.egressGateway ? taken : {})) {
     if (p === cfg.egressPort) throw new AppswitchError('ERR_CONFIG', `--egress-port ${cfg.egressPort} is also ${flag}`);
@@ -329,4 +337,12 @@ export function resolveApiListener(f: Pick<DaemonFlags, 'apiAddress' | 'apiToken
   }
   out.apiAddress = { host, port: hp.port };
   return out;
+}
+
+/** `--ui-address ADDR:PORT`: an IP address, never a host name. (Whether a non-loopback one is allowed, with
+ * `--ui-allow-remote`, is checked when the view starts: see src/ui/mount.ts.) */
+export function parseUiAddress(s: string): { host: string; port: number } {
+  const hp = tryParseAddress(s);
+  if (!hp || !ipaddr.isValid(hp.host)) throw new AppswitchError('ERR_CONFIG', `--ui-address ${s} is not ADDR:PORT (e.g. 127.0.0.1:6664, [::1]:6664)`);
+  return { host: ipaddr.process(hp.host).toString(), port: hp.port };
 }

@@ -59,6 +59,7 @@ import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
 import { type ApiSources, createApiHandler } from '../api/handler.js';
 import { ApiServer } from '../api/server.js';
 import { resolveApiToken } from '../api/token.js';
+import { checkUiAddress, isLoopback, startLiveView, type LiveView } from '../ui/mount.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -142,6 +143,9 @@ export class Daemon {
   /** Control connections that carry an event stream: ended when the daemon stops (the control server waits for its
    * connections to close). */
   private readonly streams = new Set<Socket>();
+  /** The live view (`--ui-address`, src/ui), once started; uiAddress: where it listens ("host:port"). */
+  private liveView?: LiveView;
+  uiAddress?: string;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -315,6 +319,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    if (this.cfg.uiAddress) checkUiAddress(this.cfg.uiAddress, this.cfg.uiAllowRemote ?? false); /* before anything starts */
     if (this.cfg.private) preparePrivateStateDir(this.cfg.stateDir); /* 0700, the user's own, or refused */
     else mkdirSync(this.cfg.stateDir, { recursive: true, mode: 0o755 });
     this.lock = lockStateDir(this.cfg.stateDir); /* before any socket, key or state file in the directory is touched */
@@ -389,6 +394,7 @@ export class Daemon {
         throw new AppswitchError('ERR_CONFIG', `--metrics-address ${host.includes(':') ? `[${host}]` : host}:${port}: ${(e as Error).message}`);
       }
     }
+    if (this.cfg.uiAddress) await this.startLiveView(this.cfg.uiAddress);
     this.rateTimer = setInterval(
       guarded(this.internalErrors.reporter('daemon'), 'sampling the trap rate', () => {
         this.sampleTraps();
@@ -427,6 +433,7 @@ export class Daemon {
           dnsDomain: c.dnsDomain,
           dnsServers: c.dnsServers,
           metrics: this.metricsAddress ?? 'off',
+          ui: this.uiAddress ?? 'off',
           gateway: c.gateway ? c.gatewayAddress : 'off',
           egress: { mode: c.egressMode, gateway: c.egressGateway ? `${c.nodeAddress}:${c.egressPort}` : false, rules: this.gateways.egressPolicy.size },
           group: this.access.gid === undefined ? null : c.group,
@@ -481,6 +488,24 @@ export class Daemon {
     const loopback = at.host === '::1' || at.host.startsWith('127.');
     this.log.info({ apiAddress: this.apiAddress }, 'HTTP API listening over TCP (bearer token; root\'s privilege)');
     if (!loopback) this.log.warn({ apiAddress: this.apiAddress }, 'the TCP API is plain HTTP: the token crosses the network readable; reach it through an SSH tunnel or a TLS proxy');
+  }
+
+  /** The live view (src/ui): the HTTP API read-only (the same sources: control calls, events, edges) behind a page. */
+  private async startLiveView(address: { host: string; port: number }): Promise<void> {
+    this.liveView = await startLiveView({
+      address,
+      allowRemote: this.cfg.uiAllowRemote ?? false,
+      sources: this.apiSources,
+      log: this.log.child({ module: 'ui' }),
+      onInternalError: this.internalErrors.reporter('ui'),
+      onError: (e) => this.serverError('ui', e),
+    });
+    this.uiAddress = this.liveView.address;
+    if (!isLoopback(address.host)) { /* reachable from other nodes: their programs must find it closed too */
+      const served = Number(/:(\d+)$/.exec(this.uiAddress)?.[1]);
+      if (served > 0) this.cluster?.updateNode({ uiPort: served });
+    }
+    this.refreshDoors();
   }
 
   /** The cluster key (see resolveGossipKey), logged by file name and origin, never by value. */
@@ -549,6 +574,7 @@ export class Daemon {
       await this.apiTcp?.close();
       await controlClosed;
       await this.metricsServer?.close();
+      await this.liveView?.close();
     } catch (e) {
       err = e;
       throw e;
@@ -594,6 +620,7 @@ export class Daemon {
     if (r) {
       const p: DaemonPorts = { gossip: r.gossipPort, peer: r.peerPort, dns: r.dnsPort, pool: r.ports };
       if (r.metricsPort !== undefined) p.metrics = r.metricsPort;
+      if (r.uiPort !== undefined) p.ui = r.uiPort;
       if (r.egressGateway && r.egressPort !== undefined) p.egress = r.egressPort;
       return p;
     }
@@ -622,6 +649,8 @@ export class Daemon {
       const hosts = api.host === '0.0.0.0' || api.host === '::' ? localAddresses() : [api.host];
       for (const address of hosts) doors.push({ address, proto: 'tcp', low: api.port, high: api.port, kind: 'api' });
     }
+    const ui = c.uiAddress; /* the live view shows every app's command line: closed to programs like the metrics */
+    if (ui) for (const address of ui.host === '0.0.0.0' || ui.host === '::' ? localAddresses() : [ui.host]) doors.push({ address, proto: 'tcp', low: ui.port, high: ui.port, kind: 'ui' });
     doors.push(...(this.gateways?.exposureDoors() ?? [])); /* undefined while the constructor runs */
     this.doors.set(doors);
     if (this.gateways) this.recorder.exposures(this.gateways.ingress.list()); /* exposure.changed events */

@@ -1,6 +1,6 @@
 /** The records each node publishes in its gossip store, decoded and validated once, at the boundary, before they
  * touch the service table or the app directory:
- *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, egressGateway?, egressPort?, gateway?}:
+ *   `@node`        {ports:{low,high}, gossipPort, peerPort, dnsPort, metricsPort?, uiPort?, egressGateway?, egressPort?, gateway?}:
  *                  the node's port pool and daemon ports, its egress and ingress gateway flags
  *   `@app/<id>`    an app of the node (identity, vip?, name, tags, expose?: [{port, hostPort}], exposedAt?)
  *   `<node>/...`   a service entry of the node (vip:port/proto -> endpoint)
@@ -27,6 +27,8 @@ export interface NodeRecord {
   peerPort: number;
   dnsPort: number;
   metricsPort?: number;
+  /** The live view's port (`--ui-address` with `--ui-allow-remote`), when it listens on a non-loopback address. */
+  uiPort?: number;
   /** Started with `appswitch daemon --gateway`: it listens for exposures (see gateway/ingress.ts). */
   gateway?: boolean;
   /** The node carries other nodes' egress (`--egress-gateway`), through its egress proxy at address:egressPort. */
@@ -93,6 +95,8 @@ export function decodeNodeRecord(value: Uint8Array): Checked<NodeRecord> {
   if (o.metricsPort !== undefined && !port(o.metricsPort)) return reject('node record: bad metrics port');
   const r: NodeRecord = { ports: { low: p.low, high: p.high }, gossipPort: o.gossipPort, peerPort: o.peerPort, dnsPort: o.dnsPort };
   if (o.metricsPort !== undefined) r.metricsPort = o.metricsPort;
+  if (o.uiPort !== undefined && !port(o.uiPort)) return reject('node record: bad ui port');
+  if (o.uiPort !== undefined) r.uiPort = o.uiPort;
   if (o.gateway !== undefined && typeof o.gateway !== 'boolean') return reject('node record: bad gateway flag');
   if (o.gateway === true) r.gateway = true;
   if (o.egressGateway !== undefined && typeof o.egressGateway !== 'boolean') return reject('node record: bad egressGateway');
@@ -133,7 +137,7 @@ export function decodeRemoteEntry(node: string, key: string, value: Uint8Array, 
   if (ctx.record === undefined) return wait('no @node record of the node yet');
   const r = ctx.record;
   if (ep.port < r.ports.low || ep.port > r.ports.high) return reject(`endpoint port ${ep.port} is outside the node's pool ${r.ports.low}-${r.ports.high}`);
-  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort, r.egressPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
+  if ([r.gossipPort, r.peerPort, r.dnsPort, r.metricsPort, r.egressPort, r.uiPort].includes(ep.port)) return reject(`endpoint port ${ep.port} is a daemon port`);
   const e: ServiceEntry = {
     id: key,
     vip,

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../gossip/clock.js';
 
 /** Where an unexpected exception happened. */
-export const ERROR_MODULES = ['dns', 'trap', 'gossip', 'peers', 'control', 'metrics', 'daemon', 'process'] as const;
+export const ERROR_MODULES = ['dns', 'trap', 'gossip', 'peers', 'control', 'metrics', 'ui', 'daemon', 'process'] as const;
 export type ErrorModule = (typeof ERROR_MODULES)[number];
 
 /** Reports one unexpected exception; `what` names the place (a handler), never the input. Never throws. */

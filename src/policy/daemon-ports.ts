@@ -17,6 +17,8 @@ export interface DaemonPorts {
   dns: number;
   /** Prometheus endpoint, TCP, when the node serves one. */
   metrics?: number;
+  /** The live view, TCP, when the node serves it on a non-loopback address. */
+  ui?: number;
   /** Egress proxy (an egress gateway's, TCP), when the node is one. */
   egress?: number;
   /** Real ports handed to servers under appswitch. */
@@ -24,7 +26,7 @@ export interface DaemonPorts {
 }
 
 /** Why a destination is closed: which daemon door it is. */
-export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'egress' | 'exposure' | 'api';
+export type DaemonPortKind = 'gossip' | 'peer' | 'dns' | 'metrics' | 'pool' | 'egress' | 'exposure' | 'api' | 'ui';
 
 /** One closed door: `proto` ports low..high on one address. */
 export interface ClosedPorts {
@@ -41,6 +43,7 @@ export function nodeDoors(address: string, ports: DaemonPorts, self: boolean): C
   const out: ClosedPorts[] = [one('udp', ports.gossip, 'gossip'), one('tcp', ports.gossip, 'gossip'), one('tcp', ports.peer, 'peer')];
   if (!self) out.push(one('udp', ports.dns, 'dns'), one('tcp', ports.dns, 'dns'));
   if (ports.metrics !== undefined) out.push(one('tcp', ports.metrics, 'metrics'));
+  if (ports.ui !== undefined) out.push(one('tcp', ports.ui, 'ui'));
   if (ports.egress !== undefined) out.push(one('tcp', ports.egress, 'egress')); /* reached only through a gateway decision */
   for (const proto of ['tcp', 'udp'] as const) out.push({ address, proto, low: ports.pool.low, high: ports.pool.high, kind: 'pool' });
   return out;
