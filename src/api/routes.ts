@@ -253,7 +253,9 @@ export function decodeRequest(m: MatchedRoute, body: Buffer | undefined, accept:
 /** How the CLI calls a control method over HTTP: the route's method, its path (path parameters filled in and
  * percent-encoded, query parameters appended), and the body (POST). */
 export function routeFor(method: ControlMethod, params: Record<string, unknown> = {}): { method: HttpMethod; path: string; body?: string } {
-  const route = ROUTES.find((r) => 'control' in r.target && r.target.control === method);
+  /* `edges` is a control method of the newline protocol too; over HTTP it is the edges route. (`events` is a stream:
+   * streamEvents in src/cli/client.ts.) */
+  const route = ROUTES.find((r) => ('control' in r.target && r.target.control === method) || (method === 'edges' && 'edges' in r.target));
   if (!route) throw new Error(`no route for control method ${method}`);
   const rest = { ...params };
   const path = route.path.replace(/\{(\w+)\}/g, (_, k: string) => {
