@@ -266,6 +266,28 @@ export class ControlServer {
         sock.once('drain', () => sock.resume());
       }
     };
+    /* Answers go out in the order of the requests (a client may pipeline them and read the answers by position):
+     * while an answer that settles later (a Promise: edges of the cluster) is pending, the ones after it wait. */
+    let inFlight = 0;
+    let tail: Promise<void> = Promise.resolve();
+    const inOrder = (r: ControlResponse | Promise<ControlResponse>, after?: () => void): void => {
+      if (inFlight === 0 && !(r instanceof Promise)) {
+        send(r);
+        after?.();
+        return;
+      }
+      inFlight++;
+      tail = tail
+        .then(() => r)
+        .then(
+          (x) => {
+            send(x);
+            after?.();
+          },
+          (e: unknown) => this.onInternalError('answering a control request', e),
+        )
+        .finally(() => inFlight--);
+    };
     sock.on('data', (chunk: Buffer) => guard(this.onInternalError, 'reading a control request', () => onData(chunk), () => sock.destroy()));
     const onData = (chunk: Buffer): void => {
       if (streaming) return;
@@ -289,13 +311,12 @@ export class ControlServer {
           const line = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
           if (line.some((b) => b !== 32 && b !== 9 && b !== 13)) {
             const out = this.answer(line, peer);
-            if (out instanceof Promise) out.then(send, (e: unknown) => this.onInternalError('answering a control request', e));
-            else if ('stream' in out) {
+            if (!(out instanceof Promise) && 'stream' in out) {
               streaming = true;
-              send({ id: out.id, result: { stream: out.stream.kind } });
-              out.stream.start(sock);
+              inOrder({ id: out.id, result: { stream: out.stream.kind } }, () => out.stream.start(sock));
               return;
-            } else send(out);
+            }
+            inOrder(out);
           }
         }
         parts.length = 0;
