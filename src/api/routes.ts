@@ -3,25 +3,11 @@
  * protocol's schema (METHODS, REQUIRED), so the daemon behind sees the same calls as over the newline-JSON protocol.
  * Also the other direction, for the CLI: which route a control method is. Pure: no I/O. */
 import { type ControlMethod, METHODS, MUTATING, type ParamType, REQUIRED } from '../daemon/control-protocol.js';
-import type { EventType } from '../events/types.js';
+import { EVENT_TYPES, type EventType } from '../events/types.js';
 import { ApiError } from './errors.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
-/** Every event type, for checking `?type=` (a type missing here fails to compile: see EVENT_TYPES_COMPLETE). */
-export const EVENT_TYPES = [
-  'app.started',
-  'app.ended',
-  'service.up',
-  'service.down',
-  'member.state',
-  'connect.allowed',
-  'connect.refused',
-  'connect.denied',
-  'accept.unidentified',
-  'exposure.changed',
-  'events.lost',
-] as const satisfies readonly EventType[];
 type Missing = Exclude<EventType, (typeof EVENT_TYPES)[number]>;
 /** true only when EVENT_TYPES names every EventType. */
 export const EVENT_TYPES_COMPLETE: Missing extends never ? true : never = true;

@@ -3,9 +3,10 @@
  * so that an existing token is never replaced). Requests carry it as `Authorization: Bearer TOKEN`; it is compared
  * in constant time. The token is never logged; the file is. */
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
-import { closeSync, constants, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AppswitchError } from '../errors.js';
+import { createFileExclusive } from '../exclusive-file.js';
 
 export const TOKEN_FILE_NAME = 'api.token';
 /** Shortest token accepted from a file (characters): 128 bits of hex. */
@@ -36,23 +37,7 @@ export function parseTokenText(text: string, file: string): string {
 
 /** Writes a new token to `file` (0600) unless it exists: false when it does. */
 function createTokenFile(file: string): boolean {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  try {
-    writeSync(fd, `${randomBytes(TOKEN_BYTES).toString('hex')}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(tmp, file);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  } finally {
-    unlinkSync(tmp);
-  }
+  return createFileExclusive(file, `${randomBytes(TOKEN_BYTES).toString('hex')}\n`);
 }
 
 /** The token the TCP listener checks: `tokenFile` (the flag), else STATE-DIR/api.token, made when missing. */

@@ -1,7 +1,8 @@
 /** `appswitch events [--json] [--app NAME] [--type T]...`: follows the daemon's event stream (docs/events.md), one
  * line per event — text for people, or the event's JSON (one object per line) with --json. */
 import type { Command } from 'commander';
-import { EVENT_TYPES, isEventType } from '../events/bus.js';
+import { isEventType } from '../events/bus.js';
+import { EVENT_TYPES } from '../events/types.js';
 import type { AppRef, AppswitchEvent, EventType, ServiceRef } from '../events/types.js';
 import { AppswitchError } from '../errors.js';
 import { resolveSocket, streamEvents } from './client.js';

@@ -2,9 +2,10 @@
  * deciding which key a daemon uses. Gossip (AES-256-GCM) and the peer API (HMAC-SHA256) share it. The key's bytes
  * never reach a log line or an error message. Follows open(2) (O_EXCL), link(2) (atomic, never replaces a file). */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AppswitchError } from '../errors.js';
+import { createFileExclusive } from '../exclusive-file.js';
 
 /** The key file a daemon creates (and then uses) in its state directory when no --gossip-key is given. */
 export const KEY_FILE_NAME = 'gossip.key';
@@ -41,23 +42,7 @@ export function newKeyText(): string {
  * same directory, which is then hard-linked to `file` (link(2) fails with EEXIST rather than replace a file, so an
  * existing key is never overwritten and no reader ever sees a half-written one). Returns false when `file` exists. */
 export function createKeyFile(file: string): boolean {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600); /* libuv adds O_CLOEXEC */
-  try {
-    writeSync(fd, newKeyText());
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(tmp, file);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  } finally {
-    unlinkSync(tmp);
-  }
+  return createFileExclusive(file, newKeyText());
 }
 
 /** Which key a daemon uses, and where it came from. */

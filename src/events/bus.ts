@@ -10,26 +10,12 @@
  *   reads therefore holds at most maxBuffered events, whatever flows.
  * - Filters: `types` keeps those types; `app` keeps events whose client or service is that app (its name, or its app
  *   id, vip or identity), either side of the connection. `events.lost` always passes. */
-import type { AppswitchEvent, EventSource, EventType, SubscribeOptions, Subscription } from './types.js';
+import { type AppswitchEvent, EVENT_TYPES, type EventSource, type EventType, type SubscribeOptions, type Subscription } from './types.js';
 
 export const DEFAULT_MAX_BUFFERED = 1000;
 /** The largest queue a subscriber may ask for. */
 export const MAX_BUFFERED_LIMIT = 100_000;
 
-/** Every event type, in the order docs/events.md lists them. */
-export const EVENT_TYPES: readonly EventType[] = [
-  'app.started',
-  'app.ended',
-  'service.up',
-  'service.down',
-  'member.state',
-  'connect.allowed',
-  'connect.refused',
-  'connect.denied',
-  'accept.unidentified',
-  'exposure.changed',
-  'events.lost',
-];
 
 export function isEventType(v: unknown): v is EventType {
   return typeof v === 'string' && (EVENT_TYPES as readonly string[]).includes(v);

@@ -52,3 +52,19 @@ export interface EdgesView {
   truncated: string[];
 }
 export interface EdgeSource { edges(scope: 'node' | 'cluster'): Promise<EdgesView> }
+
+/** Every event type, in the order docs/events.md lists them (src/api/routes.ts checks at compile time that none is
+ * missing). */
+export const EVENT_TYPES = [
+  'app.started',
+  'app.ended',
+  'service.up',
+  'service.down',
+  'member.state',
+  'connect.allowed',
+  'connect.refused',
+  'connect.denied',
+  'accept.unidentified',
+  'exposure.changed',
+  'events.lost',
+] as const satisfies readonly EventType[];

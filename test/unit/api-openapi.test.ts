@@ -4,7 +4,8 @@
  * test/integration/http-api.test.ts. */
 import { describe, expect, it } from 'vitest';
 import { STATUS_OF } from '../../src/api/errors.js';
-import { EVENT_TYPES, ROUTES } from '../../src/api/routes.js';
+import { ROUTES } from '../../src/api/routes.js';
+import { EVENT_TYPES } from '../../src/events/types.js';
 import { deref, loadOpenApi, operations, type Schema, validate } from '../helpers/openapi.js';
 
 const doc = loadOpenApi();
