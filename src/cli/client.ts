@@ -7,7 +7,7 @@ import { AppswitchError } from '../errors.js';
 import type { ControlMethod, ControlResponse } from '../daemon/control-protocol.js';
 import type { AppswitchEvent, EventType } from '../events/types.js';
 import { routeFor } from '../api/routes.js';
-import { defaultSocket } from './private-daemon.js';
+import { defaultSocket } from './socket-path.js';
 
 /** --socket, else $APPSWITCH_SOCKET, else the system daemon's control socket when it exists and the caller may use
  * it, else the caller's private daemon's when there is one (private-daemon.ts), else the system daemon's. */

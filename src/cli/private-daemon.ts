@@ -2,48 +2,26 @@
  * the user's own private daemon (`appswitch daemon --private`, docs/private-daemon.md), started detached when none
  * runs. `appswitch up` calls ensureDaemon; `appswitch run` finds the private daemon through resolveSocket. */
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, type InfoResult } from '../daemon/control-protocol.js';
-import { preparePrivateStateDir, privateStateDir as stateDirOf } from '../daemon/private-mode.js';
+import { CONTROL_SOCKET_NAME, type InfoResult } from '../daemon/control-protocol.js';
+import { preparePrivateStateDir } from '../daemon/private-mode.js';
 import { LOCK_FILE } from '../daemon/state-lock.js';
 import { AppswitchError } from '../errors.js';
 import { native } from '../native/binding.js';
 import { request } from './client.js';
+import { privateStateDir, SYSTEM_SOCKET, usable } from './socket-path.js';
 
-/** The private daemon's state directory: `$XDG_RUNTIME_DIR/appswitch`, else `/tmp/appswitch-UID`. */
-export function privateStateDir(): string {
-  return stateDirOf(process.env, process.getuid?.() ?? 0);
-}
+export { privateStateDir };
+
 
 /** The log file of a private daemon started by ensureDaemon. */
 export const PRIVATE_LOG = 'daemon.log';
 
-const SYSTEM_SOCKET = path.join(DEFAULT_STATE_DIR, CONTROL_SOCKET_NAME);
 const START_TIMEOUT_MS = 15_000;
 
-/** Whether the caller may connect to the socket file at p (it exists and is writable for it). */
-function usable(p: string): boolean {
-  try {
-    accessSync(p, constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-/** The control socket when none is named (--socket, $APPSWITCH_SOCKET): the system daemon's when it exists and the
- * caller may use it, else the caller's private daemon's when that exists (not for root), else the system one (whose
- * error then says to start a daemon). */
-export function defaultSocket(): string {
-  if (usable(SYSTEM_SOCKET)) return SYSTEM_SOCKET;
-  if (process.getuid?.() !== 0) {
-    const own = path.join(privateStateDir(), CONTROL_SOCKET_NAME);
-    if (existsSync(own)) return own;
-  }
-  return SYSTEM_SOCKET;
-}
 
 async function answers(socket: string): Promise<InfoResult | undefined> {
   try {
