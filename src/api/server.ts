@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { PeerCredentials } from '../daemon/access.js';
 import { type ApiErrorCode, rawErrorResponse } from './errors.js';
 import type { ApiHandler } from './handler.js';
+import { listenAddress } from '../net-listen.js';
 
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const HEADERS_TIMEOUT_MS = 10_000;
@@ -85,15 +86,7 @@ export class ApiServer {
     });
     server.maxConnections = MAX_TCP_CONNECTIONS;
     this.tcp = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
-        const a = server.address() as net.AddressInfo;
-        resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
-      });
-    });
+    return listenAddress(server, host, port, (e) => this.onError(e));
   }
 
   /** Open HTTP connections (both kinds). */

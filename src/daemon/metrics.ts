@@ -4,13 +4,13 @@
  * arrive as AS_STATS deltas from the generators and are folded in here. */
 import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { guard, type InternalErrorReporter } from './internal-errors.js';
 import type { EdgeSeries } from '../events/edge-series.js';
 import { STATS_BOUNDS_NS, STATS_BUCKETS, STATS_OTHER, TRAPPED_SYSCALLS, type TrapStatsDelta } from '../trap/protocol.js';
+import { listenAddress } from '../net-listen.js';
 
 /** What the gossip layer counts, as the metrics read it (`Memberlist.stats()` satisfies it). */
 export interface GossipCounters {
@@ -450,15 +450,7 @@ export class MetricsServer {
       }),
     );
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
-        const a = server.address() as AddressInfo;
-        resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
-      });
-    });
+    return listenAddress(server, host, port, (e) => this.onError(e));
   }
 
   private serve(req: IncomingMessage, res: ServerResponse): void {

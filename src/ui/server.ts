@@ -9,9 +9,10 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
+import { listenAddress } from '../net-listen.js';
 
 /** The API routes the view reads (IFACE15.md); any other /v1 path is 404 here whatever the handler serves. */
 export const UI_ROUTES: ReadonlySet<string> = new Set(['info', 'status', 'members', 'apps', 'services', 'exposures', 'vservices', 'edges', 'events']);
@@ -173,15 +174,7 @@ export class UiServer {
       s.destroy();
     });
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        server.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
-        const a = server.address() as AddressInfo;
-        resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
-      });
-    });
+    return listenAddress(server, host, port, (e) => this.onError(e));
   }
 
   /** Stops listening and closes every connection (event streams included). */

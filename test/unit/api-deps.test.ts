@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const dir = join(import.meta.dirname, '../../src/api');
-const ALLOWED = /^(node:[a-z_/]+|pino|\.\.\/daemon\/control-protocol\.js|\.\.\/daemon\/access\.js|\.\.\/events\/types\.js|\.\.\/errors\.js|\.\.\/exclusive-file\.js|\.\/[a-z-]+\.js)$/;
+const ALLOWED = /^(node:[a-z_/]+|pino|\.\.\/daemon\/control-protocol\.js|\.\.\/daemon\/access\.js|\.\.\/events\/types\.js|\.\.\/errors\.js|\.\.\/exclusive-file\.js|\.\.\/net-listen\.js|\.\/[a-z-]+\.js)$/;
 
 describe('src/api dependencies', () => {
   it('imports only node built-ins, pino, the control protocol, access (a type), the event types, errors and src/api', () => {
