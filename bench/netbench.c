@@ -10,11 +10,13 @@
  * serve, echo and http print "up" once listening.
  * load prints one line: count N seconds S conns_per_s R median_us M p99_us P errors E [first_error ...]
  * rate prints "tick SECOND ok N failed N" (running totals) every second, then
- *   count N failed F seconds S conns_per_s R median_us M p99_us P stuck K
+ *   count N failed F seconds S conns_per_s R median_us M p99_us P stuck K late L
  *   errors [STAGE:ERRNO=N ...]          failures by the step that failed and its errno (EOF: the peer closed early)
  * A rate thread that falls behind its schedule starts its next connections at once until it has caught up, so the
- * offered load stays RATE (an open-loop generator) as long as the machine keeps up; a thread still blocked 20 s after
- * the end counts as stuck (the process then exits without waiting for it).
+ * offered load stays RATE (an open-loop generator) as long as the machine keeps up. After the end the client waits
+ * for the threads to work through what they owe: a thread whose current connection has taken more than HANG_S is
+ * stuck (a hang: no step of one_conn may take that long), one still working after LATE_S is late (an overloaded
+ * machine, not a hang); the process then exits without waiting for either.
  * The servers close first, so TIME_WAIT stays on the server's fixed port and the client never runs out of ports. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -190,9 +192,15 @@ static unsigned long ok_total, failed_total;       /* atomic */
 static double rate, start_time;
 static int rate_threads;
 
+/* A connection taking longer than this is a hang (readable() gives up after 10 s, so only a blocked connect or two
+ * slow reads in a row come near it); a thread still working through its backlog this long after the end is late. */
+#define HANG_S 20.0
+#define LATE_S 60.0
+
 struct pacer {
   pthread_t tid;
-  int idx, done; /* done: atomic */
+  int idx, done;      /* done: atomic */
+  long busy_since_us; /* atomic: when the current connection started (µs after start_time + 1), 0 between them */
   double *lat;
   size_t n, cap;
 };
@@ -248,15 +256,22 @@ fail:
   return -1;
 }
 
+/* When thread idx's i-th slot starts: threads take turns, so the slots of all threads are 1/rate apart. */
+static double slot_time(int idx, unsigned long i) {
+  return start_time + ((double)idx + (double)i * rate_threads) / rate;
+}
+
 static void *paced(void *arg) {
   struct pacer *w = arg;
   for (unsigned long i = 0;; i++) {
-    /* this thread's i-th slot: threads take turns, so the slots of all threads are 1/rate apart */
-    double at = start_time + ((double)w->idx + (double)i * rate_threads) / rate;
+    double at = slot_time(w->idx, i);
     if (at >= deadline) break;
     sleep_until(at);
     double t0 = now();
-    if (one_conn() < 0) continue;
+    __atomic_store_n(&w->busy_since_us, 1 + (long)((t0 - start_time) * 1e6), __ATOMIC_RELEASE);
+    int r = one_conn();
+    __atomic_store_n(&w->busy_since_us, 0, __ATOMIC_RELEASE);
+    if (r < 0) continue;
     __atomic_fetch_add(&ok_total, 1, __ATOMIC_RELAXED);
     if (w->n == w->cap) {
       w->cap = w->cap ? w->cap * 2 : 4096;
@@ -284,12 +299,18 @@ static int run_rate(int threads, double seconds) {
            __atomic_load_n(&failed_total, __ATOMIC_RELAXED));
     fflush(stdout);
   }
-  int stuck = threads;
-  double give_up = deadline + 20;
-  while (now() < give_up) {
-    stuck = 0;
-    for (int i = 0; i < threads; i++) stuck += !__atomic_load_n(&ws[i].done, __ATOMIC_ACQUIRE);
-    if (!stuck) break;
+  /* wait for the backlog; give up on a thread once its connection hangs, on all of them LATE_S after the end */
+  int stuck, late;
+  for (;;) {
+    double t = now();
+    stuck = late = 0;
+    for (int i = 0; i < threads; i++) {
+      if (__atomic_load_n(&ws[i].done, __ATOMIC_ACQUIRE)) continue;
+      long since = __atomic_load_n(&ws[i].busy_since_us, __ATOMIC_ACQUIRE);
+      if (since && t - (start_time + (double)(since - 1) / 1e6) > HANG_S) stuck++;
+      else late++;
+    }
+    if (!late || t > deadline + LATE_S) break;
     usleep(10000);
   }
   double secs = now() - start_time;
@@ -307,8 +328,8 @@ static int run_rate(int threads, double seconds) {
   qsort(all, total, sizeof *all, cmp);
   double med = total ? all[total / 2] * 1e6 : 0, p99 = total ? all[(size_t)((double)(total - 1) * 0.99)] * 1e6 : 0;
   unsigned long ok = __atomic_load_n(&ok_total, __ATOMIC_RELAXED);
-  printf("count %lu failed %lu seconds %.3f conns_per_s %.1f median_us %.1f p99_us %.1f stuck %d\nerrors", ok,
-         __atomic_load_n(&failed_total, __ATOMIC_RELAXED), secs, (double)ok / secs, med, p99, stuck);
+  printf("count %lu failed %lu seconds %.3f conns_per_s %.1f median_us %.1f p99_us %.1f stuck %d late %d\nerrors",
+         ok, __atomic_load_n(&failed_total, __ATOMIC_RELAXED), secs, (double)ok / secs, med, p99, stuck, late);
   for (int s = 0; s < ST_N; s++)
     for (int e = 0; e < MAX_ERRNO; e++)
       if (err_count[s][e]) printf(" %s:%s=%lu", stage_name[s], e ? strerrorname_np(e) ? strerrorname_np(e) : "?" : "EOF", err_count[s][e]);
