@@ -14,12 +14,17 @@
  *   --duration S  seconds per measurement (default 5)
  *   --only T      only the mbits or the cps rows (RESULTS.md is not written)
  *   --clients N   concurrent clients of the connection rows (default 16)
+ *   --profile     both daemons under `node --cpu-prof`: prints where each one's JavaScript thread spent its time, per
+ *                 connection of the appswitch connection rows (use with --only cps; profiles kept in bench/profiles/)
+ *   --where W     only the rows with the instance on another host (cross) or on the gateway (local); nothing is
+ *                 written
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { killTree, ROOT, sleep, TestBridge, type TestHost, waitFor } from '../test/helpers/hosts.js';
+import { profileRows } from './cpu-profile.js';
 import { compileNetbench, cpuSeconds, median, numOption, replaceSection } from './ops-common.js';
 
 const args = process.argv.slice(2);
@@ -30,6 +35,13 @@ const CMD_TIMEOUT = DURATION * 1000 + 30_000;
 const CLIENTS = Math.round(numOption(args, 'bench:ingress', '--clients', 16));
 const onlyAt = args.indexOf('--only');
 const ONLY = onlyAt >= 0 ? args[onlyAt + 1] : undefined; /* mbits or cps: only that table (nothing is written) */
+const PROFILE = args.includes('--profile');
+const whereAt = args.indexOf('--where');
+const WHERE = whereAt >= 0 ? args[whereAt + 1] : undefined; /* cross or local: only those rows (nothing is written) */
+if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
+  process.stderr.write('bench:ingress: --where takes cross or local\n');
+  process.exit(2);
+}
 
 type Where = 'cross' | 'local';
 type Setup = 'native' | 'haproxy' | 'appswitch';
@@ -41,9 +53,13 @@ interface Row {
   target: { ip: string; port: number };
   samples: number[];
   errors: number[];
-  /** CPU seconds the proxy used during each sample, and this process (the relay's record reader, as the daemon). */
+  /** CPU seconds the proxy used during each sample, the gateway's daemon (the relay's record reader), and the
+   * instance host's daemon. */
   cpu: number[];
   reader: number[];
+  instDaemon: number[];
+  /** Connections made (connection rows). */
+  count: number[];
   failure?: string;
 }
 
@@ -122,8 +138,10 @@ async function main(): Promise<void> {
     // appswitch: a daemon on each host with default flags but --gateway on the gateway host; the same servers run under
     // appswitch with --expose (on the instance host: cross; on the gateway host: local, where the gateway steers the
     // outside client to the program's own socket when it can, docs/ingress-local.md)
-    await gw.startDaemon(['--gateway']);
-    await inst.startDaemon(['--join', gw.address]);
+    const profDir = path.join(tmp, 'cpuprof');
+    const prof = (who: string): string[] => (PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}/${who}`] : []);
+    await gw.startDaemon(['--gateway'], prof('gateway'));
+    await inst.startDaemon(['--join', gw.address], prof('instance'));
     const apps: Array<[TestHost, string, number, string[]]> = [
       [inst, VIPS.cross.mbits, FRONT.appswitch.cross.mbits, ['iperf3', '-s', '-p', '80']],
       [inst, VIPS.cross.cps, FRONT.appswitch.cross.cps, [netbench, 'serve', '0.0.0.0', '80', '1']],
@@ -159,10 +177,10 @@ async function main(): Promise<void> {
 
     const rows: Row[] = [];
     for (const measure of (['mbits', 'cps'] as const).filter((m) => !ONLY || m === ONLY))
-      for (const where of ['cross', 'local'] as const)
+      for (const where of (['cross', 'local'] as const).filter((w) => !WHERE || w === WHERE))
         for (const setup of ['native', 'haproxy', 'appswitch'] as const) {
           const target = setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] } : { ip: gw.address, port: FRONT[setup][where][measure] };
-          rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [] });
+          rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [], instDaemon: [], count: [] });
         }
     const t0 = Date.now();
     for (let r = 1; r <= RUNS; r++) {
@@ -171,6 +189,7 @@ async function main(): Promise<void> {
         const pidOf = row.setup === 'appswitch' ? relayPid() : row.setup === 'haproxy' ? haproxyPid : undefined;
         const cpu0 = cpuSeconds(pidOf);
         const daemon0 = cpuSeconds(daemonPid);
+        const inst0 = cpuSeconds(inst.daemon?.pid);
         try {
           if (row.measure === 'mbits') {
             const res = await out.exec(['iperf3', '-c', row.target.ip, '-p', String(row.target.port), '-t', String(DURATION), '-J'], CMD_TIMEOUT);
@@ -179,6 +198,7 @@ async function main(): Promise<void> {
             const res = await out.exec([netbench, 'load', row.target.ip, String(row.target.port), String(CLIENTS), String(DURATION)], CMD_TIMEOUT);
             row.samples.push(field(res.stdout, 'conns_per_s'));
             row.errors.push(field(res.stdout, 'errors'));
+            row.count.push(field(res.stdout, 'count'));
             process.stderr.write(`  ${res.stdout.trim()}\n`);
           }
         } catch (e) {
@@ -190,7 +210,11 @@ async function main(): Promise<void> {
           row.cpu.push(cpu);
           const daemon = row.setup === 'appswitch' ? cpuSeconds(daemonPid) - daemon0 : 0;
           row.reader.push(daemon);
-          process.stderr.write(`  ${row.setup} CPU ${cpu.toFixed(2)} s (gateway daemon ${daemon.toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`);
+          const instd = row.setup === 'appswitch' ? cpuSeconds(inst.daemon?.pid) - inst0 : 0;
+          row.instDaemon.push(instd);
+          process.stderr.write(
+            `  ${row.setup} CPU ${cpu.toFixed(2)} s (gateway daemon ${daemon.toFixed(2)} s, instance daemon ${instd.toFixed(2)} s), last ${fmt(row.samples[row.samples.length - 1] ?? NaN)}\n`,
+          );
         }
         await sleep(500);
       }
@@ -210,7 +234,12 @@ async function main(): Promise<void> {
     );
     const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: `new connections/s (${CLIENTS} concurrent clients: connect, 1 byte, EOF, close)` };
     for (const m of ['mbits', 'cps'] as const) {
-      lines.push(`### ${unit[m]}`, '', '| instance | setup | median | min–max | × native | × haproxy | proxy CPU, % of a core |', '|---|---|---:|---:|---:|---:|---:|');
+      lines.push(
+        `### ${unit[m]}`,
+        '',
+        '| instance | setup | median | min–max | × native | × haproxy | proxy CPU, % of a core | instance host\'s daemon, % of a core |',
+        '|---|---|---:|---:|---:|---:|---:|---:|',
+      );
       for (const row of rows.filter((x) => x.measure === m)) {
         const v = row.samples.length ? median(row.samples) : NaN;
         const range = row.samples.length > 1 ? `${fmt(Math.min(...row.samples))}–${fmt(Math.max(...row.samples))}` : '–';
@@ -219,7 +248,7 @@ async function main(): Promise<void> {
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
         const cpu = row.setup === 'native' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
-        lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} |`);
+        lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} | ${row.setup === 'appswitch' ? pct(row.instDaemon) : '–'} |`);
       }
       lines.push('');
     }
@@ -239,7 +268,11 @@ async function main(): Promise<void> {
     );
     const section = lines.join('\n');
     process.stdout.write(`\n${section}\n`);
-    if (!smoke && !ONLY) {
+    if (PROFILE) {
+      const conns = rows.filter((r) => r.setup === 'appswitch' && r.measure === 'cps').reduce((a, r) => a + r.count.reduce((x, y) => x + y, 0), 0);
+      process.stdout.write(`\n${await daemonProfiles([gw, inst], profDir, conns)}\n`);
+    }
+    if (!smoke && !ONLY && !WHERE) {
       replaceSection(path.join(ROOT, 'bench/RESULTS.md'), '# Benchmark results', '## Ingress', section);
       process.stdout.write('bench:ingress: wrote the "## Ingress" section of bench/RESULTS.md\n');
     }
@@ -248,6 +281,40 @@ async function main(): Promise<void> {
     await bridge.destroy();
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Stops both daemons cleanly (node writes its profile at a clean exit) and renders each one's heaviest functions per
+ * connection of the appswitch connection rows; the profiles are kept in bench/profiles/ingress-*.cpuprofile. */
+async function daemonProfiles(hosts: TestHost[], dir: string, conns: number): Promise<string> {
+  const out: string[] = [`## Daemon profiles: ${conns} connections through the appswitch gateway (both rows, all runs)`, ''];
+  const outDir = path.join(ROOT, 'bench/profiles');
+  mkdirSync(outDir, { recursive: true });
+  for (const [h, who] of [[hosts[0], 'gateway'], [hosts[1], 'instance']] as const) {
+    const d = h?.daemon;
+    if (!d) continue;
+    d.kill('SIGINT');
+    await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('close', r)));
+    const sub = path.join(dir, who);
+    const file = existsSync(sub) ? readdirSync(sub).find((f) => f.endsWith('.cpuprofile')) : undefined;
+    if (!file) {
+      out.push(`${who}: no profile written`, '');
+      continue;
+    }
+    const kept = path.join(outDir, `ingress-${who}.cpuprofile`);
+    copyFileSync(path.join(sub, file), kept);
+    const { busyUs, rows } = profileRows(kept, Math.max(1, conns));
+    out.push(
+      `### ${who} host's daemon: JavaScript thread busy ${(busyUs / Math.max(1, conns)).toFixed(1)} µs per connection (the whole run, start-up included)`,
+      '',
+      '| function (self time) | µs per connection | share of the busy JS thread |',
+      '|---|---:|---:|',
+      ...rows,
+      '',
+      `profile: ${path.relative(ROOT, kept)}`,
+      '',
+    );
+  }
+  return out.join('\n');
 }
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(128 + (os.constants.signals[sig] ?? 0)));

@@ -11,48 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { CLI, finish, killTree, ROOT, sleep, TestHost, waitFor } from '../test/helpers/hosts.js';
 import { compileNetbench, cpuSeconds, daemonStatus, numOption, requireRoot } from './ops-common.js';
+import { type CpuProfile, selfTimes } from './cpu-profile.js';
 
 const args = process.argv.slice(2);
 const SECONDS = numOption(args, 'bench:profile', '--seconds', 5);
 const CLIENTS = numOption(args, 'bench:profile', '--clients', 1, true);
-
-interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-  samples: number[];
-  timeDeltas: number[];
-}
-
-/** Self time by function (µs), heaviest first, from a .cpuprofile. */
-function selfTimes(p: CpuProfile): Array<{ name: string; us: number }> {
-  const byNode = new Map<number, number>();
-  p.samples.forEach((id, i) => byNode.set(id, (byNode.get(id) ?? 0) + (p.timeDeltas[i] ?? 0)));
-  const byName = new Map<string, number>();
-  const sources = new Map<string, string[]>();
-  /** The native binding's wrappers are anonymous: name them by the key on their line (`send: wrap(...)`). */
-  const nativeName = (url: string, line: number): string | undefined => {
-    if (!url.endsWith('/native/binding.js')) return undefined;
-    let lines = sources.get(url);
-    if (!lines) {
-      try {
-        lines = readFileSync(new URL(url), 'utf8').split('\n');
-      } catch {
-        lines = [];
-      }
-      sources.set(url, lines);
-    }
-    const m = /^\s*(\w+): wrap\(/.exec(lines[line] ?? '');
-    return m ? `native.${m[1]} (syscall and N-API)` : undefined;
-  };
-  for (const n of p.nodes) {
-    const t = byNode.get(n.id);
-    if (!t) continue;
-    const f = n.callFrame;
-    const name =
-      nativeName(f.url, f.lineNumber) ?? `${f.functionName || '(anonymous)'} ${f.url ? `${path.basename(f.url)}:${f.lineNumber + 1}` : ''}`.trim();
-    byName.set(name, (byName.get(name) ?? 0) + t);
-  }
-  return [...byName].map(([name, us]) => ({ name, us })).sort((a, b) => b.us - a.us);
-}
 
 async function main(): Promise<void> {
   requireRoot('bench:profile');

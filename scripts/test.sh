@@ -42,25 +42,26 @@ if (($#)); then
 else
   # Two lanes at once. Lane 1: the integration files, one after another (see vitest.config.ts). Lane 2, beside it:
   # the unit tests (pure modules, no namespaces, no daemons: files in parallel), then the security files, the
-  # privilege tests (ops-privilege, run-as-user, private-daemon), the gateway files (ingress, egress, virtual services) and the bench smoke, one after another (several create
-  # system users: they never run at once, useradd locks /etc/passwd). Each run writes its own report; lane 2's
+  # privilege tests (ops-privilege, run-as-user, private-daemon), the gateway files (ingress, egress, virtual services),
+  # the bench smoke and the cluster file, one after another (several create system users: they never run at once,
+  # useradd locks /etc/passwd; the cluster file is here to even out the lanes' lengths). Each run writes its own report; lane 2's
   # output follows lane 1's, whole. Then, alone: the tests that change host-wide state for a moment (a cgroup limit
   # every appswitch run on the machine shares), which would make the lanes' programs fail beside them.
   alone_tests=(test/security/cgroup-limit.test.ts)
-  gateway_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-push.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts)
-  gateway_excludes=()
-  for f in "${gateway_tests[@]}"; do gateway_excludes+=(--exclude "$f"); done
+  side_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-push.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts test/integration/cluster.test.ts)
+  side_excludes=()
+  for f in "${side_tests[@]}"; do side_excludes+=(--exclude "$f"); done
   side_log=$(mktemp)
   (
     npx vitest run test/unit --fileParallelism --outputFile.json=test-results-unit.json
     u=$?
-    npx vitest run test/security test/integration/ops-privilege.test.ts test/integration/run-as-user.test.ts test/integration/private-daemon.test.ts "${gateway_tests[@]}" --exclude "${alone_tests[0]}" --outputFile.json=test-results-security.json
+    npx vitest run test/security test/integration/ops-privilege.test.ts test/integration/run-as-user.test.ts test/integration/private-daemon.test.ts "${side_tests[@]}" --exclude "${alone_tests[0]}" --outputFile.json=test-results-security.json
     s=$?
     ((u == 0)) && exit $s
     exit $u
   ) >"$side_log" 2>&1 &
   side_pid=$!
-  npx vitest run --exclude 'test/unit/**' --exclude 'test/security/**' --exclude 'test/integration/ops-privilege.test.ts' --exclude 'test/integration/run-as-user.test.ts' --exclude 'test/integration/private-daemon.test.ts' "${gateway_excludes[@]}"
+  npx vitest run --exclude 'test/unit/**' --exclude 'test/security/**' --exclude 'test/integration/ops-privilege.test.ts' --exclude 'test/integration/run-as-user.test.ts' --exclude 'test/integration/private-daemon.test.ts' "${side_excludes[@]}"
   status=$?
   wait "$side_pid"
   side_status=$?

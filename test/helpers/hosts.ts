@@ -243,13 +243,13 @@ export class TestHost {
 
   /** Starts `appswitch daemon` in the namespace and waits until its control socket answers. A host on a bridge
    * joins its cluster the documented way: unless the flags name a key (or plaintext), the bridge's key is copied to
-   * STATE-DIR/gossip.key before the first start. */
-  async startDaemon(extra: string[] = []): Promise<void> {
+   * STATE-DIR/gossip.key before the first start. `nodeOptions` go to node itself (e.g. --cpu-prof). */
+  async startDaemon(extra: string[] = [], nodeOptions: string[] = []): Promise<void> {
     const own = path.join(this.stateDir, 'gossip.key');
     if (this.bridge && !extra.includes('--gossip-key') && !extra.includes('--gossip-plaintext') && !existsSync(own)) {
       copyFileSync(this.bridge.keyFile, own);
     }
-    const d = this.spawn(['node', CLI, 'daemon', '--state-dir', this.stateDir, '--node-address', this.address, '--log-level', 'info', ...extra]);
+    const d = this.spawn(['node', ...nodeOptions, CLI, 'daemon', '--state-dir', this.stateDir, '--node-address', this.address, '--log-level', 'info', ...extra]);
     this.daemon = d;
     d.stdout?.on('data', (b: Buffer) => (this.daemonLog += b.toString()));
     d.stderr?.on('data', (b: Buffer) => (this.daemonLog += b.toString()));
