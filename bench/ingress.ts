@@ -16,6 +16,7 @@
  *   --clients N   concurrent clients of the connection rows (default 16)
  *   --profile     both daemons under `node --cpu-prof`: prints where each one's JavaScript thread spent its time, per
  *                 connection of the appswitch connection rows (use with --only cps; profiles kept in bench/profiles/)
+ *   --daemon-flags "F ..."  more flags for both daemons (e.g. "--sweep-interval 5000"); nothing is written
  *   --where W     only the rows with the instance on another host (cross) or on the gateway (local); nothing is
  *                 written
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
@@ -36,6 +37,8 @@ const CLIENTS = Math.round(numOption(args, 'bench:ingress', '--clients', 16));
 const onlyAt = args.indexOf('--only');
 const ONLY = onlyAt >= 0 ? args[onlyAt + 1] : undefined; /* mbits or cps: only that table (nothing is written) */
 const PROFILE = args.includes('--profile');
+const flagsAt = args.indexOf('--daemon-flags');
+const DAEMON_FLAGS = flagsAt >= 0 ? (args[flagsAt + 1] ?? '').split(/\s+/).filter(Boolean) : [];
 const whereAt = args.indexOf('--where');
 const WHERE = whereAt >= 0 ? args[whereAt + 1] : undefined; /* cross or local: only those rows (nothing is written) */
 if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
@@ -140,8 +143,8 @@ async function main(): Promise<void> {
     // outside client to the program's own socket when it can, docs/ingress-local.md)
     const profDir = path.join(tmp, 'cpuprof');
     const prof = (who: string): string[] => (PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}/${who}`] : []);
-    await gw.startDaemon(['--gateway'], prof('gateway'));
-    await inst.startDaemon(['--join', gw.address], prof('instance'));
+    await gw.startDaemon(['--gateway', ...DAEMON_FLAGS], prof('gateway'));
+    await inst.startDaemon(['--join', gw.address, ...DAEMON_FLAGS], prof('instance'));
     const apps: Array<[TestHost, string, number, string[]]> = [
       [inst, VIPS.cross.mbits, FRONT.appswitch.cross.mbits, ['iperf3', '-s', '-p', '80']],
       [inst, VIPS.cross.cps, FRONT.appswitch.cross.cps, [netbench, 'serve', '0.0.0.0', '80', '1']],
@@ -272,7 +275,7 @@ async function main(): Promise<void> {
       const conns = rows.filter((r) => r.setup === 'appswitch' && r.measure === 'cps').reduce((a, r) => a + r.count.reduce((x, y) => x + y, 0), 0);
       process.stdout.write(`\n${await daemonProfiles([gw, inst], profDir, conns)}\n`);
     }
-    if (!smoke && !ONLY && !WHERE) {
+    if (!smoke && !ONLY && !WHERE && !DAEMON_FLAGS.length) {
       replaceSection(path.join(ROOT, 'bench/RESULTS.md'), '# Benchmark results', '## Ingress', section);
       process.stdout.write('bench:ingress: wrote the "## Ingress" section of bench/RESULTS.md\n');
     }

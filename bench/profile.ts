@@ -5,35 +5,72 @@
  * thread's profile: self time per connection of the functions that cost most. The profile files stay in
  * bench/profiles/ for Chrome DevTools or speedscope.
  *   --seconds N   load per mode (default 5)
- *   --clients N   concurrent client threads (default 1) */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+ * Then the same client across hosts (two namespaces on a bridge: the server on one, the client on the other), with
+ * both daemons profiled: the server's daemon asks the client's who each client is.
+ *   --seconds N   load per mode (default 5)
+ *   --clients N   concurrent client threads (default 1)
+ *   --cross       only the cross-host run */
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI, finish, killTree, ROOT, sleep, TestHost, waitFor } from '../test/helpers/hosts.js';
+import { finish, killTree, ROOT, sleep, TestBridge, TestHost } from '../test/helpers/hosts.js';
 import { compileNetbench, cpuSeconds, daemonStatus, numOption, requireRoot } from './ops-common.js';
-import { type CpuProfile, selfTimes } from './cpu-profile.js';
+import { profileRows } from './cpu-profile.js';
 
 const args = process.argv.slice(2);
 const SECONDS = numOption(args, 'bench:profile', '--seconds', 5);
 const CLIENTS = numOption(args, 'bench:profile', '--clients', 1, true);
+const CROSS_ONLY = args.includes('--cross');
 
-async function main(): Promise<void> {
-  requireRoot('bench:profile');
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'appswitch-profile-'));
+/** One daemon under --cpu-prof on host h (joining `join` when given). */
+async function profiledDaemon(h: TestHost, profDir: string, extra: string[] = []): Promise<void> {
+  await h.startDaemon(['--log-level', 'warn', ...extra], ['--cpu-prof', `--cpu-prof-dir=${profDir}`]);
+}
+
+/** Stops h's daemon cleanly (--cpu-prof writes its file at a clean exit) and keeps its profile as NAME.cpuprofile. */
+async function keepProfile(h: TestHost, profDir: string, name: string): Promise<string> {
+  const d = h.daemon;
+  if (!d) throw new Error('no daemon');
+  d.kill('SIGINT');
+  await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('close', r)));
+  const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) throw new Error('the daemon wrote no profile');
   const outDir = path.join(ROOT, 'bench/profiles');
   mkdirSync(outDir, { recursive: true });
-  const nb = compileNetbench(tmp);
-  const rows: string[] = [];
+  const kept = path.join(outDir, `${name}.cpuprofile`);
+  rmSync(kept, { force: true });
+  copyFileSync(path.join(profDir, file), kept);
+  return kept;
+}
+
+function table(title: string, kept: string, conns: number, cpu: number, msgs?: number): string[] {
+  const { busyUs, rows } = profileRows(kept, conns, 15);
+  return [
+    title,
+    '',
+    `daemon CPU (all threads, user + kernel, /proc): ${((cpu * 1e6) / conns).toFixed(1)} µs per connection; ` +
+      (msgs === undefined ? '' : `messages per connection: ${(msgs / conns).toFixed(2)}; `) +
+      `JavaScript thread busy (profile, incl. start-up): ${(busyUs / conns).toFixed(1)} µs per connection`,
+    '',
+    '| function (self time) | µs per connection | share of the busy JS thread |',
+    '|---|---:|---:|',
+    ...rows,
+    '',
+    `profile: ${path.relative(ROOT, kept)}`,
+    '',
+  ];
+}
+
+/** One host: the fast path, then without it. */
+async function sameHost(nb: string, tmp: string, rows: string[]): Promise<void> {
   for (const mode of ['fast path', 'fast path off'] as const) {
     const h = TestHost.create('prof');
     const profDir = mkdtempSync(path.join(tmp, 'cpuprof-'));
     try {
-      const d = h.spawn(['node', '--cpu-prof', `--cpu-prof-dir=${profDir}`, CLI, 'daemon', '--state-dir', h.stateDir, '--node-address', h.address, '--log-level', 'warn']);
-      h.daemon = d;
-      await waitFor(async () => (await h.cli(['status'])).code === 0, 15_000, 100);
+      await profiledDaemon(h, profDir);
       const srv = h.run(['--ip', '10.0.0.7'], [nb, 'serve', '0.0.0.0', '7001', '1']);
       await h.waitService('10.0.0.7', 7001);
-      const pid = d.pid as number;
+      const pid = h.daemon?.pid as number;
       const cpu0 = cpuSeconds(pid);
       const msgs0 = (await daemonStatus(h)).trapMessages;
       const t0 = Date.now();
@@ -44,35 +81,56 @@ async function main(): Promise<void> {
       const conns = Number(/count (\d+)/.exec(run.stdout)?.[1] ?? NaN);
       const median = /median_us ([\d.]+)/.exec(run.stdout)?.[1] ?? '?';
       killTree(srv, 'SIGKILL');
-      d.kill('SIGINT'); // --cpu-prof writes its file at a clean exit
-      await new Promise((r) => d.once('close', r));
-      const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
-      if (!file) throw new Error('the daemon wrote no profile');
-      const prof = JSON.parse(readFileSync(path.join(profDir, file), 'utf8')) as CpuProfile;
-      const kept = path.join(outDir, `daemon-${mode.replace(/ /g, '-')}.cpuprofile`);
-      rmSync(kept, { force: true });
-      copyFileSync(path.join(profDir, file), kept);
-      const top = selfTimes(prof).filter((x) => x.name !== '(idle)');
-      const busy = top.reduce((a, x) => a + x.us, 0);
-      rows.push(
-        `## ${mode}: ${conns} connections in ${(wallMs / 1000).toFixed(1)} s, client median ${median} µs, ${CLIENTS} client thread(s)`,
-        '',
-        `daemon CPU (all threads, user + kernel, /proc): ${((cpu * 1e6) / conns).toFixed(1)} µs per connection; ` +
-          `messages per connection: ${(msgs / conns).toFixed(2)}; JavaScript thread busy (profile, incl. start-up): ${(busy / conns).toFixed(1)} µs per connection`,
-        '',
-        '| function (self time) | µs per connection | share of the busy JS thread |',
-        '|---|---:|---:|',
-        ...top.slice(0, 15).map((x) => `| ${x.name.replace(/\|/g, '\\|')} | ${(x.us / conns).toFixed(2)} | ${((100 * x.us) / busy).toFixed(1)}% |`),
-        '',
-        `profile: ${path.relative(ROOT, kept)}`,
-        '',
-      );
+      const kept = await keepProfile(h, profDir, `daemon-${mode.replace(/ /g, '-')}`);
+      rows.push(...table(`## ${mode}: ${conns} connections in ${(wallMs / 1000).toFixed(1)} s, client median ${median} µs, ${CLIENTS} client thread(s)`, kept, conns, cpu, msgs));
     } finally {
       await h.destroy();
     }
     await sleep(200);
   }
-  rmSync(tmp, { recursive: true, force: true });
+}
+
+/** Two hosts on a bridge: the server on a, the client on b (the server's daemon asks the client's who each client
+ * is); both daemons profiled. */
+async function crossHost(nb: string, tmp: string, rows: string[]): Promise<void> {
+  const bridge = new TestBridge('profx');
+  const [a, b] = bridge.hostsOf('profx', 2) as [TestHost, TestHost];
+  try {
+    const dirs = [mkdtempSync(path.join(tmp, 'cpuprof-a-')), mkdtempSync(path.join(tmp, 'cpuprof-b-'))] as const;
+    await profiledDaemon(a, dirs[0], ['--node-name', 'a']);
+    await profiledDaemon(b, dirs[1], ['--node-name', 'b', '--join', a.address]);
+    const srv = a.run(['--ip', '10.0.0.7'], [nb, 'serve', '0.0.0.0', '7001', '1']);
+    await b.waitService('10.0.0.7', 7001, 30_000);
+    const pids = [a.daemon?.pid as number, b.daemon?.pid as number];
+    const cpu0 = pids.map(cpuSeconds);
+    const t0 = Date.now();
+    const run = await finish(b.run([], [nb, 'load', '10.0.0.7', '7001', String(CLIENTS), String(SECONDS)]), SECONDS * 1000 + 30_000);
+    const wallMs = Date.now() - t0;
+    const cpu = pids.map((p, i) => cpuSeconds(p) - (cpu0[i] as number));
+    const conns = Number(/count (\d+)/.exec(run.stdout)?.[1] ?? NaN);
+    const median = /median_us ([\d.]+)/.exec(run.stdout)?.[1] ?? '?';
+    killTree(srv, 'SIGKILL');
+    rows.push(`## cross host: ${conns} connections in ${(wallMs / 1000).toFixed(1)} s, client median ${median} µs, ${CLIENTS} client thread(s)`, '');
+    const keptA = await keepProfile(a, dirs[0], 'daemon-cross-server');
+    const keptB = await keepProfile(b, dirs[1], 'daemon-cross-client');
+    rows.push(...table("### the server's daemon (a)", keptA, conns, cpu[0] as number));
+    rows.push(...table("### the client's daemon (b)", keptB, conns, cpu[1] as number));
+  } finally {
+    await bridge.destroy();
+  }
+}
+
+async function main(): Promise<void> {
+  requireRoot('bench:profile');
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'appswitch-profile-'));
+  const nb = compileNetbench(tmp);
+  const rows: string[] = [];
+  try {
+    if (!CROSS_ONLY) await sameHost(nb, tmp, rows);
+    await crossHost(nb, tmp, rows);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
   process.stdout.write(`${rows.join('\n')}\n`);
 }
 
