@@ -1,6 +1,7 @@
 /** Reading a V8 .cpuprofile (node --cpu-prof): self time by function, for bench/profile.ts and bench/ingress.ts. */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { ROOT, type TestHost } from '../test/helpers/hosts.js';
 
 export interface CpuProfile {
   nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
@@ -49,4 +50,45 @@ export function profileRows(file: string, per: number, n = 12): { busyUs: number
     busyUs: busy,
     rows: top.slice(0, n).map((x) => `| ${x.name.replace(/\|/g, '\\|')} | ${(x.us / per).toFixed(2)} | ${((100 * x.us) / busy).toFixed(1)}% |`),
   };
+}
+
+/** Stops h's daemon cleanly (node --cpu-prof writes its file at a clean exit) and keeps the profile it wrote into
+ * `dir` as bench/profiles/NAME.cpuprofile; undefined when it wrote none. */
+export async function keepProfile(h: TestHost, dir: string, name: string): Promise<string | undefined> {
+  const d = h.daemon;
+  if (!d) return undefined;
+  d.kill('SIGINT');
+  await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('close', r)));
+  let file: string | undefined;
+  try {
+    file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  } catch {
+    return undefined;
+  }
+  if (!file) return undefined;
+  const outDir = path.join(ROOT, 'bench/profiles');
+  mkdirSync(outDir, { recursive: true });
+  const kept = path.join(outDir, `${name}.cpuprofile`);
+  rmSync(kept, { force: true });
+  copyFileSync(path.join(dir, file), kept);
+  return kept;
+}
+
+/** A markdown section of a kept profile: a title, a summary line (with the busy time per connection appended), and
+ * the heaviest functions per connection. */
+export function profileTable(title: string, kept: string, conns: number, summary = ''): string[] {
+  const per = Math.max(1, conns);
+  const { busyUs, rows } = profileRows(kept, per, 15);
+  return [
+    title,
+    '',
+    `${summary}JavaScript thread busy (profile, start-up included): ${(busyUs / per).toFixed(1)} µs per connection`,
+    '',
+    '| function (self time) | µs per connection | share of the busy JS thread |',
+    '|---|---:|---:|',
+    ...rows,
+    '',
+    `profile: ${path.relative(ROOT, kept)}`,
+    '',
+  ];
 }

@@ -21,11 +21,11 @@
  *                 written
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { killTree, ROOT, sleep, TestBridge, type TestHost, waitFor } from '../test/helpers/hosts.js';
-import { profileRows } from './cpu-profile.js';
+import { keepProfile, profileTable } from './cpu-profile.js';
 import { compileNetbench, cpuSeconds, median, numOption, replaceSection } from './ops-common.js';
 
 const args = process.argv.slice(2);
@@ -290,32 +290,10 @@ async function main(): Promise<void> {
  * connection of the appswitch connection rows; the profiles are kept in bench/profiles/ingress-*.cpuprofile. */
 async function daemonProfiles(hosts: TestHost[], dir: string, conns: number): Promise<string> {
   const out: string[] = [`## Daemon profiles: ${conns} connections through the appswitch gateway (both rows, all runs)`, ''];
-  const outDir = path.join(ROOT, 'bench/profiles');
-  mkdirSync(outDir, { recursive: true });
   for (const [h, who] of [[hosts[0], 'gateway'], [hosts[1], 'instance']] as const) {
-    const d = h?.daemon;
-    if (!d) continue;
-    d.kill('SIGINT');
-    await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('close', r)));
-    const sub = path.join(dir, who);
-    const file = existsSync(sub) ? readdirSync(sub).find((f) => f.endsWith('.cpuprofile')) : undefined;
-    if (!file) {
-      out.push(`${who}: no profile written`, '');
-      continue;
-    }
-    const kept = path.join(outDir, `ingress-${who}.cpuprofile`);
-    copyFileSync(path.join(sub, file), kept);
-    const { busyUs, rows } = profileRows(kept, Math.max(1, conns));
-    out.push(
-      `### ${who} host's daemon: JavaScript thread busy ${(busyUs / Math.max(1, conns)).toFixed(1)} µs per connection (the whole run, start-up included)`,
-      '',
-      '| function (self time) | µs per connection | share of the busy JS thread |',
-      '|---|---:|---:|',
-      ...rows,
-      '',
-      `profile: ${path.relative(ROOT, kept)}`,
-      '',
-    );
+    const kept = h ? await keepProfile(h, path.join(dir, who), `ingress-${who}`) : undefined;
+    if (!kept) out.push(`${who}: no profile written`, '');
+    else out.push(...profileTable(`### ${who} host's daemon (the whole run)`, kept, conns));
   }
   return out.join('\n');
 }

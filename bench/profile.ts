@@ -10,12 +10,12 @@
  *   --seconds N   load per mode (default 5)
  *   --clients N   concurrent client threads (default 1)
  *   --cross       only the cross-host run */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { finish, killTree, ROOT, sleep, TestBridge, TestHost } from '../test/helpers/hosts.js';
+import { finish, killTree, sleep, TestBridge, TestHost } from '../test/helpers/hosts.js';
 import { compileNetbench, cpuSeconds, daemonStatus, numOption, requireRoot } from './ops-common.js';
-import { profileRows } from './cpu-profile.js';
+import { keepProfile, profileTable } from './cpu-profile.js';
 
 const args = process.argv.slice(2);
 const SECONDS = numOption(args, 'bench:profile', '--seconds', 5);
@@ -27,38 +27,13 @@ async function profiledDaemon(h: TestHost, profDir: string, extra: string[] = []
   await h.startDaemon(['--log-level', 'warn', ...extra], ['--cpu-prof', `--cpu-prof-dir=${profDir}`]);
 }
 
-/** Stops h's daemon cleanly (--cpu-prof writes its file at a clean exit) and keeps its profile as NAME.cpuprofile. */
-async function keepProfile(h: TestHost, profDir: string, name: string): Promise<string> {
-  const d = h.daemon;
-  if (!d) throw new Error('no daemon');
-  d.kill('SIGINT');
-  await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('close', r)));
-  const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
-  if (!file) throw new Error('the daemon wrote no profile');
-  const outDir = path.join(ROOT, 'bench/profiles');
-  mkdirSync(outDir, { recursive: true });
-  const kept = path.join(outDir, `${name}.cpuprofile`);
-  rmSync(kept, { force: true });
-  copyFileSync(path.join(profDir, file), kept);
-  return kept;
-}
-
-function table(title: string, kept: string, conns: number, cpu: number, msgs?: number): string[] {
-  const { busyUs, rows } = profileRows(kept, conns, 15);
-  return [
-    title,
-    '',
+/** A kept profile's section, with the daemon's CPU per connection (and its messages per connection) first. */
+function table(title: string, kept: string | undefined, conns: number, cpu: number, msgs?: number): string[] {
+  if (!kept) throw new Error('the daemon wrote no profile');
+  const summary =
     `daemon CPU (all threads, user + kernel, /proc): ${((cpu * 1e6) / conns).toFixed(1)} µs per connection; ` +
-      (msgs === undefined ? '' : `messages per connection: ${(msgs / conns).toFixed(2)}; `) +
-      `JavaScript thread busy (profile, incl. start-up): ${(busyUs / conns).toFixed(1)} µs per connection`,
-    '',
-    '| function (self time) | µs per connection | share of the busy JS thread |',
-    '|---|---:|---:|',
-    ...rows,
-    '',
-    `profile: ${path.relative(ROOT, kept)}`,
-    '',
-  ];
+    (msgs === undefined ? '' : `messages per connection: ${(msgs / conns).toFixed(2)}; `);
+  return profileTable(title, kept, conns, summary);
 }
 
 /** One host: the fast path, then without it. */
