@@ -69,12 +69,14 @@ function localAddresses(): string[] {
 }
 
 /** The nameserver in programs' resolv.conf. On port 53 the DNS server is named by its real address, so every resolver
- * sees answers come from the nameserver it asked. On any other port (resolv.conf cannot carry one) it is the virtual
- * DNS address, 169.254.0.53, whose port 53 the trap sends to --node-address:--dns-port (trap/virtual-dns.ts); then a
- * resolver that checks the source address of a UDP answer against its nameserver (c-ares, musl) sees the real one,
- * until datagram receives are translated. glibc (getaddrinfo, getent, Python, curl), Go and Java do not check. */
+ * sees answers come from the nameserver it asked. On any other port (resolv.conf cannot carry one), and when the node
+ * address is a loopback address (a host with no other address: a laptop offline; in a program's own network
+ * namespace, loopback is the program's, where nothing answers), it is the virtual DNS address, 169.254.0.53, whose
+ * port 53 the trap sends to --node-address:--dns-port (trap/virtual-dns.ts); then a resolver that checks the source
+ * address of a UDP answer against its nameserver (c-ares, musl) sees the real one, until datagram receives are
+ * translated. glibc (getaddrinfo, getent, Python, curl), Go and Java do not check. */
 export function programsNameserver(cfg: Pick<DaemonConfig, 'nodeAddress' | 'dnsPort'>): string {
-  return cfg.dnsPort === VIRTUAL_DNS_PORT ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
+  return cfg.dnsPort === VIRTUAL_DNS_PORT && !isLoopback(cfg.nodeAddress) ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
 }
 
 export class Daemon {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../../src/cli/client.js';
 import type { AppView } from '../../src/daemon/control-protocol.js';
 import { type ChildProcess } from 'node:child_process';
-import { ROOT, TestHost, waitFor } from '../helpers/hosts.js';
+import { CLI, ROOT, TestHost, waitFor } from '../helpers/hosts.js';
 
 const FAKE = path.join(ROOT, 'test/helpers/fake-dns.py');
 const ASK = path.join(ROOT, 'test/helpers/dns-ask.py');
@@ -154,5 +154,36 @@ describe('--dns-port 5353 next to a resolver on port 53 (issue 11 item 7)', () =
     expect(other.stdout.trim()).toBe('111'); /* ECONNREFUSED */
     const r = await ask(h, ['web'], ['--server', '169.254.0.54', '--timeout', '3']);
     expect(r[0]?.rcode).toMatch(/^error: .*(refused|Errno 111)/i);
+  });
+});
+
+describe('a host with no address but loopback (a laptop offline), default flags', () => {
+  let h: TestHost;
+  let vip: string;
+
+  beforeAll(async () => {
+    h = TestHost.create('dnslo');
+    execFileSync('ip', ['-n', h.ns, 'link', 'del', 'v0']); /* only lo is left: the daemon's default node address is 127.0.0.1 */
+    const d = h.spawn(['node', CLI, 'daemon', '--state-dir', h.stateDir, '--log-level', 'warn']);
+    h.daemon = d;
+    await waitFor(async () => (await h.cli(['status', '--json'])).code === 0, 15_000, 100);
+    h.run(['--name', 'web'], ['python3', '-m', 'http.server', '8000']);
+    vip = await appVip(h, 'web');
+  });
+
+  afterAll(async () => {
+    await h?.destroy();
+  });
+
+  it('programs resolve names through the virtual DNS address (127.0.0.1 would be their own loopback) and reach the app', async () => {
+    const st = JSON.parse((await h.cli(['status', '--json'])).stdout) as { nodeAddress?: string };
+    expect(st.nodeAddress).toBe('127.0.0.1');
+    const conf = await h.runToEnd([], ['cat', '/etc/resolv.conf']);
+    expect(conf.stdout).toContain('nameserver 169.254.0.53');
+    const g = await h.runToEnd([], ['getent', 'hosts', 'web'], 30_000);
+    expect(g.stdout.trim().split(/\s+/)[0]).toBe(vip);
+    const c = await h.runToEnd([], ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', 'http://web:8000/'], 30_000);
+    expect(c.stdout.trim(), c.stderr).toBe('200');
+    expect(await alive(h)).toBe(true);
   });
 });

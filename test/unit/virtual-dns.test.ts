@@ -59,9 +59,12 @@ describe('virtual DNS address', () => {
     expect(h.stats.tcpConnections).toBe(before + 1);
   });
 
-  it("programs' resolv.conf names the node address on port 53 and the virtual address on any other port", () => {
+  it("programs' resolv.conf names the node address on port 53 and the virtual address on any other port or a loopback node address", () => {
     expect(programsNameserver({ nodeAddress: '192.0.2.1', dnsPort: 53 })).toBe('192.0.2.1');
     expect(programsNameserver({ nodeAddress: '192.0.2.1', dnsPort: 5353 })).toBe(VIRTUAL_DNS_ADDRESS);
+    /* a loopback node address (a host with no other address) is the program's own loopback inside its namespace */
+    expect(programsNameserver({ nodeAddress: '127.0.0.1', dnsPort: 53 })).toBe(VIRTUAL_DNS_ADDRESS);
+    expect(programsNameserver({ nodeAddress: '::1', dnsPort: 53 })).toBe(VIRTUAL_DNS_ADDRESS);
   });
 
   it('a --vip-cidr holding the virtual DNS address is refused', () => {
