@@ -13,7 +13,7 @@ import { callSupervisor, type StatusView } from '../compose/control.js';
 import { findProjectFile, loadProject } from '../compose/file.js';
 import { decodeLogLine, LinePrinter, type LogLine, readLog, useColor } from '../compose/logbook.js';
 import { baseRoot, ensurePrivateDir, type ProjectPaths, projectPaths, projectsBase } from '../compose/paths.js';
-import { printLine, runProject } from '../compose/project-run.js';
+import { exposureLines, printLine, runProject } from '../compose/project-run.js';
 import type { InstanceRow } from '../compose/supervisor.js';
 import { parentOf } from '../compose/readiness.js';
 import type { ProjectSpec } from '../compose/types.js';
@@ -152,6 +152,8 @@ async function detach(spec: ProjectSpec, cli: { node: string; script: string; so
     const s = await supervisorUp(paths);
     if (!s || s.phase === 'starting') continue;
     process.stdout.write(`project ${spec.name} is up (supervisor pid ${s.pid}; appswitch logs -f -p ${spec.name}, appswitch down -p ${spec.name})\n${psTable(s.rows)}\n`);
+    /* a `ports:` entry nobody can reach yet (no gateway node, a host port taken) is said here, not only in the logs */
+    for (const x of await exposureLines(spec, new Set(s.rows.map((r) => r.vip)), cli.socket)) if (!x.active) process.stdout.write(`${x.line}\n`);
     return s.failed ? 1 : 0;
   }
 }

@@ -105,18 +105,26 @@ export async function runProject(o: RunProjectOptions): Promise<number> {
   return sup.failed ? 1 : 0;
 }
 
-/** Says where each `ports:` entry is reached, or why it is not (no gateway node, a host port in conflict...). */
-async function noteExposures(spec: ProjectSpec, vips: Set<string | null>, socket: string, logs: LogBook): Promise<void> {
-  if (!spec.services.some((s) => s.ports.length)) return;
+/** Where each `ports:` entry of the project's apps (their `vips`) is reached, or why it is not (no gateway node, a
+ * host port in conflict...): one line each, and whether it is reachable now (`active`). */
+export async function exposureLines(spec: ProjectSpec, vips: Set<string | null>, socket: string): Promise<Array<{ line: string; active: boolean }>> {
+  if (!spec.services.some((s) => s.ports.length)) return [];
   try {
     const views = await request<ExposureView[]>(socket, 'exposures');
-    for (const v of views.filter((x) => vips.has(x.vip))) {
-      const where = v.gateways.length ? ` at ${v.gateways.join(', ')}` : '';
-      logs.note(`port ${v.hostPort} -> ${v.vip}:${v.port}: ${v.state}${where}${v.detail ? ` (${v.detail})` : ''}`);
-    }
+    return views
+      .filter((x) => vips.has(x.vip))
+      .map((v) => {
+        const where = v.gateways.length ? ` at ${v.gateways.join(', ')}` : '';
+        return { line: `port ${v.hostPort} -> ${v.vip}:${v.port}: ${v.state}${where}${v.detail ? ` (${v.detail})` : ''}`, active: v.state === 'active' };
+      });
   } catch (e) {
-    logs.note(`ports: could not ask the daemon about exposures: ${(e as Error).message}`);
+    return [{ line: `ports: could not ask the daemon about exposures: ${(e as Error).message}`, active: false }];
   }
+}
+
+/** The supervisor's notes about the project's `ports:` (see exposureLines). */
+async function noteExposures(spec: ProjectSpec, vips: Set<string | null>, socket: string, logs: LogBook): Promise<void> {
+  for (const x of await exposureLines(spec, vips, socket)) logs.note(x.line);
 }
 
 function tryKill(pidOrGroup: number): void {

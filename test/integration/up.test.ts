@@ -99,6 +99,8 @@ describe('appswitch up, the shop example', () => {
   it('starts in dependency order, serves by name across replicas, restarts and stops one service, and down leaves nothing', async () => {
     const r = await up(['up', '-d', '-p', P], SHOP);
     expect(r.code, r.stdout + r.stderr).toBe(0);
+    /* web's `ports: ["18080:8080"]` cannot be reached: this daemon is no gateway; `up -d` says so, not only the logs */
+    expect(r.stdout).toMatch(/^port 18080 -> [\d.]+:8080: no-gateway \(.*--gateway\)$/m);
     const rows = await ps(P);
     expect(rows.map((x) => x.name).sort()).toEqual(['api-1', 'api-2', 'cache', 'web']);
     for (const x of rows) expect(x.state, x.name).toBe('ready');
