@@ -12,6 +12,9 @@ export interface CliRef {
   socket: string;
 }
 
+/** How long a stop waits for the killed rest of an instance's process group to exit. */
+const GROUP_EXIT_WAIT_MS = 3000;
+
 export type InstanceState = 'created' | 'starting' | 'running' | 'ready' | 'restarting' | 'exited' | 'crashed' | 'stopping' | 'stopped';
 
 export interface ExitInfo {
@@ -116,8 +119,24 @@ export class Instance {
     await Promise.race([this.exited, killed]);
     await this.exited;
     clearTimeout(timer);
-    /* what the program left in its group (children that ignored SIGTERM) goes with it */
+    /* what the program left in its group (children that ignored SIGTERM) goes with it, and is gone before stop()
+     * returns: a killed process takes a moment to exit (all its threads), and `down` promises no process left */
     this.signal('SIGKILL', true);
+    await this.groupGone(GROUP_EXIT_WAIT_MS);
+  }
+
+  /** Waits until no process of the instance's process group is left, up to `ms`. */
+  private async groupGone(ms: number): Promise<void> {
+    if (this.pid === undefined) return;
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      try {
+        process.kill(-this.pid, 0);
+      } catch {
+        return; /* ESRCH: the group is empty */
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   private signal(sig: NodeJS.Signals, group = false): void {

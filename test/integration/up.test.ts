@@ -64,6 +64,22 @@ function processesIn(namespaces: Set<string>): number[] {
 
 const alive = (pid: number): boolean => existsSync(`/proc/${pid}`);
 
+/** "PID (comm) state S ppid P pgrp G: cmdline" for each pid still there, so that a process left behind says what
+ * it is. */
+function describeAll(pids: number[]): string[] {
+  return pids.flatMap((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [, comm, rest] = /^\d+ \((.*)\) (.*)$/s.exec(stat) ?? [];
+      const f = (rest ?? '').split(' ');
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+      return [`${pid} (${comm}) state ${f[0]} ppid ${f[1]} pgrp ${f[2]}: ${cmd}`];
+    } catch {
+      return []; /* gone meanwhile */
+    }
+  });
+}
+
 /** A project directory under the test's work dir with an appswitch.yaml of `lines`; returns its path. */
 function projectDir(name: string, lines: string[]): string {
   const dir = path.join(work, name);
@@ -170,7 +186,7 @@ describe('appswitch up, the shop example', () => {
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout).toContain(`project ${P} is down`);
     for (const pid of [...all, ...launchers, oldWeb]) expect(alive(pid), `pid ${pid}`).toBe(false);
-    expect(processesIn(namespaces)).toEqual([]);
+    expect(describeAll(processesIn(namespaces))).toEqual([]);
     expect(await projectApps(P)).toEqual([]);
     expect((await h.cli(['ps', '-p', P])).code).not.toBe(0);
   }, 180_000);
