@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { killTree, ROOT, sleep, TestBridge, type TestHost, waitFor } from '../test/helpers/hosts.js';
 import { keepProfile, profileTable } from './cpu-profile.js';
-import { compileNetbench, cpuSeconds, median, numOption, replaceSection } from './ops-common.js';
+import { compileNetbench, compileTrapfloor, cpuSeconds, median, numOption, replaceSection } from './ops-common.js';
 
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
@@ -47,7 +47,7 @@ if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
 }
 
 type Where = 'cross' | 'local';
-type Setup = 'native' | 'haproxy' | 'appswitch';
+type Setup = 'native' | 'floor' | 'haproxy' | 'appswitch';
 type Measure = 'mbits' | 'cps';
 interface Row {
   where: Where;
@@ -66,7 +66,7 @@ interface Row {
   failure?: string;
 }
 
-const P = { iperfInst: 5201, iperfGw: 5202, connInst: 7001, connGw: 7002 };
+const P = { iperfInst: 5201, iperfGw: 5202, connInst: 7001, connGw: 7002, floorInst: 7101, floorGw: 7102 };
 /** Ports on the gateway: haproxy and the relay, for (cross, local) x (iperf, conn). */
 const FRONT = {
   haproxy: { cross: { mbits: 15201, cps: 17001 }, local: { mbits: 15202, cps: 17002 } },
@@ -107,6 +107,7 @@ async function main(): Promise<void> {
   }
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'appswitch-ingress-'));
   const netbench = compileNetbench(tmp);
+  const trapfloor = compileTrapfloor(tmp);
   const bridge = new TestBridge('ing');
   const [gw, inst] = bridge.hostsOf('ing', 2) as [TestHost, TestHost];
   const out = bridge.outside('ingout');
@@ -126,6 +127,10 @@ async function main(): Promise<void> {
     bg(gw, ['iperf3', '-s', '-p', String(P.iperfGw)]);
     bg(inst, [netbench, 'serve', '0.0.0.0', String(P.connInst), '1']);
     bg(gw, [netbench, 'serve', '0.0.0.0', String(P.connGw), '1']);
+    /* the trap floor: the same server under a supervisor that traps only accept and lets each one run (no appswitch) */
+    bg(inst, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorInst), '1']);
+    bg(gw, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorGw), '1']);
+    const floorPort = { cross: P.floorInst, local: P.floorGw };
     const backend = { cross: { mbits: P.iperfInst, cps: P.connInst }, local: { mbits: P.iperfGw, cps: P.connGw } };
     const hostOf = { cross: inst, local: gw };
 
@@ -176,13 +181,17 @@ async function main(): Promise<void> {
       });
     };
     const daemonPid = gw.daemon?.pid;
-    for (const [h, p] of [[inst, P.iperfInst], [gw, P.iperfGw], [inst, P.connInst], [gw, P.connGw], [gw, FRONT.haproxy.cross.cps]] as const) await waitListen(h, p, () => said);
+    for (const [h, p] of [[inst, P.iperfInst], [gw, P.iperfGw], [inst, P.connInst], [gw, P.connGw], [inst, P.floorInst], [gw, P.floorGw], [gw, FRONT.haproxy.cross.cps]] as const) await waitListen(h, p, () => said);
 
     const rows: Row[] = [];
     for (const measure of (['mbits', 'cps'] as const).filter((m) => !ONLY || m === ONLY))
       for (const where of (['cross', 'local'] as const).filter((w) => !WHERE || w === WHERE))
-        for (const setup of ['native', 'haproxy', 'appswitch'] as const) {
-          const target = setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] } : { ip: gw.address, port: FRONT[setup][where][measure] };
+        for (const setup of ['native', 'floor', 'haproxy', 'appswitch'] as const) {
+          if (setup === 'floor' && measure !== 'cps') continue;
+          const target =
+            setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] }
+            : setup === 'floor' ? { ip: hostOf[where].address, port: floorPort[where] }
+            : { ip: gw.address, port: FRONT[setup][where][measure] };
           rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [], instDaemon: [], count: [] });
         }
     const t0 = Date.now();
@@ -208,7 +217,7 @@ async function main(): Promise<void> {
           row.failure = (e instanceof Error ? e.message : String(e)).split('\n')[0]?.slice(0, 200);
           process.stderr.write(`  failed: ${row.failure}\n`);
         }
-        if (row.setup !== 'native') {
+        if (row.setup !== 'native' && row.setup !== 'floor') {
           const cpu = pidOf === undefined ? 0 : cpuSeconds(pidOf) - cpu0;
           row.cpu.push(cpu);
           const daemon = row.setup === 'appswitch' ? cpuSeconds(daemonPid) - daemon0 : 0;
@@ -246,11 +255,11 @@ async function main(): Promise<void> {
       for (const row of rows.filter((x) => x.measure === m)) {
         const v = row.samples.length ? median(row.samples) : NaN;
         const range = row.samples.length > 1 ? `${fmt(Math.min(...row.samples))}–${fmt(Math.max(...row.samples))}` : '–';
-        const label = { native: 'native (client → instance directly)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: row.where === 'cross' ? 'appswitch gateway (relay)' : 'appswitch gateway (steered, no proxy)' }[row.setup];
+        const label = { native: 'native (client → instance directly)', floor: 'trap floor: client → instance directly, the server\'s accept trapped and let through (bench/trapfloor.c, no appswitch)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: row.where === 'cross' ? 'appswitch gateway (relay)' : 'appswitch gateway (steered, no proxy)' }[row.setup];
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
-        const cpu = row.setup === 'native' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
+        const cpu = row.setup === 'native' || row.setup === 'floor' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
         lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} | ${row.setup === 'appswitch' ? pct(row.instDaemon) : '–'} |`);
       }
       lines.push('');
@@ -261,11 +270,16 @@ async function main(): Promise<void> {
       ['throughput, instance on the gateway: appswitch ÷ native', med('local', 'appswitch', 'mbits') / med('local', 'native', 'mbits'), 0.95],
       ['new connections/s, instance on the gateway: appswitch ÷ native', med('local', 'appswitch', 'cps') / med('local', 'native', 'cps'), 0.95],
     ];
-    lines.push('### Targets (issue 13; ratios from this run)', '', '| target | measured | wanted | met |', '|---|---:|---:|---|');
-    for (const [name, x, want] of tgt) lines.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ≥ ${want.toFixed(2)} | ${Number.isFinite(x) ? (x >= want ? 'yes' : '**no**') : '–'} |`);
+    lines.push('### Targets (issue 13; ratios from this run)', '', '| target | measured | wanted | met | trap floor (the same ratio for a server whose accept is only trapped) |', '|---|---:|---:|---|---:|');
+    const floors = [NaN, med('cross', 'floor', 'cps') / med('cross', 'native', 'cps'), NaN, med('local', 'floor', 'cps') / med('local', 'native', 'cps')];
+    tgt.forEach(([name, x, want], i) => {
+      const f = floors[i] ?? NaN;
+      lines.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ≥ ${want.toFixed(2)} | ${Number.isFinite(x) ? (x >= want ? 'yes' : '**no**') : '–'} | ${Number.isFinite(f) ? `${f.toFixed(2)}× native` : '–'} |`);
+    });
     lines.push(
       '',
       '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (reading the relay\'s records, answering the instance node\'s who-is questions).',
+      '* trap floor: the server runs under bench/trapfloor.c, a seccomp supervisor that traps only accept() and answers each with SECCOMP_USER_NOTIF_FLAG_CONTINUE, nothing else (one thread, SYNC_WAKE_UP as appswitch\'s generator). appswitch traps every accept (it drops unvetted connections and shows virtual peers), so this is the bound of its connection rows against native.',
       `* ${os.cpus().length} cores shared by client, proxy and server; the machine is shared with other work: read the ratios, not the absolute figures.`,
       '',
     );

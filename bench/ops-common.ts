@@ -15,6 +15,13 @@ export function compileNetbench(dir: string): string {
   return out;
 }
 
+/** Compiles bench/trapfloor.c (a supervisor that traps only accept: the floor of any design that traps it) into dir. */
+export function compileTrapfloor(dir: string): string {
+  const out = path.join(dir, 'trapfloor');
+  execFileSync('gcc', ['-O2', '-Wall', '-o', out, path.join(ROOT, 'bench/trapfloor.c')], { stdio: 'pipe' });
+  return out;
+}
+
 /** True when the module at `metaUrl` is the script node was started with (not imported by a test). */
 export function isMain(metaUrl: string): boolean {
   const script = process.argv[1];

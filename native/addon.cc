@@ -571,18 +571,19 @@ static bool GetEp(const Napi::CallbackInfo &info, size_t i, struct as_ep *e) {
   return true;
 }
 
-// identPutOutside(shmFd, srcIp16, srcPort, dstIp16, dstPort, clientIp16, clientPort): number — writes an outside
-// client's entry into the host's identity table (dtab.h as_ident, AS_IDENT_OUTSIDE): the connection src -> dst (a
-// gateway's relay socket -> an instance of this node) comes from the outside client. 0, or EBUSY (not written: the
-// accept asks the daemon).
-Napi::Value IdentPutOutside(const Napi::CallbackInfo &info) {
+// identPut(shmFd, srcIp16, srcPort, dstIp16, dstPort, vip16, appId): number — writes an entry into the host's identity
+// table (dtab.h as_ident) as a client's generator does after its connect(): the connection src -> dst comes from the
+// app appId known as vip16 (tests of the table). 0, or EBUSY (not written).
+Napi::Value IdentPut(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  struct as_ep src, dst, client;
-  if (info.Length() < 7 || !info[0].IsNumber() || !GetEp(info, 1, &src) || !GetEp(info, 3, &dst) || !GetEp(info, 5, &client))
-    return ThrowType(env, "identPutOutside(shmFd, srcIp16, srcPort, dstIp16, dstPort, clientIp16, clientPort)");
+  struct as_ep src, dst;
+  if (info.Length() < 7 || !info[0].IsNumber() || !GetEp(info, 1, &src) || !GetEp(info, 3, &dst) || !info[5].IsBuffer() ||
+      info[5].As<Napi::Buffer<uint8_t>>().Length() != 16 || !info[6].IsString())
+    return ThrowType(env, "identPut(shmFd, srcIp16, srcPort, dstIp16, dstPort, vip16, appId)");
   auto it = g_shms.find(info[0].As<Napi::Number>().Int32Value());
-  if (it == g_shms.end()) return ThrowErrno(env, EBADF, "identPutOutside");
-  int r = as_ident_put(it->second, &src, &dst, client.ip, client.port, AS_IDENT_OUTSIDE, nullptr);
+  if (it == g_shms.end()) return ThrowErrno(env, EBADF, "identPut");
+  std::string app = info[6].As<Napi::String>().Utf8Value();
+  int r = as_ident_put(it->second, &src, &dst, info[5].As<Napi::Buffer<uint8_t>>().Data(), app.c_str());
   return Napi::Number::New(env, r < 0 ? -r : 0);
 }
 
@@ -617,7 +618,7 @@ Napi::Value PreambleCheck(const Napi::CallbackInfo &info) {
   return o;
 }
 
-// identGet(shmFd, srcIp16, srcPort, dstIp16, dstPort, take): { kind: 'app'|'outside', ip16, port, app } | null — the
+// identGet(shmFd, srcIp16, srcPort, dstIp16, dstPort, take): { ip16, app } | null — the
 // entry for the connection src -> dst, as a server's generator finds it (take: used up, as an accept does).
 Napi::Value IdentGet(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -629,9 +630,7 @@ Napi::Value IdentGet(const Napi::CallbackInfo &info) {
   struct as_ident_found f;
   if (!as_ident_get(it->second, &src, &dst, &f, info[5].As<Napi::Boolean>().Value() ? 1 : 0)) return env.Null();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("kind", Napi::String::New(env, f.kind == AS_IDENT_OUTSIDE ? "outside" : "app"));
   o.Set("ip16", Napi::Buffer<uint8_t>::Copy(env, f.identity, 16));
-  o.Set("port", Napi::Number::New(env, f.cport));
   o.Set("app", Napi::String::New(env, std::string(f.app, strnlen(f.app, sizeof(f.app)))));
   return o;
 }
@@ -842,7 +841,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dtabPublish", Napi::Function::New(env, DtabPublish));
   exports.Set("hostShmCreate", Napi::Function::New(env, HostShmCreate));
   exports.Set("dup", Napi::Function::New(env, Dup));
-  exports.Set("identPutOutside", Napi::Function::New(env, IdentPutOutside));
+  exports.Set("identPut", Napi::Function::New(env, IdentPut));
   exports.Set("identGet", Napi::Function::New(env, IdentGet));
   exports.Set("preambleMake", Napi::Function::New(env, PreambleMake));
   exports.Set("preambleCheck", Napi::Function::New(env, PreambleCheck));

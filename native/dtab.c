@@ -441,8 +441,7 @@ static uint32_t ident_slot(uint16_t sport, const struct as_ep *dst) {
   return (h % (AS_IDENT_SLOTS / AS_IDENT_WAYS)) * AS_IDENT_WAYS;
 }
 
-int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], uint16_t cport,
-                 int kind, const char *app) {
+int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], const char *app) {
   uint16_t sport = src->port;
   uint32_t base = ident_slot(sport, dst);
   uint64_t now = mono_ms();
@@ -466,8 +465,6 @@ int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct a
   memcpy(best->identity, identity, 16);
   memset(best->app, 0, sizeof(best->app));
   if (app) memcpy(best->app, app, strnlen(app, sizeof(best->app)));
-  best->cport = kind == AS_IDENT_OUTSIDE ? cport : 0;
-  best->kind = kind == AS_IDENT_OUTSIDE ? AS_IDENT_OUTSIDE : AS_IDENT_APP;
   best->at_ms = now;
   __atomic_store_n(&best->seq, seq + 2, __ATOMIC_RELEASE);
   return 0;
@@ -486,12 +483,9 @@ int as_ident_get(struct as_hostshm *shm, const struct as_ep *src, const struct a
       memcpy(&c, (const void *)e, sizeof(c));
       __atomic_thread_fence(__ATOMIC_ACQUIRE);
       if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s1) continue;
-      uint64_t ttl = c.kind == AS_IDENT_OUTSIDE ? AS_IDENT_OUTSIDE_TTL_MS : AS_IDENT_TTL_MS;
-      if (c.sport != sport || c.dport != dst->port || memcmp(c.dip, dst->ip, 16) || !c.at_ms || now - c.at_ms > ttl) break;
+      if (c.sport != sport || c.dport != dst->port || memcmp(c.dip, dst->ip, 16) || !c.at_ms || now - c.at_ms > AS_IDENT_TTL_MS) break;
       if (memcmp(c.sip, src->ip, 16)) break; /* the same port and destination from another address: not this connection */
       memcpy(out->identity, c.identity, 16);
-      out->cport = c.cport;
-      out->kind = c.kind;
       memset(out->app, 0, sizeof(out->app));
       memcpy(out->app, c.app, sizeof(c.app));
       if (take && __atomic_compare_exchange_n(&e->seq, &s1, s1 + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {

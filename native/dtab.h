@@ -154,44 +154,32 @@ AS_DTAB_ASSERT(sizeof(struct as_dt_steered) == 8, "decision table layout");
 #define AS_SHM_SLOTS 4096u
 
 /* Who a TCP connection comes from, read by the server's generator at accept(): the accept needs no question to the
- * daemon. Two kinds of entries:
- *  - AS_IDENT_APP: a same-host client, written by the client's generator right after its connect(): the source is
- *    this node, identity the client app's vip;
- *  - AS_IDENT_OUTSIDE: an exposure's outside client relayed by a gateway on another host, written by this node's
- *    daemon from the gateway's push (docs/ingress.md): the source is the gateway's relay socket, identity and cport
- *    the outside client's real address and port. Only the daemon writes these (after checking the gateway and the
- *    exposure); a generator never does.
+ * daemon. An entry is a same-host client, written by the client's generator right after its connect(): the source
+ * is this node, identity the client app's vip. (An outside client relayed by a gateway says who it is in the relay's
+ * preamble: gen_preamble.c.)
  * Keyed by (source port, real destination), and the source address is kept and checked at take: among live
  * connections to one destination a (source address, source port) pair is unique, so an entry can only be mistaken
  * for an older connection from the same place to the same place (one that is gone, and whose entry nobody took). A
  * slot is taken by a writer with a compare-and-swap of its sequence (odd while written); readers check the sequence
- * around their copy. An entry is trusted for AS_IDENT_TTL_MS (AS_IDENT_OUTSIDE_TTL_MS for an outside client: a
- * gateway's relay reuses its source ports fast) and used up by the accept that reads it. A miss (overwritten, not
- * written yet) falls back to the daemon. */
+ * around their copy. An entry is trusted for AS_IDENT_TTL_MS and used up by the accept that reads it. A miss
+ * (overwritten, not written yet) falls back to the daemon. */
 #define AS_IDENT_SLOTS 16384u
 #define AS_IDENT_WAYS 4u
 #define AS_IDENT_TTL_MS 10000u
-#define AS_IDENT_OUTSIDE_TTL_MS 3000u
-#define AS_IDENT_APP 0u
-#define AS_IDENT_OUTSIDE 1u
 struct as_ident {
   uint32_t seq;
   uint16_t sport, dport;
   uint8_t dip[16];
   uint8_t sip[16];      /* the connection's source address (the accepted socket's peer) */
-  uint8_t identity[16]; /* the app's vip, or the outside client's real address */
+  uint8_t identity[16]; /* the app's vip */
   uint64_t at_ms;
-  char app[16]; /* the client's app id (AS_IDENT_APP) */
-  uint16_t cport; /* AS_IDENT_OUTSIDE: the outside client's real port */
-  uint8_t kind;   /* AS_IDENT_APP or AS_IDENT_OUTSIDE */
-  uint8_t pad[45];
+  char app[16]; /* the client's app id */
+  uint8_t pad[48];
 };
 
 /* What an accept finds in the identity table. */
 struct as_ident_found {
   uint8_t identity[16];
-  uint16_t cport;
-  uint8_t kind;
   char app[AS_DTAB_ID_MAX];
 };
 
@@ -268,11 +256,9 @@ int as_dtab_steered_here(struct as_dtab *t, uint16_t host_port);
 int as_dtab_is_local(struct as_dtab *t, const uint8_t ip[16]);
 int as_dtab_preamble_keys(struct as_dtab *t, uint8_t keys[][16], int max);
 
-/* Writes an entry for the connection src -> dst (real endpoints): kind AS_IDENT_APP (identity = the app's vip, app its
- * id; the client's generator) or AS_IDENT_OUTSIDE (identity:cport = the outside client; the daemon). Returns 0 or
- * -EBUSY (the slots were being written by others: the accept will ask the daemon). */
-int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], uint16_t cport,
-                 int kind, const char *app);
+/* Writes an entry for the connection src -> dst (real endpoints): identity = the client app's vip, app its id (the
+ * client's generator). Returns 0 or -EBUSY (the slots were being written by others: the accept will ask the daemon). */
+int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], const char *app);
 /* The server side: 1 and *out when an entry for src -> dst is there (its source address must be src's), else 0. With
  * take, the entry is used up (the server's generator takes it at accept; the daemon takes an outside client's entry
  * when it answered that accept itself). */

@@ -17,6 +17,10 @@
 static void accept_deliver(struct as_gen *g, struct as_pending *p, const struct sockaddr_storage *out, int n) {
   struct as_p_accept *a = &p->u.accept;
   if (a->uaddr) { /* as move_addr_to_user(): EFAULT/EINVAL lose the connection */
+    if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone (its pid may be another's now) */
+      as_pend_done(g, p);
+      return;
+    }
     int32_t ulen;
     int r = as_mem_read(p->pid, a->ulenp, &ulen, sizeof(ulen));
     if (r == 0 && ulen < 0) r = -EINVAL;
@@ -27,8 +31,10 @@ static void accept_deliver(struct as_gen *g, struct as_pending *p, const struct 
       return;
     }
   }
-  int fl = fcntl(a->conn, F_GETFL);
-  if (fl >= 0) fcntl(a->conn, F_SETFL, (a->aflags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+  if (!a->flags_set) {
+    int fl = fcntl(a->conn, F_GETFL);
+    if (fl >= 0) fcntl(a->conn, F_SETFL, (a->aflags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+  }
   int r = as_notif_addfd_send(g->notif_fd, p->id, a->conn, (a->aflags & SOCK_CLOEXEC) != 0);
   if (r != -ENOENT) as_tstats_end(&g->tstats, &p->mark, r);
   if (r < 0 && r != -ENOENT) as_reply(g, p->id, r);
@@ -55,6 +61,7 @@ static int accept_fast(struct as_gen *g, struct as_pending *p, const struct as_e
   setsockopt(a->conn, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   close(a->conn);
   a->conn = *fast_fd;
+  a->flags_set = 0;
   *fast_fd = -1;
   g->stats_fast++;
   return 0;
@@ -87,12 +94,10 @@ void as_accept_drop(struct as_gen *g, struct as_pending *p) {
   as_accept_next(g, p);
 }
 
-void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd) {
+/* The answer for an accept: m from the daemon, or found here. Called at once on the notification just received (the
+ * caller's liveness is checked where it matters: before its memory is written, and by ADDFD itself). */
+static void accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd) {
   struct as_p_accept *a = &p->u.accept;
-  if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
-    as_pend_done(g, p);
-    return;
-  }
   if (m->result < 0) { /* nobody vouches for this peer: drop it */
     as_accept_drop(g, p);
     return;
@@ -107,6 +112,10 @@ void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_
   }
   if (m->flags & AS_F_OFFERED) { /* its socket came in an AS_OFFER (already read: it preceded this reply) */
     struct as_offer *o = as_offer_find(g, a->peer, a->peer_len);
+    if (!o && g->ochan >= 0) { /* from another generator: it may still be unread on our offer socket */
+      as_ochan_drain(g);
+      o = as_offer_find(g, a->peer, a->peer_len);
+    }
     if (!o) {
       close(a->conn);
       a->conn = -1;
@@ -116,7 +125,7 @@ void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_
     struct as_msg mm = *m;
     mm.flags = (mm.flags & ~AS_F_OFFERED) | AS_F_FASTPATH;
     int fd = as_offer_take(g, o);
-    as_on_accept_reply(g, p, &mm, &fd);
+    accept_reply(g, p, &mm, &fd);
     if (fd >= 0) close(fd);
     return;
   }
@@ -144,6 +153,14 @@ void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_
   accept_deliver(g, p, &out, n);
 }
 
+void as_on_accept_reply(struct as_gen *g, struct as_pending *p, const struct as_msg *m, int *fast_fd) {
+  if (as_notif_id_valid(g->notif_fd, p->id) < 0) { /* the caller is gone: the connection goes with it */
+    as_pend_done(g, p);
+    return;
+  }
+  accept_reply(g, p, m, fast_fd);
+}
+
 /* The accepted connection is a placeholder whose offer is here: answer at once, and tell the daemon (one way) that it
  * may let go of its copy of the placeholder. */
 static void accept_offered(struct as_gen *g, struct as_pending *p, struct as_offer *o) {
@@ -156,7 +173,7 @@ static void accept_offered(struct as_gen *g, struct as_pending *p, struct as_off
   if (n > 0) memcpy(m.addr, &ss, (size_t)n);
   int fd = as_offer_take(g, o);
   as_claim_note(g, &o->peer);
-  as_on_accept_reply(g, p, &m, &fd);
+  as_on_accept_reply(g, p, &m, &fd); /* checked: a fast-path socket is registered before it is handed over */
   if (fd >= 0) close(fd);
 }
 
@@ -172,9 +189,15 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
     int fl = fcntl(p->sock, F_GETFL);
     int blocking = fl >= 0 && !(fl & O_NONBLOCK);
     if (blocking) fcntl(p->sock, F_SETFL, fl | O_NONBLOCK);
-    int c = accept4(p->sock, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    /* the connection gets the file status flags the program asked for now (the generator's own reads of it, the
+     * preamble's, never block: MSG_DONTWAIT) */
+    int c = accept4(p->sock, (struct sockaddr *)&peer, &pl, (a->aflags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
     int e = errno;
     if (blocking) fcntl(p->sock, F_SETFL, fl);
+    if (c >= 0) {
+      a->flags_set = 1;
+      p->family = pl >= sizeof(sa_family_t) ? peer.ss_family : AF_UNSPEC;
+    }
     if (c >= 0 && !as_is_inet(p->family)) { /* a Unix socket: nobody to ask, nothing to translate */
       as_pend_unwatch(g, p);
       a->conn = c;
@@ -195,7 +218,13 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
       memcpy(a->local, &loc, ll);
       a->local_len = ll;
       p->op = OP_ACCEPT_ASK;
-      {
+      struct as_ep rpeer, rlocal; /* the connection's real endpoints, for the answers found here */
+      int eps = as_ep_from_sockaddr(a->peer, a->peer_len, &rpeer) == 0 && as_ep_from_sockaddr(a->local, a->local_len, &rlocal) == 0;
+      /* Fast-path placeholders come from this host's addresses: a peer the published table does not list as one
+       * (an outside client, another host's app) has no offer to wait for, and the two drains below would only fail.
+       * One from an address added since the table was published still gets its offer: the daemon's answer says
+       * OFFERED and accept_reply looks again. */
+      if (!eps || !g->dtab.map || as_dtab_is_local(&g->dtab, rpeer.ip)) {
         struct as_offer *o = as_offer_find(g, &peer, pl);
         if (!o && g->ochan >= 0) { /* its offer may be waiting unread on our offer socket (gen_decide.c) */
           as_ochan_drain(g);
@@ -211,8 +240,6 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         }
       }
       struct as_msg known;
-      struct as_ep rpeer, rlocal; /* the connection's real endpoints, for the answers found here */
-      int eps = as_ep_from_sockaddr(a->peer, a->peer_len, &rpeer) == 0 && as_ep_from_sockaddr(a->local, a->local_len, &rlocal) == 0;
       /* an outside client steered here by sk_lookup (gen_ingress.c), or relayed by a gateway (gen_preamble.c) */
       int pre = 0;
       if (eps) pre = as_accept_steered(g, &rpeer, &rlocal, &known) ? 1 : as_accept_preamble(g, p, &rpeer, &rlocal, &known);
@@ -224,7 +251,7 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
       /* or in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
       if (pre > 0 || (eps && as_accept_known(g, &rpeer, &rlocal, &known))) {
         int none = -1;
-        as_on_accept_reply(g, p, &known, &none);
+        accept_reply(g, p, &known, &none);
         return;
       }
       struct as_msg *m = as_pend_msg(p, AS_ACCEPT, 0);
@@ -254,7 +281,6 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
 }
 
 void as_h_accept(struct as_gen *g, struct seccomp_notif *req) {
-  int family, type;
   int aflags = req->data.nr == __NR_accept4 ? (int)req->data.args[3] : 0;
   int badflags = (aflags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0;
   if (badflags) { /* __sys_accept4: EBADF, then the flags (EINVAL), then ENOTSOCK and the socket's own checks */
@@ -265,23 +291,19 @@ void as_h_accept(struct as_gen *g, struct seccomp_notif *req) {
   }
   /* Every accept is made here on our duplicate, a Unix socket's too: answered with CONTINUE, the kernel would re-run
    * it on whatever the fd number is by then, e.g. an inet listener dup2()ed there, handing the program a connection
-   * nobody vouched for (no cgroup hook covers accept). */
-  int s = as_get_socket(g, (pid_t)req->pid, (int)req->data.args[0], &family, &type, NULL);
+   * nobody vouched for (no cgroup hook covers accept).
+   * The socket is not looked at first: accept4() on our duplicate answers what the kernel would for one that is not a
+   * socket (ENOTSOCK), not listening (EINVAL) or of a type without accept (EOPNOTSUPP), and the connection's peer
+   * address tells its family (as_accept_next). */
+  int s = as_task_getfd(&g->pidfds, (pid_t)req->pid, (int)req->data.args[0]);
   if (s < 0) {
     if (s != -ESRCH) as_reply(g, req->id, s);
     return;
   }
-  int listening = 0;
-  socklen_t l = sizeof(listening);
-  if (as_is_inet(family) && (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening)) {
-    close(s);
-    as_reply(g, req->id, type == SOCK_STREAM ? -EINVAL : -EOPNOTSUPP);
-    return;
-  }
   struct as_pending *p = as_pend_open(g, req, OP_ACCEPT_WAIT, s);
   if (!p) return;
-  p->family = family;
-  p->type = type;
+  p->family = AF_UNSPEC;
+  p->type = SOCK_STREAM;
   struct as_p_accept *a = &p->u.accept;
   a->aflags = aflags;
   a->uaddr = req->data.args[1];

@@ -189,7 +189,7 @@ int as_report_same_host(struct as_gen *g, struct as_pending *p, const struct soc
       as_ep_from_sockaddr(p->u.connect.real, p->u.connect.real_len, &real) < 0 || as_ep_from_sockaddr(loc, l, &lep) < 0 ||
       !as_dtab_is_node(&g->dtab, real.ip))
     return 0;
-  if (as_ident_put(g->dtab.shm, &lep, &real, g->identity.ip, 0, AS_IDENT_APP, g->dtab.app_id) < 0) return 0;
+  if (as_ident_put(g->dtab.shm, &lep, &real, g->identity.ip, g->dtab.app_id) < 0) return 0;
   decided_note(g, p, AS_DK_TCP, &lep, &real, 0, NULL);
   return 1;
 }
@@ -220,13 +220,12 @@ void as_ochan_drain(struct as_gen *g) {
  * daemon hears of it in the AS_CLAIMED batch. */
 #define IDENT_WAIT_US 200
 int as_accept_known(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
-  if (!g->dtab.shm) return 0;
-  int same_host = as_dtab_is_node(&g->dtab, peer->ip);
+  /* entries name connections from this node only (a same-host client's generator writes them) */
+  if (!g->dtab.shm || !as_dtab_is_node(&g->dtab, peer->ip)) return 0;
   struct as_ident_found id;
   uint64_t start = 0;
   for (;;) {
     if (as_ident_get(g->dtab.shm, peer, local, &id, 1)) break;
-    if (!same_host) return 0;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     uint64_t us = (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
@@ -234,13 +233,10 @@ int as_accept_known(struct as_gen *g, const struct as_ep *peer, const struct as_
     else if (us - start > IDENT_WAIT_US) return 0;
     sched_yield();
   }
-  /* an app's entry names a connection from this node only; an outside client's only one from another host */
-  if ((id.kind == AS_IDENT_OUTSIDE) == same_host) return 0;
   struct as_ep virt;
   memcpy(virt.ip, id.identity, 16);
-  virt.port = id.kind == AS_IDENT_OUTSIDE ? id.cport : peer->port;
+  virt.port = peer->port;
   if (as_accept_answer(out, &virt) < 0) return 0;
-  if (id.kind == AS_IDENT_OUTSIDE) out->flags = AS_F_RELAYED; /* a relay's connection: its preamble comes out first */
   as_claim_note(g, peer); /* the daemon marks the connection accepted */
   return 1;
 }

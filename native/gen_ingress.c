@@ -36,10 +36,27 @@ static int host_address(const uint8_t ip[16]) {
  * client. The daemon's conditions (gateway/steering.ts steeredClient) are in the table: the port is listed only while
  * this node is a gateway, the exposure holding the port is the steered service's, and for the apps steered there.
  * A peer of this host (a trapped program among them) is the daemon's to judge: it reads the client socket's origin. */
+/* Addresses host_address() found not to be this host's, believed for NOT_LOCAL_MS: a steered connection's check
+ * costs three system calls, and one outside client makes many connections. An address added to this host within
+ * that time passes for an outside client at an exposed port, which any outside client may reach anyway. */
+#define NOT_LOCAL_MS 1000u
+
+static int outside_address(struct as_gen *g, const uint8_t ip[16]) {
+  uint64_t now = as_now_ms();
+  unsigned h = 2166136261u;
+  for (int i = 0; i < 16; i++) h = (h ^ ip[i]) * 16777619u;
+  struct as_not_local *e = &g->not_local[h % AS_NOT_LOCAL_SLOTS];
+  if (e->until_ms > now && !memcmp(e->ip, ip, 16)) return 1;
+  if (host_address(ip)) return 0;
+  memcpy(e->ip, ip, 16);
+  e->until_ms = now + NOT_LOCAL_MS;
+  return 1;
+}
+
 int as_accept_steered(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
   if (!g->dtab.map || !g->dtab.shm) return 0;
   if (!as_dtab_steered_here(&g->dtab, local->port)) return 0;
-  if (as_dtab_is_local(&g->dtab, peer->ip) || host_address(peer->ip)) return 0;
+  if (as_dtab_is_local(&g->dtab, peer->ip) || !outside_address(g, peer->ip)) return 0;
   if (as_accept_answer(out, peer) < 0) return 0; /* the program sees the outside client itself */
   as_claim_outside(g, peer, AS_CLAIM_STEERED, peer, local->port); /* the daemon counts and tracks it */
   return 1;

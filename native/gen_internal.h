@@ -72,6 +72,7 @@ struct as_p_connect { /* OP_CONNECT */
 struct as_p_accept { /* OP_ACCEPT_WAIT, OP_ACCEPT_ASK */
   int conn;         /* the connection waiting for the daemon's word on its peer, or -1 */
   int aflags;       /* accept4 flags */
+  int flags_set;    /* conn already has the file status flags the program asked for (accept4 made it so) */
   uint64_t uaddr, ulenp; /* where the program wants the peer's address */
   uint8_t peer[AS_ADDR_MAX]; /* the connection's real peer */
   uint32_t peer_len;

@@ -30,6 +30,8 @@ struct as_offer;   /* a fast-path connection the daemon announced (gen_internal.
 #define AS_CLAIMS_MAX 64
 #define AS_CLAIM_LEN 40 /* AS_CLAIMED payload per entry (see proto.h) */
 
+#define AS_NOT_LOCAL_SLOTS 64
+
 struct as_gen {
   int notif_fd, daemon_fd, epfd, sigfd, timer_fd;
   struct as_notif nc;
@@ -78,6 +80,10 @@ struct as_gen {
   unsigned ndecided;
   uint64_t stats_local_decided;
   uint64_t stats_preamble_ok, stats_preamble_bad; /* relayed outside clients answered from their preamble; refused */
+  struct as_not_local {
+    uint8_t ip[16];
+    uint64_t until_ms;
+  } not_local[AS_NOT_LOCAL_SLOTS]; /* peers of steered connections found not to be this host's, for a moment (gen_ingress.c) */
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);

@@ -48,7 +48,7 @@ else
   # output follows lane 1's, whole. Then, alone: the tests that change host-wide state for a moment (a cgroup limit
   # every appswitch run on the machine shares), which would make the lanes' programs fail beside them.
   alone_tests=(test/security/cgroup-limit.test.ts)
-  side_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-push.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts test/integration/cluster.test.ts)
+  side_tests=(test/integration/ingress.test.ts test/integration/ingress-local.test.ts test/integration/ingress-preamble.test.ts test/integration/egress.test.ts test/integration/vservice.test.ts test/integration/bench-smoke.test.ts test/integration/cluster.test.ts)
   side_excludes=()
   for f in "${side_tests[@]}"; do side_excludes+=(--exclude "$f"); done
   side_log=$(mktemp)

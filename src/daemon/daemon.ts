@@ -368,7 +368,6 @@ export class Daemon {
       (ip) => cluster.isPeerAddress(ip),
     );
     this.peers.onInternalError = this.internalErrors.reporter('peers');
-    this.peers.onPush = (peer, records) => this.gateways.pushed.receive(peer, records);
     this.peers.onEdges = () => {
       this.refreshActive();
       return this.edgeStore.views(MAX_EDGES_PER_ANSWER);
@@ -679,7 +678,6 @@ export class Daemon {
   private async sweep(): Promise<void> {
     try {
       this.handler.expireDetached();
-      this.gateways.pushed.expire();
       const takenAt = Date.now();
       let snap;
       try {

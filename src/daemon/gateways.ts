@@ -1,5 +1,5 @@
 /** The daemon's gateway side, wired in one place: ingress (exposures, the forwarder on a gateway node, sk_lookup
- * steering to local instances, outside clients pushed across hosts) and egress (the policy, the route through egress
+ * steering to local instances) and egress (the policy, the route through egress
  * gateways, the egress proxy on one). The daemon builds it before the trap handler and hands it lazy hooks for what is
  * built later (the handler, the decision table, the cluster, the peer API); nothing here runs before start(). See
  * docs/ingress.md, docs/relay.md, docs/ingress-local.md and docs/egress.md. */
@@ -11,7 +11,6 @@ import { decodeExposureBody, EXPOSURE_KIND, ExposureControl, exposureStore, obje
 import type { ReservedPorts } from '../gateway/exposures.js';
 import type { IngressForwarder } from '../gateway/forwarder.js';
 import { type GatewayNode, Ingress, type IngressStatus } from '../gateway/ingress.js';
-import { IngressPusher, PushedClients } from '../gateway/ingress-push.js';
 import { LocalIngress } from '../gateway/local-ingress.js';
 import { NodeForwarder } from '../gateway/node-forwarder.js';
 import { IngressPicker } from '../gateway/pick.js';
@@ -28,7 +27,7 @@ import type { ServiceTable } from '../table/service-table.js';
 import type { ClientIdentity } from '../trap/client-reports.js';
 import type { ConnectionTracker } from '../trap/connections.js';
 import type { OutsideClaim } from '../trap/protocol.js';
-import { type DecisionTable, type IngressPublish, ip16 } from '../trap/decision-table.js';
+import type { DecisionTable, IngressPublish } from '../trap/decision-table.js';
 import type { HandlerConfig, TrapHandler } from '../trap/handler.js';
 import type { Cluster } from './cluster.js';
 import type { DaemonConfig } from './config.js';
@@ -60,7 +59,7 @@ export interface GatewayParts {
 }
 
 /** What the trap handler asks of the gateway side (see HandlerConfig). */
-export type GatewayHandlerDeps = Pick<HandlerConfig, 'egress' | 'externalWaitMs' | 'steeredClient' | 'externalCheck' | 'pushedClient' | 'exposeProblem'>;
+export type GatewayHandlerDeps = Pick<HandlerConfig, 'egress' | 'externalWaitMs' | 'steeredClient' | 'externalCheck' | 'exposeProblem'>;
 
 export class Gateways {
   /** sk_lookup steering of exposures' host ports to this node's own instances (gateway/steering.ts), and what it
@@ -69,9 +68,8 @@ export class Gateways {
   readonly localIngress: LocalIngress;
   /** Exposures, and on a gateway node the forwarder that serves them (gateway/ingress.ts). */
   readonly ingress: Ingress;
-  /** Outside clients pushed across hosts: a gateway's pusher, every node's receiver (gateway/ingress-push.ts). */
-  private readonly pusher?: IngressPusher;
-  readonly pushed: PushedClients;
+  /** Accepts of relayed outside clients on this node that the generator answered from the relay's preamble. */
+  private preambleAnswered = 0;
   private readonly exposeControl: ExposureControl;
   /** A gateway's C relay (undefined: not a gateway, or the Node forwarder serves instead). */
   private relay?: RelayForwarder;
@@ -93,20 +91,6 @@ export class Gateways {
       onChange: () => this.republish(),
     });
     this.egressPolicy = new EgressPolicy(cfg.egressRules);
-    const identEp = (e: Endpoint): [Buffer, number] => [ip16(e.ip), e.port];
-    this.pushed = new PushedClients({
-      liveGateway: (ip) => ip !== cfg.nodeAddress && this.gatewayNodes().some((g) => g.address === ip && g.alive),
-      exposedHere: (to) => this.ingress.exposedHere(to),
-      putEntry: (r) => native.identPutOutside(p.decisions().shmFd, ...identEp(r.from), ...identEp(r.to), ...identEp(r.client)) === 0,
-      takeEntry: (from, to) => void native.identGet(p.decisions().shmFd, ...identEp(from), ...identEp(to), true),
-      log: log.child({ module: 'ingress' }),
-    });
-    if (cfg.gateway) {
-      this.pusher = new IngressPusher({
-        isRemoteMember: (ip) => ip !== cfg.nodeAddress && this.isMemberAddress(ip),
-        send: (ip, records) => p.peers()?.push(ip, records),
-      });
-    }
     this.localIngress = new LocalIngress({
       nodeName: cfg.nodeName,
       table: p.table,
@@ -124,10 +108,8 @@ export class Gateways {
       gateways: () => this.gatewayNodes(),
       reserved: () => this.reservedPorts(),
       ...(cfg.private ? { minHostPort: unprivilegedPortStart() } : {}),
-      recordExternal: (from, client, to) => {
-        p.handler().recordExternal(from, client, to); /* for the whoIs path (and an instance on this node) */
-        this.pusher?.add(from, client, to); /* an instance on another node: told now, not asked later */
-      },
+      /* for an accept that asks its daemon after all (the preamble not readable yet), which asks this gateway (whoIs) */
+      recordExternal: (from, client, to) => p.handler().recordExternal(from, client, to),
       log: log.child({ module: 'ingress' }),
       onChange: () => {
         p.onDoorsChanged();
@@ -176,7 +158,6 @@ export class Gateways {
       externalWaitMs: cfg.gateway ? 200 : 0,
       steeredClient: (app, peer, local) => this.steering.steeredClient(app, peer, local),
       externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
-      pushedClient: (peer, listener) => this.pushed.claim(peer, listener),
       exposeProblem: (specs) => this.ingress.exposeProblem(specs),
     };
   }
@@ -215,21 +196,18 @@ export class Gateways {
     return method === 'exposures' ? this.ingress.list() : this.exposeControl.handle(method, params);
   }
 
-  /** Accepts a server's generator answered by itself (AS_CLAIMED). A peer from the identity table is an app's, or an
-   * outside client a gateway pushed (recorded as such); an outside claim (steered, or relayed with a preamble) is
-   * recorded as the outside client's connection and counted. */
+  /** Accepts a server's generator answered by itself (AS_CLAIMED). A peer from the identity table is an app's; an
+   * outside claim (steered, or relayed with a preamble) is recorded as the outside client's connection and counted. */
   claimed(appId: string, claims: { peers: Endpoint[]; outside: OutsideClaim[] }): void {
     const cfg = this.p.cfg;
     for (const peer of claims.peers) {
-      const x = peer.ip !== cfg.nodeAddress ? this.pushed.claimed(peer) : undefined;
-      if (x) this.p.connections.accepted({ appId }, cfg.nodeName, peer, x.to, x.who);
-      else this.p.connections.markAccepted(peer, appId, cfg.nodeName);
+      this.p.connections.markAccepted(peer, appId, cfg.nodeName);
     }
     for (const o of claims.outside) {
       if (o.how === 'steered') {
         this.steering.stats.accepted++;
         this.steering.stats.decidedByGenerator++;
-      } else this.pushed.answered.preamble++;
+      } else this.preambleAnswered++;
       const who = { identity: o.client.ip, port: o.client.port, appId: 'external', tags: {}, external: true };
       this.p.connections.accepted({ appId }, cfg.nodeName, o.peer, undefined, who);
     }
@@ -278,15 +256,9 @@ export class Gateways {
     return out;
   }
 
-  /** Ingress for `status`: the forwarder's counts, the exposures, the pushes. */
+  /** Ingress for `status`: the forwarder's counts, the exposures, the accepts answered from a preamble. */
   ingressStatus(): IngressStatus {
-    return {
-      ...this.ingress.status(),
-      pushSent: this.pusher?.pushed ?? 0,
-      pushAccepted: this.pushed.accepted,
-      pushRefused: Object.values(this.pushed.refused).reduce((a, b) => a + b, 0),
-      pushAnswered: { ...this.pushed.answered },
-    };
+    return { ...this.ingress.status(), preambleAnswered: this.preambleAnswered };
   }
 
   /** The egress part of `status` (see docs/egress.md). */

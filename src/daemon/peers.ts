@@ -12,10 +12,8 @@
  *             (an exposure's outside client, answered by a gateway: "external":true, identity its real address, "port")
  *             (+ "egress":"ip:port", the destination the app asked for, for a connection it sent through an egress
  *             gateway — only when the asker is that live egress gateway and dst its egress endpoint: docs/egress.md)
- *   push:     {"id":2,"t":<ms>,"push":["FROM","TO","CLIENT",...],"mac":".."}   (one way, no answer: a gateway tells the
- *             instance's node about the outside clients it just relayed there, three "ip:port" per connection — its
- *             own socket, the instance, the outside client; judged by gateway/ingress-push.ts. A line stays under
- *             MAX_LINE: a big batch is several lines)
+ *   push:     {"id":2,"t":<ms>,"push":[...],"mac":".."}   (sent by gateways before the relay's preamble said who the
+ *             outside client is: ignored, so that such a gateway's connection stays up for its requests)
  *   edges:    {"id":3,"t":<ms>,"edges":1,"mac":".."}   (this node's edges, for `edges('cluster')`: src/events/edge-cluster.ts)
  *             answered by one or more lines {"id":3,"t":..,"edges":[[...],...],"more":true|false,"truncated":bool,"mac":..}
  *             (each under MAX_LINE; at most MAX_EDGES_PER_ANSWER edges in all; decoded by src/events/edge-wire.ts) */
@@ -23,8 +21,6 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { RateLimitedWarn } from '../gossip/index.js';
-import type { PushRecord } from '../gateway/ingress-push.js';
-import { canonicalIp, type Endpoint, endpointKey } from '../table/endpoint.js';
 import type { ClientIdentity } from '../trap/handler.js';
 import { guard, type InternalErrorReporter } from './internal-errors.js';
 import { chunkEdges, EdgeAnswer, encodeEdge, MAX_EDGES_PER_ANSWER } from '../events/edge-wire.js';
@@ -36,42 +32,14 @@ export type PeerDropReason = 'not-a-member' | 'unauthenticated' | 'malformed' | 
 const MAX_LINE = 4096;
 const MAX_SKEW_MS = 60_000;
 const MAX_CONNS = 256;
-/** A push line's records take at most this many characters (the rest of the line, with its mac, stays under MAX_LINE). */
-const PUSH_BODY_MAX = 3600;
+/** An edges answer line's edges take at most this many characters (the rest of the line, with its mac, stays under
+ * MAX_LINE). */
+const EDGES_BODY_MAX = 3600;
 /** An edges answer is not written while this much output to that peer is still unsent (a member that asks and does
  * not read cannot make this daemon buffer without bound). */
 const MAX_PENDING_ANSWER = 4 * 1024 * 1024;
 /** A pending request's callback: true keeps it for the next line of a multi-line answer. */
 type Pending = (m: Msg | undefined) => boolean | void;
-
-/** "ip:port" (IPv6 without brackets) into a canonical endpoint, or undefined. */
-function parsePushEndpoint(v: unknown): Endpoint | undefined {
-  if (typeof v !== 'string' || v.length > 64) return undefined;
-  const i = v.lastIndexOf(':');
-  const port = Number(v.slice(i + 1));
-  if (i <= 0 || !/^\d{1,5}$/.test(v.slice(i + 1)) || port < 1 || port > 65535) return undefined;
-  try {
-    return { ip: canonicalIp(v.slice(0, i)), port };
-  } catch {
-    return undefined;
-  }
-}
-
-/** A push message's records, or undefined when the list is not one (the message is malformed). Records whose
- * endpoints do not parse are left out and counted in `bad`. */
-function decodePush(v: unknown): { records: PushRecord[]; bad: number } | undefined {
-  if (!Array.isArray(v) || v.length % 3 !== 0 || v.length === 0) return undefined;
-  const records: PushRecord[] = [];
-  let bad = 0;
-  for (let i = 0; i < v.length; i += 3) {
-    const from = parsePushEndpoint(v[i]);
-    const to = parsePushEndpoint(v[i + 1]);
-    const client = parsePushEndpoint(v[i + 2]);
-    if (from && to && client) records.push({ from, to, client });
-    else bad++;
-  }
-  return { records, bad };
-}
 
 type Msg = Record<string, unknown>;
 
@@ -149,10 +117,6 @@ export class PeerApi {
   private readonly served = new Set<net.Socket>();
   /** Messages and connections dropped, by reason. */
   readonly drops: Record<PeerDropReason, number> = { 'not-a-member': 0, unauthenticated: 0, malformed: 0, 'too-many-connections': 0 };
-  /** Pushed outside clients from the member at `peer` (authenticated; judged by the receiver). Default: ignored. */
-  onPush: (peer: string, records: PushRecord[]) => void = () => {};
-  /** Pushed records whose endpoints did not parse (left out of an otherwise good message). */
-  pushMalformed = 0;
   /** This node's edges for another node's `edges` request (at most MAX_EDGES_PER_ANSWER; see src/events). Default:
    * none. */
   onEdges: () => { edges: EdgeView[]; truncated: boolean } = () => ({ edges: [], truncated: false });
@@ -216,16 +180,7 @@ export class PeerApi {
       if (!this.isPeer(peer)) return this.drop('not-a-member', peer, sock); /* it left the cluster meanwhile */
       const m = this.signer.open(l);
       if (typeof m === 'string') return this.drop(m, peer, sock);
-      if (m.push !== undefined) {
-        const p = decodePush(m.push);
-        if (!p) return this.drop('malformed', peer, sock);
-        if (p.bad) {
-          this.pushMalformed += p.bad;
-          this.warn.warn('push-malformed', { peer, records: p.bad, dropped: this.pushMalformed }, 'peer API: pushed records dropped (malformed)');
-        }
-        if (p.records.length) this.onPush(peer, p.records);
-        return;
-      }
+      if (m.push !== undefined) return; /* an earlier gateway's push (see above) */
       if (m.edges !== undefined) return this.answerEdges(sock, m.id as number);
       if (typeof m.who !== 'string' || m.who.length > 64) return this.drop('malformed', peer, sock);
       void this.lookup(m.who, typeof m.dst === 'string' && m.dst.length <= 64 ? m.dst : undefined, m.proto === 'udp' ? 'udp' : undefined, peer).then(
@@ -246,7 +201,7 @@ export class PeerApi {
     if (sock.destroyed || sock.writableLength > MAX_PENDING_ANSWER) return;
     const { edges, truncated } = this.onEdges();
     const kept = edges.length > MAX_EDGES_PER_ANSWER ? edges.slice(0, MAX_EDGES_PER_ANSWER) : edges;
-    const chunks = chunkEdges(kept.map(encodeEdge), PUSH_BODY_MAX);
+    const chunks = chunkEdges(kept.map(encodeEdge), EDGES_BODY_MAX);
     if (!chunks.length) chunks.push([]);
     chunks.forEach((list, i) => {
       const last = i === chunks.length - 1;
@@ -311,27 +266,6 @@ export class PeerApi {
       if (proto) req.proto = proto; /* a datagram sender, not a connection (see trap/udp-identity.ts) */
       c.sock.write(this.signer.sign(req) + '\n');
     });
-  }
-
-  /** Tells the daemon at peerIp about outside clients relayed to it (one way; see the push message above). */
-  push(peerIp: string, records: readonly PushRecord[]): void {
-    const c = this.client(peerIp);
-    let list: string[] = [];
-    let len = 0;
-    const send = (): void => {
-      if (!list.length) return;
-      c.sock.write(this.signer.sign({ id: this.nextId++, t: Date.now(), push: list }) + '\n');
-      list = [];
-      len = 0;
-    };
-    for (const r of records) {
-      const three = [endpointKey(r.from), endpointKey(r.to), endpointKey(r.client)];
-      const add = three.reduce((n, x) => n + x.length + 3, 0);
-      if (len + add > PUSH_BODY_MAX) send();
-      list.push(...three);
-      len += add;
-    }
-    send();
   }
 
   private client(peerIp: string): { sock: net.Socket; pending: Map<number, Pending> } {

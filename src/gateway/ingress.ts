@@ -43,14 +43,8 @@ export interface IngressStatus extends ForwarderStats {
   /** Exposures active in the cluster; in conflict (host port held by another service). */
   exposures: number;
   conflicts: number;
-  /** Outside clients pushed across hosts (gateway/ingress-push.ts): sent by this gateway; received and believed;
-   * received and not believed (all reasons). */
-  pushSent?: number;
-  pushAccepted?: number;
-  pushRefused?: number;
-  /** Accepts of pushed outside clients on this node: answered by the generator (identity table), by the daemon, or
-   * asked of the gateway after all (the push came too late), or by the generator from the relay's preamble. */
-  pushAnswered?: { generator: number; daemon: number; late: number; preamble: number };
+  /** Accepts of relayed outside clients on this node that the generator answered from the relay's preamble. */
+  preambleAnswered?: number;
 }
 
 export interface IngressDeps {
@@ -220,13 +214,6 @@ export class Ingress {
     return undefined;
   }
 
-  /** Whether `to` is a TCP endpoint of an instance on this node whose service is exposed now (a gateway's push for a
-   * connection to it is believed: gateway/ingress-push.ts). */
-  exposedHere(to: Endpoint): boolean {
-    return this.deps.table
-      .all()
-      .some((e) => e.node === this.deps.nodeName && e.proto === 'tcp' && e.endpoint.port === to.port && e.endpoint.ip === to.ip && this.isExposed(e.vip, e.port));
-  }
 
   /** Rows of `appswitch get exposures`. */
   list(): ExposureView[] {

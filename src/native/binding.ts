@@ -71,9 +71,8 @@ export interface DtabIngressProbe {
 /** An entry of the host's identity table (native/dtab.h as_ident): 'outside' carries the outside client's address
  * (ip16) and port; 'app' a same-host app's vip and id. */
 export interface IdentEntry {
-  kind: 'app' | 'outside';
+  /** The client app's vip. */
   ip16: Buffer;
-  port: number;
   app: string;
 }
 
@@ -98,7 +97,7 @@ interface RawBinding {
   dtabPublish(fd: number, body: Buffer): number;
   hostShmCreate(): { fd: number; counters: Buffer };
   dup(fd: number): number;
-  identPutOutside(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number;
+  identPut(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, vip: Buffer, appId: string): number;
   identGet(shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, take: boolean): IdentEntry | null;
   preambleMake(key: Buffer, clientIp: Buffer, clientPort: number, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): Buffer;
   preambleCheck(pre: Buffer, keys: Buffer, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): { ip16: Buffer; port: number } | number;
@@ -225,11 +224,10 @@ export const native = {
   hostShmCreate: wrap((): { fd: number; counters: Buffer } => raw().hostShmCreate()),
   /** A close-on-exec duplicate of fd. */
   dup: wrap((fd: number): number => raw().dup(fd)),
-  /** Writes an outside client's entry (client ip16:port) for the connection srcIp:srcPort -> dstIp:dstPort into the
-   * host's identity table of hostShmCreate's fd (native/dtab.h as_ident): that accept is answered by the server's
-   * generator. 0, or EBUSY (not written). */
-  identPutOutside: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, clientIp: Buffer, clientPort: number): number =>
-    raw().identPutOutside(shmFd, srcIp, srcPort, dstIp, dstPort, clientIp, clientPort),
+  /** Writes an entry for the connection srcIp:srcPort -> dstIp:dstPort from app appId (vip) into the host's identity
+   * table of hostShmCreate's fd (native/dtab.h as_ident), as a client's generator does: for tests. 0, or EBUSY. */
+  identPut: wrap((shmFd: number, srcIp: Buffer, srcPort: number, dstIp: Buffer, dstPort: number, vip: Buffer, appId: string): number =>
+    raw().identPut(shmFd, srcIp, srcPort, dstIp, dstPort, vip, appId),
   ),
   /** The ingress preamble (native/preamble.h) a relay writes first on a connection from -> to for an outside client. */
   preambleMake: wrap((key: Buffer, clientIp: Buffer, clientPort: number, fromIp: Buffer, fromPort: number, toIp: Buffer, toPort: number, nowMs: number): Buffer =>

@@ -68,9 +68,6 @@ export interface ClientIdentitiesDeps {
   steeredClient?: SteeredCheck;
   /** Judges external client identities; without it every external identity is refused. */
   externalCheck?: ExternalCheck;
-  /** An outside client a gateway pushed for the connection from `peer` (another node's) to `listener`, waited for a
-   * moment (gateway/ingress-push.ts); undefined: ask that node (resolvePeer). */
-  pushedClient?: (peer: Endpoint, listener: Endpoint | undefined) => Promise<ClientIdentity | undefined>;
   /** Destinations that connects sent through an egress gateway asked for, by socket (see egress-route.ts). */
   egressAsked?: Pick<EgressAsked, 'take'>;
   /** See HandlerConfig.unclaimed: destinations whose connections no appswitch accept claims. */
@@ -173,10 +170,7 @@ export class ClientIdentities {
     if (who) {
       /* identified */
     } else if (local) who = await this.deps.reports.identify(key, dst);
-    else {
-      who = await this.deps.pushedClient?.(peer, req.listener);
-      if (!who && this.deps.resolvePeer) who = await this.deps.resolvePeer(peer.ip, key, dst);
-    }
+    else if (this.deps.resolvePeer) who = await this.deps.resolvePeer(peer.ip, key, dst);
     if (!who && local && this.deps.reports.takeLost(key)) return { result: -Errno.ECONNREFUSED };
     if (!who) {
       this.deps.stats.unidentified++;

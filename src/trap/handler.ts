@@ -14,7 +14,7 @@ import type { Proto, ServiceEntry, ServiceTable } from '../table/service-table.j
 import type { AppMeta, AppRecord } from './apps.js';
 import { AppRegistry } from './app-registry.js';
 import { type Binding, type BindingStats, Bindings } from './bindings.js';
-import { ClientIdentities, type ClientIdentitiesDeps, type ClientStats, type ExternalCheck, type PeerResolver, type SteeredCheck } from './client-identities.js';
+import { ClientIdentities, type ClientStats, type ExternalCheck, type PeerResolver, type SteeredCheck } from './client-identities.js';
 import { type ClientIdentity, ClientReports, type ClientSocketOrigin } from './client-reports.js';
 import type { ConnectionTracker } from './connections.js';
 import { type AppLimits, DEFAULT_LIMITS, RateLimitedLog } from './limits.js';
@@ -93,8 +93,6 @@ export interface HandlerConfig {
   stillHeld?: (ino: string, proto: 'tcp' | 'udp', real: Endpoint) => boolean;
   /** Judges external client identities at accept (gateway/ingress.ts); without it they are refused. */
   externalCheck?: ExternalCheck;
-  /** Outside clients pushed by gateways, for accepts that ask the daemon (see ClientIdentitiesDeps.pushedClient). */
-  pushedClient?: ClientIdentitiesDeps['pushedClient'];
   /** Why an app's `--expose` host ports cannot be (see AppRegistryDeps.exposeProblem). */
   exposeProblem?: (specs: Array<{ port: number; hostPort: number }>) => string | undefined;
   /** See AppRegistryDeps.adminUid. */
@@ -209,7 +207,6 @@ export class TrapHandler {
       virtualDns: cfg.virtualDns,
       steeredClient: cfg.steeredClient,
       externalCheck: cfg.externalCheck,
-      pushedClient: cfg.pushedClient,
       unclaimed: cfg.unclaimed,
       observer: cfg.observer,
     });
