@@ -210,7 +210,7 @@ export function buildCli(): Command {
     .option('--dns-domain <domain>', 'domain of app names (web and web.<domain> resolve)', 'appswitch.local')
     .option('--dns-port <port>', 'port of the built-in DNS server on the node address', '53')
     .option('--dns-servers <ip[:port]>', 'upstream DNS servers (repeatable or comma-separated; default: /etc/resolv.conf)', collect, [])
-    .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed', '500')
+    .option('--sweep-interval <ms>', 'how often closed listening sockets are noticed (at most: a costly sweep waits 20 times what it took, up to 10 s)', '500')
     .addOption(new Option('--lb <strategy>', 'default load balancing over service instances').choices(['random', 'round-robin', 'least-conn', 'p2c']).default('p2c'))
     .option('--no-fastpath', 'same-host connections stay loopback TCP instead of a Unix socket pair')
     .option('--no-ingress-steering', 'a gateway relays every external connection, also to instances on itself (default: those get the connection directly, sk_lookup)')

@@ -36,6 +36,7 @@ import { PeerApi } from './peers.js';
 import { socketOrigin } from './sockguard.js';
 import { listenerGone, openListenerDiag, socketHeld } from './listener-diag.js';
 import { snapshotNow, SnapshotError, tcpSnapshot, unixInodes } from './listeners.js';
+import { sweepPause } from './sweep-pace.js';
 import { createLogger } from './log.js';
 import { DaemonMetrics, MetricsServer } from './metrics.js';
 import { guarded, InternalErrors } from './internal-errors.js';
@@ -99,6 +100,7 @@ export class Daemon {
   readonly fds: FdBudget;
   private readonly control: ControlServer;
   private sweepTimer?: NodeJS.Timeout;
+  private sweepStopped = false;
   cluster?: Cluster;
   peers?: PeerApi;
   private readonly started = Date.now();
@@ -382,8 +384,7 @@ export class Daemon {
     this.control.onError = (e) => this.serverError('control', e);
     await this.startApiListener();
     this.peers.onError = (e) => this.serverError('peer API', e);
-    this.sweepTimer = setInterval(() => void this.sweep().catch((e: unknown) => this.internalErrors.report('daemon', 'the sweep', e)), this.cfg.sweepIntervalMs);
-    this.sweepTimer.unref();
+    this.scheduleSweep(this.cfg.sweepIntervalMs);
     if (this.metricsServer && this.cfg.metricsAddress) {
       const { host, port } = this.cfg.metricsAddress;
       this.metricsServer.onError = (e) => this.serverError('metrics', e);
@@ -553,7 +554,8 @@ export class Daemon {
   /** Stops serving; logs one line with why. The running programs keep running (and keep their connections): the
    * state is saved first and their apps are not ended, so the next daemon takes them over. */
   async stop(why: { reason: string; signal?: NodeJS.Signals } = { reason: 'requested' }): Promise<void> {
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepStopped = true;
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
     if (this.rateTimer) clearInterval(this.rateTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);
     if (this.edgeTimer) clearInterval(this.edgeTimer);
@@ -673,6 +675,18 @@ export class Daemon {
     if (!first) return 0;
     const dt = (Date.now() - first.at) / 1000;
     return dt > 0 ? Math.round(((this.trap.traps - first.traps) / dt) * 10) / 10 : 0;
+  }
+
+  /** The next sweep in `ms`; after it, the one after that (sweep-pace.ts: longer when a sweep is costly). */
+  private scheduleSweep(ms: number): void {
+    if (this.sweepStopped) return;
+    this.sweepTimer = setTimeout(() => {
+      const t0 = performance.now();
+      void this.sweep()
+        .catch((e: unknown) => this.internalErrors.report('daemon', 'the sweep', e))
+        .finally(() => this.scheduleSweep(sweepPause(this.cfg.sweepIntervalMs, performance.now() - t0)));
+    }, ms);
+    this.sweepTimer.unref();
   }
 
   private async sweep(): Promise<void> {
