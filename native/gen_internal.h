@@ -165,6 +165,11 @@ void as_daemon_on_reply(enum as_op op, as_reply_fn fn);
 void as_arm_flush(struct as_gen *g);
 /* Reads and handles what the daemon sent (non-blocking). */
 void as_on_daemon(struct as_gen *g);
+/* The hot wait (gen_hot.c). */
+int as_hot_init(struct as_gen *g);
+void as_hot_free(struct as_gen *g);
+int as_hot_ok(struct as_gen *g);
+int as_hot_recv(struct as_gen *g);
 /* The timer: reconnects while the daemon is away, expires requests that waited too long. */
 void as_daemon_tick(struct as_gen *g);
 

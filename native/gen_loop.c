@@ -26,12 +26,20 @@
 
 #include "gen_internal.h"
 
+static void handle_notif(struct as_gen *g);
+
 static void on_notif(struct as_gen *g) {
   int r = as_notif_recv(&g->nc);
   if (r < 0) {
     if (r != -ENOENT) as_dbg(g, "NOTIF_RECV: %s", strerror(-r));
     return;
   }
+  g->hot_idle = 0; /* calls are coming: the next wait may be the hot one (gen_hot.c) */
+  handle_notif(g);
+}
+
+/* The notification in g->nc.req, just received. */
+static void handle_notif(struct as_gen *g) {
   struct seccomp_notif *req = g->nc.req;
   g->stats_notifs++;
   as_tstats_begin(&g->cur, req->id, req->data.nr);
@@ -158,7 +166,10 @@ int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t 
     ev.data.u64 = AS_TAG_DAEMON;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, daemon_fd, &ev) < 0) return -errno;
   }
-  return as_urecv_init(g);
+  r = as_urecv_init(g);
+  if (r < 0) return r;
+  if (as_hot_init(g) < 0) as_dbg(g, "no hot wait: %s", strerror(errno)); /* epoll_wait alone still serves */
+  return 0;
 }
 
 int as_gen_run(struct as_gen *g, int until_child_exits) {
@@ -168,7 +179,16 @@ int as_gen_run(struct as_gen *g, int until_child_exits) {
       as_tstats_flush(&g->tstats, g->daemon_fd); /* the last counts */
       return g->child_status;
     }
-    int n = epoll_wait(g->epfd, evs, 32, -1);
+    int wait_ms = -1;
+    if (as_hot_ok(g)) {
+      int h = as_hot_recv(g);
+      if (h > 0) {
+        handle_notif(g);
+        continue;
+      }
+      wait_ms = 0; /* a tick (or a failed RECV): look at the other descriptors, without waiting */
+    }
+    int n = epoll_wait(g->epfd, evs, 32, wait_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       as_tstats_flush(&g->tstats, g->daemon_fd);
@@ -240,6 +260,7 @@ void as_gen_free(struct as_gen *g) {
   free(g->pend);
   as_urecv_free(g);
   as_pidfds_close(&g->pidfds);
+  as_hot_free(g);
   as_notif_free(&g->nc);
   free(g->vmap);
   as_ftab_free(&g->ftab);

@@ -54,6 +54,7 @@ static struct as_pending *pend_new(struct as_gen *g, uint64_t id, pid_t pid, enu
     if (p->used) continue;
     memset(p, 0, sizeof(*p));
     p->used = 1;
+    g->npend++;
     p->seq = seq;
     p->id = id;
     p->pid = pid;
@@ -87,6 +88,7 @@ static void close_fd(int *fd) {
 }
 
 void as_pend_done(struct as_gen *g, struct as_pending *p) {
+  if (p->used && g->npend) g->npend--;
   if (p->unsent && g->unsent) g->unsent--;
   as_pend_unwatch(g, p);
   close_fd(&p->sock);

@@ -629,6 +629,15 @@ static void tick(struct as_gen *g) {
   if (!busy) timer_set(u, 0);
 }
 
+int as_urecv_waiting(struct as_gen *g) {
+  struct as_urecv *u = g->urecv;
+  if (!u) return 0;
+  if (u->timer_on) return 1;
+  for (int i = 0; i < AS_URECV_WAITS; i++)
+    if (u->w[i].used) return 1;
+  return 0;
+}
+
 void as_urecv_reap(struct as_gen *g) {
   struct as_urecv *u = g->urecv;
   if (!u) return;

@@ -46,5 +46,7 @@ void as_urecv_sent_direct(struct as_gen *g, const struct as_ep *dst);
 int as_urecv_reply_path(struct as_gen *g, const struct as_ep *virt, struct as_ep *real);
 /* Waits whose task died are dropped (also checked by the module's own timer). */
 void as_urecv_reap(struct as_gen *g);
+/* Whether a receive waits (a datagram, a daemon answer, its timer): the generator must watch its descriptors. */
+int as_urecv_waiting(struct as_gen *g);
 
 #endif

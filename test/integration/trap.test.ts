@@ -297,4 +297,41 @@ describe('appswitch run behaves like the program it runs', () => {
       expect(r.code).toBe(40 + num);
     }
   });
+
+  /* the hot wait (native/gen_hot.c): while calls keep coming the generator waits in SECCOMP_IOCTL_NOTIF_RECV, where it
+   * sees nothing else; a 2 ms timer brings it back to its other descriptors, and it stops when the calls do */
+  it('a program that makes trapped calls without pause still gets its signals, and an idle one costs its generator nothing', async () => {
+    const busy = `import signal,socket,sys\ndef h(s,f):\n  print("got",s,flush=True); sys.exit(55)\nsignal.signal(15,h)\ns=socket.socket()\nprint("ready",flush=True)\nwhile True: s.getsockname()`;
+    const p = h.run([], ['python3', '-c', busy]);
+    let out = '';
+    p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const done = finish(p);
+    await waitFor(() => out.includes('ready'), 30_000);
+    await sleep(300); /* hot by now */
+    process.kill(p.pid as number, 'SIGTERM');
+    const r = await done;
+    expect(out).toContain('got 15');
+    expect(r.code).toBe(55);
+
+    const idle = `import socket,time\ns=socket.socket()\nfor i in range(2000): s.getsockname()\nprint("ready",flush=True)\ntime.sleep(30)`;
+    const q = h.run([], ['python3', '-c', idle]);
+    let out2 = '';
+    q.stdout?.on('data', (d: Buffer) => (out2 += d.toString()));
+    const done2 = finish(q);
+    try {
+      await waitFor(() => out2.includes('ready'), 30_000);
+      await sleep(200);
+      const switches = (): number => {
+        const st = readFileSync(`/proc/${q.pid as number}/status`, 'utf8');
+        return [...st.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+      };
+      const before = switches();
+      await sleep(1000);
+      /* asleep in epoll_wait: its 1 s timer at most, not a tick every 2 ms */
+      expect(switches() - before).toBeLessThanOrEqual(5);
+    } finally {
+      killTree(q, 'SIGKILL');
+      await done2;
+    }
+  });
 });
