@@ -91,9 +91,7 @@ int as_hot_recv(struct as_gen *g) {
     g->hot_idle = 0;
     return 1;
   }
-  if (e == EINTR) {
-    g->hot_idle++;
-    return 0;
-  }
-  return -e; /* ENOENT: the notification's task died in between; others: epoll_wait says what happened */
+  g->hot_idle++; /* a tick, or a failure (ENOENT: the task died in between, or none is left): epoll_wait says what
+                  * happened, and a RECV that keeps failing ends the hot wait instead of spinning */
+  return e == EINTR ? 0 : -e;
 }
