@@ -5,7 +5,7 @@
  * a foreground `up` streams prefixed (and, on a terminal, coloured) logs and stops everything on Ctrl-C with an
  * exit status that tells whether a service failed; two projects with the same service names do not collide; a
  * malformed appswitch.yaml is one line of error with file and line. Real daemon in a namespace, real programs. */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,6 +49,19 @@ function netnsOf(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Holds the network namespace of `pid` open (its fd into `held`) and returns its name (net:[inode]): a namespace's
+ * inode number is reused once the namespace is gone, and another test's new program may get it meanwhile. */
+function holdNetns(pid: number, held: number[]): string | undefined {
+  const n = netnsOf(pid);
+  if (n === undefined) return undefined;
+  try {
+    held.push(openSync(`/proc/${pid}/ns/net`, 'r'));
+  } catch {
+    return undefined; /* gone meanwhile */
+  }
+  return netnsOf(pid) === n ? n : undefined;
 }
 
 /** Processes anywhere on the machine still in one of `namespaces`. */
@@ -148,7 +161,8 @@ describe('appswitch up, the shop example', () => {
     expect(apiLogs.some((l) => l.startsWith('api-2 | '))).toBe(true);
 
     const before = await projectApps(P);
-    const namespaces = new Set(before.map((a) => netnsOf(a.pid as number)).filter((n): n is string => n !== undefined));
+    const held: number[] = []; /* the project's namespaces, held open until the end (holdNetns) */
+    const namespaces = new Set(before.map((a) => holdNetns(a.pid as number, held)).filter((n): n is string => n !== undefined));
     expect(namespaces.size).toBe(4);
     const oldApi = rows.filter((x) => x.service === 'api').map((x) => x.pid as number);
     const oldWeb = rows.find((x) => x.service === 'web')?.pid as number;
@@ -178,7 +192,7 @@ describe('appswitch up, the shop example', () => {
 
     const all = (await projectApps(P)).map((a) => a.pid as number);
     for (const a of await projectApps(P)) {
-      const n = netnsOf(a.pid as number);
+      const n = holdNetns(a.pid as number, held);
       if (n) namespaces.add(n);
     }
     const launchers = (await ps(P)).map((x) => x.pid as number);
@@ -186,7 +200,11 @@ describe('appswitch up, the shop example', () => {
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout).toContain(`project ${P} is down`);
     for (const pid of [...all, ...launchers, oldWeb]) expect(alive(pid), `pid ${pid}`).toBe(false);
-    expect(describeAll(processesIn(namespaces))).toEqual([]);
+    try {
+      expect(describeAll(processesIn(namespaces))).toEqual([]);
+    } finally {
+      for (const fd of held) closeSync(fd);
+    }
     expect(await projectApps(P)).toEqual([]);
     expect((await h.cli(['ps', '-p', P])).code).not.toBe(0);
   }, 180_000);
