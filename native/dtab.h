@@ -260,8 +260,7 @@ int as_dtab_preamble_keys(struct as_dtab *t, uint8_t keys[][16], int max);
  * client's generator). Returns 0 or -EBUSY (the slots were being written by others: the accept will ask the daemon). */
 int as_ident_put(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, const uint8_t identity[16], const char *app);
 /* The server side: 1 and *out when an entry for src -> dst is there (its source address must be src's), else 0. With
- * take, the entry is used up (the server's generator takes it at accept; the daemon takes an outside client's entry
- * when it answered that accept itself). */
+ * take, the entry is used up (the server's generator takes it at accept). */
 int as_ident_get(struct as_hostshm *shm, const struct as_ep *src, const struct as_ep *dst, struct as_ident_found *out, int take);
 
 /* ---- the writer (the daemon's addon) ---------------------------------------------------------------------------- */

@@ -248,7 +248,7 @@ void as_accept_next(struct as_gen *g, struct as_pending *p) {
         a->conn = -1;
         continue;
       }
-      /* or in the host's identity table: a same-host client, or an outside client a gateway pushed (gen_decide.c) */
+      /* or in the host's identity table: a same-host client (gen_decide.c) */
       if (pre > 0 || (eps && as_accept_known(g, &rpeer, &rlocal, &known))) {
         int none = -1;
         accept_reply(g, p, &known, &none);
@@ -302,9 +302,7 @@ void as_h_accept(struct as_gen *g, struct seccomp_notif *req) {
   }
   struct as_pending *p = as_pend_open(g, req, OP_ACCEPT_WAIT, s);
   if (!p) return;
-  p->family = AF_UNSPEC;
-  p->type = SOCK_STREAM;
-  struct as_p_accept *a = &p->u.accept;
+  struct as_p_accept *a = &p->u.accept; /* p->family is the accepted peer's (as_accept_next) */
   a->aflags = aflags;
   a->uaddr = req->data.args[1];
   a->ulenp = req->data.args[2];

@@ -213,11 +213,8 @@ void as_ochan_drain(struct as_gen *g) {
 }
 
 /* The connection's peer is known from the host's identity table: a same-host client (the peer is this node: its entry
- * is written right after its connect, so it is waited for a moment) or an exposure's outside client relayed by a
- * gateway on another host (the peer is that gateway's relay socket: the daemon wrote the entry from the gateway's
- * push, checked; no wait, a miss asks the daemon, which has it soon or asks the gateway). The answer is what the
- * daemon's would be: the app's vip with the connection's port, or the outside client's real address and port. The
- * daemon hears of it in the AS_CLAIMED batch. */
+ * is written right after its connect, so it is waited for a moment). The answer is what the daemon's would be: the
+ * app's vip with the connection's port. The daemon hears of it in the AS_CLAIMED batch. */
 #define IDENT_WAIT_US 200
 int as_accept_known(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
   /* entries name connections from this node only (a same-host client's generator writes them) */

@@ -32,10 +32,6 @@ static int host_address(const uint8_t ip[16]) {
   return r == 0 || err != EADDRNOTAVAIL;
 }
 
-/* A steered connection's local end is the exposure's host port (not the listener's own port) and its peer the outside
- * client. The daemon's conditions (gateway/steering.ts steeredClient) are in the table: the port is listed only while
- * this node is a gateway, the exposure holding the port is the steered service's, and for the apps steered there.
- * A peer of this host (a trapped program among them) is the daemon's to judge: it reads the client socket's origin. */
 /* Addresses host_address() found not to be this host's, believed for NOT_LOCAL_MS: a steered connection's check
  * costs three system calls, and one outside client makes many connections. An address added to this host within
  * that time passes for an outside client at an exposed port, which any outside client may reach anyway. */
@@ -53,6 +49,10 @@ static int outside_address(struct as_gen *g, const uint8_t ip[16]) {
   return 1;
 }
 
+/* A steered connection's local end is the exposure's host port (not the listener's own port) and its peer the outside
+ * client. The daemon's conditions (gateway/steering.ts steeredClient) are in the table: the port is listed only while
+ * this node is a gateway, the exposure holding the port is the steered service's, and for the apps steered there.
+ * A peer of this host (a trapped program among them) is the daemon's to judge: it reads the client socket's origin. */
 int as_accept_steered(struct as_gen *g, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
   if (!g->dtab.map || !g->dtab.shm) return 0;
   if (!as_dtab_steered_here(&g->dtab, local->port)) return 0;

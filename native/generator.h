@@ -84,11 +84,11 @@ struct as_gen {
   struct as_not_local {
     uint8_t ip[16];
     uint64_t until_ms;
-  } not_local[AS_NOT_LOCAL_SLOTS];
+  } not_local[AS_NOT_LOCAL_SLOTS]; /* peers of steered connections found not to be this host's, for a moment (gen_ingress.c) */
   unsigned npend; /* pending entries in use (gen_pending.c) */
   /* the hot wait (gen_hot.c): RECV itself while notifications keep coming and nothing else is awaited */
   int hot, hot_idle, hot_timer_ok;
-  timer_t hot_timer; /* peers of steered connections found not to be this host's, for a moment (gen_ingress.c) */
+  timer_t hot_timer;
 };
 
 int as_gen_init(struct as_gen *g, int notif_fd, int daemon_fd, int sigfd, pid_t child);
