@@ -128,8 +128,8 @@ async function main(): Promise<void> {
     bg(inst, [netbench, 'serve', '0.0.0.0', String(P.connInst), '1']);
     bg(gw, [netbench, 'serve', '0.0.0.0', String(P.connGw), '1']);
     /* the trap floor: the same server under a supervisor that traps only accept and lets each one run (no appswitch) */
-    bg(inst, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorInst), '1']);
-    bg(gw, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorGw), '1']);
+    bg(inst, [trapfloor, process.env.FLOOR_MODE ?? 'continue', netbench, 'serve', '0.0.0.0', String(P.floorInst), '1']);
+    bg(gw, [trapfloor, process.env.FLOOR_MODE ?? 'continue', netbench, 'serve', '0.0.0.0', String(P.floorGw), '1']);
     const floorPort = { cross: P.floorInst, local: P.floorGw };
     const backend = { cross: { mbits: P.iperfInst, cps: P.connInst }, local: { mbits: P.iperfGw, cps: P.connGw } };
     const hostOf = { cross: inst, local: gw };

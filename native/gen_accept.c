@@ -79,6 +79,7 @@ int as_accept_answer(struct as_msg *out, const struct as_ep *who) {
 
 void as_accept_drop(struct as_gen *g, struct as_pending *p) {
   struct as_p_accept *a = &p->u.accept;
+  as_pend_unwatch(g, p); /* a connection waited on for its preamble: the wait for the next one watches the listener */
   if (a->conn >= 0) close(a->conn);
   a->conn = -1;
   p->op = OP_ACCEPT_ASK;
@@ -102,13 +103,16 @@ static void accept_reply(struct as_gen *g, struct as_pending *p, const struct as
     as_accept_drop(g, p);
     return;
   }
+  struct as_msg named;
   if ((m->flags & AS_F_RELAYED) && !(m->flags & (AS_F_OFFERED | AS_F_FASTPATH))) {
-    int r = as_preamble_take(g, p, m); /* the relay's preamble comes out of the stream first */
-    if (r == 0) return;                /* not here yet: answered when it is */
-    if (r < 0) {
+    struct as_ep client;
+    int r = as_preamble_take(g, p, m, &client); /* the relay's preamble comes out of the stream first */
+    if (r == 0) return;                         /* not here yet: answered when it is */
+    if (r < 0 || as_accept_answer(&named, &client) < 0) {
       as_accept_drop(g, p);
       return;
     }
+    m = &named; /* the program sees the client the preamble names */
   }
   if (m->flags & AS_F_OFFERED) { /* its socket came in an AS_OFFER (already read: it preceded this reply) */
     struct as_offer *o = as_offer_find(g, a->peer, a->peer_len);

@@ -267,10 +267,11 @@ int as_accept_answer(struct as_msg *out, const struct as_ep *who);
  * daemon: an app's connection from a gateway's host, or the preamble is not here yet); -EPERM: a preamble that does
  * not check (drop the connection). */
 int as_accept_preamble(struct as_gen *g, struct as_pending *p, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out);
-/* The daemon answered that p's connection was relayed (AS_F_RELAYED): its preamble is taken out of the stream before
- * the program gets it. 1: done; 0: not here yet (p waits for it, OP_ACCEPT_PREAMBLE, and is answered later); <0: the
- * connection is dropped by the caller. */
-int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply);
+/* The daemon answered that p's connection may be a gateway's relayed one (AS_F_RELAYED: its socket on the gateway's
+ * host was made by no generator): its preamble must check as at as_accept_preamble, names the outside client
+ * (*client) and is taken out of the stream before the program gets the connection. 1: done; 0: not here yet (p waits
+ * for it, OP_ACCEPT_PREAMBLE, and is answered later); <0: the connection is dropped by the caller. */
+int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply, struct as_ep *client);
 /* OP_ACCEPT_PREAMBLE (gen_accept.c): its connection became readable, or (expired) its time ran out. */
 void as_preamble_ready(struct as_gen *g, struct as_pending *p, int expired);
 /* Drops the connection of accept p (nobody vouches for it): a non-blocking accept answers EAGAIN, a blocking one

@@ -59,7 +59,7 @@ int as_accept_preamble(struct as_gen *g, struct as_pending *p, const struct as_e
   return 1;
 }
 
-int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply) {
+int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply, struct as_ep *client) {
   struct as_p_accept *a = &p->u.accept;
   uint8_t buf[AS_PREAMBLE_LEN];
   int r = peek(a->conn, buf);
@@ -75,12 +75,18 @@ int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg
     }
     return 0;
   }
-  /* the daemon vouched for the client (a live gateway said so): the preamble must still be one, and it goes */
-  if (memcmp(buf, "ASP1", 4) || consume(a->conn) < 0) {
+  /* the gateway's daemon said only that a process other than a generator made the socket (its relay, or anything
+   * else on that host): the preamble alone says who the client is, and only with a MAC of the cluster's key */
+  struct as_ep peer, local;
+  if (as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0 ||
+      check(g, buf, &peer, &local, client) < 0 || consume(a->conn) < 0) {
     g->stats_preamble_bad++;
+    as_dbg(g, "a connection the daemon took for a relayed one without a preamble that checks: dropped");
     return -EPROTO;
   }
   as_pend_unwatch(g, p);
   p->op = OP_ACCEPT_ASK;
+  g->stats_preamble_ok++;
+  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, client, local.port); /* the daemon counts and tracks it, as below */
   return 1;
 }

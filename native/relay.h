@@ -116,7 +116,6 @@ static inline uint64_t relay_now_ms(void) {
 /* relay_wire.c */
 void relay_queue(struct relay *r, const void *rec);
 int relay_flush(struct relay *r); /* 1: accepting must pause or resume (relay_sync): the socket filled or drained */
-void relay_send_conn(struct relay *r, const struct relay_conn *c, const struct as_ep *from);
 void relay_send_refused(struct relay *r, uint32_t route, const struct as_ep *client, int reason);
 void relay_send_listen_result(struct relay *r, uint32_t id, int err);
 void relay_send_stats(struct relay *r);

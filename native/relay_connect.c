@@ -78,7 +78,6 @@ static int try_connect(struct relay *r, struct relay_conn *c) {
   c->from = from;
   c->ufd = fd;
   c->state = C_CONNECTING;
-  relay_send_conn(r, c, &from); /* before the connect completes: the instance's node will ask who `from` is */
   int idx = relay_conn_index(r, c);
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = RELAY_EV(K_UP, c->gen, idx)};
   if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {

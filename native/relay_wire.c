@@ -64,21 +64,6 @@ int relay_flush(struct relay *r) {
   return r->ctl_blocked != was;
 }
 
-void relay_send_conn(struct relay *r, const struct relay_conn *c, const struct as_ep *from) {
-  struct as_relay_conn m;
-  memset(&m, 0, sizeof(m));
-  m.type = AS_RELAY_CONN;
-  m.route = c->route;
-  memcpy(m.client, c->client.ip, 16);
-  memcpy(m.from, from->ip, 16);
-  memcpy(m.to, c->to.ip, 16);
-  m.client_port = c->client.port;
-  m.from_port = from->port;
-  m.to_port = c->to.port;
-  m.retried = c->ntried;
-  relay_queue(r, &m);
-}
-
 void relay_send_refused(struct relay *r, uint32_t route, const struct as_ep *client, int reason) {
   struct as_relay_refused m;
   memset(&m, 0, sizeof(m));

@@ -59,7 +59,7 @@ export interface GatewayParts {
 }
 
 /** What the trap handler asks of the gateway side (see HandlerConfig). */
-export type GatewayHandlerDeps = Pick<HandlerConfig, 'egress' | 'externalWaitMs' | 'steeredClient' | 'externalCheck' | 'exposeProblem'>;
+export type GatewayHandlerDeps = Pick<HandlerConfig, 'egress' | 'relayHere' | 'steeredClient' | 'externalCheck' | 'exposeProblem'>;
 
 export class Gateways {
   /** sk_lookup steering of exposures' host ports to this node's own instances (gateway/steering.ts), and what it
@@ -109,7 +109,6 @@ export class Gateways {
       reserved: () => this.reservedPorts(),
       ...(cfg.private ? { minHostPort: unprivilegedPortStart() } : {}),
       /* for an accept that asks its daemon after all (the preamble not readable yet), which asks this gateway (whoIs) */
-      recordExternal: (from, client, to) => p.handler().recordExternal(from, client, to),
       log: log.child({ module: 'ingress' }),
       onChange: () => {
         p.onDoorsChanged();
@@ -155,7 +154,7 @@ export class Gateways {
             exempt: (ip: string, port: number) => ip === cfg.nodeAddress && port === cfg.dnsPort,
           }
         : undefined,
-      externalWaitMs: cfg.gateway ? 200 : 0,
+      relayHere: cfg.gateway,
       steeredClient: (app, peer, local) => this.steering.steeredClient(app, peer, local),
       externalCheck: (_app, listener, via) => this.ingress.checkExternal(listener, via),
       exposeProblem: (specs) => this.ingress.exposeProblem(specs),

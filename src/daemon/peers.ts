@@ -9,7 +9,8 @@
  *             endpoint, so the client's daemon can find the socket in its kernel; optional, older daemons omit it;
  *             "proto":"udp" asks about a datagram sender instead of a connection, and its answer carries "port")
  *   response: {"id":1,"t":<ms>,"identity":"10.0.0.9","appId":"..","tags":{..},"mac":".."}  or  {"id":1,"t":..,"unknown":true}
- *             (an exposure's outside client, answered by a gateway: "external":true, identity its real address, "port")
+ *             (a socket of a gateway that no generator made, its relay's: "external":true,"relayed":true, identity and
+ *             "port" that socket's own; the connection's preamble names the outside client, native/preamble.h)
  *             (+ "egress":"ip:port", the destination the app asked for, for a connection it sent through an egress
  *             gateway — only when the asker is that live egress gateway and dst its egress endpoint: docs/egress.md)
  *   push:     {"id":2,"t":<ms>,"push":[...],"mac":".."}   (sent by gateways before the relay's preamble said who the
@@ -188,6 +189,7 @@ export class PeerApi {
           const r: Msg = c ? { id: m.id, t: Date.now(), identity: c.identity, appId: c.appId, tags: c.tags } : { id: m.id, t: Date.now(), unknown: true };
           if (c?.port !== undefined) r.port = c.port;
           if (c?.external) r.external = true; /* an exposure's outside client, seen by this node's gateway */
+          if (c?.relayed) r.relayed = true; /* its preamble names the outside client (ClientIdentity.relayed) */
           if (c?.egress !== undefined) r.egress = c.egress; /* only when lookup let it through: an egress gateway asking */
           if (!sock.destroyed) sock.write(this.signer.sign(r) + '\n');
         },
@@ -259,6 +261,7 @@ export class PeerApi {
         const who: ClientIdentity = { identity: m.identity, appId: m.appId, tags };
         if (typeof m.port === 'number' && Number.isInteger(m.port) && m.port > 0 && m.port <= 65535) who.port = m.port;
         if (m.external === true) who.external = true; /* judged by the accepting node (ClientIdentities.accept) */
+        if (who.external && m.relayed === true) who.relayed = true;
         if (typeof m.egress === 'string' && m.egress.length <= 64) who.egress = m.egress; /* parsed by its user (gateway/egress.ts) */
         resolve(who);
       });

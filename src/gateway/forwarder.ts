@@ -12,16 +12,6 @@ export interface IngressRoute {
   port: number;
 }
 
-/** client: the external client; from: the forwarder's own socket toward the instance (local endpoint, known right
- * after connect() starts); to: the instance's real endpoint. Sent BEFORE the upstream connect completes: the
- * instance's node asks the gateway's daemon who `from` is, and the daemon must know it by then (it waits if not). */
-export interface IngressConnection {
-  route: number;
-  client: Endpoint;
-  from: Endpoint;
-  to: Endpoint;
-}
-
 export interface IngressRefusal {
   route: number;
   client: Endpoint;
@@ -43,7 +33,6 @@ export interface IngressForwarder {
   /** Listen on address:hostPort and forward to an instance of vip:port. */
   add(route: IngressRoute): void;
   remove(id: number): void;
-  onConnection: (c: IngressConnection) => void;
   onRefusal: (r: IngressRefusal) => void;
   onListenError: (id: number, code: string) => void;
   stats(): ForwarderStats;

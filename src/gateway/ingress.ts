@@ -59,8 +59,6 @@ export interface IngressDeps {
   gateways: () => GatewayNode[];
   /** This node's pool and daemon ports. */
   reserved: () => ReservedPorts;
-  /** Records an external client for the instance's accept (TrapHandler.recordExternal). */
-  recordExternal: (from: Endpoint, client: Endpoint, to: Endpoint) => void;
   log: Logger;
   /** The exposures changed (the daemon recloses its doors). */
   onChange?: () => void;
@@ -93,7 +91,6 @@ export class Ingress {
     this.limitLog = new RateLimitedLog(deps.log);
     const f = deps.forwarder;
     if (f) {
-      f.onConnection = (c): void => deps.recordExternal(c.from, c.client, c.to);
       f.onRefusal = (r): void => {
         const rt = this.routeById(r.route);
         this.limitLog.warn(

@@ -1,14 +1,14 @@
 /** NodeForwarder: the ingress forwarder in Node (net.Server + pick + net.connect + pipe). The fallback when the C relay
  * (relay-process.ts) is missing or keeps crashing. Each route listens on address:hostPort; an external connection is
  * held paused while an instance is picked (pick.ts) and connected to, the next instance on a refusal (or a connect that
- * does not complete in CONNECT_TIMEOUT_MS: a host gone silent) up to MAX_TRIES, then both sockets are piped. The
- * daemon hears each connection (onConnection) before the upstream connect completes. */
+ * does not complete in CONNECT_TIMEOUT_MS: a host gone silent) up to MAX_TRIES, then both sockets are piped. Each
+ * connection to an instance starts with a preamble that names the outside client (native/preamble.h). */
 import net from 'node:net';
 import { native } from '../native/binding.js';
 import type { Endpoint } from '../table/endpoint.js';
 import { VSERVICE_NODE } from '../table/service-table.js';
 import { ip16 } from '../trap/decision-table.js';
-import type { ForwarderStats, IngressConnection, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
+import type { ForwarderStats, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
 import { type IngressPicker, MAX_TRIES } from './pick.js';
 
 /** A connect to an instance that has not completed by then counts as a refusal (its host is gone or unreachable). */
@@ -35,7 +35,6 @@ function plain(ip: string | undefined): string {
 }
 
 export class NodeForwarder implements IngressForwarder {
-  onConnection: (c: IngressConnection) => void = () => undefined;
   onRefusal: (r: IngressRefusal) => void = () => undefined;
   onListenError: (id: number, code: string) => void = () => undefined;
   private readonly routes = new Map<number, Listening>();
@@ -136,17 +135,6 @@ export class NodeForwarder implements IngressForwarder {
     up.setNoDelay(true);
     let connected = false;
     const timer = setTimeout(() => up.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), this.connectTimeoutMs);
-    /* net.connect() to an IP address starts the kernel's connect on the next tick; this tick runs right after it,
-     * before the connect can complete: the socket's local endpoint is known, the instance's accept is not yet possible */
-    process.nextTick(() => {
-      if (up.destroyed || up.localPort === undefined) return;
-      try {
-        this.onConnection({ route: l.route.id, client: who, from: { ip: plain(up.localAddress), port: up.localPort }, to });
-      } catch {
-        up.destroy(); /* not recorded: the instance would refuse it as unidentified anyway */
-        client.destroy();
-      }
-    });
     client.once('close', () => {
       if (!connected) up.destroy();
     });

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { isIP } from 'node:net';
 import { AppswitchError } from '../errors.js';
 import { native, type Poller, relayPath } from '../native/binding.js';
-import type { ForwarderStats, IngressConnection, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
+import type { ForwarderStats, IngressForwarder, IngressRefusal, IngressRoute } from './forwarder.js';
 import { decodeRelay, encodeKey, encodeListen, encodeUnlisten, type RelayStats } from './relay-wire.js';
 
 export interface RelayLog {
@@ -43,7 +43,6 @@ function checkRoute(r: IngressRoute): void {
 }
 
 export class RelayForwarder implements IngressForwarder {
-  onConnection: (c: IngressConnection) => void = () => {};
   onRefusal: (r: IngressRefusal) => void = () => {};
   onListenError: (id: number, code: string) => void = () => {};
   /** A route's socket listens (after each start of the relay). */
@@ -205,9 +204,6 @@ export class RelayForwarder implements IngressForwarder {
       for (const ev of events) {
         try {
           switch (ev.type) {
-            case 'conn':
-              this.onConnection({ route: ev.route, client: ev.client, from: ev.from, to: ev.to });
-              break;
             case 'refused':
               this.onRefusal({ route: ev.route, client: ev.client, reason: ev.reason });
               break;

@@ -5,11 +5,13 @@ import os from 'node:os';
 import ipaddr from 'ipaddr.js';
 import { canonicalIp, type Endpoint } from '../table/endpoint.js';
 import { ip16 } from '../trap/decision-table.js';
-import type { ForwarderStats, IngressConnection, IngressRefusal, IngressRoute } from './forwarder.js';
+import type { ForwarderStats, IngressRefusal, IngressRoute } from './forwarder.js';
 
 export const RELAY_REC = 64;
 
-const T = { listen: 1, unlisten: 2, key: 3, conn: 16, refused: 17, listenErr: 18, stats: 19, listening: 20 } as const;
+/* 16 was CONN, a record per relayed connection: no longer sent (the instance's generator reads the client from the
+ * connection's preamble), and counted as bad if it ever comes. */
+const T = { listen: 1, unlisten: 2, key: 3, refused: 17, listenErr: 18, stats: 19, listening: 20 } as const;
 const REASONS: Record<number, IngressRefusal['reason']> = { 1: 'no-instance', 2: 'all-refused', 3: 'limit' };
 
 export interface RelayStats extends ForwarderStats {
@@ -21,7 +23,6 @@ export interface RelayStats extends ForwarderStats {
 }
 
 export type RelayEvent =
-  | ({ type: 'conn'; retried: number } & IngressConnection)
   | ({ type: 'refused' } & IngressRefusal)
   | { type: 'listen-error'; id: number; errno: number; code: string }
   | { type: 'listening'; id: number }
@@ -57,8 +58,7 @@ export function encodeUnlisten(id: number): Buffer {
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
-/** An address's canonical text; IPv4 (::ffff:a.b.c.d, nearly every record) without a parser: the daemon reads one
- * CONN record per external connection. */
+/** An address's canonical text; IPv4 (::ffff:a.b.c.d) without a parser. */
 function ipText(b: Buffer, o: number): string {
   if (b.readUInt32LE(o) === 0 && b.readUInt32LE(o + 4) === 0 && b.readUInt32LE(o + 8) === 0xffff0000) {
     return `${b[o + 12] as number}.${b[o + 13] as number}.${b[o + 14] as number}.${b[o + 15] as number}`;
@@ -79,9 +79,6 @@ export function decodeRelay(msg: Buffer): { events: RelayEvent[]; bad: number } 
     const b = msg.subarray(o, o + RELAY_REC);
     const type = b.readUInt32LE(0);
     switch (type) {
-      case T.conn:
-        events.push({ type: 'conn', route: b.readUInt32LE(4), client: ep(b, 8, 56), from: ep(b, 24, 58), to: ep(b, 40, 60), retried: b.readUInt8(62) });
-        break;
       case T.refused: {
         const reason = REASONS[b.readUInt8(26)];
         if (!reason) bad++;

@@ -147,12 +147,6 @@ export class ClientIdentities {
     return this.deps.reports.identify(key, dst);
   }
 
-  /** Records an external client of an exposure, connected through this node's gateway from its own socket `from` (see
-   * gateway/ingress.ts): the instance's accept claims it, here or through the peer API. */
-  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
-    this.deps.reports.report(endpointKey(from), { identity: client.ip, port: client.port, appId: 'external', tags: {}, external: true }, to);
-  }
-
   /** A connection reached a server of this app: answer its peer's identity, or refuse an unidentified peer. */
   async accept(app: AppRecord, req: RequestOf<'accept'>): Promise<Reply> {
     const { peer } = req;
@@ -186,11 +180,12 @@ export class ClientIdentities {
         return { result: -Errno.ECONNREFUSED };
       }
     }
-    this.deps.connections?.accepted({ appId: app.id }, this.deps.nodeName, peer, req.listener, who);
     const reply: Reply = { result: 0, addr: encodeSockaddr({ ip: who.identity, port: who.external && who.port !== undefined ? who.port : peer.port }) };
-    /* an outside client not steered here came through a gateway's forwarder: its connection starts with the preamble,
-     * which the generator takes out before the program reads (native/preamble.h) */
+    /* An outside client not steered here came through a gateway's forwarder: its connection starts with the preamble,
+     * which names the client; the generator checks it, takes it out before the program reads, shows the program that
+     * client and reports the connection (AS_CLAIMED, as the preambles it answers by itself: native/gen_preamble.c). */
     if (who.external && !steered) reply.flags = MsgFlag.RELAYED;
+    else this.deps.connections?.accepted({ appId: app.id }, this.deps.nodeName, peer, req.listener, who);
     this.deps.offers.claimByAccept(key, reply);
     return reply;
   }

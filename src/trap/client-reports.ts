@@ -12,9 +12,13 @@ export interface ClientIdentity {
   tags: Record<string, string>;
   /** A datagram sender's port as its receivers see it (its bound virtual port; see udp-identity.ts). */
   port?: number;
-  /** An external client of an exposure (appId 'external', identity: its real address, port: its real port): recorded
-   * only by a gateway daemon's ingress for its own forwarding socket, never by a generator (see gateway/ingress.ts). */
+  /** An external client of an exposure (appId 'external'): steered to the server by the kernel (identity and port its
+   * real address and port), or relayed by a gateway (with `relayed`). Never a generator's report. */
   external?: boolean;
+  /** A connection from a gateway's own socket, which no generator made (its relay's, or the Node forwarder's): the
+   * outside client is named by the connection's preamble, which the instance's generator checks with the cluster's
+   * key before the program gets the connection (native/preamble.h); identity and port are that socket's own. */
+  relayed?: boolean;
   /** A connection sent through an egress gateway: the destination "ip:port" the app asked for (see
    * trap/egress-route.ts); the peer API tells it only to that gateway. */
   egress?: string;
@@ -61,10 +65,9 @@ export class ClientReports {
     private readonly waitMs: number,
     /** Where a client socket came from (undefined: unknown, so the accept waits for its report). */
     private readonly origin?: (client: Endpoint, server: Endpoint) => ClientSocketOrigin | undefined,
-    /** How long an accept of a socket no generator made waits for an outside client's report (ms): on a gateway, the
-     * relay (its own process) reports each connection right after its connect() starts, and the instance's accept
-     * may ask before the daemon has read that report. 0 elsewhere: such a socket can never be reported. */
-    private readonly externalWaitMs = 0,
+    /** Whether this node is a gateway: a socket no generator made may be its relay's (see `relayed`). Elsewhere such
+     * a socket can never be identified. */
+    private readonly relayHere = false,
   ) {}
 
   /** A client connection left from `key`: an accept already waiting claims it at once, else it is kept. */
@@ -121,7 +124,6 @@ export class ClientReports {
     if (!c || Date.now() - c.at >= CLIENT_TTL_MS || (dst !== undefined && c.dst !== undefined && c.dst !== dst)) return undefined;
     this.reports.delete(key);
     const who: ClientIdentity = { identity: c.identity, appId: c.appId, tags: c.tags };
-    if (c.external) Object.assign(who, { external: true, port: c.port });
     if (c.egress !== undefined && c.dst !== undefined) who.egress = c.egress; /* a report with its real destination */
     return { who, dst: c.dst === undefined ? undefined : parseEndpoint(c.dst) };
   }
@@ -163,13 +165,17 @@ export class ClientReports {
     const client = parseEndpoint(key);
     const server = dst === undefined ? undefined : parseEndpoint(dst);
     const origin = client && server ? this.origin?.(client, server) : undefined;
-    if (origin === 'other') {
-      /* the gateway's forwarding socket (the relay's, or the daemon's own with the Node forwarder); nothing else */
-      const r = this.reports.get(key);
-      if (r && !r.external) return Promise.resolve(undefined);
-      return this.claim(key, r ? 0 : this.externalWaitMs, dst).then((c) => (c?.external ? c : undefined));
-    }
-    return this.claim(key, origin === 'gone' ? Math.min(this.waitMs, GONE_WAIT_MS) : this.waitMs, dst);
+    /* no generator made it: the gateway's forwarding socket, or any other process's, told apart by the preamble */
+    if (origin === 'other') return Promise.resolve(this.relayed(client));
+    const c = this.claim(key, origin === 'gone' ? Math.min(this.waitMs, GONE_WAIT_MS) : this.waitMs, dst);
+    if (origin === 'generator' || !this.relayHere) return c;
+    return c.then((who) => who ?? this.relayed(client)); /* gone, or the kernel could not say, and no report came */
+  }
+
+  /** The answer for a socket of this gateway that no generator made (see ClientIdentity.relayed). */
+  private relayed(client: Endpoint | undefined): ClientIdentity | undefined {
+    if (!this.relayHere || !client) return undefined;
+    return { identity: client.ip, port: client.port, appId: 'external', tags: {}, external: true, relayed: true };
   }
 
   /** Reports an app holds (connections set up and not yet accepted). */

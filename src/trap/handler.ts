@@ -51,9 +51,9 @@ export interface HandlerConfig {
   /** Whether a client socket of this node was created by a trap generator (the socket guard, daemon/sockguard.ts);
    * undefined when unknown. Without it, every unidentified connection waits identityWaitMs. */
   clientSocketOrigin?: (client: Endpoint, server: Endpoint) => ClientSocketOrigin | undefined;
-  /** On a gateway: how long an accept waits for the report of an outside client forwarded by the relay (ms; see
-   * ClientReports). Default 0. */
-  externalWaitMs?: number;
+  /** Whether this node is a gateway: a socket of this host that no generator made may be its relay's, whose
+   * connections name their outside client in a preamble (ClientIdentity.relayed). Default false. */
+  relayHere?: boolean;
   /** Every app in the cluster: names, vips and identities stay unique through it. */
   directory?: AppDirectory;
   /** Same-host connections may become Unix socket pairs (default true; `appswitch daemon --no-fastpath`). */
@@ -168,7 +168,7 @@ export class TrapHandler {
     };
     this.registry = new AppRegistry({ nodeName, ranges: cfg.ranges, log, directory: cfg.directory, onChange: cfg.onChange, exposeProblem: cfg.exposeProblem, adminUid: cfg.adminUid });
     this.apps = this.registry.apps;
-    this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin, cfg.externalWaitMs ?? 0);
+    this.reports = new ClientReports(cfg.identityWaitMs ?? 500, cfg.clientSocketOrigin, cfg.relayHere ?? false);
     this.bindings = new Bindings({
       nodeName,
       nodeAddress,
@@ -355,11 +355,6 @@ export class TrapHandler {
 
   /** Who a client of this node connected from `key` to `dst` is, asking the kernel first (see ClientReports.identify):
    * the peer API's look-up. */
-  /** An external client of an exposure reached an instance through this node's gateway (see ClientIdentities). */
-  recordExternal(from: Endpoint, client: Endpoint, to: Endpoint): void {
-    this.clients.recordExternal(from, client, to);
-  }
-
   identifyLocal(key: string, dst: string | undefined): Promise<ClientIdentity | undefined> {
     return this.clients.identifyLocal(key, dst);
   }

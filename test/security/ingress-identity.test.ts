@@ -12,14 +12,14 @@ import { VirtualRanges } from '../../src/table/addresses.js';
 import { AppDirectory } from '../../src/table/directory.js';
 import { ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
-import type { ClientIdentity } from '../../src/trap/client-reports.js';
+import type { ClientIdentity, ClientSocketOrigin } from '../../src/trap/client-reports.js';
 import { TrapHandler } from '../../src/trap/handler.js';
-import { decodeSockaddr } from '../../src/trap/protocol.js';
+import { decodeSockaddr, MsgFlag } from '../../src/trap/protocol.js';
 import { handlerConfig } from '../helpers/handler-config.js';
 
 const OUTSIDE: ClientIdentity = { identity: '203.0.113.7', port: 5555, appId: 'external', tags: {}, external: true };
 
-function setup(opts: { selfGateway?: boolean; gateways?: GatewayNode[]; answer?: ClientIdentity } = {}) {
+function setup(opts: { selfGateway?: boolean; gateways?: GatewayNode[]; answer?: ClientIdentity; origin?: ClientSocketOrigin } = {}) {
   const table = new ServiceTable();
   const directory = new AppDirectory();
   const gateways = opts.gateways ?? [{ node: 'gw', address: '192.0.2.9', alive: true }];
@@ -30,6 +30,8 @@ function setup(opts: { selfGateway?: boolean; gateways?: GatewayNode[]; answer?:
       resolvePeer: () => Promise.resolve(opts.answer ?? OUTSIDE),
       externalCheck: (_app, listener, via) => ingress?.checkExternal(listener, via),
       identityWaitMs: 20,
+      relayHere: opts.selfGateway ?? false,
+      clientSocketOrigin: () => opts.origin,
     }),
   );
   ingress = new Ingress({
@@ -40,7 +42,6 @@ function setup(opts: { selfGateway?: boolean; gateways?: GatewayNode[]; answer?:
     table,
     gateways: () => gateways,
     reserved: () => ({ pool: { low: 40000, high: 40010 }, daemon: [7946, 7947, 53] }),
-    recordExternal: (from, client, to) => h.recordExternal(from, client, to),
     log: pino({ level: 'silent' }),
   });
   const app = h.hello({ ip: '10.0.0.80', tags: {}, cmd: ['web'], expose: [{ port: 80, hostPort: 8080 }] }, 1, 0) as AppRecord;
@@ -91,19 +92,39 @@ describe('external client identities at accept', () => {
     expect((await accept(h, app, { ip: '192.0.2.9', port: 41001 }, 40001)).result).toBeLessThan(0);
   });
 
-  it("on this node: an external client recorded by this node's own gateway is accepted only when this node is a gateway", async () => {
+  it('on this node: a socket no generator made (the relay\'s) is taken for a relayed outside client only when this node is a gateway, and only for an exposed port', async () => {
     for (const selfGateway of [true, false]) {
-      const { h, app } = setup({ selfGateway });
-      h.recordExternal({ ip: '192.0.2.1', port: 33333 }, { ip: '203.0.113.8', port: 6000 }, { ip: '192.0.2.1', port: 40001 });
+      const { h, app } = setup({ selfGateway, origin: 'other' });
       const r = await accept(h, app, { ip: '192.0.2.1', port: 33333 }, 40001);
       if (selfGateway) {
+        /* the generator must find a preamble that checks, which names the client (native/gen_preamble.c) */
         expect(r.result).toBe(0);
-        expect(decodeSockaddr(r.addr as Buffer)).toEqual({ ip: '203.0.113.8', port: 6000 });
+        expect(r.flags).toBe(MsgFlag.RELAYED);
+        expect((await accept(h, app, { ip: '192.0.2.1', port: 33334 }, 40002)).result).toBeLessThan(0);
+        expect(h.stats.externalRefused).toBe(1);
       } else {
         expect(r.result).toBeLessThan(0);
-        expect(h.stats.externalRefused).toBe(1);
+        expect(h.stats.unidentified).toBe(1);
       }
     }
+  });
+
+  it('on this node: a socket a generator made, or one gone without a report, is not taken for a relayed one off a gateway', async () => {
+    for (const origin of ['generator', 'gone'] as const) {
+      const { h, app } = setup({ selfGateway: false, origin });
+      expect((await accept(h, app, { ip: '192.0.2.1', port: 33335 }, 40001)).result).toBeLessThan(0);
+    }
+    const { h, app } = setup({ selfGateway: true, origin: 'generator' }); /* its report comes, or nobody vouches */
+    expect((await accept(h, app, { ip: '192.0.2.1', port: 33336 }, 40001)).result).toBeLessThan(0);
+  });
+
+  it('a gateway\'s "relayed" answer through the peer API: the generator is told to check the preamble', async () => {
+    const { h, app } = setup({ answer: { ...OUTSIDE, identity: '192.0.2.9', port: 41000, relayed: true } });
+    const r = await accept(h, app, { ip: '192.0.2.9', port: 41000 }, 40001);
+    expect(r.result).toBe(0);
+    expect(r.flags).toBe(MsgFlag.RELAYED);
+    const off = await accept(h, app, { ip: '192.0.2.9', port: 41001 }, 40002); /* not exposed: refused all the same */
+    expect(off.result).toBeLessThan(0);
   });
 
   it('an app identity answered by a gateway is not taken for an external one (no external flag: its own identity)', async () => {

@@ -1,12 +1,11 @@
 /* The C relay (native/relay_*.c) through RelayForwarder (src/gateway/relay-process.ts), on loopback in the test
  * process's own namespace: a decision table published from a ServiceTable whose instances listen on 127.0.0.1, the
  * real appswitch-relay spawned with it, routes added, real TCP clients. */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRelay, encodeListen } from '../../src/gateway/relay-wire.js';
-import type { IngressConnection, IngressRefusal } from '../../src/gateway/forwarder.js';
+import type { IngressRefusal } from '../../src/gateway/forwarder.js';
 import { RelayForwarder } from '../../src/gateway/relay-process.js';
 import { native } from '../../src/native/binding.js';
 import { defaultPolicy } from '../../src/policy/policy.js';
@@ -62,9 +61,7 @@ let routeId = 0;
 async function relayFor(port: number) {
   const f = new RelayForwarder({ tables: dt, backoffMs: { min: 50, max: 200 } });
   forwarders.push(f);
-  const conns: IngressConnection[] = [];
   const refusals: IngressRefusal[] = [];
-  f.onConnection = (c) => conns.push(c);
   f.onRefusal = (r) => refusals.push(r);
   const hostPort = await deadPort();
   const id = ++routeId;
@@ -74,7 +71,7 @@ async function relayFor(port: number) {
   });
   f.add({ id, address: '127.0.0.1', hostPort, vip: VIP, port });
   await listening;
-  return { f, hostPort, id, conns, refusals };
+  return { f, hostPort, id, refusals };
 }
 
 function connect(port: number): Promise<net.Socket> {
@@ -127,7 +124,7 @@ describe('appswitch-relay', () => {
   it('carries 20 MB both ways intact, then reports it in its stats', async () => {
     table.upsert(entry('e1', VIP, 80, await serve(echo)));
     dt.publish();
-    const { f, hostPort, conns } = await relayFor(80);
+    const { f, hostPort } = await relayFor(80);
     const data = randomBytes(20 << 20);
     const c = await connect(hostPort);
     const got = readAll(c);
@@ -135,7 +132,6 @@ describe('appswitch-relay', () => {
     const back = await got;
     expect(back.length).toBe(data.length);
     expect(sha(back)).toBe(sha(data));
-    expect(conns).toHaveLength(1);
     await until(() => f.stats().bytes >= 2 * data.length && f.stats().active === 0, 4000);
     expect(f.stats()).toMatchObject({ accepted: 1, forwarded: 1, refused: 0, active: 0 });
     expect(f.relayStats()).toMatchObject({ paused: 0, dropped: 0 });
@@ -157,60 +153,19 @@ describe('appswitch-relay', () => {
     expect((await got).toString()).toBe('got hello then your FIN');
   });
 
-  it('reports the connection (client, from, to) before the instance has accepted it', async () => {
-    /* an instance whose accept queue is full (backlog 0, one connection waiting): the relay's SYN is dropped, its
-     * connect stays in progress until the program accepts */
-    const py = spawn('python3', ['-c', [
-      'import socket,sys',
-      's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)',
-      'print(s.getsockname()[1], flush=True)',
-      'sys.stdin.readline()',
-      'for _ in range(2):',
-      '  c,a=s.accept(); print(a[1], flush=True)',
-    ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let out = '';
-    py.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    try {
-      await until(() => out.includes('\n'));
-      const port = Number(out.trim());
-      const filler = await connect(port);
-      table.upsert(entry('e1', VIP, 80, port));
-      dt.publish();
-      const { hostPort, id, conns } = await relayFor(80);
-      const c = await connect(hostPort);
-      await until(() => conns.length === 1);
-      const rec = conns[0] as IngressConnection;
-      expect(rec.route).toBe(id);
-      expect(rec.client).toEqual({ ip: '127.0.0.1', port: c.localPort });
-      expect(rec.to).toEqual({ ip: '127.0.0.1', port });
-      expect(rec.from.ip).toBe('127.0.0.1');
-      expect(rec.from.port).toBeGreaterThan(0);
-      expect(out.trim().split('\n')).toHaveLength(1); /* nothing accepted yet */
-      py.stdin.write('go\n');
-      await until(() => out.trim().split('\n').length === 3, 10_000);
-      const peers = out.trim().split('\n').slice(1).map(Number);
-      expect(peers).toContain(rec.from.port);
-      expect(peers).toContain(filler.localPort);
-      c.destroy();
-      filler.destroy();
-    } finally {
-      py.kill('SIGKILL');
-    }
-  });
-
   it('skips an instance that refuses', async () => {
     const dead = await deadPort();
     table.upsert(entry('e1', VIP, 80, dead));
     table.upsert(entry('e2', VIP, 80, await serve(echo)));
     dt.publish();
-    const { hostPort, conns, refusals } = await relayFor(80);
+    const { f, hostPort, refusals } = await relayFor(80);
     for (let i = 0; i < 4; i++) {
       const c = await connect(hostPort);
       const got = readAll(c);
       c.end(`ping ${i}`);
       expect((await got).toString()).toBe(`ping ${i}`);
     }
-    expect(conns.some((c) => c.to.port === dead)).toBe(true); /* round-robin tried it, the relay moved on */
+    await until(() => f.stats().forwarded === 4);
     expect(refusals).toEqual([]);
   });
 
@@ -218,13 +173,12 @@ describe('appswitch-relay', () => {
     table.upsert(entry('e1', VIP, 80, await deadPort()));
     table.upsert(entry('e2', VIP, 80, await deadPort()));
     dt.publish();
-    const { hostPort, id, refusals, conns } = await relayFor(80);
+    const { hostPort, id, refusals } = await relayFor(80);
     const c = await connect(hostPort);
     const got = await readAll(c);
     expect(got.length).toBe(0);
     await until(() => refusals.length === 1);
     expect(refusals[0]).toEqual({ route: id, client: { ip: '127.0.0.1', port: c.localPort }, reason: 'all-refused' });
-    expect(conns).toHaveLength(2); /* one attempt per instance */
   });
 
   it('a service with no instance: REFUSED no-instance', async () => {
