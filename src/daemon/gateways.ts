@@ -26,7 +26,7 @@ import type { Endpoint } from '../table/endpoint.js';
 import type { ServiceTable } from '../table/service-table.js';
 import type { ClientIdentity } from '../trap/client-reports.js';
 import type { ConnectionTracker } from '../trap/connections.js';
-import type { OutsideClaim } from '../trap/protocol.js';
+import type { OutsideClaims } from '../trap/protocol.js';
 import type { DecisionTable, IngressPublish } from '../trap/decision-table.js';
 import type { HandlerConfig, TrapHandler } from '../trap/handler.js';
 import type { Cluster } from './cluster.js';
@@ -197,19 +197,17 @@ export class Gateways {
 
   /** Accepts a server's generator answered by itself (AS_CLAIMED). A peer from the identity table is an app's; an
    * outside claim (steered, or relayed with a preamble) is recorded as the outside client's connection and counted. */
-  claimed(appId: string, claims: { peers: Endpoint[]; outside: OutsideClaim[] }): void {
+  claimed(appId: string, claims: { peers: Endpoint[]; outside: OutsideClaims }): void {
     const cfg = this.p.cfg;
     for (const peer of claims.peers) {
       this.p.connections.markAccepted(peer, appId, cfg.nodeName);
     }
-    for (const o of claims.outside) {
-      if (o.how === 'steered') {
-        this.steering.stats.accepted++;
-        this.steering.stats.decidedByGenerator++;
-      } else this.preambleAnswered++;
-      const who = { identity: o.client.ip, port: o.client.port, appId: 'external', tags: {}, external: true };
-      this.p.connections.accepted({ appId }, cfg.nodeName, o.peer, undefined, who);
-    }
+    const o = claims.outside;
+    if (!o.count) return;
+    this.steering.stats.accepted += o.steered;
+    this.steering.stats.decidedByGenerator += o.steered;
+    this.preambleAnswered += o.relayed;
+    this.p.connections.outsideAccepted(appId, cfg.nodeName, o);
   }
 
   /** The decision table's ingress section (native/dtab.h struct as_dt_ingress): what a server's generator needs to

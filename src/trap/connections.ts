@@ -16,11 +16,16 @@
  *   closed it; a client that closed its end while the server keeps its end open still shows), or when the
  *   daemon gave the offer up because no server accepted it (60 s).
  *
+ * Outside clients' connections that a server's generator accepted by itself (steered, or relayed with a preamble)
+ * are kept apart, as bytes (outside-connections.ts): they come too fast for a record each.
+ *
  * Not tracked: UDP (no connection), connections to addresses outside the virtual ranges (egress), and
  * connections made while the daemon was down. At most MAX_TRACKED entries are kept; the oldest are dropped first
  * (counted in `evicted`). */
 import type { Endpoint } from '../table/endpoint.js';
 import type { ConnectObserver } from './observer.js';
+import { OutsideConnections } from './outside-connections.js';
+import type { OutsideClaims } from './protocol.js';
 
 /** One connection as the control API shows it (fixed keys; `null` where a value is unknown). */
 export interface ConnectionView {
@@ -89,6 +94,8 @@ export class ConnectionTracker {
   /** Accepts reported (markAccepted) before their connection: two generators' batches arrive in either order. */
   private readonly early = new Map<string, { serverApp: string; node: string; at: number }>();
   evicted = 0;
+  /** Outside clients' connections the generators accepted by themselves (outsideAccepted). */
+  readonly outside = new OutsideConnections();
   /** Told of every connection set up to a known service (the event bus and edges, src/events). */
   observer?: Pick<ConnectObserver, 'allowed'>;
 
@@ -155,6 +162,11 @@ export class ConnectionTracker {
     });
   }
 
+  /** Outside clients' connections a server app of this node accepted, its generator answering by itself (AS_CLAIMED). */
+  outsideAccepted(appId: string, node: string, claims: OutsideClaims): void {
+    this.outside.add(appId, node, claims);
+  }
+
   /** A server of this node took a fast-path connection from `peer` (the placeholder's endpoint) straight from the
    * client's generator (AS_CLAIMED): the connection, if tracked, is accepted. */
   markAccepted(peer: Endpoint, serverApp: string, node: string): void {
@@ -194,6 +206,7 @@ export class ConnectionTracker {
 
   /** Drops entries whose connection is gone; entries reported after the snapshot was taken stay. */
   sweep(s: ConnectionSnapshot): void {
+    this.outside.sweep(s);
     for (const [k, e] of this.entries) {
       if (e.at >= s.takenAt) continue;
       let alive: boolean;
@@ -204,7 +217,7 @@ export class ConnectionTracker {
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.entries.size + this.outside.size;
   }
 
   /** Calls `visit` for every open connection of a client of this node to a known service ("vip:port"). */
@@ -216,11 +229,11 @@ export class ConnectionTracker {
   counts(): { tcp: number; fastpath: number } {
     let fastpath = 0;
     for (const e of this.entries.values()) if (e.path === 'fastpath') fastpath++;
-    return { tcp: this.entries.size - fastpath, fastpath };
+    return { tcp: this.entries.size - fastpath + this.outside.size, fastpath };
   }
 
   list(now = Date.now()): ConnectionView[] {
-    return [...this.entries.values()].map((e) => ({
+    const tracked = [...this.entries.values()].map((e) => ({
       direction: e.direction,
       path: e.path,
       client: e.client,
@@ -234,5 +247,6 @@ export class ConnectionTracker {
       since: new Date(e.at).toISOString(),
       ageSeconds: Math.max(0, Math.round((now - e.at) / 1000)),
     }));
+    return [...tracked, ...this.outside.list(now)];
   }
 }

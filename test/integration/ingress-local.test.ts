@@ -17,9 +17,12 @@ import type { AppView, ServiceView, StatusResult } from '../../src/daemon/contro
 import { findSocket } from '../../src/gateway/listener-fds.js';
 import { native } from '../../src/native/binding.js';
 import { ROOT, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
+import { connectionsOf, holdConnection } from '../helpers/outside-held.js';
 
 const SERVER = `${ROOT}/test/helpers/whoami-server.py`;
+const PEER_HTTP = `${ROOT}/test/helpers/peer-http.py`;
 const VIP = '10.0.0.90';
+const VIP_HELD = '10.0.0.91';
 
 let br: TestBridge;
 let g1: TestHost;
@@ -45,7 +48,13 @@ beforeAll(async () => {
   await g1.startDaemon(['--node-name', 'g1', '--gateway']);
   g1.run(['--ip', VIP, '--name', 'web', '--expose', '8080:80'], ['python3', SERVER, '80', 'g1']);
   await g1.waitService(VIP, 80, 30_000);
-  await waitFor(async () => Object.keys((await status(g1)).steering?.ports ?? {}).includes('8080'), 15_000, 100);
+  /* a server that keeps a connection open while its client does, for `get connections` */
+  g1.run(['--ip', VIP_HELD, '--name', 'held', '--expose', '8082:80'], ['python3', PEER_HTTP, 'held', '80']);
+  await g1.waitService(VIP_HELD, 80, 30_000);
+  await waitFor(async () => {
+    const ports = Object.keys((await status(g1)).steering?.ports ?? {});
+    return ports.includes('8080') && ports.includes('8082');
+  }, 15_000, 100);
 }, 60_000);
 
 afterAll(async () => {
@@ -76,6 +85,18 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
     /* never passed a proxy: the relay neither accepted nor forwarded anything */
     expect(after.ingress?.accepted ?? 0).toBe(0);
     expect(after.ingress?.forwarded ?? 0).toBe(0);
+    /* `get connections` on the gateway shows an open one as the outside client's (from the generator's AS_CLAIMED
+     * batch: src/trap/outside-connections.ts) until it is closed; then the sweep drops it */
+    const held = await holdConnection(out, '192.0.2.1', 8082);
+    try {
+      expect(held.endpoint).toMatch(/^192\.0\.2\.200:\d+$/);
+      await waitFor(async () => (await connectionsOf(g1, held.endpoint)).length > 0, 5_000, 50);
+      expect(await connectionsOf(g1, held.endpoint)).toMatchObject([{ direction: 'in', path: 'tcp', client: '192.0.2.200', clientApp: 'external', accepted: true, serverName: 'held' }]);
+      held.close();
+      await waitFor(async () => (await connectionsOf(g1, held.endpoint)).length === 0, 15_000, 100);
+    } finally {
+      held.proc.kill('SIGKILL');
+    }
   });
 
   it('attack: another port steered to the program\'s listener by hand (not an exposure) is refused at accept', async () => {
@@ -148,6 +169,7 @@ describe('ingress to an instance on the gateway (sk_lookup)', () => {
     const apps = await request<AppView[]>(g1.socket, 'apps');
     const app = apps.find((a) => a.identity === VIP)!;
     process.kill(app.pid!, 'SIGKILL');
-    await waitFor(async () => Object.keys((await status(g1)).steering?.ports ?? {}).length === 0, 15_000, 100);
+    await waitFor(async () => !Object.keys((await status(g1)).steering?.ports ?? {}).includes('8080'), 15_000, 100);
+    expect(Object.keys((await status(g1)).steering?.ports ?? {})).toEqual(['8082']); /* the other app's stays */
   });
 });

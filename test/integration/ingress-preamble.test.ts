@@ -13,6 +13,7 @@ import { preambleKeys } from '../../src/gateway/preamble-key.js';
 import { native } from '../../src/native/binding.js';
 import { ip16 } from '../../src/trap/decision-table.js';
 import { ROOT, TestBridge, type TestHost, waitFor } from '../helpers/hosts.js';
+import { connectionsOf, holdConnection } from '../helpers/outside-held.js';
 
 const SERVER = path.join(ROOT, 'test/helpers/peer-http.py');
 const PREAMBLE = path.join(ROOT, 'test/helpers/preamble-forge.py');
@@ -70,9 +71,17 @@ describe('outside clients relayed across hosts', () => {
     }
     /* the instance's generator answered from the relay's preamble (native/preamble.h), not from the daemon */
     await waitFor(async () => ((await status(h2)).ingress?.preambleAnswered ?? 0) >= 1, 5_000, 100);
-    /* the accepted outside clients are in `get connections` of the instance's node */
-    const conns = await request<Array<{ client: string; clientApp: string; accepted: boolean }>>(h2.socket, 'connections');
-    expect(conns.filter((c) => c.clientApp === 'external' && c.client === '192.0.2.200' && c.accepted).length).toBeGreaterThanOrEqual(1);
+    /* an open one is in `get connections` of the instance's node, as the outside client's own endpoint (not the
+     * relay's), until it is closed; then the sweep drops it */
+    const held = await holdConnection(out, g1.address, 8081);
+    try {
+      await waitFor(async () => (await connectionsOf(h2, held.endpoint)).length > 0, 5_000, 50);
+      expect(await connectionsOf(h2, held.endpoint)).toMatchObject([{ direction: 'in', client: '192.0.2.200', clientApp: 'external', accepted: true, serverName: 'web' }]);
+      held.close();
+      await waitFor(async () => (await connectionsOf(h2, held.endpoint)).length === 0, 15_000, 100);
+    } finally {
+      held.proc.kill('SIGKILL');
+    }
   });
 
   it('a preamble that does not check is dropped: made without the cluster key, replayed onto another connection, or from a host that is no gateway; early or late', async () => {

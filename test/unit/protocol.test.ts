@@ -9,6 +9,7 @@ import {
   AF_INET6,
   CLAIMED_ENTRY_SIZE,
   decodeMsg,
+  decodeOutsideClaim,
   decodeRequest,
   decodeSockaddr,
   decodeTrapStats,
@@ -21,6 +22,7 @@ import {
   OFFSETS,
   PAYLOAD_MAX,
   PROTO_VERSION,
+  type RequestOf,
   STATS_BOUNDS_NS,
   STATS_BUCKETS,
   STATS_COUNT_SIZE,
@@ -306,11 +308,35 @@ describe('trap requests (decoded once, at the trap server)', () => {
     p.writeUInt16BE(40100, 2 * CLAIMED_ENTRY_SIZE + 38);
     put(3, 0, '192.0.2.4', 50001); /* an unknown kind */
     p[3 * CLAIMED_ENTRY_SIZE + 18] = 9;
-    expect(decodeRequest(msg({ type: MsgType.CLAIMED, payload: p }))).toEqual({
-      kind: 'claimed',
-      peers: [{ ip: '192.0.2.7', port: 40002 }, { ip: '2001:db8::9', port: 1 }],
-      outside: [{ peer: { ip: '192.0.2.3', port: 50000 }, client: { ip: '198.51.100.9', port: 61000 }, how: 'relayed', localPort: 40100 }],
-    });
+    const r = decodeRequest(msg({ type: MsgType.CLAIMED, payload: p })) as RequestOf<'claimed'>;
+    expect(r.kind).toBe('claimed');
+    expect(r.peers).toEqual([{ ip: '192.0.2.7', port: 40002 }, { ip: '2001:db8::9', port: 1 }]);
+    expect(r.outside).toMatchObject({ count: 1, steered: 0, relayed: 1 });
+    expect(r.outside.entries.length).toBe(CLAIMED_ENTRY_SIZE);
+    expect(decodeOutsideClaim(r.outside.entries, 0)).toEqual({ peer: { ip: '192.0.2.3', port: 50000 }, client: { ip: '198.51.100.9', port: 61000 }, how: 'relayed', localPort: 40100 });
+  });
+
+  it('an AS_CLAIMED batch keeps its outside claims as bytes, in order, across an app entry between them', () => {
+    const p = Buffer.alloc(4 * CLAIMED_ENTRY_SIZE);
+    const put = (i: number, at: number, ip: string, port: number): void => {
+      encodeSockaddr({ ip, port }, AF_INET6).copy(p, i * CLAIMED_ENTRY_SIZE + at, 8, 24);
+      p.writeUInt16BE(port, i * CLAIMED_ENTRY_SIZE + at + 16);
+    };
+    const kinds = [1, 0, 2, 1];
+    for (const [i, k] of kinds.entries()) {
+      put(i, 0, `192.0.2.${10 + i}`, 1000 + i);
+      p[i * CLAIMED_ENTRY_SIZE + 18] = k;
+      if (k) put(i, 20, `203.0.113.${i}`, 2000 + i);
+    }
+    const r = decodeRequest(msg({ type: MsgType.CLAIMED, payload: p })) as RequestOf<'claimed'>;
+    expect(r.peers).toEqual([{ ip: '192.0.2.11', port: 1001 }]);
+    expect(r.outside).toMatchObject({ count: 3, steered: 2, relayed: 1 });
+    const got = [0, 1, 2].map((i) => decodeOutsideClaim(r.outside.entries, i));
+    expect(got.map((c) => [c.peer.ip, c.client.port, c.how])).toEqual([
+      ['192.0.2.10', 2000, 'steered'],
+      ['192.0.2.12', 2002, 'relayed'],
+      ['192.0.2.13', 2003, 'steered'],
+    ]);
   });
 
   it('is the only decoding: no module of src/trap but the trap server imports the raw message or sockaddr decoding', () => {
