@@ -47,7 +47,7 @@ if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
 }
 
 type Where = 'cross' | 'local';
-type Setup = 'native' | 'floor' | 'haproxy' | 'appswitch';
+type Setup = 'native' | 'floor' | 'handover' | 'haproxy' | 'appswitch';
 type Measure = 'mbits' | 'cps';
 interface Row {
   where: Where;
@@ -66,7 +66,7 @@ interface Row {
   failure?: string;
 }
 
-const P = { iperfInst: 5201, iperfGw: 5202, connInst: 7001, connGw: 7002, floorInst: 7101, floorGw: 7102 };
+const P = { iperfInst: 5201, iperfGw: 5202, connInst: 7001, connGw: 7002, floorInst: 7101, floorGw: 7102, handInst: 7111, handGw: 7112 };
 /** Ports on the gateway: haproxy and the relay, for (cross, local) x (iperf, conn). */
 const FRONT = {
   haproxy: { cross: { mbits: 15201, cps: 17001 }, local: { mbits: 15202, cps: 17002 } },
@@ -127,10 +127,13 @@ async function main(): Promise<void> {
     bg(gw, ['iperf3', '-s', '-p', String(P.iperfGw)]);
     bg(inst, [netbench, 'serve', '0.0.0.0', String(P.connInst), '1']);
     bg(gw, [netbench, 'serve', '0.0.0.0', String(P.connGw), '1']);
-    /* the trap floor: the same server under a supervisor that traps only accept and lets each one run (no appswitch) */
-    bg(inst, [trapfloor, process.env.FLOOR_MODE ?? 'continue', netbench, 'serve', '0.0.0.0', String(P.floorInst), '1']);
-    bg(gw, [trapfloor, process.env.FLOOR_MODE ?? 'continue', netbench, 'serve', '0.0.0.0', String(P.floorGw), '1']);
-    const floorPort = { cross: P.floorInst, local: P.floorGw };
+    /* the trap floors: the same server under a supervisor that traps only accept (no appswitch) and lets each one run
+     * (continue), or makes it itself and hands the connection over (addfd) */
+    bg(inst, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorInst), '1']);
+    bg(gw, [trapfloor, 'continue', netbench, 'serve', '0.0.0.0', String(P.floorGw), '1']);
+    bg(inst, [trapfloor, 'addfd', netbench, 'serve', '0.0.0.0', String(P.handInst), '1']);
+    bg(gw, [trapfloor, 'addfd', netbench, 'serve', '0.0.0.0', String(P.handGw), '1']);
+    const floorPort = { floor: { cross: P.floorInst, local: P.floorGw }, handover: { cross: P.handInst, local: P.handGw } };
     const backend = { cross: { mbits: P.iperfInst, cps: P.connInst }, local: { mbits: P.iperfGw, cps: P.connGw } };
     const hostOf = { cross: inst, local: gw };
 
@@ -181,16 +184,16 @@ async function main(): Promise<void> {
       });
     };
     const daemonPid = gw.daemon?.pid;
-    for (const [h, p] of [[inst, P.iperfInst], [gw, P.iperfGw], [inst, P.connInst], [gw, P.connGw], [inst, P.floorInst], [gw, P.floorGw], [gw, FRONT.haproxy.cross.cps]] as const) await waitListen(h, p, () => said);
+    for (const [h, p] of [[inst, P.iperfInst], [gw, P.iperfGw], [inst, P.connInst], [gw, P.connGw], [inst, P.floorInst], [gw, P.floorGw], [inst, P.handInst], [gw, P.handGw], [gw, FRONT.haproxy.cross.cps]] as const) await waitListen(h, p, () => said);
 
     const rows: Row[] = [];
     for (const measure of (['mbits', 'cps'] as const).filter((m) => !ONLY || m === ONLY))
       for (const where of (['cross', 'local'] as const).filter((w) => !WHERE || w === WHERE))
-        for (const setup of ['native', 'floor', 'haproxy', 'appswitch'] as const) {
-          if (setup === 'floor' && measure !== 'cps') continue;
+        for (const setup of ['native', 'floor', 'handover', 'haproxy', 'appswitch'] as const) {
+          if ((setup === 'floor' || setup === 'handover') && measure !== 'cps') continue;
           const target =
             setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] }
-            : setup === 'floor' ? { ip: hostOf[where].address, port: floorPort[where] }
+            : setup === 'floor' || setup === 'handover' ? { ip: hostOf[where].address, port: floorPort[setup][where] }
             : { ip: gw.address, port: FRONT[setup][where][measure] };
           rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [], instDaemon: [], count: [] });
         }
@@ -217,7 +220,7 @@ async function main(): Promise<void> {
           row.failure = (e instanceof Error ? e.message : String(e)).split('\n')[0]?.slice(0, 200);
           process.stderr.write(`  failed: ${row.failure}\n`);
         }
-        if (row.setup !== 'native' && row.setup !== 'floor') {
+        if (row.setup !== 'native' && row.setup !== 'floor' && row.setup !== 'handover') {
           const cpu = pidOf === undefined ? 0 : cpuSeconds(pidOf) - cpu0;
           row.cpu.push(cpu);
           const daemon = row.setup === 'appswitch' ? cpuSeconds(daemonPid) - daemon0 : 0;
@@ -255,11 +258,11 @@ async function main(): Promise<void> {
       for (const row of rows.filter((x) => x.measure === m)) {
         const v = row.samples.length ? median(row.samples) : NaN;
         const range = row.samples.length > 1 ? `${fmt(Math.min(...row.samples))}–${fmt(Math.max(...row.samples))}` : '–';
-        const label = { native: 'native (client → instance directly)', floor: 'trap floor: client → instance directly, the server\'s accept trapped and let through (bench/trapfloor.c, no appswitch)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: row.where === 'cross' ? 'appswitch gateway (relay)' : 'appswitch gateway (steered, no proxy)' }[row.setup];
+        const label = { native: 'native (client → instance directly)', floor: 'trap floor, let through: client → instance directly, the server\'s accept trapped and let through (bench/trapfloor.c continue, no appswitch)', handover: 'trap floor, handed over: the same, the accept made by the supervisor and the connection handed over (bench/trapfloor.c addfd)', haproxy: 'haproxy `mode tcp` on the gateway', appswitch: row.where === 'cross' ? 'appswitch gateway (relay)' : 'appswitch gateway (steered, no proxy)' }[row.setup];
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
-        const cpu = row.setup === 'native' || row.setup === 'floor' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
+        const cpu = row.setup === 'native' || row.setup === 'floor' || row.setup === 'handover' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
         lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} | ${row.setup === 'appswitch' ? pct(row.instDaemon) : '–'} |`);
       }
       lines.push('');
@@ -270,16 +273,19 @@ async function main(): Promise<void> {
       ['throughput, instance on the gateway: appswitch ÷ native', med('local', 'appswitch', 'mbits') / med('local', 'native', 'mbits'), 0.95],
       ['new connections/s, instance on the gateway: appswitch ÷ native', med('local', 'appswitch', 'cps') / med('local', 'native', 'cps'), 0.95],
     ];
-    lines.push('### Targets (issue 13; ratios from this run)', '', '| target | measured | wanted | met | trap floor (the same ratio for a server whose accept is only trapped) |', '|---|---:|---:|---|---:|');
-    const floors = [NaN, med('cross', 'floor', 'cps') / med('cross', 'native', 'cps'), NaN, med('local', 'floor', 'cps') / med('local', 'native', 'cps')];
+    lines.push('### Targets (issue 13; ratios from this run)', '', '| target | measured | wanted | met | trap floors, × native: let through; handed over |', '|---|---:|---:|---|---:|');
+    const floorOf = (w: Where): string => {
+      const [a, b] = (['floor', 'handover'] as const).map((s) => med(w, s, 'cps') / med(w, 'native', 'cps'));
+      return Number.isFinite(a) && Number.isFinite(b) ? `${(a as number).toFixed(2)}×; ${(b as number).toFixed(2)}×` : '–';
+    };
+    const floors = ['–', floorOf('cross'), '–', floorOf('local')];
     tgt.forEach(([name, x, want], i) => {
-      const f = floors[i] ?? NaN;
-      lines.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ≥ ${want.toFixed(2)} | ${Number.isFinite(x) ? (x >= want ? 'yes' : '**no**') : '–'} | ${Number.isFinite(f) ? `${f.toFixed(2)}× native` : '–'} |`);
+      lines.push(`| ${name} | ${Number.isFinite(x) ? `${x.toFixed(2)}×` : '–'} | ≥ ${want.toFixed(2)} | ${Number.isFinite(x) ? (x >= want ? 'yes' : '**no**') : '–'} | ${floors[i] ?? '–'} |`);
     });
     lines.push(
       '',
-      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (reading the relay\'s records, answering the instance node\'s who-is questions).',
-      '* trap floor: the server runs under bench/trapfloor.c, a seccomp supervisor that traps only accept() and answers each with SECCOMP_USER_NOTIF_FLAG_CONTINUE, nothing else (one thread, SYNC_WAKE_UP as appswitch\'s generator). appswitch traps every accept (it drops unvetted connections and shows virtual peers), so this is the bound of its connection rows against native.',
+      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (its relay\'s stats and refusals, the instance node\'s rare who-is questions, the generators\' batches of outside clients).',
+      '* trap floors: the server runs under bench/trapfloor.c, a seccomp supervisor with one thread (SYNC_WAKE_UP, as appswitch\'s generator) that traps only accept(). Let through: it answers each with SECCOMP_USER_NOTIF_FLAG_CONTINUE and the kernel runs the program\'s own accept. Handed over: it accepts on its copy of the listener and installs the connection with SECCOMP_ADDFD_FLAG_SEND, the fewest calls of a design that sees each connection before the program does. appswitch must see it (it drops unvetted connections and shows virtual peers), so the handed-over floor bounds its connection rows against native.',
       `* ${os.cpus().length} cores shared by client, proxy and server; the machine is shared with other work: read the ratios, not the absolute figures.`,
       '',
     );
