@@ -95,6 +95,26 @@ async function waitListen(h: TestHost, port: number, output: () => string): Prom
   }
 }
 
+/** Runs `make` (which creates the namespaces) with each new network namespace getting its own TCP hash table
+ * (net.ipv4.tcp_child_ehash_entries), as separate machines have; the setting is put back at once. Shared, a daemon's
+ * sweep (a sock_diag dump of its namespace) walks every host's sockets, the outside client's hundred thousand
+ * TIME_WAIT ones among them: a cost a real gateway host, whose clients are elsewhere, does not have. */
+function ownTcpTables<T>(make: () => T): T {
+  const knob = '/proc/sys/net/ipv4/tcp_child_ehash_entries';
+  let old: string | undefined;
+  try {
+    old = readFileSync(knob, 'utf8').trim();
+    writeFileSync(knob, '65536');
+  } catch {
+    old = undefined; /* a kernel before 6.1: shared tables */
+  }
+  try {
+    return make();
+  } finally {
+    if (old !== undefined) writeFileSync(knob, old);
+  }
+}
+
 function fmt(x: number): string {
   if (!Number.isFinite(x)) return '–';
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
@@ -108,9 +128,11 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'appswitch-ingress-'));
   const netbench = compileNetbench(tmp);
   const trapfloor = compileTrapfloor(tmp);
-  const bridge = new TestBridge('ing');
-  const [gw, inst] = bridge.hostsOf('ing', 2) as [TestHost, TestHost];
-  const out = bridge.outside('ingout');
+  const { bridge, gw, inst, out } = ownTcpTables(() => {
+    const b = new TestBridge('ing');
+    const [g, i] = b.hostsOf('ing', 2) as [TestHost, TestHost];
+    return { bridge: b, gw: g, inst: i, out: b.outside('ingout') };
+  });
   await out.exec(['ip', 'addr', 'add', '192.0.2.200/24', 'dev', 'v0']); /* the outside client reaches the gateway's node address */
   const stops: Array<() => void> = [];
   try {
@@ -244,7 +266,7 @@ async function main(): Promise<void> {
     lines.push(
       `${new Date().toISOString()} · ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}) · kernel ${os.release()} · medians of ${RUNS} run${RUNS > 1 ? 's' : ''} of ${DURATION} s${smoke ? ' (smoke)' : ''}, rows interleaved · ${Math.round((Date.now() - t0) / 1000)} s in all`,
       '',
-      'External client (an outside namespace, no appswitch) → gateway host → instance. `appswitch`: `appswitch daemon --gateway` on the gateway host, `appswitch daemon --join` on the instance host (default flags otherwise), the server under `appswitch run --ip VIP --expose HOSTPORT:80`; the outside client connects to the gateway\'s HOSTPORT. Instance on another host: the gateway\'s relay forwards (appswitch-relay: epoll + splice, instance picked from the decision table; docs/relay.md). Instance on the gateway host: the gateway steers the client to the program\'s own listening socket (BPF sk_lookup; docs/ingress-local.md), no proxy. haproxy `mode tcp` with its defaults (threads = CPUs, no splice).',
+      'External client (an outside namespace, no appswitch) → gateway host → instance. `appswitch`: `appswitch daemon --gateway` on the gateway host, `appswitch daemon --join` on the instance host (default flags otherwise), the server under `appswitch run --ip VIP --expose HOSTPORT:80`; the outside client connects to the gateway\'s HOSTPORT. Instance on another host: the gateway\'s relay forwards (appswitch-relay: epoll + splice, instance picked from the decision table; docs/relay.md). Instance on the gateway host: the gateway steers the client to the program\'s own listening socket (BPF sk_lookup; docs/ingress-local.md), no proxy. haproxy `mode tcp` with its defaults (threads = CPUs, no splice). Each host namespace has its own TCP hash table (`net.ipv4.tcp_child_ehash_entries`), as separate machines do.',
       '',
     );
     const unit = { mbits: 'throughput, Mbit/s (iperf3, one stream)', cps: `new connections/s (${CLIENTS} concurrent clients: connect, 1 byte, EOF, close)` };

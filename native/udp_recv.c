@@ -103,6 +103,7 @@ struct back {
 
 struct as_urecv {
   struct ur_wait w[AS_URECV_WAITS];
+  unsigned nwaits; /* of w[] in use: as_urecv_waiting is asked at every turn of the generator's loop */
   struct back back[IDENT_SLOTS];
   int timer_fd, timer_on;
   struct ident ident[IDENT_SLOTS];
@@ -143,6 +144,7 @@ static void timer_set(struct as_urecv *u, int on) {
 /* ---- answering ------------------------------------------------------------------------------------------------- */
 
 static void wait_free(struct as_gen *g, struct ur_wait *w) {
+  if (w->used && g->urecv && g->urecv->nwaits) g->urecv->nwaits--;
   if (w->in_epoll) epoll_ctl(g->epfd, EPOLL_CTL_DEL, w->sock, NULL);
   if (w->sock >= 0) close(w->sock);
   free(w->iov);
@@ -632,10 +634,7 @@ static void tick(struct as_gen *g) {
 int as_urecv_waiting(struct as_gen *g) {
   struct as_urecv *u = g->urecv;
   if (!u) return 0;
-  if (u->timer_on) return 1;
-  for (int i = 0; i < AS_URECV_WAITS; i++)
-    if (u->w[i].used) return 1;
-  return 0;
+  return u->timer_on || u->nwaits > 0;
 }
 
 void as_urecv_reap(struct as_gen *g) {
@@ -692,6 +691,7 @@ void as_urecv_trap(struct as_gen *g, struct seccomp_notif *req) {
   }
   memset(w, 0, sizeof(*w));
   w->used = 1;
+  u->nwaits++;
   w->mark = g->cur; /* the answer now comes from this wait */
   g->cur.live = 0;
   w->id = req->id;
