@@ -11,7 +11,7 @@
  * A row's client endpoint is the outside client's own address and port; for a relayed connection, the peer the server
  * sees in the kernel is the gateway's relay. */
 import { endpointKey } from '../table/endpoint.js';
-import type { ConnectionSnapshot, ConnectionView } from './connections.js';
+import type { ConnectionSnapshot, ConnectionView } from './connection-view.js';
 import { CLAIMED_ENTRY_SIZE, decodeOutsideClaim, type OutsideClaims } from './protocol.js';
 
 export const OUTSIDE_MAX = 65_536;
