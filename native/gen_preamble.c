@@ -87,6 +87,6 @@ int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg
   as_pend_unwatch(g, p);
   p->op = OP_ACCEPT_ASK;
   g->stats_preamble_ok++;
-  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, client, local.port); /* the daemon counts and tracks it, as below */
+  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, client, local.port); /* the daemon counts and lists it, as above */
   return 1;
 }

@@ -1,5 +1,5 @@
 /* appswitch-relay: picking an instance (as_dtab_pick_ingress on the daemon's decision table) and connecting to it
- * (connect(2) non-blocking, getsockname(2) right after it for the CONN record, SO_ERROR when it completes). An
+ * (connect(2) non-blocking, getsockname(2) right after it for the preamble's MAC, SO_ERROR when it completes). An
  * instance that refuses, is unreachable or does not answer is added to the connection's tried list and the next one
  * is picked, up to RELAY_TRIES; then the client is closed and REFUSED 'all-refused' is reported. */
 #define _GNU_SOURCE
@@ -49,7 +49,7 @@ static void refuse(struct relay *r, struct relay_conn *c, int reason) {
   relay_conn_free(r, c);
 }
 
-/* Starts a connect to c->to; 0 (in progress, CONN queued) or -errno (nothing left open). */
+/* Starts a connect to c->to; 0 (in progress) or -errno (nothing left open). */
 static int try_connect(struct relay *r, struct relay_conn *c) {
   int family = memcmp(c->to.ip, v4prefix, 12) ? AF_INET6 : AF_INET;
   struct sockaddr_storage ss;

@@ -21,7 +21,7 @@
 #define AS_RELAY_UNLISTEN 2u /* struct as_relay_unlisten */
 #define AS_RELAY_KEY 3u      /* struct as_relay_key: the preamble key (preamble.h); sent before any LISTEN */
 /* relay -> daemon */
-#define AS_RELAY_CONN 16u       /* struct as_relay_conn: sent right after connect() starts, before it completes */
+/* 16 was CONN, a record per connection toward an instance: no longer sent (the preamble names the client) */
 #define AS_RELAY_REFUSED 17u    /* struct as_relay_refused */
 #define AS_RELAY_LISTEN_ERR 18u /* struct as_relay_listen_err */
 #define AS_RELAY_STATS 19u      /* struct as_relay_stats, every second */
@@ -44,14 +44,6 @@ struct as_relay_key {
   uint32_t type, pad0;
   uint8_t key[16]; /* every connection to an instance starts with a preamble MACed with it */
   uint8_t pad[40];
-};
-
-struct as_relay_conn {
-  uint32_t type, route;
-  uint8_t client[16], from[16], to[16]; /* the external client; the relay's socket toward the instance; the instance */
-  uint16_t client_port, from_port, to_port;
-  uint8_t retried; /* instances that refused this connection before */
-  uint8_t pad;
 };
 
 #define AS_RELAY_NO_INSTANCE 1u
@@ -81,7 +73,6 @@ struct as_relay_stats {
 AS_RELAY_ASSERT(sizeof(struct as_relay_listen) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_unlisten) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_key) == AS_RELAY_REC, "relay record layout");
-AS_RELAY_ASSERT(sizeof(struct as_relay_conn) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_refused) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_listen_err) == AS_RELAY_REC, "relay record layout");
 AS_RELAY_ASSERT(sizeof(struct as_relay_stats) == AS_RELAY_REC, "relay record layout");
