@@ -40,23 +40,35 @@ static int check(struct as_gen *g, const uint8_t buf[AS_PREAMBLE_LEN], const str
   return as_preamble_check(buf, (const uint8_t(*)[AS_MAC_KEY])keys, nk, peer, local, as_preamble_now_ms(), client);
 }
 
+/* The peeked preamble buf of connection fd (peer -> local), on both paths: checked, taken out of the stream, counted,
+ * and its outside client (*client) claimed for the daemon (AS_CLAIM_RELAYED). 0; -EBADMSG: no preamble at all (left
+ * in the stream, not counted); -EPERM: one that does not check, or could not be taken (counted as bad). */
+static int take_checked(struct as_gen *g, int fd, const uint8_t buf[AS_PREAMBLE_LEN], const struct as_ep *peer,
+                        const struct as_ep *local, struct as_ep *client) {
+  int r = check(g, buf, peer, local, client);
+  if (r == -EBADMSG) return r;
+  if (r < 0 || consume(fd) < 0) {
+    g->stats_preamble_bad++;
+    return -EPERM;
+  }
+  g->stats_preamble_ok++;
+  as_claim_outside(g, peer, AS_CLAIM_RELAYED, client, local->port);
+  return 0;
+}
+
 int as_accept_preamble(struct as_gen *g, struct as_pending *p, const struct as_ep *peer, const struct as_ep *local, struct as_msg *out) {
   struct as_p_accept *a = &p->u.accept;
   struct as_ep client;
   if (!g->dtab.map || !as_dtab_is_gateway(&g->dtab, peer->ip)) return 0;
   uint8_t buf[AS_PREAMBLE_LEN];
   if (peek(a->conn, buf) <= 0) return 0; /* not here yet, or gone: the daemon's path decides */
-  int r = check(g, buf, peer, local, &client);
+  int r = take_checked(g, a->conn, buf, peer, local, &client);
   if (r == -EBADMSG) return 0; /* no preamble: an app's connection from the gateway's host */
-  if (r < 0 || consume(a->conn) < 0) {
-    g->stats_preamble_bad++;
+  if (r < 0) {
     as_dbg(g, "a connection from a gateway with a preamble that does not check: dropped");
     return -EPERM;
   }
-  if (as_accept_answer(out, &client) < 0) return -EPERM;
-  g->stats_preamble_ok++;
-  as_claim_outside(g, peer, AS_CLAIM_RELAYED, &client, local->port);
-  return 1;
+  return as_accept_answer(out, &client) < 0 ? -EPERM : 1;
 }
 
 int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg *reply, struct as_ep *client) {
@@ -78,15 +90,14 @@ int as_preamble_take(struct as_gen *g, struct as_pending *p, const struct as_msg
   /* the gateway's daemon said only that a process other than a generator made the socket (its relay, or anything
    * else on that host): the preamble alone says who the client is, and only with a MAC of the cluster's key */
   struct as_ep peer, local;
-  if (as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0 ||
-      check(g, buf, &peer, &local, client) < 0 || consume(a->conn) < 0) {
-    g->stats_preamble_bad++;
+  int bad = as_ep_from_sockaddr(a->peer, a->peer_len, &peer) < 0 || as_ep_from_sockaddr(a->local, a->local_len, &local) < 0;
+  int t = bad ? -EINVAL : take_checked(g, a->conn, buf, &peer, &local, client);
+  if (t < 0) {
+    if (t != -EPERM) g->stats_preamble_bad++; /* here no preamble at all is a bad one too */
     as_dbg(g, "a connection the daemon took for a relayed one without a preamble that checks: dropped");
     return -EPROTO;
   }
   as_pend_unwatch(g, p);
   p->op = OP_ACCEPT_ASK;
-  g->stats_preamble_ok++;
-  as_claim_outside(g, &peer, AS_CLAIM_RELAYED, client, local.port); /* the daemon counts and lists it, as above */
   return 1;
 }

@@ -12,7 +12,7 @@
  * sees in the kernel is the gateway's relay. */
 import { endpointKey } from '../table/endpoint.js';
 import type { ConnectionSnapshot, ConnectionView } from './connection-view.js';
-import { CLAIMED_ENTRY_SIZE, decodeOutsideClaim, type OutsideClaims } from './protocol.js';
+import { CLAIMED_ENTRY_SIZE, decodeOutsideClaim, type OutsideClaims, outsideClaimPeer } from './protocol.js';
 
 export const OUTSIDE_MAX = 65_536;
 const SIZE = CLAIMED_ENTRY_SIZE;
@@ -99,7 +99,7 @@ export class OutsideConnections {
   private open(slot: number): boolean {
     const live = this.live;
     if (!live || (this.at[slot] as number) >= live.takenAt) return true;
-    return live.remote.has(endpointKey(decodeOutsideClaim(this.raw, slot).peer));
+    return live.remote.has(endpointKey(outsideClaimPeer(this.raw, slot)));
   }
 
   /** Drops the closed entries, keeping the order of the rest. */

@@ -302,7 +302,12 @@ export interface OutsideClaims {
 export function decodeOutsideClaim(entries: Buffer, i: number): OutsideClaim {
   const o = i * CLAIMED_ENTRY_SIZE;
   const how = CLAIM_KINDS[entries[o + 18] as keyof typeof CLAIM_KINDS] ?? 'steered';
-  return { peer: claimEndpoint(entries, o) as Endpoint, client: claimEndpoint(entries, o + 20) as Endpoint, how, localPort: entries.readUInt16BE(o + 38) };
+  return { peer: outsideClaimPeer(entries, i), client: claimEndpoint(entries, o + 20) as Endpoint, how, localPort: entries.readUInt16BE(o + 38) };
+}
+
+/** The peer of entry i alone (the server socket's remote end), as the sweep's liveness check needs it. */
+export function outsideClaimPeer(entries: Buffer, i: number): Endpoint {
+  return claimEndpoint(entries, i * CLAIMED_ENTRY_SIZE) as Endpoint;
 }
 
 /** A trap message decoded once, at the trap server: the modules behind it see endpoints, never sockaddr bytes.
