@@ -49,6 +49,7 @@ struct relay_dir {
   uint8_t eof;     /* src said EOF */
   uint8_t shut;    /* dst was shut down for writing */
   uint8_t bulk;    /* a read filled the small buffer: splice from now on */
+  uint8_t ready;   /* src may have bytes or EOF: an event said so and no read has since found it empty (edge-triggered) */
 };
 
 struct relay_conn {

@@ -16,11 +16,12 @@
 
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* How long a connect to an instance may go unanswered before ETIMEDOUT moves on to the next one (ms): a host cut off
- * is marked dead in the table only after gossip's suspicion timeout, and the outside client should not wait that
- * long (the kernel's default is ~2 min). TCP_USER_TIMEOUT bounds the SYN's retries (tcp(7)); it is set back to the
- * kernel's default once the connection is up, so a slow peer is never cut by it. */
-#define RELAY_CONNECT_TIMEOUT_MS 3000
+/* How many times a connect to an instance retransmits its SYN before ETIMEDOUT moves on to the next one: a host cut
+ * off is marked dead in the table only after gossip's suspicion timeout, and the outside client should not wait that
+ * long (the kernel's default is ~2 min). One retry gives up after about 3 s (tcp(7) TCP_SYNCNT; 1 s and then 2 s, or
+ * 1 s twice with net.ipv4.tcp_syn_linear_timeouts). It bounds the handshake alone: a slow peer is never cut by it,
+ * and it needs no second call to undo, as TCP_USER_TIMEOUT would. */
+#define RELAY_SYN_RETRIES 1
 
 /* Whether this connection opens with a preamble (preamble.h): to an appswitch instance, once the daemon gave the key. */
 static int wants_preamble(const struct relay *r, const struct relay_conn *c) {
@@ -57,9 +58,9 @@ static int try_connect(struct relay *r, struct relay_conn *c) {
   if (sl < 0) return sl;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  int one = 1, timeout = RELAY_CONNECT_TIMEOUT_MS;
+  int one = 1, retries = RELAY_SYN_RETRIES;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+  setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &retries, sizeof(retries));
   /* the handshake's last ACK waits for our first data (the preamble) and goes with it: the connection reaches the
    * instance's accept queue with its preamble already readable (tcp_rcv_synsent_state_process, rskq_defer_accept) */
   if (wants_preamble(r, c)) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
@@ -126,7 +127,8 @@ void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
   if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return; /* not done yet */
   int err = 0;
   socklen_t el = sizeof(err);
-  if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+  /* a connect that failed reports EPOLLERR (tcp_poll: sk_err set); EPOLLOUT alone is an established connection */
+  if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
   if (!err && !(events & EPOLLOUT)) err = ECONNRESET;
   if (!err && wants_preamble(r, c)) err = -send_preamble(r, c);
   if (err) {
@@ -144,8 +146,7 @@ void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
     }
     return;
   }
-  int none = 0;
-  setsockopt(c->ufd, IPPROTO_TCP, TCP_USER_TIMEOUT, &none, sizeof(none));
+  if (events & (EPOLLIN | EPOLLRDHUP)) c->uc.ready = 1;
   c->state = C_OPEN;
   r->st.forwarded++;
   relay_pump(r, c);

@@ -71,6 +71,7 @@ int relay_listen(struct relay *r, const struct as_relay_listen *m) {
   if (fd < 0) return -errno;
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* accepted sockets inherit it: no call per client */
   if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sl) < 0 || listen(fd, 4096) < 0) {
     int e = errno;
@@ -138,8 +139,6 @@ void relay_accept(struct relay *r, int idx) {
       close(fd);
       continue;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->cfd = fd;
     c->route = l->id;
     memcpy(c->vip, l->vip, 16);

@@ -111,6 +111,7 @@ static void dispatch(struct relay *r, const struct epoll_event *e, int timer) {
     if (idx >= (uint32_t)r->max_conns) break;
     struct relay_conn *c = &r->conns[idx];
     if (c->state == C_FREE || (c->gen & 0x0fffffffu) != gen) break; /* an event for a connection already gone */
+    if (e->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) (kind == K_CLIENT ? &c->cu : &c->uc)->ready = 1;
     if (c->state == C_CONNECTING) {
       if (kind == K_UP) relay_connected(r, c, e->events);
       /* the client's bytes wait in its socket until the upstream is there */

@@ -37,6 +37,7 @@ struct relay_conn *relay_conn_alloc(struct relay *r) {
   c->cfd = c->ufd = -1;
   memset(&c->cu, 0, sizeof(c->cu));
   memset(&c->uc, 0, sizeof(c->uc));
+  c->cu.ready = 1; /* the client's first bytes may be there already; the instance's come with an event */
   c->ntried = 0;
   r->st.active++;
   return c;
@@ -89,7 +90,7 @@ static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_di
         return -errno;
       }
     }
-    if (!d->eof && !d->bulk && !d->inpipe) {
+    if (!d->eof && !d->bulk && !d->inpipe && d->ready) {
       ssize_t n = recv(src, small_buf, SMALL_BYTES, MSG_DONTWAIT);
       if (n > 0) {
         ssize_t w = send(dst, small_buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -106,7 +107,9 @@ static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_di
       } else if (n == 0) {
         d->eof = 1;
         progress = 1;
-      } else if (errno != EAGAIN && errno != EINTR) {
+      } else if (errno == EAGAIN) {
+        d->ready = 0;
+      } else if (errno != EINTR) {
         return -errno;
       }
     } else if (!d->eof && d->bulk && d->inpipe < RELAY_PIPE_BYTES) {
@@ -117,7 +120,7 @@ static int pump_dir(struct relay *r, int src, int dst, int p[2], struct relay_di
       } else if (n == 0) {
         d->eof = 1;
         progress = 1;
-      } else if (errno != EAGAIN && errno != EINTR) {
+      } else if (errno != EAGAIN && errno != EINTR) { /* EAGAIN may be a full pipe, not an empty socket: ready stays */
         return -errno;
       }
     }

@@ -2,6 +2,7 @@
  * process's own namespace: a decision table published from a ServiceTable whose instances listen on 127.0.0.1, the
  * real appswitch-relay spawned with it, routes added, real TCP clients. */
 import { createHash, randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRelay, encodeListen } from '../../src/gateway/relay-wire.js';
@@ -49,6 +50,27 @@ async function deadPort(): Promise<number> {
   const p = (srv.address() as net.AddressInfo).port;
   await new Promise((r) => srv.close(r));
   return p;
+}
+
+const silent: ChildProcess[] = [];
+
+/** A port that does not answer: a listener (python, backlog 0) that never accepts, its queue filled by one connection
+ * of its own, so the kernel drops every further SYN (an instance whose host is cut off, as the relay sees it). */
+async function silentPort(): Promise<number> {
+  const py = [
+    'import socket, sys, time',
+    's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)',
+    'c = socket.create_connection(s.getsockname())',
+    'print(s.getsockname()[1], flush=True)',
+    'sys.stdin.read()',
+  ].join('\n');
+  const p = spawn('python3', ['-c', py], { stdio: ['pipe', 'pipe', 'inherit'] });
+  silent.push(p);
+  const line = await new Promise<string>((resolve, reject) => {
+    p.stdout!.once('data', (d: Buffer) => resolve(d.toString()));
+    p.once('exit', (code) => reject(new Error(`silent listener exited ${code}`)));
+  });
+  return Number(line.trim());
 }
 
 const echo = (s: net.Socket): void => {
@@ -114,6 +136,7 @@ beforeAll(() => {
 afterEach(async () => {
   for (const f of forwarders.splice(0)) await f.close();
   for (const s of servers.splice(0)) s.close();
+  for (const p of silent.splice(0)) p.kill();
   for (const e of table.all()) table.remove(e.id);
   dt.publish();
 });
@@ -168,6 +191,28 @@ describe('appswitch-relay', () => {
     await until(() => f.stats().forwarded === 4);
     expect(refusals).toEqual([]);
   });
+
+  it('an instance that does not answer (its SYNs dropped) is given up after a SYN retry; the same client is served by the next', async () => {
+    const mute = await silentPort();
+    table.upsert(entry('e1', VIP, 82, mute));
+    table.upsert(entry('e2', VIP, 82, await serve(echo)));
+    dt.publish();
+    const { f, hostPort, refusals } = await relayFor(82);
+    const waited: number[] = [];
+    for (let i = 0; i < 2; i++) { /* round-robin: one of the two tries the mute instance first */
+      const t0 = Date.now();
+      const c = await connect(hostPort);
+      const got = readAll(c);
+      c.end(`ping ${i}`);
+      expect((await got).toString()).toBe(`ping ${i}`);
+      waited.push(Date.now() - t0);
+    }
+    /* one connection waited for the SYN retry (about 2–3 s, tcp(7) TCP_SYNCNT 1), not the kernel's 2 minutes */
+    expect(Math.max(...waited)).toBeGreaterThan(900);
+    expect(Math.max(...waited)).toBeLessThan(10_000);
+    await until(() => f.stats().forwarded === 2);
+    expect(refusals).toEqual([]);
+  }, 30_000);
 
   it('when every instance refuses: REFUSED all-refused and the client is closed', async () => {
     table.upsert(entry('e1', VIP, 80, await deadPort()));
