@@ -28,8 +28,11 @@ struct as_offer;   /* a fast-path connection the daemon announced (gen_internal.
 
 #define AS_OFFERS_MAX 128
 #define AS_HINTS 64
-#define AS_CLAIMS_MAX 64
 #define AS_CLAIM_LEN 40 /* AS_CLAIMED payload per entry (see proto.h) */
+/* AS_CLAIMED entries per message: nearly as many as fit in one (AS_PAYLOAD_MAX), so that a busy listener's daemon is
+ * woken once per 192 accepts (64 before: 280 messages a second at 18,000 accepts) */
+#define AS_CLAIMS_MAX 192
+_Static_assert(AS_CLAIMS_MAX * AS_CLAIM_LEN <= AS_PAYLOAD_MAX, "an AS_CLAIMED batch fits in one message");
 
 #define AS_NOT_LOCAL_SLOTS 64
 
