@@ -50,13 +50,16 @@ export function configKeys(cmd: Command): ConfigKeyDoc[] {
   return keys;
 }
 
-/** Validates one value the way the daemon will (resolveConfig), in isolation, so the error can name its line. */
+/** Validates one value the way the daemon will (resolveConfig), in isolation, so the error can name its line. A flag
+ * that needs another (`--gateway-address needs --gateway`) is not judged alone: the other may be further down the
+ * file, and resolveConfig checks the whole set after (annotate() then names the line). */
 function checkOne(attr: string, value: unknown): string | undefined {
   try {
     resolveConfig({ [attr]: value } as DaemonFlags);
     return undefined;
   } catch (e) {
-    return e instanceof AppswitchError ? e.message.replace(/^--[a-z0-9-]+:?\s*/, '') : undefined;
+    if (!(e instanceof AppswitchError) || / needs --[a-z0-9-]+$/.test(e.message)) return undefined;
+    return e.message.replace(/^--[a-z0-9-]+:?\s*/, '');
   }
 }
 

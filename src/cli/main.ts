@@ -65,6 +65,7 @@ async function runDaemon(cmd: Command): Promise<void> {
     maxPendingPerApp: opts.maxPendingPerApp as string | undefined,
     gateway: opts.gateway as boolean | undefined,
     gatewayAddress: opts.gatewayAddress as string | undefined,
+    relayWorkers: opts.relayWorkers as string | undefined,
     egressGateway: opts.egressGateway as boolean | undefined,
     egressPort: opts.egressPort as string | undefined,
     egress: opts.egress as string | undefined,
@@ -226,6 +227,7 @@ export function buildCli(): Command {
     .option('--max-pending-per-app <n>', 'connections one app may have set up and not yet accepted (and fast-path offers per app)', '1024')
     .option('--gateway', 'listen for exposures (appswitch run --expose, appswitch expose): outside clients reach exposed services at this node')
     .option('--gateway-address <ip>', 'address where a gateway listens for exposures (default: 0.0.0.0, every address of the host)')
+    .option('--relay-workers <n>', "a gateway relay's worker threads, 1-8 (default: one per two CPUs)")
     .option('--egress-gateway', "this node reaches the outside and carries other nodes' egress (its egress proxy listens on --egress-port)")
     .option('--egress-port <port>', "TCP port of an egress gateway's egress proxy on the node address (a daemon port)", '7949')
     .addOption(new Option('--egress <mode>', 'how apps reach addresses outside the application network').choices(['direct', 'via-gateway']).default('direct'))

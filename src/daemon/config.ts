@@ -14,6 +14,9 @@ import { CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR, TRAP_SOCKET_NAME } from './cont
 import { EgressRuleError, parseEgressAllow, parseEgressRules, type SourcedRule } from '../policy/egress.js';
 import type { EgressMode } from '../trap/egress-route.js';
 
+/** The relay's most worker threads (native/relay.h RELAY_WORKERS_MAX). */
+export const RELAY_WORKERS_MAX = 8;
+
 export interface DaemonConfig {
   nodeName: string;
   /** Names an older version gave this node by default (the hostname), under which its saved state may be: empty when
@@ -71,6 +74,9 @@ export interface DaemonConfig {
   /** This node listens for exposures (`--gateway`), on `gatewayAddress` (`--gateway-address`, default 0.0.0.0). */
   gateway: boolean;
   gatewayAddress: string;
+  /** A gateway relay's worker threads (`--relay-workers`, 1-8); undefined: the relay's default, one per two CPUs
+   * (docs/relay.md, "Threads"). */
+  relayWorkers: number | undefined;
   /** This node reaches the outside and carries other nodes' egress (`--egress-gateway`; see docs/egress.md). */
   egressGateway: boolean;
   /** Where an egress gateway's egress proxy listens on the node address (`--egress-port`, default 7949). */
@@ -119,6 +125,7 @@ export interface DaemonFlags {
   maxPendingPerApp?: string | number;
   gateway?: boolean;
   gatewayAddress?: string;
+  relayWorkers?: string | number;
   egressGateway?: boolean;
   egressPort?: string | number;
   egress?: string;
@@ -229,6 +236,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     resolvConf: path.join(stateDir, 'resolv.conf'),
     gateway: f.gateway ?? false,
     gatewayAddress: '0.0.0.0',
+    relayWorkers: undefined,
     ...resolveEgress(f),
     private: f.private ?? false,
   };
@@ -238,6 +246,14 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     if (!ipaddr.isValid(f.gatewayAddress)) throw new AppswitchError('ERR_CONFIG', `--gateway-address ${f.gatewayAddress} is not an IP address`);
     if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--gateway-address needs --gateway');
     cfg.gatewayAddress = ipaddr.process(f.gatewayAddress).toString();
+  }
+  if (f.relayWorkers !== undefined) {
+    const n = Number(f.relayWorkers);
+    if (!/^\d+$/.test(String(f.relayWorkers).trim()) || !Number.isInteger(n) || n < 1 || n > RELAY_WORKERS_MAX) {
+      throw new AppswitchError('ERR_CONFIG', `--relay-workers ${String(f.relayWorkers)} must be an integer from 1 to ${RELAY_WORKERS_MAX}`);
+    }
+    if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--relay-workers needs --gateway');
+    cfg.relayWorkers = n;
   }
   if (!Number.isInteger(cfg.dnsPort) || cfg.dnsPort < 1 || cfg.dnsPort > 65535) {
     throw new AppswitchError('ERR_CONFIG', `--dns-port ${String(f.dnsPort)} is not a port`);

@@ -326,6 +326,7 @@ export class Gateways {
         tables: { fdsForHello: () => this.p.decisions().fdsForHello() },
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
         start: false,
+        ...(this.p.cfg.relayWorkers !== undefined ? { args: ['--workers', String(this.p.cfg.relayWorkers)] } : {}),
       });
       return this.relay;
     } catch (e) {

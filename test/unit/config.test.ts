@@ -170,3 +170,34 @@ describe('applyConfigFile', () => {
     expect(e.message).toBe('c.yaml:2: --dns-port 53 is in use');
   });
 });
+
+describe('--relay-workers', () => {
+  const cfg = (f: DaemonFlags): ReturnType<typeof resolveConfig> => resolveConfig({ nodeAddress: '192.0.2.1', dnsServers: ['192.0.2.53'], ...f });
+  it("unset: the relay's own default; set on a gateway: that many", () => {
+    expect(cfg({ gateway: true }).relayWorkers).toBeUndefined();
+    expect(cfg({ gateway: true, relayWorkers: '3' }).relayWorkers).toBe(3);
+    expect(cfg({ gateway: true, relayWorkers: 8 }).relayWorkers).toBe(8);
+  });
+  it('refuses what is not 1-8, and a node that is no gateway, with ERR_CONFIG', () => {
+    for (const f of [{ gateway: true, relayWorkers: '0' }, { gateway: true, relayWorkers: '9' }, { gateway: true, relayWorkers: '2.5' }, { gateway: true, relayWorkers: 'two' }, { gateway: true, relayWorkers: '-1' }, { relayWorkers: '2' }]) {
+      let err: unknown;
+      try {
+        cfg(f);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, JSON.stringify(f)).toBeInstanceOf(AppswitchError);
+      expect((err as AppswitchError).code).toBe('ERR_CONFIG');
+      expect((err as AppswitchError).message).toContain('--relay-workers');
+    }
+  });
+  it('is a config file key too, checked there as on the command line', () => {
+    expect(parseConfigText('gateway: true\nrelay-workers: 2\n', 'c.yaml', keys).get('relayWorkers')?.value).toBe('2');
+    expect(errorOf('gateway: true\nrelay-workers: 12\n').message).toBe('c.yaml:2: relay-workers: 12 must be an integer from 1 to 8');
+  });
+  it('a key that needs another is not refused alone in the file (gateway-address, relay-workers need gateway)', () => {
+    const v = parseConfigText('relay-workers: 2\ngateway-address: 192.0.2.7\ngateway: true\n', 'c.yaml', keys);
+    expect(v.get('gatewayAddress')?.value).toBe('192.0.2.7');
+    expect(v.get('relayWorkers')?.value).toBe('2');
+  });
+});

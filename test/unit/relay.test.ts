@@ -3,7 +3,9 @@
  * real appswitch-relay spawned with it, routes added, real TCP clients. */
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import net from 'node:net';
+import { availableParallelism } from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRelay, encodeListen } from '../../src/gateway/relay-wire.js';
 import type { IngressRefusal } from '../../src/gateway/forwarder.js';
@@ -232,6 +234,16 @@ describe('appswitch-relay', () => {
     expect((await readAll(c)).length).toBe(0);
     await until(() => refusals.length === 1);
     expect(refusals[0]?.reason).toBe('no-instance');
+  });
+
+  it('worker threads: one per two CPUs by default (at least one), --workers N gives N', async () => {
+    const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
+    const { f } = await relayFor(83);
+    expect(threads(f.pid as number)).toBe(Math.max(1, Math.min(8, Math.floor(availableParallelism() / 2))));
+    const g = new RelayForwarder({ tables: dt, backoffMs: { min: 50, max: 200 }, args: ['--workers', '3'] });
+    forwarders.push(g);
+    await until(() => g.pid !== undefined && threads(g.pid) === 3);
+    expect(threads(g.pid as number)).toBe(3);
   });
 
   it('LISTEN on a taken port: onListenError EADDRINUSE', async () => {
