@@ -306,7 +306,7 @@ async function main(): Promise<void> {
     });
     lines.push(
       '',
-      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per CPU, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (its relay\'s stats and refusals, the instance node\'s rare who-is questions, the generators\' batches of outside clients).',
+      '* proxy CPU: what the proxy process used while the row ran (all its threads: the relay runs one worker per two CPUs, haproxy one thread per CPU), including the kernel\'s network work done in its context; for appswitch, also what the gateway\'s daemon used (its relay\'s stats and refusals, the instance node\'s rare who-is questions, the generators\' batches of outside clients).',
       '* trap floors: the server runs under bench/trapfloor.c, a seccomp supervisor with one thread (SYNC_WAKE_UP, as appswitch\'s generator) that traps only accept(). Let through: it answers each with SECCOMP_USER_NOTIF_FLAG_CONTINUE and the kernel runs the program\'s own accept. Handed over: it accepts on its copy of the listener and installs the connection with SECCOMP_ADDFD_FLAG_SEND, the fewest calls of a design that sees each connection before the program does. appswitch must see it (it drops unvetted connections and shows virtual peers), so the handed-over floor bounds its connection rows against native.',
       `* ${os.cpus().length} cores shared by client, proxy and server; the machine is shared with other work: read the ratios, not the absolute figures.`,
       '',
