@@ -179,17 +179,11 @@ describe('--relay-workers', () => {
     expect(cfg({ gateway: true, relayWorkers: 8 }).relayWorkers).toBe(8);
   });
   it('refuses what is not 1-8, and a node that is no gateway, with ERR_CONFIG', () => {
-    for (const f of [{ gateway: true, relayWorkers: '0' }, { gateway: true, relayWorkers: '9' }, { gateway: true, relayWorkers: '2.5' }, { gateway: true, relayWorkers: 'two' }, { gateway: true, relayWorkers: '-1' }, { relayWorkers: '2' }]) {
-      let err: unknown;
-      try {
-        cfg(f);
-      } catch (e) {
-        err = e;
-      }
-      expect(err, JSON.stringify(f)).toBeInstanceOf(AppswitchError);
-      expect((err as AppswitchError).code).toBe('ERR_CONFIG');
-      expect((err as AppswitchError).message).toContain('--relay-workers');
+    for (const v of ['0', '9', '2.5', 'two', '-1']) {
+      expect(() => cfg({ gateway: true, relayWorkers: v }), v).toThrow(`--relay-workers ${v} must be an integer from 1 to 8`);
     }
+    expect(() => cfg({ relayWorkers: '2' })).toThrow('--relay-workers needs --gateway');
+    expect(() => cfg({ relayWorkers: '2' })).toThrow(AppswitchError);
   });
   it('is a config file key too, checked there as on the command line', () => {
     expect(parseConfigText('gateway: true\nrelay-workers: 2\n', 'c.yaml', keys).get('relayWorkers')?.value).toBe('2');
