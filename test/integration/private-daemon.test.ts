@@ -48,10 +48,14 @@ function privateApi(call: string): string[] {
   return ['node', '--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); const r = await ${call}; console.log(JSON.stringify(r));`];
 }
 
-/** The user's processes, as `pgrep -u` sees them (none: []). */
+/** The processes of `user` that still run: a zombie (`<defunct>`, already dead, its exit not yet collected by
+ * the parent it was handed to) is none. */
 function processesOf(user: string): string[] {
   try {
-    return sh('pgrep', ['-u', user, '-a']).trim().split('\n').filter(Boolean);
+    return sh('pgrep', ['-u', user, '-a'])
+      .trim()
+      .split('\n')
+      .filter((l) => l && !l.endsWith('<defunct>'));
   } catch {
     return []; /* pgrep: exit 1, none */
   }
