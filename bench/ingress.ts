@@ -17,6 +17,7 @@
  *   --profile     both daemons under `node --cpu-prof`: prints where each one's JavaScript thread spent its time, per
  *                 connection of the appswitch connection rows (use with --only cps; profiles kept in bench/profiles/)
  *   --daemon-flags "F ..."  more flags for both daemons (e.g. "--sweep-interval 5000"); nothing is written
+ *   --gateway-flags "F ..." more flags for the gateway's daemon only (e.g. "--relay-workers 2"); nothing is written
  *   --where W     only the rows with the instance on another host (cross) or on the gateway (local); nothing is
  *                 written
  * Traffic stays between the namespaces this script creates; everything is removed at the end, also on failure. */
@@ -39,6 +40,8 @@ const ONLY = onlyAt >= 0 ? args[onlyAt + 1] : undefined; /* mbits or cps: only t
 const PROFILE = args.includes('--profile');
 const flagsAt = args.indexOf('--daemon-flags');
 const DAEMON_FLAGS = flagsAt >= 0 ? (args[flagsAt + 1] ?? '').split(/\s+/).filter(Boolean) : [];
+const gwFlagsAt = args.indexOf('--gateway-flags');
+const GATEWAY_FLAGS = gwFlagsAt >= 0 ? (args[gwFlagsAt + 1] ?? '').split(/\s+/).filter(Boolean) : [];
 const whereAt = args.indexOf('--where');
 const WHERE = whereAt >= 0 ? args[whereAt + 1] : undefined; /* cross or local: only those rows (nothing is written) */
 if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
@@ -173,7 +176,7 @@ async function main(): Promise<void> {
     // outside client to the program's own socket when it can, docs/ingress-local.md)
     const profDir = path.join(tmp, 'cpuprof');
     const prof = (who: string): string[] => (PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}/${who}`] : []);
-    await gw.startDaemon(['--gateway', ...DAEMON_FLAGS], prof('gateway'));
+    await gw.startDaemon(['--gateway', ...DAEMON_FLAGS, ...GATEWAY_FLAGS], prof('gateway'));
     await inst.startDaemon(['--join', gw.address, ...DAEMON_FLAGS], prof('instance'));
     const apps: Array<[TestHost, string, number, string[]]> = [
       [inst, VIPS.cross.mbits, FRONT.appswitch.cross.mbits, ['iperf3', '-s', '-p', '80']],
@@ -317,7 +320,7 @@ async function main(): Promise<void> {
       const conns = rows.filter((r) => r.setup === 'appswitch' && r.measure === 'cps').reduce((a, r) => a + r.count.reduce((x, y) => x + y, 0), 0);
       process.stdout.write(`\n${await daemonProfiles([gw, inst], profDir, conns)}\n`);
     }
-    if (!smoke && !ONLY && !WHERE && !DAEMON_FLAGS.length) {
+    if (!smoke && !ONLY && !WHERE && !DAEMON_FLAGS.length && !GATEWAY_FLAGS.length) {
       replaceSection(path.join(ROOT, 'bench/RESULTS.md'), '# Benchmark results', '## Ingress', section);
       process.stdout.write('bench:ingress: wrote the "## Ingress" section of bench/RESULTS.md\n');
     }
