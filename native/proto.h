@@ -40,10 +40,11 @@ enum as_msg_type {
                      identity; one fd: the server's end of the Unix socket pair. Sent before the daemon answers the
                      client's AS_CONNECT, so it is here before the placeholder can reach the accept queue */
   AS_CLAIMED = 13, /* gen -> daemon: connections an accept answered without asking the daemon, in a batch (sent when
-                      AS_CLAIMS_MAX (generator.h) are due or within AS_FLUSH_MS; no reply). Per entry 40 bytes: the peer's address (16, IPv4 as
-                      ::ffff:a.b.c.d) and port (2, network order); the kind (1: AS_CLAIM_*); a pad byte; for an outside
-                      client its address (16) and port (2, network order); the accepted socket's local port (2,
-                      network order). An offer taken (AS_CLAIM_APP) lets the daemon let go of its placeholder. */
+                      AS_CLAIMS_MAX (generator.h) are due or within AS_FLUSH_MS; no reply). Per entry 40 bytes: the
+                      peer's address (16, IPv4 as ::ffff:a.b.c.d) and port (2, network order); the kind (1:
+                      AS_CLAIM_*); a pad byte; for an outside client its address (16) and port (2, network order); the
+                      accepted socket's local port (2, network order). An offer taken (AS_CLAIM_APP) lets the daemon
+                      let go of its placeholder. */
   AS_UDP_FROM = 14, /* gen -> daemon: a UDP socket of this program sends from real endpoint addr (cookie = its inode):
                        sent once per socket, before its first datagram or connect, so that a receiver's daemon can say
                        who the datagrams come from; no reply */
