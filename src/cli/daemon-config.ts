@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
 import { type ConfigKey, type ConfigFileValues, parseConfigText } from '../daemon/config-file.js';
-import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
+import { type DaemonFlags, FlagDependencyError, resolveConfig } from '../daemon/config.js';
 import { AppswitchError } from '../errors.js';
 
 /** Options that make no sense inside the file (`private`: a mode of the command line, which picks the defaults of
@@ -50,15 +50,16 @@ export function configKeys(cmd: Command): ConfigKeyDoc[] {
   return keys;
 }
 
-/** Validates one value the way the daemon will (resolveConfig), in isolation, so the error can name its line. A flag
- * that needs another (`--gateway-address needs --gateway`) is not judged alone: the other may be further down the
- * file, and resolveConfig checks the whole set after (annotate() then names the line). */
+/** Validates one value the way the daemon will (resolveConfig), in isolation, so the error can name its line. A value
+ * refused only for want of another flag (FlagDependencyError: `--gateway-address needs --gateway`) is not judged
+ * alone: the other may be further down the file, and resolveConfig checks the whole set after (annotate() then names
+ * the line). */
 function checkOne(attr: string, value: unknown): string | undefined {
   try {
     resolveConfig({ [attr]: value } as DaemonFlags);
     return undefined;
   } catch (e) {
-    if (!(e instanceof AppswitchError) || / needs --[a-z0-9-]+$/.test(e.message)) return undefined;
+    if (!(e instanceof AppswitchError) || e instanceof FlagDependencyError) return undefined;
     return e.message.replace(/^--[a-z0-9-]+:?\s*/, '');
   }
 }

@@ -17,6 +17,15 @@ import type { EgressMode } from '../trap/egress-route.js';
 /** The relay's most worker threads (native/relay.h RELAY_WORKERS_MAX). */
 export const RELAY_WORKERS_MAX = 8;
 
+/** A flag refused only because of another one (`--gateway-address needs --gateway`): the same ERR_CONFIG error,
+ * told apart so that a config file, whose keys are checked one at a time for their line (src/cli/daemon-config.ts),
+ * is not refused for a key whose partner comes further down; the whole set is checked after. */
+export class FlagDependencyError extends AppswitchError {
+  constructor(message: string) {
+    super('ERR_CONFIG', message);
+  }
+}
+
 export interface DaemonConfig {
   nodeName: string;
   /** Names an older version gave this node by default (the hostname), under which its saved state may be: empty when
@@ -244,7 +253,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   if (cfg.private && cfg.sockguard) throw new AppswitchError('ERR_CONFIG', '--private: a private daemon has no socket guard (it needs root)');
   if (f.gatewayAddress !== undefined) {
     if (!ipaddr.isValid(f.gatewayAddress)) throw new AppswitchError('ERR_CONFIG', `--gateway-address ${f.gatewayAddress} is not an IP address`);
-    if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--gateway-address needs --gateway');
+    if (!cfg.gateway) throw new FlagDependencyError('--gateway-address needs --gateway');
     cfg.gatewayAddress = ipaddr.process(f.gatewayAddress).toString();
   }
   if (f.relayWorkers !== undefined) {
@@ -252,7 +261,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
     if (!/^\d+$/.test(String(f.relayWorkers).trim()) || !Number.isInteger(n) || n < 1 || n > RELAY_WORKERS_MAX) {
       throw new AppswitchError('ERR_CONFIG', `--relay-workers ${String(f.relayWorkers)} must be an integer from 1 to ${RELAY_WORKERS_MAX}`);
     }
-    if (!cfg.gateway) throw new AppswitchError('ERR_CONFIG', '--relay-workers needs --gateway');
+    if (!cfg.gateway) throw new FlagDependencyError('--relay-workers needs --gateway');
     cfg.relayWorkers = n;
   }
   if (!Number.isInteger(cfg.dnsPort) || cfg.dnsPort < 1 || cfg.dnsPort > 65535) {
@@ -336,7 +345,7 @@ export function parseMetricsAddress(s: string): { host: string; port: number } {
 export function resolveApiListener(f: Pick<DaemonFlags, 'apiAddress' | 'apiTokenFile'>): Pick<DaemonConfig, 'apiAddress' | 'apiTokenFile'> {
   const out: Pick<DaemonConfig, 'apiAddress' | 'apiTokenFile'> = {};
   if (f.apiTokenFile !== undefined) {
-    if (f.apiAddress === undefined) throw new AppswitchError('ERR_CONFIG', '--api-token-file needs --api-address (the token guards the TCP listener)');
+    if (f.apiAddress === undefined) throw new FlagDependencyError('--api-token-file needs --api-address (the token guards the TCP listener)');
     out.apiTokenFile = path.resolve(f.apiTokenFile);
   }
   if (f.apiAddress === undefined) return out;
@@ -346,8 +355,7 @@ export function resolveApiListener(f: Pick<DaemonFlags, 'apiAddress' | 'apiToken
   }
   const host = ipaddr.process(hp.host).toString();
   if (ipaddr.parse(host).range() !== 'loopback' && out.apiTokenFile === undefined) {
-    throw new AppswitchError(
-      'ERR_CONFIG',
+    throw new FlagDependencyError(
       `--api-address ${f.apiAddress} is not a loopback address: give the token with --api-token-file FILE (make one: openssl rand -hex 32 > FILE; chmod 600 FILE), see docs/api.md`,
     );
   }

@@ -194,4 +194,11 @@ describe('--relay-workers', () => {
     expect(v.get('gatewayAddress')?.value).toBe('192.0.2.7');
     expect(v.get('relayWorkers')?.value).toBe('2');
   });
+  it('nor are api-token-file and a non-loopback api-address, which need each other', () => {
+    const v = parseConfigText('api-token-file: /etc/appswitch/token\napi-address: 192.0.2.7:6463\n', 'c.yaml', keys);
+    expect(v.get('apiTokenFile')?.value).toBe('/etc/appswitch/token');
+    expect(v.get('apiAddress')?.value).toBe('192.0.2.7:6463');
+    /* a value bad in itself is still refused with its line */
+    expect(errorOf('api-address: nowhere\n').message).toMatch(/^c\.yaml:1: api-address: nowhere is not ADDR:PORT/);
+  });
 });
