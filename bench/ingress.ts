@@ -51,6 +51,10 @@ if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {
 
 type Where = 'cross' | 'local';
 type Setup = 'native' | 'floor' | 'handover' | 'haproxy' | 'appswitch';
+/** The trap floors: the server under bench/trapfloor.c, reached directly (connection rows only). */
+const isFloor = (s: Setup): s is 'floor' | 'handover' => s === 'floor' || s === 'handover';
+/** No proxy in the path: no proxy CPU to measure. */
+const isDirect = (s: Setup): boolean => s === 'native' || isFloor(s);
 type Measure = 'mbits' | 'cps';
 interface Row {
   where: Where;
@@ -215,10 +219,10 @@ async function main(): Promise<void> {
     for (const measure of (['mbits', 'cps'] as const).filter((m) => !ONLY || m === ONLY))
       for (const where of (['cross', 'local'] as const).filter((w) => !WHERE || w === WHERE))
         for (const setup of ['native', 'floor', 'handover', 'haproxy', 'appswitch'] as const) {
-          if ((setup === 'floor' || setup === 'handover') && measure !== 'cps') continue;
+          if (isFloor(setup) && measure !== 'cps') continue;
           const target =
             setup === 'native' ? { ip: hostOf[where].address, port: backend[where][measure] }
-            : setup === 'floor' || setup === 'handover' ? { ip: hostOf[where].address, port: floorPort[setup][where] }
+            : isFloor(setup) ? { ip: hostOf[where].address, port: floorPort[setup][where] }
             : { ip: gw.address, port: FRONT[setup][where][measure] };
           rows.push({ where, setup, measure, target, samples: [], errors: [], cpu: [], reader: [], instDaemon: [], count: [] });
         }
@@ -245,7 +249,7 @@ async function main(): Promise<void> {
           row.failure = (e instanceof Error ? e.message : String(e)).split('\n')[0]?.slice(0, 200);
           process.stderr.write(`  failed: ${row.failure}\n`);
         }
-        if (row.setup !== 'native' && row.setup !== 'floor' && row.setup !== 'handover') {
+        if (!isDirect(row.setup)) {
           const cpu = pidOf === undefined ? 0 : cpuSeconds(pidOf) - cpu0;
           row.cpu.push(cpu);
           const daemon = row.setup === 'appswitch' ? cpuSeconds(daemonPid) - daemon0 : 0;
@@ -287,7 +291,7 @@ async function main(): Promise<void> {
         const where = row.where === 'cross' ? 'on another host' : 'on the gateway host';
         const errs = row.errors.reduce((a, b) => a + b, 0);
         const pct = (xs: number[]): string => (xs.length ? `${((median(xs) / DURATION) * 100).toFixed(0)}` : '–');
-        const cpu = row.setup === 'native' || row.setup === 'floor' || row.setup === 'handover' ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
+        const cpu = isDirect(row.setup) ? '–' : row.setup === 'appswitch' ? `${pct(row.cpu)} (+ daemon ${pct(row.reader)})` : pct(row.cpu);
         lines.push(`| ${where} | ${label}${errs ? ` (${errs} errors)` : ''}${row.failure && !row.samples.length ? ` failed: ${row.failure}` : ''} | ${fmt(v)} | ${range} | ${ratio(v, med(row.where, 'native', m))} | ${ratio(v, med(row.where, 'haproxy', m))} | ${cpu} | ${row.setup === 'appswitch' ? pct(row.instDaemon) : '–'} |`);
       }
       lines.push('');

@@ -146,8 +146,7 @@ void relay_connected(struct relay *r, struct relay_conn *c, uint32_t events) {
     }
     return;
   }
-  if (events & (EPOLLIN | EPOLLRDHUP)) c->uc.ready = 1;
-  c->state = C_OPEN;
+  c->state = C_OPEN; /* uc.ready: dispatch() noted these events' EPOLLIN before calling us */
   r->st.forwarded++;
   relay_pump(r, c);
 }
