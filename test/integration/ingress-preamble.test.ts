@@ -88,7 +88,9 @@ describe('outside clients relayed across hosts', () => {
     const key = preambleKeys(readKeyring(br.keyFile))[0] as Buffer;
     const [toIp, toPort] = [exposedEp.slice(0, exposedEp.lastIndexOf(':')), Number(exposedEp.slice(exposedEp.lastIndexOf(':') + 1))];
     /* from host `from`, local port `lport`: a preamble naming 203.0.113.50:1 made with `k` for the connection from
-     * `macFrom` (default: this one), then a GET; what came back */
+     * `macFrom` (default: this one), then a GET; what came back. The local ports are below the namespace's ephemeral
+     * range (32768-60999) and the daemons' port range (40000-60000): 45572 once failed to bind, EADDRINUSE, held by
+     * one of the relay's or the daemon's own sockets on g1 */
     const send = async (from: TestHost, k: Buffer, lport: number, macFrom = { ip: from.address, port: lport }, delay = 0): Promise<string> => {
       const pre = native.preambleMake(k, ip16('203.0.113.50'), 1, ip16(macFrom.ip), macFrom.port, ip16(toIp), toPort, Date.now());
       const r = await from.exec(['python3', PREAMBLE, exposedEp, String(lport), pre.toString('hex'), String(delay)], 15_000);
@@ -96,17 +98,17 @@ describe('outside clients relayed across hosts', () => {
       return r.stdout;
     };
     /* the control: a holder of the cluster key on a gateway's host is believed (the key is the trust) */
-    expect(await send(g1, key, 45580)).toMatch(/h2 203\.0\.113\.50:1/);
+    expect(await send(g1, key, 23580)).toMatch(/h2 203\.0\.113\.50:1/);
     /* its preamble late (the accept comes first, as on a loaded machine): h2's daemon asks g1, which says only that no
      * generator made that socket; h2's generator then waits for the preamble and checks it as above */
-    expect(await send(g1, key, 45581, undefined, 0.6)).toMatch(/h2 203\.0\.113\.50:1/);
-    expect(await send(g1, Buffer.alloc(16, 7), 45582, undefined, 0.6)).not.toMatch(/203\.0\.113\.50|h2 /);
-    expect(await send(h3, key, 45583, undefined, 0.6)).not.toMatch(/203\.0\.113\.50|h2 /);
-    const wrongKey = await send(g1, Buffer.alloc(16, 7), 45571);
+    expect(await send(g1, key, 23581, undefined, 0.6)).toMatch(/h2 203\.0\.113\.50:1/);
+    expect(await send(g1, Buffer.alloc(16, 7), 23582, undefined, 0.6)).not.toMatch(/203\.0\.113\.50|h2 /);
+    expect(await send(h3, key, 23583, undefined, 0.6)).not.toMatch(/203\.0\.113\.50|h2 /);
+    const wrongKey = await send(g1, Buffer.alloc(16, 7), 23571);
     expect(wrongKey).not.toMatch(/203\.0\.113\.50|h2 /);
-    const replayed = await send(g1, key, 45572, { ip: g1.address, port: 45573 });
+    const replayed = await send(g1, key, 23572, { ip: g1.address, port: 23573 });
     expect(replayed).not.toMatch(/203\.0\.113\.50|h2 /);
-    const notGateway = await send(h3, key, 45574);
+    const notGateway = await send(h3, key, 23574);
     expect(notGateway).not.toMatch(/203\.0\.113\.50|h2 /);
     /* and the real path still works (a late preamble that did not check once left the single-threaded server's
      * accept waiting on the dropped connection instead of its listener) */
