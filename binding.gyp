@@ -18,7 +18,7 @@
         "native/launcher.c", "native/caps.c", "native/gen_loop.c", "native/gen_daemon.c", "native/gen_pending.c",
         "native/gen_sock.c", "native/gen_names.c", "native/gen_bind.c", "native/gen_connect.c", "native/gen_accept.c",
         "native/gen_udp_send.c", "native/gen_fast.c", "native/gen_offer.c", "native/gen_decide.c", "native/gen_ingress.c", "native/gen_preamble.c", "native/gen_hot.c", "native/preamble.c", "native/mac.c", "native/udp_recv.c", "native/seccomp_filter.c", "native/notif.c",
-        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/peermap.c", "native/fastpath.c", "native/session.c", "native/trapstats.c",
+        "native/scm_rights.c", "native/procmem.c", "native/vmap.c", "native/peermap.c", "native/fastpath.c", "native/fd_inspect.c", "native/session.c", "native/trapstats.c",
         "native/sockguard.c", "native/sockopt_emul.c", "native/dtab.c", "native/offer_chan.c",
         "native/caller.c"
       ],

@@ -1,7 +1,11 @@
 /* netbench: connection load generators and small servers for bench/net.ts, bench/soak.ts and bench/scale.ts
  * (compiled at run time with gcc -O2 -lpthread).
  *   netbench serve IP PORT THREADS      THREADS accept loops on one listening socket: accept, write 1 byte, close
- *   netbench load IP PORT CONC SECONDS  CONC threads, each: socket, connect, read the byte, read EOF, close; repeat
+ *   netbench load IP PORT CONC SECONDS [FDS [reg]]
+ *                                       CONC threads, each: socket, connect, read the byte, read EOF, close; repeat.
+ *                                       FDS: first open an epoll instance holding pipes, FDS descriptors in all (a
+ *                                       busy event loop's connections); reg: each socket is registered in it before
+ *                                       connect (nginx's and Go's order)
  *   netbench echo IP PORT THREADS       like serve, but each connection: read 1 byte, write 1 byte, close
  *   netbench rate IP PORT THREADS SECONDS RATE
  *                                       paced client for echo: RATE connections/s in all, spread over THREADS threads,
@@ -21,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,12 +33,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 static struct sockaddr_in addr;
 static double deadline;
+static int reg_epoll = -1; /* load ... reg: the instance each socket joins before connect */
+
+/* An epoll instance holding pipes' read ends, `fds` descriptors in all with the instance. Returns it, or -1. */
+static int busy_epoll(int fds) {
+  struct rlimit rl = {(rlim_t)fds + 1024, (rlim_t)fds + 1024};
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0) perror("setrlimit");
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  for (int i = 0; ep >= 0 && i < (fds - 1) / 2; i++) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return -1;
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = p[0]};
+    epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e);
+  }
+  return ep;
+}
 
 static double now(void) {
   struct timespec t;
@@ -79,6 +101,10 @@ static void *load(void *arg) {
     double t0 = now();
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) { fail(w, "socket"); usleep(1000); continue; }
+    if (reg_epoll >= 0) {
+      struct epoll_event e = {.events = EPOLLIN, .data.fd = s};
+      epoll_ctl(reg_epoll, EPOLL_CTL_ADD, s, &e);
+    }
     int r;
     do r = connect(s, (struct sockaddr *)&addr, sizeof addr); while (r < 0 && errno == EINTR);
     if (r < 0) { fail(w, "connect"); close(s); usleep(1000); continue; }
@@ -340,7 +366,7 @@ static int run_rate(int threads, double seconds) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: netbench serve|echo IP PORT THREADS | load IP PORT CONC SECONDS | rate IP PORT THREADS SECONDS RATE"
+    fprintf(stderr, "usage: netbench serve|echo IP PORT THREADS | load IP PORT CONC SECONDS [FDS [reg]] | rate IP PORT THREADS SECONDS RATE"
                     " | http IP PORT THREADS BODY\n");
     return 2;
   }
@@ -366,6 +392,11 @@ int main(int argc, char **argv) {
     return run_rate(threads, atof(argv[5]));
   }
   if (strcmp(argv[1], "load") || argc < 6) { fprintf(stderr, "unknown command %s\n", argv[1]); return 2; }
+  if (argc > 6) {
+    int ep = busy_epoll(atoi(argv[6]));
+    if (ep < 0) { perror("busy_epoll"); return 1; }
+    if (argc > 7 && !strcmp(argv[7], "reg")) reg_epoll = ep;
+  }
   double start = now();
   deadline = start + atof(argv[5]);
   struct worker *ws = calloc((size_t)threads, sizeof *ws);

@@ -1,14 +1,12 @@
-/* Fast-path socket table, TCP option emulation and descriptor inspection. See fastpath.h for the design. */
+/* Fast-path socket table and TCP option emulation. See fastpath.h for the design. */
 #define _GNU_SOURCE
 #include "fastpath.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <stdlib.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -304,64 +302,4 @@ int as_fsock_getopt(struct as_fsock *e, int level, int name, void *out, int *len
   *len = (int)ul;
   memcpy(out, &v, ul);
   return 0;
-}
-
-/* ---- descriptor inspection ---------------------------------------------------------------------------------- */
-
-int as_fd_info(pid_t tid, int fd, int *flags, uint64_t *ino) {
-  char path[64], buf[512];
-  snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)tid, fd);
-  int f = open(path, O_RDONLY | O_CLOEXEC);
-  if (f < 0) return -errno;
-  ssize_t n = read(f, buf, sizeof(buf) - 1);
-  close(f);
-  if (n <= 0) return -EIO;
-  buf[n] = 0;
-  char *p = strstr(buf, "flags:");
-  if (!p) return -EIO;
-  *flags = (int)strtol(p + 6, NULL, 8);
-  p = strstr(buf, "ino:");
-  *ino = p ? strtoull(p + 4, NULL, 10) : 0;
-  return 0;
-}
-
-/* Scans one epoll instance's fdinfo ("tfd: N events: .. data: .. pos:.. ino:HEX sdev:..") for fd/ino. */
-static int epoll_has(pid_t tid, const char *epfd, int fd, uint64_t ino) {
-  char path[320];
-  snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int)tid, epfd);
-  FILE *f = fopen(path, "re");
-  if (!f) return errno == ENOENT ? 0 : -errno; /* closed since we listed it */
-  char line[256];
-  int found = 0;
-  while (!found && fgets(line, sizeof(line), f)) {
-    if (strncmp(line, "tfd:", 4)) continue;
-    int tfd = (int)strtol(line + 4, NULL, 10);
-    if (tfd != fd) continue;
-    char *p = strstr(line, "ino:");
-    uint64_t tino = p ? strtoull(p + 4, NULL, 16) : 0;
-    if (!p || tino == ino) found = 1;
-  }
-  fclose(f);
-  return found;
-}
-
-int as_fd_in_epoll(pid_t tid, int fd, uint64_t ino) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", (int)tid);
-  DIR *d = opendir(path);
-  if (!d) return -errno;
-  int dfd = dirfd(d);
-  struct dirent *de;
-  int r = 0;
-  while (r == 0 && (de = readdir(d))) {
-    if (de->d_name[0] == '.') continue;
-    char link[64];
-    ssize_t n = readlinkat(dfd, de->d_name, link, sizeof(link) - 1);
-    if (n <= 0) continue;
-    link[n] = 0;
-    if (strcmp(link, "anon_inode:[eventpoll]")) continue;
-    r = epoll_has(tid, de->d_name, fd, ino);
-  }
-  closedir(d);
-  return r;
 }

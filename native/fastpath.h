@@ -1,12 +1,12 @@
 /* The same-host fast path: a connection between two programs on one host is a Unix stream socket pair, while both
- * programs keep seeing TCP. This module holds what the generator needs to keep up that appearance:
+ * programs keep seeing TCP. This module holds what the generator needs to keep up that appearance (the inspection of
+ * the program's descriptors that decides whether its socket may be swapped at all is fd_inspect.h):
  *
  *   - a table of the fast-path sockets it installed, keyed by SO_COOKIE (unique for the boot, never reused, so a
  *     stale entry can never be mistaken for a new socket), with the virtual TCP endpoints getsockname/getpeername
  *     must answer and the TCP/IP-level options the program set (a Unix socket refuses them);
  *   - the emulation of setsockopt/getsockopt at IPPROTO_TCP / SOL_IP / SOL_IPV6 level, and of SO_DOMAIN /
  *     SO_PROTOCOL, for those sockets;
- *   - the inspection of the program's descriptors that decides whether its socket may be swapped at all.
  *
  * Design of a fast-path connection (client C and server S on one host; generators gC and gS; daemon D):
  *   1. C's connect() to a vip is trapped; gC decides it from the decision table D published (dtab.h): the instance
@@ -81,11 +81,5 @@ int as_fsock_setopt(struct as_fsock *e, int level, int name, const void *val, in
 int as_fsock_getopt(struct as_fsock *e, int level, int name, void *out, int *len);
 /* Records an option value without validation (copied from the socket being replaced). */
 void as_fsock_store(struct as_fsock *e, int level, int name, int val);
-
-/* 1 when fd (with inode ino) of task tid is registered in one of the task's epoll instances, 0 when not,
- * -errno when /proc could not tell (treated as "registered" by callers: no swap). */
-int as_fd_in_epoll(pid_t tid, int fd, uint64_t ino);
-/* Reads /proc/<tid>/fdinfo/<fd>: *flags (open flags, O_CLOEXEC included) and *ino. Returns 0 or -errno. */
-int as_fd_info(pid_t tid, int fd, int *flags, uint64_t *ino);
 
 #endif

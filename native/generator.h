@@ -11,6 +11,7 @@
 #include "caller.h"
 #include "dtab.h"
 #include "fastpath.h"
+#include "fd_inspect.h"
 #include "notif.h"
 #include "procmem.h"
 #include "session.h"

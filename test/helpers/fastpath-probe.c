@@ -2,7 +2,9 @@
  *   fastpath-probe server PORT N      epoll server: accepts N connections (listener in epoll), for each prints what it
  *                                     sees, reads to EOF with splice(2), answers "n=<bytes> sum=<sum>", closes
  *   fastpath-probe client IP PORT MODE  MODE: blocking | nonblock | epoll-first (socket registered in epoll before
- *                                     connect, as nginx does) | sendfile (1 MiB with sendfile(2))
+ *                                     connect, as nginx does) | epoll-high (the same, the instance at fd 200) | epoll-other (epoll instances with other descriptors
+ *                                     only) | epoll-last (registered in the last of them, after another file under its
+ *                                     number) | many-fds (300 descriptors open) | sendfile (1 MiB with sendfile(2))
  * Prints "ok ..." lines, or "FAIL ..." and exits 1. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -158,11 +160,49 @@ static int client(const char *ip, int port, const char *mode) {
   int nonblock = strcmp(mode, "blocking") != 0 && strcmp(mode, "sendfile") != 0;
   int s = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
   int epfd = -1;
-  if (!strcmp(mode, "epoll-first")) { /* registered before connect: must keep working (TCP fallback) */
+  if (!strcmp(mode, "epoll-first") || !strcmp(mode, "epoll-high")) { /* registered before connect: must keep working
+                                                                        * (TCP fallback) */
     epfd = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.fd = s};
     CHECK(epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) == 0, "epoll_ctl");
+    if (!strcmp(mode, "epoll-high")) { /* the instance far above the other descriptors (a sparse table) */
+      CHECK(dup2(epfd, 200) == 200, "dup2");
+      close(epfd);
+      epfd = 200;
+    }
   }
+  if (!strcmp(mode, "epoll-other") || !strcmp(mode, "epoll-last")) {
+    /* epoll instances busy with other descriptors (pipes); for epoll-last the socket is registered in the last of
+     * them, among many others, after another file (still open elsewhere) was registered under the same number, so
+     * only a look at every instance and at every item of that number finds it */
+    int last = -1;
+    for (int i = 0; i < 3; i++) {
+      last = epoll_create1(0);
+      for (int j = 0; j < 40; j++) {
+        int pp[2];
+        CHECK(pipe(pp) == 0, "pipe");
+        struct epoll_event pe = {.events = EPOLLIN, .data.fd = pp[0]};
+        CHECK(epoll_ctl(last, EPOLL_CTL_ADD, pp[0], &pe) == 0, "epoll_ctl pipe");
+      }
+    }
+    if (!strcmp(mode, "epoll-last")) {
+      int pp[2], keep = dup(s); /* a pipe's read end goes in under s's number, then s is given back; pp[0] keeps the
+                                 * pipe, and its item, alive (a pipe reports nothing to epoll while empty) */
+      CHECK(pipe(pp) == 0 && keep >= 0 && dup2(pp[0], s) == s, "dup2");
+      struct epoll_event oe = {.events = EPOLLIN, .data.fd = -1};
+      CHECK(epoll_ctl(last, EPOLL_CTL_ADD, s, &oe) == 0, "epoll_ctl other");
+      CHECK(dup2(keep, s) == s, "dup2 back");
+      close(keep);
+      epfd = last;
+      struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.fd = s};
+      CHECK(epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) == 0, "epoll_ctl");
+    }
+  }
+  if (!strcmp(mode, "many-fds")) /* more descriptors than the generator looks through (fd_inspect.h): TCP */
+    for (int i = 0; i < 150; i++) {
+      int pp[2];
+      CHECK(pipe(pp) == 0, "pipe");
+    }
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, ip, &a.sin_addr);
   int r = connect(s, (struct sockaddr *)&a, sizeof(a));
@@ -239,6 +279,6 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc == 4 && !strcmp(argv[1], "server")) return serve(atoi(argv[2]), atoi(argv[3]));
   if (argc == 5 && !strcmp(argv[1], "client")) return client(argv[2], atoi(argv[3]), argv[4]);
-  fprintf(stderr, "usage: fastpath-probe server PORT N | client IP PORT blocking|nonblock|epoll-first|sendfile\n");
+  fprintf(stderr, "usage: fastpath-probe server PORT N | client IP PORT blocking|nonblock|epoll-first|epoll-high|epoll-other|epoll-last|many-fds|sendfile\n");
   return 2;
 }

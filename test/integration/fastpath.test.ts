@@ -61,11 +61,41 @@ describe('fast path', () => {
 
   it('keeps a socket registered in epoll before connect() on TCP (as nginx does) and it works', async () => {
     const before = await status(h);
-    const srv = h.run(['--ip', '10.1.0.3'], [P, 'server', '8000', '1']);
+    const srv = h.run(['--ip', '10.1.0.3'], [P, 'server', '8000', '2']);
     const out = finish(srv, 60_000);
     await h.waitService('10.1.0.3', 8000, 20_000);
     const c = await h.runToEnd([], [P, 'client', '10.1.0.3', '8000', 'epoll-first']);
     expect(c.stdout, c.stderr).toContain('ok client epoll-first');
+    expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 0 });
+    /* the instance at fd 200, far above the program's other descriptors: not where a walk of the numbers up to their
+     * count ends (native/fd_inspect.c), so the listing of /proc/PID/fd finds it */
+    const high = await h.runToEnd([], [P, 'client', '10.1.0.3', '8000', 'epoll-high']);
+    expect(high.stdout, high.stderr).toContain('ok client epoll-high');
+    expect((await out).stdout).not.toContain('FAIL');
+    expect(await delta(h, before)).toEqual({ tcp: 2, fastpath: 0 });
+  });
+
+  it('looks in every epoll instance of the client: other instances alone keep the fast path; registered in the last one, behind another file of the same number, keeps TCP', async () => {
+    const before = await status(h);
+    const srv = h.run(['--ip', '10.1.0.5'], [P, 'server', '8000', '2']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.1.0.5', 8000, 20_000);
+    const other = await h.runToEnd([], [P, 'client', '10.1.0.5', '8000', 'epoll-other']);
+    expect(other.stdout, other.stderr).toContain('ok client epoll-other');
+    expect(await delta(h, before)).toEqual({ tcp: 0, fastpath: 1 });
+    const last = await h.runToEnd([], [P, 'client', '10.1.0.5', '8000', 'epoll-last']);
+    expect(last.stdout, last.stderr).toContain('ok client epoll-last');
+    expect((await out).stdout).not.toContain('FAIL');
+    expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 1 });
+  });
+
+  it('keeps a program holding more descriptors than the generator looks through on TCP, and it works', async () => {
+    const before = await status(h);
+    const srv = h.run(['--ip', '10.1.0.9'], [P, 'server', '8000', '1']);
+    const out = finish(srv, 60_000);
+    await h.waitService('10.1.0.9', 8000, 20_000);
+    const c = await h.runToEnd([], [P, 'client', '10.1.0.9', '8000', 'many-fds']);
+    expect(c.stdout, c.stderr).toContain('ok client many-fds');
     expect((await out).stdout).not.toContain('FAIL');
     expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 0 });
   });
