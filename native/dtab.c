@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fnv.h"
+
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 /* ---- mapping ---------------------------------------------------------------------------------------------------- */
@@ -102,13 +104,7 @@ static int is_loopback(const uint8_t ip[16]) {
   return !memcmp(ip, v4prefix, 12) && ip[12] == 127;
 }
 
-static uint32_t svc_hash(const uint8_t vip[16], uint16_t port) {
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 16; i++) h = (h ^ vip[i]) * 16777619u;
-  h = (h ^ (port & 0xff)) * 16777619u;
-  h = (h ^ (port >> 8)) * 16777619u;
-  return h;
-}
+static uint32_t svc_hash(const uint8_t vip[16], uint16_t port) { return as_fnv_ep(vip, port); }
 
 static const struct as_dt_app *find_app(struct as_dtab *t, const struct view *v, const struct as_dt_head *hd) {
   const struct as_dt_app *apps = at(v, hd->off_apps, hd->n_apps, sizeof(struct as_dt_app));
@@ -435,9 +431,7 @@ static uint64_t mono_ms(void) {
 }
 
 static uint32_t ident_slot(uint16_t sport, const struct as_ep *dst) {
-  uint32_t h = svc_hash(dst->ip, dst->port);
-  h = (h ^ (sport & 0xff)) * 16777619u;
-  h = (h ^ (sport >> 8)) * 16777619u;
+  uint32_t h = as_fnv_port(svc_hash(dst->ip, dst->port), sport);
   return (h % (AS_IDENT_SLOTS / AS_IDENT_WAYS)) * AS_IDENT_WAYS;
 }
 

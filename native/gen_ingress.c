@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gen_internal.h"
+#include "fnv.h"
 
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -39,8 +40,7 @@ static int host_address(const uint8_t ip[16]) {
 
 static int outside_address(struct as_gen *g, const uint8_t ip[16]) {
   uint64_t now = as_now_ms();
-  unsigned h = 2166136261u;
-  for (int i = 0; i < 16; i++) h = (h ^ ip[i]) * 16777619u;
+  uint32_t h = as_fnv_bytes(AS_FNV_BASIS, ip, 16);
   struct as_not_local *e = &g->not_local[h % AS_NOT_LOCAL_SLOTS];
   if (e->until_ms > now && !memcmp(e->ip, ip, 16)) return 1;
   if (host_address(ip)) return 0;

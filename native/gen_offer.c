@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gen_internal.h"
+#include "fnv.h"
 
 /* ---- speculative offers (AS_F_OFFER) -------------------------------------------------------------------------
  * A connect to a same-host service costs the program one daemon round trip instead of two: the request already carries
@@ -16,10 +17,7 @@
  * small hint table of destinations the daemon said are not on this host. */
 
 static unsigned hint_slot(const struct as_ep *e) {
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 16; i++) h = (h ^ e->ip[i]) * 16777619u;
-  h = (h ^ e->port) * 16777619u;
-  return h % AS_HINTS;
+  return as_fnv_ep(e->ip, e->port) % AS_HINTS;
 }
 
 void as_hint_set(struct as_gen *g, const struct as_pending *p, int remote) {

@@ -48,6 +48,7 @@
 
 #include "generator.h"
 #include "proto.h"
+#include "fnv.h"
 
 #define ERESTARTSYS_ 512 /* include/linux/errno.h: only ever seen by the kernel's signal code, which turns it into a
                             restart or EINTR; answered only while a signal is pending for the thread */
@@ -123,11 +124,7 @@ static uint64_t now_ms(void) {
 }
 
 static unsigned ep_hash(const struct as_ep *e) {
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 16; i++) h = (h ^ e->ip[i]) * 16777619u;
-  h = (h ^ (e->port & 0xff)) * 16777619u;
-  h = (h ^ (e->port >> 8)) * 16777619u;
-  return h;
+  return as_fnv_ep(e->ip, e->port);
 }
 
 /* ---- the timer: signals, SO_RCVTIMEO, questions the daemon has not answered --------------------------------- */

@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "fnv.h"
+
 static const uint8_t v4prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 int as_ep_from_sockaddr(const void *sa, uint32_t len, struct as_ep *ep) {
@@ -59,11 +61,7 @@ int as_ep_equal(const struct as_ep *a, const struct as_ep *b) {
 }
 
 static unsigned hash_ep(const struct as_ep *ep) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (int i = 0; i < 16; i++) h = (h ^ ep->ip[i]) * 16777619u;
-  h = (h ^ (ep->port & 0xff)) * 16777619u;
-  h = (h ^ (ep->port >> 8)) * 16777619u;
-  return h % AS_VMAP_SLOTS;
+  return as_fnv_ep(ep->ip, ep->port) % AS_VMAP_SLOTS;
 }
 
 void as_vmap_put(struct as_vmap *m, const struct as_ep *real, const struct as_ep *virt) {

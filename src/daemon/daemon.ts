@@ -60,7 +60,8 @@ import { preparePrivateStateDir, privateHandlerDeps } from './private-mode.js';
 import { type ApiSources, createApiHandler } from '../api/handler.js';
 import { ApiServer } from '../api/server.js';
 import { resolveApiToken } from '../api/token.js';
-import { checkUiAddress, isLoopback, startLiveView, type LiveView } from '../ui/mount.js';
+import { isLoopbackHost } from '../net-listen.js';
+import { checkUiAddress, startLiveView, type LiveView } from '../ui/mount.js';
 
 /** Every address of this host's interfaces (for a metrics endpoint bound to the wildcard address). */
 function localAddresses(): string[] {
@@ -77,7 +78,7 @@ function localAddresses(): string[] {
  * address of a UDP answer against its nameserver (c-ares, musl) sees the real one, until datagram receives are
  * translated. glibc (getaddrinfo, getent, Python, curl), Go and Java do not check. */
 export function programsNameserver(cfg: Pick<DaemonConfig, 'nodeAddress' | 'dnsPort'>): string {
-  return cfg.dnsPort === VIRTUAL_DNS_PORT && !isLoopback(cfg.nodeAddress) ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
+  return cfg.dnsPort === VIRTUAL_DNS_PORT && !isLoopbackHost(cfg.nodeAddress) ? cfg.nodeAddress : VIRTUAL_DNS_ADDRESS;
 }
 
 export class Daemon {
@@ -503,7 +504,7 @@ export class Daemon {
       onError: (e) => this.serverError('ui', e),
     });
     this.uiAddress = this.liveView.address;
-    if (!isLoopback(address.host)) { /* reachable from other nodes: their programs must find it closed too */
+    if (!isLoopbackHost(address.host)) { /* reachable from other nodes: their programs must find it closed too */
       const served = Number(/:(\d+)$/.exec(this.uiAddress)?.[1]);
       if (served > 0) this.cluster?.updateNode({ uiPort: served });
     }

@@ -522,6 +522,7 @@ function parseForwarders(list: readonly string[]): Forwarder[] {
   return list.map(parseForwarder);
 }
 
+/** src/net-listen.ts has the daemon's; src/dns imports nothing outside itself (test/unit/dns-deps.test.ts). */
 function isLoopback(host: string): boolean {
   return host === '::1' || host.startsWith('127.');
 }

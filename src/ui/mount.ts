@@ -1,9 +1,9 @@
 /** Starts the live view for the daemon: checks the address (a non-loopback one needs `--ui-allow-remote`), mounts
  * the API handler read-only with no auth (IFACE15.md) behind the UI server, and listens. */
-import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { AppswitchError } from '../errors.js';
 import { createApiHandler, type ApiSources } from '../api/handler.js';
+import { isLoopbackHost } from '../net-listen.js';
 import { UiServer } from './server.js';
 
 export interface LiveViewOptions {
@@ -22,16 +22,11 @@ export interface LiveView {
   close(): Promise<void>;
 }
 
-/** Whether the live view may listen on `host` without `--ui-allow-remote`: loopback only. */
-export function isLoopback(host: string): boolean {
-  return ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback';
-}
-
 /** Throws ERR_CONFIG for a non-loopback address without `--ui-allow-remote` (the daemon checks this before it starts
  * anything else, and again here). */
 export function checkUiAddress(address: { host: string; port: number }, allowRemote: boolean): void {
   const { host, port } = address;
-  if (!allowRemote && !isLoopback(host)) {
+  if (!allowRemote && !isLoopbackHost(host)) {
     throw new AppswitchError(
       'ERR_CONFIG',
       `--ui-address ${shown(host, port)} is not a loopback address: the live view has no authentication and shows every app, its command line and tags to whoever reaches it. Use 127.0.0.1 and an SSH tunnel (docs/live-view.md), or add --ui-allow-remote`,
@@ -55,7 +50,7 @@ export async function startLiveView(o: LiveViewOptions): Promise<LiveView> {
   } catch (e) {
     throw new AppswitchError('ERR_CONFIG', `--ui-address ${shown(host, port)}: ${(e as Error).message}`);
   }
-  if (!isLoopback(host)) {
+  if (!isLoopbackHost(host)) {
     o.log.warn({ uiAddress: address }, 'the live view listens on a non-loopback address (--ui-allow-remote): anyone who reaches it sees the apps, their command lines and tags, the services and the members');
   }
   o.log.info({ uiAddress: address, url: `http://${address}/` }, 'live view listening');

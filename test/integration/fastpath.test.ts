@@ -28,6 +28,20 @@ function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** The probe's epoll server at ip:8000 under appswitch, for n connections; the counters as it came up. */
+async function probeServer(ip: string, n: number): Promise<{ before: Status; out: ReturnType<typeof finish> }> {
+  const before = await status(h);
+  const out = finish(h.run(['--ip', ip], [P, 'server', '8000', String(n)]), 60_000);
+  await h.waitService(ip, 8000, 20_000);
+  return { before, out };
+}
+
+/** One probe client connection to ip:8000 in `mode`, which must say it went well. */
+async function probeClient(ip: string, mode: string, appArgs: string[] = []): Promise<void> {
+  const c = await h.runToEnd(appArgs, [P, 'client', ip, '8000', mode]);
+  expect(c.stdout, c.stderr).toContain(`ok client ${mode}`);
+}
+
 beforeAll(async () => {
   P = compileHelper('fastpath-probe');
   h = TestHost.create('fast');
@@ -60,55 +74,36 @@ describe('fast path', () => {
   });
 
   it('keeps a socket registered in epoll before connect() on TCP (as nginx does) and it works', async () => {
-    const before = await status(h);
-    const srv = h.run(['--ip', '10.1.0.3'], [P, 'server', '8000', '2']);
-    const out = finish(srv, 60_000);
-    await h.waitService('10.1.0.3', 8000, 20_000);
-    const c = await h.runToEnd([], [P, 'client', '10.1.0.3', '8000', 'epoll-first']);
-    expect(c.stdout, c.stderr).toContain('ok client epoll-first');
+    const { before, out } = await probeServer('10.1.0.3', 2);
+    await probeClient('10.1.0.3', 'epoll-first');
     expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 0 });
     /* the instance at fd 200, far above the program's other descriptors: not where a walk of the numbers up to their
      * count ends (native/fd_inspect.c), so the listing of /proc/PID/fd finds it */
-    const high = await h.runToEnd([], [P, 'client', '10.1.0.3', '8000', 'epoll-high']);
-    expect(high.stdout, high.stderr).toContain('ok client epoll-high');
+    await probeClient('10.1.0.3', 'epoll-high');
     expect((await out).stdout).not.toContain('FAIL');
     expect(await delta(h, before)).toEqual({ tcp: 2, fastpath: 0 });
   });
 
   it('looks in every epoll instance of the client: other instances alone keep the fast path; registered in the last one, behind another file of the same number, keeps TCP', async () => {
-    const before = await status(h);
-    const srv = h.run(['--ip', '10.1.0.5'], [P, 'server', '8000', '2']);
-    const out = finish(srv, 60_000);
-    await h.waitService('10.1.0.5', 8000, 20_000);
-    const other = await h.runToEnd([], [P, 'client', '10.1.0.5', '8000', 'epoll-other']);
-    expect(other.stdout, other.stderr).toContain('ok client epoll-other');
+    const { before, out } = await probeServer('10.1.0.5', 2);
+    await probeClient('10.1.0.5', 'epoll-other');
     expect(await delta(h, before)).toEqual({ tcp: 0, fastpath: 1 });
-    const last = await h.runToEnd([], [P, 'client', '10.1.0.5', '8000', 'epoll-last']);
-    expect(last.stdout, last.stderr).toContain('ok client epoll-last');
+    await probeClient('10.1.0.5', 'epoll-last');
     expect((await out).stdout).not.toContain('FAIL');
     expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 1 });
   });
 
   it('keeps a program holding more descriptors than the generator looks through on TCP, and it works', async () => {
-    const before = await status(h);
-    const srv = h.run(['--ip', '10.1.0.9'], [P, 'server', '8000', '1']);
-    const out = finish(srv, 60_000);
-    await h.waitService('10.1.0.9', 8000, 20_000);
-    const c = await h.runToEnd([], [P, 'client', '10.1.0.9', '8000', 'many-fds']);
-    expect(c.stdout, c.stderr).toContain('ok client many-fds');
+    const { before, out } = await probeServer('10.1.0.9', 1);
+    await probeClient('10.1.0.9', 'many-fds');
     expect((await out).stdout).not.toContain('FAIL');
     expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 0 });
   });
 
   it('`appswitch run --no-fastpath` keeps that app on TCP', async () => {
-    const before = await status(h);
-    const srv = h.run(['--ip', '10.1.0.4'], [P, 'server', '8000', '2']);
-    const out = finish(srv, 60_000);
-    await h.waitService('10.1.0.4', 8000, 20_000);
-    const off = await h.runToEnd(['--no-fastpath'], [P, 'client', '10.1.0.4', '8000', 'blocking']);
-    expect(off.stdout).toContain('ok client blocking');
-    const on = await h.runToEnd([], [P, 'client', '10.1.0.4', '8000', 'blocking']);
-    expect(on.stdout).toContain('ok client blocking');
+    const { before, out } = await probeServer('10.1.0.4', 2);
+    await probeClient('10.1.0.4', 'blocking', ['--no-fastpath']);
+    await probeClient('10.1.0.4', 'blocking');
     expect((await out).code).toBe(0);
     expect(await delta(h, before)).toEqual({ tcp: 1, fastpath: 1 });
   });

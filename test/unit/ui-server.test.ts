@@ -9,7 +9,8 @@ import { parseUiAddress } from '../../src/daemon/config.js';
 import { decodeNodeRecord } from '../../src/daemon/gossip-records.js';
 import { nodeDoors } from '../../src/policy/daemon-ports.js';
 import { AppswitchError } from '../../src/errors.js';
-import { isLoopback, startLiveView } from '../../src/ui/mount.js';
+import { isLoopbackHost } from '../../src/net-listen.js';
+import { startLiveView } from '../../src/ui/mount.js';
 import { cspFor, hostAllowed, UI_ROUTES, UiServer, type UiPage } from '../../src/ui/server.js';
 import { unavailableEvents } from '../../src/api/unavailable.js';
 
@@ -147,10 +148,12 @@ describe('--ui-address', () => {
   });
 
   it('must be loopback unless --ui-allow-remote', async () => {
-    expect(isLoopback('127.0.0.1')).toBe(true);
-    expect(isLoopback('::1')).toBe(true);
-    expect(isLoopback('192.0.2.1')).toBe(false);
-    expect(isLoopback('0.0.0.0')).toBe(false);
+    expect(isLoopbackHost('127.0.0.1')).toBe(true);
+    expect(isLoopbackHost('::1')).toBe(true);
+    expect(isLoopbackHost('192.0.2.1')).toBe(false);
+    expect(isLoopbackHost('0.0.0.0')).toBe(false);
+    expect(isLoopbackHost('::ffff:127.0.0.1')).toBe(true);
+    expect(isLoopbackHost('localhost')).toBe(false);
     const sources = { control: () => [], events: unavailableEvents(), edges: { edges: () => Promise.reject(new Error('unused')) } };
     const err = await startLiveView({ address: { host: '0.0.0.0', port: 0 }, allowRemote: false, sources, log }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AppswitchError);
