@@ -4,6 +4,7 @@ import { type DaemonFlags, resolveConfig } from '../daemon/config.js';
 import type { InfoResult } from '../daemon/control-protocol.js';
 import { Daemon } from '../daemon/daemon.js';
 import { installProcessGuards } from '../daemon/internal-errors.js';
+import { boundPrivateLog } from '../daemon/log-rotate.js';
 import { VERSION } from '../daemon/version.js';
 import { AppswitchError } from '../errors.js';
 import { launcherPath, native } from '../native/binding.js';
@@ -85,6 +86,7 @@ async function runDaemon(cmd: Command): Promise<void> {
   installProcessGuards(process, d.internalErrors); /* what escapes every handler is logged and counted, see internal-errors.ts */
   await d.start();
   if (!cfg.sockguard && !cfg.private) d.log.warn('running without the socket guard (--insecure-no-sockguard): programs can bypass appswitch with a dup2() race');
+  if (cfg.private) boundPrivateLog(d.log);
   let stopping = false;
   const stop = (sig: NodeJS.Signals): void => {
     if (stopping) return;

@@ -7,7 +7,7 @@
  * not the launcher cannot register. Everything runs in a network namespace of the test's (the daemon uses
  * 127.0.0.1 there), as throwaway users removed afterwards; nothing of the user is left running. */
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -289,6 +289,20 @@ describe('a private daemon for an ordinary user', () => {
       killTree(server, 'SIGTERM');
       await finish(server, 5000);
     }
+  });
+
+  it('keeps its log bounded: a log past 16 MiB becomes daemon.log.1 and daemon.log starts again', async () => {
+    const stop = await as(USER, privateApi('m.stopPrivateDaemon()'));
+    expect(stop.stdout.trim()).toBe('true');
+    const log = path.join(stateDir(), 'daemon.log');
+    appendFileSync(log, `${'x'.repeat(17 * 1024 * 1024)}\nthe end of the old log\n`);
+    const start = await as(USER, privateApi('m.ensureDaemon({ log: () => {} })'));
+    expect(JSON.parse(start.stdout)).toMatchObject({ started: true, private: true });
+    expect(await waitFor(() => existsSync(`${log}.1`) && readFileSync(log, 'utf8').includes('log rotated'), 10_000, 100)).toBe(true);
+    expect(statSync(log).size).toBeLessThan(64 * 1024);
+    expect(readFileSync(`${log}.1`, 'utf8')).toContain('the end of the old log');
+    expect(statSync(`${log}.1`).uid).toBe(uid); /* the user's, as the log is */
+    expect(statSync(`${log}.1`).mode & 0o777).toBe(0o600);
   });
 
   it('after a crash (SIGKILL: its sockets are left behind), ensureDaemon starts a new one', async () => {
