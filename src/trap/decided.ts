@@ -7,6 +7,7 @@ import type { AppRecord } from './apps.js';
 import type { ConnectionTracker } from './connections.js';
 import type { DecidedRecord } from './decided-wire.js';
 import type { HandlerStats } from './handler.js';
+import type { RateLimitedLog } from './limits.js';
 import type { ConnectObserver } from './observer.js';
 
 export interface DecidedDeps {
@@ -15,6 +16,8 @@ export interface DecidedDeps {
   report: (app: AppRecord, local: Endpoint, dst: Endpoint) => void;
   connections: ConnectionTracker;
   log: Logger;
+  /** The refusal and denial lines, at most one per app and service per interval (the counters and events get all). */
+  limitLog: RateLimitedLog;
   table: ServiceTable;
   /** Told of refusals and policy denials (connections set up reach it through the tracker). */
   observer?: Pick<ConnectObserver, 'refused' | 'denied'>;
@@ -41,19 +44,20 @@ export function applyDecided(d: DecidedDeps, app: AppRecord, records: DecidedRec
         break;
       case 'no-service':
         d.stats.refused++;
-        d.log.info(base, 'connect refused: no such service');
+        d.limitLog.info(`no-service/${app.id}/tcp/${base.service}`, base, 'connect refused: no such service');
         d.observer?.refused(app, r.virt.ip, r.virt.port, 'no-service');
         break;
       case 'all-refused':
         d.stats.refused++;
-        d.log.info(base, 'connect refused: every instance refused');
+        d.limitLog.info(`all-refused/${app.id}/tcp/${base.service}`, base, 'connect refused: every instance refused');
         d.observer?.refused(app, r.virt.ip, r.virt.port, 'all-refused');
         break;
       case 'denied': {
         d.stats.denied++;
         const vip = r.virt.ip;
         const sample = d.table.lookup({ vip, port: r.virt.port, proto: 'tcp' })[0];
-        d.log.warn(
+        d.limitLog.warn(
+          `denied/${app.id}/tcp/${base.service}`,
           { ...base, clientTags: app.tags, serviceApp: sample?.appId, serviceName: sample?.name, serviceTags: sample?.tags },
           'connect denied by policy',
         );

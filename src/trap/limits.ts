@@ -57,7 +57,10 @@ export class CountedMap<K, V> extends Map<K, V> {
   }
 }
 
-/** At most one warning per key per `intervalMs`; the next carries how many were suppressed meanwhile. */
+/** At most one line per key per `intervalMs`; the next carries how many were suppressed meanwhile. For what a program
+ * can make happen as often as it likes (a refused or denied connect per call): each is counted and sent to the event
+ * stream in full, and logged this way, so that one program cannot flood the log (or journald's rate limit, which would
+ * then drop everyone else's lines). */
 export class RateLimitedLog {
   private readonly last = new Map<string, { at: number; suppressed: number }>();
 
@@ -68,6 +71,14 @@ export class RateLimitedLog {
   ) {}
 
   warn(key: string, obj: Record<string, unknown>, msg: string): void {
+    this.emit('warn', key, obj, msg);
+  }
+
+  info(key: string, obj: Record<string, unknown>, msg: string): void {
+    this.emit('info', key, obj, msg);
+  }
+
+  private emit(level: 'info' | 'warn', key: string, obj: Record<string, unknown>, msg: string): void {
     const t = this.now();
     const e = this.last.get(key);
     if (e && t - e.at < this.intervalMs) {
@@ -76,6 +87,6 @@ export class RateLimitedLog {
     }
     if (this.last.size > 4096) this.last.clear(); /* keys are per app: bounded by forgetting */
     this.last.set(key, { at: t, suppressed: 0 });
-    this.log.warn(e?.suppressed ? { ...obj, suppressed: e.suppressed } : obj, msg);
+    this.log[level](e?.suppressed ? { ...obj, suppressed: e.suppressed } : obj, msg);
   }
 }

@@ -114,7 +114,8 @@ export class Router {
       if (!tried) this.tried.set(reqKey, (tried = { at: Date.now(), endpoints: new Set() }));
       if (failed) tried.endpoints.add(endpointKey(failed));
       deps.stats.retried++;
-      deps.log.info(
+      deps.limitLog.info(
+        `retried/${app.id}/${proto}/${where}`,
         { app: app.id, appName: app.name, client: app.identity, service: where, proto, instance: failed ? endpointKey(failed) : undefined },
         'service instance refused the connection; trying another',
       );
@@ -138,7 +139,7 @@ export class Router {
     }
     if (instances.length === 0) {
       deps.stats.refused++;
-      deps.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
+      deps.limitLog.info(`no-service/${app.id}/${proto}/${where}`, { app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: no such service');
       deps.observer?.refused(app, vip, dst.port, 'no-service');
       return { reply: { result: -Errno.ECONNREFUSED } };
     }
@@ -147,7 +148,8 @@ export class Router {
     if (allowed.length === 0) {
       deps.stats.denied++;
       const sample = instances[0] as ServiceEntry;
-      deps.log.warn(
+      deps.limitLog.warn(
+        `denied/${app.id}/${proto}/${where}`,
         {
           app: app.id,
           appName: app.name,
@@ -172,7 +174,7 @@ export class Router {
     if (!pick) {
       deps.stats.refused++;
       this.tried.delete(reqKey);
-      deps.log.info({ app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: every instance refused');
+      deps.limitLog.info(`all-refused/${app.id}/${proto}/${where}`, { app: app.id, appName: app.name, client: app.identity, service: where, proto }, 'connect refused: every instance refused');
       deps.observer?.refused(app, vip, dst.port, 'all-refused');
       return { reply: { result: -Errno.ECONNREFUSED } };
     }

@@ -176,6 +176,20 @@ describe('metrics endpoint', () => {
       await out;
     }
   });
+
+  it('a program retrying a refused connect in a loop: every refusal counted, one log line per service (rate-limited), so one program cannot flood the log', async () => {
+    const before = await scrape();
+    const lines = logLines('connect refused: no such service').length;
+    const loop = 'import socket\nn=0\nfor i in range(300):\n  s=socket.socket()\n  try:\n    s.connect(("10.9.9.8",4321))\n  except ConnectionRefusedError:\n    n+=1\n  s.close()\nprint(n)';
+    const r = await h.runToEnd(['--name', 'hammer'], ['python3', '-c', loop]);
+    expect(r.stdout.trim(), r.stderr).toBe('300');
+    const after = await scrapeUntil((m) => val(m, 'appswitch_connects_refused_total') - val(before, 'appswitch_connects_refused_total') >= 300);
+    expect(val(after, 'appswitch_connects_refused_total') - val(before, 'appswitch_connects_refused_total')).toBe(300);
+    const mine = logLines('connect refused: no such service').slice(lines).filter((l) => l.appName === 'hammer');
+    expect(mine.length).toBeGreaterThanOrEqual(1);
+    expect(mine.length).toBeLessThanOrEqual(2); /* the daemon's own decisions and the generator's are limited apart */
+    expect(mine[0]).toMatchObject({ service: '10.9.9.8:4321', proto: 'tcp' });
+  });
 });
 
 describe('daemon log lines', () => {

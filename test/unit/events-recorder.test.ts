@@ -15,6 +15,7 @@ import { ServiceTable } from '../../src/table/service-table.js';
 import type { AppRecord } from '../../src/trap/apps.js';
 import { ConnectionTracker } from '../../src/trap/connections.js';
 import { applyDecided } from '../../src/trap/decided.js';
+import { RateLimitedLog } from '../../src/trap/limits.js';
 import type { DecidedRecord } from '../../src/trap/decided-wire.js';
 import type { HandlerStats } from '../../src/trap/handler.js';
 
@@ -60,7 +61,7 @@ describe('DecisionRecorder', () => {
       { kind: 'no-service', retried: 0, local: { ip: '0.0.0.0', port: 0 }, real: { ip: '0.0.0.0', port: 0 }, virt: { ip: '10.0.0.5', port: 9999 }, pid: 5, inode: undefined, serverApp: undefined },
       { kind: 'denied', retried: 0, local: { ip: '0.0.0.0', port: 0 }, real: { ip: '0.0.0.0', port: 0 }, virt: { ip: '10.0.0.5', port: 8080 }, pid: 5, inode: undefined, serverApp: undefined },
     ];
-    applyDecided({ stats, report: () => undefined, connections: tracker, log: silent, table, observer: rec }, lone, records);
+    applyDecided({ stats, report: () => undefined, connections: tracker, log: silent, limitLog: new RateLimitedLog(silent), table, observer: rec }, lone, records);
     const got = await drain(sub);
     expect(got.map((e) => [e.type, e.client?.name ?? e.client?.identity, e.service?.name, `${e.service?.vip}:${e.service?.port}`, e.path ?? e.detail])).toEqual([
       ['connect.allowed', 'web', 'api.shop', '10.0.0.5:8080', 'fastpath'],
