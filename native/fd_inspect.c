@@ -30,7 +30,7 @@ int as_fd_info(pid_t tid, int fd, int *flags, uint64_t *ino) {
   return 0;
 }
 
-/* Whether kcmp(2) answers here: -1 not yet known, 0 no (ENOSYS: a kernel without CONFIG_KCMP; EPERM), 1 yes. */
+/* Whether kcmp(2) answers here: -1 not yet known, 0 no (ENOSYS: a kernel without CONFIG_KCMP), 1 yes. */
 static int kcmp_works = -1;
 
 /* By kcmp: 1 when descriptor `ep` of tid is an epoll instance holding fd (the same open file, registered under that
@@ -43,7 +43,7 @@ static int kcmp_has(pid_t tid, int ep, int fd) {
     long r = syscall(SYS_kcmp, tid, tid, KCMP_EPOLL_TFD, fd, (unsigned long)&slot);
     int e = errno;
     if (r >= 0 || e == EINVAL || e == ENOENT || e == EBADF) kcmp_works = 1;
-    else if ((e == ENOSYS || e == EPERM) && kcmp_works != 1) kcmp_works = 0;
+    else if (e == ENOSYS) kcmp_works = 0; /* EPERM is about this task (not ours to inspect): no swap for it */
     if (r == 0) return 1;
     if (r > 0) continue; /* another file under that number */
     return e == EINVAL || e == ENOENT ? 0 : -e;
@@ -78,7 +78,8 @@ static int fdinfo_has(pid_t tid, int dir, const char *ep, int fd, uint64_t ino) 
  * /proc gave). A closed number costs one failed call, so a dense table (the usual one) costs its size, with no listing
  * of /proc/PID/fd (which builds an entry per descriptor). 0 or 1 as as_fd_in_epoll; -EAGAIN when the walk ran past a
  * few closed numbers short of the count (a sparse table: a descriptor far above the others, or one opened
- * meanwhile), with *end the first number not asked; -ENOSYS when kcmp cannot be used. */
+ * meanwhile), with *end the first number not asked; -ENOSYS when kcmp cannot be used; another -errno (EPERM: a task
+ * we may not inspect) as it came. */
 static int walk(pid_t tid, int fd, int open, int *end) {
   int seen = 0, ep = 0;
   for (; seen < open && ep < open + 8; ep++) {
