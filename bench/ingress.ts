@@ -38,10 +38,13 @@ const CLIENTS = Math.round(numOption(args, 'bench:ingress', '--clients', 16));
 const onlyAt = args.indexOf('--only');
 const ONLY = onlyAt >= 0 ? args[onlyAt + 1] : undefined; /* mbits or cps: only that table (nothing is written) */
 const PROFILE = args.includes('--profile');
-const flagsAt = args.indexOf('--daemon-flags');
-const DAEMON_FLAGS = flagsAt >= 0 ? (args[flagsAt + 1] ?? '').split(/\s+/).filter(Boolean) : [];
-const gwFlagsAt = args.indexOf('--gateway-flags');
-const GATEWAY_FLAGS = gwFlagsAt >= 0 ? (args[gwFlagsAt + 1] ?? '').split(/\s+/).filter(Boolean) : [];
+/** The words of the argument after `name` ("--daemon-flags "F ...""), or none. */
+const wordsAfter = (name: string): string[] => {
+  const at = args.indexOf(name);
+  return at >= 0 ? (args[at + 1] ?? '').split(/\s+/).filter(Boolean) : [];
+};
+const DAEMON_FLAGS = wordsAfter('--daemon-flags');
+const GATEWAY_FLAGS = wordsAfter('--gateway-flags');
 const whereAt = args.indexOf('--where');
 const WHERE = whereAt >= 0 ? args[whereAt + 1] : undefined; /* cross or local: only those rows (nothing is written) */
 if (WHERE !== undefined && WHERE !== 'cross' && WHERE !== 'local') {

@@ -3,10 +3,10 @@
 #include "fastpath.h"
 
 #include <errno.h>
-#include <stdlib.h>
-#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>

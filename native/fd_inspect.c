@@ -142,9 +142,8 @@ int as_fd_in_epoll(pid_t tid, int fd, uint64_t ino) {
   if (st.st_size > AS_FD_SCAN_MAX) return -E2BIG;
   int from = 0;
   if (st.st_size > 0 && kcmp_works != 0) {
-    int r = walk(tid, fd, (int)st.st_size, &from);
-    if (r == -ENOSYS) from = 0;
-    else if (r != -EAGAIN) return r;
+    int r = walk(tid, fd, (int)st.st_size, &from); /* sets `from` only for -EAGAIN */
+    if (r != -EAGAIN && r != -ENOSYS) return r;
   }
   return listed(tid, fd, ino, from);
 }

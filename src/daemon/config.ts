@@ -258,7 +258,7 @@ export function resolveConfig(f: DaemonFlags): DaemonConfig {
   }
   if (f.relayWorkers !== undefined) {
     const n = Number(f.relayWorkers);
-    if (!/^\d+$/.test(String(f.relayWorkers).trim()) || !Number.isInteger(n) || n < 1 || n > RELAY_WORKERS_MAX) {
+    if (!/^\d+$/.test(String(f.relayWorkers).trim()) || n < 1 || n > RELAY_WORKERS_MAX) {
       throw new AppswitchError('ERR_CONFIG', `--relay-workers ${String(f.relayWorkers)} must be an integer from 1 to ${RELAY_WORKERS_MAX}`);
     }
     if (!cfg.gateway) throw new FlagDependencyError('--relay-workers needs --gateway');

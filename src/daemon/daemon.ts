@@ -22,7 +22,6 @@ import { VirtualDns } from '../trap/virtual-dns.js';
 import { errCode, FdBudget, isFdExhaustion } from '../trap/fdbudget.js';
 import { ConnectionTracker, type ServiceInfo } from '../trap/connections.js';
 import { applyDecided } from '../trap/decided.js';
-import { RateLimitedLog } from '../trap/limits.js';
 import { DecisionTable } from '../trap/decision-table.js';
 import { AccessControl, type PeerCredentials } from './access.js';
 import type { DaemonConfig } from './config.js';
@@ -304,7 +303,7 @@ export class Daemon {
     this.trap.helloFds = () => this.decisions.fdsForHello();
     this.trap.onAppsChanged = () => this.decisions.invalidate();
     this.trap.onServiceUp = () => this.decisions.flush();
-    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, limitLog: new RateLimitedLog(this.log), table: this.table, observer: this.recorder };
+    const decidedDeps = { stats: this.handler.stats, report: this.handler.reportDecided.bind(this.handler), connections: this.connections, log: this.log, limitLog: this.handler.limitLog, table: this.table, observer: this.recorder };
     this.trap.onDecided = (app, records) => applyDecided(decidedDeps, app, records);
     this.trap.onClaimed = (app, claims) => this.gateways.claimed(app.id, claims);
     this.control = new ControlServer((req) => this.onControl(req), this.log, (peer) => this.access.admit(peer, 'control'), cfg.private ? process.getuid?.() : undefined);

@@ -151,6 +151,9 @@ export class TrapHandler {
   readonly balancer: Balancer;
   /** Who sends datagrams from where, and the return paths to them (see udp-identity.ts). */
   readonly udp: UdpIdentity;
+  /** The rate-limited lines of this node's trap decisions (router.ts), also those of the generators' own (decided.ts):
+   * one line per app, service and cause per interval, whoever decided. */
+  readonly limitLog: RateLimitedLog;
   private readonly registry: AppRegistry;
   private readonly bindings: Bindings;
   private readonly router: Router;
@@ -162,7 +165,7 @@ export class TrapHandler {
   constructor(private readonly cfg: HandlerConfig) {
     const { nodeName, nodeAddress, table, log } = cfg;
     const limits = cfg.limits ?? DEFAULT_LIMITS;
-    const limitLog = new RateLimitedLog(log);
+    const limitLog = (this.limitLog = new RateLimitedLog(log));
     const closeFds = (fds: number[]): void => {
       if (fds.length) cfg.closeFds?.(fds);
     };

@@ -2,9 +2,10 @@
  *   fastpath-probe server PORT N      epoll server: accepts N connections (listener in epoll), for each prints what it
  *                                     sees, reads to EOF with splice(2), answers "n=<bytes> sum=<sum>", closes
  *   fastpath-probe client IP PORT MODE  MODE: blocking | nonblock | epoll-first (socket registered in epoll before
- *                                     connect, as nginx does) | epoll-high (the same, the instance at fd 200) | epoll-other (epoll instances with other descriptors
- *                                     only) | epoll-last (registered in the last of them, after another file under its
- *                                     number) | many-fds (300 descriptors open) | sendfile (1 MiB with sendfile(2))
+ *                                     connect, as nginx does) | epoll-high (the same, the instance at fd 200) |
+ *                                     epoll-other (epoll instances with other descriptors only) | epoll-last
+ *                                     (registered in the last of them, after another file under its number) |
+ *                                     many-fds (300 descriptors open) | sendfile (1 MiB with sendfile(2))
  * Prints "ok ..." lines, or "FAIL ..." and exits 1. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -160,8 +161,8 @@ static int client(const char *ip, int port, const char *mode) {
   int nonblock = strcmp(mode, "blocking") != 0 && strcmp(mode, "sendfile") != 0;
   int s = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
   int epfd = -1;
-  if (!strcmp(mode, "epoll-first") || !strcmp(mode, "epoll-high")) { /* registered before connect: must keep working
-                                                                        * (TCP fallback) */
+  /* registered before connect: must keep working (TCP fallback) */
+  if (!strcmp(mode, "epoll-first") || !strcmp(mode, "epoll-high")) {
     epfd = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.fd = s};
     CHECK(epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) == 0, "epoll_ctl");
